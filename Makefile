@@ -1,0 +1,31 @@
+# The two commands a new user types: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-all demo clean bench
+
+setup: $(STAMP)
+
+# Re-install only when the requirements or the package metadata change.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+demo: setup
+	$(VENV)/bin/unimedvl demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

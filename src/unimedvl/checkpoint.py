@@ -1,0 +1,379 @@
+"""Read and write checkpoints in the release layout (BAGEL-7B-MoT / UniMedVL directories).
+
+A checkpoint directory holds:
+- ``llm_config.json``: Qwen2 config fields (+ ``qk_norm``, ``layer_module``);
+- ``vit_config.json``: SigLIP vision config (``num_hidden_layers`` counts the dropped last layer);
+- ``ae.safetensors``: the FLUX VAE;
+- ``ema.safetensors`` and/or ``model.safetensors`` or a sharded ``*.safetensors.index.json``: the
+  unified model without the VAE;
+- tokenizer files;
+- ``unimedvl_config.yaml`` (ours only): the complete ModelConfig, so nothing is implied on reload.
+
+Release directories lack the last file; the values they imply are filled in by ``RELEASE_IMPLIED``.
+Loading builds the model on the meta device and assigns tensors straight from the safetensors
+files (peak memory about one copy of the weights). Only safetensors are read: never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
+from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.models.vision import vit_config_from_hf
+
+CONFIG_FILE = "unimedvl_config.yaml"
+WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
+# Architecture values that release directories do not store (spec section 2).
+RELEASE_IMPLIED = {
+    "qk_norm": True,
+    "tie_word_embeddings": False,
+    "layer_module": "Qwen2MoTDecoderLayer",
+    "max_latent_size": 64,
+    "latent_patch_size": 2,
+    "connector_act": "gelu_pytorch_tanh",
+    "vit_max_num_patch_per_side": 70,
+}
+# Buffers that are recomputed from the config and may be absent from a file.
+RECOMPUTED_KEYS = ("latent_pos_embed.pos_embed", "vit_pos_embed.pos_embed")
+VAE_PREFIX = "vae."
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ConfigError(f"dtype={dtype!r}; choose one of fp32, bf16, fp16") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs.
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    """The complete ModelConfig of a checkpoint directory (ours, or a release one plus implied values)."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file():
+        return from_dict(ModelConfig, load_yaml(path / CONFIG_FILE), source=str(path / CONFIG_FILE))
+    for name in ("llm_config.json",):
+        if not (path / name).is_file():
+            raise CheckpointError(
+                f"{path}: no {CONFIG_FILE} and no {name}; a checkpoint directory needs llm_config.json, "
+                "vit_config.json, ae.safetensors and ema.safetensors (or model.safetensors)"
+            )
+    llm = _read_json(path / "llm_config.json")
+    cfg = ModelConfig(
+        llm=llm_config_from_hf(llm, source=str(path / "llm_config.json")),
+        max_latent_size=RELEASE_IMPLIED["max_latent_size"],
+        latent_patch_size=RELEASE_IMPLIED["latent_patch_size"],
+        connector_act=RELEASE_IMPLIED["connector_act"],
+        vit_max_num_patch_per_side=RELEASE_IMPLIED["vit_max_num_patch_per_side"],
+    )
+    if (path / "vit_config.json").is_file():
+        cfg.vit = vit_config_from_hf(_read_json(path / "vit_config.json"), source=str(path / "vit_config.json"))
+        cfg.vit_max_num_patch_per_side = cfg.vit.num_patches_per_side
+    else:
+        cfg.visual_und = False
+    if (path / "ae.safetensors").is_file():
+        cfg.vae = vae_config_from_file(path / "ae.safetensors")
+    else:
+        cfg.visual_gen = False
+    return cfg
+
+
+def llm_config_from_hf(data: Mapping, source: str = "config.json") -> LLMConfig:
+    """LLMConfig from a Qwen2/Qwen2.5/Qwen3 ``config.json``; release-implied values fill the gaps."""
+    fields = {
+        "vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+        "num_hidden_layers": "num_hidden_layers", "num_attention_heads": "num_attention_heads",
+        "num_key_value_heads": "num_key_value_heads", "rope_theta": "rope_theta",
+        "rms_norm_eps": "rms_norm_eps", "max_position_embeddings": "max_position_embeddings",
+        "tie_word_embeddings": "tie_word_embeddings", "qk_norm": "qk_norm", "layer_module": "layer_module",
+        "head_dim": "head_dim", "attention_bias": "attention_bias",
+    }
+    kwargs = {ours: data[theirs] for theirs, ours in fields.items() if data.get(theirs) is not None}
+    if "rope_theta" not in kwargs and isinstance(data.get("rope_parameters"), Mapping):
+        kwargs["rope_theta"] = data["rope_parameters"].get("rope_theta", 10000.0)
+    for key in ("qk_norm", "tie_word_embeddings", "layer_module"):
+        kwargs.setdefault(key, RELEASE_IMPLIED[key])
+    kwargs.setdefault("attention_bias", True)  # Qwen2 has q/k/v bias and no attention_bias key
+    kwargs = {k: (float(v) if k in ("rope_theta", "rms_norm_eps") else v) for k, v in kwargs.items()}
+    try:
+        return LLMConfig(**kwargs)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{source}: {err}") from None
+
+
+def llm_config_to_hf(cfg: LLMConfig) -> dict:
+    """A Qwen2-style ``llm_config.json`` that also states every value the release leaves implied."""
+    return {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_act": cfg.hidden_act,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "qk_norm": cfg.qk_norm,
+        "attention_bias": cfg.attention_bias,
+        "layer_module": cfg.layer_module,
+        "initializer_range": cfg.initializer_range,
+    }
+
+
+def vit_config_to_hf(cfg: ModelConfig) -> dict:
+    """SigLIP ``vit_config.json``; like the release, it counts one layer more than is built."""
+    v = cfg.vit
+    return {
+        "model_type": "siglip_vision_model",
+        "hidden_size": v.hidden_size,
+        "intermediate_size": v.intermediate_size,
+        "num_attention_heads": v.num_attention_heads,
+        "num_hidden_layers": v.num_hidden_layers + 1,
+        "patch_size": v.patch_size,
+        "num_channels": v.num_channels,
+        "image_size": v.image_size,
+        "layer_norm_eps": v.layer_norm_eps,
+        "hidden_act": v.hidden_act,
+    }
+
+
+def vae_config_from_file(path: Path) -> VAEConfig:
+    """Infer the FLUX VAE layout (ch, ch_mult, num_res_blocks, z_channels) from tensor shapes."""
+    with _open(path) as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        ch = shapes["encoder.conv_in.weight"][0]
+        levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
+        ch_mult = tuple(shapes[f"encoder.down.{i}.block.0.conv2.weight"][0] // ch for i in levels)
+        blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
+        z_channels = shapes["encoder.conv_out.weight"][0] // 2
+        in_channels = shapes["encoder.conv_in.weight"][1]
+        out_ch = shapes["decoder.conv_out.weight"][0]
+    except KeyError as err:
+        raise CheckpointError(f"{path}: not a FLUX autoencoder (missing {err.args[0]})") from None
+    return VAEConfig(in_channels=in_channels, out_ch=out_ch, ch=ch, ch_mult=ch_mult,
+                     num_res_blocks=len(blocks), z_channels=z_channels)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors.
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: cannot be read as safetensors ({err}); the file is truncated or corrupted: "
+            "copy it again (only .safetensors files are loaded, never pickles)"
+        ) from None
+
+
+@dataclass
+class WeightSource:
+    """Where each tensor of a checkpoint lives: key -> file."""
+
+    files: dict[str, Path]  # key -> file
+
+    def keys(self) -> set[str]:
+        return set(self.files)
+
+    def tensors(self, keys: set[str] | None = None) -> Iterator[tuple[str, Tensor]]:
+        by_file: dict[Path, list[str]] = {}
+        for key, file in self.files.items():
+            if keys is None or key in keys:
+                by_file.setdefault(file, []).append(key)
+        for file, names in by_file.items():
+            with _open(file) as f:
+                for name in names:
+                    try:
+                        yield name, f.get_tensor(name)
+                    except (SafetensorError, OSError, ValueError) as err:
+                        raise CheckpointError(f"{file}: tensor {name} cannot be read ({err})") from None
+
+
+def find_weights(path: Path, prefer: str = "ema") -> WeightSource:
+    """Locate the unified-model weights: ema/model.safetensors or a sharded index."""
+    order = {"ema": ["ema.safetensors", "model.safetensors"], "model": ["model.safetensors", "ema.safetensors"]}
+    if prefer not in order:
+        raise ConfigError(f"prefer={prefer!r}; choose 'ema' or 'model'")
+    for name in order[prefer]:
+        if (path / name).is_file():
+            with _open(path / name) as f:
+                return WeightSource({k: path / name for k in f.keys()})
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    if indexes:
+        index = _read_json(indexes[0])
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{indexes[0]}: no 'weight_map' mapping")
+        missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
+        if missing:
+            raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {', '.join(missing)}")
+        return WeightSource({k: path / f for k, f in weight_map.items()})
+    raise CheckpointError(
+        f"{path}: no weights; expected ema.safetensors, model.safetensors or a *.safetensors.index.json"
+    )
+
+
+def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype, device: torch.device,
+              exclude: str | None = None, optional: tuple[str, ...] = ()) -> None:
+    """Assign tensors from ``source`` into ``model`` (built on meta) with a strict key check.
+
+    Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent.
+    """
+    expected = {k: v for k, v in model.state_dict().items() if not (exclude and k.startswith(exclude))}
+    got = source.keys()
+    missing = sorted(k for k in expected if k not in got and k not in optional)
+    unexpected = sorted(k for k in got if k not in expected)
+    if missing or unexpected:
+        lines = []
+        if missing:
+            lines.append(f"missing {len(missing)} key(s): {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            lines.append(
+                f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}"
+            )
+        raise CheckpointError(
+            f"{where}: weights do not match the model config ({'; '.join(lines)}). Check that the config "
+            "files belong to these weights (layer_module, num_hidden_layers, visual_gen/visual_und)"
+        )
+    state = {}
+    for key, tensor in source.tensors(set(expected)):
+        want = expected[key]
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{where}: tensor {key} has shape {tuple(tensor.shape)} but the config implies "
+                f"{tuple(want.shape)}; the config does not belong to these weights"
+            )
+        target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
+        state[key] = tensor.to(device=device, dtype=target_dtype)
+    model.load_state_dict(state, strict=False, assign=True)
+
+
+def save_tensors(state: Mapping[str, Tensor], path: Path) -> None:
+    """Write safetensors atomically (temporary name, then rename); shared storage is copied."""
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        out[key] = tensor
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(out, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+
+
+def write_configs(cfg: ModelConfig, path: Path) -> None:
+    """Write llm_config.json, vit_config.json and our complete unimedvl_config.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "llm_config.json").write_text(json.dumps(llm_config_to_hf(cfg.llm), indent=2))
+    if cfg.visual_und:
+        (path / "vit_config.json").write_text(json.dumps(vit_config_to_hf(cfg), indent=2))
+    save_yaml(to_dict(cfg), path / CONFIG_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The unified model.
+
+
+def load_model(
+    path: str | Path,
+    dtype: str | torch.dtype = "fp32",
+    device: str | torch.device = "cpu",
+    prefer: str = "ema",
+    config: ModelConfig | None = None,
+):
+    """Build a UnifiedModel on the meta device and load a checkpoint directory into it in place.
+
+    ``prefer``: ``ema`` (default; falls back to model.safetensors) or ``model`` (raw weights).
+    ``config`` overrides the directory's config (e.g. another attention backend).
+    """
+    from unimedvl.models.embeddings import PositionEmbedding
+    from unimedvl.models.unified import UnifiedModel
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    cfg = config or read_model_config(path)
+    torch_dtype = parse_dtype(dtype)
+    device = torch.device(device)
+    source = find_weights(path, prefer)
+    with torch.device("meta"):
+        model = UnifiedModel(cfg)
+    vae_keys = {k for k in model.state_dict() if k.startswith(VAE_PREFIX)}
+    load_into(model, source, str(path), torch_dtype, device, exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS)
+    if vae_keys:
+        ae_file = path / "ae.safetensors"
+        if not ae_file.is_file():
+            raise CheckpointError(f"{path}: visual_gen is on but ae.safetensors is missing")
+        with _open(ae_file) as f:
+            ae = WeightSource({k: ae_file for k in f.keys()})
+        load_into(model.vae, ae, str(ae_file), torch_dtype, device)
+    for module in model.modules():
+        if isinstance(module, PositionEmbedding):
+            # Recomputed from the formula (checkpoints may omit them or store another size).
+            module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
+            module.reset_parameters()
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"{path}: no weights for {', '.join(leftover[:6])}")
+    return model
+
+
+def model_state(model: nn.Module) -> dict[str, Tensor]:
+    """The unified model's weights without the VAE (what ema/model.safetensors hold)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(VAE_PREFIX)}
+
+
+def save_model(model, path: str | Path, tokenizer=None, ema_state: Mapping[str, Tensor] | None = None) -> Path:
+    """Write ``model`` in the release layout plus our complete config.
+
+    ``ema.safetensors`` holds ``ema_state`` when given (and ``model.safetensors`` the raw
+    weights), else the model's weights; ``ae.safetensors`` the VAE; tokenizer files if given.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_configs(model.config, path)
+    raw = model_state(model)
+    if ema_state is not None:
+        save_tensors({k: v for k, v in ema_state.items() if not k.startswith(VAE_PREFIX)}, path / "ema.safetensors")
+        save_tensors(raw, path / "model.safetensors")
+    else:
+        save_tensors(raw, path / "ema.safetensors")
+        (path / "model.safetensors").unlink(missing_ok=True)
+    if model.config.visual_gen:
+        save_tensors(model.vae.state_dict(), path / "ae.safetensors")
+    if tokenizer is not None:
+        tokenizer.save(path)
+    return path

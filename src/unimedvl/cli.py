@@ -1,0 +1,65 @@
+"""The ``unimedvl`` command: one entry point whose subcommands live in the modules that own them.
+
+Each subcommand module exposes ``register(subparsers)`` (adds its parser and sets ``func``).
+Modules are imported lazily (only the one being run, plus light ones for ``--help``) so that
+``unimedvl info`` does not pay for gradio or the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from unimedvl import __version__
+from unimedvl.errors import UserError
+
+# subcommand name -> ("module" or "module:function" that registers it, help in `unimedvl --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("unimedvl.info", "versions, device, attention backends and named model sizes"),
+    "init-checkpoint": ("unimedvl.init_checkpoint", "write a randomly initialised checkpoint of a named size"),
+    "init-from-components": (
+        "unimedvl.init_checkpoint:register_components",
+        "assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE",
+    ),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unimedvl",
+        description="UniMedVL: train, run and evaluate a unified medical vision-language model.",
+    )
+    parser.add_argument("--version", action="version", version=f"unimedvl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            # Placeholder so `--help` lists every command without importing its module.
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        module_name, _, function = module.partition(":")
+        getattr(importlib.import_module(module_name), function or "register")(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else "")
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

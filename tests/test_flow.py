@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from unimedvl.errors import ConfigError
+from unimedvl.flow import (
+    GuidanceConfig,
+    combine_guidance,
+    estimate_clean,
+    euler_sample,
+    interpolate,
+    sample_timesteps,
+    sampling_schedule,
+    shift_timesteps,
+    velocity_target,
+)
+
+
+def test_shift_formula_and_endpoints():
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    s = 3.0
+    assert torch.allclose(shift_timesteps(t, s), s * t / (1 + (s - 1) * t))
+    assert shift_timesteps(t, 1.0) is t
+    sched = sampling_schedule(5, 3.0)
+    assert sched[0] == 1.0 and sched[-1] == 0.0 and torch.all(sched[:-1] > sched[1:])
+
+
+def test_logit_normal_timesteps():
+    g = torch.Generator().manual_seed(0)
+    t = sample_timesteps(20000, generator=g)
+    assert 0 < t.min() and t.max() < 1
+    assert abs(t.median().item() - 0.5) < 0.02  # sigmoid of a centred normal
+    t3 = sample_timesteps(20000, shift=3.0, generator=torch.Generator().manual_seed(0))
+    assert t3.median() > 0.7
+
+
+def test_interpolation_velocity_and_clean_estimate():
+    x0, eps = torch.randn(4, 8), torch.randn(4, 8)
+    t = torch.rand(4, 1)
+    x_t = interpolate(x0, eps, t)
+    v = velocity_target(x0, eps)
+    assert torch.allclose(estimate_clean(x_t, v, t), x0, atol=1e-6)
+    assert torch.allclose(interpolate(x0, eps, torch.zeros(4, 1)), x0)
+    assert torch.allclose(interpolate(x0, eps, torch.ones(4, 1)), eps)
+
+
+def test_euler_reaches_analytic_answer():
+    # Data is a single point c: the exact velocity at (x, t) is (x - c) / t along straight paths.
+    c = torch.randn(10, 4)
+    noise = torch.randn(10, 4)
+    cfg = GuidanceConfig(cfg_text_scale=1.0, num_timesteps=7, timestep_shift=3.0)
+
+    def velocity(x, t, branches):
+        return {"cond": (x - c) / t[:, None]}
+
+    out = euler_sample(velocity, noise, [6, 4], cfg)
+    assert torch.allclose(out, c, atol=1e-5)
+
+
+def test_guidance_scale_one_is_unguided():
+    x = torch.randn(12, 4)
+    calls = []
+
+    def velocity(x, t, branches):
+        calls.append(branches)
+        return {b: x * (i + 1) for i, b in enumerate(branches)}
+
+    guided = euler_sample(velocity, x, [12], GuidanceConfig(cfg_text_scale=1.0, cfg_img_scale=1.0, num_timesteps=4))
+    assert all(b == ("cond",) for b in calls)
+    empty = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(1.0, 1.0), num_timesteps=4)
+    calls.clear()
+    unguided = euler_sample(velocity, x, [12], empty)
+    assert all(b == ("cond",) for b in calls)
+    assert torch.equal(guided, unguided)
+
+
+@pytest.mark.parametrize("renorm", ["global", "channel", "text_channel"])
+def test_guidance_is_per_sample(renorm):
+    cfg = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_renorm_type=renorm, cfg_renorm_min=0.0)
+    counts = [5, 3]
+    v = {k: torch.randn(8, 6) for k in ("cond", "text_uncond", "img_uncond")}
+    seg = torch.tensor([0] * 5 + [1] * 3)
+    both = combine_guidance(v, cfg, seg, 2)
+    first = combine_guidance({k: t[:5] for k, t in v.items()}, cfg, torch.zeros(5, dtype=torch.long), 1)
+    second = combine_guidance({k: t[5:] for k, t in v.items()}, cfg, torch.zeros(3, dtype=torch.long), 1)
+    assert torch.allclose(both, torch.cat([first, second]), atol=1e-6)
+
+
+def test_guidance_formula_and_global_renorm():
+    cfg = GuidanceConfig(cfg_text_scale=3.0, cfg_img_scale=2.0, cfg_renorm_type="global", cfg_renorm_min=0.0)
+    v = {k: torch.randn(4, 3) for k in ("cond", "text_uncond", "img_uncond")}
+    v_txt = v["text_uncond"] + 3.0 * (v["cond"] - v["text_uncond"])
+    raw = v["img_uncond"] + 2.0 * (v_txt - v["img_uncond"])
+    factor = min(v["cond"].norm() / raw.norm(), 1.0)
+    out = combine_guidance(v, cfg, torch.zeros(4, dtype=torch.long), 1)
+    assert torch.allclose(out, raw * factor, atol=1e-6)
+    assert out.norm() <= v["cond"].norm() + 1e-5
+
+
+def test_bad_settings():
+    with pytest.raises(ConfigError, match="cfg_renorm_type"):
+        GuidanceConfig(cfg_renorm_type="none")
+    with pytest.raises(ConfigError, match="num_timesteps"):
+        GuidanceConfig(num_timesteps=1)
