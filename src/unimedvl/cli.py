@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "unimedvl.init_checkpoint:register_components",
         "assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE",
     ),
+    "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
+    "synth": ("unimedvl.data.synthetic", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
+    "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 
 

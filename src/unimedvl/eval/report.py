@@ -1,0 +1,289 @@
+"""`unimedvl stats`: summary CSV, bar charts and a self-contained HTML report of evaluation runs.
+
+    unimedvl stats DIR... -o summary.csv [--plot DIR] [--html FILE] [--samples-per-task N]
+
+Every statistics.json under the DIRs becomes one CSV row (layout and model_id/split rule in
+unimedvl.eval.stats_csv). --plot writes one PNG bar chart per metric (groups: overall and each
+task; one bar per model_id/split). --html writes one file with the tables, the charts and, per
+run, a few input / ground truth / prediction triplets per task from images/<sample>_{input,GT,
+pred}.png beside statistics.json, with the sample's line of results.jsonl when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from unimedvl.errors import UserError
+from unimedvl.eval.stats_csv import StatsEntry, load_statistics, summary_table, write_summary_csv
+
+TRIPLET = ("input", "GT", "pred")
+_SKIP_KEYS = {"total_samples", "count", "num_infinite_psnr"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts
+
+
+def metric_groups(entries: Sequence[StatsEntry]) -> dict[str, dict[str, dict[str, tuple]]]:
+    """metric -> entry label -> group ("overall" or a task) -> (value, std or None).
+
+    Metrics are the numeric keys of overall / by_task_type other than counts and *_std; the std
+    of "x_mean" is "x_std".
+    """
+    table: dict[str, dict[str, dict[str, tuple]]] = {}
+    for e in entries:
+        groups = {"overall": e.stats["overall"], **dict(sorted(e.stats.get("by_task_type",
+                                                                           {}).items()))}
+        for group, values in groups.items():
+            for key, v in values.items():
+                if key in _SKIP_KEYS or key.endswith("_std") or isinstance(v, bool):
+                    continue
+                if not isinstance(v, (int, float)):
+                    continue
+                std = values.get(key[:-5] + "_std") if key.endswith("_mean") else None
+                std = std if isinstance(std, (int, float)) else None
+                table.setdefault(key, {}).setdefault(e.label, {})[group] = (float(v), std)
+    return table
+
+
+def _chart_png(metric: str, by_label: dict[str, dict[str, tuple]]) -> bytes:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise UserError("--plot/--html need matplotlib: pip install matplotlib") from e
+
+    groups = ["overall"] if any("overall" in g for g in by_label.values()) else []
+    groups += sorted({g for gs in by_label.values() for g in gs} - {"overall"})
+    labels = list(by_label)
+    width = 0.8 / max(1, len(labels))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(labels)) ** 0.5 + 2), 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, label in enumerate(labels):
+        xs, ys, errs = [], [], []
+        for j, g in enumerate(groups):
+            if g in by_label[label]:
+                v, s = by_label[label][g]
+                xs.append(j + (i - (len(labels) - 1) / 2) * width)
+                ys.append(v)
+                errs.append(s or 0.0)
+        ax.bar(xs, ys, width=width, yerr=errs if any(errs) else None, capsize=2, label=label)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
+    ax.set_title(metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def make_charts(entries: Sequence[StatsEntry]) -> dict[str, bytes]:
+    """metric -> PNG bytes of its bar chart (metric per task per checkpoint)."""
+    return {m: _chart_png(m, by_label) for m, by_label in sorted(metric_groups(entries).items())}
+
+
+def write_plots(entries: Sequence[StatsEntry], out_dir: str | Path,
+                charts: dict[str, bytes] | None = None) -> list[Path]:
+    """Write one <metric>.png per metric into out_dir (charts: from make_charts); the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for metric, png in (make_charts(entries) if charts is None else charts).items():
+        p = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', metric)}.png"
+        p.write_bytes(png)
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _img_tag(png: bytes, alt: str) -> str:
+    return (f'<img alt="{html.escape(alt)}" title="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+
+
+def _thumbnail_png(path: Path, max_side: int) -> bytes | None:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    except (OSError, ValueError):
+        return None
+    im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _read_results(path: Path) -> tuple[list[dict], int]:
+    """Lines of results.jsonl that parse as objects, and how many did not."""
+    rows, bad = [], 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(obj, dict):
+                rows.append(obj)
+            else:
+                bad += 1
+    return rows, bad
+
+
+def pick_samples(run_dir: Path,
+                 per_task: int) -> tuple[Path, dict[str, list[tuple[str, dict]]], int]:
+    """(images dir, task -> [(sample_id, result line)] with at most per_task samples, bad lines).
+
+    Samples come from results.jsonl (in file order) when present, else from the *_pred.png files;
+    only samples with at least one triplet image are kept.
+    """
+    img_dir = run_dir / "images" if (run_dir / "images").is_dir() else run_dir
+    results, bad = _read_results(run_dir / "results.jsonl")
+    if not results:
+        results = [{"sample_id": p.name[: -len("_pred.png")]}
+                   for p in sorted(img_dir.glob("*_pred.png"))]
+    chosen: dict[str, list[tuple[str, dict]]] = {}
+    for r in results:
+        sid = str(r.get("sample_id", ""))
+        task = str(r.get("task_type") or r.get("main_task_type") or "(no task type)")
+        picked = chosen.setdefault(task, [])
+        if sid and len(picked) < per_task and any(
+                (img_dir / f"{sid}_{kind}.png").is_file() for kind in TRIPLET):
+            picked.append((sid, r))
+    return img_dir, {t: s for t, s in sorted(chosen.items()) if s}, bad
+
+
+def _result_text(result: dict, max_chars: int = 1000) -> str:
+    items = []
+    for k, v in result.items():
+        if isinstance(v, (dict, list)) or v is None:
+            continue
+        text = str(v)
+        text = text if len(text) <= max_chars else text[:max_chars] + " ..."
+        items.append(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(text)}</dd>")
+    return f"<dl>{''.join(items)}</dl>" if items else ""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_CSS = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px;
+margin-bottom:1em}td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}
+.triplet{display:flex;gap:8px;align-items:flex-start;margin:6px 0}
+.triplet figure{margin:0}figcaption{font-size:11px;text-align:center}
+dl{font-size:12px;max-width:40em}dt{font-weight:bold}dd{margin:0 0 4px 1em;white-space:pre-wrap}
+.missing{width:128px;height:128px;background:#eee;display:flex;align-items:center;
+justify-content:center;font-size:11px}"""
+
+
+def build_html(entries: Sequence[StatsEntry], samples_per_task: int = 3,
+               thumb_size: int = 256, charts: dict[str, bytes] | None = None) -> str:
+    """The self-contained HTML report (tables, charts and sample triplets, all inline)."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>UniMedVL evaluation"
+             f"</title><style>{_CSS}</style></head><body><h1>UniMedVL evaluation</h1>"
+             f"<p>Generated {datetime.now().isoformat(timespec='seconds')} from "
+             f"{len(entries)} statistics.json file(s).</p><h2>Summary</h2>"]
+    parts.append(_table(*summary_table(entries)))
+    parts.append("<h2>All metrics</h2>")
+    long_rows = [(e.model_id, e.split, group, metric, values[0],
+                  "" if values[1] is None else values[1])
+                 for metric, by_label in sorted(metric_groups(entries).items())
+                 for e in entries for group, values in by_label.get(e.label, {}).items()]
+    parts.append(_table(["model_id", "split", "group", "metric", "value", "std"], long_rows))
+    charts = make_charts(entries) if charts is None else charts
+    if charts:
+        parts.append("<h2>Charts</h2>")
+        parts += [_img_tag(png, metric) for metric, png in charts.items()]
+    parts.append("<h2>Samples</h2>")
+    for e in entries:
+        run_dir = e.path.parent
+        parts.append(f"<h3>{html.escape(e.label)}</h3><p>{html.escape(str(run_dir))}</p>")
+        img_dir, by_task, bad = pick_samples(run_dir, samples_per_task)
+        if bad:
+            parts.append(f"<p>{bad} unreadable line(s) in results.jsonl were skipped.</p>")
+        if not by_task:
+            parts.append("<p>No sample images found.</p>")
+        for task, samples in by_task.items():
+            parts.append(f"<h4>{html.escape(task)}</h4>")
+            for sid, result in samples:
+                figs = []
+                for kind in TRIPLET:
+                    png = _thumbnail_png(img_dir / f"{sid}_{kind}.png", thumb_size)
+                    caption = html.escape(f"{sid} {kind}")
+                    body = (_img_tag(png, f"{sid} {kind}") if png
+                            else "<div class='missing'>missing</div>")
+                    figs.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
+                parts.append(f"<div class='triplet'>{''.join(figs)}{_result_text(result)}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `stats` subcommand."""
+    p = subparsers.add_parser(
+        "stats", help="summarise statistics.json files into a CSV (and charts / HTML)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="directories searched recursively for statistics.json")
+    p.add_argument("-o", "--output", required=True, metavar="CSV", help="summary CSV to write")
+    p.add_argument("--plot", metavar="DIR", help="write one PNG bar chart per metric here")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here")
+    p.add_argument("--samples-per-task", type=int, default=3, metavar="N",
+                   help="image triplets per task and run in the HTML report (default 3)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `unimedvl stats`; returns the exit status (1 when no usable statistics.json)."""
+    if args.samples_per_task < 0:
+        raise UserError(f"--samples-per-task must be >= 0, got {args.samples_per_task}")
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            print(f"warning: {d}: not a directory", file=sys.stderr)
+    entries, skipped = load_statistics(args.dirs)
+    for path, reason in skipped:
+        print(f"warning: {path}: {reason}; skipped", file=sys.stderr)
+    if not entries:
+        what = "no usable statistics.json" if skipped else "no statistics.json"
+        print(f"error: {what} found under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 1
+    write_summary_csv(entries, args.output)
+    print(f"wrote {len(entries)} row(s) to {args.output}")
+    charts = make_charts(entries) if (args.plot or args.html) else None
+    if args.plot:
+        paths = write_plots(entries, args.plot, charts)
+        print(f"wrote {len(paths)} chart(s) to {args.plot}")
+    if args.html:
+        out = Path(args.html)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(build_html(entries, args.samples_per_task, charts=charts),
+                       encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
