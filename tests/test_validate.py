@@ -174,6 +174,10 @@ def test_cli_exit_status_and_output(dataset, capsys):
                 "--vae-min", "256", "--vit-max", "448", "--vit-min", "224"]) == 0
 
 
-def test_cli_rejects_the_mix_form_until_it_exists(tmp_path):
-    with pytest.raises(UserError, match="YAML mix is not supported yet"):
-        cli(["validate-data", str(tmp_path / "mix.yaml"), "--dataset-info", "info.yaml"])
+def test_cli_mix_form_reports_a_missing_mix(tmp_path, capsys):
+    from unimedvl.cli import main
+
+    status = main(["validate-data", str(tmp_path / "mix.yaml"), "--dataset-info", str(tmp_path / "info.yaml")])
+    assert status in (1, 2)
+    captured = capsys.readouterr()
+    assert "mix.yaml: file not found" in captured.out + captured.err

@@ -3,7 +3,11 @@
 ``unimedvl validate-data FILE.jsonl --data-dir DIR`` reads every line and every image header and
 prints counts per task type, image-size ranges and the problems found (``path:line: message``);
 it exits with status 1 when anything is wrong. :func:`validate_sources` takes a list of
-(jsonl_path, data_dir) pairs, so a YAML mix can be validated once its datasets are resolved.
+(jsonl_path, data_dir) pairs. ``unimedvl validate-data MIX.yaml [--dataset-info INFO.yaml]``
+(:func:`validate_mix`) first checks the mix itself (types, names, weights, ranges, files, the
+model's paths and tables), then every dataset of every group with that group's own transforms
+and dataset type (a record the type cannot train, e.g. a t2i record without an output image, is
+a problem too).
 
 Size limits: after the VAE transform an image is ``H/16 x W/16`` latent tokens and must fit the
 latent position table (``max_latent_size`` per side); after the ViT transform ``H/14 x W/14``
@@ -21,12 +25,15 @@ import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from unimedvl.data.medical_io import image_size, load_array
 from unimedvl.data.records import Problem, Record, read_jsonl_lenient
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from unimedvl.config import ModelConfig
 
 
 _LABELS = {"vae": "VAE", "vit": "ViT"}
@@ -109,6 +116,7 @@ class _Checker:
         self.transforms = transforms  # "vae"/"vit" -> (transform, max patches per side or None)
         self.sizes: dict[str, tuple[int, int] | str] = {}
         self.ids: dict[str, str] = {}  # sample_id -> "path:line" of first use
+        self.record_check: Callable[[Record], None] | None = None  # raises DataError when the type cannot use it
 
     def size(self, path_spec: str) -> tuple[int, int] | str:
         if path_spec not in self.sizes:
@@ -130,6 +138,11 @@ class _Checker:
         if where != record.source:
             self.problem(path, line, f"sample_id {record.sample_id!r} repeats the one at {where}; "
                          "ids must be unique for resumable evaluation")
+        if self.record_check is not None:
+            try:
+                self.record_check(record)
+            except DataError as err:
+                self.problem(path, line, str(err))
         for role, images in (("input", record.input_images), ("output", record.output_images)):
             for number, ref in enumerate(images, start=1):
                 size = self.size(ref.path)
@@ -183,7 +196,13 @@ def validate_sources(
         if transform is not None:
             transforms[key] = (transform, side)
     report = Report()
-    checker = _Checker(report, transforms, decode)
+    _read_sources(report, _Checker(report, transforms, decode), sources)
+    return report
+
+
+def _read_sources(report: Report, checker: _Checker,
+                  sources: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]]) -> None:
+    """Read every record of ``sources`` into ``report`` through ``checker``."""
     for jsonl_path, data_dir in sources:
         spath = os.fspath(jsonl_path)
         report.files.append(spath)
@@ -201,7 +220,6 @@ def validate_sources(
         flush()
         if report.records == records_before and len(report.problems) == problems_before:
             checker.problem(spath, None, "no records (the file is empty)")
-    return report
 
 
 def validate_jsonl(
@@ -217,6 +235,55 @@ def validate_jsonl(
     return validate_sources([(path, data_dir)], vae_transform, vit_transform, max_latent_side, max_vit_side, decode)
 
 
+def validate_mix(
+    mix_path: str | os.PathLike[str],
+    info_path: str | os.PathLike[str] | None = None,
+    model: "ModelConfig | None" = None,
+    decode: bool = False,
+    size_check: bool = True,
+) -> Report:
+    """Validate a YAML mix: the mix itself, then every group's datasets with its transforms and type.
+
+    ``model`` (default: the release config) decides which paths and position tables apply;
+    ``size_check=False`` skips the transform / position-table check of the images.
+    """
+    from unimedvl.config import ModelConfig
+    from unimedvl.data.mixing import check_mix
+    from unimedvl.data.plans import ModelPaths
+
+    model = model or ModelConfig()
+    report = Report()
+    mix, problems = check_mix(mix_path, info_path, model)
+    if mix is None:
+        for message in problems:  # each is "file: what is wrong"
+            path, _, rest = message.partition(": ")
+            report.problems.append(Problem(path, None, rest))
+        return report
+    checker = _Checker(report, {}, decode)
+    paths = ModelPaths.of(model)
+    for group in mix.groups:
+        checker.transforms = {}
+        if size_check and group.plan.uses_vae(paths):
+            checker.transforms["vae"] = (group.vae_transform, model.max_latent_size)
+        if size_check and group.plan.uses_vit(paths):
+            side = None if model.interpolate_pos else model.vit_max_num_patch_per_side
+            checker.transforms["vit"] = (group.vit_transform, side)
+        checker.record_check = _plan_check(group.plan, paths)
+        sources = [(d.info.jsonl_path, d.info.data_dir) for d in group.datasets]
+        _read_sources(report, checker, [s for s in sources if s[0] not in report.files])
+    return report
+
+
+def _plan_check(plan, paths) -> Callable[[Record], None]:
+    """A record check that plans the record as its dataset type would (DataError when it cannot)."""
+    from unimedvl.data.plans import Drops
+
+    def check(record: Record) -> None:
+        plan.plan(record, Drops(), paths)
+
+    return check
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI: `unimedvl validate-data`.
 
@@ -229,9 +296,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read every record and image header of a JSONL file; print counts, size ranges and "
         "problems (path:line: message). Exit status 1 when anything is wrong.",
     )
-    parser.add_argument("source", help="a .jsonl file (a YAML mix with --dataset-info is not supported yet)")
+    parser.add_argument("source", help="a .jsonl file, or a YAML training mix (with --dataset-info)")
     parser.add_argument("--data-dir", default=None, help="folder image paths are relative to (default: the file's)")
-    parser.add_argument("--dataset-info", default=None, help="dataset info YAML (for the YAML mix form)")
+    parser.add_argument("--dataset-info", default=None,
+                        help="dataset info YAML/JSON for a mix (default: the mix's dataset_info key, else "
+                        "dataset_info.yaml beside it); the mix's own transforms replace --vae-*/--vit-*")
     parser.add_argument("--model", default="bagel-7b-mot",
                         help="model size name or YAML whose position tables and strides apply (default bagel-7b-mot)")
     parser.add_argument("--vae-max", type=int, default=1024, help="VAE transform max_image_size (default 1024)")
@@ -245,13 +314,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _is_mix(source: str) -> bool:
+    return source.lower().endswith((".yaml", ".yml"))
+
+
 def _sources(args: argparse.Namespace) -> list[tuple[str, str | None]]:
-    """The (jsonl_path, data_dir) pairs named on the command line."""
-    if args.source.lower().endswith((".yaml", ".yml")):
-        # The mixing module resolves MIX.yaml + --dataset-info into (jsonl, data_dir) pairs and
-        # per-dataset transforms; hook it in here when it exists.
-        raise UserError(f"{args.source}: validating a YAML mix is not supported yet; "
-                        "validate each dataset's JSONL file with --data-dir")
+    """The (jsonl_path, data_dir) pairs named on the command line (the JSONL form)."""
     if args.dataset_info is not None:
         raise UserError("--dataset-info applies to a YAML mix, not to a JSONL file; use --data-dir")
     return [(args.source, args.data_dir)]
@@ -261,6 +329,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``validate-data``: print the report; 0 when clean, 1 when anything is wrong."""
     from unimedvl.config import load_model_config
 
+    if _is_mix(args.source):
+        if args.data_dir is not None:
+            raise UserError("--data-dir applies to a JSONL file; a mix takes data_dir from the dataset info")
+        report = validate_mix(args.source, args.dataset_info, load_model_config(args.model), decode=args.decode,
+                              size_check=not args.no_size_check)
+        print(report.format(max_problems=args.max_problems or None))
+        return 0 if report.ok else 1
     sources = _sources(args)
     vae = vit = None
     latent_side = vit_side = None
