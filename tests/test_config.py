@@ -12,7 +12,7 @@ from unimedvl.config import (
 from unimedvl.errors import ConfigError
 
 
-@pytest.mark.parametrize("size", ["debug", "small", "bagel-7b-mot"])
+@pytest.mark.parametrize("size", ["debug", "demo", "small", "bagel-7b-mot"])
 def test_yaml_round_trip(size, tmp_path):
     cfg = model_config(size)
     path = tmp_path / "m.yaml"
@@ -36,7 +36,7 @@ def test_shipped_yaml_mirror_named_sizes():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs" / "models"
-    for size in ("debug", "small", "bagel-7b-mot"):
+    for size in ("debug", "demo", "small", "bagel-7b-mot"):
         assert load_model_config(root / f"{size}.yaml") == model_config(size)
 
 

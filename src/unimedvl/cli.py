@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
     "synth": ("unimedvl.data.synthetic", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
+    "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
+    "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),
+    "demo": ("unimedvl.demo", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
     "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 

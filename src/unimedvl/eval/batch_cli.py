@@ -1,0 +1,469 @@
+"""``unimedvl eval``: resumable, multi-process batch evaluation of checkpoints on a JSONL test set.
+
+::
+
+    unimedvl eval --model CKPT [--model CKPT2 ...] --data test.jsonl [--data-dir DIR] --out OUT
+                  [--vae-min-size 512|256] [--limit N] [--metric-mode reference|native|both]
+                  [--cfg-text-scale 4.0 --cfg-img-scale 2.0 --cfg-interval 0 1 --cfg-renorm-type text_channel
+                   --cfg-renorm-min 0 --timestep-shift 1.0 --num-timesteps 50 --seed 0] [--max-new-tokens 800]
+                  [--device cuda --dtype bf16] [--batch-size N] [--overwrite] [--retry-failed]
+    torchrun --standalone --nproc_per_node=8 -m unimedvl.cli eval ...      # the same, sharded
+
+What runs per record (edit two-pass protocol, text-to-image, VQA, reports) and how it is scored:
+:mod:`unimedvl.eval.batch`. Per model, under ``OUT/<model_id>/`` (model_id = the checkpoint
+folder's name; a repeated name is prefixed with its parent folder's name; ``--split NAME`` adds a
+level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id and split):
+
+``run_info.json``
+    model path and fingerprint (sha256 of its config files, size and mtime of its weight files),
+    data path, sha256 and data_dir, and the settings. A later run into the same folder must match
+    it: then it resumes; otherwise it stops with an error (use a new --out, or --overwrite to
+    replace the old results; a matching run is resumed even with --overwrite).
+``results.jsonl``
+    one line per sample, in the JSONL's order once the run ends. One process appends to it
+    directly, each line flushed and fsync'ed; under torchrun rank r appends to
+    ``results.rank{r}.jsonl`` and rank 0 merges at the end. A restart reads all of these, drops a
+    truncated last line (that sample is redone), keeps the first line of each sample id and skips
+    the samples already there: a killed run restarted with the same command loses and repeats
+    nothing. Failed samples (``error``) count as done; ``--retry-failed`` redoes them.
+``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
+    spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
+    baseline, multiple choice and report metrics (:func:`unimedvl.eval.batch.build_statistics`),
+    over every line of results.jsonl (a --limit run followed by a full run reports the full set).
+
+Distribution: under torchrun (RANK / WORLD_SIZE) each rank loads the model and takes every
+W-th of the samples still to do, in file order (on a fresh run: rank r takes r, r+W, ...);
+gloo on CPU, nccl on GPU. Several --model: every rank evaluates them one after another, in the
+order given. The process group's timeout (UNIMEDVL_DIST_TIMEOUT_MIN, default one day) bounds how
+long rank 0 waits at the end for the slowest rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from unimedvl.errors import ConfigError, UserError
+
+RESULTS = "results.jsonl"
+RUN_INFO = "run_info.json"
+STATS = "statistics.json"
+_CONFIG_FILES = ("llm_config.json", "vit_config.json", "unimedvl_config.yaml", "config.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser.
+
+
+def register(subparsers) -> None:
+    """Add the ``eval`` subcommand."""
+    p = subparsers.add_parser("eval", help="batch evaluation (editing two-pass protocol, VQA, reports); "
+                              "resumable, sharded under torchrun", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="checkpoint directory (repeat to evaluate several, one after another)")  # fmt: skip
+    p.add_argument("--data", required=True, metavar="JSONL", help="test set (spec medical.md section 1 records)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder image paths are relative to (default: the JSONL's)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/")
+    p.add_argument("--split", metavar="NAME", help="results go to OUT/<model_id>/NAME/ instead, so that "
+                   "`unimedvl stats OUT` labels the rows model_id=<model_id>, split=NAME")  # fmt: skip
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records")
+    p.add_argument("--metric-mode", default="reference", choices=["reference", "native", "both"],
+                   help="PSNR/SSIM on uint8 RGB at the prediction's size (reference, comparable with published "
+                        "numbers) or at the ground truth's size and intensity scale (native)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results in OUT/<model_id> left by a run with another model, data or settings")
+    p.add_argument("--retry-failed", action="store_true", help="redo samples that failed in an earlier run")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g = p.add_argument_group("model")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; under "
+                   "torchrun each rank takes cuda:LOCAL_RANK)")  # fmt: skip
+    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
+    g.add_argument("--vae-min-size", type=int, default=512, help="VAE resize rule: short edge >= this "
+                   "(512: quality, 256: speed)")  # fmt: skip
+    g.add_argument("--vae-max-size", type=int, default=1024, help="VAE resize rule: long edge <= this")
+    g.add_argument("--vit-min-size", type=int, default=378, help="ViT transform: short edge >= this")
+    g.add_argument("--vit-max-size", type=int, default=980, help="ViT transform: long edge <= this")
+    g = p.add_argument_group("generation (spec medical.md section 5 defaults)")
+    g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
+    g.add_argument("--cfg-text-scale", type=float, default=4.0)
+    g.add_argument("--cfg-img-scale", type=float, default=2.0)
+    g.add_argument("--cfg-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"))
+    g.add_argument("--cfg-renorm-type", default="text_channel", choices=["global", "channel", "text_channel"])
+    g.add_argument("--cfg-renorm-min", type=float, default=0.0)
+    g.add_argument("--timestep-shift", type=float, default=1.0)
+    g.add_argument("--num-timesteps", type=int, default=50)
+    g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace, cuda: bool):
+    from unimedvl.eval.batch import EvalSettings
+
+    return EvalSettings(
+        dtype=args.dtype or ("bf16" if cuda else "fp32"), vae_min_size=args.vae_min_size,
+        vae_max_size=args.vae_max_size, vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, metric_mode=args.metric_mode,
+        cfg_text_scale=args.cfg_text_scale, cfg_img_scale=args.cfg_img_scale, cfg_interval=tuple(args.cfg_interval),
+        cfg_renorm_type=args.cfg_renorm_type, cfg_renorm_min=args.cfg_renorm_min,
+        timestep_shift=args.timestep_shift, num_timesteps=args.num_timesteps,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity of a run.
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_fingerprint(path: Path) -> dict[str, Any]:
+    """sha256 of the config files, (size, mtime) of the weight files: changes when the weights do."""
+    configs = {name: _sha256(path / name) for name in _CONFIG_FILES if (path / name).is_file()}
+    weights = {
+        f.name: {"size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns}
+        for f in sorted(path.iterdir())
+        if f.is_file() and (f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json"))
+    }
+    return {"configs_sha256": configs, "weights": weights}
+
+
+def model_ids(paths: Sequence[Path]) -> list[str]:
+    """The folder name of each checkpoint; repeated names get their parent's name, then a number."""
+    resolved = [p.resolve() for p in paths]
+    for i, p in enumerate(resolved):
+        if p in resolved[:i]:
+            raise ConfigError(f"--model {paths[i]} is given twice; list each checkpoint once")
+    names = [p.name for p in resolved]
+    ids = [f"{p.parent.name}-{p.name}" if names.count(p.name) > 1 else p.name for p in resolved]
+    out: list[str] = []
+    for name in ids:
+        candidate, k = name, 2
+        while candidate in out:
+            candidate, k = f"{name}_{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def run_identity(model_path: Path, data: Path, data_dir: Path, settings) -> dict[str, Any]:
+    """What a resume must match: the model, the data and the settings."""
+    return {"model": {"path": str(model_path.resolve()), "fingerprint": checkpoint_fingerprint(model_path)},
+            "data": {"path": str(data.resolve()), "sha256": _sha256(data), "data_dir": str(data_dir.resolve())},
+            "settings": settings.to_json()}  # fmt: skip
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """Keys that differ (the paths themselves may move: the fingerprints decide)."""
+    diffs = []
+    if old.get("model", {}).get("fingerprint") != new["model"]["fingerprint"]:
+        diffs.append(f"model ({old.get('model', {}).get('path')} -> {new['model']['path']}: weights or config differ)")
+    for key in ("sha256", "data_dir"):
+        if old.get("data", {}).get(key) != new["data"][key]:
+            diffs.append(f"data.{key}")
+    old_settings = old.get("settings", {})
+    diffs += [f"{k} ({old_settings.get(k)!r} -> {v!r})" for k, v in new["settings"].items() if old_settings.get(k) != v]
+    return diffs
+
+
+def check_run_dir(run_dir: Path, identity: dict, overwrite: bool) -> bool:
+    """True when ``run_dir`` holds another run that --overwrite allows us to replace; UserError when
+    it holds one without --overwrite; False when it is new or holds this run (resume)."""
+    info = run_dir / RUN_INFO
+    ours = [run_dir / RESULTS, run_dir / STATS, *run_dir.glob("results.rank*.jsonl")]
+    if not info.is_file():
+        if not any(p.exists() for p in ours):
+            return False
+        why = f"{run_dir} holds results but no {RUN_INFO}, so they cannot be matched to this run"
+    else:
+        try:
+            old = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            old, why = None, f"{info} is unreadable ({err})"
+        if old is not None:
+            diffs = _differences(old, identity)
+            if not diffs:
+                return False
+            why = f"{run_dir} holds results of another run; differs in: {'; '.join(diffs)}"
+    if overwrite:
+        return True
+    raise UserError(f"{why}. Use a new --out, or pass --overwrite to replace those results")
+
+
+def _clear(run_dir: Path) -> None:
+    for path in [run_dir / RESULTS, run_dir / STATS, run_dir / RUN_INFO, *run_dir.glob("results.rank*.jsonl")]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "images", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results files.
+
+
+def read_lines(path: Path) -> tuple[list[dict], int]:
+    """The result lines of one file and how many were unreadable (a truncated last line, usually)."""
+    if not path.is_file():
+        return [], 0
+    lines, bad = [], 0
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            bad += 1
+            continue
+        if isinstance(obj, dict) and "sample_id" in obj:
+            lines.append(obj)
+        else:
+            bad += 1
+    return lines, bad
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None: statistics.json must be strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def consolidate(run_dir: Path, order: dict[str, int], retry_failed: bool = False) -> list[dict]:
+    """Merge results.jsonl and every results.rank*.jsonl into results.jsonl (file order, one line per
+    sample id, unreadable lines dropped; failed lines dropped too with ``retry_failed``)."""
+    files = [run_dir / RESULTS, *sorted(run_dir.glob("results.rank*.jsonl"))]
+    kept: dict[str, dict] = {}
+    dropped = 0
+    for path in files:
+        lines, bad = read_lines(path)
+        dropped += bad
+        for line in lines:
+            if retry_failed and line.get("error"):
+                continue
+            kept.setdefault(str(line["sample_id"]), line)
+    if dropped:
+        print(f"eval: {run_dir}: dropped {dropped} unreadable result line(s) (an interrupted write); those "
+              "samples are redone", file=sys.stderr)  # fmt: skip
+    merged = sorted(kept.values(), key=lambda l: (order.get(str(l["sample_id"]), len(order)), str(l["sample_id"])))
+    _atomic_write(run_dir / RESULTS, "".join(json.dumps(l, ensure_ascii=False) + "\n" for l in merged))
+    for path in files[1:]:
+        path.unlink(missing_ok=True)
+    return merged
+
+
+class ResultWriter:
+    """Appends result lines, each flushed to disk before the next sample starts."""
+
+    def __init__(self, path: Path):
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, line: dict) -> None:
+        self.handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution.
+
+
+class _Dist:
+    """Rank, world and device; the process group under torchrun (gloo on CPU, nccl on GPU)."""
+
+    def __init__(self, device: str | None):
+        import torch
+        import torch.distributed as dist
+
+        from unimedvl.train.parallel import _env_int, dist_env
+
+        env = dist_env()
+        self.rank, self.world = env.rank, env.world_size
+        if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} but no CUDA device is visible; use --device cpu")
+        self.cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+        if self.cuda and self.world > 1:
+            torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+            self.device = f"cuda:{torch.cuda.current_device()}"
+        else:
+            self.device = device or ("cuda" if self.cuda else "cpu")
+        self.started = False
+        if self.world > 1 and not dist.is_initialized():
+            timeout = datetime.timedelta(minutes=_env_int("UNIMEDVL_DIST_TIMEOUT_MIN", 24 * 60))
+            dist.init_process_group("nccl" if self.cuda else "gloo", timeout=timeout)
+            self.started = True
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command.
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every --model on --data (see the module docstring); returns the exit status."""
+    from unimedvl.eval.batch import load_samples
+
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError(f"--limit {args.limit} must be >= 0")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    paths = [Path(m) for m in args.model]
+    for path in paths:
+        if not path.is_dir():
+            raise UserError(f"--model {path}: checkpoint directory not found")
+    data = Path(args.data)
+    data_dir = Path(args.data_dir) if args.data_dir else data.parent
+    samples = load_samples(data, data_dir)
+    selected = samples if args.limit is None else samples[: args.limit]
+    dist = _Dist(args.device)
+    try:
+        settings = settings_from_args(args, dist.cuda)
+        for path, model_id in zip(paths, model_ids(paths)):
+            run_dir = Path(args.out) / model_id / (args.split or "")
+            evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+    finally:
+        dist.close()
+    return 0
+
+
+def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,
+                   samples, selected, settings) -> None:  # fmt: skip
+    """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics."""
+    from unimedvl.eval.batch import BatchEvaluator, build_statistics
+
+    identity = run_identity(model_path, data, data_dir, settings)
+    replace = check_run_dir(run_dir, identity, args.overwrite)  # every rank: the same files, the same answer
+    order = {s.sample_id: s.index for s in samples}
+    dist.barrier()
+    if dist.rank == 0:
+        if replace:
+            print(f"eval: {run_dir}: replacing the results of another run (--overwrite)", file=sys.stderr)
+            _clear(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {**identity, "model_id": model_id, "world_size": dist.world, "device": dist.device,
+                "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+        if not (run_dir / RUN_INFO).is_file():
+            _atomic_write(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
+        consolidate(run_dir, order, args.retry_failed)
+    dist.barrier()
+    done = {str(line["sample_id"]) for line in read_lines(run_dir / RESULTS)[0]}
+    pending = [s for s in selected if s.sample_id not in done]
+    mine = pending[dist.rank :: dist.world]
+    if dist.rank == 0:
+        print(f"eval: {model_id}: {len(selected)} sample(s), {len(selected) - len(pending)} already done, "
+              f"{len(pending)} to run on {dist.world} process(es)", file=sys.stderr)  # fmt: skip
+    if mine:
+        _evaluate_share(args, dist, model_path, model_id, run_dir, settings, mine, BatchEvaluator)
+    dist.barrier()
+    if dist.rank == 0:
+        lines = consolidate(run_dir, order)
+        stats = build_statistics(lines)
+        modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
+        stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
+                        "vae_min_size": settings.vae_min_size, "num_timesteps": settings.num_timesteps}  # fmt: skip
+        _atomic_write(run_dir / STATS, json.dumps(_finite(stats), indent=2, allow_nan=False) + "\n")
+        overall = stats["overall"]
+        print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
+              f"{overall['failed_samples']} failed, psnr_mean {overall['psnr_mean']}, ssim_mean "
+              f"{overall['ssim_mean']})", file=sys.stderr)  # fmt: skip
+    dist.barrier()
+
+
+def _evaluate_share(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, settings, mine,
+                    evaluator_cls) -> None:  # fmt: skip
+    import torch
+
+    from unimedvl.inference.api import UniMedVL
+
+    model = UniMedVL.from_pretrained(
+        model_path, device=dist.device, dtype=settings.dtype, min_image_size=settings.vae_min_size,
+        max_image_size=settings.vae_max_size, vit_min_image_size=settings.vit_min_size,
+        vit_max_image_size=settings.vit_max_size,
+    )  # fmt: skip
+    evaluator = evaluator_cls(model, settings, run_dir, dist.rank)
+    target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
+    writer = ResultWriter(target)
+    bar = None
+    if dist.rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), desc=f"eval {model_id}", unit="sample", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        for k in range(0, len(mine), args.batch_size):
+            for line in evaluator.evaluate(mine[k : k + args.batch_size]):
+                writer.write(line)
+            if bar is not None:
+                bar.update(min(args.batch_size, len(mine) - k))
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    print(f"eval: {model_id}: rank {dist.rank}: {len(mine)} sample(s) in {seconds:.2f} s "
+          f"({60.0 * len(mine) / max(seconds, 1e-9):.1f}/min)", file=sys.stderr)  # fmt: skip
+    del model, evaluator
+    if dist.cuda:
+        torch.cuda.empty_cache()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The ``eval`` arguments (``argv`` without the subcommand name)."""
+    parser = argparse.ArgumentParser(prog="unimedvl")
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m unimedvl.eval.batch_cli ARGS`` = ``unimedvl eval ARGS``."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
