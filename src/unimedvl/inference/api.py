@@ -1,0 +1,302 @@
+"""The Python API: ``from unimedvl import UniMedVL``.
+
+::
+
+    model = UniMedVL.from_pretrained("checkpoints/unimedvl")      # a directory (or a hub id)
+    model.ask("chest.dcm", "Is there a pleural effusion?")          # -> str
+    model.ask(image, "Describe the findings.", think=True)          # -> Answer(text, thinking)
+    model.edit("ct_noisy.png", "Remove the noise.")                 # -> PIL image
+    model.generate("An axial brain MRI, T2-weighted.", height=512, width=512)
+    chat = model.chat(); chat.attach("cxr.png"); chat.ask("What is this?"); chat.ask("Where?")
+    model.run([Request(...), Request(...)])                         # several requests, one batch
+
+Images may be PIL images, numpy arrays (uint8, or floats in [0, 1]), [3, H, W] tensors in
+[-1, 1], or paths (PNG, JPEG, TIFF, DICOM, NIfTI, .npy; ``scan.dcm#window=lung`` picks a window).
+
+Return types: ``ask`` returns a ``str``, or an ``Answer`` (``.text``, ``.thinking``; ``str()``
+gives the text) when ``think=True``. ``edit`` and ``generate`` return a PIL image, or an
+``ImageAnswer`` (``.image``, ``.thinking``) when ``think=True``. Mistakes (unreadable image,
+empty question, a checkpoint without generation weights asked to generate, ...) raise
+``unimedvl.errors.UserError`` subclasses with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from unimedvl.checkpoint import load_model, parse_dtype
+from unimedvl.errors import CheckpointError, DataError
+from unimedvl.flow import GuidanceConfig
+from unimedvl.inference.context import Context, ContextPool, TextOptions
+from unimedvl.inference.inferencer import (
+    DEFAULT_GUIDANCE, VAE_TRANSFORM, VIT_TRANSFORM, ImageInput, Inferencer, Request, Result, load_input_image,
+    split_thinking,
+)  # fmt: skip
+from unimedvl.packed_batch import TextSplit
+from unimedvl.tokenizer import Tokenizer
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class Answer:
+    """A thinking-mode answer: the final text and the reasoning before it."""
+
+    text: str
+    thinking: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class ImageAnswer:
+    """A thinking-mode image result: the image and the reasoning that preceded it."""
+
+    image: Image.Image
+    thinking: str
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local checkpoint directory; a hub id is downloaded only when online (HF_HUB_OFFLINE unset)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path}: is a file; pass the checkpoint directory")
+    text = str(name_or_path)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+    if not _HUB_ID.match(text):
+        raise CheckpointError(f"{text}: checkpoint directory not found")
+    if offline:
+        raise CheckpointError(
+            f"{text}: no such directory, and HF_HUB_OFFLINE is set so it is not looked up on the Hugging Face "
+            "hub: pass a local checkpoint directory or unset HF_HUB_OFFLINE"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text))
+    except Exception as err:  # network, auth, unknown repo: the hub raises many types; keep the cause
+        raise CheckpointError(f"{text}: not a local directory and the hub download failed ({err})") from err
+
+
+def _guidance(task: str, overrides: dict) -> GuidanceConfig:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return replace(DEFAULT_GUIDANCE[task], **values)
+
+
+class UniMedVL:
+    """A loaded model with ask / edit / generate / chat (see the module docstring)."""
+
+    def __init__(self, inferencer: Inferencer):
+        self.inferencer = inferencer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        min_image_size: int = VAE_TRANSFORM.min_image_size,
+        max_image_size: int = VAE_TRANSFORM.max_image_size,
+        vit_min_image_size: int = VIT_TRANSFORM.min_image_size,
+        vit_max_image_size: int = VIT_TRANSFORM.max_image_size,
+        prefer: str = "ema",
+    ) -> "UniMedVL":
+        """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
+        cuda, fp32 on cpu. ``min/max_image_size``: the VAE resize rule applied to every input image
+        (512 for quality, 256 for speed); ``vit_*``: the ViT transform applied after it."""
+        path = resolve_checkpoint(name_or_path)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
+        model = load_model(path, dtype=dtype, device=device, prefer=prefer)
+        tokenizer = Tokenizer.from_dir(path)
+        vae = replace(VAE_TRANSFORM, max_image_size=max_image_size, min_image_size=min_image_size)
+        vit = replace(VIT_TRANSFORM, max_image_size=vit_max_image_size, min_image_size=vit_min_image_size)
+        return cls(Inferencer(model, tokenizer, vae_transform=vae, vit_transform=vit))
+
+    @property
+    def model(self):
+        return self.inferencer.model
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.inferencer.tokenizer
+
+    # -- one request each -------------------------------------------------------------------
+
+    def ask(
+        self,
+        images: ImageInput | Sequence[ImageInput] | None,
+        question: str,
+        *,
+        think: bool = False,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> str | Answer:
+        """Answer ``question`` about the image(s) (None for a text-only question). Greedy by default."""
+        _check_text(question, "question")
+        request = Request(_images(images) + [question], "understand", think, max_new_tokens, temperature, top_p,
+                          seed=seed)  # fmt: skip
+        result = self.inferencer.run([request])[0]
+        return Answer(result.text, result.thinking) if think else result.text
+
+    def edit(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        instruction: str,
+        *,
+        think: bool = False,
+        seed: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        max_think_tokens: int = 512,
+        **guidance,
+    ) -> Image.Image | ImageAnswer:
+        """Edit an image following ``instruction``; output size = the input's size after the VAE rule.
+
+        ``guidance``: any GuidanceConfig field (cfg_text_scale, cfg_img_scale, cfg_interval,
+        cfg_renorm_type, cfg_renorm_min, timestep_shift, num_timesteps); the rest keep the
+        editing defaults (4.0, 2.0, [0, 1], text_channel, 0, 3.0, 50).
+        """
+        _check_text(instruction, "instruction")
+        images = _images(image)
+        if not images:
+            raise DataError("edit needs an input image")
+        request = Request(images + [instruction], "edit", think, max_think_tokens, guidance=_guidance("edit", guidance),
+                          height=height, width=width, seed=seed)  # fmt: skip
+        return _image_out(self.inferencer.run([request], progress)[0], think)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        think: bool = False,
+        seed: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        max_think_tokens: int = 512,
+        **guidance,
+    ) -> Image.Image | ImageAnswer:
+        """Generate an image from ``prompt`` (default size 1024, or the model's largest if smaller).
+
+        ``guidance`` overrides the text-to-image defaults (4.0, 1.0, [0.4, 1], global, 0, 3.0, 50).
+        """
+        _check_text(prompt, "prompt")
+        request = Request([prompt], "generate", think, max_think_tokens, guidance=_guidance("generate", guidance),
+                          height=height, width=width, seed=seed)  # fmt: skip
+        return _image_out(self.inferencer.run([request], progress)[0], think)
+
+    def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
+        """Serve several requests in one batch (same results as one by one, given their seeds)."""
+        return self.inferencer.run(requests, progress)
+
+    def chat(self, think: bool = False) -> "ChatSession":
+        """A multi-turn conversation about images (understanding)."""
+        return ChatSession(self.inferencer, think)
+
+
+class ChatSession:
+    """A multi-turn conversation on one KV-cache context: attach images, ask, reset.
+
+    The context always equals [thinking prompt if ``think``] + the turns so far; switching
+    ``think`` replays the turns into a fresh context.
+    """
+
+    def __init__(self, inferencer: Inferencer, think: bool = False):
+        self.inferencer = inferencer
+        self._think = think
+        self.turns: list[tuple[str, object]] = []  # ("image", PIL) | ("user", str) | ("assistant", ids)
+        self._rebuild()
+
+    @property
+    def think(self) -> bool:
+        return self._think
+
+    @think.setter
+    def think(self, value: bool) -> None:
+        if bool(value) != self._think:
+            self._think = bool(value)
+            self._rebuild()
+
+    def reset(self) -> None:
+        """Forget every turn and image."""
+        self.turns = []
+        self._rebuild()
+
+    @property
+    def context_length(self) -> int:
+        """Tokens in the conversation's context."""
+        return self.pool.length(self.context)
+
+    def attach(self, image: ImageInput) -> None:
+        """Add an image to the conversation (read through the ViT, after the VAE resize rule)."""
+        pil = load_input_image(image)  # read once: a replay after a think switch reuses it
+        self.pool.add([self.context], self.inferencer.image_splits(pil, generation=False)[0])
+        self.turns.append(("image", pil))
+
+    def ask(self, question: str, *, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
+            seed: int | None = None) -> str | Answer:  # fmt: skip
+        """Ask within the conversation; the answer joins the context for later turns."""
+        _check_text(question, "question")
+        self.pool.add([self.context], [self.inferencer.text_split(question)])
+        self.turns.append(("user", question))
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
+        (ids,) = self.pool.generate_text([self.context], [TextOptions(max_new_tokens, temperature, top_p, generator)])
+        self._add_answer(ids)
+        text = self.inferencer.tokenizer.decode(ids)
+        if not self._think:
+            return text
+        thinking, answer = split_thinking(text)
+        return Answer(answer, thinking)
+
+    def _add_answer(self, ids: list[int]) -> None:
+        self.pool.add([self.context], [TextSplit(ids, close=True)])
+        self.turns.append(("assistant", ids))
+
+    def _rebuild(self) -> None:
+        self.pool = ContextPool(self.inferencer.model, self.inferencer.special)
+        self.context: Context = self.pool.new()
+        if self._think:
+            self.pool.add([self.context], [self.inferencer.text_split(self.inferencer.think_prompts["understand"])])
+        for kind, value in self.turns:
+            if kind == "image":
+                self.pool.add([self.context], self.inferencer.image_splits(value, generation=False)[0])
+            elif kind == "user":
+                self.pool.add([self.context], [self.inferencer.text_split(value)])
+            else:
+                self.pool.add([self.context], [TextSplit(list(value), close=True)])
+
+
+def _check_text(text: object, what: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"the {what} is empty; pass a non-empty string")
+
+
+def _images(images: ImageInput | Sequence[ImageInput] | None) -> list[Image.Image]:
+    """Loaded images: a str here is a path (in a Request's inputs a str is a text)."""
+    if images is None:
+        return []
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    return [load_input_image(image) for image in images]
+
+
+def _image_out(result: Result, think: bool) -> Image.Image | ImageAnswer:
+    return ImageAnswer(result.image, result.thinking or "") if think else result.image
+
+
+__all__ = ["Answer", "ChatSession", "ImageAnswer", "Request", "Result", "UniMedVL", "resolve_checkpoint"]

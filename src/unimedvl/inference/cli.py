@@ -1,0 +1,260 @@
+"""``unimedvl ask | edit | generate | chat``: the inference commands.
+
+::
+
+    unimedvl ask --model DIR --image cxr.png --question "Is there an effusion?" [--think] [--json]
+    unimedvl edit --model DIR --image ct.dcm --instruction "Remove the noise." --out clean.png
+    unimedvl generate --model DIR --prompt "Axial T2 brain MRI." --out mri.png --height 512 --width 512
+    unimedvl chat --model DIR          # then: /image PATH, questions, /think on|off, /reset, /quit
+
+``chat`` reads stdin line by line, so a script can pipe a conversation into it; answers go to
+stdout (one JSON object per answer with ``--json``), notices and errors to stderr. Denoising
+shows a tqdm bar on stderr (``--no-progress`` hides it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from unimedvl.errors import DataError, UserError
+
+GUIDANCE_FLAGS = ("cfg_text_scale", "cfg_img_scale", "cfg_interval", "cfg_renorm_type", "cfg_renorm_min",
+                  "timestep_shift", "num_timesteps")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers.
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
+    g.add_argument("--min-image-size", type=int, default=512,
+                   help="VAE resize rule: short edge at least this (512 quality, 256 speed)")  # fmt: skip
+    g.add_argument("--max-image-size", type=int, default=1024, help="VAE resize rule: long edge at most this")
+    g.add_argument("--vit-min-image-size", type=int, default=378, help="ViT transform: short edge at least this")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+
+def _text_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("text decoding")
+    g.add_argument("--max-new-tokens", type=int, default=512, help="answer (or reasoning) length limit")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output image file (.png, .jpg, ...)")
+    parser.add_argument("--think", action="store_true", help="reason in text first (printed with the result)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="reasoning length limit (--think)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the denoising progress bar")
+    g = parser.add_argument_group("guidance (defaults: the task's values from the spec)")
+    g.add_argument("--cfg-text-scale", type=float, help="text guidance scale")
+    g.add_argument("--cfg-img-scale", type=float, help="image guidance scale")
+    g.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"), help="guide when LO < t <= HI")
+    g.add_argument("--cfg-renorm-type", choices=["global", "channel", "text_channel"], help="guidance renorm")
+    g.add_argument("--cfg-renorm-min", type=float, help="lower clamp of the renorm factor")
+    g.add_argument("--timestep-shift", type=float, help="shift of the sampling schedule")
+    g.add_argument("--num-timesteps", type=int, help="points on the schedule (steps + 1)")
+
+
+def register_ask(subparsers) -> None:
+    p = subparsers.add_parser("ask", help="answer a question about medical image(s)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _common(p)
+    p.add_argument("--image", action="append", default=[], help="input image (repeat for several)")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--think", action="store_true", help="reason step by step first")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
+    _text_options(p)
+    p.set_defaults(func=run_ask)
+
+
+def register_edit(subparsers) -> None:
+    p = subparsers.add_parser("edit", help="edit a medical image following an instruction", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _common(p)
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--instruction", required=True, help="what to change")
+    _image_options(p)
+    p.set_defaults(func=run_edit)
+
+
+def register_generate(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate a medical image from a text prompt", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _common(p)
+    p.add_argument("--prompt", required=True, help="what to draw")
+    p.add_argument("--height", type=int, help="output height in pixels (multiple of 16)")
+    p.add_argument("--width", type=int, help="output width in pixels (multiple of 16)")
+    _image_options(p)
+    p.set_defaults(func=run_generate)
+
+
+def register_chat(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="multi-turn conversation about images in the terminal",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _common(p)
+    p.add_argument("--think", action="store_true", help="start with thinking mode on")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
+    _text_options(p)
+    p.set_defaults(func=run_chat)
+
+
+def register(subparsers) -> None:
+    """All four commands (for a parser that wants them together)."""
+    for fn in (register_ask, register_edit, register_generate, register_chat):
+        fn(subparsers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+
+
+def _load(args):
+    from unimedvl.inference.api import UniMedVL
+
+    return UniMedVL.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, min_image_size=args.min_image_size,
+        max_image_size=args.max_image_size, vit_min_image_size=args.vit_min_image_size,
+    )  # fmt: skip
+
+
+def _guidance_args(args) -> dict:
+    return {name: getattr(args, name) for name in GUIDANCE_FLAGS if getattr(args, name) is not None}
+
+
+class _Progress:
+    """A tqdm bar over denoising steps on stderr, created at the first step."""
+
+    def __init__(self, enabled: bool, desc: str):
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def __call__(self, step: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, file=sys.stderr, unit="step")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _emit(args, payload: dict, plain: str) -> None:
+    print(json.dumps(payload) if args.json else plain, flush=True)
+
+
+def run_ask(args) -> int:
+    model = _load(args)
+    answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
+    if args.think:
+        plain = f"Thinking: {answer.thinking}\nAnswer: {answer.text}" if answer.thinking else answer.text
+        _emit(args, {"answer": answer.text, "thinking": answer.thinking}, plain)
+    else:
+        _emit(args, {"answer": answer, "thinking": None}, answer)
+    return 0
+
+
+def _save(image, out: str) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        image.save(path)
+    except (ValueError, KeyError):  # PIL: unknown extension
+        raise DataError(f"--out {out}: unknown image format; use .png, .jpg, .tif or .bmp") from None
+    return path
+
+
+def _run_image(args, call: Callable) -> int:
+    progress = _Progress(not args.no_progress, "denoising")
+    try:
+        result = call(progress)
+    finally:
+        progress.close()
+    image, thinking = (result.image, result.thinking) if args.think else (result, None)
+    path = _save(image, args.out)
+    payload = {"out": str(path), "width": image.width, "height": image.height, "seed": args.seed,
+               "thinking": thinking}  # fmt: skip
+    plain = (f"Thinking: {thinking}\n" if thinking else "") + f"wrote {path} ({image.width}x{image.height})"
+    _emit(args, payload, plain)
+    return 0
+
+
+def run_edit(args) -> int:
+    model = _load(args)
+    return _run_image(args, lambda progress: model.edit(
+        args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
+        max_think_tokens=args.max_new_tokens, **_guidance_args(args),
+    ))  # fmt: skip
+
+
+def run_generate(args) -> int:
+    model = _load(args)
+    return _run_image(args, lambda progress: model.generate(
+        args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
+        max_think_tokens=args.max_new_tokens, **_guidance_args(args),
+    ))  # fmt: skip
+
+
+CHAT_HELP = "commands: /image PATH, /think on|off, /reset, /quit; any other line is a question"
+
+
+def run_chat(args) -> int:
+    model = _load(args)
+    session = model.chat(think=args.think)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(CHAT_HELP, file=sys.stderr)
+    turn = 0
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                command, _, rest = line.partition(" ")
+                rest = rest.strip()
+                if command == "/quit":
+                    return 0
+                if command == "/reset":
+                    session.reset()
+                    print("(conversation reset)", file=sys.stderr)
+                elif command == "/image":
+                    if not rest:
+                        raise DataError("/image needs a path: /image scan.dcm")
+                    session.attach(rest)
+                    print(f"(attached {rest})", file=sys.stderr)
+                elif command == "/think":
+                    if rest not in ("on", "off"):
+                        raise DataError("/think takes on or off")
+                    session.think = rest == "on"
+                    print(f"(thinking {rest})", file=sys.stderr)
+                else:
+                    print(f"unknown command {command}; {CHAT_HELP}", file=sys.stderr)
+                continue
+            answer = session.ask(line, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                 top_p=args.top_p, seed=args.seed + turn)  # fmt: skip
+            turn += 1
+            text, thinking = (answer.text, answer.thinking) if session.think else (answer, None)
+            plain = (f"Thinking: {thinking}\n" if thinking else "") + text
+            _emit(args, {"question": line, "answer": text, "thinking": thinking}, plain)
+        except UserError as err:  # a bad path or command ends the turn, not the session
+            print(f"error: {err}", file=sys.stderr)

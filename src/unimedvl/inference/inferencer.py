@@ -1,0 +1,497 @@
+"""Batched inference: answer questions about images, edit images, generate images from text.
+
+A ``Request`` is an interleaved list of images and texts plus the task. ``Inferencer.run`` takes
+any number of them and serves them together, in three phases that each batch across requests:
+
+1. ``prepare``: build the contexts (spec unified-model.md section 5). For understanding an
+   image enters through the ViT only; for editing/generation as a VAE block (t = 0, generation
+   expert) then a ViT block. ``full`` gets everything; ``cfg_text`` is a copy of ``full`` made
+   just before the latest text (or after the last image); ``cfg_img`` gets the texts only. In
+   thinking mode a system prompt goes first into ``full`` and ``cfg_img``. Updates of all
+   contexts run in rounds, one forward per round.
+2. ``decode_text``: the answers, and the reasoning of thinking-mode image requests, decoded
+   together; the reasoning is then added to ``full`` only.
+3. ``generate_images``: requests with the same GuidanceConfig are denoised together. Each
+   step is one forward: the latent query of every request against the rows of every guidance
+   branch it needs (``GuidedVelocity``), read-only on the cache.
+
+Every request has its own seed and generators, so its result does not depend on what else is
+in the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from unimedvl.data.medical_io import load_image
+from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
+from unimedvl.errors import ConfigError, DataError
+from unimedvl.flow import GuidanceConfig, euler_sample
+from unimedvl.inference.context import Context, ContextPool, TextOptions, _gen_mask
+from unimedvl.models.embeddings import unpatchify_latent
+from unimedvl.models.unified import UnifiedModel
+from unimedvl.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
+from unimedvl.tokenizer import Tokenizer
+
+ImageInput = Union[Image.Image, np.ndarray, Tensor, str, "os.PathLike[str]"]
+TASKS = ("understand", "edit", "generate")
+
+# Defaults of the spec's table (unified-model.md section 5).
+TEXT_TO_IMAGE = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=1.0, cfg_interval=(0.4, 1.0),
+                               cfg_renorm_type="global", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
+EDITING = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
+                         cfg_renorm_type="text_channel", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
+DEFAULT_GUIDANCE = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
+
+# Thinking-mode system prompts. A checkpoint fine-tuned with other wording answers best to that
+# wording: pass it as ``Inferencer(think_prompts=...)``.
+THINK_PROMPTS = {
+    "understand": (
+        "Reason about the question step by step before answering. Write the reasoning between <think> "
+        "and </think>, then give the final answer after </think>."
+    ),
+    "generate": (
+        "Before producing the image, reason about it: describe between <think> and </think> what the "
+        "output image must show (modality, anatomy, the requested change). The image follows the reasoning."
+    ),
+}
+
+VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512)
+VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378, max_pixels=2_007_040)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and results.
+
+
+@dataclass
+class Request:
+    """One inference job: interleaved images and texts, and what to produce from them.
+
+    In ``inputs`` a ``str`` is always a text: give image files as ``pathlib.Path``.
+    """
+
+    inputs: list[Any]  # texts (str) and images (PIL, numpy, [3,H,W] tensor in [-1,1], pathlib.Path), in order
+    task: str = "understand"  # understand (text out) | edit | generate (image out)
+    think: bool = False  # reason first (system prompt); the reasoning is returned
+    max_new_tokens: int = 512  # answer / reasoning length limit
+    temperature: float = 0.0  # 0: greedy decoding
+    top_p: float = 1.0  # nucleus sampling mass (with temperature > 0)
+    guidance: GuidanceConfig | None = None  # image requests; None: the task's default from the spec
+    height: int | None = None  # output size in pixels (image requests); None: the last input
+    width: int | None = None  # image's size after the VAE transform, else the default size
+    seed: int | None = None  # noise and sampling seed; None: drawn from torch's global RNG
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r}; choose one of {', '.join(TASKS)}")
+        if isinstance(self.inputs, (str, os.PathLike, Image.Image, np.ndarray, Tensor)):
+            self.inputs = [self.inputs]
+        self.inputs = list(self.inputs)
+        if not self.inputs:
+            raise DataError("a request needs at least one input (a text, or images and a text)")
+        for item in self.inputs:
+            if isinstance(item, str) and not item.strip():
+                raise DataError("an input text is empty; give a question, instruction or prompt")
+        if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
+            raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
+        if self.guidance is None and self.task != "understand":
+            self.guidance = dataclasses.replace(DEFAULT_GUIDANCE[self.task])
+
+    @property
+    def makes_image(self) -> bool:
+        return self.task != "understand"
+
+
+@dataclass
+class Result:
+    """What one request produced."""
+
+    text: str | None = None  # the answer (understand)
+    thinking: str | None = None  # the reasoning (think=True); "" when the model wrote none
+    image: Image.Image | None = None  # the generated image (edit / generate)
+    seed: int | None = None  # the seed used (reproduce with Request(seed=...))
+    token_ids: list[int] = field(default_factory=list)  # generated ids (answer or reasoning)
+
+
+@dataclass
+class _Fork:
+    """Queue marker: copy ``full`` into the job's ``cfg_text`` at this point."""
+
+    job: "_Job"
+
+
+@dataclass
+class _Job:
+    request: Request
+    seed: int
+    full: Context
+    cfg_img: Context | None = None
+    cfg_text: Context | None = None
+    size: tuple[int, int] | None = None  # output (height, width) in pixels
+    result: Result = field(default_factory=Result)
+
+
+@dataclass
+class Plan:
+    """Requests being served: their contexts in one pool, and their results so far."""
+
+    pool: ContextPool
+    jobs: list[_Job]
+
+    @property
+    def results(self) -> list[Result]:
+        return [j.result for j in self.jobs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input images.
+
+
+def load_input_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a PIL image, a numpy array, a [3,H,W] tensor in [-1,1] or a path.
+
+    Paths go through ``medical_io.load_image`` (PNG, JPEG, TIFF, DICOM, NIfTI, .npy, with
+    ``#window=...`` options). Arrays: uint8, or floats in [0, 1]; (H, W), (H, W, 1|3|4).
+    """
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise DataError(f"an input image is empty ({image.width}x{image.height})")
+        return image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise DataError(f"an image tensor must be [3, H, W] in [-1, 1], got shape {tuple(image.shape)}")
+        return to_pil(image)
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or 0 in array.shape:
+            raise DataError(f"an image array must be (H, W) or (H, W, 3|4), got shape {image.shape}")
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (
+                array.size and (array.min() < 0 or array.max() > 1)
+            ):
+                raise DataError(
+                    f"an image array of dtype {array.dtype} must be uint8 or floats in [0, 1]; window it first "
+                    "(e.g. save it as .npy and pass the path with '#window=minmax', or scale it to uint8)"
+                )
+            array = np.clip(np.floor(array * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+    raise DataError(
+        f"an image must be a PIL image, numpy array, [3,H,W] tensor or file path, got {type(image).__name__}"
+    )
+
+
+def fit_transform(transform: ImageTransform, table_side: int, what: str, interpolate: bool) -> ImageTransform:
+    """``transform`` with max_image_size lowered to what the position table holds (with a notice)."""
+    limit = table_side * transform.image_stride
+    if interpolate or transform.max_image_size <= limit:
+        return transform
+    warnings.warn(
+        f"{what} max_image_size={transform.max_image_size} exceeds this model's position table "
+        f"({table_side} x {transform.image_stride} = {limit} pixels per side): larger images are resized to "
+        f"at most {limit} pixels per side",
+        UserWarning,
+        stacklevel=3,
+    )
+    return dataclasses.replace(
+        transform, max_image_size=limit, min_image_size=min(transform.min_image_size, limit)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Denoising.
+
+_SLOTS = ("text_uncond", "cond", "img_uncond")  # cache row blocks: cfg_text, full, cfg_img
+
+
+class GuidedVelocity:
+    """The velocity of every request's latent query under the guidance branches asked for.
+
+    Rows are laid out as [cfg_text of all requests, full of all, cfg_img of all], so every
+    combination of branches the sampler can ask for (cond; cond + text; cond + img; all three)
+    is one contiguous block of rows: one forward per call, attention reads cache views.
+    The query (``<|vision_start|>`` + latents + ``<|vision_end|>``, one rope id per context) is
+    read-only against the cache; the velocity is read at the latent tokens only.
+    """
+
+    def __init__(self, pool: ContextPool, contexts: Sequence[tuple[Context, Context, Context]],
+                 grids: Sequence[tuple[int, int]]):
+        """contexts: (full, cfg_text, cfg_img) per request; grids: latent token grid (h, w) per request."""
+        self.model = pool.model
+        self.pool = pool
+        n = len(grids)
+        order = [c[1] for c in contexts] + [c[0] for c in contexts] + [c[2] for c in contexts]
+        self.cache = pool.cache.select([c.row for c in order])  # one copy, then never again
+        dim = self.model.config.patch_latent_dim
+        samples = [
+            [VaeImageSplit(tokens=torch.zeros(h * w, dim), grid=(h, w), noised=True, timestep=1.0)]
+            for h, w in grids
+        ]
+        self.batch = build_packed_batch(samples, pool.special, self.model.config).to(pool.device)
+        self.counts = [h * w for h, w in grids]
+        self.query_lens = self.batch.layout.sample_lens
+        self.cache.reserve(max(self.cache.lengths) + max(self.query_lens))
+        self.positions = [pool.positions(self.batch, [c.rope for c in order[s * n:(s + 1) * n]]) for s in range(3)]
+        self.gen_mask = _gen_mask(self.batch, pool.device)
+        self.latent_index = self.batch.vae_indexes
+        self.first_token = torch.tensor([0] + self.counts[:-1]).cumsum(0)
+        self.num_requests = n
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, branches: Sequence[str]) -> dict[str, Tensor]:
+        """x: (N, p*p*z) packed latents of all requests; t: (N,) per token -> {branch: (N, p*p*z)}."""
+        slots = sorted(_SLOTS.index(b) for b in branches)
+        t_image = t[self.first_token.to(t.device)].float()
+        batch = dataclasses.replace(self.batch, vae_inputs=list(x.split(self.counts)), vae_timesteps=t_image)
+        hidden, _ = self.model.embed(batch, self.pool._scratch_rng)
+        k, n, T = len(slots), self.num_requests, batch.sequence_length
+        out = self.model.language_model.forward_cached(
+            hidden.repeat(k, 1), torch.cat([self.positions[s] for s in slots]), self.cache,
+            rows=[s * n + i for s in slots for i in range(n)], query_lens=self.query_lens * k,
+            mode="full", write=False, routing=self.gen_mask.repeat(k),
+        )  # fmt: skip
+        v = self.model.llm2vae(out.view(k, T, -1)[:, self.latent_index]).float()  # (k, N, p*p*z)
+        return {_SLOTS[s]: v[i] for i, s in enumerate(slots)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The inferencer.
+
+
+class Inferencer:
+    """Serves Requests on a UnifiedModel with the KV cache (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: UnifiedModel,
+        tokenizer: Tokenizer,
+        vae_transform: ImageTransform = VAE_TRANSFORM,
+        vit_transform: ImageTransform = VIT_TRANSFORM,
+        think_prompts: dict[str, str] | None = None,
+    ):
+        cfg = model.config
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.special = tokenizer.special
+        if len(tokenizer) > cfg.llm.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {cfg.llm.vocab_size}: "
+                "use the tokenizer saved with this checkpoint"
+            )
+        if vae_transform.image_stride != cfg.vae_image_stride:
+            raise ConfigError(
+                f"the VAE transform's image_stride={vae_transform.image_stride} must equal the model's "
+                f"{cfg.vae_image_stride} (VAE downsample x latent patch)"
+            )
+        if vit_transform.image_stride != cfg.vit.patch_size:
+            raise ConfigError(
+                f"the ViT transform's image_stride={vit_transform.image_stride} must equal the ViT patch size "
+                f"{cfg.vit.patch_size}"
+            )
+        self.vae_transform = fit_transform(vae_transform, cfg.max_latent_size, "VAE transform", cfg.interpolate_pos)
+        self.vit_transform = fit_transform(
+            vit_transform, cfg.vit_max_num_patch_per_side, "ViT transform", cfg.interpolate_pos
+        )
+        self.think_prompts = {**THINK_PROMPTS, **(think_prompts or {})}
+
+    @property
+    def default_size(self) -> int:
+        """Side of text-to-image outputs when none is given: 1024, or less if the latent table is smaller."""
+        return min(1024, self.model.config.max_latent_size * self.model.config.vae_image_stride)
+
+    # -- building blocks --------------------------------------------------------------------
+
+    def text_split(self, text: str) -> TextSplit:
+        """A closed text block (``<|im_start|>`` text ``<|im_end|>``) for a context."""
+        return TextSplit(self.tokenizer.encode(text), close=True)
+
+    def image_splits(self, image: ImageInput, generation: bool) -> tuple[list[SplitSpec], tuple[int, int]]:
+        """Blocks for one input image and its size (height, width) after the VAE rule.
+
+        The image is resized with the VAE transform's rule first, even for understanding, then
+        the ViT transform is applied to that. Generation contexts get the VAE block then the ViT
+        block; understanding contexts the ViT block only.
+        """
+        cfg = self.model.config
+        pil = self.vae_transform.resize(load_input_image(image))
+        vit = VitImageSplit(self.vit_transform(pil))
+        if not generation:
+            if not cfg.visual_und:
+                raise ConfigError("this checkpoint has no vision encoder (visual_und=False): it cannot read images")
+            return [vit], (pil.height, pil.width)
+        splits: list[SplitSpec] = [VaeImageSplit(image=to_tensor(pil))]
+        if cfg.visual_und:  # a generation-only model sees its input images through the VAE alone
+            splits.append(vit)
+        return splits, (pil.height, pil.width)
+
+    def check_output_size(self, height: int, width: int) -> None:
+        cfg = self.model.config
+        stride = cfg.vae_image_stride
+        limit = cfg.max_latent_size * stride
+        for name, value in (("height", height), ("width", width)):
+            if value < stride or value % stride:
+                raise DataError(f"output {name}={value} must be a positive multiple of {stride} (the VAE stride)")
+            if value > limit and not cfg.interpolate_pos:
+                raise DataError(
+                    f"output {name}={value} exceeds this model's latent position table ({cfg.max_latent_size} "
+                    f"tokens x {stride} = {limit} pixels); choose at most {limit}"
+                )
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
+        """Serve ``requests`` together; results in the same order."""
+        plan = self.prepare(requests)
+        self.decode_text(plan)
+        self.generate_images(plan, progress)
+        return plan.results
+
+    @torch.no_grad()
+    def prepare(self, requests: Sequence[Request]) -> Plan:
+        """Build every request's contexts in one pool (phase 1)."""
+        if any(r.makes_image for r in requests) and not self.model.config.visual_gen:
+            raise ConfigError(
+                "this checkpoint has no generation weights (visual_gen=False): it can answer questions but "
+                "cannot edit or generate images"
+            )
+        pool = ContextPool(self.model, self.special)
+        jobs: list[_Job] = []
+        queues: list[tuple[Context, deque]] = []
+        for req in requests:
+            seed = req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+            job = _Job(req, seed, pool.new())
+            gen = req.makes_image
+            full_ops: deque = deque()
+            img_ops: deque = deque()
+            if gen:
+                job.cfg_img = pool.new()
+            if req.think:
+                system = self.text_split(self.think_prompts["generate" if gen else "understand"])
+                full_ops.append(system)
+                img_ops.append(system)
+            items = req.inputs
+            # cfg_text is full as it was before the latest text, or after the last image.
+            fork_at = len(items) - 1 if isinstance(items[-1], str) else len(items)
+            last_size = None
+            for k, item in enumerate(items):
+                if gen and k == fork_at:
+                    full_ops.append(_Fork(job))
+                if isinstance(item, str):
+                    split = self.text_split(item)
+                    full_ops.append(split)
+                    img_ops.append(split)
+                else:
+                    splits, last_size = self.image_splits(item, gen)
+                    full_ops.extend(splits)
+            if gen:
+                if fork_at == len(items):
+                    full_ops.append(_Fork(job))
+                height = req.height or (last_size[0] if last_size else self.default_size)
+                width = req.width or (last_size[1] if last_size else self.default_size)
+                self.check_output_size(height, width)
+                job.size = (height, width)
+                queues.append((job.cfg_img, img_ops))
+            queues.append((job.full, full_ops))
+            jobs.append(job)
+        # Rounds: the next block of every context, one forward per round.
+        while True:
+            contexts, splits = [], []
+            for ctx, ops in queues:
+                while ops and isinstance(ops[0], _Fork):
+                    ops.popleft().job.cfg_text = pool.fork(ctx)
+                if ops:
+                    contexts.append(ctx)
+                    splits.append(ops.popleft())
+            if not contexts:
+                break
+            pool.add(contexts, splits)
+        return Plan(pool, jobs)
+
+    @torch.no_grad()
+    def decode_text(self, plan: Plan) -> None:
+        """Answers and thinking-mode reasoning, decoded together (phase 2)."""
+        jobs = [j for j in plan.jobs if not j.request.makes_image or j.request.think]
+        options = [
+            TextOptions(j.request.max_new_tokens, j.request.temperature, j.request.top_p,
+                        torch.Generator().manual_seed(j.seed))
+            for j in jobs
+        ]  # fmt: skip
+        generated = plan.pool.generate_text([j.full for j in jobs], options)
+        reasoning_jobs, reasoning = [], []
+        for job, ids in zip(jobs, generated):
+            text = self.tokenizer.decode(ids)
+            job.result.token_ids = ids
+            job.result.seed = job.seed
+            if job.request.makes_image:
+                job.result.thinking = text.replace("<think>", "").replace("</think>", "").strip()
+                reasoning_jobs.append(job)
+                reasoning.append(TextSplit(ids, close=True))
+            elif job.request.think:
+                job.result.thinking, job.result.text = split_thinking(text)
+            else:
+                job.result.text = text
+        # The reasoning joins the full context only: cfg_text and cfg_img stay without it.
+        plan.pool.add([j.full for j in reasoning_jobs], reasoning)
+
+    @torch.no_grad()
+    def generate_images(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> None:
+        """Denoise and decode the images (phase 3), one batch per distinct GuidanceConfig."""
+        groups: dict[tuple, list[_Job]] = {}
+        for job in plan.jobs:
+            if job.request.makes_image:
+                groups.setdefault(dataclasses.astuple(job.request.guidance), []).append(job)
+        stride = self.model.config.vae_image_stride
+        for jobs in groups.values():
+            grids = [(j.size[0] // stride, j.size[1] // stride) for j in jobs]
+            velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
+            noise = torch.cat([self.initial_noise(g, j.seed) for g, j in zip(grids, jobs)])
+            latents = euler_sample(velocity, noise.to(plan.pool.device), velocity.counts, jobs[0].request.guidance,
+                                   progress)  # fmt: skip
+            for job, image in zip(jobs, self.decode_latents(latents, grids)):
+                job.result.image = image
+                job.result.seed = job.seed
+            del velocity
+
+    def initial_noise(self, grid: tuple[int, int], seed: int) -> Tensor:
+        """x ~ N(0, I) of shape (h*w, p*p*z), drawn on the CPU from the request's own seed."""
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(grid[0] * grid[1], self.model.config.patch_latent_dim, generator=generator)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor, grids: Sequence[tuple[int, int]]) -> list[Image.Image]:
+        """Packed latent tokens -> PIL images: unpatchify, VAE decode, (x * 0.5 + 0.5) * 255."""
+        cfg = self.model.config
+        parts = latents.split([h * w for h, w in grids])
+        out: list[Image.Image | None] = [None] * len(grids)
+        by_grid: dict[tuple[int, int], list[int]] = {}
+        for i, grid in enumerate(grids):
+            by_grid.setdefault(grid, []).append(i)
+        for (h, w), indexes in by_grid.items():
+            z = torch.stack([unpatchify_latent(parts[i], h, w, cfg.latent_patch_size, cfg.vae.z_channels)
+                             for i in indexes])  # fmt: skip
+            pixels = self.model.vae.decode(z)
+            for i, image in zip(indexes, pixels):
+                out[i] = to_pil(image)
+        return out  # type: ignore[return-value]
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(reasoning, answer) from ``<think> ... </think> answer``; ("", text) without the tags."""
+    if "</think>" not in text:
+        return "", text.strip()
+    reasoning, answer = text.split("</think>", 1)
+    return reasoning.replace("<think>", "").strip(), answer.strip()

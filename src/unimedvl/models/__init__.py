@@ -1,0 +1,1 @@
+"""Network modules of the unified model (attention, language model, vision encoder, ...)."""

@@ -1,0 +1,324 @@
+"""Inference on the KV cache: contexts, batched requests, guidance, thinking mode, the API, errors.
+
+One debug checkpoint (random weights, llm2vae perturbed so the velocity is not identically zero)
+serves every test; images are 32-64 px and sampling uses 4 timesteps.
+"""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unimedvl.checkpoint import load_model, save_model
+from unimedvl.data.transforms import ImageTransform
+from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
+from unimedvl.flow import GuidanceConfig, combine_guidance
+from unimedvl.inference.api import Answer, ImageAnswer, UniMedVL
+from unimedvl.inference.inferencer import GuidedVelocity, Inferencer, Request
+from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.packed_batch import TextSplit, build_packed_batch
+from unimedvl.tokenizer import Tokenizer
+
+STEPS = 4
+SMALL = dict(min_image_size=32, max_image_size=64, vit_min_image_size=56)
+
+
+def _image(h, w, seed):
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8))
+
+
+def single_thread():
+    # Debug-size ops are too small to gain from intra-op threads, and on a shared machine the
+    # threads' barriers wait for descheduled peers: one thread is several times faster here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_checkpoint(path):
+    """The debug checkpoint with a non-zero velocity head and distinct experts."""
+    init_checkpoint("debug", path, seed=0)
+    # A fresh model predicts zero velocity (llm2vae is zero-initialised): give it weights so that
+    # guidance, seeds and batching have something to change.
+    model = load_model(path)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.llm2vae.weight.copy_(torch.randn(model.llm2vae.weight.shape, generator=g) * 0.05)
+        for name, p in model.language_model.named_parameters():
+            if "_moe_gen" in name and p.dim() == 2:  # experts differ, so routing matters
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    save_model(model, path, Tokenizer.from_dir(path))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from single_thread()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "debug")
+
+
+@pytest.fixture(scope="module")
+def api(checkpoint):
+    return UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", **SMALL)
+
+
+def _fast(task, **kw):
+    base = {"edit": GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, STEPS),
+            "generate": GuidanceConfig(4.0, 1.0, (0.4, 1.0), "global", 0.0, 3.0, STEPS)}[task]  # fmt: skip
+    return replace(base, **kw)
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_cached_greedy_decoding_equals_full_forward_decoding(api):
+    inf = api.inferencer
+    model, tok = inf.model, inf.tokenizer
+    image, question = _image(40, 56, 0), "What imaging modality is this?"
+    answer = inf.run([Request([image, question], max_new_tokens=10)])[0].token_ids
+    # Reference: recompute all logits from scratch on a PackedBatch after every token.
+    vit_splits, _ = inf.image_splits(image, generation=False)
+    expected: list[int] = []
+    for _ in range(10):
+        sample = vit_splits + [TextSplit(tok.encode(question), close=True), TextSplit(expected)]
+        batch = build_packed_batch([sample], tok.special, model.config)
+        hidden, _ = model.embed(batch)
+        out = model.language_model(hidden, batch.layout, batch.position_ids)
+        token = int(model.language_model.logits(out[-1]).argmax())
+        if token == tok.special.eos:
+            break
+        expected.append(token)
+    assert answer == expected and len(answer) > 0
+
+
+def test_batch_of_mixed_requests_equals_single_requests(api):
+    inf = api.inferencer
+    requests = [
+        Request([_image(40, 56, 0), "What imaging modality is this?"], max_new_tokens=6),
+        Request([_image(64, 48, 1), "Remove the noise."], "edit", guidance=_fast("edit"), seed=1),
+        Request(["This is a chest X-ray."], max_new_tokens=9),
+        Request(["Generate a chest X-ray."], "generate", guidance=_fast("generate"), seed=2, height=32, width=48),
+        Request([_image(32, 32, 2), "Is there a lesion?"], max_new_tokens=7, temperature=0.8, top_p=0.9, seed=5),
+        Request([_image(48, 48, 3), "Deblur this MRI slice."], "edit", guidance=_fast("edit"), seed=3),
+        Request(["An axial brain MRI."], "generate", guidance=_fast("generate"), seed=6, height=48, width=48),
+    ]
+    batched = inf.run(requests)
+    for request, got in zip(requests, batched):
+        alone = inf.run([request])[0]
+        assert got.token_ids == alone.token_ids and got.text == alone.text
+        if request.makes_image:
+            assert got.image.size == alone.image.size
+            # Batched kernels may round differently in the last float bits: at most one grey
+            # level on a handful of pixels, where a seed mix-up would change every pixel.
+            diff = np.abs(np.asarray(got.image).astype(int) - np.asarray(alone.image))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert batched[1].image.size == (48, 64)  # an edit keeps the input's size (PIL: width, height)
+    assert batched[3].image.size == (48, 32)
+
+
+def test_sampling_is_seeded_per_request(api):
+    image, q = _image(40, 40, 4), "Describe the findings."
+    a = api.ask(image, q, temperature=1.0, top_p=0.95, seed=11, max_new_tokens=8)
+    b = api.ask(image, q, temperature=1.0, top_p=0.95, seed=11, max_new_tokens=8)
+    c = api.ask(image, q, temperature=1.0, top_p=0.95, seed=12, max_new_tokens=8)
+    assert a == b and a != c
+
+
+def test_image_inputs_as_path_array_tensor_and_dicom(api, tmp_path):
+    image = _image(48, 40, 5)
+    image.save(tmp_path / "x.png")
+    q = "What imaging modality is this?"
+    ref = api.ask(image, q, max_new_tokens=5)
+    assert api.ask(str(tmp_path / "x.png"), q, max_new_tokens=5) == ref
+    assert api.ask(np.asarray(image), q, max_new_tokens=5) == ref
+    assert api.ask(np.asarray(image).astype(np.float32) / 255.0, q, max_new_tokens=5) == ref
+    pydicom = pytest.importorskip("pydicom")
+    from unimedvl.data.medical_io import load_image
+
+    dcm = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
+    assert api.ask(dcm + "#window=lung", q, max_new_tokens=5) == api.ask(load_image(dcm, window="lung"), q,
+                                                                         max_new_tokens=5)  # fmt: skip
+
+
+# -- contexts ------------------------------------------------------------------------------
+
+
+def test_contexts_follow_the_spec(api):
+    inf = api.inferencer
+    tok = inf.tokenizer
+    image, text = _image(32, 48, 6), "Remove the noise."
+    n_text = len(tok.encode(text)) + 2  # <|im_start|> text <|im_end|>
+    n_vae = (32 // 16) * (48 // 16) + 2  # latent tokens + markers
+    vit = inf.vit_transform(inf.vae_transform.resize(image))
+    n_vit = (vit.shape[1] // 14) * (vit.shape[2] // 14) + 2
+    plan = inf.prepare([Request([image, text], "edit", guidance=_fast("edit")), Request([image, text])])
+    edit, und = plan.jobs
+    length = plan.pool.length
+    assert (length(edit.full), edit.full.rope) == (n_vae + n_vit + n_text, 2 + n_text)
+    assert (length(edit.cfg_text), edit.cfg_text.rope) == (n_vae + n_vit, 2)  # no text
+    assert (length(edit.cfg_img), edit.cfg_img.rope) == (n_text, n_text)  # no image
+    assert (length(und.full), und.full.rope) == (n_vit + n_text, 1 + n_text)  # ViT only
+    assert und.cfg_text is None and und.cfg_img is None
+
+
+def test_thinking_adds_reasoning_to_the_full_context_only(api):
+    inf = api.inferencer
+    prompt = "Generate a chest X-ray."
+    plain = inf.prepare([Request([prompt], "generate", guidance=_fast("generate"), height=32, width=32)])
+    plan = inf.prepare([Request([prompt], "generate", think=True, max_new_tokens=6, guidance=_fast("generate"),
+                                height=32, width=32, seed=0)])  # fmt: skip
+    job, ref = plan.jobs[0], plain.jobs[0]
+    length = plan.pool.length
+    system = len(inf.tokenizer.encode(inf.think_prompts["generate"])) + 2
+    # The system prompt goes to full and cfg_img first; cfg_text is a copy of full before the prompt.
+    assert length(job.full) == plain.pool.length(ref.full) + system
+    assert length(job.cfg_img) == plain.pool.length(ref.cfg_img) + system
+    assert length(job.cfg_text) == system
+    before = {name: (length(getattr(job, name)), getattr(job, name).rope) for name in ("full", "cfg_text", "cfg_img")}
+    inf.decode_text(plan)
+    reasoning = job.result.token_ids
+    assert len(reasoning) > 0 and isinstance(job.result.thinking, str)
+    assert (length(job.full), job.full.rope) == (before["full"][0] + len(reasoning) + 2,
+                                                 before["full"][1] + len(reasoning) + 2)  # fmt: skip
+    assert (length(job.cfg_text), job.cfg_text.rope) == before["cfg_text"]
+    assert (length(job.cfg_img), job.cfg_img.rope) == before["cfg_img"]
+    inf.generate_images(plan)
+    assert job.result.image.size == (32, 32)
+    out = api.generate(prompt, think=True, max_think_tokens=6, height=32, width=32, seed=0, num_timesteps=STEPS)
+    assert isinstance(out, ImageAnswer) and out.thinking == job.result.thinking
+    np.testing.assert_array_equal(np.asarray(out.image), np.asarray(job.result.image))
+
+
+def test_understanding_think_mode_returns_answer_object(api):
+    out = api.ask(_image(32, 32, 7), "Is there a lesion?", think=True, max_new_tokens=5)
+    assert isinstance(out, Answer) and isinstance(out.thinking, str) and str(out) == out.text
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_guidance_branches_batched_equal_one_by_one_and_scale_one_is_unguided(api):
+    inf = api.inferencer
+    plan = inf.prepare([Request([_image(32, 48, 8), "Remove the noise."], "edit", guidance=_fast("edit")),
+                        Request(["Generate a chest X-ray."], "generate", height=48, width=32)])  # fmt: skip
+    jobs = plan.jobs
+    grids = [(2, 3), (3, 2)]
+    velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
+    x = torch.randn(12, inf.model.config.patch_latent_dim)
+    t = torch.full((12,), 0.7)
+    branches = ("cond", "text_uncond", "img_uncond")
+    together = velocity(x, t, branches)
+    for b in branches:
+        torch.testing.assert_close(velocity(x, t, (b,))[b], together[b], atol=1e-5, rtol=0)
+    assert (together["text_uncond"] - together["cond"]).abs().max() > 1e-3  # the contexts differ
+    assert (together["img_uncond"] - together["cond"]).abs().max() > 1e-3
+    seg = torch.tensor([0] * 6 + [1] * 6)
+    for renorm in ("global", "channel", "text_channel"):
+        unit = GuidanceConfig(1.0, 1.0, (0.0, 1.0), renorm, 0.0)
+        torch.testing.assert_close(combine_guidance(together, unit, seg, 2), together["cond"])
+
+
+def test_scale_one_and_empty_interval_give_the_unguided_image(api):
+    image, text = _image(32, 32, 9), "Remove the noise."
+
+    def run(**guidance):
+        return np.asarray(api.edit(image, text, seed=4, num_timesteps=STEPS, **guidance))
+
+    unguided = run(cfg_text_scale=1.0, cfg_img_scale=1.0)
+    np.testing.assert_array_equal(run(cfg_interval=(0.5, 0.5)), unguided)  # empty interval
+    assert np.abs(run().astype(int) - unguided).max() > 0  # guidance changes the image
+
+
+def test_seeds_reproduce_images(api):
+    def gen(seed):
+        return np.asarray(api.generate("A chest X-ray.", height=32, width=32, seed=seed, num_timesteps=STEPS))
+
+    a, b, c = gen(7), gen(7), gen(8)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).max() > 0
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+
+
+# -- chat ----------------------------------------------------------------------------------
+
+
+def test_chat_session_keeps_turns_and_switches_thinking(api):
+    chat = api.chat()
+    chat.attach(_image(40, 40, 10))
+    with_image = chat.context_length
+    first = chat.ask("What is this?", max_new_tokens=4)
+    assert first == api.ask(_image(40, 40, 10), "What is this?", max_new_tokens=4)  # a first turn is an ask
+    after_first = chat.context_length
+    chat.ask("Where is the lesion?", max_new_tokens=4)
+    assert chat.context_length > after_first > with_image
+    length = chat.context_length
+    chat.think = True  # the turns are replayed after the thinking prompt
+    system = len(api.tokenizer.encode(api.inferencer.think_prompts["understand"])) + 2
+    assert chat.context_length == length + system
+    answer = chat.ask("Is it normal?", max_new_tokens=3)
+    assert isinstance(answer, Answer)
+    length = chat.context_length
+    chat.think = False
+    assert chat.context_length == length - system and len(chat.turns) == 7
+    chat.reset()
+    assert chat.context_length == 0 and chat.turns == []
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_one_clear_user_error(api, checkpoint, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    q = "What is this?"
+    with pytest.raises(DataError, match="file not found"):
+        api.ask(tmp_path / "missing.png", q)
+    with pytest.raises(DataError, match="not an image file"):
+        api.ask(tmp_path / "broken.png", q)
+    with pytest.raises(DataError, match="question is empty"):
+        api.ask(_image(32, 32, 0), "  ")
+    with pytest.raises(DataError, match="uint8 or floats in"):
+        api.ask(np.full((32, 32), 1000, dtype=np.int32), q)
+    with pytest.raises(DataError, match="must be a PIL image"):
+        api.ask(object(), q)
+    with pytest.raises(DataError, match="exceeds this model's latent position table"):
+        api.generate("x-ray", height=1024, width=32, num_timesteps=2)
+    with pytest.raises(DataError, match="multiple of 16"):
+        api.generate("x-ray", height=40, width=32, num_timesteps=2)
+    with pytest.raises(ConfigError, match="num_timesteps"):
+        api.generate("x-ray", height=32, width=32, num_timesteps=1)
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE is set"):
+        UniMedVL.from_pretrained("someone/no-such-model")
+    with pytest.raises(CheckpointError, match="not found"):
+        UniMedVL.from_pretrained(tmp_path / "nowhere" / "deeper" / "x")
+    # A checkpoint without generation weights answers but refuses to generate.
+    (tmp_path / "nogen.yaml").write_text("size: debug\nvisual_gen: false\n")
+    nogen_dir = init_checkpoint(tmp_path / "nogen.yaml", tmp_path / "nogen", seed=0, tokenizer=api.tokenizer)
+    nogen = UniMedVL.from_pretrained(nogen_dir, **SMALL)
+    assert isinstance(nogen.ask(_image(32, 32, 0), q, max_new_tokens=2), str)
+    with pytest.raises(UserError, match="visual_gen=False"):
+        nogen.generate("x-ray", height=32, width=32)
+    with pytest.raises(UserError, match="visual_gen=False"):
+        nogen.edit(_image(32, 32, 0), "denoise")
+
+
+def test_large_images_are_resized_to_the_position_tables_with_a_notice(api):
+    model, tok = api.model, api.tokenizer
+    with pytest.warns(UserWarning, match="position table"):
+        inf = Inferencer(model, tok, ImageTransform(16, 4096, 32), ImageTransform(14, 4096, 56))
+    limit = model.config.max_latent_size * 16
+    assert inf.vae_transform.max_image_size == limit
+    splits, (h, w) = inf.image_splits(_image(1200, 300, 0), generation=True)
+    assert max(h, w) <= limit and splits[1].image.shape[1] <= model.config.vit_max_num_patch_per_side * 14
+    out = inf.run([Request([_image(1200, 300, 0), "What is this?"], max_new_tokens=2)])[0]
+    assert isinstance(out.text, str)
