@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("unimedvl.inference.cli:register_edit", "edit a medical image following an instruction"),
     "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
     "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
+    "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
+    "train-autoencoder": ("unimedvl.autoencoder_training", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
     "synth": ("unimedvl.data.synthetic", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),

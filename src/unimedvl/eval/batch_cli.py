@@ -305,7 +305,7 @@ class _Dist:
         import torch
         import torch.distributed as dist
 
-        from unimedvl.train.parallel import _env_int, dist_env
+        from unimedvl.distributed import dist_env, env_int
 
         env = dist_env()
         self.rank, self.world = env.rank, env.world_size
@@ -319,7 +319,7 @@ class _Dist:
             self.device = device or ("cuda" if self.cuda else "cpu")
         self.started = False
         if self.world > 1 and not dist.is_initialized():
-            timeout = datetime.timedelta(minutes=_env_int("UNIMEDVL_DIST_TIMEOUT_MIN", 24 * 60))
+            timeout = datetime.timedelta(minutes=env_int("UNIMEDVL_DIST_TIMEOUT_MIN", 24 * 60))
             dist.init_process_group("nccl" if self.cuda else "gloo", timeout=timeout)
             self.started = True
 

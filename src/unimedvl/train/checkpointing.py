@@ -1,0 +1,213 @@
+"""Training checkpoints: release-layout weights plus resumable training state, written atomically.
+
+One directory per save, ``checkpoint_dir/step_0000100/``:
+
+- the release layout (``unimedvl.checkpoint.save_model``): ``ema.safetensors`` (EMA weights),
+  ``model.safetensors`` (raw weights), ``ae.safetensors``, configs, tokenizer; ``load_model``
+  reads it directly (LoRA adapters are merged into the weights here);
+- ``train_state/``: torch.distributed.checkpoint (DCP) of the trainable weights, their EMA and
+  the optimizer, sharded as in training (DCP can reload it on another world size);
+- ``rank_00000.json`` ...: per rank, the data-loader state and the RNG states (JSON, no pickles);
+- ``checkpoint.json``: step, scheduler state, world size; written last.
+
+Everything is written under ``.tmp-step_0000100`` and renamed when complete, so a crash never
+leaves a directory that looks finished; ``auto_resume`` takes the newest ``step_*`` holding
+``checkpoint.json`` and ``train_state/.metadata`` and skips (with a warning) anything else.
+
+Trust: DCP stores its ``.metadata`` with pickle (torch's format); tensors are read with
+``weights_only``. Resume only from checkpoint directories you wrote; share models through the
+release layout (safetensors only).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import re
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from unimedvl.errors import CheckpointError
+
+log = logging.getLogger("unimedvl.train")
+
+STEP_RE = re.compile(r"^step_(\d+)$")
+MANIFEST = "checkpoint.json"
+STATE_DIR = "train_state"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank:05d}.json"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MANIFEST).is_file() and (path / STATE_DIR / ".metadata").is_file()
+
+
+def list_checkpoints(root: str | Path, warn: bool = True) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` as (step, path), oldest first; incomplete ones are warned about."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        m = STEP_RE.match(child.name)
+        if not m or not child.is_dir():
+            continue
+        if is_complete(child):
+            found.append((int(m.group(1)), child))
+        elif warn:
+            log.warning("skipping incomplete checkpoint %s (no %s or %s/.metadata)", child, MANIFEST, STATE_DIR)
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(root: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` complete checkpoints (0 keeps all); returns what was removed."""
+    if keep_last <= 0:
+        return []
+    found = list_checkpoints(root, warn=False)
+    removed = []
+    for _, path in found[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG and data state (per rank, JSON).
+
+
+def rng_state() -> dict[str, Any]:
+    def pack(t: Tensor) -> str:
+        return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+    np_state = np.random.get_state()
+    state = {
+        "torch": pack(torch.get_rng_state()),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _jsonable(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [pack(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    def unpack(s: str) -> Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+    torch.set_rng_state(unpack(state["torch"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([unpack(s) for s in state["cuda"]])
+
+
+def write_rank_state(path: Path, rank: int, data_state: Any) -> None:
+    payload = {"rank": rank, "data": data_state, "rng": rng_state()}
+    tmp = path / (rank_file(rank) + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path / rank_file(rank))
+
+
+def read_rank_state(path: Path, rank: int) -> dict | None:
+    file = path / rank_file(rank)
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file}: invalid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path / MANIFEST}: cannot be read ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state (DCP).
+
+
+def train_state(model: nn.Module, optimizer, ema_state: Mapping[str, Tensor] | None, with_optimizer: bool = True):
+    """The DCP state dict: trainable weights, EMA shadow and (optionally) the optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    options = StateDictOptions(ignore_frozen_params=True)
+    if with_optimizer:
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
+        state = {"model": model_sd, "optim": optim_sd}
+    else:
+        state = {"model": get_model_state_dict(model, options=options)}
+    if ema_state is not None:
+        state["ema"] = dict(ema_state)
+    return state
+
+
+def save_train_state(path: Path, model: nn.Module, optimizer, ema_state) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():  # one process: DCP warns that it saves without a process group
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(train_state(model, optimizer, ema_state), checkpoint_id=str(path / STATE_DIR))
+
+
+def load_train_state(path: Path, model: nn.Module, optimizer, ema_state, with_optimizer: bool) -> None:
+    """Restore trainable weights, EMA (in place) and optionally the optimizer from ``path/train_state``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+
+    state = train_state(model, optimizer, ema_state, with_optimizer)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(path / STATE_DIR))
+    except Exception as err:  # DCP raises several exception types for missing/mismatched entries
+        raise CheckpointError(
+            f"{path / STATE_DIR}: cannot restore the training state ({type(err).__name__}: {str(err)[:300]}). "
+            "It was written by a run with other trainable parameters (freeze flags, LoRA, visual_gen/und); "
+            "use --resume_model_only True to take only its weights"
+        ) from None
+    options = StateDictOptions(ignore_frozen_params=True, strict=False)
+    if with_optimizer:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=options)
+    else:
+        set_model_state_dict(model, state["model"], options=options)
+
+
+def finalize(tmp: Path, final: Path, manifest: dict) -> None:
+    """Write the manifest into ``tmp`` and rename it to ``final`` (replacing an older copy)."""
+    (tmp / MANIFEST).write_text(json.dumps({**manifest, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)

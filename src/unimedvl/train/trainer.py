@@ -1,0 +1,496 @@
+"""Trainer: build (checks first), ``forward_backward_step``, ``train_step``, ``train``, ``validate``, ``save``.
+
+Loss normalisation (spec section 4): before the micro-batches of one optimizer step run, every
+rank counts its CE token weights, flow-loss tokens and noised images; one all-reduce gives the
+totals of the whole step on all ranks, and each micro-batch's loss is its *sum* divided by those
+totals. Gradients are then summed over ranks (FSDP2's divide factor is 1), so the update equals
+one big batch of the same tokens whatever the world size or accumulation split.
+
+Flow noise and timesteps come from a generator seeded by (seed, global micro-batch index), so a
+resumed run draws exactly what an uninterrupted one would, and 1 process x 2 accumulation steps
+draws what 2 processes x 1 step do.
+
+Collectives must match across ranks: a rank whose batch has no ViT image still runs the (sharded)
+vision layers on one dummy patch with a zero-weighted loss; the VAE is not sharded, so pixel
+losses may decode different numbers of images per rank.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from unimedvl.checkpoint import find_weights, read_model_config, save_model
+from unimedvl.config import ModelConfig, load_yaml, save_yaml
+from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.packed_batch import PackedBatch
+from unimedvl.tokenizer import Tokenizer
+from unimedvl.train import checkpointing as ckpt
+from unimedvl.train.config import TrainConfig, config_dict
+from unimedvl.train.ema import EMA
+from unimedvl.train.lora import inject_lora, lora_scales, merge_lora_state, reset_lora
+from unimedvl.train.losses import PixelLossConfig, ce_weight_sum, count_mse_tokens, count_noised_images, pixel_losses
+from unimedvl.train.metrics_log import RunLogger, peak_flops, step_flops
+from unimedvl.train.parallel import (
+    DistInfo, all_reduce_sum, apply_activation_checkpointing, apply_fsdp, autocast, barrier, build_mesh,
+    compute_dtype, init_distributed, load_weights, mesh_shape, reset_recomputed,
+)
+from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
+
+log = logging.getLogger("unimedvl.train")
+
+DATA_FIELDS = ("dataset_config_file", "dataset_info_file", "expected_num_tokens", "max_num_tokens",
+               "max_num_tokens_per_sample", "text_cond_dropout_prob", "vit_cond_dropout_prob",
+               "vae_cond_dropout_prob", "num_workers", "seed", "bad_record_policy", "ce_weighting")
+DEFAULT_LOADER = "unimedvl.data.loader:build_loader"
+LoaderFactory = Callable[..., Any]
+
+
+def resolve_loader_factory(spec: str) -> LoaderFactory:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name or "build_loader")
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"loader {spec!r} cannot be imported ({err}); give MODULE:FUNCTION") from None
+
+
+def make_data_config(cfg: TrainConfig, dataset_config_file: str, conditional_dropout: bool = True):
+    """The loader's DataConfig from the run config (a namespace when the data package is not installed)."""
+    values = {name: getattr(cfg, name) for name in DATA_FIELDS}
+    values["dataset_config_file"] = dataset_config_file
+    if not conditional_dropout:
+        values.update(text_cond_dropout_prob=0.0, vit_cond_dropout_prob=0.0, vae_cond_dropout_prob=0.0)
+    try:
+        from unimedvl.data.loader import DataConfig
+    except ImportError:
+        return SimpleNamespace(**values)
+    return DataConfig(**values)
+
+
+def _check_yaml(path: str | None, flag: str) -> None:
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise ConfigError(f"--{flag} {path}: file not found")
+    data = load_yaml(path)  # names file and line on a parse error
+    if not data:
+        raise ConfigError(f"--{flag} {path}: empty; it must map dataset types to their settings")
+
+
+class Trainer:
+    """One training run of the unified model (see module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, loader_factory: LoaderFactory | None = None):
+        self.cfg = cfg
+        self.loader_factory = loader_factory
+        self.step = 0
+        self.info: DistInfo | None = None
+        self.logger: RunLogger | None = None
+        self.ema: EMA | None = None
+
+    # -- build --------------------------------------------------------------------------------
+
+    def setup(self) -> "Trainer":
+        """Everything that can fail before step 1, cheapest checks first."""
+        cfg = self.cfg
+        cfg.require_inputs()
+        _check_yaml(cfg.dataset_config_file, "dataset_config_file")
+        _check_yaml(cfg.val_dataset_config_file, "val_dataset_config_file")
+        if cfg.dataset_info_file and not Path(cfg.dataset_info_file).is_file():
+            raise ConfigError(f"--dataset_info_file {cfg.dataset_info_file}: file not found")
+        from unimedvl.train.parallel import dist_env
+
+        env = dist_env()
+        mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
+        self.model_cfg, self.weights_dir, self.prefer = self._model_source()
+        self.tokenizer = self._tokenizer()
+        if self.loader_factory is None:
+            self.loader_factory = resolve_loader_factory(cfg.loader)
+
+        self.info = info = init_distributed(cfg.device)
+        self.dtype = compute_dtype(cfg.dtype, info)
+        self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
+        self.resume_dir = self._resume_dir()
+
+        rank_state = None
+        if self.resume_dir:
+            saved_world = ckpt.read_manifest(self.resume_dir).get("world_size", info.world_size)
+            if saved_world == info.world_size:
+                rank_state = ckpt.read_rank_state(self.resume_dir, info.rank)
+            if rank_state is None:
+                log.warning("%s was written by %d process(es), this run has %d: weights and optimizer are restored "
+                            "but the data streams restart from the beginning", self.resume_dir, saved_world,
+                            info.world_size)
+        self.loader = self.loader_factory(make_data_config(cfg, cfg.dataset_config_file), self.model_cfg,
+                                          self.tokenizer, rank=info.rank, world_size=info.world_size,
+                                          state=rank_state["data"] if rank_state else None)
+        if cfg.visual_gen and not self.loader.has_generation_data():
+            raise ConfigError(
+                f"visual_gen is True but the data mix {cfg.dataset_config_file} has no generation data (no image "
+                "carries a flow loss): add a generation dataset or pass --visual_gen False"
+            )
+        if hasattr(self.loader, "has_understanding_data") and cfg.visual_und and not (
+            self.loader.has_understanding_data() or self.loader.has_generation_data()
+        ):
+            log.warning("the data mix has no understanding data")
+
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.pixel_cfg = PixelLossConfig(
+            cfg.pixel_loss_weight, cfg.pixel_loss_type, cfg.pixel_loss_max_t, cfg.ssim_loss_weight,
+            cfg.ssim_loss_max_t, cfg.ssim_grad_scale, cfg.pixel_decode_chunk,
+        )
+        if self.resume_dir:
+            self._resume(self.resume_dir, rank_state)
+        self.data_iter: Iterator[PackedBatch] = iter(self.loader)
+        self.peak = peak_flops(info.device)
+        out = Path(cfg.checkpoint_dir)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_yaml(config_dict(cfg), out / "train_config.yaml")
+        self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard, cfg.progress_bar)
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        log.info("model %s: %.1fM parameters, %.1fM trainable; world %d (%s), device %s, dtype %s; start step %d",
+                 self.weights_dir, n_all / 1e6, n_train / 1e6, info.world_size, cfg.sharding_strategy,
+                 info.device, str(self.dtype).replace("torch.", ""), self.step)
+        return self
+
+    def _model_source(self) -> tuple[ModelConfig, Path, str]:
+        cfg = self.cfg
+        prefer = "ema" if cfg.finetune_from_ema else "model"
+        weights_dir = Path(cfg.resume_from) if cfg.resume_model_only else Path(cfg.model_path)
+        config_dir = Path(cfg.model_path)
+        if not config_dir.is_dir():
+            raise CheckpointError(f"--model_path {config_dir}: directory not found")
+        mcfg = read_model_config(config_dir)  # names the missing files
+        if not weights_dir.is_dir():
+            raise CheckpointError(f"--resume_from {weights_dir}: directory not found")
+        find_weights(weights_dir, prefer)  # raises when no weights file is there
+        if cfg.visual_gen and not mcfg.visual_gen:
+            raise CheckpointError(f"--model_path {config_dir}: no VAE (ae.safetensors); pass --visual_gen False")
+        if cfg.visual_und and not mcfg.visual_und:
+            raise CheckpointError(f"--model_path {config_dir}: no vision encoder (vit_config.json); pass "
+                                  "--visual_und False")
+        if cfg.visual_gen and not (weights_dir / "ae.safetensors").is_file():
+            raise CheckpointError(f"{weights_dir}: ae.safetensors is missing (needed with visual_gen True)")
+        mcfg.visual_gen, mcfg.visual_und = cfg.visual_gen, cfg.visual_und
+        mcfg.attn_backend, mcfg.timestep_shift = cfg.attn_backend, cfg.timestep_shift
+        return mcfg, weights_dir, prefer
+
+    def _tokenizer(self) -> Tokenizer:
+        for where in (Path(self.cfg.model_path), self.weights_dir):
+            if (where / "tokenizer.json").is_file() or (where / "vocab.json").is_file():
+                return Tokenizer.from_dir(where)
+        raise CheckpointError(f"--model_path {self.cfg.model_path}: no tokenizer files (tokenizer.json or "
+                              "vocab.json + merges.txt)")
+
+    def _resume_dir(self) -> Path | None:
+        cfg = self.cfg
+        if cfg.auto_resume:
+            latest = ckpt.latest_checkpoint(cfg.checkpoint_dir)
+            if latest is not None:
+                return latest
+        if cfg.resume_from and not cfg.resume_model_only:
+            path = Path(cfg.resume_from)
+            if not ckpt.is_complete(path):
+                raise CheckpointError(
+                    f"--resume_from {path}: not a complete training checkpoint (no {ckpt.MANIFEST} and "
+                    f"{ckpt.STATE_DIR}/); to start from its weights only pass --resume_model_only True"
+                )
+            return path
+        return None
+
+    def _build_model(self):
+        from unimedvl.models.unified import UnifiedModel
+
+        cfg, info = self.cfg, self.info
+        train_vae = not cfg.freeze_vae and cfg.pixel_losses and self.model_cfg.visual_gen
+        if not cfg.freeze_vae and not train_vae:
+            log.warning("freeze_vae False ignored: the VAE only trains through a pixel/SSIM loss")
+        self.train_vae = train_vae
+        with torch.device("meta"):
+            model = UnifiedModel(self.model_cfg)
+        apply_freezing(model, cfg.freeze_llm, cfg.freeze_vit, train_vae)
+        if cfg.lora_rank > 0:
+            names = inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.lora_dropout)
+            log.info("LoRA rank %d on %d linear layers", cfg.lora_rank, len(names))
+        if cfg.gradient_checkpointing:
+            apply_activation_checkpointing(model)
+        self.sharded = self.mesh is not None
+        if self.sharded:
+            apply_fsdp(model, self.mesh, cfg.sharding_strategy, self.dtype)
+        model.to_empty(device=info.device)
+        reset_recomputed(model)
+        load_weights(model, self.weights_dir, self.prefer, skip=(".lora_A", ".lora_B"))
+        reset_lora(model, cfg.seed)
+        if hasattr(model, "vae") and not train_vae and self.dtype != torch.float32:
+            model.vae.to(self.dtype)  # frozen and replicated: keep it in the compute dtype
+        return model
+
+    def _resume(self, path: Path, rank_state: dict | None) -> None:
+        cfg = self.cfg
+        manifest = ckpt.read_manifest(path)
+        has_ema = "ema" in manifest.get("contents", [])
+        ckpt.load_train_state(path, self.model, self.optimizer, self.ema.state if self.ema and has_ema else None,
+                              with_optimizer=cfg.resume_model_optimizer)
+        if self.ema is not None and not has_ema:
+            self.ema.copy_from_model()  # the checkpoint had no EMA: start it from the restored weights
+        self.step = int(manifest["step"])
+        if rank_state is not None:
+            ckpt.set_rng_state(rank_state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _generator(self, micro: int) -> torch.Generator:
+        accum, world = self.cfg.gradient_accumulation_steps, self.info.world_size
+        index = (self.step * accum + micro) * world + self.info.rank
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+
+    def _dummy_vit(self, batch: PackedBatch) -> Tensor | None:
+        """Run the sharded vision layers on one patch when the batch has no ViT image (collectives must match)."""
+        if not (self.sharded and self.model_cfg.visual_und) or batch.vit_indexes.numel():
+            return None
+        vit = self.model.vit_model
+        dim = self.model_cfg.vit.patch_size ** 2 * 3
+        dtype = self.model.dtype
+        patch = torch.zeros(1, dim, device=self.info.device, dtype=dtype)
+        out = vit(patch, torch.zeros(1, dtype=torch.long, device=self.info.device), [1])
+        return out.float().sum() * 0.0
+
+    def _normalizers(self, batches: list[PackedBatch]) -> tuple[float, float, float]:
+        local = torch.tensor([[ce_weight_sum(b), count_mse_tokens(b), count_noised_images(b)] for b in batches],
+                             dtype=torch.float64).sum(0)
+        total = all_reduce_sum(local, self.info).cpu()
+        return float(total[0]), float(total[1]), float(total[2])
+
+    def forward_backward_step(self, batch: PackedBatch, micro: int, norms: tuple[float, float, float],
+                              backward: bool = True) -> dict[str, float]:
+        """Forward one micro-batch with the step's global normalisers, backward its weighted loss; returns sums."""
+        cfg = self.cfg
+        ce_norm, mse_norm, img_norm = (max(n, 1.0) for n in norms)
+        batch = batch.to(self.info.device)
+        with autocast(self.info, self.dtype, self.sharded):
+            out = self.model(batch, generator=self._generator(micro), ce_normalizer=ce_norm, mse_normalizer=mse_norm)
+            loss = cfg.ce_weight * out["ce"] + cfg.mse_weight * out["mse"]
+            stats = {"ce": float(out["ce"].detach()), "mse": float(out["mse"].detach())}
+            if self.pixel_cfg.enabled:
+                pix = pixel_losses(self.model.vae, batch, out, self.pixel_cfg, img_norm,
+                                   self.model_cfg.latent_patch_size, self.model_cfg.vae.z_channels)
+                loss = loss + cfg.pixel_loss_weight * pix["pixel"] + cfg.ssim_loss_weight * pix["ssim"]
+                stats.update(pixel=float(pix["pixel"].detach()), ssim=float(pix["ssim"].detach()),
+                             pixel_dropped=float(pix["dropped"]))
+            dummy = self._dummy_vit(batch)
+            if dummy is not None:
+                loss = loss + dummy
+        if backward:
+            loss.backward()
+        stats["loss"] = float(loss.detach())
+        stats["tokens"] = float(batch.sequence_length)
+        return stats
+
+    def _sync_replicated_grads(self) -> None:
+        """The VAE decoder (trainable only with pixel losses) is replicated: sum its gradients over ranks."""
+        if not (self.train_vae and self.info.distributed):
+            return
+        for p in self.model.vae.decoder.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+    def _fill_missing_grads(self) -> None:
+        """Zero gradients for parameters this step did not reach (e.g. the ViT on a batch without images).
+
+        Under FSDP every rank's parameters get a (possibly zero) gradient; AdamW then still applies its
+        momentum. Doing the same in one process keeps the update independent of the world size.
+        """
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def _clip(self) -> float:
+        """Clip the global gradient norm; sharded (DTensor) and replicated (plain) gradients are normed apart."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        sharded = [p for p in params if hasattr(p.grad, "full_tensor")]
+        plain = [p for p in params if not hasattr(p.grad, "full_tensor")]
+        squares = torch.zeros((), dtype=torch.float64)
+        for group in (sharded, plain):
+            if group:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in group], foreach=True)
+                norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+                squares += float(norm) ** 2
+        total = float(squares.sqrt())
+        if self.cfg.max_grad_norm > 0 and math.isfinite(total):
+            for group in (sharded, plain):
+                if group:
+                    torch.nn.utils.clip_grads_with_norm_(group, self.cfg.max_grad_norm, torch.tensor(total),
+                                                         foreach=True)
+        return total
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step: fetch the micro-batches, normalise globally, forward/backward, clip, update, EMA."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        batches = [next(self.data_iter) for _ in range(cfg.gradient_accumulation_steps)]
+        norms = self._normalizers(batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for micro, batch in enumerate(batches):
+            for key, value in self.forward_backward_step(batch, micro, norms).items():
+                sums[key] = sums.get(key, 0.0) + value
+        self._sync_replicated_grads()
+        self._fill_missing_grads()
+        grad_norm = self._clip()
+        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.total_steps, cfg.lr_scheduler)
+        skipped = not math.isfinite(grad_norm)
+        if skipped:
+            log.warning("step %d: non-finite gradient norm; update skipped", self.step + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            set_lr(self.optimizer, lr)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.info).cpu()
+        metrics = dict(zip(keys, totals.tolist()))
+        elapsed = time.perf_counter() - start
+        metrics.update(lr=lr, grad_norm=grad_norm, step_time=elapsed, skipped=float(skipped),
+                       ce_tokens=norms[0], mse_tokens=norms[1], tokens_per_s=metrics.pop("tokens") / elapsed)
+        if self.peak:
+            flops = float(all_reduce_sum(torch.tensor(step_flops(batches, self.model_cfg)), self.info))
+            metrics["mfu"] = flops / elapsed / (self.peak * self.info.world_size)
+        metrics["peak_mem_gb"] = peak_memory_gb(self.info.device)
+        return metrics
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation losses over ``val_batches`` packed batches per rank (same batches at every call)."""
+        cfg = self.cfg
+        data_cfg = make_data_config(cfg, cfg.val_dataset_config_file, conditional_dropout=False)
+        loader = self.loader_factory(data_cfg, self.model_cfg, self.tokenizer, rank=self.info.rank,
+                                     world_size=self.info.world_size, state=None)
+        it = iter(loader)
+        sums = torch.zeros(4, dtype=torch.float64)
+        for k in range(cfg.val_batches):
+            batch = next(it).to(self.info.device)
+            g = torch.Generator().manual_seed(cfg.seed * 7919 + k * self.info.world_size + self.info.rank)
+            with autocast(self.info, self.dtype, self.sharded):
+                out = self.model(batch, generator=g)
+                self._dummy_vit(batch)
+            sums += torch.tensor([float(out["ce_sum"]), ce_weight_sum(batch), float(out["mse_sum"]),
+                                  float(out["mse_tokens"])], dtype=torch.float64)
+        total = all_reduce_sum(sums, self.info).cpu()
+        ce = float(total[0] / max(float(total[1]), 1.0))
+        mse = float(total[2] / max(float(total[3]), 1.0))
+        return {"val_ce": ce, "val_mse": mse, "val_loss": cfg.ce_weight * ce + cfg.mse_weight * mse,
+                "val_ce_tokens": float(total[1]), "val_mse_tokens": float(total[3])}
+
+    def train(self) -> dict[str, float]:
+        """Run until ``total_steps``: log, validate, checkpoint (always at the end). Returns the last metrics."""
+        if self.info is None:
+            self.setup()
+        cfg = self.cfg
+        metrics: dict[str, float] = {}
+        try:
+            while self.step < cfg.total_steps:
+                metrics = self.train_step()
+                self.step += 1
+                log_now = self.step % cfg.log_every == 0 or self.step == cfg.total_steps or self.step == 1
+                self.logger.step(self.step, metrics, log_now)
+                if cfg.val_dataset_config_file and cfg.val_every and self.step % cfg.val_every == 0:
+                    self.logger.validation(self.step, self.validate())
+                if self.step % cfg.save_every == 0 or self.step == cfg.total_steps:
+                    if cfg.val_dataset_config_file and not cfg.val_every:
+                        self.logger.validation(self.step, self.validate())
+                    self.save()
+            if not (Path(cfg.checkpoint_dir) / ckpt.step_dir_name(self.step)).is_dir():
+                self.save()  # resumed at the end with no final checkpoint
+        finally:
+            self.logger.close()
+        return metrics
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _gather(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Full CPU copies of (possibly sharded) tensors on rank 0 ({} elsewhere); all ranks must call it."""
+        out = {}
+        save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(self.cfg.save_dtype, self.dtype)
+        for name, t in tensors.items():
+            full = t.full_tensor() if hasattr(t, "full_tensor") else t
+            if self.info.is_main:
+                full = full.detach().to("cpu")
+                out[name] = full.to(save_dtype) if full.is_floating_point() else full
+        return out
+
+    def export_weights(self) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """Release-layout state dicts (raw, EMA) on rank 0, LoRA merged; ({}, None) on other ranks."""
+        model_sd = self.model.state_dict()
+        raw = self._gather(model_sd)
+        ema = None
+        if self.ema is not None:
+            ema_part = self._gather(self.ema.state)
+            if self.info.is_main:
+                ema = {**raw, **ema_part}
+        if self.info.is_main:
+            scales = lora_scales(self.model)
+            if scales:
+                raw = merge_lora_state(raw, scales)
+                ema = merge_lora_state(ema, scales) if ema is not None else None
+        return raw, ema
+
+    def save(self) -> Path:
+        """Write ``step_XXXXXXX`` atomically (see checkpointing.py); prune to keep_last."""
+        from unimedvl.models.unified import UnifiedModel
+
+        cfg, info = self.cfg, self.info
+        root = Path(cfg.checkpoint_dir)
+        final = root / ckpt.step_dir_name(self.step)
+        tmp = root / f".tmp-{final.name}"
+        if info.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        barrier(info)
+        ckpt.save_train_state(tmp, self.model, self.optimizer, self.ema.state if self.ema else None)
+        ckpt.write_rank_state(tmp, info.rank, self.loader.state_dict())
+        raw, ema = self.export_weights()
+        if info.is_main:
+            with torch.device("meta"):
+                export = UnifiedModel(self.model_cfg)
+            export.load_state_dict(raw, assign=True)
+            save_model(export, tmp, self.tokenizer, ema_state=ema)
+        barrier(info)
+        if info.is_main:
+            contents = ["model", "optim"] + (["ema"] if self.ema else [])
+            ckpt.finalize(tmp, final, {"step": self.step, "world_size": info.world_size, "contents": contents,
+                                       "scheduler": {"step": self.step}, "config": config_dict(cfg)})
+            for removed in ckpt.prune_checkpoints(root, cfg.keep_last):
+                log.info("removed old checkpoint %s", removed)
+            log.info("saved %s", final)
+        barrier(info)
+        return final
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**30 if sys.platform == "darwin" else 2**20)
