@@ -1,0 +1,268 @@
+"""`unimedvl demo`: the whole system on a laptop, on data that ships with the project.
+
+Stages (each writes into ``OUT/<stage>/`` and a ``.done`` marker holding its settings, so an
+interrupted demo rerun with the same settings reuses finished stages; different settings in the
+same folder are refused instead of mixed):
+
+1. ``data``: MedSynth train/test sets and the "real" evaluation set built from medical images
+   that ship inside pydicom, nibabel, dipy and scikit-image (degraded -> original pairs);
+2. ``tokenizer``: a small byte-level BPE trained on the MedSynth texts;
+3. ``autoencoder``: a small FLUX-layout VAE trained on the MedSynth images (no FLUX weights here);
+4. ``model_init``: a fresh unified model of the ``demo`` size with that VAE;
+5. ``train``: the real trainer, understanding and generation together;
+6. ``eval``: ``unimedvl eval`` on held-out MedSynth and on the real set;
+7. ``report``: ``unimedvl stats`` (CSV, charts, HTML) plus ``demo_summary.json``, which puts every
+   metric next to its baseline (majority answer for VQA, the degraded input itself for
+   restoration) and says plainly whether each goal was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from unimedvl.errors import UserError
+
+MIN_FREE_BYTES = 1 << 30  # refuse to start with less than 1 GiB free
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and budgets of the demo (defaults: about 10 minutes on 2 CPU cores)."""
+
+    out: str = "demo_out"  # output folder
+    seed: int = 0  # seeds data, tokenizer, autoencoder, model and training
+    image_size: int = 64  # MedSynth image side in pixels
+    n_train: int = 1500  # MedSynth training records (all tasks)
+    n_test: int = 100  # MedSynth test records
+    ae_steps: int = 300  # autoencoder optimiser steps
+    train_steps: int = 400  # unified-model optimiser steps
+    lr: float = 1e-3  # unified-model learning rate
+    expected_num_tokens: int = 2048  # tokens per training pack
+    eval_limit: int = 60  # MedSynth test records evaluated (0: all)
+    real_limit: int = 16  # real-set records evaluated (0: all)
+    num_timesteps: int = 20  # denoising steps at evaluation (the reference uses 50)
+    max_new_tokens: int = 24  # answer length at evaluation
+
+    @classmethod
+    def quick(cls, out: str, seed: int = 0) -> "DemoConfig":
+        """About a minute on 2 cores: used by the test suite."""
+        return cls(out=out, seed=seed, n_train=500, n_test=60, ae_steps=40, train_steps=120,
+                   expected_num_tokens=1024, eval_limit=40, real_limit=4, num_timesteps=4, max_new_tokens=8)
+
+    def fingerprint(self) -> str:
+        settings = {k: v for k, v in asdict(self).items() if k != "out"}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Demo:
+    """Runs the stages in order; ``run()`` returns the summary dict."""
+
+    def __init__(self, cfg: DemoConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.log = log
+        self.t0 = time.time()
+
+    # -- stage bookkeeping ----------------------------------------------------------------------
+
+    def _stage(self, name: str, fn: Callable[[Path], dict]) -> dict:
+        folder = self.out / name
+        marker = folder / ".done"
+        if marker.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") == self.cfg.fingerprint():
+                self.log(f"[{self._clock()}] {name}: reusing the finished stage in {folder}")
+                return done["result"]
+            raise UserError(
+                f"{folder} holds a demo stage made with other settings; use another --out or --fresh"
+            )
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted stage: start it again cleanly
+        folder.mkdir(parents=True)
+        self.log(f"[{self._clock()}] {name}: starting")
+        result = fn(folder)
+        marker.write_text(json.dumps({"fingerprint": self.cfg.fingerprint(), "result": result}, indent=2))
+        self.log(f"[{self._clock()}] {name}: done")
+        return result
+
+    def _clock(self) -> str:
+        seconds = int(time.time() - self.t0)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.out).free
+        if free < MIN_FREE_BYTES:
+            raise UserError(f"{self.out}: only {free / 2**20:.0f} MiB free; the demo needs about 1 GiB")
+        data = self._stage("data", self._data)
+        tokenizer = self._stage("tokenizer", lambda f: self._tokenizer(f, data))
+        ae = self._stage("autoencoder", lambda f: self._autoencoder(f, data))
+        init = self._stage("model_init", lambda f: self._model_init(f, tokenizer, ae))
+        trained = self._stage("train", lambda f: self._train(f, data, init))
+        evaluated = self._stage("eval", lambda f: self._eval(f, data, trained))
+        summary = self._stage("report", lambda f: self._report(f, data, evaluated, trained))
+        self._print_summary(summary)
+        return summary
+
+    def _data(self, folder: Path) -> dict:
+        from unimedvl.data.real_samples import build_real_eval_set
+        from unimedvl.data.synthetic import generate_medsynth
+
+        c = self.cfg
+        synth = generate_medsynth(folder / "medsynth", c.n_train, c.n_test, seed=c.seed, image_size=c.image_size)
+        real = build_real_eval_set(folder / "real", image_size=c.image_size, seed=c.seed)
+        self.log(f"  MedSynth: {sum(synth['counts']['train'].values())} train / "
+                 f"{sum(synth['counts']['test'].values())} test records; real set: {real['count']} records")
+        return {
+            "mix": str(synth["mix"]), "dataset_info": str(synth["dataset_info"]),
+            "train_jsonl": str(synth["jsonl"]["train"]), "test_jsonl": str(synth["jsonl"]["test"]),
+            "medsynth_dir": str(folder / "medsynth"), "real_jsonl": str(real["jsonl"]),
+            "real_dir": str(folder / "real"),
+        }
+
+    def _tokenizer(self, folder: Path, data: dict) -> dict:
+        from unimedvl.config import model_config
+        from unimedvl.init_checkpoint import BUILTIN_CORPUS
+        from unimedvl.tokenizer import Tokenizer
+
+        texts = [BUILTIN_CORPUS]
+        for path in (data["train_jsonl"], data["test_jsonl"], data["real_jsonl"]):
+            for line in Path(path).read_text().splitlines():
+                record = json.loads(line)
+                texts.extend(turn["value"].replace("<image>", " ") for turn in record.get("message", []))
+        tok = Tokenizer.train_bpe(texts, vocab_size=model_config("demo").llm.vocab_size)
+        tok.save(folder)
+        self.log(f"  tokenizer: {len(tok)} tokens")
+        return {"path": str(folder), "size": len(tok)}
+
+    def _autoencoder(self, folder: Path, data: dict) -> dict:
+        from unimedvl.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
+
+        cfg = AutoencoderTrainConfig(data=(data["train_jsonl"],), out=str(folder / "ae.safetensors"),
+                                     image_size=self.cfg.image_size, steps=self.cfg.ae_steps, seed=self.cfg.seed)
+        result = train_autoencoder(cfg, progress=True)
+        report = result.report
+        psnr = report.get("heldout_psnr", {})
+        self.log(f"  autoencoder: held-out PSNR {psnr}")
+        return {"weights": cfg.out, "report": str(cfg.report_path), "heldout_psnr": psnr}
+
+    def _model_init(self, folder: Path, tokenizer: dict, ae: dict) -> dict:
+        import torch
+
+        from unimedvl.autoencoder_training import latent_stats_config
+        from unimedvl.checkpoint import save_model, vae_config_from_file
+        from unimedvl.config import model_config
+        from unimedvl.models.autoencoder import Autoencoder
+        from unimedvl.models.unified import UnifiedModel
+        from unimedvl.tokenizer import Tokenizer
+
+        cfg = model_config("demo")
+        cfg.vae = latent_stats_config(vae_config_from_file(Path(ae["weights"])), ae["report"])
+        torch.manual_seed(self.cfg.seed)
+        model = UnifiedModel(cfg)
+        model.vae.load_state_dict(Autoencoder.from_pretrained(ae["weights"], cfg.vae).state_dict())
+        save_model(model, folder, Tokenizer.from_dir(tokenizer["path"]))
+        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("vae."))
+        self.log(f"  model: demo size, {params / 1e6:.1f}M parameters (+ VAE)")
+        return {"path": str(folder), "parameters": params}
+
+    def _train(self, folder: Path, data: dict, init: dict) -> dict:
+        from unimedvl.cli import main as cli
+
+        c = self.cfg
+        args = [
+            "train", "--model_path", init["path"], "--dataset_config_file", data["mix"],
+            "--dataset_info_file", data["dataset_info"], "--checkpoint_dir", str(folder / "run"),
+            "--total_steps", str(c.train_steps), "--lr", str(c.lr), "--warmup_steps", str(max(c.train_steps // 20, 1)),
+            "--lr_scheduler", "cosine", "--min_lr", str(c.lr / 10), "--ce_weight", "1.0", "--mse_weight", "1.0",
+            "--expected_num_tokens", str(c.expected_num_tokens), "--max_num_tokens", str(c.expected_num_tokens * 2),
+            "--max_num_tokens_per_sample", str(c.expected_num_tokens), "--ema", "0.99",
+            "--save_every", str(max(c.train_steps // 4, 1)), "--log_every", str(max(c.train_steps // 20, 1)),
+            "--auto_resume", "True", "--seed", str(c.seed), "--keep_last", "1",
+            "--text_cond_dropout_prob", "0.1", "--vit_cond_dropout_prob", "0.1", "--vae_cond_dropout_prob", "0.1",
+        ]
+        if cli(args) != 0:
+            raise UserError("training failed (see the messages above)")
+        from unimedvl.train.checkpointing import latest_checkpoint
+
+        final = latest_checkpoint(folder / "run")
+        if final is None:
+            raise UserError(f"training wrote no checkpoint under {folder / 'run'}")
+        return {"checkpoint": str(final), "log_dir": str(folder / "run")}
+
+    def _eval(self, folder: Path, data: dict, trained: dict) -> dict:
+        from unimedvl.cli import main as cli
+
+        c = self.cfg
+        common = ["--model", trained["checkpoint"], "--num-timesteps", str(c.num_timesteps),
+                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed), "--vae-min-size", "256"]
+        runs = {"root": str(folder)}
+        # OUT/eval/<model_id>/<split>/statistics.json: `unimedvl stats` names rows model, split.
+        for name, jsonl, data_dir, limit in (("medsynth", data["test_jsonl"], data["medsynth_dir"], c.eval_limit),
+                                             ("real", data["real_jsonl"], data["real_dir"], c.real_limit)):
+            args = ["eval", *common, "--data", jsonl, "--data-dir", data_dir, "--out", str(folder), "--split", name]
+            if limit:
+                args += ["--limit", str(limit)]
+            if cli(args) != 0:
+                raise UserError(f"evaluation on {name} failed (see the messages above)")
+            runs[name] = name
+        return runs
+
+    def _report(self, folder: Path, data: dict, evaluated: dict, trained: dict) -> dict:
+        from unimedvl.cli import main as cli
+        from unimedvl.demo_baselines import summarise
+
+        eval_root = Path(evaluated["root"])
+        cli(["stats", str(eval_root), "-o", str(folder / "summary.csv"), "--plot", str(folder / "plots"),
+             "--html", str(folder / "report.html")])
+        summary = summarise(evaluated, trained)
+        summary["report"] = {"csv": str(folder / "summary.csv"), "html": str(folder / "report.html"),
+                             "plots": str(folder / "plots")}
+        (folder / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _print_summary(self, summary: dict) -> None:
+        self.log("")
+        self.log("UniMedVL demo: results next to their baselines")
+        for line in summary["lines"]:
+            self.log("  " + line)
+        self.log("")
+        for name, path in summary["report"].items():
+            self.log(f"  {name:<5} {path}")
+        self.log(f"  model {summary['checkpoint']}")
+        self.log(f"finished in {self._clock()}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = DemoConfig.quick(args.out, args.seed) if args.quick else DemoConfig(out=args.out, seed=args.seed)
+    if args.minutes is not None:
+        # Training dominates the budget: scale its steps (the default is sized for 10 minutes).
+        cfg.train_steps = max(20, int(cfg.train_steps * args.minutes / 10))
+    if args.fresh and Path(cfg.out).exists():
+        shutil.rmtree(cfg.out)
+    Demo(cfg).run()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="build MedSynth, train a VAE and a small model, evaluate, report")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--minutes", type=float, help="time budget; scales the training steps (default sized for 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="about a minute: tiny data and few steps (used by tests)")
+    p.add_argument("--fresh", action="store_true", help="delete an existing --out first")
+    p.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    sys.exit(run(argparse.Namespace(out="demo_out", minutes=None, seed=0, quick=False, fresh=False)))
