@@ -1,0 +1,675 @@
+"""Train a small FLUX-layout autoencoder on the user's images and save it as ``ae.safetensors``.
+
+No FLUX weights can be downloaded here, so the generation path needs a VAE trained locally; the
+same command adapts an existing VAE to a modality (``init``). The network is
+:class:`~unimedvl.models.autoencoder.Autoencoder` (release key names), so the file loads with
+``Autoencoder.from_pretrained(path, config=checkpoint.vae_config_from_file(path))``.
+
+Objective, per batch of images x in [-1, 1] (posterior sampled, z = mu + sigma * eps)::
+
+    loss = mean|decode(z) - x| + kl_weight * mean KL(N(mu, sigma^2) || N(0, 1)) + ssim_weight * (1 - SSIM)
+
+Both means are per element (pixel channel, latent cell channel), so ``kl_weight`` does not change
+with the image size. The KL term only keeps the posterior from collapsing to a point, as in
+FLUX; it does not make the latents unit-scale. That is the job of ``shift_factor`` /
+``scale_factor`` (latent = (z - shift) * scale): after training the posterior means of the training
+images are measured and ``shift = mean``, ``scale = 1 / std``. ``ae.safetensors`` cannot hold them
+(the release file has none), so they go into the JSON report; :func:`latent_stats_config` turns
+report + layout into the ``VAEConfig`` that a unified checkpoint's ``unimedvl_config.yaml`` stores.
+
+Reconstruction PSNR (8-bit, mean over images) is measured on held-out images before and after
+training, next to a trivial baseline: the same images blurred by area-downsampling 4x and bicubic
+upsampling back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from unimedvl.config import VAEConfig, from_dict, to_dict
+from unimedvl.errors import CheckpointError, ConfigError, DataError
+from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
+
+__all__ = [
+    "AutoencoderTrainConfig",
+    "AutoencoderTrainResult",
+    "default_vae_config",
+    "collect_image_paths",
+    "latent_stats_config",
+    "train_autoencoder",
+    "register",
+]
+
+REPORT_FORMAT = "unimedvl-autoencoder-report/1"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
+                    ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
+RESIZE_MODES = ("crop", "resize")
+REQUIRED_DOWNSAMPLE = 8  # the unified model's VAE stride 16 = 8 (VAE) x 2 (latent_patch_size)
+# Log-variance a fresh encoder starts from (posterior std e^-4 ~ 0.02). With the default init
+# (log-variance ~0, std ~1) the sampling noise swamps the still small posterior means and many
+# steps go into shrinking the std before the decoder can learn more than the average image.
+INITIAL_LOGVAR = -8.0
+
+
+def default_vae_config() -> VAEConfig:
+    """The small layout trained by default: ~0.5M parameters, 8x downsampling, 16 latent channels.
+
+    ch=32 is the narrowest width GroupNorm(32) allows; the cost of a step is dominated by the
+    full-resolution convolutions, so deeper levels are widened (cheap at low resolution) while
+    level 0 stays at 32 channels.
+    """
+    return VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=16, scale_factor=1.0, shift_factor=0.0)
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    """What ``train_autoencoder`` trains on, the network layout, and the optimisation."""
+
+    images: tuple[str, ...] = ()  # image folders (searched recursively), files or glob patterns
+    data: tuple[str, ...] = ()  # JSONL files; every input_img / output_img of every record is used
+    data_dir: str | None = None  # folder the JSONL image paths are relative to (default: each JSONL's folder)
+    out: str = "ae.safetensors"  # where the trained weights go (release key names)
+    report: str | None = None  # JSON report path; default: ``out`` with the suffix .json
+    init: str | None = None  # start from this ae.safetensors (its layout replaces ``vae``): adapt a VAE
+    vae: VAEConfig = field(default_factory=default_vae_config)  # layout of a fresh network
+    image_size: int = 64  # side of the square image views trained and evaluated on (multiple of 8)
+    crop_size: int | None = None  # train on random crops of this side of those views (default image_size; cheaper)
+    resize: str = "crop"  # crop: random image_size crops at native scale; resize: whole image squashed
+    steps: int = 400  # optimiser steps
+    batch_size: int = 8  # images per step
+    lr: float = 2e-3  # peak AdamW learning rate (linear warmup, then cosine decay to lr * min_lr_ratio)
+    warmup_steps: int = 20  # linear warmup length
+    min_lr_ratio: float = 0.05  # final learning rate as a fraction of lr
+    kl_weight: float = 1e-5  # weight of the per-element KL term (1e-6..1e-4 sensible)
+    ssim_weight: float = 0.0  # weight of (1 - SSIM); 0 disables it
+    grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
+    flip: bool = True  # random horizontal flips (training only)
+    seed: int = 0  # seeds the initial weights, the held-out split, batches, crops and posterior noise
+    heldout_fraction: float = 0.05  # images kept out of training to measure reconstruction PSNR
+    max_heldout: int = 64  # at most this many held-out images
+    stats_images: int = 256  # training images encoded to measure the latent mean / std
+    max_images: int | None = None  # use at most this many images (after shuffling), None for all
+    log_every: int = 50  # log a line every this many steps (0: only the end)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, (str, os.PathLike)):
+            self.images = (self.images,)
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = (self.data,)
+        self.images = tuple(os.fspath(p) for p in self.images)
+        self.data = tuple(os.fspath(p) for p in self.data)
+        if not self.images and not self.data:
+            raise ConfigError("no training images given: pass images (folders / globs) and/or data (JSONL files)")
+        for name in ("steps", "batch_size", "image_size", "stats_images", "max_heldout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "log_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ConfigError(f"max_images must be >= 1 or None, got {self.max_images}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize={self.resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("kl_weight", "ssim_weight", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ConfigError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.init is None:
+            check_layout(self.vae)
+            check_sizes(self, self.vae.downsample)
+
+    @property
+    def report_path(self) -> Path:
+        """Where the JSON report is written."""
+        return Path(self.report) if self.report else Path(self.out).with_suffix(".json")
+
+
+def check_sizes(cfg: AutoencoderTrainConfig, downsample: int) -> None:
+    """ConfigError unless image_size and crop_size are multiples of ``downsample`` and crop fits in image."""
+    for name in ("image_size", "crop_size"):
+        value = getattr(cfg, name)
+        if value is not None and value % downsample:
+            raise ConfigError(
+                f"{name}={value} is not a multiple of the VAE downsample ({downsample}); "
+                f"use e.g. {max(1, round(value / downsample)) * downsample}"
+            )
+    if cfg.crop_size is not None and not 0 < cfg.crop_size <= cfg.image_size:
+        raise ConfigError(f"crop_size={cfg.crop_size} must be in [{downsample}, image_size={cfg.image_size}]")
+
+
+@dataclass
+class AutoencoderTrainResult:
+    """The trained network (its config carries the measured shift / scale) and the report written."""
+
+    model: Autoencoder
+    report: dict[str, Any]
+
+
+def check_layout(cfg: VAEConfig) -> None:
+    """ConfigError unless the layout downsamples 8x (the unified model's VAE stride 16 needs it)."""
+    if cfg.downsample != REQUIRED_DOWNSAMPLE:
+        raise ConfigError(
+            f"ch_mult={','.join(map(str, cfg.ch_mult))} has {len(cfg.ch_mult)} levels, i.e. {cfg.downsample}x "
+            f"downsampling; the unified model needs {REQUIRED_DOWNSAMPLE}x (VAE stride 16 with latent_patch_size 2): "
+            f"give 4 levels, e.g. 1,1,2,2"
+        )
+    if cfg.num_res_blocks < 1:
+        raise ConfigError(f"num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Images.
+
+
+def _has_image_suffix(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), data_dir: str | None = None) -> list[str]:
+    """Every image named by ``images`` (folders, files, globs) and by the JSONL files ``data``, deduplicated.
+
+    Folders are searched recursively for known image extensions; JSONL records contribute all
+    their ``input_img`` and ``output_img`` paths (``#key=value`` options kept). Order is
+    deterministic (sorted per folder / glob, then record order).
+    """
+    from unimedvl.data.records import read_jsonl
+
+    found: list[str] = []
+    for spec in images:
+        if os.path.isdir(spec):
+            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and _has_image_suffix(p.name))
+            if not hits:
+                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(spec.split("#", 1)[0]) or os.path.isfile(spec):
+            hits = [spec]
+        elif glob.has_magic(spec):
+            hits = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            if not hits:
+                raise DataError(f"{spec}: the pattern matches no files")
+        else:
+            raise DataError(f"{spec}: no such file or folder (give image folders, files or glob patterns)")
+        found.extend(hits)
+    for jsonl in data:
+        count = len(found)
+        for record in read_jsonl(jsonl, data_dir):
+            found.extend(ref.path for ref in record.images)
+        if len(found) == count:
+            raise DataError(f"{jsonl}: no record has input_img / output_img images")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise DataError("no images found; check the images / data arguments")
+    return unique
+
+
+def _load(path: str, size: int, resize: str, min_side: int) -> Tensor:
+    """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
+    from unimedvl.data.medical_io import load_image
+
+    image = load_image(path)
+    width, height = image.size
+    if min(width, height) < min_side:
+        raise DataError(
+            f"{path}: image is {width}x{height} px, smaller than the VAE's {min_side}-px latent cell; "
+            f"remove it from the training set"
+        )
+    if resize == "resize":
+        target = (size, size)
+    else:  # crop: keep the native scale unless a side is shorter than a crop
+        scale = max(1.0, size / min(width, height))
+        target = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if target != (width, height):
+        image = image.resize(target, Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def _to_unit(batch: Tensor) -> Tensor:
+    """uint8 (B, 3, H, W) -> float32 in [-1, 1]."""
+    return batch.float().div_(127.5).sub_(1.0)
+
+
+def _center_crop(image: Tensor, size: int) -> Tensor:
+    height, width = image.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[:, top : top + size, left : left + size]
+
+
+class _Batches:
+    """Random batches of random crops (and flips) from images held in memory as uint8."""
+
+    def __init__(self, images: list[Tensor], size: int, batch_size: int, flip: bool, generator: torch.Generator):
+        self.images, self.size, self.batch_size, self.flip, self.gen = images, size, batch_size, flip, generator
+        self.order: list[int] = []
+
+    def next(self) -> Tensor:
+        picks = []
+        for _ in range(self.batch_size):
+            if not self.order:  # a fresh permutation per epoch, so every image is seen once per epoch
+                self.order = torch.randperm(len(self.images), generator=self.gen).tolist()
+            image = self.images[self.order.pop()]
+            height, width = image.shape[-2:]
+            top = int(torch.randint(height - self.size + 1, (1,), generator=self.gen))
+            left = int(torch.randint(width - self.size + 1, (1,), generator=self.gen))
+            crop = image[:, top : top + self.size, left : left + self.size]
+            if self.flip and bool(torch.rand((), generator=self.gen) < 0.5):
+                crop = crop.flip(-1)
+            picks.append(crop)
+        return _to_unit(torch.stack(picks))
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics.
+
+
+def _gaussian_window(size: int, sigma: float) -> Tensor:
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_torch(x: Tensor, y: Tensor, window: int = 7, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of images in [-1, 1] (Gaussian window, data range 1 after mapping to [0, 1]); differentiable."""
+    x, y = (x + 1) / 2, (y + 1) / 2
+    channels = x.shape[1]
+    window = min(window, x.shape[-1], x.shape[-2])
+    g = _gaussian_window(window, sigma).to(x)
+    kernel_h = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    kernel_v = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+    def blur(t: Tensor) -> Tensor:  # separable, valid region only
+        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_v, groups=channels)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean()
+
+
+def _losses(model: Autoencoder, x: Tensor, cfg: AutoencoderTrainConfig, gen: torch.Generator) -> dict[str, Tensor]:
+    moments = model.encoder(x)
+    mean, logvar = moments.chunk(2, dim=1)
+    logvar = logvar.clamp(-30.0, 20.0)  # same clamp as Autoencoder.encode(sample=True)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+    recon = model.decoder(z)
+    out = {"l1": (recon - x).abs().mean(), "kl": 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()}
+    loss = out["l1"] + cfg.kl_weight * out["kl"]
+    if cfg.ssim_weight > 0:
+        out["ssim"] = ssim_torch(recon, x)
+        loss = loss + cfg.ssim_weight * (1.0 - out["ssim"])
+    out["loss"] = loss
+    return out
+
+
+def _quantize(x: Tensor) -> np.ndarray:
+    """[-1, 1] float -> uint8 array (B, H, W, 3), as images are saved."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _mean_psnr(pred: Tensor, target: Tensor) -> list[float]:
+    from unimedvl.eval.metrics import psnr
+
+    return [psnr(p, t, 255.0) for p, t in zip(_quantize(pred), _quantize(target))]
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean PSNR; identical images (+inf) count as 100 dB so one perfect image cannot make the mean inf."""
+    return float(np.mean([min(v, 100.0) for v in values]))
+
+
+@torch.no_grad()
+def _reconstruct(model: Autoencoder, images: Tensor, chunk: int = 32) -> Tensor:
+    """Posterior-mean reconstruction of float images (B, 3, H, W) in [-1, 1]."""
+    outs = []
+    for part in images.split(chunk):
+        mean = model.encoder(part).chunk(2, dim=1)[0]
+        outs.append(model.decoder(mean))
+    return torch.cat(outs)
+
+
+def blur_baseline(images: Tensor, factor: int = 4) -> Tensor:
+    """The trivial baseline: area-downsample by ``factor``, bicubic upsample back (images in [-1, 1])."""
+    small = F.interpolate(images, scale_factor=1 / factor, mode="area")
+    return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+@torch.no_grad()
+def _latent_stats(model: Autoencoder, images: Tensor, chunk: int = 32) -> tuple[float, float]:
+    """Mean and std over every element of the posterior means of ``images`` (FLUX: one scalar each)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for part in images.split(chunk):
+        z = model.encoder(part).chunk(2, dim=1)[0].double()
+        total += float(z.sum())
+        total_sq += float(z.square().sum())
+        count += z.numel()
+    mean = total / count
+    std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
+    return mean, std
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+
+def _lr_at(step: int, cfg: AutoencoderTrainConfig) -> float:
+    """Linear warmup to lr, then cosine decay to lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _build_model(cfg: AutoencoderTrainConfig) -> Autoencoder:
+    if cfg.init is not None:
+        from unimedvl.checkpoint import vae_config_from_file
+
+        path = Path(cfg.init)
+        if path.is_dir():
+            path = path / "ae.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"{cfg.init}: no such ae.safetensors (init must name an existing VAE file)")
+        layout = vae_config_from_file(path)
+        check_layout(layout)
+        check_sizes(cfg, layout.downsample)
+        return Autoencoder.from_pretrained(path, config=layout)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model = Autoencoder(dataclasses.replace(cfg.vae))
+    _init_for_short_training(model)
+    return model
+
+
+@torch.no_grad()
+def _init_for_short_training(model: Autoencoder) -> None:
+    """Zero every residual branch's last layer and start the posterior narrow (INITIAL_LOGVAR).
+
+    With zeroed branches the network starts as its shallow skeleton (convs, down/upsampling)
+    and the residual blocks grow in from zero; on a CPU budget of a few hundred steps this gains
+    several dB of PSNR over the default init (measured: 16.1 vs 13.1 dB after 300 steps).
+    """
+    for module in model.modules():
+        if isinstance(module, ResnetBlock):
+            module.conv2.weight.zero_()
+            module.conv2.bias.zero_()
+        elif isinstance(module, AttnBlock):
+            module.proj_out.weight.zero_()
+            module.proj_out.bias.zero_()
+    model.encoder.conv_out.bias[model.config.z_channels :].fill_(INITIAL_LOGVAR)
+
+
+def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> AutoencoderTrainResult:
+    """Train (or adapt, with ``cfg.init``) an autoencoder; write ``cfg.out`` and the JSON report.
+
+    Returns the model (in eval mode, its config holding the measured shift / scale) and the
+    report: steps, train_loss, heldout_psnr (initial / final / blur baseline), latent statistics,
+    seconds. Uses torch's default thread count.
+    """
+    from unimedvl.checkpoint import save_tensors
+
+    t_start = time.perf_counter()
+    out, report_path = Path(cfg.out), cfg.report_path
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give a file name such as {out / 'ae.safetensors'}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = _build_model(cfg)
+    layout = model.config
+
+    # Data: load every image once into memory (uint8), split off the held-out set.
+    paths = collect_image_paths(cfg.images, cfg.data, cfg.data_dir)
+    order = torch.randperm(len(paths), generator=gen).tolist()
+    if cfg.max_images is not None:
+        order = order[: cfg.max_images]
+    n_held = 0
+    if cfg.heldout_fraction > 0 and len(order) >= 2:
+        n_held = min(cfg.max_heldout, max(1, round(cfg.heldout_fraction * len(order))), len(order) - 1)
+    held_paths = [paths[i] for i in order[:n_held]]
+    train_paths = [paths[i] for i in order[n_held:]]
+    load = lambda p: _load(p, cfg.image_size, cfg.resize, layout.downsample)  # noqa: E731
+    train_images = [load(p) for p in _progress(train_paths, progress, "load images")]
+    held_images = [load(p) for p in held_paths]
+    # Evaluation views: the centre image_size crop (the whole image in resize mode).
+    eval_source = held_images or train_images[: cfg.max_heldout]
+    eval_x = _to_unit(torch.stack([_center_crop(im, cfg.image_size) for im in eval_source]))
+    stats_x = _to_unit(torch.stack([_center_crop(im, cfg.image_size) for im in train_images[: cfg.stats_images]]))
+
+    model.eval()
+    psnr_initial = _finite_mean(_mean_psnr(_reconstruct(model, eval_x), eval_x))
+    psnr_blur = _finite_mean(_mean_psnr(blur_baseline(eval_x), eval_x))
+    _say(progress, f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
+                   f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB")
+
+    batches = _Batches(train_images, cfg.crop_size or cfg.image_size, cfg.batch_size, cfg.flip, gen)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    history: list[dict[str, float]] = []
+    window: dict[str, list[float]] = {}
+    model.train()
+    t_train = time.perf_counter()
+    bar = _bar(cfg.steps, progress)
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        losses = _losses(model, batches.next(), cfg, gen)
+        if not torch.isfinite(losses["loss"]):
+            raise ConfigError(f"the loss became {float(losses['loss'])} at step {step + 1}; lower lr (now {cfg.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        for key, value in losses.items():
+            window.setdefault(key, []).append(float(value.detach()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(losses['loss']):.4f}", refresh=False)
+        if (cfg.log_every and (step + 1) % cfg.log_every == 0) or step + 1 == cfg.steps:
+            row = {"step": step + 1, "lr": _lr_at(step, cfg), **{k: float(np.mean(v)) for k, v in window.items()}}
+            history.append(row)
+            window = {}
+            _say(progress, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                 bar)
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - t_train
+
+    model.eval()
+    recon = _reconstruct(model, eval_x)
+    psnr_final = _finite_mean(_mean_psnr(recon, eval_x))
+    latent_mean, latent_std = _latent_stats(model, stats_x)
+    if not latent_std > 0:
+        raise ConfigError("the latents are constant (std 0); train longer or check the images")
+    model.config = dataclasses.replace(layout, shift_factor=latent_mean, scale_factor=1.0 / latent_std)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(model.state_dict(), out)
+    report = {
+        "format": REPORT_FORMAT,
+        "weights": str(out),
+        "vae": {k: v for k, v in to_dict(layout).items() if k not in ("scale_factor", "shift_factor")},
+        "shift_factor": latent_mean,
+        "scale_factor": 1.0 / latent_std,
+        "latent_mean": latent_mean,
+        "latent_std": latent_std,
+        "steps": cfg.steps,
+        "train_loss": history[-1]["loss"] if history else None,
+        "train_l1": history[-1]["l1"] if history else None,
+        "heldout_images": len(held_images),
+        "heldout_is_training_data": not held_images,
+        "heldout_psnr_initial": psnr_initial,
+        "heldout_psnr": psnr_final,
+        "heldout_psnr_blur_baseline": psnr_blur,
+        "train_images": len(train_images),
+        "seconds": train_seconds,
+        "seconds_total": time.perf_counter() - t_start,
+        "torch_threads": torch.get_num_threads(),
+        "config": {k: v for k, v in to_dict(cfg).items() if k != "vae"},
+        "history": history,
+    }
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(report, report_path)
+    _say(progress, f"held-out PSNR {psnr_initial:.2f} -> {psnr_final:.2f} dB (blur baseline {psnr_blur:.2f} dB) "
+                   f"after {cfg.steps} steps in {train_seconds:.0f} s; latent shift {latent_mean:.4f} scale "
+                   f"{1 / latent_std:.4f}; wrote {out} and {report_path}")
+    return AutoencoderTrainResult(model=model, report=report)
+
+
+def latent_stats_config(vae_cfg: VAEConfig, report: Mapping[str, Any] | str | os.PathLike) -> VAEConfig:
+    """``vae_cfg`` with shift_factor / scale_factor from a training report (a dict or the JSON file).
+
+    Use it where a unified checkpoint's config is assembled from a trained ``ae.safetensors``,
+    e.g. ``cfg.vae = latent_stats_config(vae_config_from_file(ae), "ae.json")`` before writing
+    ``unimedvl_config.yaml``. A layout that differs from the one the report was measured on is a
+    ConfigError (the statistics belong to those weights).
+    """
+    source = "report"
+    if not isinstance(report, Mapping):
+        source = os.fspath(report)
+        try:
+            report = json.loads(Path(source).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{source}:{err.lineno}: invalid JSON ({err.msg})") from None
+    missing = [k for k in ("shift_factor", "scale_factor") if k not in report]
+    if missing:
+        raise ConfigError(f"{source}: missing {', '.join(missing)}; is this an autoencoder training report?")
+    if "vae" in report:
+        measured = from_dict(VAEConfig, dict(report["vae"]), source=f"{source}: vae")
+        for key in ("ch", "ch_mult", "num_res_blocks", "z_channels", "in_channels", "out_ch"):
+            if getattr(measured, key) != getattr(vae_cfg, key):
+                raise ConfigError(
+                    f"{source}: the statistics were measured on a VAE with {key}={getattr(measured, key)}, "
+                    f"but this config has {key}={getattr(vae_cfg, key)}; use the report written with these weights"
+                )
+    return dataclasses.replace(vae_cfg, shift_factor=float(report["shift_factor"]),
+                               scale_factor=float(report["scale_factor"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress output (stderr, so stdout stays clean for scripts).
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train-autoencoder", unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
+
+
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled or len(items) < 200:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
+
+
+def _say(enabled: bool, text: str, bar=None) -> None:
+    if not enabled:
+        return
+    if bar is not None:
+        bar.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: unimedvl train-autoencoder
+
+
+def _ch_mult(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"--ch-mult {text!r}: give comma-separated positive integers, one per level, e.g. 1,1,2,2")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``unimedvl train-autoencoder`` to the CLI."""
+    d = AutoencoderTrainConfig.__dataclass_fields__
+    v = default_vae_config()
+    p = subparsers.add_parser(
+        "train-autoencoder",
+        help="train a small FLUX-layout VAE (ae.safetensors) on your images, or adapt one (--init)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--images", nargs="+", default=[], metavar="DIR_OR_GLOB",
+                   help="image folders (recursive), files or quoted glob patterns")
+    p.add_argument("--data", nargs="+", default=[], metavar="JSONL", help="JSONL files: all input_img/output_img")
+    p.add_argument("--data-dir", help="folder the JSONL image paths are relative to (default: the JSONL's folder)")
+    p.add_argument("--out", required=True, help="output weights, e.g. ckpt/ae.safetensors")
+    p.add_argument("--report", help="JSON report path (default: --out with .json)")
+    p.add_argument("--init", help="continue from this ae.safetensors (adapt a VAE to a modality; its layout wins)")
+    p.add_argument("--steps", type=int, default=d["steps"].default, help="optimiser steps")
+    p.add_argument("--image-size", type=int, default=d["image_size"].default, help="training crop side (multiple of 8)")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="train on random crops of this side (default --image-size); cost per image scales with pixels")
+    p.add_argument("--resize", choices=RESIZE_MODES, default=d["resize"].default,
+                   help="crop: random crops at native scale; resize: squash each image to the size")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default)
+    p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (warmup, cosine decay)")
+    p.add_argument("--ch", type=int, default=v.ch, help="base width (widths must be multiples of 32)")
+    p.add_argument("--ch-mult", default=",".join(map(str, v.ch_mult)), help="width multiplier per level (4 levels)")
+    p.add_argument("--num-res-blocks", type=int, default=v.num_res_blocks)
+    p.add_argument("--z-channels", type=int, default=v.z_channels)
+    p.add_argument("--kl-weight", type=float, default=d["kl_weight"].default)
+    p.add_argument("--ssim-weight", type=float, default=d["ssim_weight"].default)
+    p.add_argument("--heldout-fraction", type=float, default=d["heldout_fraction"].default)
+    p.add_argument("--max-images", type=int, default=None, help="use at most this many images")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--seed", type=int, default=d["seed"].default)
+    p.add_argument("--log-every", type=int, default=d["log_every"].default)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``unimedvl train-autoencoder``."""
+    vae = VAEConfig(ch=args.ch, ch_mult=_ch_mult(args.ch_mult), num_res_blocks=args.num_res_blocks,
+                    z_channels=args.z_channels, scale_factor=1.0, shift_factor=0.0)
+    cfg = AutoencoderTrainConfig(
+        images=tuple(args.images), data=tuple(args.data), data_dir=args.data_dir, out=args.out, report=args.report,
+        init=args.init, vae=vae, image_size=args.image_size, crop_size=args.crop_size, resize=args.resize, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, ssim_weight=args.ssim_weight,
+        flip=not args.no_flip, seed=args.seed, heldout_fraction=args.heldout_fraction, max_images=args.max_images,
+        log_every=args.log_every,
+    )
+    result = train_autoencoder(cfg, progress=not args.no_progress)
+    r = result.report
+    print(f"wrote {cfg.out} and {cfg.report_path}: held-out PSNR {r['heldout_psnr']:.2f} dB "
+          f"(before {r['heldout_psnr_initial']:.2f}, blur baseline {r['heldout_psnr_blur_baseline']:.2f}); "
+          f"shift_factor {r['shift_factor']:.4f}, scale_factor {r['scale_factor']:.4f}")
+    return 0
