@@ -7,11 +7,12 @@ same command adapts an existing VAE to a modality (``init``). The network is
 
 Objective, per batch of images x in [-1, 1] (posterior sampled, z = mu + sigma * eps)::
 
-    loss = mean|decode(z) - x| + kl_weight * mean KL(N(mu, sigma^2) || N(0, 1)) + ssim_weight * (1 - SSIM)
+    loss = mean|decode(z) - x| + kl_weight * mean KL(N(mu, sigma^2) || N(0, 1))
+           + mse_weight * mean (decode(z) - x)^2 + ssim_weight * (1 - SSIM)
 
 Both means are per element (pixel channel, latent cell channel), so ``kl_weight`` does not change
-with the image size. The KL term only keeps the posterior from collapsing to a point, as in
-FLUX; it does not make the latents unit-scale. That is the job of ``shift_factor`` /
+with the image size. The KL weight is tiny, as in FLUX: it bounds the log-variance, it does not
+make the latents unit-scale. That is the job of ``shift_factor`` /
 ``scale_factor`` (latent = (z - shift) * scale): after training the posterior means of the training
 images are measured and ``shift = mean``, ``scale = 1 / std``. ``ae.safetensors`` cannot hold them
 (the release file has none), so they go into the JSON report; :func:`latent_stats_config` turns
@@ -20,6 +21,15 @@ report + layout into the ``VAEConfig`` that a unified checkpoint's ``unimedvl_co
 Reconstruction PSNR (8-bit, mean over images) is measured on held-out images before and after
 training, next to a trivial baseline: the same images blurred by area-downsampling 4x and bicubic
 upsampling back.
+
+Layouts: the default is the release's 8x downsampling (latent_patch_size 2 in the unified model).
+On a CPU budget an 8x decoder learns slowly: it must rebuild every 8x8 block from nearest-neighbour
+upsampling. A 4x layout with 4 latent channels (``ch_mult 1,1,1``, ``z_channels 4``) stores the same
+number of values per image and, used with ``latent_patch_size 4``, gives the unified model the same
+16-px stride and the same 64-wide latent tokens, and trains much faster. Measured on MedSynth 64 px
+(1,436 train / 64 held-out images, 2 CPU cores, ``--crop-size 32 --batch-size 8 --mse-weight 2``,
+~100 s of training): 8x (ch 64, 420 steps) 19.8 dB; 4x (ch 64, 450 steps) 25.0 dB; the blur
+baseline 22.7 dB.
 """
 
 from __future__ import annotations
@@ -32,9 +42,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,18 +60,19 @@ from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
 __all__ = [
     "AutoencoderTrainConfig",
     "AutoencoderTrainResult",
-    "default_vae_config",
     "collect_image_paths",
+    "default_vae_config",
     "latent_stats_config",
-    "train_autoencoder",
     "register",
+    "train_autoencoder",
+    "trained_vae_config",
 ]
 
 REPORT_FORMAT = "unimedvl-autoencoder-report/1"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
                     ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
 RESIZE_MODES = ("crop", "resize")
-REQUIRED_DOWNSAMPLE = 8  # the unified model's VAE stride 16 = 8 (VAE) x 2 (latent_patch_size)
+VAE_IMAGE_STRIDE = 16  # pixels per latent token of the unified model: VAE downsample x latent_patch_size
 # Log-variance a fresh encoder starts from (posterior std e^-4 ~ 0.02). With the default init
 # (log-variance ~0, std ~1) the sampling noise swamps the still small posterior means and many
 # steps go into shrinking the std before the decoder can learn more than the average image.
@@ -68,13 +80,13 @@ INITIAL_LOGVAR = -8.0
 
 
 def default_vae_config() -> VAEConfig:
-    """The small layout trained by default: ~0.5M parameters, 8x downsampling, 16 latent channels.
+    """The small 8x layout trained by default: ch 64, ch_mult 1,1,1,1, one res block, 16 latent channels.
 
-    ch=32 is the narrowest width GroupNorm(32) allows; the cost of a step is dominated by the
-    full-resolution convolutions, so deeper levels are widened (cheap at low resolution) while
-    level 0 stays at 32 channels.
+    Chosen by measured PSNR per CPU second at 64 px: width 32 (ch_mult 1,1,1,1 or 1,2,2,2) puts one
+    channel in each of GroupNorm's 32 groups at full resolution, which normalises away every
+    channel's per-image mean and learns clearly slower (17.6 / 18.2 vs 19.2 dB in the same time).
     """
-    return VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=16, scale_factor=1.0, shift_factor=0.0)
+    return VAEConfig(ch=64, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16, scale_factor=1.0, shift_factor=0.0)
 
 
 @dataclass
@@ -88,15 +100,17 @@ class AutoencoderTrainConfig:
     report: str | None = None  # JSON report path; default: ``out`` with the suffix .json
     init: str | None = None  # start from this ae.safetensors (its layout replaces ``vae``): adapt a VAE
     vae: VAEConfig = field(default_factory=default_vae_config)  # layout of a fresh network
+    latent_patch_size: int = 2  # of the unified model this VAE is for; downsample x it must be 16
     image_size: int = 64  # side of the square image views trained and evaluated on (multiple of 8)
     crop_size: int | None = None  # train on random crops of this side of those views (default image_size; cheaper)
     resize: str = "crop"  # crop: random image_size crops at native scale; resize: whole image squashed
-    steps: int = 400  # optimiser steps
+    steps: int = 450  # optimiser steps
     batch_size: int = 8  # images per step
     lr: float = 2e-3  # peak AdamW learning rate (linear warmup, then cosine decay to lr * min_lr_ratio)
     warmup_steps: int = 20  # linear warmup length
     min_lr_ratio: float = 0.05  # final learning rate as a fraction of lr
     kl_weight: float = 1e-5  # weight of the per-element KL term (1e-6..1e-4 sensible)
+    mse_weight: float = 0.0  # weight of an extra squared-error term (PSNR is an MSE metric); 0 disables it
     ssim_weight: float = 0.0  # weight of (1 - SSIM); 0 disables it
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     flip: bool = True  # random horizontal flips (training only)
@@ -129,7 +143,7 @@ class AutoencoderTrainConfig:
             raise ConfigError(f"resize={self.resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        for name in ("kl_weight", "ssim_weight", "grad_clip"):
+        for name in ("kl_weight", "mse_weight", "ssim_weight", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -137,7 +151,7 @@ class AutoencoderTrainConfig:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ConfigError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.init is None:
-            check_layout(self.vae)
+            check_layout(self.vae, self.latent_patch_size)
             check_sizes(self, self.vae.downsample)
 
     @property
@@ -167,13 +181,17 @@ class AutoencoderTrainResult:
     report: dict[str, Any]
 
 
-def check_layout(cfg: VAEConfig) -> None:
-    """ConfigError unless the layout downsamples 8x (the unified model's VAE stride 16 needs it)."""
-    if cfg.downsample != REQUIRED_DOWNSAMPLE:
+def check_layout(cfg: VAEConfig, latent_patch_size: int = 2) -> None:
+    """ConfigError unless downsample x latent_patch_size is the unified model's VAE stride (16)."""
+    if VAE_IMAGE_STRIDE % latent_patch_size or latent_patch_size < 1:
+        raise ConfigError(f"latent_patch_size={latent_patch_size} must divide the VAE image stride {VAE_IMAGE_STRIDE}")
+    needed = VAE_IMAGE_STRIDE // latent_patch_size
+    if cfg.downsample != needed:
+        levels = needed.bit_length()
         raise ConfigError(
             f"ch_mult={','.join(map(str, cfg.ch_mult))} has {len(cfg.ch_mult)} levels, i.e. {cfg.downsample}x "
-            f"downsampling; the unified model needs {REQUIRED_DOWNSAMPLE}x (VAE stride 16 with latent_patch_size 2): "
-            f"give 4 levels, e.g. 1,1,2,2"
+            f"downsampling; with latent_patch_size {latent_patch_size} the unified model needs {needed}x "
+            f"(VAE stride {VAE_IMAGE_STRIDE}): give {levels} levels, e.g. {','.join(['1'] * levels)}"
         )
     if cfg.num_res_blocks < 1:
         raise ConfigError(f"num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
@@ -317,6 +335,9 @@ def _losses(model: Autoencoder, x: Tensor, cfg: AutoencoderTrainConfig, gen: tor
     recon = model.decoder(z)
     out = {"l1": (recon - x).abs().mean(), "kl": 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()}
     loss = out["l1"] + cfg.kl_weight * out["kl"]
+    if cfg.mse_weight > 0:
+        out["mse"] = (recon - x).square().mean()
+        loss = loss + cfg.mse_weight * out["mse"]
     if cfg.ssim_weight > 0:
         out["ssim"] = ssim_torch(recon, x)
         loss = loss + cfg.ssim_weight * (1.0 - out["ssim"])
@@ -393,7 +414,7 @@ def _build_model(cfg: AutoencoderTrainConfig) -> Autoencoder:
         if not path.is_file():
             raise CheckpointError(f"{cfg.init}: no such ae.safetensors (init must name an existing VAE file)")
         layout = vae_config_from_file(path)
-        check_layout(layout)
+        check_layout(layout, cfg.latent_patch_size)
         check_sizes(cfg, layout.downsample)
         return Autoencoder.from_pretrained(path, config=layout)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the caller's RNG
@@ -454,9 +475,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
         n_held = min(cfg.max_heldout, max(1, round(cfg.heldout_fraction * len(order))), len(order) - 1)
     held_paths = [paths[i] for i in order[:n_held]]
     train_paths = [paths[i] for i in order[n_held:]]
-    load = lambda p: _load(p, cfg.image_size, cfg.resize, layout.downsample)  # noqa: E731
-    train_images = [load(p) for p in _progress(train_paths, progress, "load images")]
-    held_images = [load(p) for p in held_paths]
+    train_images = [_load(p, cfg.image_size, cfg.resize, layout.downsample)
+                    for p in _progress(train_paths, progress, "load images")]
+    held_images = [_load(p, cfg.image_size, cfg.resize, layout.downsample) for p in held_paths]
     # Evaluation views: the centre image_size crop (the whole image in resize mode).
     eval_source = held_images or train_images[: cfg.max_heldout]
     eval_x = _to_unit(torch.stack([_center_crop(im, cfg.image_size) for im in eval_source]))
@@ -490,7 +511,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
             window.setdefault(key, []).append(float(value.detach()))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(losses['loss']):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{window['loss'][-1]:.4f}", refresh=False)
         if (cfg.log_every and (step + 1) % cfg.log_every == 0) or step + 1 == cfg.steps:
             row = {"step": step + 1, "lr": _lr_at(step, cfg), **{k: float(np.mean(v)) for k, v in window.items()}}
             history.append(row)
@@ -515,6 +536,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
         "format": REPORT_FORMAT,
         "weights": str(out),
         "vae": {k: v for k, v in to_dict(layout).items() if k not in ("scale_factor", "shift_factor")},
+        "latent_patch_size": cfg.latent_patch_size,
         "shift_factor": latent_mean,
         "scale_factor": 1.0 / latent_std,
         "latent_mean": latent_mean,
@@ -572,6 +594,19 @@ def latent_stats_config(vae_cfg: VAEConfig, report: Mapping[str, Any] | str | os
                 )
     return dataclasses.replace(vae_cfg, shift_factor=float(report["shift_factor"]),
                                scale_factor=float(report["scale_factor"]))
+
+
+def trained_vae_config(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> VAEConfig:
+    """The complete VAEConfig of a trained ``ae.safetensors``: layout from its shapes, shift / scale from its report.
+
+    ``report`` defaults to the file beside the weights with the suffix .json (where
+    ``train_autoencoder`` writes it); a missing report is a ConfigError rather than a silent
+    fallback to the release factors, which would mis-scale every latent.
+    """
+    from unimedvl.checkpoint import vae_config_from_file
+
+    weights = Path(weights)
+    return latent_stats_config(vae_config_from_file(weights), report or weights.with_suffix(".json"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,8 +679,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ch", type=int, default=v.ch, help="base width (widths must be multiples of 32)")
     p.add_argument("--ch-mult", default=",".join(map(str, v.ch_mult)), help="width multiplier per level (4 levels)")
     p.add_argument("--num-res-blocks", type=int, default=v.num_res_blocks)
+    p.add_argument("--latent-patch-size", type=int, default=d["latent_patch_size"].default,
+                   help="the unified model's latent_patch_size; downsample (2^(levels-1)) x it must be 16")
     p.add_argument("--z-channels", type=int, default=v.z_channels)
     p.add_argument("--kl-weight", type=float, default=d["kl_weight"].default)
+    p.add_argument("--mse-weight", type=float, default=d["mse_weight"].default, help="extra squared-error term")
     p.add_argument("--ssim-weight", type=float, default=d["ssim_weight"].default)
     p.add_argument("--heldout-fraction", type=float, default=d["heldout_fraction"].default)
     p.add_argument("--max-images", type=int, default=None, help="use at most this many images")
@@ -662,10 +700,10 @@ def run(args: argparse.Namespace) -> int:
                     z_channels=args.z_channels, scale_factor=1.0, shift_factor=0.0)
     cfg = AutoencoderTrainConfig(
         images=tuple(args.images), data=tuple(args.data), data_dir=args.data_dir, out=args.out, report=args.report,
-        init=args.init, vae=vae, image_size=args.image_size, crop_size=args.crop_size, resize=args.resize, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, ssim_weight=args.ssim_weight,
-        flip=not args.no_flip, seed=args.seed, heldout_fraction=args.heldout_fraction, max_images=args.max_images,
-        log_every=args.log_every,
+        init=args.init, vae=vae, latent_patch_size=args.latent_patch_size, image_size=args.image_size,
+        crop_size=args.crop_size, resize=args.resize, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        kl_weight=args.kl_weight, mse_weight=args.mse_weight, ssim_weight=args.ssim_weight, flip=not args.no_flip,
+        seed=args.seed, heldout_fraction=args.heldout_fraction, max_images=args.max_images, log_every=args.log_every,
     )
     result = train_autoencoder(cfg, progress=not args.no_progress)
     r = result.report
