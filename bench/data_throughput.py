@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
-import subprocess
 import tempfile
 import time
 
@@ -29,15 +27,9 @@ from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.init_checkpoint import BUILTIN_CORPUS
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.tokenizer import Tokenizer
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), commit {commit or 'uncommitted'}")
 
 
 def measure_loader(cfg: DataConfig, model_cfg, tokenizer, batches: int):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -35,19 +34,12 @@ import torch
 
 from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.init_checkpoint import init_checkpoint
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK_LINE = re.compile(r"rank (\d+): (\d+) sample\(s\) in ([0-9.]+) s")
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False, cwd=ROOT).stdout.strip()  # fmt: skip
-    except OSError:
-        commit = ""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"commit {commit or 'uncommitted'} (+ working tree)")  # fmt: skip
 
 
 def run_eval(label: str, launcher: list[str], eval_args: list[str], threads: int | None) -> dict:

@@ -22,10 +22,7 @@ Run: HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/inference.py [--size
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import time
 from typing import Callable
 
@@ -42,17 +39,9 @@ from unimedvl.init_checkpoint import BUILTIN_CORPUS
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), commit {commit or 'uncommitted'} (+ working tree)"
-    )
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

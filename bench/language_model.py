@@ -15,9 +15,6 @@ Run: HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/language_model.py [-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import tempfile
 import time
 
@@ -25,6 +22,7 @@ import torch
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from unimedvl.models.language import LanguageModel
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SHAPE = dict(
     vocab_size=32000,
@@ -43,15 +41,6 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), commit {commit or 'uncommitted'}"
-    )
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,17 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 TOKENS = {"debug": 1024, "small": 1024}
 
 
-def machine() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), commit {commit or 'uncommitted'}")
 
 
 def measure(size: str, steps: int, work: Path) -> dict:
