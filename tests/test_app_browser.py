@@ -4,7 +4,7 @@ Chromium is driven over the Chrome DevTools protocol with a small standard-libra
 client (no selenium, no chromedriver, no extra Python package). Skipped when Chromium is missing
 (``apt-get install -y chromium``). The screenshot goes to ``$UNIMEDVL_ARTIFACTS`` (default: the
 test's tmp folder); with ``UNIMEDVL_UPDATE_SCREENSHOT=1`` it also replaces ``docs/app.png``.
-``UNIMEDVL_APP_MODEL=DIR`` serves that checkpoint instead of a random debug one.
+``UNIMEDVL_APP_MODEL=DIR`` serves that checkpoint (at 64 px, the `make demo` model's size) instead of a random debug one.
 """
 
 import base64
@@ -204,8 +204,9 @@ def app_url(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("browser_app")
     model_dir = os.environ.get("UNIMEDVL_APP_MODEL")
-    if model_dir:
-        model = UniMedVL.from_pretrained(model_dir)
+    if model_dir:  # e.g. the `make demo` model, at the 64 px it was trained at
+        model = UniMedVL.from_pretrained(model_dir, min_image_size=64, max_image_size=64, vit_min_image_size=56,
+                                         vit_max_image_size=70)
     else:
         init_checkpoint("debug", tmp / "ckpt", seed=0)
         model = UniMedVL.from_pretrained(tmp / "ckpt", min_image_size=32, max_image_size=64, vit_min_image_size=56)
@@ -233,7 +234,7 @@ def test_ask_in_a_real_browser(app_url, tmp_path):
     from unimedvl.app.examples import build_examples
 
     image = next(e.path for e in build_examples(tmp_path / "examples") if e.path.name == "medsynth_ct_lesion.png")
-    question = "Is there a lesion in this image? If so, where is it?"
+    question = "Which imaging modality was used for this image?"
     # The same request through the API: the page must show exactly this answer.
     _, expected, _ = Client(app_url, verbose=False).predict(image=handle_file(str(image)), question=question,
                                                             max_new_tokens=24, api_name="/ask")  # fmt: skip

@@ -1,6 +1,6 @@
 """The main job end to end: a shortened `unimedvl demo` must learn (modality VQA beats the majority baseline).
 
-Marked slow: a few minutes on 2 idle cores (`make test-all` runs it); see issue 11 notes.
+`DemoConfig.quick`: about two minutes on 2 idle cores, the longest module of the default suite.
 """
 
 import json
@@ -9,8 +9,6 @@ import pytest
 
 from unimedvl.demo import Demo, DemoConfig
 from unimedvl.errors import UserError
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +21,7 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_learns_modality(quick_demo):
     out, summary = quick_demo
     modality = summary["vqa"]["modality"]
-    assert modality["count"] >= 3
+    assert modality["count"] >= 20
     assert modality["accuracy"] > modality["majority_baseline"], modality
     for name in ("summary.csv", "report.html", "demo_summary.json"):
         assert (out / "report" / name).is_file()

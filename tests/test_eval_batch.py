@@ -24,12 +24,21 @@ from unimedvl.data.records import parse_record
 from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.errors import ConfigError, UserError
 from unimedvl.eval.batch import (
+    EvalSettings,
     build_statistics,
     load_samples,
     native_prediction,
     score_answer,
 )
-from unimedvl.eval.batch_cli import consolidate, model_ids, parse_args, read_lines, run
+from unimedvl.eval.batch_cli import (
+    consolidate,
+    model_ids,
+    parse_args,
+    parse_task_limits,
+    read_lines,
+    run,
+    select_samples,
+)
 from unimedvl.init_checkpoint import init_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +320,7 @@ class _FailingModel:
 
 
 def test_failed_batch_is_retried_one_by_one(tmp_path):
-    from unimedvl.eval.batch import BatchEvaluator, EvalSettings
+    from unimedvl.eval.batch import BatchEvaluator
 
     data = tmp_path / "q.jsonl"
     questions = ["Is it fine?", "boom?", "Where?"]
@@ -320,3 +329,35 @@ def test_failed_batch_is_retried_one_by_one(tmp_path):
     lines = BatchEvaluator(_FailingModel(), EvalSettings(), tmp_path).evaluate(load_samples(data))
     assert [l["error"] for l in lines] == [None, "boom in this request", None]
     assert lines[0]["answer"] == "answer 1" and lines[2]["inference_time"] >= 0
+
+
+def test_limit_per_task_caps_each_task_in_file_order(medsynth):
+    samples = load_samples(medsynth / "test.jsonl", medsynth)
+    tasks = {s.task_type for s in samples}
+    limits = parse_task_limits(["0", "image_understanding=1", "denoising=5"])
+    assert limits == {None: 0, "image_understanding": 1, "denoising": 5}
+    picked = select_samples(samples, None, limits)
+    first_vqa = next(s for s in samples if s.task_type == "image_understanding")
+    assert [s.task_type for s in picked][:1] == ["image_understanding"] and picked[0] is first_vqa
+    assert {s.task_type for s in picked} == {"image_understanding", "denoising"} and len(tasks) > 2
+    assert len(picked) == 1 + min(5, sum(s.task_type == "denoising" for s in samples))
+    assert select_samples(samples, 1, {}) == samples[:1]
+    for bad in ("x", "-1", "=3", "vqa=-2"):
+        with pytest.raises(ConfigError, match="limit-per-task"):
+            parse_task_limits([bad])
+
+
+def test_weights_choice_is_part_of_the_run_and_older_runs_still_resume(ckpt, medsynth, tmp_path):
+    data = medsynth / "test.jsonl"
+    assert _eval(ckpt, data, tmp_path, "--limit", "1", "--weights", "model") == 0
+    info_path = tmp_path / "debug" / "run_info.json"
+    info = json.loads(info_path.read_text())
+    assert info["settings"]["weights"] == "model"
+    with pytest.raises(UserError, match=r"weights \('model' -> 'ema'\)"):
+        _eval(ckpt, data, tmp_path, "--limit", "1")
+    # A run_info written before the setting existed resumes under its default.
+    del info["settings"]["weights"]
+    info_path.write_text(json.dumps(info))
+    assert _eval(ckpt, data, tmp_path, "--limit", "1") == 0
+    with pytest.raises(ConfigError, match="weights"):
+        EvalSettings(weights="last")

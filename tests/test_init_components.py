@@ -64,3 +64,31 @@ def test_assembled_checkpoint_matches_its_parts(components, tmp_path):
     assert torch.equal(linear, conv.permute(0, 2, 3, 1).reshape(conv.shape[0], -1))
     assert torch.count_nonzero(state["llm2vae.weight"]) == 0
     assert (out / "tokenizer.json").is_file()
+
+
+def test_a_trained_autoencoder_brings_its_layout_factors_and_patch_size(components, tmp_path):
+    """An ae.safetensors from train-autoencoder (4x, z4, for latent_patch_size 4) with its ae.json beside it."""
+    import numpy as np
+    from PIL import Image
+
+    from unimedvl.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
+    from unimedvl.config import VAEConfig
+
+    root, _, _ = components
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    layout = VAEConfig(ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=4)
+    report = train_autoencoder(AutoencoderTrainConfig(
+        images=(str(images),), out=str(tmp_path / "ae" / "ae.safetensors"), vae=layout, latent_patch_size=4,
+        image_size=32, steps=1, batch_size=2, heldout_fraction=0.25, stats_images=2,
+    ), progress=False).report
+    out = tmp_path / "assembled"
+    assert cli_main(["init-from-components", "--llm", str(root / "qwen"), "--vae", str(tmp_path / "ae"),
+                     "--out", str(out)]) == 0
+    cfg = load_model(out).config
+    assert cfg.latent_patch_size == 4 and cfg.vae.downsample == 4 and cfg.vae.z_channels == 4
+    assert cfg.vae.shift_factor == pytest.approx(report["shift_factor"])
+    assert cfg.vae.scale_factor == pytest.approx(report["scale_factor"])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.errors import DataError
+from unimedvl.errors import DataError, UserError
 from unimedvl.eval import report
 from unimedvl.eval.stats_csv import compute_statistics, csv_header, identify
 
@@ -230,3 +230,29 @@ def test_html_without_results_jsonl_uses_image_names(tmp_path):
     assert _cli([tmp_path / "res", "-o", tmp_path / "s.csv", "--html", page]) == 0
     text = page.read_text()
     assert 'alt="x7 pred"' in text and "(no task type)" in text
+
+
+def test_train_log_loss_curves_in_plots_and_html(results_tree, tmp_path):
+    run = tmp_path / "run_a"
+    run.mkdir()
+    rows = [{"step": s, "loss": 3.0 / s, "ce": 2.0 / s, "mse": 1.0 / s} for s in (1, 10, 20)]
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n{truncated\n")
+    assert report.read_train_log(run) == rows  # the killed-mid-write last line is skipped
+    plots, page = tmp_path / "plots", tmp_path / "r.html"
+    assert _cli([results_tree, "-o", tmp_path / "s.csv", "--plot", plots, "--html", page,
+                 "--train-log", run / "metrics.jsonl"]) == 0
+    curves = Image.open(plots / "loss_curves.png")
+    assert curves.width > 2 * curves.height  # three panels side by side: loss, ce, mse
+    text = page.read_text()
+    assert "<h2>Training</h2>" in text and 'alt="loss curves"' in text
+    with pytest.raises(UserError, match="no metrics.jsonl"):
+        report.read_train_log(tmp_path / "nothing")
+
+
+def test_preface_sections_come_first(results_tree):
+    from unimedvl.eval.stats_csv import load_statistics
+
+    entries, _ = load_statistics([results_tree])
+    text = report.build_html(entries, charts={}, preface=[("Baselines", report.html_table(["a"], [["<x>"]]))])
+    assert text.index("<h2>Baselines</h2>") < text.index("<h2>Summary</h2>")
+    assert "&lt;x&gt;" in text

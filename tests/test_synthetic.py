@@ -251,7 +251,8 @@ def test_cli_subcommand(tmp_path, capsys):
                               "--tasks", "text_to_image,report_generation"])
     assert args.func(args) == 0
     recs = _records(tmp_path / "s" / "train.jsonl")
-    assert [r["main_task_type"] for r in recs] == ["report_generation"] * 3 + ["text_to_image"] * 3
+    # interleaved round-robin, so a prefix (eval --limit) covers every task
+    assert [r["main_task_type"] for r in recs] == ["report_generation", "text_to_image"] * 3
     assert "train: 6 records" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="--overwrite"):
         args.func(args)
@@ -310,3 +311,35 @@ def test_real_eval_set_skips_missing_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(real_samples, "SOURCES", {"nope": missing})
     with pytest.warns(UserWarning), pytest.raises(DataError, match="no real medical images"):
         real_samples.build_real_eval_set(tmp_path / "b", image_size=64)
+
+
+def test_task_weights_share_records_and_prefixes_stay_mixed(tmp_path):
+    summary = syn.generate_medsynth(tmp_path / "w", n_train=10, n_test=5, seed=1, image_size=SIZE,
+                                    tasks=["vqa", "denoising"], task_weights={"vqa": 4})
+    assert summary["counts"]["train"] == {"image_understanding": 8, "denoising": 2}
+    assert summary["counts"]["test"] == {"image_understanding": 4, "denoising": 1}
+    tasks = [r["main_task_type"] for r in _records(tmp_path / "w" / "train.jsonl")]
+    assert tasks[:4] == ["image_understanding", "denoising"] * 2 and tasks[4:] == ["image_understanding"] * 6
+
+
+@pytest.mark.parametrize("weights, message", [({"nope": 2}, "nope"), ({"vqa": 0}, "positive"),
+                                               ({"denoising": 1}, "chosen tasks")])
+def test_bad_task_weights_are_refused(tmp_path, weights, message):
+    with pytest.raises(ConfigError, match=message):
+        syn.generate_medsynth(tmp_path / "x", 4, 1, tasks=["vqa"], task_weights=weights)
+
+
+def test_task_weights_flag_parses_and_names_bad_items():
+    assert syn.parse_task_weights("vqa=3, report=0.5") == {"vqa": 3.0, "report": 0.5}
+    with pytest.raises(ConfigError, match="'vqa'"):
+        syn.parse_task_weights("vqa")
+
+
+def test_vit_image_size_sets_the_mix_vit_transform(tmp_path):
+    syn.generate_medsynth(tmp_path / "v", 2, 0, seed=1, image_size=SIZE, tasks=["vqa"], vit_image_size=112)
+    mix = yaml.safe_load((tmp_path / "v" / "mix.yaml").read_text())
+    vit = mix["vlm_sft"]["vit_image_transform_args"]
+    assert vit["min_image_size"] == vit["max_image_size"] == 112
+    assert mix["vlm_sft"]["image_transform_args"]["max_image_size"] == SIZE
+    with pytest.raises(ConfigError, match="vit_image_size"):
+        syn.generate_medsynth(tmp_path / "w", 2, 0, tasks=["vqa"], vit_image_size=7)

@@ -126,3 +126,29 @@ def summarise(evaluated: Mapping[str, str], trained: Mapping[str, str]) -> dict:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "   n/a" if value is None else f"{value:6.{digits}f}"
+
+
+def summary_html(summary: Mapping[str, Any]) -> str:
+    """The summary as HTML tables (VQA, images per split, goals) for the top of the demo report."""
+    from unimedvl.eval.report import html_table
+
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    def num(v, digits=2):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    parts = ["<h3>VQA on held-out MedSynth (baseline: always the most common answer)</h3>", html_table(
+        ["question type", "accuracy", "majority baseline", "n"],
+        [(q, pct(r["accuracy"]), pct(r["majority_baseline"]), r["count"]) for q, r in summary["vqa"].items()])]
+    for split, table in summary["restoration"].items():
+        parts.append(f"<h3>Images, {split} (baseline: the degraded input itself)</h3>")
+        parts.append(html_table(
+            ["task", "PSNR", "identity PSNR", "SSIM", "identity SSIM", "n"],
+            [(t, num(r["psnr"]), num(r["identity_psnr"]), num(r["ssim"], 3), num(r["identity_ssim"], 3), r["count"])
+             for t, r in table.items()]))
+    parts.append("<h3>Goals</h3>")
+    parts.append(html_table(["goal", "verdict", "value", "baseline"],
+                            [(g["goal"], "met" if g["met"] else "NOT MET", num(g["value"], 3), num(g["baseline"], 3))
+                             for g in summary["goals"]]))
+    return "\n".join(parts)

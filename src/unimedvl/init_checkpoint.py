@@ -86,8 +86,10 @@ def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Pat
         cfg.vit_max_num_patch_per_side = vision.config.num_patches_per_side
         parts["vit_model"] = vision
     if vae is not None:
-        autoencoder = Autoencoder.from_pretrained(vae)
+        vae_cfg, latent_patch_size = _trained_vae_layout(Path(vae))
+        autoencoder = Autoencoder.from_pretrained(vae, vae_cfg)
         cfg.vae = autoencoder.config
+        cfg.latent_patch_size = latent_patch_size or cfg.latent_patch_size
         parts["vae"] = autoencoder
     with torch.device("meta"):
         model = UnifiedModel(cfg)
@@ -104,6 +106,22 @@ def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Pat
     if vae is not None:
         model.vae.requires_grad_(False)
     return save_model(model, out, tokenizer)
+
+
+def _trained_vae_layout(vae: Path):
+    """(VAEConfig, latent_patch_size) of an ``ae.safetensors`` made by ``unimedvl train-autoencoder``
+    (its ``ae.json`` report sits beside it: layout, latent shift / scale, the unified model's patch
+    size), or (None, None) for release weights and diffusers folders, which load with their own layout.
+    """
+    import json
+
+    from unimedvl.autoencoder_training import trained_vae_config
+
+    weights = vae / "ae.safetensors" if vae.is_dir() else vae
+    report = weights.with_suffix(".json")
+    if not (weights.is_file() and report.is_file()):
+        return None, None
+    return trained_vae_config(weights, report), json.loads(report.read_text()).get("latent_patch_size")
 
 
 @torch.no_grad()
@@ -147,7 +165,9 @@ def register_components(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("init-from-components", help="assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE")
     p.add_argument("--llm", required=True, help="Hugging Face Qwen2/2.5 directory (config.json + safetensors)")
     p.add_argument("--vit", help="Hugging Face SigLIP directory (omit for a generation-only model)")
-    p.add_argument("--vae", help="ae.safetensors or a diffusers AutoencoderKL directory (omit: understanding only)")
+    p.add_argument("--vae", help="ae.safetensors or a diffusers AutoencoderKL directory (omit: understanding only); "
+                   "the ae.json that train-autoencoder writes beside its weights supplies their layout, "
+                   "latent shift/scale and latent_patch_size")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layer-module", default="Qwen2MoTDecoderLayer",

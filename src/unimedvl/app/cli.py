@@ -14,27 +14,22 @@ from __future__ import annotations
 
 import argparse
 
+from unimedvl.inference.cli import model_options
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="start the web app (ask, edit, generate) on a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
+    model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
     p.add_argument("--concurrency", type=int, default=1, help="model calls at once (default 1; others queue)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default 64)")
     p.add_argument("--num-timesteps", type=int, default=None,
                    help="default timesteps in the Advanced panels "
                         "(default: $UNIMEDVL_APP_NUM_TIMESTEPS or 50)")  # fmt: skip
-    p.add_argument("--min-image-size", type=int, default=512,
-                   help="VAE resize rule: short edge at least this (512 quality, 256 speed)")  # fmt: skip
-    p.add_argument("--max-image-size", type=int, default=1024, help="VAE resize rule: long edge at most this")
-    p.add_argument("--vit-min-image-size", type=int, default=378, help="ViT transform: short edge at least this")
     p.add_argument("--no-examples", action="store_true", help="do not build the example images at startup")
     p.set_defaults(func=run)
 
@@ -45,16 +40,13 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a medical-data server
     from unimedvl.app.presets import AppSettings, parse_auth
     from unimedvl.app.ui import build_app, launch
-    from unimedvl.inference.api import UniMedVL
+    from unimedvl.inference.cli import load_model
 
     settings = AppSettings(
         host=args.host, port=args.port, auth=parse_auth(args.auth) if args.auth else None,
         max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, queue_size=args.queue_size,
         num_timesteps=args.num_timesteps, examples=not args.no_examples,
     )  # fmt: skip
-    model = UniMedVL.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, min_image_size=args.min_image_size,
-        max_image_size=args.max_image_size, vit_min_image_size=args.vit_min_image_size,
-    )  # fmt: skip
+    model = load_model(args)
     launch(build_app(model, settings), settings)
     return 0

@@ -27,8 +27,10 @@ Record format: spec/medical.md section 1 (``main_task_type``, ``degrade_type`` f
 carry the ground truth: ``modality``, ``lesions`` ([{region, center [y, x] px, radius px, size}]),
 ``question_type`` and ``answer`` (VQA), ``degrade_params`` (restoration).
 
-``n_train`` / ``n_test`` are totals per split, shared evenly across the requested tasks (earlier
-tasks in :data:`TASKS` order take the remainder).
+``n_train`` / ``n_test`` are totals per split, shared across the requested tasks evenly or in
+proportion to ``task_weights`` (earlier tasks in :data:`TASKS` order take the remainder). The
+combined ``{split}.jsonl`` interleaves the tasks round-robin, so any prefix of it (``unimedvl eval
+--limit N``) covers every task in proportion.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -303,9 +305,33 @@ def make_record(task: str, split: str, index: int, seed: int, size: int, out_dir
     return record
 
 
-def _split_counts(n: int, tasks: Sequence[str]) -> dict[str, int]:
-    base, extra = divmod(n, len(tasks))
-    return {t: base + (1 if k < extra else 0) for k, t in enumerate(tasks)}
+def _task_weights(chosen: Sequence[str], task_weights: Mapping[str, float] | None) -> list[float]:
+    """One weight per chosen task (1 unless named); ConfigError for unknown names or bad values."""
+    weights = {}
+    for name, value in (task_weights or {}).items():
+        task = TASK_ALIASES.get(name, name)
+        if task not in chosen:
+            raise ConfigError(f"task weight for {name!r}: not one of the chosen tasks {chosen}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"task weight for {name!r} must be a positive number, got {value!r}")
+        weights[task] = float(value)
+    return [weights.get(task, 1.0) for task in chosen]
+
+
+def _split_counts(n: int, tasks: Sequence[str], weights: Sequence[float] | None = None) -> dict[str, int]:
+    """``n`` records shared in proportion to ``weights`` (largest remainders; ties to earlier tasks)."""
+    weights = list(weights) if weights is not None else [1.0] * len(tasks)
+    shares = [n * w / sum(weights) for w in weights]
+    counts = [int(s) for s in shares]
+    by_remainder = sorted(range(len(tasks)), key=lambda k: (-(shares[k] - counts[k]), k))
+    for k in by_remainder[: n - sum(counts)]:
+        counts[k] += 1
+    return dict(zip(tasks, counts))
+
+
+def _round_robin(groups: list[list[dict]]) -> list[dict]:
+    """One record of each group in turn (shorter groups drop out), so every prefix mixes them."""
+    return [group[i] for i in range(max(map(len, groups), default=0)) for group in groups if i < len(group)]
 
 
 def vit_sizes(size: int) -> dict:
@@ -371,16 +397,25 @@ def write_yaml(path: Path, data: dict, header: str) -> None:
 
 
 def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, image_size: int = 64,
-                      tasks: Sequence[str] | None = None, overwrite: bool = False) -> dict:
+                      tasks: Sequence[str] | None = None, overwrite: bool = False,
+                      task_weights: Mapping[str, float] | None = None, vit_image_size: int | None = None) -> dict:
     """Write MedSynth to ``out_dir`` (layout in the module docstring) and return a summary.
 
     ``tasks``: names from :data:`TASKS` or :data:`TASK_ALIASES` (default: all). ``n_train`` /
-    ``n_test``: records per split, shared evenly across the tasks. ``overwrite``: replace a previous
+    ``n_test``: records per split, shared across the tasks evenly or in proportion to
+    ``task_weights`` ({task or short name: weight}; unnamed tasks weigh 1). ``vit_image_size``: the
+    side the mix resizes images to for the ViT (default ``image_size``; larger gives the understanding
+    path finer 14 px patches of small lesions). ``overwrite``: replace a previous
     MedSynth in ``out_dir`` (a non-empty folder is refused otherwise). Returns ``{"out_dir", "seed",
     "image_size", "tasks", "counts": {split: {task: n}}, "jsonl": {split: path}, "datasets":
     {dataset name: jsonl path}, "dataset_info", "mix"}`` (paths absolute).
     """
     chosen = _check(n_train, n_test, image_size, tasks)
+    weights = _task_weights(chosen, task_weights)
+    if vit_image_size is not None and (isinstance(vit_image_size, bool) or not isinstance(vit_image_size, int)
+                                       or not 14 <= vit_image_size <= 1024):
+        raise ConfigError(f"vit_image_size must be an integer in [14, 1024] (one 14 px patch at least), "
+                          f"got {vit_image_size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     out = Path(out_dir).resolve()
@@ -389,16 +424,14 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
                "jsonl": {}, "datasets": {}}
     info: dict = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        counts = _split_counts(n, chosen)
+        counts = _split_counts(n, chosen, weights)
         summary["counts"][split] = counts
         by_type: dict[str, list[dict]] = {}
-        everything = []
-        for task in chosen:
-            for index in range(counts[task]):
-                rec = make_record(task, split, index, seed, image_size, out)
-                everything.append(rec)
-                by_type.setdefault(TASKS[task], []).append(rec)
-        write_jsonl(out / f"{split}.jsonl", everything)
+        by_task = {task: [make_record(task, split, i, seed, image_size, out) for i in range(counts[task])]
+                   for task in chosen}
+        for task, records in by_task.items():
+            by_type.setdefault(TASKS[task], []).extend(records)
+        write_jsonl(out / f"{split}.jsonl", _round_robin(list(by_task.values())))
         summary["jsonl"][split] = str(out / f"{split}.jsonl")
         for dtype, records in by_type.items():
             name = f"medsynth_{DATASET_TYPES[dtype]}_{split}"
@@ -412,14 +445,14 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
                 "num_total_samples}. Paths are ABSOLUTE, resolved when this file was written; if the folder\n"
                 "moves, regenerate it (unimedvl synth) or edit the paths. Image paths inside the JSONL are\n"
                 "relative to data_dir.")
-    write_yaml(out / "mix.yaml", _mix(info, image_size, seed),
+    write_yaml(out / "mix.yaml", _mix(info, image_size, vit_image_size or image_size, seed),
                 "MedSynth training mix (tier 3), keyed by dataset type; names refer to dataset_info.yaml.\n"
                 "weight = number of train records, so sampling follows the data's proportions.")
     summary["dataset_info"], summary["mix"] = str(out / "dataset_info.yaml"), str(out / "mix.yaml")
     return summary
 
 
-def _mix(info: dict, size: int, seed: int) -> dict:
+def _mix(info: dict, size: int, vit_size: int, seed: int) -> dict:
     mix = {}
     for dtype, datasets in info.items():
         names = [name for name in datasets if name.endswith("_train")]
@@ -428,7 +461,7 @@ def _mix(info: dict, size: int, seed: int) -> dict:
         mix[dtype] = {
             "dataset_names": names,
             "image_transform_args": {"image_stride": 16, "max_image_size": size, "min_image_size": size},
-            "vit_image_transform_args": vit_sizes(size),
+            "vit_image_transform_args": vit_sizes(vit_size),
             "weight": {name: datasets[name]["num_total_samples"] for name in names},
             "num_used_data": {name: [0, 0] for name in names},
             "is_mandatory": False,
@@ -453,17 +486,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64, help="image side in pixels (multiple of 16)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                    help=f"subset of tasks (space or comma separated); default all: {', '.join(TASKS)}")
+    p.add_argument("--vit-image-size", type=int, default=None,
+                   help="image side for the ViT in the mix (default --image-size); e.g. 112 for finer patches")
+    p.add_argument("--task-weights", default=None, metavar="TASK=W,...",
+                   help="share records in proportion to these weights (others weigh 1), e.g. vqa=3,report=1")
     p.add_argument("--overwrite", action="store_true", help="replace a previous MedSynth in --out")
     p.add_argument("--real", action="store_true",
                    help="also build the real-image evaluation set (from installed packages) into OUT/real")
     p.set_defaults(func=run)
 
 
+def parse_task_weights(text: str | None) -> dict[str, float] | None:
+    """``"vqa=3,report=1"`` -> ``{"vqa": 3.0, "report": 1.0}``; ConfigError naming a malformed item."""
+    if not text:
+        return None
+    weights = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--task-weights: {item!r} is not TASK=WEIGHT (e.g. vqa=3)") from None
+        if not sep:
+            raise ConfigError(f"--task-weights: {item!r} is not TASK=WEIGHT (e.g. vqa=3)")
+    return weights
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unimedvl synth``."""
     tasks = [t for item in args.tasks for t in item.split(",") if t] if args.tasks else None
     summary = generate_medsynth(args.out, args.n_train, args.n_test, seed=args.seed, image_size=args.image_size,
-                                tasks=tasks, overwrite=args.overwrite)
+                                tasks=tasks, overwrite=args.overwrite,
+                                task_weights=parse_task_weights(args.task_weights),
+                                vit_image_size=args.vit_image_size)
     for split in SPLITS:
         counts = ", ".join(f"{t} {n}" for t, n in summary["counts"][split].items())
         print(f"{split}: {sum(summary['counts'][split].values())} records ({counts}) -> {summary['jsonl'][split]}")

@@ -75,6 +75,7 @@ class EvalSettings:
     """Everything that decides a run's results (recorded in run_info.json; a resume must match)."""
 
     dtype: str = "fp32"  # weights dtype (bf16 on GPU by default)
+    weights: str = "ema"  # ema: ema.safetensors (model.safetensors when absent); model: the raw weights
     vae_min_size: int = 512  # VAE resize rule, short edge at least this: 512 quality, 256 speed
     vae_max_size: int = 1024  # VAE resize rule, long edge at most this
     vit_min_size: int = 378  # ViT transform, short edge at least this
@@ -93,6 +94,8 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.metric_mode not in METRIC_MODES:
             raise ConfigError(f"metric_mode={self.metric_mode!r}; choose one of {', '.join(METRIC_MODES)}")
+        if self.weights not in ("ema", "model"):
+            raise ConfigError(f"weights={self.weights!r}; choose 'ema' or 'model'")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         for name in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size"):

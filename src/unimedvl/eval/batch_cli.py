@@ -3,7 +3,8 @@
 ::
 
     unimedvl eval --model CKPT [--model CKPT2 ...] --data test.jsonl [--data-dir DIR] --out OUT
-                  [--vae-min-size 512|256] [--limit N] [--metric-mode reference|native|both]
+                  [--vae-min-size 512|256] [--limit N] [--limit-per-task N|TASK=N ...]
+                  [--metric-mode reference|native|both]
                   [--cfg-text-scale 4.0 --cfg-img-scale 2.0 --cfg-interval 0 1 --cfg-renorm-type text_channel
                    --cfg-renorm-min 0 --timestep-shift 1.0 --num-timesteps 50 --seed 0] [--max-new-tokens 800]
                   [--device cuda --dtype bf16] [--batch-size N] [--overwrite] [--retry-failed]
@@ -78,6 +79,9 @@ def register(subparsers) -> None:
     p.add_argument("--split", metavar="NAME", help="results go to OUT/<model_id>/NAME/ instead, so that "
                    "`unimedvl stats OUT` labels the rows model_id=<model_id>, split=NAME")  # fmt: skip
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records")
+    p.add_argument("--limit-per-task", action="append", metavar="N|TASK=N",
+                   help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
+                        "task's cap, e.g. --limit-per-task 10 --limit-per-task image_understanding=200")  # fmt: skip
     p.add_argument("--metric-mode", default="reference", choices=["reference", "native", "both"],
                    help="PSNR/SSIM on uint8 RGB at the prediction's size (reference, comparable with published "
                         "numbers) or at the ground truth's size and intensity scale (native)")  # fmt: skip
@@ -91,6 +95,9 @@ def register(subparsers) -> None:
                    "torchrun each rank takes cuda:LOCAL_RANK)")  # fmt: skip
     g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
+    g.add_argument("--weights", default="ema", choices=["ema", "model"],
+                   help="ema.safetensors (default; model.safetensors when absent) or the raw model.safetensors: "
+                        "after a short run the EMA may still be close to the initial weights")  # fmt: skip
     g.add_argument("--vae-min-size", type=int, default=512, help="VAE resize rule: short edge >= this "
                    "(512: quality, 256: speed)")  # fmt: skip
     g.add_argument("--vae-max-size", type=int, default=1024, help="VAE resize rule: long edge <= this")
@@ -113,7 +120,7 @@ def settings_from_args(args: argparse.Namespace, cuda: bool):
     from unimedvl.eval.batch import EvalSettings
 
     return EvalSettings(
-        dtype=args.dtype or ("bf16" if cuda else "fp32"), vae_min_size=args.vae_min_size,
+        dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=args.vae_min_size,
         vae_max_size=args.vae_max_size, vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size,
         max_new_tokens=args.max_new_tokens, seed=args.seed, metric_mode=args.metric_mode,
         cfg_text_scale=args.cfg_text_scale, cfg_img_scale=args.cfg_img_scale, cfg_interval=tuple(args.cfg_interval),
@@ -171,13 +178,16 @@ def run_identity(model_path: Path, data: Path, data_dir: Path, settings) -> dict
 
 def _differences(old: dict, new: dict) -> list[str]:
     """Keys that differ (the paths themselves may move: the fingerprints decide)."""
+    from unimedvl.eval.batch import EvalSettings
+
     diffs = []
     if old.get("model", {}).get("fingerprint") != new["model"]["fingerprint"]:
         diffs.append(f"model ({old.get('model', {}).get('path')} -> {new['model']['path']}: weights or config differ)")
     for key in ("sha256", "data_dir"):
         if old.get("data", {}).get(key) != new["data"][key]:
             diffs.append(f"data.{key}")
-    old_settings = old.get("settings", {})
+    # Settings added later (e.g. weights) are compared at their default, which older runs used.
+    old_settings = {**EvalSettings().to_json(), **old.get("settings", {})}
     diffs += [f"{k} ({old_settings.get(k)!r} -> {v!r})" for k, v in new["settings"].items() if old_settings.get(k) != v]
     return diffs
 
@@ -340,6 +350,35 @@ class _Dist:
 # The command.
 
 
+def parse_task_limits(items: list[str] | None) -> dict[str | None, int]:
+    """``["10", "image_understanding=200"]`` -> ``{None: 10, "image_understanding": 200}`` (None: other tasks)."""
+    limits: dict[str | None, int] = {}
+    for item in items or []:
+        task, sep, value = item.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if n < 0 or (sep and not task):
+            raise ConfigError(f"--limit-per-task {item!r}: expected N or TASK=N with N >= 0")
+        limits[task if sep else None] = n
+    return limits
+
+
+def select_samples(samples: list, limit: int | None, per_task: dict[str | None, int]) -> list:
+    """The samples to evaluate: at most ``per_task[task]`` (or ``per_task[None]``) of each task in file
+    order, then the first ``limit`` of those."""
+    counts: dict[str, int] = {}
+    selected = []
+    for sample in samples:
+        cap = per_task.get(sample.task_type, per_task.get(None))
+        seen = counts.get(sample.task_type, 0)
+        if cap is None or seen < cap:
+            selected.append(sample)
+        counts[sample.task_type] = seen + 1
+    return selected if limit is None else selected[:limit]
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate every --model on --data (see the module docstring); returns the exit status."""
     from unimedvl.eval.batch import load_samples
@@ -355,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     data_dir = Path(args.data_dir) if args.data_dir else data.parent
     samples = load_samples(data, data_dir)
-    selected = samples if args.limit is None else samples[: args.limit]
+    selected = select_samples(samples, args.limit, parse_task_limits(args.limit_per_task))
     dist = _Dist(args.device)
     try:
         settings = settings_from_args(args, dist.cuda)
@@ -419,7 +458,7 @@ def _evaluate_share(args, dist: _Dist, model_path: Path, model_id: str, run_dir:
     model = UniMedVL.from_pretrained(
         model_path, device=dist.device, dtype=settings.dtype, min_image_size=settings.vae_min_size,
         max_image_size=settings.vae_max_size, vit_min_image_size=settings.vit_min_size,
-        vit_max_image_size=settings.vit_max_size,
+        vit_max_image_size=settings.vit_max_size, prefer=settings.weights,
     )  # fmt: skip
     evaluator = evaluator_cls(model, settings, run_dir, dist.rank)
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")

@@ -1,12 +1,14 @@
 """`unimedvl stats`: summary CSV, bar charts and a self-contained HTML report of evaluation runs.
 
     unimedvl stats DIR... -o summary.csv [--plot DIR] [--html FILE] [--samples-per-task N]
+                   [--train-log RUN_DIR_OR_METRICS_JSONL ...]
 
 Every statistics.json under the DIRs becomes one CSV row (layout and model_id/split rule in
 unimedvl.eval.stats_csv). --plot writes one PNG bar chart per metric (groups: overall and each
 task; one bar per model_id/split). --html writes one file with the tables, the charts and, per
 run, a few input / ground truth / prediction triplets per task from images/<sample>_{input,GT,
 pred}.png beside statistics.json, with the sample's line of results.jsonl when there is one.
+--train-log adds the loss curves of training runs (their metrics.jsonl) to the charts and the report.
 """
 
 from __future__ import annotations
@@ -58,19 +60,31 @@ def metric_groups(entries: Sequence[StatsEntry]) -> dict[str, dict[str, dict[str
     return table
 
 
-def _chart_png(metric: str, by_label: dict[str, dict[str, tuple]]) -> bytes:
+def _figure(figsize: tuple[float, float]):
+    """A matplotlib Figure drawn off-screen (no pyplot state, safe in threads and servers)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
         raise UserError("--plot/--html need matplotlib: pip install matplotlib") from e
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _chart_png(metric: str, by_label: dict[str, dict[str, tuple]]) -> bytes:
     groups = ["overall"] if any("overall" in g for g in by_label.values()) else []
     groups += sorted({g for gs in by_label.values() for g in gs} - {"overall"})
     labels = list(by_label)
     width = 0.8 / max(1, len(labels))
-    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(labels)) ** 0.5 + 2), 4))
-    FigureCanvasAgg(fig)
+    fig = _figure((max(5.0, 1.2 * len(groups) * max(1, len(labels)) ** 0.5 + 2), 4))
     ax = fig.subplots()
     for i, label in enumerate(labels):
         xs, ys, errs = [], [], []
@@ -85,10 +99,40 @@ def _chart_png(metric: str, by_label: dict[str, dict[str, tuple]]) -> bytes:
     ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
     ax.set_title(metric)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return _png(fig)
+
+
+LOSS_KEYS = ("loss", "ce", "mse")  # what the trainer logs per step in metrics.jsonl, plotted if present
+
+
+def read_train_log(path: str | Path) -> list[dict]:
+    """The per-step lines of a training run's metrics.jsonl (``path``: the file or its run folder).
+
+    Lines that do not parse or have no ``step`` are skipped (a run killed mid-write leaves one).
+    """
+    path = Path(path)
+    file = path / "metrics.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path}: no metrics.jsonl (pass a training run folder or its metrics.jsonl)")
+    rows, _ = _read_results(file)
+    return [r for r in rows if isinstance(r.get("step"), (int, float))]
+
+
+def loss_curves_png(logs: dict[str, list[dict]]) -> bytes:
+    """One panel per logged loss (total, text CE, latent MSE): loss against step, one line per run."""
+    keys = [k for k in LOSS_KEYS if any(k in row for rows in logs.values() for row in rows)]
+    fig = _figure((4.0 * max(1, len(keys)), 3.2))
+    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        for label, rows in logs.items():
+            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), label=label, linewidth=1.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _png(fig)
 
 
 def make_charts(entries: Sequence[StatsEntry]) -> dict[str, bytes]:
@@ -183,14 +227,15 @@ def _result_text(result: dict, max_chars: int = 1000) -> str:
     return f"<dl>{''.join(items)}</dl>" if items else ""
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain HTML table; every cell is escaped."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-_CSS = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px;
+_CSS = """body{font-family:sans-serif;margin:1.5em}img{max-width:100%}table{border-collapse:collapse;font-size:12px;
 margin-bottom:1em}td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}
 .triplet{display:flex;gap:8px;align-items:flex-start;margin:6px 0}
 .triplet figure{margin:0}figcaption{font-size:11px;text-align:center}
@@ -200,19 +245,29 @@ justify-content:center;font-size:11px}"""
 
 
 def build_html(entries: Sequence[StatsEntry], samples_per_task: int = 3,
-               thumb_size: int = 256, charts: dict[str, bytes] | None = None) -> str:
-    """The self-contained HTML report (tables, charts and sample triplets, all inline)."""
+               thumb_size: int = 256, charts: dict[str, bytes] | None = None,
+               train_logs: dict[str, list[dict]] | None = None,
+               preface: Sequence[tuple[str, str]] = ()) -> str:
+    """The self-contained HTML report (tables, charts, loss curves and sample triplets, all inline).
+
+    ``train_logs``: run label -> metrics.jsonl rows (:func:`read_train_log`), drawn as loss curves.
+    ``preface``: (title, trusted HTML) sections placed first, e.g. the demo's baseline comparison.
+    """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>UniMedVL evaluation"
              f"</title><style>{_CSS}</style></head><body><h1>UniMedVL evaluation</h1>"
              f"<p>Generated {datetime.now().isoformat(timespec='seconds')} from "
-             f"{len(entries)} statistics.json file(s).</p><h2>Summary</h2>"]
-    parts.append(_table(*summary_table(entries)))
+             f"{len(entries)} statistics.json file(s).</p>"]
+    parts += [f"<h2>{html.escape(title)}</h2>{body}" for title, body in preface]
+    if train_logs:
+        parts.append("<h2>Training</h2>" + _img_tag(loss_curves_png(train_logs), "loss curves"))
+    parts.append("<h2>Summary</h2>")
+    parts.append(html_table(*summary_table(entries)))
     parts.append("<h2>All metrics</h2>")
     long_rows = [(e.model_id, e.split, group, metric, values[0],
                   "" if values[1] is None else values[1])
                  for metric, by_label in sorted(metric_groups(entries).items())
                  for e in entries for group, values in by_label.get(e.label, {}).items()]
-    parts.append(_table(["model_id", "split", "group", "metric", "value", "std"], long_rows))
+    parts.append(html_table(["model_id", "split", "group", "metric", "value", "std"], long_rows))
     charts = make_charts(entries) if charts is None else charts
     if charts:
         parts.append("<h2>Charts</h2>")
@@ -257,6 +312,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here")
     p.add_argument("--samples-per-task", type=int, default=3, metavar="N",
                    help="image triplets per task and run in the HTML report (default 3)")
+    p.add_argument("--train-log", action="append", default=[], metavar="PATH",
+                   help="a training run folder or its metrics.jsonl: its loss curves go into --plot "
+                        "(loss_curves.png) and --html (repeat for several runs)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -274,16 +332,25 @@ def run(args: argparse.Namespace) -> int:
         what = "no usable statistics.json" if skipped else "no statistics.json"
         print(f"error: {what} found under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
+    logs = {_run_label(Path(p)): read_train_log(p) for p in args.train_log}
     write_summary_csv(entries, args.output)
     print(f"wrote {len(entries)} row(s) to {args.output}")
     charts = make_charts(entries) if (args.plot or args.html) else None
     if args.plot:
         paths = write_plots(entries, args.plot, charts)
+        if logs:
+            paths.append(Path(args.plot) / "loss_curves.png")
+            paths[-1].write_bytes(loss_curves_png(logs))
         print(f"wrote {len(paths)} chart(s) to {args.plot}")
     if args.html:
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(build_html(entries, args.samples_per_task, charts=charts),
+        out.write_text(build_html(entries, args.samples_per_task, charts=charts, train_logs=logs),
                        encoding="utf-8")
         print(f"wrote {out}")
     return 0
+
+
+def _run_label(path: Path) -> str:
+    """A training run's name in the legend: its folder (the file's folder for metrics.jsonl)."""
+    return (path if path.is_dir() else path.parent).resolve().name

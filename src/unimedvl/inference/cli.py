@@ -31,6 +31,12 @@ GUIDANCE_FLAGS = ("cfg_text_scale", "cfg_img_scale", "cfg_interval", "cfg_renorm
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    model_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+
+def model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype and the image size rules: shared by ask/edit/generate/chat and serve."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -40,7 +46,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                    help="VAE resize rule: short edge at least this (512 quality, 256 speed)")  # fmt: skip
     g.add_argument("--max-image-size", type=int, default=1024, help="VAE resize rule: long edge at most this")
     g.add_argument("--vit-min-image-size", type=int, default=378, help="ViT transform: short edge at least this")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    g.add_argument("--vit-max-image-size", type=int, default=980, help="ViT transform: long edge at most this")
 
 
 def _text_options(parser: argparse.ArgumentParser) -> None:
@@ -119,12 +125,14 @@ def register(subparsers) -> None:
 # Commands.
 
 
-def _load(args):
+def load_model(args):
+    """The UniMedVL that :func:`model_options` describe."""
     from unimedvl.inference.api import UniMedVL
 
     return UniMedVL.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, min_image_size=args.min_image_size,
         max_image_size=args.max_image_size, vit_min_image_size=args.vit_min_image_size,
+        vit_max_image_size=args.vit_max_image_size,
     )  # fmt: skip
 
 
@@ -157,7 +165,7 @@ def _emit(args, payload: dict, plain: str) -> None:
 
 
 def run_ask(args) -> int:
-    model = _load(args)
+    model = load_model(args)
     answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
     if args.think:
@@ -194,7 +202,7 @@ def _run_image(args, call: Callable) -> int:
 
 
 def run_edit(args) -> int:
-    model = _load(args)
+    model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
         max_think_tokens=args.max_new_tokens, **_guidance_args(args),
@@ -202,7 +210,7 @@ def run_edit(args) -> int:
 
 
 def run_generate(args) -> int:
-    model = _load(args)
+    model = load_model(args)
     return _run_image(args, lambda progress: model.generate(
         args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
         max_think_tokens=args.max_new_tokens, **_guidance_args(args),
@@ -213,7 +221,7 @@ CHAT_HELP = "commands: /image PATH, /think on|off, /reset, /quit; any other line
 
 
 def run_chat(args) -> int:
-    model = _load(args)
+    model = load_model(args)
     session = model.chat(think=args.think)
     interactive = sys.stdin.isatty()
     if interactive:

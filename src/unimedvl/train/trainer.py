@@ -148,6 +148,11 @@ class Trainer:
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        if self.ema is not None and cfg.ema ** cfg.total_steps > 0.1:
+            # Evaluation and inference read ema.safetensors by default: warn before it surprises.
+            log.warning("ema %g over total_steps %d keeps %.0f%% of the starting weights in ema.safetensors; "
+                        "use a smaller --ema (e.g. %g; 0 disables it) or evaluate with --weights model", cfg.ema,
+                        cfg.total_steps, 100 * cfg.ema ** cfg.total_steps, max(0.0, round(1 - 5 / cfg.total_steps, 4)))
         self.pixel_cfg = PixelLossConfig(
             cfg.pixel_loss_weight, cfg.pixel_loss_type, cfg.pixel_loss_max_t, cfg.ssim_loss_weight,
             cfg.ssim_loss_max_t, cfg.ssim_grad_scale, cfg.pixel_decode_chunk,
