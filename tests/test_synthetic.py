@@ -343,3 +343,10 @@ def test_vit_image_size_sets_the_mix_vit_transform(tmp_path):
     assert mix["vlm_sft"]["image_transform_args"]["max_image_size"] == SIZE
     with pytest.raises(ConfigError, match="vit_image_size"):
         syn.generate_medsynth(tmp_path / "w", 2, 0, tasks=["vqa"], vit_image_size=7)
+
+
+def test_a_task_without_records_gets_no_empty_dataset(tmp_path):
+    summary = syn.generate_medsynth(tmp_path / "few", n_train=8, n_test=0, seed=0, image_size=SIZE)
+    assert summary["counts"]["train"]["text_to_image"] == 0
+    info = yaml.safe_load((tmp_path / "few" / "dataset_info.yaml").read_text())
+    assert "t2i" not in info and "medsynth_t2i_train" not in summary["datasets"]

@@ -216,10 +216,9 @@ class Demo:
 
     def _eval(self, folder: Path, data: dict, trained: dict) -> dict:
         from unimedvl.cli import main as cli
+        from unimedvl.data.synthetic import TASKS, vit_sizes
 
         c = self.cfg
-        from unimedvl.data.synthetic import vit_sizes
-
         # The image sizes the model was trained at (the MedSynth mix's transforms), not the
         # release's 512 / 378 px defaults: a 64 px model would otherwise see 8x upscaled images.
         vit = vit_sizes(c.image_size)
@@ -230,9 +229,8 @@ class Demo:
         runs = {"root": str(folder)}
         # OUT/eval/<model_id>/<split>/statistics.json: `unimedvl stats` names rows model, split.
         # Every VQA question (cheap); at most eval_per_task records of every other task.
-        limits = {"medsynth": ["--limit-per-task", str(c.eval_per_task),
-                               "--limit-per-task", "image_understanding=1000000000"],
-                  "real": ["--limit", str(c.real_limit)] if c.real_limit else []}
+        capped = [f"--limit-per-task={task}={c.eval_per_task}" for task in TASKS if task != "image_understanding"]
+        limits = {"medsynth": capped, "real": ["--limit", str(c.real_limit)] if c.real_limit else []}
         for name, jsonl, data_dir in (("medsynth", data["test_jsonl"], data["medsynth_dir"]),
                                       ("real", data["real_jsonl"], data["real_dir"])):
             args = ["eval", *common, "--data", jsonl, "--data-dir", data_dir, "--out", str(folder), "--split", name,

@@ -430,7 +430,8 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
         by_task = {task: [make_record(task, split, i, seed, image_size, out) for i in range(counts[task])]
                    for task in chosen}
         for task, records in by_task.items():
-            by_type.setdefault(TASKS[task], []).extend(records)
+            if records:  # a task with no records this split gets no (empty) dataset
+                by_type.setdefault(TASKS[task], []).extend(records)
         write_jsonl(out / f"{split}.jsonl", _round_robin(list(by_task.values())))
         summary["jsonl"][split] = str(out / f"{split}.jsonl")
         for dtype, records in by_type.items():
