@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -78,7 +77,6 @@ def test_guidance_scale_one_is_unguided():
 @pytest.mark.parametrize("renorm", ["global", "channel", "text_channel"])
 def test_guidance_is_per_sample(renorm):
     cfg = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_renorm_type=renorm, cfg_renorm_min=0.0)
-    counts = [5, 3]
     v = {k: torch.randn(8, 6) for k in ("cond", "text_uncond", "img_uncond")}
     seg = torch.tensor([0] * 5 + [1] * 3)
     both = combine_guidance(v, cfg, seg, 2)

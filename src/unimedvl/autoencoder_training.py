@@ -351,7 +351,7 @@ def _quantize(x: Tensor) -> np.ndarray:
 
 
 def _mean_psnr(pred: Tensor, target: Tensor) -> list[float]:
-    from unimedvl.eval.metrics import psnr
+    from unimedvl.eval.image_metrics import psnr
 
     return [psnr(p, t, 255.0) for p, t in zip(_quantize(pred), _quantize(target))]
 

@@ -36,7 +36,7 @@ def _read_results(root: Path, split: str) -> list[dict]:
 
 
 def _identity_scores(line: Mapping[str, Any]) -> tuple[float, float] | None:
-    from unimedvl.eval.metrics import paired_image_metrics
+    from unimedvl.eval.image_metrics import paired_image_metrics
 
     images = line.get("images") or {}
     if not images.get("input") or not images.get("GT"):
@@ -74,7 +74,7 @@ def restoration_table(lines: list[dict]) -> dict[str, dict]:
 
 def vqa_table(lines: list[dict]) -> dict[str, dict]:
     """Per question type: accuracy and the majority-answer baseline over the same questions."""
-    from unimedvl.eval.metrics import normalize_answer
+    from unimedvl.eval.text_metrics import normalize_answer
 
     groups: dict[str, list] = defaultdict(list)
     for line in lines:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from unimedvl.errors import DataError
-from unimedvl.eval.metrics import mean_std_finite
+from unimedvl.eval.image_metrics import mean_std_finite
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
 from pathlib import Path
 
 import torch
