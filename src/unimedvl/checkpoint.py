@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
 from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.models.hf_qwen import llm_config_from_hf
 from unimedvl.models.vision import vit_config_from_hf
 
 CONFIG_FILE = "unimedvl_config.yaml"
@@ -76,7 +77,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
             )
     llm = _read_json(path / "llm_config.json")
     cfg = ModelConfig(
-        llm=llm_config_from_hf(llm, source=str(path / "llm_config.json")),
+        llm=llm_config_from_hf(llm, source=str(path / "llm_config.json"), implied=RELEASE_IMPLIED),
         max_latent_size=RELEASE_IMPLIED["max_latent_size"],
         latent_patch_size=RELEASE_IMPLIED["latent_patch_size"],
         connector_act=RELEASE_IMPLIED["connector_act"],
@@ -92,29 +93,6 @@ def read_model_config(path: str | Path) -> ModelConfig:
     else:
         cfg.visual_gen = False
     return cfg
-
-
-def llm_config_from_hf(data: Mapping, source: str = "config.json") -> LLMConfig:
-    """LLMConfig from a Qwen2/Qwen2.5/Qwen3 ``config.json``; release-implied values fill the gaps."""
-    fields = {
-        "vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
-        "num_hidden_layers": "num_hidden_layers", "num_attention_heads": "num_attention_heads",
-        "num_key_value_heads": "num_key_value_heads", "rope_theta": "rope_theta",
-        "rms_norm_eps": "rms_norm_eps", "max_position_embeddings": "max_position_embeddings",
-        "tie_word_embeddings": "tie_word_embeddings", "qk_norm": "qk_norm", "layer_module": "layer_module",
-        "head_dim": "head_dim", "attention_bias": "attention_bias",
-    }
-    kwargs = {ours: data[theirs] for theirs, ours in fields.items() if data.get(theirs) is not None}
-    if "rope_theta" not in kwargs and isinstance(data.get("rope_parameters"), Mapping):
-        kwargs["rope_theta"] = data["rope_parameters"].get("rope_theta", 10000.0)
-    for key in ("qk_norm", "tie_word_embeddings", "layer_module"):
-        kwargs.setdefault(key, RELEASE_IMPLIED[key])
-    kwargs.setdefault("attention_bias", True)  # Qwen2 has q/k/v bias and no attention_bias key
-    kwargs = {k: (float(v) if k in ("rope_theta", "rms_norm_eps") else v) for k, v in kwargs.items()}
-    try:
-        return LLMConfig(**kwargs)
-    except (ConfigError, TypeError) as err:
-        raise CheckpointError(f"{source}: {err}") from None
 
 
 def llm_config_to_hf(cfg: LLMConfig) -> dict:
