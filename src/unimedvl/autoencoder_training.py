@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from unimedvl.config import VAEConfig, from_dict, to_dict
-from unimedvl.errors import CheckpointError, ConfigError, DataError
+from unimedvl.data.image_sets import CropBatches, center_crop, collect_image_paths, load_training_image, to_unit
+from unimedvl.errors import CheckpointError, ConfigError
 from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
+from unimedvl.ssim import ssim
 
 __all__ = [
     "AutoencoderTrainConfig",
@@ -69,8 +69,6 @@ __all__ = [
 ]
 
 REPORT_FORMAT = "unimedvl-autoencoder-report/1"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
-                    ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
 RESIZE_MODES = ("crop", "resize")
 VAE_IMAGE_STRIDE = 16  # pixels per latent token of the unified model: VAE downsample x latent_patch_size
 # Log-variance a fresh encoder starts from (posterior std e^-4 ~ 0.02). With the default init
@@ -198,133 +196,12 @@ def check_layout(cfg: VAEConfig, latent_patch_size: int = 2) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Images.
-
-
-def _has_image_suffix(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), data_dir: str | None = None) -> list[str]:
-    """Every image named by ``images`` (folders, files, globs) and by the JSONL files ``data``, deduplicated.
-
-    Folders are searched recursively for known image extensions; JSONL records contribute all
-    their ``input_img`` and ``output_img`` paths (``#key=value`` options kept). Order is
-    deterministic (sorted per folder / glob, then record order).
-    """
-    from unimedvl.data.records import read_jsonl
-
-    found: list[str] = []
-    for spec in images:
-        if os.path.isdir(spec):
-            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and _has_image_suffix(p.name))
-            if not hits:
-                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        elif os.path.isfile(spec.split("#", 1)[0]) or os.path.isfile(spec):
-            hits = [spec]
-        elif glob.has_magic(spec):
-            hits = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-            if not hits:
-                raise DataError(f"{spec}: the pattern matches no files")
-        else:
-            raise DataError(f"{spec}: no such file or folder (give image folders, files or glob patterns)")
-        found.extend(hits)
-    for jsonl in data:
-        count = len(found)
-        for record in read_jsonl(jsonl, data_dir):
-            found.extend(ref.path for ref in record.images)
-        if len(found) == count:
-            raise DataError(f"{jsonl}: no record has input_img / output_img images")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise DataError("no images found; check the images / data arguments")
-    return unique
-
-
-def _load(path: str, size: int, resize: str, min_side: int) -> Tensor:
-    """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
-    from unimedvl.data.medical_io import load_image
-
-    image = load_image(path)
-    width, height = image.size
-    if min(width, height) < min_side:
-        raise DataError(
-            f"{path}: image is {width}x{height} px, smaller than the VAE's {min_side}-px latent cell; "
-            f"remove it from the training set"
-        )
-    if resize == "resize":
-        target = (size, size)
-    else:  # crop: keep the native scale unless a side is shorter than a crop
-        scale = max(1.0, size / min(width, height))
-        target = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if target != (width, height):
-        image = image.resize(target, Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-
-
-def _to_unit(batch: Tensor) -> Tensor:
-    """uint8 (B, 3, H, W) -> float32 in [-1, 1]."""
-    return batch.float().div_(127.5).sub_(1.0)
-
-
-def _center_crop(image: Tensor, size: int) -> Tensor:
-    height, width = image.shape[-2:]
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[:, top : top + size, left : left + size]
-
-
-class _Batches:
-    """Random batches of random crops (and flips) from images held in memory as uint8."""
-
-    def __init__(self, images: list[Tensor], size: int, batch_size: int, flip: bool, generator: torch.Generator):
-        self.images, self.size, self.batch_size, self.flip, self.gen = images, size, batch_size, flip, generator
-        self.order: list[int] = []
-
-    def next(self) -> Tensor:
-        picks = []
-        for _ in range(self.batch_size):
-            if not self.order:  # a fresh permutation per epoch, so every image is seen once per epoch
-                self.order = torch.randperm(len(self.images), generator=self.gen).tolist()
-            image = self.images[self.order.pop()]
-            height, width = image.shape[-2:]
-            top = int(torch.randint(height - self.size + 1, (1,), generator=self.gen))
-            left = int(torch.randint(width - self.size + 1, (1,), generator=self.gen))
-            crop = image[:, top : top + self.size, left : left + self.size]
-            if self.flip and bool(torch.rand((), generator=self.gen) < 0.5):
-                crop = crop.flip(-1)
-            picks.append(crop)
-        return _to_unit(torch.stack(picks))
-
-
-# ---------------------------------------------------------------------------------------------
 # Losses and metrics.
-
-
-def _gaussian_window(size: int, sigma: float) -> Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
 
 
 def ssim_torch(x: Tensor, y: Tensor, window: int = 7, sigma: float = 1.5) -> Tensor:
     """Mean SSIM of images in [-1, 1] (Gaussian window, data range 1 after mapping to [0, 1]); differentiable."""
-    x, y = (x + 1) / 2, (y + 1) / 2
-    channels = x.shape[1]
-    window = min(window, x.shape[-1], x.shape[-2])
-    g = _gaussian_window(window, sigma).to(x)
-    kernel_h = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    kernel_v = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-
-    def blur(t: Tensor) -> Tensor:  # separable, valid region only
-        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_v, groups=channels)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean()
+    return ssim((x + 1) / 2, (y + 1) / 2, window_size=window, sigma=sigma).mean()
 
 
 def _losses(model: Autoencoder, x: Tensor, cfg: AutoencoderTrainConfig, gen: torch.Generator) -> dict[str, Tensor]:
@@ -475,13 +352,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
         n_held = min(cfg.max_heldout, max(1, round(cfg.heldout_fraction * len(order))), len(order) - 1)
     held_paths = [paths[i] for i in order[:n_held]]
     train_paths = [paths[i] for i in order[n_held:]]
-    train_images = [_load(p, cfg.image_size, cfg.resize, layout.downsample)
+    train_images = [load_training_image(p, cfg.image_size, cfg.resize, layout.downsample)
                     for p in _progress(train_paths, progress, "load images")]
-    held_images = [_load(p, cfg.image_size, cfg.resize, layout.downsample) for p in held_paths]
+    held_images = [load_training_image(p, cfg.image_size, cfg.resize, layout.downsample) for p in held_paths]
     # Evaluation views: the centre image_size crop (the whole image in resize mode).
     eval_source = held_images or train_images[: cfg.max_heldout]
-    eval_x = _to_unit(torch.stack([_center_crop(im, cfg.image_size) for im in eval_source]))
-    stats_x = _to_unit(torch.stack([_center_crop(im, cfg.image_size) for im in train_images[: cfg.stats_images]]))
+    eval_x = to_unit(torch.stack([center_crop(im, cfg.image_size) for im in eval_source]))
+    stats_x = to_unit(torch.stack([center_crop(im, cfg.image_size) for im in train_images[: cfg.stats_images]]))
 
     model.eval()
     psnr_initial = _finite_mean(_mean_psnr(_reconstruct(model, eval_x), eval_x))
@@ -489,7 +366,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
     _say(progress, f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
                    f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB")
 
-    batches = _Batches(train_images, cfg.crop_size or cfg.image_size, cfg.batch_size, cfg.flip, gen)
+    batches = CropBatches(train_images, cfg.crop_size or cfg.image_size, cfg.batch_size, cfg.flip, gen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     history: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}

@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from unimedvl.flow import estimate_clean
 from unimedvl.models.embeddings import unpatchify_latent
 from unimedvl.packed_batch import PackedBatch
+from unimedvl.ssim import ssim
 
 
 @dataclass
@@ -64,32 +64,6 @@ class _ScaleGrad(torch.autograd.Function):
 def scale_grad(x: Tensor, scale: float) -> Tensor:
     """Identity forward; gradient multiplied by ``scale``."""
     return _ScaleGrad.apply(x, scale)
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
-    """Mean SSIM per image of (B, C, H, W) tensors in [0, data_range]: Gaussian window, valid region. -> (B,)"""
-    channels = x.shape[1]
-    size = min(window_size, x.shape[-1], x.shape[-2])
-    w = gaussian_window(size, sigma, x.device, x.dtype).expand(channels, 1, size, size)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    def blur(z: Tensor) -> Tensor:
-        return F.conv2d(z, w, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).flatten(1).mean(1)
 
 
 def pixel_losses(vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_images: float,
