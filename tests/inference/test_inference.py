@@ -10,9 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from inference_support import SMALL, STEPS, random_image
 
-from unimedvl.checkpoint import load_model, save_model
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
 from unimedvl.flow import GuidanceConfig, combine_guidance
@@ -20,55 +19,6 @@ from unimedvl.inference.api import Answer, ImageAnswer, UniMedVL
 from unimedvl.inference.inferencer import GuidedVelocity, Inferencer, Request
 from unimedvl.init_checkpoint import init_checkpoint
 from unimedvl.packed_batch import TextSplit, build_packed_batch
-from unimedvl.tokenizer import Tokenizer
-
-STEPS = 4
-SMALL = dict(min_image_size=32, max_image_size=64, vit_min_image_size=56)
-
-
-def _image(h, w, seed):
-    rng = np.random.RandomState(seed)
-    return Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8))
-
-
-def single_thread():
-    # Debug-size ops are too small to gain from intra-op threads, and on a shared machine the
-    # threads' barriers wait for descheduled peers: one thread is several times faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_checkpoint(path):
-    """The debug checkpoint with a non-zero velocity head and distinct experts."""
-    init_checkpoint("debug", path, seed=0)
-    # A fresh model predicts zero velocity (llm2vae is zero-initialised): give it weights so that
-    # guidance, seeds and batching have something to change.
-    model = load_model(path)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        model.llm2vae.weight.copy_(torch.randn(model.llm2vae.weight.shape, generator=g) * 0.05)
-        for name, p in model.language_model.named_parameters():
-            if "_moe_gen" in name and p.dim() == 2:  # experts differ, so routing matters
-                p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    save_model(model, path, Tokenizer.from_dir(path))
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "debug")
-
-
-@pytest.fixture(scope="module")
-def api(checkpoint):
-    return UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", **SMALL)
 
 
 def _fast(task, **kw):
@@ -84,7 +34,7 @@ def _fast(task, **kw):
 def test_cached_greedy_decoding_equals_full_forward_decoding(api):
     inf = api.inferencer
     model, tok = inf.model, inf.tokenizer
-    image, question = _image(40, 56, 0), "What imaging modality is this?"
+    image, question = random_image(40, 56, 0), "What imaging modality is this?"
     answer = inf.run([Request([image, question], max_new_tokens=10)])[0].token_ids
     # Reference: recompute all logits from scratch on a PackedBatch after every token.
     vit_splits, _ = inf.image_splits(image, generation=False)
@@ -104,12 +54,12 @@ def test_cached_greedy_decoding_equals_full_forward_decoding(api):
 def test_batch_of_mixed_requests_equals_single_requests(api):
     inf = api.inferencer
     requests = [
-        Request([_image(40, 56, 0), "What imaging modality is this?"], max_new_tokens=6),
-        Request([_image(64, 48, 1), "Remove the noise."], "edit", guidance=_fast("edit"), seed=1),
+        Request([random_image(40, 56, 0), "What imaging modality is this?"], max_new_tokens=6),
+        Request([random_image(64, 48, 1), "Remove the noise."], "edit", guidance=_fast("edit"), seed=1),
         Request(["This is a chest X-ray."], max_new_tokens=9),
         Request(["Generate a chest X-ray."], "generate", guidance=_fast("generate"), seed=2, height=32, width=48),
-        Request([_image(32, 32, 2), "Is there a lesion?"], max_new_tokens=7, temperature=0.8, top_p=0.9, seed=5),
-        Request([_image(48, 48, 3), "Deblur this MRI slice."], "edit", guidance=_fast("edit"), seed=3),
+        Request([random_image(32, 32, 2), "Is there a lesion?"], max_new_tokens=7, temperature=0.8, top_p=0.9, seed=5),
+        Request([random_image(48, 48, 3), "Deblur this MRI slice."], "edit", guidance=_fast("edit"), seed=3),
         Request(["An axial brain MRI."], "generate", guidance=_fast("generate"), seed=6, height=48, width=48),
     ]
     batched = inf.run(requests)
@@ -127,7 +77,7 @@ def test_batch_of_mixed_requests_equals_single_requests(api):
 
 
 def test_sampling_is_seeded_per_request(api):
-    image, q = _image(40, 40, 4), "Describe the findings."
+    image, q = random_image(40, 40, 4), "Describe the findings."
     a = api.ask(image, q, temperature=1.0, top_p=0.95, seed=11, max_new_tokens=8)
     b = api.ask(image, q, temperature=1.0, top_p=0.95, seed=11, max_new_tokens=8)
     c = api.ask(image, q, temperature=1.0, top_p=0.95, seed=12, max_new_tokens=8)
@@ -135,7 +85,7 @@ def test_sampling_is_seeded_per_request(api):
 
 
 def test_image_inputs_as_path_array_tensor_and_dicom(api, tmp_path):
-    image = _image(48, 40, 5)
+    image = random_image(48, 40, 5)
     image.save(tmp_path / "x.png")
     q = "What imaging modality is this?"
     ref = api.ask(image, q, max_new_tokens=5)
@@ -156,7 +106,7 @@ def test_image_inputs_as_path_array_tensor_and_dicom(api, tmp_path):
 def test_contexts_follow_the_spec(api):
     inf = api.inferencer
     tok = inf.tokenizer
-    image, text = _image(32, 48, 6), "Remove the noise."
+    image, text = random_image(32, 48, 6), "Remove the noise."
     n_text = len(tok.encode(text)) + 2  # <|im_start|> text <|im_end|>
     n_vae = (32 // 16) * (48 // 16) + 2  # latent tokens + markers
     vit = inf.vit_transform(inf.vae_transform.resize(image))
@@ -200,7 +150,7 @@ def test_thinking_adds_reasoning_to_the_full_context_only(api):
 
 
 def test_understanding_think_mode_returns_answer_object(api):
-    out = api.ask(_image(32, 32, 7), "Is there a lesion?", think=True, max_new_tokens=5)
+    out = api.ask(random_image(32, 32, 7), "Is there a lesion?", think=True, max_new_tokens=5)
     assert isinstance(out, Answer) and isinstance(out.thinking, str) and str(out) == out.text
 
 
@@ -210,7 +160,7 @@ def test_understanding_think_mode_returns_answer_object(api):
 @torch.no_grad()
 def test_guidance_branches_batched_equal_one_by_one_and_scale_one_is_unguided(api):
     inf = api.inferencer
-    plan = inf.prepare([Request([_image(32, 48, 8), "Remove the noise."], "edit", guidance=_fast("edit")),
+    plan = inf.prepare([Request([random_image(32, 48, 8), "Remove the noise."], "edit", guidance=_fast("edit")),
                         Request(["Generate a chest X-ray."], "generate", height=48, width=32)])  # fmt: skip
     jobs = plan.jobs
     grids = [(2, 3), (3, 2)]
@@ -230,7 +180,7 @@ def test_guidance_branches_batched_equal_one_by_one_and_scale_one_is_unguided(ap
 
 
 def test_scale_one_and_empty_interval_give_the_unguided_image(api):
-    image, text = _image(32, 32, 9), "Remove the noise."
+    image, text = random_image(32, 32, 9), "Remove the noise."
 
     def run(**guidance):
         return np.asarray(api.edit(image, text, seed=4, num_timesteps=STEPS, **guidance))
@@ -255,10 +205,10 @@ def test_seeds_reproduce_images(api):
 
 def test_chat_session_keeps_turns_and_switches_thinking(api):
     chat = api.chat()
-    chat.attach(_image(40, 40, 10))
+    chat.attach(random_image(40, 40, 10))
     with_image = chat.context_length
     first = chat.ask("What is this?", max_new_tokens=4)
-    assert first == api.ask(_image(40, 40, 10), "What is this?", max_new_tokens=4)  # a first turn is an ask
+    assert first == api.ask(random_image(40, 40, 10), "What is this?", max_new_tokens=4)  # a first turn is an ask
     after_first = chat.context_length
     chat.ask("Where is the lesion?", max_new_tokens=4)
     assert chat.context_length > after_first > with_image
@@ -286,7 +236,7 @@ def test_bad_inputs_raise_one_clear_user_error(api, checkpoint, tmp_path):
     with pytest.raises(DataError, match="not an image file"):
         api.ask(tmp_path / "broken.png", q)
     with pytest.raises(DataError, match="question is empty"):
-        api.ask(_image(32, 32, 0), "  ")
+        api.ask(random_image(32, 32, 0), "  ")
     with pytest.raises(DataError, match="uint8 or floats in"):
         api.ask(np.full((32, 32), 1000, dtype=np.int32), q)
     with pytest.raises(DataError, match="must be a PIL image"):
@@ -305,11 +255,11 @@ def test_bad_inputs_raise_one_clear_user_error(api, checkpoint, tmp_path):
     (tmp_path / "nogen.yaml").write_text("size: debug\nvisual_gen: false\n")
     nogen_dir = init_checkpoint(tmp_path / "nogen.yaml", tmp_path / "nogen", seed=0, tokenizer=api.tokenizer)
     nogen = UniMedVL.from_pretrained(nogen_dir, **SMALL)
-    assert isinstance(nogen.ask(_image(32, 32, 0), q, max_new_tokens=2), str)
+    assert isinstance(nogen.ask(random_image(32, 32, 0), q, max_new_tokens=2), str)
     with pytest.raises(UserError, match="visual_gen=False"):
         nogen.generate("x-ray", height=32, width=32)
     with pytest.raises(UserError, match="visual_gen=False"):
-        nogen.edit(_image(32, 32, 0), "denoise")
+        nogen.edit(random_image(32, 32, 0), "denoise")
 
 
 def test_large_images_are_resized_to_the_position_tables_with_a_notice(api):
@@ -318,7 +268,7 @@ def test_large_images_are_resized_to_the_position_tables_with_a_notice(api):
         inf = Inferencer(model, tok, ImageTransform(16, 4096, 32), ImageTransform(14, 4096, 56))
     limit = model.config.max_latent_size * 16
     assert inf.vae_transform.max_image_size == limit
-    splits, (h, w) = inf.image_splits(_image(1200, 300, 0), generation=True)
+    splits, (h, w) = inf.image_splits(random_image(1200, 300, 0), generation=True)
     assert max(h, w) <= limit and splits[1].image.shape[1] <= model.config.vit_max_num_patch_per_side * 14
-    out = inf.run([Request([_image(1200, 300, 0), "What is this?"], max_new_tokens=2)])[0]
+    out = inf.run([Request([random_image(1200, 300, 0), "What is this?"], max_new_tokens=2)])[0]
     assert isinstance(out.text, str)

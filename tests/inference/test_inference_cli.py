@@ -5,45 +5,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
+from inference_support import SMALL, STEPS, random_image
 from PIL import Image
 
-from test_inference import SMALL, STEPS, _image, make_checkpoint, single_thread
-
 from unimedvl import cli
-from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
 
-INFERENCE_COMMANDS = {
-    "ask": ("unimedvl.inference.cli:register_ask", "answer a question about medical image(s)"),
-    "edit": ("unimedvl.inference.cli:register_edit", "edit a medical image following an instruction"),
-    "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
-    "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
-}
 SIZES = ["--min-image-size", str(SMALL["min_image_size"]), "--max-image-size", str(SMALL["max_image_size"]),
          "--vit-min-image-size", str(SMALL["vit_min_image_size"])]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from single_thread()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "debug")
-
-
-@pytest.fixture(scope="module")
-def api(checkpoint):
-    return UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", **SMALL)
-
-
-@pytest.fixture(autouse=True)
-def _commands(monkeypatch):
-    # Until the lead lists them in cli.COMMANDS (a no-op once they are there).
-    for name, entry in INFERENCE_COMMANDS.items():
-        monkeypatch.setitem(cli.COMMANDS, name, cli.COMMANDS.get(name, entry))
 
 
 def _main(capsys, *argv):
@@ -54,7 +23,7 @@ def _main(capsys, *argv):
 
 def test_ask_cli_api_and_batch_give_the_same_greedy_answer(api, checkpoint, tmp_path, capsys):
     png = tmp_path / "cxr.png"
-    _image(48, 40, 20).save(png)
+    random_image(48, 40, 20).save(png)
     question = "What imaging modality is this?"
     expected = api.ask(png, question, max_new_tokens=6)
     code, out, _ = _main(capsys, "ask", "--model", checkpoint, "--image", png, "--question", question,
@@ -63,7 +32,7 @@ def test_ask_cli_api_and_batch_give_the_same_greedy_answer(api, checkpoint, tmp_
     mixed = api.run([
         Request(["Generate a chest X-ray."], "generate", height=32, width=32, seed=0),
         Request([Path(png), question], max_new_tokens=6),
-        Request([_image(32, 32, 21), "Is there a lesion?"], max_new_tokens=3),
+        Request([random_image(32, 32, 21), "Is there a lesion?"], max_new_tokens=3),
     ])  # fmt: skip
     assert mixed[1].text == expected
     code, out, _ = _main(capsys, "ask", "--model", checkpoint, "--image", png, "--question", question,
@@ -73,7 +42,7 @@ def test_ask_cli_api_and_batch_give_the_same_greedy_answer(api, checkpoint, tmp_
 
 def test_edit_cli_maps_every_guidance_flag(api, checkpoint, tmp_path, capsys):
     src, out_png = tmp_path / "ct.png", tmp_path / "out" / "clean.png"
-    _image(32, 48, 22).save(src)
+    random_image(32, 48, 22).save(src)
     code, out, err = _main(
         capsys, "edit", "--model", checkpoint, "--image", src, "--instruction", "Remove the noise.", "--out", out_png,
         "--cfg-text-scale", 3.0, "--cfg-img-scale", 1.5, "--cfg-interval", 0.1, 1.0, "--cfg-renorm-type", "channel",
@@ -101,7 +70,7 @@ def test_generate_cli_size_and_think(checkpoint, tmp_path, capsys):
 
 def test_chat_reads_piped_stdin(api, checkpoint, tmp_path, capsys, monkeypatch):
     png = tmp_path / "mri.png"
-    _image(40, 40, 23).save(png)
+    random_image(40, 40, 23).save(png)
     script = "\n".join([
         f"/image {png}", "What is this?", "/think on", "Is it normal?", "/think maybe", "/image /no/such.png",
         "/think off", "/reset", "Is there a lesion?", "/quit", "never read",
