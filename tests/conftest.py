@@ -22,3 +22,14 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: debug-size ops gain nothing from intra-op threads, on a shared
+    2-core machine the threads' barriers wait for descheduled peers, and torchrun workers run with one
+    thread too (so one-process and multi-process results agree bit for bit)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("gradio")
@@ -73,14 +72,12 @@ def _multiframe_dicom(path: Path, frames: int = 3) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, one_thread):
     """(url, model, settings, files) of an app served for this module."""
     from unimedvl.app.ui import build_app, launch
     from unimedvl.inference.api import UniMedVL
     from unimedvl.init_checkpoint import init_checkpoint
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # debug-size ops gain nothing from threads on a shared 2-core machine
     tmp = tmp_path_factory.mktemp("app")
     init_checkpoint("debug", tmp / "ckpt", seed=0)
     model = UniMedVL.from_pretrained(tmp / "ckpt", min_image_size=32, max_image_size=SIZE, vit_min_image_size=56)
@@ -97,7 +94,6 @@ def server(tmp_path_factory):
         yield url, model, settings, demo, files
     finally:
         demo.close()
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture

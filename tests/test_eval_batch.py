@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from unimedvl.cli import main as cli_main
@@ -49,14 +48,8 @@ OVERALL_KEYS = {"total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std
 TASK_KEYS = {"count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # torchrun gives each worker one thread: the one-process runs use one too, so the two agree
-    # bit for bit (and debug-size ops gain nothing from threads on a 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# torchrun gives each worker one thread: the one-process runs use one too, so the two agree bit for bit.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

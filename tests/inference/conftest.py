@@ -1,20 +1,15 @@
 """Fixtures of the inference tests: one perturbed debug checkpoint per module, the API on it, one thread."""
 
 import pytest
-import torch
 from inference_support import SMALL, make_checkpoint
 
 from unimedvl.inference.api import UniMedVL
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Debug-size ops are too small to gain from intra-op threads, and on a shared machine the
-    # threads' barriers wait for descheduled peers: one thread is several times faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every inference test module runs with one torch thread (tests/conftest.py: one_thread)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
