@@ -15,6 +15,7 @@ from unimedvl.autoencoder_training import (
     register,
     ssim_torch,
     train_autoencoder,
+    trained_latent_patch_size,
     trained_vae_config,
 )
 from unimedvl.checkpoint import vae_config_from_file
@@ -135,6 +136,9 @@ def test_a_4x_layout_needs_latent_patch_size_4(medsynth, tmp_path):
     result = train_autoencoder(_cfg(medsynth, tmp_path, vae=f4, latent_patch_size=4, steps=1), progress=False)
     assert result.report["latent_patch_size"] == 4
     assert vae_config_from_file(tmp_path / "ae" / "ae.safetensors").downsample == 4
+    assert trained_latent_patch_size(tmp_path / "ae" / "ae.safetensors") == 4
+    with pytest.raises(ConfigError, match="no such report"):
+        trained_latent_patch_size(tmp_path / "elsewhere" / "ae.safetensors")
 
 
 @pytest.mark.parametrize("ch_mult, match", [

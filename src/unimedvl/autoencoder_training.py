@@ -65,6 +65,7 @@ __all__ = [
     "latent_stats_config",
     "register",
     "train_autoencoder",
+    "trained_latent_patch_size",
     "trained_vae_config",
 ]
 
@@ -484,6 +485,17 @@ def trained_vae_config(weights: str | os.PathLike, report: str | os.PathLike | N
 
     weights = Path(weights)
     return latent_stats_config(vae_config_from_file(weights), report or weights.with_suffix(".json"))
+
+
+def trained_latent_patch_size(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> int:
+    """The unified model's ``latent_patch_size`` a trained ``ae.safetensors`` was made for (from its report)."""
+    path = Path(report or Path(weights).with_suffix(".json"))
+    try:
+        return int(json.loads(path.read_text())["latent_patch_size"])
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: no valid latent_patch_size; is this an autoencoder training report?") from None
 
 
 # ---------------------------------------------------------------------------------------------

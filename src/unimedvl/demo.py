@@ -172,7 +172,7 @@ class Demo:
     def _model_init(self, folder: Path, tokenizer: dict, ae: dict) -> dict:
         import torch
 
-        from unimedvl.autoencoder_training import trained_vae_config
+        from unimedvl.autoencoder_training import trained_latent_patch_size, trained_vae_config
         from unimedvl.checkpoint import save_model
         from unimedvl.config import model_config
         from unimedvl.models.autoencoder import Autoencoder
@@ -181,7 +181,7 @@ class Demo:
 
         cfg = model_config("demo")
         cfg.vae = trained_vae_config(ae["weights"], ae["report"])
-        cfg.latent_patch_size = int(json.loads(Path(ae["report"]).read_text())["latent_patch_size"])
+        cfg.latent_patch_size = trained_latent_patch_size(ae["weights"], ae["report"])
         torch.manual_seed(self.cfg.seed)
         model = UnifiedModel(cfg)
         model.vae.load_state_dict(Autoencoder.from_pretrained(ae["weights"], cfg.vae).state_dict())

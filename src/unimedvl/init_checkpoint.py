@@ -89,7 +89,8 @@ def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Pat
         vae_cfg, latent_patch_size = _trained_vae_layout(Path(vae))
         autoencoder = Autoencoder.from_pretrained(vae, vae_cfg)
         cfg.vae = autoencoder.config
-        cfg.latent_patch_size = latent_patch_size or cfg.latent_patch_size
+        if latent_patch_size is not None:
+            cfg.latent_patch_size = latent_patch_size
         parts["vae"] = autoencoder
     with torch.device("meta"):
         model = UnifiedModel(cfg)
@@ -113,15 +114,12 @@ def _trained_vae_layout(vae: Path):
     (its ``ae.json`` report sits beside it: layout, latent shift / scale, the unified model's patch
     size), or (None, None) for release weights and diffusers folders, which load with their own layout.
     """
-    import json
-
-    from unimedvl.autoencoder_training import trained_vae_config
+    from unimedvl.autoencoder_training import trained_latent_patch_size, trained_vae_config
 
     weights = vae / "ae.safetensors" if vae.is_dir() else vae
-    report = weights.with_suffix(".json")
-    if not (weights.is_file() and report.is_file()):
+    if not (weights.is_file() and weights.with_suffix(".json").is_file()):
         return None, None
-    return trained_vae_config(weights, report), json.loads(report.read_text()).get("latent_patch_size")
+    return trained_vae_config(weights), trained_latent_patch_size(weights)
 
 
 @torch.no_grad()
