@@ -20,16 +20,14 @@ import tempfile
 import time
 
 import torch
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from unimedvl.config import model_config
 from unimedvl.data.loader import DataConfig, build_loader
-from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.init_checkpoint import BUILTIN_CORPUS
+from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.tokenizer import Tokenizer
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-
 
 
 def measure_loader(cfg: DataConfig, model_cfg, tokenizer, batches: int):

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from unimedvl.data.synthetic import generate_medsynth
-from unimedvl.init_checkpoint import init_checkpoint
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.medsynth.generator import generate_medsynth
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK_LINE = re.compile(r"rank (\d+): (\d+) sample\(s\) in ([0-9.]+) s")

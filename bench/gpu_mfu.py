@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from unimedvl.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
+from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 
 MOT_1B = {
     "llm": {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 12,

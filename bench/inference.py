@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
 from unimedvl.config import model_config
@@ -36,12 +37,9 @@ from unimedvl.data.transforms import ImageTransform
 from unimedvl.flow import GuidanceConfig, euler_sample
 from unimedvl.inference.inferencer import VIT_TRANSFORM, GuidedVelocity, Inferencer, Request
 from unimedvl.init_checkpoint import BUILTIN_CORPUS
+from unimedvl.models.packed_batch import TextSplit
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

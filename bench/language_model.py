@@ -19,10 +19,10 @@ import tempfile
 import time
 
 import torch
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from unimedvl.models.language import LanguageModel
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SHAPE = dict(
     vocab_size=32000,

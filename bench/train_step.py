@@ -30,8 +30,8 @@ TOKENS = {"debug": 1024, "small": 1024}
 
 
 def measure(size: str, steps: int, work: Path) -> dict:
-    from unimedvl.data.synthetic import generate_medsynth
     from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.medsynth.generator import generate_medsynth
     from unimedvl.train.config import TrainConfig
     from unimedvl.train.trainer import Trainer
 

@@ -8,21 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from unimedvl.autoencoder_training import (
+from unimedvl.checkpoint import latent_stats_config, trained_latent_patch_size, trained_vae_config, vae_config_from_file
+from unimedvl.config import VAEConfig
+from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
+from unimedvl.medsynth.generator import generate_medsynth
+from unimedvl.models.autoencoder import Autoencoder
+from unimedvl.train.autoencoder import (
     AutoencoderTrainConfig,
     blur_baseline,
-    latent_stats_config,
     register,
     ssim_torch,
     train_autoencoder,
-    trained_latent_patch_size,
-    trained_vae_config,
 )
-from unimedvl.checkpoint import vae_config_from_file
-from unimedvl.config import VAEConfig
-from unimedvl.data.synthetic import generate_medsynth
-from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
-from unimedvl.models.autoencoder import Autoencoder
 
 # Narrowest FLUX layout with 8x downsampling; 32-px views keep a step to a few tens of ms.
 TINY = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16)

@@ -3,8 +3,8 @@ import pytest
 from unimedvl.config import (
     LLMConfig,
     ModelConfig,
-    ViTConfig,
     VAEConfig,
+    ViTConfig,
     load_model_config,
     model_config,
     save_yaml,

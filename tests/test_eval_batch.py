@@ -20,7 +20,6 @@ from PIL import Image
 from unimedvl.cli import main as cli_main
 from unimedvl.data.medical_io import LoadedImage
 from unimedvl.data.records import parse_record
-from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.errors import ConfigError, UserError
 from unimedvl.eval.batch import (
     EvalSettings,
@@ -39,6 +38,7 @@ from unimedvl.eval.batch_cli import (
     select_samples,
 )
 from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.medsynth.generator import generate_medsynth
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 12

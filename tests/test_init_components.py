@@ -71,8 +71,8 @@ def test_a_trained_autoencoder_brings_its_layout_factors_and_patch_size(componen
     import numpy as np
     from PIL import Image
 
-    from unimedvl.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
     from unimedvl.config import VAEConfig
+    from unimedvl.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
     root, _, _ = components
     images = tmp_path / "images"

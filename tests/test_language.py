@@ -1,5 +1,6 @@
 """Language model: HF parity, MoT/MoE routing, KV cache equivalence, masks, loading errors."""
 
+import copy
 import json
 
 import pytest
@@ -168,12 +169,17 @@ def test_routing_uses_the_gen_expert_for_routed_tokens():
 
 
 def test_gradient_checkpointing_gives_same_output_and_grads():
-    model = tiny_model(perturb_gen=True).train()
+    from torch.distributed._composable import checkpoint  # what train/parallel.py applies per layer
+
+    base = tiny_model(perturb_gen=True).train()
     layout = PackedLayout.from_splits([[(4, "causal"), (5, "noise"), (3, "full")]])
     hidden, pos, gen = torch.randn(12, 32), torch.arange(12), torch.arange(12) >= 4
     results = []
     for flag in (False, True):
-        model.gradient_checkpointing = flag
+        model = copy.deepcopy(base)
+        if flag:
+            for layer in model.model.layers:
+                checkpoint(layer)
         model.zero_grad()
         out = model(hidden, layout, pos, gen)
         out.square().sum().backward()

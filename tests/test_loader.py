@@ -9,9 +9,9 @@ import yaml
 
 from unimedvl.config import model_config
 from unimedvl.data.loader import DataConfig, build_loader
-from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.packed_batch import PackedBatch
+from unimedvl.medsynth.generator import generate_medsynth
+from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.tokenizer import Tokenizer
 
 DEBUG = model_config("debug")

@@ -10,8 +10,8 @@ from unimedvl.config import model_config
 from unimedvl.data.datasets import DATASET_REGISTRY, get_dataset_type, register_dataset_type
 from unimedvl.data.mixing import check_mix, load_mix
 from unimedvl.data.plans import SequencePlan
-from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.errors import ConfigError
+from unimedvl.medsynth.generator import generate_medsynth
 
 DEBUG = model_config("debug")
 VAE = {"image_stride": 16, "max_image_size": 64, "min_image_size": 64}

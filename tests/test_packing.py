@@ -11,8 +11,8 @@ from unimedvl.data.datasets import shard_order
 from unimedvl.data.loader import DataConfig
 from unimedvl.data.mixing import load_mix
 from unimedvl.data.packing import Packer
-from unimedvl.data.synthetic import generate_medsynth
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.tokenizer import Tokenizer
 
 DEBUG = model_config("debug")

@@ -22,7 +22,7 @@ from unimedvl.data.plans import (
 from unimedvl.data.records import parse_record
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError
-from unimedvl.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
+from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
 CFG = model_config("debug")

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from unimedvl.data import real_samples
-from unimedvl.data import synthetic as syn
-from unimedvl.data import synthetic_images as si
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.medsynth import cli as synth_cli
+from unimedvl.medsynth import generator as syn
+from unimedvl.medsynth import images as si
+from unimedvl.medsynth import real_set as real_samples
 
 SIZE = 64
 RESTORATION = {"denoising", "deblurring", "super_resolution", "motion_correction", "stain_translation"}
@@ -246,7 +247,7 @@ def test_dataset_info_and_mix(bench):
 
 def test_cli_subcommand(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="unimedvl")
-    syn.register(parser.add_subparsers())
+    synth_cli.register(parser.add_subparsers())
     args = parser.parse_args(["synth", "--out", str(tmp_path / "s"), "--n-train", "6", "--n-test", "2",
                               "--tasks", "text_to_image,report_generation"])
     assert args.func(args) == 0
@@ -330,9 +331,9 @@ def test_bad_task_weights_are_refused(tmp_path, weights, message):
 
 
 def test_task_weights_flag_parses_and_names_bad_items():
-    assert syn.parse_task_weights("vqa=3, report=0.5") == {"vqa": 3.0, "report": 0.5}
+    assert synth_cli.parse_task_weights("vqa=3, report=0.5") == {"vqa": 3.0, "report": 0.5}
     with pytest.raises(ConfigError, match="'vqa'"):
-        syn.parse_task_weights("vqa")
+        synth_cli.parse_task_weights("vqa")
 
 
 def test_vit_image_size_sets_the_mix_vit_transform(tmp_path):

@@ -11,8 +11,8 @@ from unimedvl.errors import ConfigError
 from unimedvl.train.config import TrainConfig, add_arguments, config_from_args, parse_train_args
 from unimedvl.train.lora import LoRALinear, inject_lora, lora_scales, merge_lora_state
 from unimedvl.train.losses import noise_weight, scale_grad, ssim
-from unimedvl.train.params import lr_at, lr_multiplier, no_decay, param_groups
 from unimedvl.train.parallel import mesh_shape
+from unimedvl.train.params import lr_at, lr_multiplier, no_decay, param_groups
 
 
 def test_flags_accept_both_spellings_and_bool_words():

@@ -192,7 +192,7 @@ def test_resume_model_only_from_ema_and_lora(tmp_path, debug_ckpt):
 
 
 def test_medsynth_with_the_real_loader_resumes_exactly(tmp_path, debug_ckpt):
-    from unimedvl.data.synthetic import generate_medsynth
+    from unimedvl.medsynth.generator import generate_medsynth
 
     synth = generate_medsynth(tmp_path / "synth", 8, 1, seed=0, image_size=64)
 

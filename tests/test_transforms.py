@@ -8,8 +8,9 @@ import torch
 import yaml
 from PIL import Image
 
-from unimedvl.data.transforms import ImageTransform, patchify, to_pil, to_tensor, unpatchify
+from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError
+from unimedvl.models.embeddings import patchify, unpatchify
 
 VAE = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512)
 VIT = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378, max_pixels=2_007_040)
@@ -119,7 +120,7 @@ def test_patchify_order_is_row_major_patches_then_u_v_c():
                     for ch in range(channels):
                         value = flat[i * cols + j][(u * patch + v) * channels + ch]
                         assert value == pixels[ch][i * patch + u][j * patch + v]
-    assert torch.equal(unpatchify(tokens, rows, cols, patch), image)
+    assert torch.equal(unpatchify(tokens, rows, cols, patch, 3), image)
 
 
 def test_patchify_vit_and_latent_shapes():
@@ -127,6 +128,6 @@ def test_patchify_vit_and_latent_shapes():
     latent = torch.randn(16, 8, 12)
     tokens = patchify(latent, 2)
     assert tokens.shape == (24, 64)
-    assert torch.equal(unpatchify(tokens, 4, 6, 2), latent)
-    with pytest.raises(ValueError, match="not divisible by patch size 14"):
+    assert torch.equal(unpatchify(tokens, 4, 6, 2, 16), latent)
+    with pytest.raises(ValueError, match="not divisible by the patch size 14"):
         patchify(torch.zeros(3, 30, 28), 14)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from unimedvl.config import model_config
+from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.tokenizer import SpecialIds
 
 SPECIAL = SpecialIds(bos=1, eos=2, vision_start=3, vision_end=4, pad=0)

@@ -2,7 +2,7 @@
 
 ``StandInLoader`` follows the data loader's contract (``build_loader(data_cfg, model_cfg,
 tokenizer, rank, world_size, state)``; infinite iterable of PackedBatch; ``state_dict()``
-continues the identical stream; ``has_generation_data()`` / ``has_understanding_data()``). Its
+continues the identical stream, as does ``load_state_dict()``; ``has_generation_data()`` / ``has_understanding_data()``). Its
 options come from the data-mix YAML under the key ``standin``:
 ``{kinds: [und, gen, edit], samples: 2, delay: 0.0, image: 32}``. Rank r of w gets elements
 r, r + w, r + 2w, ... of one global stream, so 1 process x k accumulation steps sees the same
@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from unimedvl.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
+from unimedvl.config import load_yaml
+from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 
 KINDS = ("und", "gen", "edit")
 
@@ -47,7 +48,7 @@ def make_sample(kind: str, g: torch.Generator, vocab: int, side: int):
 
 class StandInLoader:
     def __init__(self, data_cfg, model_cfg, tokenizer, rank=0, world_size=1, state=None):
-        options = (yaml.safe_load(Path(data_cfg.dataset_config_file).read_text()) or {}).get("standin", {})
+        options = load_yaml(data_cfg.dataset_config_file).get("standin", {})  # the real loader's clear errors
         self.kinds = list(options.get("kinds", KINDS))
         self.samples = int(options.get("samples", 2))
         self.delay = float(options.get("delay", 0.0))
@@ -76,6 +77,9 @@ class StandInLoader:
 
     def state_dict(self):
         return {"next": self.next}
+
+    def load_state_dict(self, state):
+        self.next = int(state["next"])
 
     def has_generation_data(self):
         return any(k in ("gen", "edit") for k in self.kinds)

@@ -16,11 +16,13 @@ files (peak memory about one copy of the weights). Only safetensors are read: ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 
 from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
 from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.fileio import atomic_path
 from unimedvl.models.hf_qwen import llm_config_from_hf
 from unimedvl.models.vision import vit_config_from_hf
 
@@ -154,6 +157,64 @@ def vae_config_from_file(path: Path) -> VAEConfig:
                      num_res_blocks=len(blocks), z_channels=z_channels)
 
 
+# A VAE trained by `unimedvl train-autoencoder`: its report (ae.json beside ae.safetensors) holds what
+# the weights cannot: the latent statistics and the latent_patch_size it was made for.
+
+
+def latent_stats_config(vae_cfg: VAEConfig, report: Mapping[str, Any] | str | os.PathLike) -> VAEConfig:
+    """``vae_cfg`` with shift_factor / scale_factor from a training report (a dict or the JSON file).
+
+    Use it where a unified checkpoint's config is assembled from a trained ``ae.safetensors``,
+    e.g. ``cfg.vae = latent_stats_config(vae_config_from_file(ae), "ae.json")`` before writing
+    ``unimedvl_config.yaml``. A layout that differs from the one the report was measured on is a
+    ConfigError (the statistics belong to those weights).
+    """
+    source = "report"
+    if not isinstance(report, Mapping):
+        source = os.fspath(report)
+        try:
+            report = json.loads(Path(source).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{source}:{err.lineno}: invalid JSON ({err.msg})") from None
+    missing = [k for k in ("shift_factor", "scale_factor") if k not in report]
+    if missing:
+        raise ConfigError(f"{source}: missing {', '.join(missing)}; is this an autoencoder training report?")
+    if "vae" in report:
+        measured = from_dict(VAEConfig, dict(report["vae"]), source=f"{source}: vae")
+        for key in ("ch", "ch_mult", "num_res_blocks", "z_channels", "in_channels", "out_ch"):
+            if getattr(measured, key) != getattr(vae_cfg, key):
+                raise ConfigError(
+                    f"{source}: the statistics were measured on a VAE with {key}={getattr(measured, key)}, "
+                    f"but this config has {key}={getattr(vae_cfg, key)}; use the report written with these weights"
+                )
+    return dataclasses.replace(vae_cfg, shift_factor=float(report["shift_factor"]),
+                               scale_factor=float(report["scale_factor"]))
+
+
+def trained_vae_config(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> VAEConfig:
+    """The complete VAEConfig of a trained ``ae.safetensors``: layout from its shapes, shift / scale from its report.
+
+    ``report`` defaults to the file beside the weights with the suffix .json (where
+    ``train_autoencoder`` writes it); a missing report is a ConfigError rather than a silent
+    fallback to the release factors, which would mis-scale every latent.
+    """
+    weights = Path(weights)
+    return latent_stats_config(vae_config_from_file(weights), report or weights.with_suffix(".json"))
+
+
+def trained_latent_patch_size(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> int:
+    """The unified model's ``latent_patch_size`` a trained ``ae.safetensors`` was made for (from its report)."""
+    path = Path(report or Path(weights).with_suffix(".json"))
+    try:
+        return int(json.loads(path.read_text())["latent_patch_size"])
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: no valid latent_patch_size; is this an autoencoder training report?") from None
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -267,9 +328,8 @@ def save_tensors(state: Mapping[str, Tensor], path: Path) -> None:
             tensor = tensor.clone()
         seen.add(tensor.data_ptr())
         out[key] = tensor
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(out, str(tmp), metadata={"format": "pt"})
-    tmp.replace(path)
+    with atomic_path(path, fsync=False) as tmp:
+        save_file(out, str(tmp), metadata={"format": "pt"})
 
 
 def write_configs(cfg: ModelConfig, path: Path) -> None:

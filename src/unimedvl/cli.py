@@ -28,12 +28,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
     "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
     "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
-    "train-autoencoder": ("unimedvl.autoencoder_training", "train a small FLUX-layout VAE on your images"),
+    "train-autoencoder": ("unimedvl.train.autoencoder", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
-    "synth": ("unimedvl.data.synthetic", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
+    "synth": ("unimedvl.medsynth.cli", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
     "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),
-    "demo": ("unimedvl.demo", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
+    "demo": ("unimedvl.demo.pipeline", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
     "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 

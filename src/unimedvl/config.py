@@ -9,6 +9,8 @@ Configs are data: every field has a default and a one-line doc, validation happe
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -231,6 +233,31 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<dict>", pre
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the one-line comment after its definition, for a dataclass and its bases.
+
+    Config classes document each field with a trailing comment; ``--help`` texts are built from
+    these, so the comment is the one place a field is described.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):  # no source (frozen app, interactive class)
+            continue
+        for line in lines:
+            match = _FIELD_LINE.match(line)
+            if match:
+                docs[match.group(1)] = match.group(2).strip()
+    names = {f.name for f in fields(cls)}
+    return {name: doc for name, doc in docs.items() if name in names}
+
+
+_FIELD_LINE = re.compile(r"^\s+([A-Za-z_]\w*)\s*:[^#]*#\s*(.+)$")
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:

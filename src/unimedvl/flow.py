@@ -9,7 +9,6 @@ receives a ``velocity`` callable that evaluates the guidance branches it asks fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -17,9 +16,18 @@ from torch import Tensor
 
 from unimedvl.errors import ConfigError
 
-RENORM_TYPES = ("global", "channel", "text_channel")
-BRANCHES = ("cond", "text_uncond", "img_uncond")
-
+# Guidance settings and the task presets live in the torch-free guidance module (the CLI builds its
+# flags from them before torch is imported); re-exported here beside the maths that uses them.
+from unimedvl.guidance import (  # noqa: E402,F401
+    BRANCHES,
+    EDITING,
+    GUIDANCE_PRESETS,
+    RENORM_TYPES,
+    RESTORATION,
+    TASK_GUIDANCE,
+    TEXT_TO_IMAGE,
+    GuidanceConfig,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Training.
@@ -55,40 +63,6 @@ def estimate_clean(x_t: Tensor, velocity: Tensor, t: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # Sampling.
-
-
-@dataclass
-class GuidanceConfig:
-    """Image-generation settings (names shared by the API, CLI and evaluation)."""
-
-    cfg_text_scale: float = 4.0  # text guidance: v_txt = v_unc_txt + s_txt (v - v_unc_txt)
-    cfg_img_scale: float = 1.0  # image guidance: v' = v_unc_img + s_img (v_txt - v_unc_img)
-    cfg_interval: tuple[float, float] = (0.4, 1.0)  # guidance applies when lo < t <= hi
-    cfg_renorm_type: str = "global"  # global | channel | text_channel
-    cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
-    timestep_shift: float = 3.0  # shift of the sampling schedule
-    num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
-
-    def __post_init__(self) -> None:
-        self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
-        if self.cfg_renorm_type not in RENORM_TYPES:
-            raise ConfigError(f"cfg_renorm_type={self.cfg_renorm_type!r}; choose one of {', '.join(RENORM_TYPES)}")
-        if self.num_timesteps < 2:
-            raise ConfigError(f"num_timesteps={self.num_timesteps} must be >= 2 (one Euler step needs two points)")
-        if self.timestep_shift <= 0:
-            raise ConfigError(f"timestep_shift={self.timestep_shift} must be > 0")
-
-    def branches_at(self, t: float) -> tuple[str, ...]:
-        """Which velocity branches step ``t`` needs (scale 1 branches are skipped: they cancel)."""
-        lo, hi = self.cfg_interval
-        if not (lo < t <= hi):
-            return ("cond",)
-        out = ["cond"]
-        if self.cfg_text_scale != 1.0:
-            out.append("text_uncond")
-        if self.cfg_img_scale != 1.0:
-            out.append("img_uncond")
-        return tuple(out)
 
 
 def sampling_schedule(num_timesteps: int, shift: float, device=None) -> Tensor:

@@ -114,7 +114,7 @@ def _trained_vae_layout(vae: Path):
     (its ``ae.json`` report sits beside it: layout, latent shift / scale, the unified model's patch
     size), or (None, None) for release weights and diffusers folders, which load with their own layout.
     """
-    from unimedvl.autoencoder_training import trained_latent_patch_size, trained_vae_config
+    from unimedvl.checkpoint import trained_latent_patch_size, trained_vae_config
 
     weights = vae / "ae.safetensors" if vae.is_dir() else vae
     if not (weights.is_file() and weights.with_suffix(".json").is_file()):

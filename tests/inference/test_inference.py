@@ -18,7 +18,7 @@ from unimedvl.flow import GuidanceConfig, combine_guidance
 from unimedvl.inference.api import Answer, ImageAnswer, UniMedVL
 from unimedvl.inference.inferencer import GuidedVelocity, Inferencer, Request
 from unimedvl.init_checkpoint import init_checkpoint
-from unimedvl.packed_batch import TextSplit, build_packed_batch
+from unimedvl.models.packed_batch import TextSplit, build_packed_batch
 
 
 def _fast(task, **kw):

@@ -8,6 +8,7 @@ them into messages on the page.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import unicodedata
@@ -167,7 +168,4 @@ def make_guidance(task: str, cfg_text: float, cfg_img: float, interval_lo: float
 
 
 def _guidance_kwargs(guidance: GuidanceConfig) -> dict:
-    return {"cfg_text_scale": guidance.cfg_text_scale, "cfg_img_scale": guidance.cfg_img_scale,
-            "cfg_interval": guidance.cfg_interval, "cfg_renorm_type": guidance.cfg_renorm_type,
-            "cfg_renorm_min": guidance.cfg_renorm_min, "timestep_shift": guidance.timestep_shift,
-            "num_timesteps": guidance.num_timesteps}  # fmt: skip
+    return dataclasses.asdict(guidance)

@@ -2,7 +2,7 @@
 
 Two kinds, so that every tab has something to try with one click:
 
-- MedSynth scenes (:mod:`unimedvl.data.synthetic_images`) rendered for the tasks they illustrate:
+- MedSynth scenes (:mod:`unimedvl.medsynth.images`) rendered for the tasks they illustrate:
   a CT with a lesion, a chest X-ray, a noisy MRI, a 4x low-resolution CT, an H&E slide, a T1 MRI;
 - real files that ship inside installed packages (spec environment.md), copied as they are so the
   DICOM and NIfTI readers are exercised: pydicom's CT and MR slices and a 30-frame ultrasound
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unimedvl.data import synthetic
-from unimedvl.data import synthetic_images as si
+from unimedvl.medsynth import images as si
+from unimedvl.medsynth.generator import caption_text
+from unimedvl.medsynth.writers import save_png
 
 SIZE = 256  # side of the synthetic images (pixels)
 
@@ -53,7 +54,7 @@ def _synthetic(out: Path, seed: int) -> list[ExampleFile]:
 
     def save(name: str, image: np.ndarray, label: str, ask: str | None = None, edit: str | None = None) -> None:
         path = out / name
-        synthetic.save_png(path, image)
+        save_png(path, image)
         files.append(ExampleFile(path, label, ask, edit))
 
     ct = scene("ct", 1, 0)
@@ -113,5 +114,5 @@ def generate_prompts(seed: int = 0) -> list[str]:
         rng = np.random.default_rng([seed, 100 + k])
         n = int(rng.integers(0, 3))
         lesions = si.make_scene(modality, 64, rng, n).lesions
-        prompts.append(synthetic.caption_text(modality, lesions))
+        prompts.append(caption_text(modality, lesions))
     return prompts

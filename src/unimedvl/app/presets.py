@@ -10,8 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from unimedvl.data.medical_io import WINDOW_MODES, WINDOW_PRESETS
 from unimedvl.errors import ConfigError
-from unimedvl.flow import RENORM_TYPES, GuidanceConfig
-from unimedvl.inference.inferencer import EDITING, TEXT_TO_IMAGE
+from unimedvl.guidance import EDITING, RENORM_TYPES, TEXT_TO_IMAGE, GuidanceConfig
 
 # Environment variable that overrides the default number of timesteps (tests, slow CPUs).
 STEPS_ENV = "UNIMEDVL_APP_NUM_TIMESTEPS"

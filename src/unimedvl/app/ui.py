@@ -27,7 +27,13 @@ import gradio as gr
 from unimedvl.app.backend import Backend, make_guidance
 from unimedvl.app.examples import build_examples, generate_prompts
 from unimedvl.app.presets import (
-    ALLOWED_EXTENSIONS, ASK_TASKS, EDIT_PRESETS, GENERATE_PROMPT, RENORM_TYPES, TEXT_TO_IMAGE, WINDOW_CHOICES,
+    ALLOWED_EXTENSIONS,
+    ASK_TASKS,
+    EDIT_PRESETS,
+    GENERATE_PROMPT,
+    RENORM_TYPES,
+    TEXT_TO_IMAGE,
+    WINDOW_CHOICES,
     AppSettings,
 )  # fmt: skip
 from unimedvl.app.uploads import ViewOptions

@@ -16,7 +16,7 @@ from unimedvl.data.records import (
     read_jsonl,
     read_jsonl_lenient,
 )
-from unimedvl.data.transforms import ImageTransform, patchify, to_pil, to_tensor, unpatchify
+from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.data.validate import Report, validate_jsonl, validate_sources
 
 __all__ = [
@@ -34,12 +34,10 @@ __all__ = [
     "parse_line",
     "parse_path_spec",
     "parse_record",
-    "patchify",
     "read_jsonl",
     "read_jsonl_lenient",
     "to_pil",
     "to_tensor",
-    "unpatchify",
     "validate_jsonl",
     "validate_sources",
 ]

@@ -33,64 +33,22 @@ State format (``format`` = ``unimedvl-data-state``, ``version`` 1)::
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from unimedvl.config import ModelConfig, from_dict
+from unimedvl.config import ModelConfig
+from unimedvl.data.config import DataConfig
 from unimedvl.data.mixing import Mix, load_mix
 from unimedvl.data.packing import Packer, add_stats, new_stats
 from unimedvl.data.plans import ModelPaths
 from unimedvl.errors import ConfigError, DataError, UserError
-from unimedvl.packed_batch import PackedBatch
+from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.tokenizer import Tokenizer
 
 STATE_FORMAT = "unimedvl-data-state"
 STATE_VERSION = 1
-
-
-@dataclass
-class DataConfig:
-    """What the training data is and how it is packed."""
-
-    dataset_config_file: str  # the YAML mix (tier 3)
-    dataset_info_file: str | None = None  # tier-2 info; None: mix key dataset_info, else dataset_info.yaml beside it
-    expected_num_tokens: int = 32768  # a pack is emitted once it holds this many tokens
-    max_num_tokens: int = 36864  # a pack never holds more tokens than this
-    max_num_tokens_per_sample: int = 16384  # longer samples are skipped (and counted)
-    text_cond_dropout_prob: float = 0.1  # drop the text conditions of a generation sample
-    vit_cond_dropout_prob: float = 0.3  # drop the ViT copies of a generation sample's input images
-    vae_cond_dropout_prob: float = 0.3  # drop the clean VAE copies of a generation sample's input images
-    num_workers: int = 0  # DataLoader worker processes per rank (0: load in the training process)
-    seed: int = 0  # seeds shuffling, weighted sampling and dropout
-    bad_record_policy: str = "fail"  # "fail": stop at a bad record; "skip": skip it and count it
-    ce_weighting: str = "token"  # "token" or "sqrt_split" (each text split weighs 1/sqrt(length))
-
-    def __post_init__(self) -> None:
-        for name in ("expected_num_tokens", "max_num_tokens", "max_num_tokens_per_sample"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
-        if self.expected_num_tokens > self.max_num_tokens:
-            raise ConfigError(f"data.expected_num_tokens={self.expected_num_tokens} exceeds data.max_num_tokens="
-                              f"{self.max_num_tokens}; lower it or raise max_num_tokens")
-        if self.max_num_tokens_per_sample > self.max_num_tokens:
-            raise ConfigError(f"data.max_num_tokens_per_sample={self.max_num_tokens_per_sample} exceeds "
-                              f"data.max_num_tokens={self.max_num_tokens}: such a sample could never be packed")
-        for name in ("text_cond_dropout_prob", "vit_cond_dropout_prob", "vae_cond_dropout_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"data.{name} must be within [0, 1], got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
-        if self.bad_record_policy not in ("fail", "skip"):
-            raise ConfigError(f"data.bad_record_policy={self.bad_record_policy!r}; choose 'fail' or 'skip'")
-        if self.ce_weighting not in ("token", "sqrt_split"):
-            raise ConfigError(f"data.ce_weighting={self.ce_weighting!r}; choose 'token' or 'sqrt_split'")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "DataConfig":
-        return from_dict(cls, data, source)
 
 
 def build_loader(data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokenizer, rank: int = 0,
@@ -184,8 +142,16 @@ class PackedLoader:
         self._batches = 0
         self._next = 0
         if state is not None:
-            self._states = {int(k): copy.deepcopy(v) for k, v in state["workers"].items()}
-            self._batches, self._next = int(state["batches"]), int(state["next_worker"])
+            self._restore(state)
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        self._states = {int(k): copy.deepcopy(v) for k, v in state["workers"].items()}
+        self._batches, self._next = int(state["batches"]), int(state["next_worker"])
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a loader of the same mix and settings)."""
+        _check_state(state, self.mix, self.data_cfg, self.rank, self.world_size)
+        self._restore(state)
 
     def __iter__(self) -> Iterator[PackedBatch]:
         """Batches from the current state on (a second ``iter`` continues, it does not restart)."""

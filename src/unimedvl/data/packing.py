@@ -31,22 +31,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from unimedvl.config import ModelConfig
+from unimedvl.data.config import DataConfig
 from unimedvl.data.datasets import shard_order, shard_size, stable_hash
 from unimedvl.data.mixing import Mix, MixGroup
-from unimedvl.data.plans import Drops, ModelPaths, SampleBuilder, sample_num_tokens, split_num_tokens
+from unimedvl.data.plans import Drops, ModelPaths, SampleBuilder
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.packed_batch import PackedBatch, SplitSpec, build_packed_batch
+from unimedvl.models.packed_batch import PackedBatch, SplitSpec, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
-if TYPE_CHECKING:
-    from unimedvl.data.loader import DataConfig
-
-__all__ = ["Packer", "sample_num_tokens", "split_num_tokens", "new_stats", "add_stats"]
+__all__ = ["Packer", "new_stats", "add_stats"]
 
 _COUNTERS = ("samples", "tokens", "skipped_too_long", "skipped_bad_records")
 
@@ -81,7 +79,7 @@ class _Sample:
 class Packer:
     """Draws, measures and packs samples for one data shard; :meth:`next_batch` gives the next pack."""
 
-    def __init__(self, mix: Mix, model_cfg: ModelConfig, tokenizer: Tokenizer, cfg: "DataConfig",
+    def __init__(self, mix: Mix, model_cfg: ModelConfig, tokenizer: Tokenizer, cfg: DataConfig,
                  shard: int = 0, num_shards: int = 1, state: Mapping[str, Any] | None = None):
         self.mix = mix
         self.groups: list[MixGroup] = mix.groups

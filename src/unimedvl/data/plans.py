@@ -65,7 +65,15 @@ from unimedvl.data.medical_io import image_size, load_image
 from unimedvl.data.records import ImageRef, Record
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError
-from unimedvl.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit
+from unimedvl.models.packed_batch import (
+    SplitSpec,
+    TextSplit,
+    VaeImageSplit,
+    VitImageSplit,
+    image_tokens,
+    sample_num_tokens,
+    text_tokens,
+)
 from unimedvl.tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------
@@ -246,32 +254,6 @@ COUNTERFACTUAL = replace(MEDICAL_EDITING, name="CounterfactualMedicalIterableDat
 
 # ---------------------------------------------------------------------------------------------
 # Measuring and materialising.
-
-
-def text_tokens(num_ids: int, close: bool = False) -> int:
-    """Sequence length of a text split: <|im_start|> + ids (+ <|im_end|> when closed)."""
-    return 1 + num_ids + int(close)
-
-
-def image_tokens(height: int, width: int, stride: int) -> int:
-    """Sequence length of an image split of ``height x width`` pixels: markers + one token per stride cell."""
-    return 2 + (height // stride) * (width // stride)
-
-
-def split_num_tokens(split: SplitSpec, cfg: ModelConfig) -> int:
-    """Sequence length ``build_packed_batch`` gives one split."""
-    if isinstance(split, TextSplit):
-        return text_tokens(len(split.ids), split.close)
-    if isinstance(split, VitImageSplit):
-        return image_tokens(split.image.shape[1], split.image.shape[2], cfg.vit.patch_size)
-    if split.image is None:
-        return 2 + split.grid[0] * split.grid[1]
-    return image_tokens(split.image.shape[1], split.image.shape[2], cfg.vae_image_stride)
-
-
-def sample_num_tokens(splits: Sequence[SplitSpec], cfg: ModelConfig) -> int:
-    """Sequence length of one sample."""
-    return sum(split_num_tokens(s, cfg) for s in splits)
 
 
 @dataclass

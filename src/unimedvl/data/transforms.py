@@ -1,4 +1,4 @@
-"""Image resizing/normalisation for the VAE and ViT paths, and patchify / unpatchify.
+"""Image resizing/normalisation for the VAE and ViT paths (patchify lives with the model: models/embeddings.py).
 
 Resize rule (spec/unified-model.md section 5), for an image of ``w x h``:
 
@@ -123,23 +123,3 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
         raise ValueError(f"to_pil expects a [3, H, W] tensor, got shape {tuple(tensor.shape)}")
     pixels = ((tensor.detach().float().cpu() * 0.5 + 0.5) * 255.0).clamp(0, 255).round().to(torch.uint8)
     return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
-
-
-def patchify(image: torch.Tensor, patch: int) -> torch.Tensor:
-    """[C, H, W] -> [(H/p)*(W/p), p*p*C]; patches row-major, inside a patch (u, v, c), c fastest."""
-    channels, height, width = image.shape
-    if height % patch or width % patch:
-        raise ValueError(f"image {height}x{width} is not divisible by patch size {patch}; resize to the stride first")
-    rows, cols = height // patch, width // patch
-    x = image.reshape(channels, rows, patch, cols, patch)  # (c, i, u, j, v)
-    return x.permute(1, 3, 2, 4, 0).reshape(rows * cols, patch * patch * channels)  # (i, j, u, v, c)
-
-
-def unpatchify(tokens: torch.Tensor, rows: int, cols: int, patch: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`: [rows*cols, p*p*C] -> [C, rows*p, cols*p]."""
-    count, dim = tokens.shape
-    if count != rows * cols or dim % (patch * patch):
-        raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit a {rows}x{cols} grid of {patch}px patches")
-    channels = dim // (patch * patch)
-    x = tokens.reshape(rows, cols, patch, patch, channels)  # (i, j, u, v, c)
-    return x.permute(4, 0, 2, 1, 3).reshape(channels, rows * patch, cols * patch)

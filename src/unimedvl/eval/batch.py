@@ -52,7 +52,7 @@ import traceback
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from unimedvl.data.records import IMAGE_TOKEN, Record, parse_line
 from unimedvl.errors import ConfigError, DataError, UserError
 from unimedvl.eval import metrics as M
 from unimedvl.eval.stats_csv import compute_statistics
+from unimedvl.guidance import RESTORATION, GuidanceConfig
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
@@ -83,13 +84,7 @@ class EvalSettings:
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
-    cfg_text_scale: float = 4.0  # spec medical.md section 5 editing settings ...
-    cfg_img_scale: float = 2.0
-    cfg_interval: tuple[float, float] = (0.0, 1.0)
-    cfg_renorm_type: str = "text_channel"
-    cfg_renorm_min: float = 0.0
-    timestep_shift: float = 1.0
-    num_timesteps: int = 50
+    guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
 
     def __post_init__(self) -> None:
         if self.metric_mode not in METRIC_MODES:
@@ -101,18 +96,11 @@ class EvalSettings:
         for name in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number of pixels")
-        self.guidance()  # validates the guidance fields
-
-    def guidance(self):
-        from unimedvl.flow import GuidanceConfig
-
-        return GuidanceConfig(self.cfg_text_scale, self.cfg_img_scale, tuple(self.cfg_interval), self.cfg_renorm_type,
-                              self.cfg_renorm_min, self.timestep_shift, self.num_timesteps)  # fmt: skip
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out["cfg_interval"] = [float(x) for x in self.cfg_interval]
-        return out
+        """Flat JSON (guidance fields at the top level, as run_info.json files have always held them)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "guidance"}
+        return {**out, **self.guidance.to_json()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +306,7 @@ class BatchEvaluator:
     def __init__(self, model, settings: EvalSettings, run_dir: str | os.PathLike[str], rank: int = 0):
         self.model = model
         self.settings = settings
-        self.guidance = settings.guidance()
+        self.guidance = settings.guidance
         self.image_dir = Path(run_dir) / "images"
         self.image_dir.mkdir(parents=True, exist_ok=True)
         self.rank = rank

@@ -54,7 +54,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unimedvl.cli_options import add_guidance_arguments, guidance_from_args
 from unimedvl.errors import ConfigError, UserError
+from unimedvl.fileio import atomic_write_text, read_json_lines
+from unimedvl.guidance import RESTORATION
 
 RESULTS = "results.jsonl"
 RUN_INFO = "run_info.json"
@@ -103,16 +106,10 @@ def register(subparsers) -> None:
     g.add_argument("--vae-max-size", type=int, default=1024, help="VAE resize rule: long edge <= this")
     g.add_argument("--vit-min-size", type=int, default=378, help="ViT transform: short edge >= this")
     g.add_argument("--vit-max-size", type=int, default=980, help="ViT transform: long edge <= this")
-    g = p.add_argument_group("generation (spec medical.md section 5 defaults)")
+    g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
-    g.add_argument("--cfg-text-scale", type=float, default=4.0)
-    g.add_argument("--cfg-img-scale", type=float, default=2.0)
-    g.add_argument("--cfg-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"))
-    g.add_argument("--cfg-renorm-type", default="text_channel", choices=["global", "channel", "text_channel"])
-    g.add_argument("--cfg-renorm-min", type=float, default=0.0)
-    g.add_argument("--timestep-shift", type=float, default=1.0)
-    g.add_argument("--num-timesteps", type=int, default=50)
     g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
+    add_guidance_arguments(p, RESTORATION, "the medical batch-test preset, spec medical.md section 5")
     p.set_defaults(func=run)
 
 
@@ -123,9 +120,7 @@ def settings_from_args(args: argparse.Namespace, cuda: bool):
         dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=args.vae_min_size,
         vae_max_size=args.vae_max_size, vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size,
         max_new_tokens=args.max_new_tokens, seed=args.seed, metric_mode=args.metric_mode,
-        cfg_text_scale=args.cfg_text_scale, cfg_img_scale=args.cfg_img_scale, cfg_interval=tuple(args.cfg_interval),
-        cfg_renorm_type=args.cfg_renorm_type, cfg_renorm_min=args.cfg_renorm_min,
-        timestep_shift=args.timestep_shift, num_timesteps=args.num_timesteps,
+        guidance=guidance_from_args(args, RESTORATION),
     )  # fmt: skip
 
 
@@ -228,22 +223,7 @@ def _clear(run_dir: Path) -> None:
 
 def read_lines(path: Path) -> tuple[list[dict], int]:
     """The result lines of one file and how many were unreadable (a truncated last line, usually)."""
-    if not path.is_file():
-        return [], 0
-    lines, bad = [], 0
-    for raw in path.read_bytes().splitlines():
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            bad += 1
-            continue
-        if isinstance(obj, dict) and "sample_id" in obj:
-            lines.append(obj)
-        else:
-            bad += 1
-    return lines, bad
+    return read_json_lines(path, require="sample_id")
 
 
 def _finite(obj: Any) -> Any:
@@ -255,15 +235,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def consolidate(run_dir: Path, order: dict[str, int], retry_failed: bool = False) -> list[dict]:
@@ -283,7 +254,7 @@ def consolidate(run_dir: Path, order: dict[str, int], retry_failed: bool = False
         print(f"eval: {run_dir}: dropped {dropped} unreadable result line(s) (an interrupted write); those "
               "samples are redone", file=sys.stderr)  # fmt: skip
     merged = sorted(kept.values(), key=lambda l: (order.get(str(l["sample_id"]), len(order)), str(l["sample_id"])))
-    _atomic_write(run_dir / RESULTS, "".join(json.dumps(l, ensure_ascii=False) + "\n" for l in merged))
+    atomic_write_text(run_dir / RESULTS, "".join(json.dumps(l, ensure_ascii=False) + "\n" for l in merged))
     for path in files[1:]:
         path.unlink(missing_ok=True)
     return merged
@@ -309,29 +280,20 @@ class ResultWriter:
 
 
 class _Dist:
-    """Rank, world and device; the process group under torchrun (gloo on CPU, nccl on GPU)."""
+    """Rank, world and device of this evaluation process; the process group under torchrun."""
 
     def __init__(self, device: str | None):
-        import torch
         import torch.distributed as dist
 
-        from unimedvl.distributed import dist_env, env_int
+        from unimedvl.distributed import start_distributed
 
-        env = dist_env()
-        self.rank, self.world = env.rank, env.world_size
-        if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {device} but no CUDA device is visible; use --device cpu")
-        self.cuda = device.startswith("cuda") if device else torch.cuda.is_available()
-        if self.cuda and self.world > 1:
-            torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
-            self.device = f"cuda:{torch.cuda.current_device()}"
-        else:
-            self.device = device or ("cuda" if self.cuda else "cpu")
-        self.started = False
-        if self.world > 1 and not dist.is_initialized():
-            timeout = datetime.timedelta(minutes=env_int("UNIMEDVL_DIST_TIMEOUT_MIN", 24 * 60))
-            dist.init_process_group("nccl" if self.cuda else "gloo", timeout=timeout)
-            self.started = True
+        self.started = not dist.is_initialized()
+        # Rank 0 merges at the end and may wait long for the slowest rank: a day by default.
+        info = start_distributed(device, timeout_minutes=24 * 60)
+        self.started = self.started and dist.is_initialized()
+        self.rank, self.world = info.rank, info.world_size
+        self.cuda = info.device.type == "cuda"
+        self.device = str(info.device)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -341,9 +303,9 @@ class _Dist:
 
     def close(self) -> None:
         if self.started:
-            import torch.distributed as dist
+            from unimedvl.distributed import stop_distributed
 
-            dist.destroy_process_group()
+            stop_distributed()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +385,7 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
         info = {**identity, "model_id": model_id, "world_size": dist.world, "device": dist.device,
                 "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
         if not (run_dir / RUN_INFO).is_file():
-            _atomic_write(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
+            atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
         consolidate(run_dir, order, args.retry_failed)
     dist.barrier()
     done = {str(line["sample_id"]) for line in read_lines(run_dir / RESULTS)[0]}
@@ -440,8 +402,8 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
         stats = build_statistics(lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
         stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
-                        "vae_min_size": settings.vae_min_size, "num_timesteps": settings.num_timesteps}  # fmt: skip
-        _atomic_write(run_dir / STATS, json.dumps(_finite(stats), indent=2, allow_nan=False) + "\n")
+                        "vae_min_size": settings.vae_min_size, "num_timesteps": settings.guidance.num_timesteps}  # fmt: skip
+        atomic_write_text(run_dir / STATS, json.dumps(_finite(stats), indent=2, allow_nan=False) + "\n")
         overall = stats["overall"]
         print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
               f"{overall['failed_samples']} failed, psnr_mean {overall['psnr_mean']}, ssim_mean "

@@ -15,6 +15,7 @@ from scipy import linalg
 from unimedvl.errors import ConfigError, DataError
 from unimedvl.eval.image_metrics import ImageLike, to_rgb_uint8
 
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray, eps: float = 1e-6) -> float:
     """||mu1-mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""

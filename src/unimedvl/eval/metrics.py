@@ -27,8 +27,8 @@ from unimedvl.eval.image_metrics import (
 )
 from unimedvl.eval.text_metrics import (
     RefsLike,
-    closed_correct,
     cider_d,
+    closed_correct,
     corpus_bleu,
     exact_match,
     extract_choice,

@@ -17,7 +17,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from PIL import Image
 
 from unimedvl.errors import UserError
 from unimedvl.eval.stats_csv import StatsEntry, load_statistics, summary_table, write_summary_csv
+from unimedvl.fileio import read_json_lines
 
 TRIPLET = ("input", "GT", "pred")
 _SKIP_KEYS = {"total_samples", "count", "num_infinite_psnr"}
@@ -114,7 +114,7 @@ def read_train_log(path: str | Path) -> list[dict]:
     file = path / "metrics.jsonl" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: no metrics.jsonl (pass a training run folder or its metrics.jsonl)")
-    rows, _ = _read_results(file)
+    rows, _ = read_json_lines(file)
     return [r for r in rows if isinstance(r.get("step"), (int, float))]
 
 
@@ -174,25 +174,6 @@ def _thumbnail_png(path: Path, max_side: int) -> bytes | None:
     return buf.getvalue()
 
 
-def _read_results(path: Path) -> tuple[list[dict], int]:
-    """Lines of results.jsonl that parse as objects, and how many did not."""
-    rows, bad = [], 0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(obj, dict):
-                rows.append(obj)
-            else:
-                bad += 1
-    return rows, bad
-
-
 def pick_samples(run_dir: Path,
                  per_task: int) -> tuple[Path, dict[str, list[tuple[str, dict]]], int]:
     """(images dir, task -> [(sample_id, result line)] with at most per_task samples, bad lines).
@@ -201,7 +182,7 @@ def pick_samples(run_dir: Path,
     only samples with at least one triplet image are kept.
     """
     img_dir = run_dir / "images" if (run_dir / "images").is_dir() else run_dir
-    results, bad = _read_results(run_dir / "results.jsonl")
+    results, bad = read_json_lines(run_dir / "results.jsonl")
     if not results:
         results = [{"sample_id": p.name[: -len("_pred.png")]}
                    for p in sorted(img_dir.glob("*_pred.png"))]

@@ -33,13 +33,19 @@ from PIL import Image
 
 from unimedvl.checkpoint import load_model, parse_dtype
 from unimedvl.errors import CheckpointError, DataError
-from unimedvl.flow import GuidanceConfig
+from unimedvl.flow import TASK_GUIDANCE, GuidanceConfig
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.inferencer import (
-    DEFAULT_GUIDANCE, VAE_TRANSFORM, VIT_TRANSFORM, ImageInput, Inferencer, Request, Result, load_input_image,
+    VAE_TRANSFORM,
+    VIT_TRANSFORM,
+    ImageInput,
+    Inferencer,
+    Request,
+    Result,
+    load_input_image,
     split_thinking,
 )  # fmt: skip
-from unimedvl.packed_batch import TextSplit
+from unimedvl.models.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -90,7 +96,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
 
 def _guidance(task: str, overrides: dict) -> GuidanceConfig:
     values = {k: v for k, v in overrides.items() if v is not None}
-    return replace(DEFAULT_GUIDANCE[task], **values)
+    return replace(TASK_GUIDANCE[task], **values)
 
 
 class UniMedVL:

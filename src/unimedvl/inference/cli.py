@@ -20,11 +20,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from unimedvl.cli_options import guidance_overrides
 from unimedvl.errors import DataError, UserError
-
-GUIDANCE_FLAGS = ("cfg_text_scale", "cfg_img_scale", "cfg_interval", "cfg_renorm_type", "cfg_renorm_min",
-                  "timestep_shift", "num_timesteps")  # fmt: skip
-
 
 # ---------------------------------------------------------------------------------------------
 # Parsers.
@@ -56,20 +53,17 @@ def _text_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
 
 
-def _image_options(parser: argparse.ArgumentParser) -> None:
+def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
+    from unimedvl.cli_options import add_guidance_arguments
+    from unimedvl.guidance import TASK_GUIDANCE
+
     parser.add_argument("--out", required=True, help="output image file (.png, .jpg, ...)")
     parser.add_argument("--think", action="store_true", help="reason in text first (printed with the result)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="reasoning length limit (--think)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the denoising progress bar")
-    g = parser.add_argument_group("guidance (defaults: the task's values from the spec)")
-    g.add_argument("--cfg-text-scale", type=float, help="text guidance scale")
-    g.add_argument("--cfg-img-scale", type=float, help="image guidance scale")
-    g.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"), help="guide when LO < t <= HI")
-    g.add_argument("--cfg-renorm-type", choices=["global", "channel", "text_channel"], help="guidance renorm")
-    g.add_argument("--cfg-renorm-min", type=float, help="lower clamp of the renorm factor")
-    g.add_argument("--timestep-shift", type=float, help="shift of the sampling schedule")
-    g.add_argument("--num-timesteps", type=int, help="points on the schedule (steps + 1)")
+    preset = {"edit": "the editing preset", "generate": "the text-to-image preset"}[task]
+    add_guidance_arguments(parser, TASK_GUIDANCE[task], preset)
 
 
 def register_ask(subparsers) -> None:
@@ -90,7 +84,7 @@ def register_edit(subparsers) -> None:
     _common(p)
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--instruction", required=True, help="what to change")
-    _image_options(p)
+    _image_options(p, "edit")
     p.set_defaults(func=run_edit)
 
 
@@ -101,7 +95,7 @@ def register_generate(subparsers) -> None:
     p.add_argument("--prompt", required=True, help="what to draw")
     p.add_argument("--height", type=int, help="output height in pixels (multiple of 16)")
     p.add_argument("--width", type=int, help="output width in pixels (multiple of 16)")
-    _image_options(p)
+    _image_options(p, "generate")
     p.set_defaults(func=run_generate)
 
 
@@ -134,10 +128,6 @@ def load_model(args):
         max_image_size=args.max_image_size, vit_min_image_size=args.vit_min_image_size,
         vit_max_image_size=args.vit_max_image_size,
     )  # fmt: skip
-
-
-def _guidance_args(args) -> dict:
-    return {name: getattr(args, name) for name in GUIDANCE_FLAGS if getattr(args, name) is not None}
 
 
 class _Progress:
@@ -205,7 +195,7 @@ def run_edit(args) -> int:
     model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **_guidance_args(args),
+        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
     ))  # fmt: skip
 
 
@@ -213,7 +203,7 @@ def run_generate(args) -> int:
     model = load_model(args)
     return _run_image(args, lambda progress: model.generate(
         args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **_guidance_args(args),
+        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
     ))  # fmt: skip
 
 

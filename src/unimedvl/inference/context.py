@@ -22,8 +22,8 @@ from torch import Tensor
 
 from unimedvl.errors import DataError
 from unimedvl.models.kv_cache import KVCache
+from unimedvl.models.packed_batch import PackedBatch, SplitSpec, TextSplit, VaeImageSplit, build_packed_batch
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.packed_batch import PackedBatch, SplitSpec, TextSplit, VaeImageSplit, build_packed_batch
 from unimedvl.tokenizer import SpecialIds
 
 
@@ -51,15 +51,6 @@ class TextOptions:
             raise DataError(f"temperature={self.temperature} must be >= 0 (0 means greedy)")
         if not 0 < self.top_p <= 1:
             raise DataError(f"top_p={self.top_p} must be in (0, 1]")
-
-
-def _gen_mask(batch: PackedBatch, device: torch.device) -> Tensor | None:
-    """(T,) bool, True at latent tokens (generation expert); None when the batch has none."""
-    if not batch.vae_indexes.numel():
-        return None
-    mask = torch.zeros(batch.sequence_length, dtype=torch.bool, device=device)
-    mask[batch.vae_indexes.to(device)] = True
-    return mask
 
 
 class ContextPool:
@@ -126,7 +117,7 @@ class ContextPool:
             hidden, self.positions(batch, [c.rope for c in contexts]), self.cache,
             rows=[c.row for c in contexts], query_lens=batch.layout.sample_lens,
             mode=["causal" if isinstance(s, TextSplit) else "full" for s in splits],
-            write=True, routing=_gen_mask(batch, hidden.device),
+            write=True, routing=batch.gen_mask(hidden.device),
         )  # fmt: skip
         for ctx, ids in zip(contexts, rel):
             ctx.rope += int(ids.max()) + 1  # text: one id per token; an image block: one id

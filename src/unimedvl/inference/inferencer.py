@@ -36,22 +36,15 @@ from torch import Tensor
 from unimedvl.data.medical_io import load_image
 from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.flow import GuidanceConfig, euler_sample
-from unimedvl.inference.context import Context, ContextPool, TextOptions, _gen_mask
+from unimedvl.flow import TASK_GUIDANCE, GuidanceConfig, euler_sample
+from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.models.embeddings import unpatchify_latent
+from unimedvl.models.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
 ImageInput = Union[Image.Image, np.ndarray, Tensor, str, "os.PathLike[str]"]
 TASKS = ("understand", "edit", "generate")
-
-# Defaults of the spec's table (unified-model.md section 5).
-TEXT_TO_IMAGE = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=1.0, cfg_interval=(0.4, 1.0),
-                               cfg_renorm_type="global", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
-EDITING = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
-                         cfg_renorm_type="text_channel", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
-DEFAULT_GUIDANCE = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
 
 # Thinking-mode system prompts. A checkpoint fine-tuned with other wording answers best to that
 # wording: pass it as ``Inferencer(think_prompts=...)``.
@@ -106,7 +99,7 @@ class Request:
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
         if self.guidance is None and self.task != "understand":
-            self.guidance = dataclasses.replace(DEFAULT_GUIDANCE[self.task])
+            self.guidance = dataclasses.replace(TASK_GUIDANCE[self.task])
 
     @property
     def makes_image(self) -> bool:
@@ -246,7 +239,7 @@ class GuidedVelocity:
         self.query_lens = self.batch.layout.sample_lens
         self.cache.reserve(max(self.cache.lengths) + max(self.query_lens))
         self.positions = [pool.positions(self.batch, [c.rope for c in order[s * n:(s + 1) * n]]) for s in range(3)]
-        self.gen_mask = _gen_mask(self.batch, pool.device)
+        self.gen_mask = self.batch.gen_mask(pool.device)
         self.latent_index = self.batch.vae_indexes
         self.first_token = torch.tensor([0] + self.counts[:-1]).cumsum(0)
         self.num_requests = n

@@ -17,7 +17,6 @@ from torch import Tensor
 from unimedvl.config import LLMConfig
 from unimedvl.errors import CheckpointError, ConfigError
 
-
 _HF_MODEL_TYPES = ("qwen2", "qwen3")
 
 

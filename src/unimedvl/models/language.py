@@ -27,7 +27,6 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from unimedvl.config import LAYER_MODULES, LLMConfig
 from unimedvl.errors import CheckpointError, ConfigError, DataError
@@ -299,11 +298,10 @@ class DecoderStack(nn.Module):
 class LanguageModel(nn.Module):
     """Qwen2-style causal LM with optional MoT/MoE experts; ``.model`` (stack) and ``.lm_head``."""
 
-    def __init__(self, config: LLMConfig, attn_backend: str = "auto", gradient_checkpointing: bool = False):
+    def __init__(self, config: LLMConfig, attn_backend: str = "auto"):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend  # packed attention backend (auto | sdpa | flex | flash)
-        self.gradient_checkpointing = gradient_checkpointing  # recompute each layer in backward
         self.model = DecoderStack(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
@@ -354,11 +352,9 @@ class LanguageModel(nn.Module):
         cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, hidden.dtype)
         ctx = _Context(routing, list(zip(routing.split(cos), routing.split(sin))), attend)
         streams = routing.split(hidden)
+        # Activation checkpointing is applied from outside (train/parallel.py), per layer.
         for layer in self.model.layers:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                streams = checkpoint(layer, streams, ctx, use_reentrant=False)
-            else:
-                streams = layer(streams, ctx)
+            streams = layer(streams, ctx)
         normed = [_part(self.model, "norm", e)(x) for x, e in zip(streams, routing.experts)]
         return routing.merge(normed)
 

@@ -24,8 +24,8 @@ from unimedvl.flow import interpolate, sample_timesteps, velocity_target
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.models.embeddings import MLPconnector, PositionEmbedding, TimestepEmbedder, patchify_latent
 from unimedvl.models.language import LanguageModel
+from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.models.vision import VisionEncoder
-from unimedvl.packed_batch import PackedBatch
 
 
 @dataclass
@@ -43,11 +43,11 @@ class FlowState:
 class UnifiedModel(nn.Module):
     """The unified medical vision-language model (BAGEL-7B-MoT layout)."""
 
-    def __init__(self, config: ModelConfig, gradient_checkpointing: bool = False):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         hidden = config.llm.hidden_size
-        self.language_model = LanguageModel(config.llm, config.attn_backend, gradient_checkpointing)
+        self.language_model = LanguageModel(config.llm, config.attn_backend)
         if config.visual_und:
             self.vit_model = VisionEncoder(config.vit, config.attn_backend)
             self.connector = MLPconnector(config.vit.hidden_size, hidden, config.connector_act)
@@ -175,9 +175,8 @@ class UnifiedModel(nn.Module):
         an exact zero that still touches the head weights, so every rank runs the same graph.
         """
         hidden, flow = self.embed(batch, generator)
-        gen_mask = torch.zeros(batch.sequence_length, dtype=torch.bool, device=hidden.device)
-        gen_mask[batch.vae_indexes.to(hidden.device)] = True
-        out = self.language_model(hidden, batch.layout, batch.position_ids.to(hidden.device), gen_mask)
+        out = self.language_model(hidden, batch.layout, batch.position_ids.to(hidden.device),
+                                  batch.gen_mask(hidden.device))
 
         lm_head = self.language_model.lm_head.weight
         n_ce = batch.num_ce_tokens

@@ -39,7 +39,7 @@ HELP = "train the unified model (one process, or under torchrun with FSDP2)"
 
 def run(args: argparse.Namespace) -> int:
     """Entry of ``unimedvl train`` and ``python -m unimedvl.train``: build, train, clean up."""
-    from unimedvl.train.parallel import destroy_distributed, dist_env
+    from unimedvl.distributed import dist_env, stop_distributed
     from unimedvl.train.trainer import Trainer
 
     rank = dist_env().rank
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         Trainer(cfg).train()
     finally:
-        destroy_distributed()
+        stop_distributed()
     return 0
 
 

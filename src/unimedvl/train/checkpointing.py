@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from unimedvl.errors import CheckpointError
+from unimedvl.fileio import atomic_write_text
 
 log = logging.getLogger("unimedvl.train")
 
@@ -132,9 +133,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def write_rank_state(path: Path, rank: int, data_state: Any) -> None:
     payload = {"rank": rank, "data": data_state, "rng": rng_state()}
-    tmp = path / (rank_file(rank) + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path / rank_file(rank))
+    atomic_write_text(path / rank_file(rank), json.dumps(payload), fsync=False)  # the folder is renamed whole
 
 
 def read_rank_state(path: Path, rank: int) -> dict | None:

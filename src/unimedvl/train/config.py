@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import typing
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Sequence
 
-from unimedvl.config import from_dict, load_yaml, to_dict
+from unimedvl.config import field_docs, from_dict, load_yaml, to_dict
+from unimedvl.data.config import DataConfig
 from unimedvl.errors import ConfigError
 
 SHARDING_STRATEGIES = ("FULL_SHARD", "HYBRID_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
@@ -26,21 +26,14 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
-    """One training run: data, model, optimisation, parallelism, checkpoints, logging."""
+class TrainConfig(DataConfig):
+    """One training run: data, model, optimisation, parallelism, checkpoints, logging.
 
-    # -- data ---------------------------------------------------------------------------------
-    dataset_config_file: str = ""  # YAML data mix (tier 3), keyed by dataset type
-    dataset_info_file: str | None = None  # dataset info YAML (tier 2): group -> name -> {data_dir, jsonl_path}
-    expected_num_tokens: int = 32768  # target tokens per packed batch (per rank, per micro-step)
-    max_num_tokens: int = 36864  # hard cap of tokens per packed batch
-    max_num_tokens_per_sample: int = 16384  # longer samples are skipped by the loader
-    text_cond_dropout_prob: float = 0.1  # drop the text condition (classifier-free guidance training)
-    vit_cond_dropout_prob: float = 0.3  # drop the ViT view of condition images
-    vae_cond_dropout_prob: float = 0.3  # drop the clean VAE view of condition images
-    num_workers: int = 0  # loader worker processes per rank
-    bad_record_policy: str = "fail"  # what the loader does with a broken record: fail | skip
-    ce_weighting: str = "token"  # token | sqrt_split (each text split weighs 1/sqrt(length))
+    The data options (the mix, token budgets, conditional dropout, loader workers, ...) are the
+    fields of :class:`~unimedvl.data.config.DataConfig`, inherited so that there is one list.
+    """
+
+    # -- data (DataConfig's fields, then these) ------------------------------------------------
     val_dataset_config_file: str | None = None  # data mix for validation losses (none: no validation)
     val_every: int = 0  # validate every N optimizer steps (0: only at checkpoints when a val mix is given)
     val_batches: int = 4  # packed batches per rank in one validation pass
@@ -90,7 +83,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm (0: no clipping, norm still logged)
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step and rank
     ema: float = 0.9999  # EMA decay of the trainable weights per optimizer step (0: no EMA)
-    seed: int = 0  # seeds the data order and the flow noise
+    seed: int = 0  # seeds the data order, conditional dropout and the flow noise
 
     # -- parallelism --------------------------------------------------------------------------
     sharding_strategy: str = "HYBRID_SHARD"  # FULL_SHARD | HYBRID_SHARD | SHARD_GRAD_OP | NO_SHARD
@@ -169,6 +162,16 @@ class TrainConfig:
             raise ConfigError("lora_rank > 0 needs lora_target_modules (e.g. q_proj,k_proj,v_proj,o_proj)")
         if self.resume_model_only and not self.resume_from:
             raise ConfigError("resume_model_only needs resume_from (the checkpoint whose weights to take)")
+        super().__post_init__()
+
+    def data_config(self, dataset_config_file: str | None = None, conditional_dropout: bool = True) -> DataConfig:
+        """The loader's DataConfig: this run's data fields (another mix for validation, dropout off if asked)."""
+        values = {f.name: getattr(self, f.name) for f in fields(DataConfig)}
+        if dataset_config_file is not None:
+            values["dataset_config_file"] = dataset_config_file
+        if not conditional_dropout:
+            values.update(text_cond_dropout_prob=0.0, vit_cond_dropout_prob=0.0, vae_cond_dropout_prob=0.0)
+        return DataConfig(**values)
 
     @property
     def pixel_losses(self) -> bool:
@@ -241,22 +244,10 @@ def parse_lr_mult(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def _field_doc() -> dict[str, str]:
-    """One-line docs of the fields, read from this file's comments (so --help shows them)."""
-    docs: dict[str, str] = {}
-    for line in Path(__file__).read_text().splitlines():
-        stripped = line.strip()
-        if ":" in stripped and "#" in stripped and not stripped.startswith("#"):
-            name = stripped.split(":", 1)[0].strip()
-            if name.isidentifier():
-                docs[name] = stripped.split("#", 1)[1].strip()
-    return docs
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every TrainConfig field as ``--name`` and ``--name-with-dashes`` (defaults come from the dataclass)."""
     hints = typing.get_type_hints(TrainConfig)
-    docs = _field_doc()
+    docs = field_docs(TrainConfig)
     parser.add_argument("--config", help="run YAML with TrainConfig keys (command-line flags override it)")
     for f in fields(TrainConfig):
         hint = hints[f.name]

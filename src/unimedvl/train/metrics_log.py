@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from unimedvl.config import ModelConfig
-from unimedvl.packed_batch import PackedBatch
+from unimedvl.models.packed_batch import PackedBatch
 
 log = logging.getLogger("unimedvl.train")
 

@@ -28,7 +28,6 @@ host memory per rank is one tensor, not one model, and no rank waits for a broad
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 from pathlib import Path
 
@@ -36,9 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from unimedvl.checkpoint import RECOMPUTED_KEYS, VAE_PREFIX, WeightSource, find_weights, _open
+from unimedvl.checkpoint import RECOMPUTED_KEYS, VAE_PREFIX, _open, find_weights, parse_dtype
 from unimedvl.config import ModelConfig
-from unimedvl.distributed import DistInfo, dist_env, env_int
+from unimedvl.distributed import DistInfo, dist_env, start_distributed, stop_distributed  # noqa: F401
 from unimedvl.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("unimedvl.train")
@@ -46,33 +45,6 @@ log = logging.getLogger("unimedvl.train")
 # Parameters of these prefixes exist only when the matching path is built.
 UND_PREFIXES = ("vit_model.", "connector.", "vit_pos_embed.")
 GEN_PREFIXES = ("time_embedder.", "vae2llm.", "llm2vae.", "latent_pos_embed.", "vae.")
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Choose the device and, under torchrun with WORLD_SIZE > 1, start the process group.
-
-    gloo on CPU, nccl on CUDA. One process (no torchrun) starts no process group.
-    """
-    env = dist_env()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is visible; use --device cpu (or auto)")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
-        dev = torch.device("cuda", torch.cuda.current_device())
-    else:
-        dev = torch.device("cpu")
-    if env.world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
-        timeout = datetime.timedelta(minutes=env_int("UNIMEDVL_DIST_TIMEOUT_MIN", 30))
-        kwargs = {"device_id": dev} if use_cuda else {}
-        dist.init_process_group(backend, timeout=timeout, **kwargs)
-    return DistInfo(env.rank, env.world_size, env.local_rank, env.local_world_size, dev)
-
-
-def destroy_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:
@@ -152,7 +124,6 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute every decoder and vision layer in backward (composable API: names unchanged)."""
     from torch.distributed._composable import checkpoint
 
-    model.language_model.gradient_checkpointing = False  # the hook below replaces the built-in one
     for block in sharded_blocks(model):
         checkpoint(block)
 
@@ -185,7 +156,7 @@ def autocast(info: DistInfo, dtype: torch.dtype, sharded: bool):
 def compute_dtype(name: str, info: DistInfo) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if info.device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return parse_dtype(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +244,3 @@ def reset_recomputed(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, PositionEmbedding):
             module.reset_parameters()
-
-
-def weight_source(path: str | Path, prefer: str) -> WeightSource:
-    return find_weights(Path(path), prefer)

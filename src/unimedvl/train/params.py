@@ -20,6 +20,7 @@ Norm weights and biases (and every 1-D parameter) never get weight decay.
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
 

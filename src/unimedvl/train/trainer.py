@@ -24,17 +24,16 @@ import resource
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from unimedvl.checkpoint import find_weights, read_model_config, save_model
-from unimedvl.config import ModelConfig, load_yaml, save_yaml
+from unimedvl.checkpoint import find_weights, parse_dtype, read_model_config, save_model
+from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError
-from unimedvl.packed_batch import PackedBatch
+from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
 from unimedvl.train.config import TrainConfig, config_dict
@@ -43,16 +42,23 @@ from unimedvl.train.lora import inject_lora, lora_scales, merge_lora_state, rese
 from unimedvl.train.losses import PixelLossConfig, ce_weight_sum, count_mse_tokens, count_noised_images, pixel_losses
 from unimedvl.train.metrics_log import RunLogger, peak_flops, step_flops
 from unimedvl.train.parallel import (
-    DistInfo, all_reduce_sum, apply_activation_checkpointing, apply_fsdp, autocast, barrier, build_mesh,
-    compute_dtype, init_distributed, load_weights, mesh_shape, reset_recomputed,
+    DistInfo,
+    all_reduce_sum,
+    apply_activation_checkpointing,
+    apply_fsdp,
+    autocast,
+    barrier,
+    build_mesh,
+    compute_dtype,
+    load_weights,
+    mesh_shape,
+    reset_recomputed,
+    start_distributed,
 )
 from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
 
 log = logging.getLogger("unimedvl.train")
 
-DATA_FIELDS = ("dataset_config_file", "dataset_info_file", "expected_num_tokens", "max_num_tokens",
-               "max_num_tokens_per_sample", "text_cond_dropout_prob", "vit_cond_dropout_prob",
-               "vae_cond_dropout_prob", "num_workers", "seed", "bad_record_policy", "ce_weighting")
 DEFAULT_LOADER = "unimedvl.data.loader:build_loader"
 LoaderFactory = Callable[..., Any]
 
@@ -65,27 +71,10 @@ def resolve_loader_factory(spec: str) -> LoaderFactory:
         raise ConfigError(f"loader {spec!r} cannot be imported ({err}); give MODULE:FUNCTION") from None
 
 
-def make_data_config(cfg: TrainConfig, dataset_config_file: str, conditional_dropout: bool = True):
-    """The loader's DataConfig from the run config (a namespace when the data package is not installed)."""
-    values = {name: getattr(cfg, name) for name in DATA_FIELDS}
-    values["dataset_config_file"] = dataset_config_file
-    if not conditional_dropout:
-        values.update(text_cond_dropout_prob=0.0, vit_cond_dropout_prob=0.0, vae_cond_dropout_prob=0.0)
-    try:
-        from unimedvl.data.loader import DataConfig
-    except ImportError:
-        return SimpleNamespace(**values)
-    return DataConfig(**values)
-
-
-def _check_yaml(path: str | None, flag: str) -> None:
-    if not path:
-        return
-    if not Path(path).is_file():
+def _check_file(path: str | None, flag: str) -> None:
+    # Existence only: the loader parses and checks the mix (once), before the model is built.
+    if path and not Path(path).is_file():
         raise ConfigError(f"--{flag} {path}: file not found")
-    data = load_yaml(path)  # names file and line on a parse error
-    if not data:
-        raise ConfigError(f"--{flag} {path}: empty; it must map dataset types to their settings")
 
 
 class Trainer:
@@ -105,10 +94,8 @@ class Trainer:
         """Everything that can fail before step 1, cheapest checks first."""
         cfg = self.cfg
         cfg.require_inputs()
-        _check_yaml(cfg.dataset_config_file, "dataset_config_file")
-        _check_yaml(cfg.val_dataset_config_file, "val_dataset_config_file")
-        if cfg.dataset_info_file and not Path(cfg.dataset_info_file).is_file():
-            raise ConfigError(f"--dataset_info_file {cfg.dataset_info_file}: file not found")
+        for flag in ("dataset_config_file", "val_dataset_config_file", "dataset_info_file"):
+            _check_file(getattr(cfg, flag), flag)
         from unimedvl.train.parallel import dist_env
 
         env = dist_env()
@@ -118,7 +105,7 @@ class Trainer:
         if self.loader_factory is None:
             self.loader_factory = resolve_loader_factory(cfg.loader)
 
-        self.info = info = init_distributed(cfg.device)
+        self.info = info = start_distributed(cfg.device)
         self.dtype = compute_dtype(cfg.dtype, info)
         self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
         self.resume_dir = self._resume_dir()
@@ -132,15 +119,22 @@ class Trainer:
                 log.warning("%s was written by %d process(es), this run has %d: weights and optimizer are restored "
                             "but the data streams restart from the beginning", self.resume_dir, saved_world,
                             info.world_size)
-        self.loader = self.loader_factory(make_data_config(cfg, cfg.dataset_config_file), self.model_cfg,
+        self.loader = self.loader_factory(cfg.data_config(), self.model_cfg,
                                           self.tokenizer, rank=info.rank, world_size=info.world_size,
                                           state=rank_state["data"] if rank_state else None)
+        self.val_loader = None
+        if cfg.val_dataset_config_file:
+            self.val_loader = self.loader_factory(
+                cfg.data_config(cfg.val_dataset_config_file, conditional_dropout=False), self.model_cfg,
+                self.tokenizer, rank=info.rank, world_size=info.world_size, state=None,
+            )
+            self._val_start = self.val_loader.state_dict()
         if cfg.visual_gen and not self.loader.has_generation_data():
             raise ConfigError(
                 f"visual_gen is True but the data mix {cfg.dataset_config_file} has no generation data (no image "
                 "carries a flow loss): add a generation dataset or pass --visual_gen False"
             )
-        if hasattr(self.loader, "has_understanding_data") and cfg.visual_und and not (
+        if cfg.visual_und and not (
             self.loader.has_understanding_data() or self.loader.has_generation_data()
         ):
             log.warning("the data mix has no understanding data")
@@ -386,10 +380,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation losses over ``val_batches`` packed batches per rank (same batches at every call)."""
         cfg = self.cfg
-        data_cfg = make_data_config(cfg, cfg.val_dataset_config_file, conditional_dropout=False)
-        loader = self.loader_factory(data_cfg, self.model_cfg, self.tokenizer, rank=self.info.rank,
-                                     world_size=self.info.world_size, state=None)
-        it = iter(loader)
+        self.val_loader.load_state_dict(self._val_start)  # the same batches at every call
+        it = iter(self.val_loader)
         sums = torch.zeros(4, dtype=torch.float64)
         for k in range(cfg.val_batches):
             batch = next(it).to(self.info.device)
@@ -434,7 +426,7 @@ class Trainer:
     def _gather(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """Full CPU copies of (possibly sharded) tensors on rank 0 ({} elsewhere); all ranks must call it."""
         out = {}
-        save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(self.cfg.save_dtype, self.dtype)
+        save_dtype = self.dtype if self.cfg.save_dtype == "auto" else parse_dtype(self.cfg.save_dtype)
         for name, t in tensors.items():
             full = t.full_tensor() if hasattr(t, "full_tensor") else t
             if self.info.is_main:

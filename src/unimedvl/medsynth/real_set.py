@@ -12,7 +12,7 @@ where they are installed, so nothing is copied into the repository:
 
 Each image becomes a square ``image_size`` clean target and four degraded -> clean pairs (denoising,
 deblurring, 2x and 4x super-resolution) made with the same degradations and record format as MedSynth
-(:mod:`unimedvl.data.synthetic`). Every record names its origin in ``source``. A missing package or
+(:mod:`unimedvl.medsynth.generator`). Every record names its origin in ``source``. A missing package or
 file skips that source with a warning; :class:`~unimedvl.errors.DataError` only if none is left.
 
 Layout: ``out_dir/images/<name>_clean.png``, ``out_dir/images/<name>_<degrade_type>.png``,
@@ -24,16 +24,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from importlib import metadata
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from unimedvl.data import synthetic
 from unimedvl.errors import DataError
+from unimedvl.medsynth.generator import check_image_size, restoration_pair
+from unimedvl.medsynth.writers import prepare_output_dir, save_png, write_jsonl, write_yaml
 
 RESTORATION_TASKS = (("denoising", 0), ("deblurring", 0), ("super_resolution", 0), ("super_resolution", 1))
 # (task, index): index parity picks the variant (SR: 0 -> x2, 1 -> x4; denoising: Gaussian / Poisson)
@@ -183,34 +184,34 @@ def build_real_eval_set(out_dir: str | os.PathLike, image_size: int = 64, seed: 
     Summary: ``{"out_dir", "jsonl", "dataset_info", "count", "counts" {task: n}, "sources"
     [packages used], "skipped" {package: reason}, "images" [names]}`` (paths absolute).
     """
-    synthetic.check_image_size(image_size)
+    check_image_size(image_size)
     images, skipped = load_real_images(image_size)
     if not images:
         raise DataError("no real medical images found: none of pydicom, nibabel, dipy, scikit-image ships its "
                         f"sample files here ({skipped}); install them (pip install -r requirements-dev.txt)")
     out = Path(out_dir).resolve()
-    synthetic.prepare_output_dir(out, overwrite, marker="test.jsonl")
+    prepare_output_dir(out, overwrite, marker="test.jsonl")
     records, counts = [], {}
     for n, real in enumerate(images):
         clean_rel = f"images/{real.name}_clean.png"
-        synthetic.save_png(out / clean_rel, real.image)
+        save_png(out / clean_rel, real.image)
         clean_ref = {"path": clean_rel, "height": image_size, "width": image_size}
         for t, (task, index) in enumerate(RESTORATION_TASKS):
             rng = np.random.default_rng([seed, n, t])
-            degraded, body = synthetic.restoration_pair(task, real.image, real.modality, rng, n + index, image_size)
+            degraded, body = restoration_pair(task, real.image, real.modality, rng, n + index, image_size)
             sample_id = f"real_{real.name}_{body['degrade_type']}"
             rel = f"images/{real.name}_{body['degrade_type']}.png"
-            synthetic.save_png(out / rel, degraded)
+            save_png(out / rel, degraded)
             records.append({"main_task_type": task, "degrade_type": body["degrade_type"], "sample_id": sample_id,
                             "input_img": [{"path": rel, "height": image_size, "width": image_size}],
                             "output_img": [clean_ref], "message": body["message"], "modality": real.modality,
                             "source": real.source, "degrade_params": body["degrade_params"]})
             counts[task] = counts.get(task, 0) + 1
     jsonl = out / "test.jsonl"
-    synthetic.write_jsonl(jsonl, records)
+    write_jsonl(jsonl, records)
     info = {"MedicalImageEditingIterableDataset": {"medreal_restoration_test": {
         "data_dir": str(out), "jsonl_path": str(jsonl), "num_total_samples": len(records)}}}
-    synthetic.write_yaml(out / "dataset_info.yaml", info,
+    write_yaml(out / "dataset_info.yaml", info,
                          "Real-image restoration test set (built from files shipped inside installed packages;\n"
                          "see each record's 'source'). Paths are ABSOLUTE, resolved when this file was written.")
     used = sorted({name for name in SOURCES if name not in skipped})

@@ -118,8 +118,8 @@ class Demo:
         return summary
 
     def _data(self, folder: Path) -> dict:
-        from unimedvl.data.real_samples import build_real_eval_set
-        from unimedvl.data.synthetic import generate_medsynth
+        from unimedvl.medsynth.generator import generate_medsynth
+        from unimedvl.medsynth.real_set import build_real_eval_set
 
         c = self.cfg
         # VQA weighs more: its questions are the cheapest to evaluate, and the goals need enough of them.
@@ -151,8 +151,8 @@ class Demo:
         return {"path": str(folder), "size": len(tok)}
 
     def _autoencoder(self, folder: Path, data: dict) -> dict:
-        from unimedvl.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
         from unimedvl.config import model_config
+        from unimedvl.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
         # The layout of the `demo` named size (4x, z4, for latent_patch_size 4), trained on 32 px
         # crops with an extra squared-error term: the settings that reached 25 dB in ~2 CPU minutes.
@@ -172,8 +172,7 @@ class Demo:
     def _model_init(self, folder: Path, tokenizer: dict, ae: dict) -> dict:
         import torch
 
-        from unimedvl.autoencoder_training import trained_latent_patch_size, trained_vae_config
-        from unimedvl.checkpoint import save_model
+        from unimedvl.checkpoint import save_model, trained_latent_patch_size, trained_vae_config
         from unimedvl.config import model_config
         from unimedvl.models.autoencoder import Autoencoder
         from unimedvl.models.unified import UnifiedModel
@@ -216,7 +215,7 @@ class Demo:
 
     def _eval(self, folder: Path, data: dict, trained: dict) -> dict:
         from unimedvl.cli import main as cli
-        from unimedvl.data.synthetic import TASKS, vit_sizes
+        from unimedvl.medsynth.generator import TASKS, vit_sizes
 
         c = self.cfg
         # The image sizes the model was trained at (the MedSynth mix's transforms), not the
@@ -241,7 +240,7 @@ class Demo:
         return runs
 
     def _report(self, folder: Path, data: dict, evaluated: dict, trained: dict) -> dict:
-        from unimedvl.demo_baselines import summarise, summary_html
+        from unimedvl.demo.baselines import summarise, summary_html
         from unimedvl.eval import report
         from unimedvl.eval.stats_csv import load_statistics, write_summary_csv
 

@@ -1,6 +1,6 @@
 """Procedural medical-like images with known ground truth, and the degradations applied to them.
 
-This is the image half of MedSynth (the records live in :mod:`unimedvl.data.synthetic`).
+This is the image half of MedSynth (the records live in :mod:`unimedvl.medsynth.generator`).
 
 A :class:`Scene` is a modality, an image size, a few anatomy parameters, a texture seed and a list
 of :class:`Lesion` s. :func:`render` is a pure function of the scene, and lesions are composited

@@ -1,6 +1,6 @@
 """MedSynth: a procedurally generated medical benchmark with known ground truth.
 
-Every image comes from a :class:`~unimedvl.data.synthetic_images.Scene` (modality, anatomy, lesions
+Every image comes from a :class:`~unimedvl.medsynth.images.Scene` (modality, anatomy, lesions
 with known region, size and count), so every answer, report, restoration target and counterfactual
 is exact. Generation is deterministic: record ``i`` of task ``t`` in split ``s`` draws from
 ``numpy.random.default_rng([seed, s, t, i])``, so the same seed gives byte-identical PNGs and JSONL,
@@ -35,20 +35,16 @@ combined ``{split}.jsonl`` interleaves the tasks round-robin, so any prefix of i
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import yaml
-from PIL import Image
 
-from unimedvl.data import synthetic_images as si
 from unimedvl.errors import ConfigError
+from unimedvl.medsynth import images as si
+from unimedvl.medsynth.writers import prepare_output_dir, save_png, write_jsonl, write_yaml
 
 # task name (= main_task_type) -> dataset type that trains on it
 TASKS: dict[str, str] = {
@@ -277,13 +273,7 @@ _MAKERS: dict[str, Callable] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing.
-
-
-def save_png(path: Path, img: np.ndarray) -> None:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG (parents created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, format="PNG", compress_level=6)  # no metadata: identical bytes per seed
+# Records and the benchmark.
 
 
 def make_record(task: str, split: str, index: int, seed: int, size: int, out_dir: Path) -> dict:
@@ -365,37 +355,6 @@ def _check(n_train, n_test, image_size, tasks) -> list[str]:
     return [t for t in TASKS if t in chosen]  # canonical order keeps the output independent of argument order
 
 
-def prepare_output_dir(out: Path, overwrite: bool, marker: str = "train.jsonl") -> None:
-    """Create ``out``; refuse a non-empty folder unless ``overwrite`` and it holds our ``marker`` file
-    or ``images/`` (then our images and JSONL files are removed first, so no stale files remain)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; choose an empty or new folder, or pass --overwrite "
-                              "to replace a previous MedSynth there")
-        if not (out / marker).exists() and not (out / "images").exists():
-            raise ConfigError(f"{out} does not look like a folder written by unimedvl (no {marker} or images/); "
-                              "refusing to overwrite it, choose another --out")
-        shutil.rmtree(out / "images", ignore_errors=True)
-        for f in out.glob("*.jsonl"):
-            f.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    """One JSON object per line, UTF-8, keys in insertion order (stable bytes for the same records)."""
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def write_yaml(path: Path, data: dict, header: str) -> None:
-    """``data`` as block YAML (key order kept) under ``header`` written as comment lines."""
-    text = "".join(f"# {line}\n" for line in header.splitlines()) + yaml.safe_dump(data, sort_keys=False)
-    path.write_text(text, encoding="utf-8")
-
-
 def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, image_size: int = 64,
                       tasks: Sequence[str] | None = None, overwrite: bool = False,
                       task_weights: Mapping[str, float] | None = None, vit_image_size: int | None = None) -> dict:
@@ -470,64 +429,3 @@ def _mix(info: dict, size: int, vit_size: int, seed: int) -> dict:
             "shuffle_seed": seed,
         }
     return mix
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: unimedvl synth
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``unimedvl synth`` (write the MedSynth benchmark) to the CLI."""
-    p = subparsers.add_parser("synth", help="write the MedSynth benchmark (synthetic medical images + JSONL)",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
-    p.add_argument("--n-train", type=int, default=900, help="train records in total, shared across tasks")
-    p.add_argument("--n-test", type=int, default=180, help="test records in total, shared across tasks")
-    p.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical output")
-    p.add_argument("--image-size", type=int, default=64, help="image side in pixels (multiple of 16)")
-    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
-                   help=f"subset of tasks (space or comma separated); default all: {', '.join(TASKS)}")
-    p.add_argument("--vit-image-size", type=int, default=None,
-                   help="image side for the ViT in the mix (default --image-size); e.g. 112 for finer patches")
-    p.add_argument("--task-weights", default=None, metavar="TASK=W,...",
-                   help="share records in proportion to these weights (others weigh 1), e.g. vqa=3,report=1")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous MedSynth in --out")
-    p.add_argument("--real", action="store_true",
-                   help="also build the real-image evaluation set (from installed packages) into OUT/real")
-    p.set_defaults(func=run)
-
-
-def parse_task_weights(text: str | None) -> dict[str, float] | None:
-    """``"vqa=3,report=1"`` -> ``{"vqa": 3.0, "report": 1.0}``; ConfigError naming a malformed item."""
-    if not text:
-        return None
-    weights = {}
-    for item in filter(None, text.split(",")):
-        name, sep, value = item.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"--task-weights: {item!r} is not TASK=WEIGHT (e.g. vqa=3)") from None
-        if not sep:
-            raise ConfigError(f"--task-weights: {item!r} is not TASK=WEIGHT (e.g. vqa=3)")
-    return weights
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``unimedvl synth``."""
-    tasks = [t for item in args.tasks for t in item.split(",") if t] if args.tasks else None
-    summary = generate_medsynth(args.out, args.n_train, args.n_test, seed=args.seed, image_size=args.image_size,
-                                tasks=tasks, overwrite=args.overwrite,
-                                task_weights=parse_task_weights(args.task_weights),
-                                vit_image_size=args.vit_image_size)
-    for split in SPLITS:
-        counts = ", ".join(f"{t} {n}" for t, n in summary["counts"][split].items())
-        print(f"{split}: {sum(summary['counts'][split].values())} records ({counts}) -> {summary['jsonl'][split]}")
-    print(f"dataset info: {summary['dataset_info']}\nmix: {summary['mix']}")
-    if args.real:
-        from unimedvl.data.real_samples import build_real_eval_set
-
-        real = build_real_eval_set(Path(args.out) / "real", image_size=args.image_size, seed=args.seed,
-                                   overwrite=args.overwrite)
-        print(f"real evaluation set: {real['count']} records from {', '.join(real['sources'])} -> {real['jsonl']}")
-    return 0

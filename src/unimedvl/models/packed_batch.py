@@ -101,10 +101,15 @@ class PackedBatch:
     def sequence_length(self) -> int:
         return self.layout.total_len
 
-    @property
-    def gen_indexes(self) -> Tensor:
-        """Positions routed to the generation expert: every VAE latent token."""
-        return self.vae_indexes
+    def gen_mask(self, device: torch.device | str | None = None) -> Tensor:
+        """(T,) bool, True at the tokens routed to the generation expert: every VAE latent token.
+
+        The one routing rule of training and inference (image markers and text use the
+        understanding expert); all False when the batch has no latents.
+        """
+        mask = torch.zeros(self.sequence_length, dtype=torch.bool, device=device)
+        mask[self.vae_indexes.to(mask.device)] = True
+        return mask
 
     @property
     def num_ce_tokens(self) -> int:
@@ -121,6 +126,44 @@ class PackedBatch:
                 value = [v.to(device) for v in value]
             moved[f.name] = value
         return PackedBatch(**moved)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence lengths (what the builder below writes; the packer sizes samples with them before decoding).
+
+
+def text_tokens(num_ids: int, close: bool = False) -> int:
+    """Sequence length of a text split: <|im_start|> + ids (+ <|im_end|> when closed)."""
+    return 1 + num_ids + int(close)
+
+
+IMAGE_MARKERS = 2  # <|vision_start|> and <|vision_end|> around every image split
+
+
+def grid_tokens(rows: int, cols: int) -> int:
+    """Sequence length of an image split of ``rows x cols`` tokens: markers + the tokens."""
+    return IMAGE_MARKERS + rows * cols
+
+
+def image_tokens(height: int, width: int, stride: int) -> int:
+    """Sequence length of an image split of ``height x width`` pixels: markers + one token per stride cell."""
+    return grid_tokens(height // stride, width // stride)
+
+
+def split_num_tokens(split: SplitSpec, cfg: ModelConfig) -> int:
+    """Sequence length ``build_packed_batch`` gives one split."""
+    if isinstance(split, TextSplit):
+        return text_tokens(len(split.ids), split.close)
+    if isinstance(split, VitImageSplit):
+        return image_tokens(split.image.shape[1], split.image.shape[2], cfg.vit.patch_size)
+    if split.image is None:
+        return grid_tokens(*split.grid)
+    return image_tokens(split.image.shape[1], split.image.shape[2], cfg.vae_image_stride)
+
+
+def sample_num_tokens(splits: Sequence[SplitSpec], cfg: ModelConfig) -> int:
+    """Sequence length of one sample."""
+    return sum(split_num_tokens(s, cfg) for s in splits)
 
 
 def build_packed_batch(
@@ -198,6 +241,8 @@ class _Builder:
                     rope += 1
             else:
                 raise DataError(f"sample {index} split {j}: unknown split type {type(split).__name__}")
+            # The counters above are what packing budgets with; they must describe what was written.
+            assert self.pos - start == split_num_tokens(split, self.cfg), "sequence layout and counters disagree"
             splits.append((self.pos - start, mode))
         return splits
 

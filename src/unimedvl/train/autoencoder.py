@@ -15,8 +15,9 @@ with the image size. The KL weight is tiny, as in FLUX: it bounds the log-varian
 make the latents unit-scale. That is the job of ``shift_factor`` /
 ``scale_factor`` (latent = (z - shift) * scale): after training the posterior means of the training
 images are measured and ``shift = mean``, ``scale = 1 / std``. ``ae.safetensors`` cannot hold them
-(the release file has none), so they go into the JSON report; :func:`latent_stats_config` turns
-report + layout into the ``VAEConfig`` that a unified checkpoint's ``unimedvl_config.yaml`` stores.
+(the release file has none), so they go into the JSON report;
+:func:`unimedvl.checkpoint.latent_stats_config` turns report + layout into the ``VAEConfig`` that a
+unified checkpoint's ``unimedvl_config.yaml`` stores.
 
 Reconstruction PSNR (8-bit, mean over images) is measured on held-out images before and after
 training, next to a trivial baseline: the same images blurred by area-downsampling 4x and bicubic
@@ -41,7 +42,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,22 +51,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unimedvl.config import VAEConfig, from_dict, to_dict
+from unimedvl.config import VAEConfig, to_dict
 from unimedvl.data.image_sets import CropBatches, center_crop, collect_image_paths, load_training_image, to_unit
 from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.fileio import atomic_write_text
 from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
-from unimedvl.ssim import ssim
+from unimedvl.train.losses import ssim
 
 __all__ = [
     "AutoencoderTrainConfig",
     "AutoencoderTrainResult",
     "collect_image_paths",
     "default_vae_config",
-    "latent_stats_config",
     "register",
     "train_autoencoder",
-    "trained_latent_patch_size",
-    "trained_vae_config",
 ]
 
 REPORT_FORMAT = "unimedvl-autoencoder-report/1"
@@ -320,12 +318,6 @@ def _init_for_short_training(model: Autoencoder) -> None:
     model.encoder.conv_out.bias[model.config.z_channels :].fill_(INITIAL_LOGVAR)
 
 
-def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> AutoencoderTrainResult:
     """Train (or adapt, with ``cfg.init``) an autoencoder; write ``cfg.out`` and the JSON report.
 
@@ -435,67 +427,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
         "history": history,
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(report, report_path)
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     _say(progress, f"held-out PSNR {psnr_initial:.2f} -> {psnr_final:.2f} dB (blur baseline {psnr_blur:.2f} dB) "
                    f"after {cfg.steps} steps in {train_seconds:.0f} s; latent shift {latent_mean:.4f} scale "
                    f"{1 / latent_std:.4f}; wrote {out} and {report_path}")
     return AutoencoderTrainResult(model=model, report=report)
-
-
-def latent_stats_config(vae_cfg: VAEConfig, report: Mapping[str, Any] | str | os.PathLike) -> VAEConfig:
-    """``vae_cfg`` with shift_factor / scale_factor from a training report (a dict or the JSON file).
-
-    Use it where a unified checkpoint's config is assembled from a trained ``ae.safetensors``,
-    e.g. ``cfg.vae = latent_stats_config(vae_config_from_file(ae), "ae.json")`` before writing
-    ``unimedvl_config.yaml``. A layout that differs from the one the report was measured on is a
-    ConfigError (the statistics belong to those weights).
-    """
-    source = "report"
-    if not isinstance(report, Mapping):
-        source = os.fspath(report)
-        try:
-            report = json.loads(Path(source).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{source}:{err.lineno}: invalid JSON ({err.msg})") from None
-    missing = [k for k in ("shift_factor", "scale_factor") if k not in report]
-    if missing:
-        raise ConfigError(f"{source}: missing {', '.join(missing)}; is this an autoencoder training report?")
-    if "vae" in report:
-        measured = from_dict(VAEConfig, dict(report["vae"]), source=f"{source}: vae")
-        for key in ("ch", "ch_mult", "num_res_blocks", "z_channels", "in_channels", "out_ch"):
-            if getattr(measured, key) != getattr(vae_cfg, key):
-                raise ConfigError(
-                    f"{source}: the statistics were measured on a VAE with {key}={getattr(measured, key)}, "
-                    f"but this config has {key}={getattr(vae_cfg, key)}; use the report written with these weights"
-                )
-    return dataclasses.replace(vae_cfg, shift_factor=float(report["shift_factor"]),
-                               scale_factor=float(report["scale_factor"]))
-
-
-def trained_vae_config(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> VAEConfig:
-    """The complete VAEConfig of a trained ``ae.safetensors``: layout from its shapes, shift / scale from its report.
-
-    ``report`` defaults to the file beside the weights with the suffix .json (where
-    ``train_autoencoder`` writes it); a missing report is a ConfigError rather than a silent
-    fallback to the release factors, which would mis-scale every latent.
-    """
-    from unimedvl.checkpoint import vae_config_from_file
-
-    weights = Path(weights)
-    return latent_stats_config(vae_config_from_file(weights), report or weights.with_suffix(".json"))
-
-
-def trained_latent_patch_size(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> int:
-    """The unified model's ``latent_patch_size`` a trained ``ae.safetensors`` was made for (from its report)."""
-    path = Path(report or Path(weights).with_suffix(".json"))
-    try:
-        return int(json.loads(path.read_text())["latent_patch_size"])
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such report (train_autoencoder writes it beside ae.safetensors)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise ConfigError(f"{path}: no valid latent_patch_size; is this an autoencoder training report?") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ The goals of the default demo are checked here and reported as met or not met; n
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
+
+from unimedvl.fileio import read_json_lines
 
 # Demo goals (issue: "It must learn, and say so honestly").
 VQA_GOAL_TYPES = ("modality", "presence")
@@ -24,14 +25,11 @@ PSNR_GOAL_TASKS = ("denoising",)  # PSNR above the identity baseline
 
 def _read_results(root: Path, split: str) -> list[dict]:
     """The result lines of the model evaluated on ``split`` (``root/<model_id>/<split>/results.jsonl``)."""
-    files = sorted(root.glob(f"*/{split}/results.jsonl"))
     lines = []
-    for file in files:
-        for text in file.read_text().splitlines():
-            if text.strip():
-                line = json.loads(text)
-                line["_run_dir"] = str(file.parent)  # image paths in a result line are relative to it
-                lines.append(line)
+    for file in sorted(root.glob(f"*/{split}/results.jsonl")):
+        for line in read_json_lines(file)[0]:
+            line["_run_dir"] = str(file.parent)  # image paths in a result line are relative to it
+            lines.append(line)
     return lines
 
 

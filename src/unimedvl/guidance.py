@@ -1,0 +1,74 @@
+"""Guidance settings of image generation and the task presets: one home, no torch.
+
+:class:`GuidanceConfig` names every knob of the Euler sampler with classifier-free guidance
+(:func:`unimedvl.flow.euler_sample` does the maths); the presets are the spec's table
+(unified-model.md section 5). The API, the CLI flags (:mod:`unimedvl.cli_options`), the app and
+batch evaluation all start from these objects, so a default is written down once. Torch-free so
+that ``unimedvl COMMAND --help`` can show the defaults without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from unimedvl.errors import ConfigError
+
+RENORM_TYPES = ("global", "channel", "text_channel")
+BRANCHES = ("cond", "text_uncond", "img_uncond")
+
+
+@dataclass
+class GuidanceConfig:
+    """Image-generation settings (names shared by the API, CLI and evaluation)."""
+
+    cfg_text_scale: float = 4.0  # text guidance: v_txt = v_unc_txt + s_txt (v - v_unc_txt)
+    cfg_img_scale: float = 1.0  # image guidance: v' = v_unc_img + s_img (v_txt - v_unc_img)
+    cfg_interval: tuple[float, float] = (0.4, 1.0)  # guidance applies when lo < t <= hi
+    cfg_renorm_type: str = "global"  # global | channel | text_channel
+    cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
+    timestep_shift: float = 3.0  # shift of the sampling schedule
+    num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
+
+    def __post_init__(self) -> None:
+        self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
+        if self.cfg_renorm_type not in RENORM_TYPES:
+            raise ConfigError(f"cfg_renorm_type={self.cfg_renorm_type!r}; choose one of {', '.join(RENORM_TYPES)}")
+        if self.num_timesteps < 2:
+            raise ConfigError(f"num_timesteps={self.num_timesteps} must be >= 2 (one Euler step needs two points)")
+        if self.timestep_shift <= 0:
+            raise ConfigError(f"timestep_shift={self.timestep_shift} must be > 0")
+
+    def branches_at(self, t: float) -> tuple[str, ...]:
+        """Which velocity branches step ``t`` needs (scale 1 branches are skipped: they cancel)."""
+        lo, hi = self.cfg_interval
+        if not (lo < t <= hi):
+            return ("cond",)
+        out = ["cond"]
+        if self.cfg_text_scale != 1.0:
+            out.append("text_uncond")
+        if self.cfg_img_scale != 1.0:
+            out.append("img_uncond")
+        return tuple(out)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as plain JSON values (the interval as a list)."""
+        out = dataclasses.asdict(self)
+        out["cfg_interval"] = [float(x) for x in self.cfg_interval]
+        return out
+
+
+# The spec's table (unified-model.md section 5).
+TEXT_TO_IMAGE = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=1.0, cfg_interval=(0.4, 1.0),
+                               cfg_renorm_type="global", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
+EDITING = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
+                         cfg_renorm_type="text_channel", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
+# The medical batch test (spec medical.md section 5): the editing settings at shift 1.0.
+RESTORATION = dataclasses.replace(EDITING, timestep_shift=1.0)
+
+GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
+    "text_to_image": TEXT_TO_IMAGE, "editing": EDITING, "restoration": RESTORATION,
+}
+# Inference task -> its default preset.
+TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
