@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all demo clean bench
+.PHONY: setup test test-all demo docs clean bench
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test-all: setup
 
 demo: setup
 	$(VENV)/bin/unimedvl demo
+
+# The command-line reference, generated from the parsers (a test fails when it is stale).
+docs: setup
+	$(PY) -m unimedvl.cli_docs > docs/CLI.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

@@ -87,7 +87,7 @@ def main() -> None:
         if opts.default_threads:
             runs.append(run_eval(f"1 process ({torch.get_num_threads()} threads)", python,
                                  [*common, "--out", str(tmp / "threads")], None))  # fmt: skip
-        psnr = [json.loads((tmp / d / "debug" / "statistics.json").read_text())["overall"]["psnr_mean"]
+        psnr = [json.loads((tmp / d / "debug" / "test" / "statistics.json").read_text())["overall"]["psnr_mean"]
                 for d in ("one", "two", "threads")[: len(runs)]]  # fmt: skip
     print(f"eval throughput: debug model, CPU fp32, MedSynth {opts.n_test} records at 64 px (all 9 tasks), "
           f"{opts.num_timesteps} timesteps, {opts.max_new_tokens} new tokens, batch size 1")  # fmt: skip

@@ -80,7 +80,7 @@ def server(tmp_path_factory, one_thread):
 
     tmp = tmp_path_factory.mktemp("app")
     init_checkpoint("debug", tmp / "ckpt", seed=0)
-    model = UniMedVL.from_pretrained(tmp / "ckpt", min_image_size=32, max_image_size=SIZE, vit_min_image_size=56)
+    model = UniMedVL.from_pretrained(tmp / "ckpt", vae_min_size=32, vae_max_size=SIZE, vit_min_size=56)
     settings = AppSettings(host="127.0.0.1", port=_free_port(), num_timesteps=STEPS, image_size=SIZE,
                            max_upload_mb=1.0, max_new_tokens=16)  # fmt: skip
     demo = build_app(model, settings, examples_dir=tmp / "examples")

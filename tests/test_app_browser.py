@@ -205,11 +205,11 @@ def app_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser_app")
     model_dir = os.environ.get("UNIMEDVL_APP_MODEL")
     if model_dir:  # e.g. the `make demo` model, at the 64 px it was trained at
-        model = UniMedVL.from_pretrained(model_dir, min_image_size=64, max_image_size=64, vit_min_image_size=56,
-                                         vit_max_image_size=70)
+        model = UniMedVL.from_pretrained(model_dir, vae_min_size=64, vae_max_size=64, vit_min_size=56,
+                                         vit_max_size=70)
     else:
         init_checkpoint("debug", tmp / "ckpt", seed=0)
-        model = UniMedVL.from_pretrained(tmp / "ckpt", min_image_size=32, max_image_size=64, vit_min_image_size=56)
+        model = UniMedVL.from_pretrained(tmp / "ckpt", vae_min_size=32, vae_max_size=64, vit_min_size=56)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

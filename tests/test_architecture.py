@@ -18,7 +18,7 @@ import unimedvl
 PACKAGE = Path(unimedvl.__file__).parent
 APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "cli")
 LIBRARY = ("models", "data", "flow", "checkpoint", "inference", "config", "tokenizer", "guidance", "fileio",
-           "distributed", "errors", "cli_options")  # fmt: skip
+           "distributed", "errors", "cli_options", "inference_config", "model_card")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:

@@ -13,13 +13,8 @@ from unimedvl.config import VAEConfig
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.autoencoder import Autoencoder
-from unimedvl.train.autoencoder import (
-    AutoencoderTrainConfig,
-    blur_baseline,
-    register,
-    ssim_torch,
-    train_autoencoder,
-)
+from unimedvl.train.autoencoder import AutoencoderTrainConfig, blur_baseline, ssim_torch, train_autoencoder
+from unimedvl.train.autoencoder_config import register
 
 # Narrowest FLUX layout with 8x downsampling; 32-px views keep a step to a few tens of ms.
 TINY = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16)

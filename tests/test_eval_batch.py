@@ -80,7 +80,7 @@ def _ids(path):
 def base_run(ckpt, medsynth, tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
     assert _eval(ckpt, medsynth / "test.jsonl", out) == 0
-    return out / "debug"
+    return out / "debug" / "test"  # OUT/<model_id>/<split>: the split defaults to the data file's name
 
 
 def test_outputs_follow_the_spec(base_run, medsynth, tmp_path):
@@ -110,15 +110,16 @@ def test_outputs_follow_the_spec(base_run, medsynth, tmp_path):
     assert info["model"]["fingerprint"]["configs_sha256"]["llm_config.json"] and info["settings"]["num_timesteps"] == 3
     # `unimedvl stats` reads it.
     csv = tmp_path / "summary.csv"
-    assert cli_main(["stats", str(base_run.parent), "-o", str(csv)]) == 0
+    assert cli_main(["stats", str(base_run.parent.parent), "-o", str(csv)]) == 0
     header, row = csv.read_text().splitlines()[:2]
-    assert header.startswith("model_id,split,total_samples") and f",debug,{N_TEST}," in row
+    # Without --split the layout is OUT/<model_id>/<data file name>: stats labels model and split right.
+    assert header.startswith("model_id,split,total_samples") and row.startswith(f"debug,test,{N_TEST},")
 
 
 def test_resume_after_limit_and_truncated_line_matches_one_run(ckpt, medsynth, base_run, tmp_path, capsys):
     data = medsynth / "test.jsonl"
     assert _eval(ckpt, data, tmp_path, "--limit", "5") == 0
-    results = tmp_path / "debug" / "results.jsonl"
+    results = tmp_path / "debug" / "test" / "results.jsonl"
     assert len(_ids(results)) == 5
     # A kill in the middle of a write leaves half a line: that sample must be redone, once.
     text = results.read_text()
@@ -129,7 +130,7 @@ def test_resume_after_limit_and_truncated_line_matches_one_run(ckpt, medsynth, b
     assert f"{N_TEST} sample(s), 4 already done, {N_TEST - 4} to run" in capsys.readouterr().err
     ids = _ids(results)
     assert ids == [s.sample_id for s in load_samples(data)]
-    resumed = json.loads((tmp_path / "debug" / "statistics.json").read_text())["overall"]
+    resumed = json.loads((tmp_path / "debug" / "test" / "statistics.json").read_text())["overall"]
     whole = json.loads((base_run / "statistics.json").read_text())["overall"]
     for key in ("total_samples", "psnr_mean", "ssim_mean", "correct_mean"):
         assert resumed[key] == pytest.approx(whole[key], abs=1e-9), key
@@ -141,7 +142,7 @@ def test_killed_process_restarts_without_loss_or_duplicates(ckpt, medsynth, tmp_
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "unimedvl.eval.batch_cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    results = tmp_path / "debug" / "results.jsonl"
+    results = tmp_path / "debug" / "test" / "results.jsonl"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if results.is_file() and results.read_text().count("\n") >= 3:
@@ -156,7 +157,7 @@ def test_killed_process_restarts_without_loss_or_duplicates(ckpt, medsynth, tmp_
     assert run(parse_args(args)) == 0
     assert f"{before} already done, {N_TEST - before} to run" in capsys.readouterr().err
     assert _ids(results) == [s.sample_id for s in load_samples(data)]
-    stats = json.loads((tmp_path / "debug" / "statistics.json").read_text())
+    stats = json.loads((tmp_path / "debug" / "test" / "statistics.json").read_text())
     assert stats["overall"]["total_samples"] == N_TEST
 
 
@@ -166,10 +167,10 @@ def test_other_run_in_out_dir_is_refused_unless_overwrite(ckpt, medsynth, tmp_pa
     with pytest.raises(UserError, match=r"seed \(0 -> 1\).*--overwrite"):
         _eval(ckpt, data, tmp_path, "--limit", "1", "--seed", "1")
     assert _eval(ckpt, data, tmp_path, "--limit", "1", "--seed", "1", "--overwrite") == 0
-    assert json.loads((tmp_path / "debug" / "run_info.json").read_text())["settings"]["seed"] == 1
-    assert len(_ids(tmp_path / "debug" / "results.jsonl")) == 1
+    assert json.loads((tmp_path / "debug" / "test" / "run_info.json").read_text())["settings"]["seed"] == 1
+    assert len(_ids(tmp_path / "debug" / "test" / "results.jsonl")) == 1
     # Results without run_info.json cannot be matched to a run either.
-    (tmp_path / "debug" / "run_info.json").unlink()
+    (tmp_path / "debug" / "test" / "run_info.json").unlink()
     with pytest.raises(UserError, match="no run_info.json"):
         _eval(ckpt, data, tmp_path, "--limit", "1", "--seed", "1")
 
@@ -191,7 +192,7 @@ def test_bad_samples_are_recorded_not_fatal(ckpt, medsynth, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in bad) + '{"sample_id": "broken", "message": [\n')
     assert run(parse_args(["--model", str(ckpt), "--data", str(data), "--data-dir", str(medsynth),
                            "--out", str(tmp_path / "out"), *FAST, "--batch-size", "3"])) == 0  # fmt: skip
-    lines = {l["sample_id"]: l for l in _lines(tmp_path / "out" / "debug")}
+    lines = {l["sample_id"]: l for l in _lines(tmp_path / "out" / "debug" / "bad")}
     assert list(lines) == ["missing_input", "missing_gt", "no_output_img", "resized_gt", vqa["sample_id"],
                            "bad.jsonl:6"]  # fmt: skip
     assert "nope.png" in lines["missing_input"]["error"] and "nope_gt.png" in lines["missing_gt"]["error"]
@@ -199,7 +200,7 @@ def test_bad_samples_are_recorded_not_fatal(ckpt, medsynth, tmp_path):
     ok = lines["resized_gt"]
     assert ok["error"] is None and ok["metrics"]["size_mismatch"] and ok["metrics"]["gt_size"] == [48, 48]
     assert np.isfinite(ok["metrics"]["psnr"]) and lines[vqa["sample_id"]]["error"] is None
-    stats = json.loads((tmp_path / "out" / "debug" / "statistics.json").read_text())
+    stats = json.loads((tmp_path / "out" / "debug" / "bad" / "statistics.json").read_text())
     assert stats["overall"]["failed_samples"] == 4 and stats["overall"]["total_samples"] == 2
     assert stats["failures"]["by_task_type"] == {"denoising": 3, "unknown": 1}
 
@@ -212,12 +213,12 @@ def test_two_processes_match_one_process(ckpt, medsynth, base_run, tmp_path):
            "--out", str(tmp_path), *FAST]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two, one = _lines(tmp_path / "debug"), _lines(base_run)
+    two, one = _lines(tmp_path / "debug" / "test"), _lines(base_run)
     assert [l["sample_id"] for l in two] == [l["sample_id"] for l in one]
-    assert {l["rank"] for l in two} == {0, 1} and not list((tmp_path / "debug").glob("results.rank*"))
+    assert {l["rank"] for l in two} == {0, 1} and not list((tmp_path / "debug" / "test").glob("results.rank*"))
     for a, b in zip(one, two):
         assert a.get("answer") == b.get("answer") and a.get("understanding_text") == b.get("understanding_text")
-    s1, s2 = (json.loads((d / "statistics.json").read_text()) for d in (base_run, tmp_path / "debug"))
+    s1, s2 = (json.loads((d / "statistics.json").read_text()) for d in (base_run, tmp_path / "debug" / "test"))
     for key in ("total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "correct_mean"):
         assert s2["overall"][key] == pytest.approx(s1["overall"][key], abs=1e-9), key
     counts = [{t: e["count"] for t, e in s["by_task_type"].items()} for s in (s1, s2)]
@@ -293,7 +294,7 @@ def test_consolidate_drops_truncated_and_duplicate_lines(tmp_path):
 
 def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path):
     assert _eval(ckpt, medsynth / "test.jsonl", tmp_path, "--batch-size", "5") == 0
-    batched, single = _lines(tmp_path / "debug"), _lines(base_run)
+    batched, single = _lines(tmp_path / "debug" / "test"), _lines(base_run)
     for a, b in zip(single, batched):
         assert a.get("answer") == b.get("answer") and a.get("understanding_text") == b.get("understanding_text")
         if "psnr" in a["metrics"]:
@@ -343,7 +344,7 @@ def test_limit_per_task_caps_each_task_in_file_order(medsynth):
 def test_weights_choice_is_part_of_the_run_and_older_runs_still_resume(ckpt, medsynth, tmp_path):
     data = medsynth / "test.jsonl"
     assert _eval(ckpt, data, tmp_path, "--limit", "1", "--weights", "model") == 0
-    info_path = tmp_path / "debug" / "run_info.json"
+    info_path = tmp_path / "debug" / "test" / "run_info.json"
     info = json.loads(info_path.read_text())
     assert info["settings"]["weights"] == "model"
     with pytest.raises(UserError, match=r"weights \('model' -> 'ema'\)"):

@@ -92,3 +92,10 @@ def test_a_trained_autoencoder_brings_its_layout_factors_and_patch_size(componen
     assert cfg.latent_patch_size == 4 and cfg.vae.downsample == 4 and cfg.vae.z_channels == 4
     assert cfg.vae.shift_factor == pytest.approx(report["shift_factor"])
     assert cfg.vae.scale_factor == pytest.approx(report["scale_factor"])
+    # train-autoencoder recorded the size it trained at; the assembled checkpoint is fed at that size.
+    from unimedvl.inference_config import InferenceConfig
+
+    assert InferenceConfig.load(tmp_path / "ae").vae_transform.max_image_size == 32
+    vae = InferenceConfig.load(out).vae_transform
+    assert (vae.min_image_size, vae.max_image_size) == (32, 32)
+    assert "Not for clinical use" in (out / "README.md").read_text()

@@ -170,8 +170,8 @@ def test_cli_exit_status_and_output(dataset, capsys):
     # The debug model's latent table is 32 per side: a 1024-pixel VAE max does not fit.
     assert cli(["validate-data", str(good), "--data-dir", str(data_dir), "--model", "debug"]) == 1
     assert "beyond max_latent_size=32" in capsys.readouterr().out
-    assert cli(["validate-data", str(good), "--data-dir", str(data_dir), "--model", "debug", "--vae-max", "512",
-                "--vae-min", "256", "--vit-max", "448", "--vit-min", "224"]) == 0
+    assert cli(["validate-data", str(good), "--data-dir", str(data_dir), "--model", "debug", "--vae-max-size", "512",
+                "--vae-min-size", "256", "--vit-max-size", "448", "--vit-min-size", "224"]) == 0
 
 
 def test_cli_mix_form_reports_a_missing_mix(tmp_path, capsys):

@@ -87,6 +87,9 @@ class StandInLoader:
     def has_understanding_data(self):
         return any(k in ("und", "edit", "text") for k in self.kinds)
 
+    def image_transforms(self):
+        return None, None  # the stand-in makes tensors directly: the checkpoint keeps its own sizes
+
 
 def build_loader(data_cfg, model_cfg, tokenizer, rank=0, world_size=1, state=None):
     return StandInLoader(data_cfg, model_cfg, tokenizer, rank, world_size, state)

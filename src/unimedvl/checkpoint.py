@@ -394,12 +394,27 @@ def model_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(VAE_PREFIX)}
 
 
-def save_model(model, path: str | Path, tokenizer=None, ema_state: Mapping[str, Tensor] | None = None) -> Path:
-    """Write ``model`` in the release layout plus our complete config.
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters per component (language_model, vit_model, vae, ...) and in total (works on meta)."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    counts = {name: n for name, n in counts.items() if n}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def save_model(model, path: str | Path, tokenizer=None, ema_state: Mapping[str, Tensor] | None = None,
+               inference_config=None, card=None) -> Path:
+    """Write ``model`` in the release layout plus our complete config, inference config and model card.
 
     ``ema.safetensors`` holds ``ema_state`` when given (and ``model.safetensors`` the raw
     weights), else the model's weights; ``ae.safetensors`` the VAE; tokenizer files if given.
+    ``inference_config`` (an :class:`~unimedvl.inference_config.InferenceConfig`; default: the
+    release's, fitted to this model's position tables) goes to ``inference_config.json``, and
+    ``card`` (a :class:`~unimedvl.model_card.ModelCard`; default: a generic one) to ``README.md``.
     """
+    from unimedvl.inference_config import for_model
+    from unimedvl.model_card import ModelCard
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     write_configs(model.config, path)
@@ -414,4 +429,7 @@ def save_model(model, path: str | Path, tokenizer=None, ema_state: Mapping[str, 
         save_tensors(model.vae.state_dict(), path / "ae.safetensors")
     if tokenizer is not None:
         tokenizer.save(path)
+    inference_config = for_model(model.config, inference_config)
+    inference_config.save(path)
+    (card or ModelCard()).write(path, model.config, inference_config, parameter_counts(model))
     return path

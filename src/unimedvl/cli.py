@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
     "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
     "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
-    "train-autoencoder": ("unimedvl.train.autoencoder", "train a small FLUX-layout VAE on your images"),
+    "train-autoencoder": ("unimedvl.train.autoencoder_config", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
     "synth": ("unimedvl.medsynth.cli", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
@@ -52,6 +52,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         module_name, _, function = module.partition(":")
         getattr(importlib.import_module(module_name), function or "register")(sub)
+    # One help layout everywhere: descriptions as written, every flag's default shown.
+    from unimedvl.cli_options import DefaultsHelpFormatter
+
+    for command in sub.choices.values():
+        command.formatter_class = DefaultsHelpFormatter
     return parser
 
 

@@ -8,11 +8,102 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 from typing import Any
 
 from unimedvl.config import field_docs
 from unimedvl.guidance import RENORM_TYPES, GuidanceConfig
+
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+# Spellings of earlier releases: hidden, they still work for one release and say what replaced them.
+SIZE_ALIASES = {"--min-image-size": "--vae-min-size", "--max-image-size": "--vae-max-size",
+                "--vit-min-image-size": "--vit-min-size", "--vit-max-image-size": "--vit-max-size",
+                "--vae-min": "--vae-min-size", "--vae-max": "--vae-max-size", "--vit-min": "--vit-min-size",
+                "--vit-max": "--vit-max-size", "--vit-max-pixels": "--max-pixels"}  # fmt: skip
+
+
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and adds "(default: X)" to a flag's help when it does not say it.
+
+    Flags without a meaningful default (None, off switches, required ones) are left alone; their
+    help says what happens when they are not given.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default is argparse.SUPPRESS
+                or action.required or not action.option_strings or isinstance(action, argparse._HelpAction)):
+            return text
+        if isinstance(default, (list, tuple)):
+            shown = " ".join(map(str, default)) or "none"
+        else:
+            shown = default
+        return f"{text} (default: {shown})"
+
+
+class _DeprecatedFlag(argparse.Action):
+    """A hidden old spelling: stores into the new option and says once what to type instead."""
+
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser, old: str, new: str, **kwargs) -> None:
+    """Accept ``old`` (hidden from --help) as a spelling of the flag ``new``."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, action=_DeprecatedFlag, new_flag=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_device_arguments(parser, device_help: str = "") -> None:
+    """``--device`` and ``--dtype``, spelled and defaulted the same in every command."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu"
+                        + (f"; {device_help}" if device_help else "") + ")")
+    parser.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
+                        help="weights dtype (default: bf16 on cuda, fp32 on cpu)")
+
+
+def add_size_arguments(parser) -> None:
+    """The transform sizes; unset, each takes the checkpoint's value (its inference_config.json)."""
+    from unimedvl.inference_config import RELEASE_VAE_TRANSFORM as vae
+    from unimedvl.inference_config import RELEASE_VIT_TRANSFORM as vit
+
+    where = "default: the checkpoint's inference_config.json, else the release's"
+    parser.add_argument("--vae-min-size", type=int, default=None, metavar="PX",
+                        help=f"short edge of every input image at least this (VAE rule; 512 quality, 256 speed) "
+                             f"({where} {vae.min_image_size})")  # fmt: skip
+    parser.add_argument("--vae-max-size", type=int, default=None, metavar="PX",
+                        help=f"long edge of every input image at most this (VAE rule) ({where} {vae.max_image_size})")
+    parser.add_argument("--vit-min-size", type=int, default=None, metavar="PX",
+                        help=f"short edge of understanding (ViT) inputs at least this ({where} {vit.min_image_size})")
+    parser.add_argument("--vit-max-size", type=int, default=None, metavar="PX",
+                        help=f"long edge of understanding (ViT) inputs at most this ({where} {vit.max_image_size})")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help=f"at most this many pixels per input image, both transforms ({where}: none for the "
+                             f"VAE rule, {vit.max_pixels} for the ViT)")  # fmt: skip
+    for old, new in SIZE_ALIASES.items():
+        add_deprecated_alias(parser, old, new, type=int)
+
+
+SIZE_FIELDS = ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size", "max_pixels")
+
+
+def size_overrides(args: argparse.Namespace) -> dict[str, int | None]:
+    """The size flags as keyword arguments of ``InferenceConfig.with_sizes`` / ``from_pretrained``."""
+    return {name: getattr(args, name, None) for name in SIZE_FIELDS}
+
+
+def add_text_arguments(parser, max_new_tokens: int = 512) -> None:
+    """Answer decoding: ``--max-new-tokens``, ``--temperature``, ``--top-p``."""
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="answer (or reasoning) length limit")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
 
 
 def _flag(name: str) -> str:

@@ -9,6 +9,7 @@ Configs are data: every field has a default and a one-line doc, validation happe
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import re
 from dataclasses import dataclass, field, fields
@@ -217,10 +218,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<dict>", pre
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known keys: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"{source}: {unknown_keys_message(unknown, known, prefix)}")
     kwargs: dict[str, Any] = {}
     hints = _resolved_types(cls)
     for name, value in data.items():
@@ -258,6 +256,19 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 _FIELD_LINE = re.compile(r"^\s+([A-Za-z_]\w*)\s*:[^#]*#\s*(.+)$")
+
+
+def unknown_keys_message(unknown, known, prefix: str = "") -> str:
+    """'unknown key(s) X (did you mean Y?)': each with its closest known key; the known keys listed only
+    when some unknown key has no close match (a long list hides the one that was meant)."""
+    known = sorted(map(str, known))
+    parts, lost = [], False
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        lost |= not close
+        parts.append(f"{prefix}{key} (did you mean {prefix}{close[0]}?)" if close else f"{prefix}{key}")
+    text = f"unknown key(s) {', '.join(parts)}"
+    return f"{text}; known keys: {', '.join(prefix + k for k in known)}" if lost else text
 
 
 def _resolved_types(cls: type) -> dict[str, Any]:

@@ -10,15 +10,15 @@ patch convolution becomes a linear layer, the connector and latent linears start
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import torch
-
-from unimedvl.checkpoint import save_model
 from unimedvl.config import ModelConfig, load_model_config
 from unimedvl.errors import ConfigError
-from unimedvl.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the module is imported for --help; torch and the tokenizers load when a command runs
+    from unimedvl.tokenizer import Tokenizer
 
 # Text for the small BPE of tiny models when the user gives no tokenizer: common words of
 # radiology and pathology reports and of the instructions used by the medical tasks.
@@ -39,8 +39,10 @@ BUILTIN_CORPUS = (
 )
 
 
-def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> Tokenizer:
+def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> "Tokenizer":
     """The real Qwen tokenizer when the vocabulary fits it, else a small BPE trained on ``texts``."""
+    from unimedvl.tokenizer import Tokenizer
+
     qwen = Tokenizer.offline_qwen()
     if len(qwen) <= cfg.llm.vocab_size:
         return qwen
@@ -48,9 +50,13 @@ def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> T
     return Tokenizer.train_bpe(corpus, vocab_size=cfg.llm.vocab_size)
 
 
-def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer: Tokenizer | None = None,
+def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer: "Tokenizer | None" = None,
                     texts: Iterable[str] | None = None) -> Path:
     """Write a randomly initialised model of a named size (or YAML config) in the release layout."""
+    import torch
+
+    from unimedvl.checkpoint import save_model
+    from unimedvl.model_card import ModelCard
     from unimedvl.models.unified import UnifiedModel
 
     cfg = load_model_config(size)
@@ -62,16 +68,25 @@ def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer:
         )
     torch.manual_seed(seed)
     model = UnifiedModel(cfg)
-    return save_model(model, out, tokenizer)
+    card = ModelCard(summary=f"A randomly initialised UniMedVL model of the `{size}` size (seed {seed}).",
+                     notes=["Random weights: its answers and images are meaningless until it is trained. Use it for "
+                            "tests, benchmarks of speed and memory, or as the start of training from scratch."])
+    return save_model(model, out, tokenizer, card=card)
 
 
 def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Path | None, out: str | Path,
                          seed: int = 0, layer_module: str = "Qwen2MoTDecoderLayer") -> Path:
     """Assemble a trainable checkpoint from public parts (see module docstring)."""
+    import torch
+
+    from unimedvl.checkpoint import save_model
+    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.model_card import ModelCard
     from unimedvl.models.autoencoder import Autoencoder
     from unimedvl.models.language import LanguageModel
     from unimedvl.models.unified import UnifiedModel
     from unimedvl.models.vision import VisionEncoder
+    from unimedvl.tokenizer import Tokenizer
 
     torch.manual_seed(seed)
     language = LanguageModel.from_hf_pretrained(llm, layer_module=layer_module)
@@ -104,9 +119,17 @@ def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Pat
             if hasattr(sub, "reset_parameters"):
                 sub.reset_parameters()
     model._init_heads()
+    inference = InferenceConfig()
     if vae is not None:
         model.vae.requires_grad_(False)
-    return save_model(model, out, tokenizer)
+        vae_dir = Path(vae) if Path(vae).is_dir() else Path(vae).parent
+        # train-autoencoder records the image size its VAE was trained at: feed the model that.
+        inference = replace(inference, vae_transform=InferenceConfig.load(vae_dir).vae_transform)
+    parts_text = ", ".join(f"{k}: `{v}`" for k, v in (("language model", llm), ("vision encoder", vit),
+                                                     ("autoencoder", vae)) if v is not None)
+    card = ModelCard(summary=f"A UniMedVL model assembled from public parts ({parts_text}); the connector, "
+                             "time embedder and latent projections are freshly initialised: train it before use.")
+    return save_model(model, out, tokenizer, inference_config=inference, card=card)
 
 
 def _trained_vae_layout(vae: Path):
@@ -122,22 +145,26 @@ def _trained_vae_layout(vae: Path):
     return trained_vae_config(weights), trained_latent_patch_size(weights)
 
 
-@torch.no_grad()
 def _resize_vocab(language, vocab_size: int) -> None:
     """Grow embed_tokens/lm_head to ``vocab_size`` rows; new rows start at the mean embedding."""
-    old = language.model.embed_tokens.weight
-    grown = torch.nn.Embedding(vocab_size, old.shape[1], dtype=old.dtype)
-    grown.weight[: old.shape[0]] = old
-    grown.weight[old.shape[0]:] = old.mean(0)
-    language.model.embed_tokens = grown
-    head = torch.nn.Linear(old.shape[1], vocab_size, bias=False, dtype=old.dtype)
-    head.weight[: old.shape[0]] = language.lm_head.weight
-    head.weight[old.shape[0]:] = language.lm_head.weight.mean(0)
-    language.lm_head = head
+    import torch
+
+    with torch.no_grad():
+        old = language.model.embed_tokens.weight
+        grown = torch.nn.Embedding(vocab_size, old.shape[1], dtype=old.dtype)
+        grown.weight[: old.shape[0]] = old
+        grown.weight[old.shape[0]:] = old.mean(0)
+        language.model.embed_tokens = grown
+        head = torch.nn.Linear(old.shape[1], vocab_size, bias=False, dtype=old.dtype)
+        head.weight[: old.shape[0]] = language.lm_head.weight
+        head.weight[old.shape[0]:] = language.lm_head.weight.mean(0)
+        language.lm_head = head
     language.config.vocab_size = vocab_size
 
 
 def _run_init(args: argparse.Namespace) -> int:
+    from unimedvl.tokenizer import Tokenizer
+
     tokenizer = Tokenizer.from_dir(args.tokenizer) if args.tokenizer else None
     path = init_checkpoint(args.size, args.out, args.seed, tokenizer)
     print(f"wrote a randomly initialised {args.size} checkpoint to {path}")
@@ -154,7 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("init-checkpoint", help="write a randomly initialised checkpoint of a named size")
     p.add_argument("--size", required=True, help="debug | small | bagel-7b-mot, or a model YAML file")
     p.add_argument("--out", required=True, help="output directory (release layout)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
     p.add_argument("--tokenizer", help="tokenizer directory (default: Qwen if it fits, else a small BPE)")
     p.set_defaults(func=_run_init)
 
@@ -162,12 +189,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def register_components(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("init-from-components", help="assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE")
     p.add_argument("--llm", required=True, help="Hugging Face Qwen2/2.5 directory (config.json + safetensors)")
-    p.add_argument("--vit", help="Hugging Face SigLIP directory (omit for a generation-only model)")
-    p.add_argument("--vae", help="ae.safetensors or a diffusers AutoencoderKL directory (omit: understanding only); "
+    p.add_argument("--vit", help="Hugging Face SigLIP directory (default: none, a generation-only model)")
+    p.add_argument("--vae", help="ae.safetensors or a diffusers AutoencoderKL directory (default: none, an understanding-only model); "
                    "the ae.json that train-autoencoder writes beside its weights supplies their layout, "
                    "latent shift/scale and latent_patch_size")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory (release layout)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised parts")
     p.add_argument("--layer-module", default="Qwen2MoTDecoderLayer",
-                   choices=["Qwen2DecoderLayer", "Qwen2MoTDecoderLayer", "Qwen2MoEDecoderLayer"])
+                   choices=["Qwen2DecoderLayer", "Qwen2MoTDecoderLayer", "Qwen2MoEDecoderLayer"],
+                   help="decoder layer: MoT (two experts, the release), MoE (two MLPs) or plain Qwen2")
     p.set_defaults(func=_run_components)

@@ -9,7 +9,7 @@ from unimedvl.init_checkpoint import init_checkpoint
 from unimedvl.tokenizer import Tokenizer
 
 STEPS = 4  # denoising steps in every generation test
-SMALL = dict(min_image_size=32, max_image_size=64, vit_min_image_size=56)  # image size rules: tiny and fast
+SMALL = dict(vae_min_size=32, vae_max_size=64, vit_min_size=56)  # image size rules: tiny and fast
 
 
 def random_image(h, w, seed):

@@ -11,8 +11,8 @@ from PIL import Image
 from unimedvl import cli
 from unimedvl.inference.inferencer import Request
 
-SIZES = ["--min-image-size", str(SMALL["min_image_size"]), "--max-image-size", str(SMALL["max_image_size"]),
-         "--vit-min-image-size", str(SMALL["vit_min_image_size"])]  # fmt: skip
+SIZES = ["--vae-min-size", str(SMALL["vae_min_size"]), "--vae-max-size", str(SMALL["vae_max_size"]),
+         "--vit-min-size", str(SMALL["vit_min_size"])]  # fmt: skip
 
 
 def _main(capsys, *argv):

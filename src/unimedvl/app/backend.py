@@ -13,6 +13,7 @@ import os
 import time
 import unicodedata
 import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -107,14 +108,19 @@ class Backend:
                 thumb = pil.copy()
                 thumb.thumbnail((THUMBNAIL, THUMBNAIL))
                 conversation.messages.append({"role": "user", "content": {"path": str(self._write_png(thumb, "chat"))}})
-        answer = session.ask(question.strip(), max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                             top_p=float(top_p), seed=int(seed))  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            answer = session.ask(question.strip(), max_new_tokens=int(max_new_tokens),
+                                 temperature=float(temperature), top_p=float(top_p), seed=int(seed))  # fmt: skip
         text, thinking = (answer.text, answer.thinking) if session.think else (answer, "")
         text, thinking = printable(text), printable(thinking)
         conversation.messages.append({"role": "user", "content": question.strip()})
         if thinking:
             conversation.messages.append({"role": "assistant", "content": thinking, "metadata": {"title": "Reasoning"}})
         conversation.messages.append({"role": "assistant", "content": text or "(empty answer)"})
+        for notice in caught:  # e.g. an image question without an image: shown next to the answer
+            conversation.messages.append({"role": "assistant", "content": f"Note: {notice.message}",
+                                          "metadata": {"title": "Warning"}})
         return conversation, text, thinking
 
     def edit(self, file: str | None, view: ViewOptions, instruction: str, think: bool, guidance: GuidanceConfig,

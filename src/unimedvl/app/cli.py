@@ -4,7 +4,7 @@
 
     unimedvl serve --model DIR                          # http://127.0.0.1:7860, this machine only
     unimedvl serve --model DIR --host 0.0.0.0 --auth alice:secret --port 8080
-    UNIMEDVL_APP_NUM_TIMESTEPS=20 unimedvl serve --model DIR --min-image-size 256   # faster on a CPU
+    UNIMEDVL_APP_NUM_TIMESTEPS=20 unimedvl serve --model DIR --vae-min-size 256   # faster on a CPU
 
 Binds to 127.0.0.1 unless ``--host`` is given. Uploads are limited to ``--max-upload-mb`` and to
 image types; ``--concurrency`` model calls run at once, the rest wait in the queue.
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page (default: no password, localhost only)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
     p.add_argument("--concurrency", type=int, default=1, help="model calls at once (default 1; others queue)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default 64)")

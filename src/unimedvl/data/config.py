@@ -7,11 +7,14 @@ Its own small module so that the loader, the packer and the trainer's config all
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, runtime_checkable
 
 from unimedvl.config import from_dict
 from unimedvl.errors import ConfigError
-from unimedvl.models.packed_batch import PackedBatch
+
+if TYPE_CHECKING:  # the trainer's --help reads DataConfig without loading torch
+    from unimedvl.data.transforms import ImageTransform
+    from unimedvl.models.packed_batch import PackedBatch
 
 
 @dataclass
@@ -60,7 +63,7 @@ class DataConfig:
 class TrainingLoader(Protocol):
     """What the trainer needs of a loader (``build_loader`` returns one; ``TrainConfig.loader`` may name others)."""
 
-    def __iter__(self) -> Iterator[PackedBatch]: ...
+    def __iter__(self) -> Iterator["PackedBatch"]: ...
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position in the stream; the factory's ``state=`` argument resumes from it."""
@@ -81,4 +84,9 @@ class TrainingLoader(Protocol):
 
     def has_understanding_data(self) -> bool:
         """Some sampled data trains text (cross-entropy)."""
+        ...
+
+    def image_transforms(self) -> "tuple[ImageTransform | None, ImageTransform | None]":
+        """The (VAE, ViT) transforms the data is fed with: what the trained checkpoint should be fed
+        at inference (None where the data has no such images, or the loader does not know)."""
         ...

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unimedvl.config import load_yaml
+from unimedvl.config import load_yaml, unknown_keys_message
 from unimedvl.data.plans import (
     COUNTERFACTUAL,
     MEDICAL_EDITING,
@@ -125,8 +125,7 @@ def load_dataset_info(path: str | os.PathLike[str]) -> dict[str, dict[str, Datas
                 continue
             unknown = sorted(set(entry) - _INFO_KEYS)
             if unknown:
-                problems.append(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                                f"known keys: {', '.join(sorted(_INFO_KEYS))}")
+                problems.append(f"{where}: {unknown_keys_message(unknown, _INFO_KEYS)}")
             jsonl = entry.get("jsonl_path")
             if not isinstance(jsonl, str) or not jsonl:
                 problems.append(f"{where}: jsonl_path must be a path string")

@@ -201,6 +201,18 @@ class PackedLoader:
         paths = ModelPaths.of(self.model_cfg)
         return any((g.weight > 0 or g.is_mandatory) and g.plan.generates(paths) for g in self.mix.groups)
 
+    def image_transforms(self):
+        """(VAE, ViT) transform of the sampled groups; where groups differ, the one with the most weight."""
+        out = []
+        for attr in ("vae_transform", "vit_transform"):
+            weights: dict = {}
+            for g in self.mix.groups:
+                t = getattr(g, attr)
+                if t is not None and (g.weight > 0 or g.is_mandatory):
+                    weights[t] = weights.get(t, 0.0) + g.weight
+            out.append(max(weights, key=weights.get) if weights else None)
+        return out[0], out[1]
+
     def has_understanding_data(self) -> bool:
         """Some sampled group trains text (cross-entropy) on this model."""
         paths = ModelPaths.of(self.model_cfg)

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unimedvl.config import ModelConfig, load_yaml
+from unimedvl.config import ModelConfig, load_yaml, unknown_keys_message
 from unimedvl.data.datasets import DATASET_REGISTRY, DatasetInfo, JsonlIndex, find_dataset, load_dataset_info
 from unimedvl.data.plans import ModelPaths, SequencePlan
 from unimedvl.data.records import Record
@@ -200,7 +200,7 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
         return []
     unknown = sorted(set(entry) - set(ENTRY_KEYS) - set(IGNORED_KEYS))
     if unknown:
-        problems.append(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known keys: {', '.join(ENTRY_KEYS)}")
+        problems.append(f"{where}: {unknown_keys_message(unknown, ENTRY_KEYS)}")
     named = _group_names(entry.get("dataset_names"), f"{where}.dataset_names", problems)
     flags = {}
     for key, default, kind in (("is_mandatory", False, bool), ("shuffle_lines", False, bool), ("shuffle_seed", 0, int)):

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
 from PIL import Image
 
 from unimedvl.config import from_dict
 from unimedvl.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -104,22 +106,37 @@ class ImageTransform:
         size = self.target_size(*image.size)
         return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> "torch.Tensor":
         """Resized image as a float32 tensor [3, H, W] in [-1, 1]."""
         return to_tensor(self.resize(image))
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
+def to_tensor(image: Image.Image) -> "torch.Tensor":
     """An RGB PIL image as float32 [3, H, W] in [-1, 1] (no resizing)."""
+    import torch  # here, not at the top: the CLI reads ImageTransform's defaults without loading torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
 
 
-def to_pil(tensor: torch.Tensor) -> Image.Image:
-    """Inverse of the normalisation: [3, H, W] in [-1, 1] -> RGB PIL, ``(x * 0.5 + 0.5) * 255``."""
+def to_pil(tensor: "torch.Tensor", rounding: str = "nearest") -> Image.Image:
+    """Inverse of the normalisation: [3, H, W] in [-1, 1] -> RGB PIL via ``(x * 0.5 + 0.5) * 255``.
+
+    ``rounding="nearest"`` inverts :func:`to_tensor` exactly (input images given as tensors);
+    ``"truncate"`` is how the release code quantises decoded images (clamp to [0, 1], scale, cast),
+    so generated images and their PSNR reproduce the reference's bit for bit.
+    """
+    import torch
+
     if tensor.ndim == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ValueError(f"to_pil expects a [3, H, W] tensor, got shape {tuple(tensor.shape)}")
-    pixels = ((tensor.detach().float().cpu() * 0.5 + 0.5) * 255.0).clamp(0, 255).round().to(torch.uint8)
+    unit = (tensor.detach().float().cpu() * 0.5 + 0.5).clamp(0, 1)
+    if rounding == "truncate":
+        pixels = (unit * 255.0).to(torch.uint8)
+    elif rounding == "nearest":
+        pixels = (unit * 255.0).round().to(torch.uint8)
+    else:
+        raise ValueError(f"rounding={rounding!r}; choose 'nearest' or 'truncate'")
     return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")

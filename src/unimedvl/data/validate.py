@@ -300,14 +300,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None, help="folder image paths are relative to (default: the file's)")
     parser.add_argument("--dataset-info", default=None,
                         help="dataset info YAML/JSON for a mix (default: the mix's dataset_info key, else "
-                        "dataset_info.yaml beside it); the mix's own transforms replace --vae-*/--vit-*")
+                        "dataset_info.yaml beside it); the mix's own transforms replace the size flags")
     parser.add_argument("--model", default="bagel-7b-mot",
-                        help="model size name or YAML whose position tables and strides apply (default bagel-7b-mot)")
-    parser.add_argument("--vae-max", type=int, default=1024, help="VAE transform max_image_size (default 1024)")
-    parser.add_argument("--vae-min", type=int, default=512, help="VAE transform min_image_size (default 512)")
-    parser.add_argument("--vit-max", type=int, default=980, help="ViT transform max_image_size (default 980)")
-    parser.add_argument("--vit-min", type=int, default=378, help="ViT transform min_image_size (default 378)")
-    parser.add_argument("--vit-max-pixels", type=int, default=2_007_040, help="ViT max_pixels (default 2007040)")
+                        help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
+                             "apply) or a model size name / YAML (the release's sizes apply)")  # fmt: skip
+    from unimedvl.cli_options import add_size_arguments
+
+    add_size_arguments(parser)
     parser.add_argument("--no-size-check", action="store_true", help="skip the transform / position-table check")
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
     parser.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
@@ -325,14 +324,33 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     return [(args.source, args.data_dir)]
 
 
+def _model(spec: str):
+    """(ModelConfig, InferenceConfig) of ``--model``: a checkpoint directory (with the sizes it is fed at) or
+    a size name / YAML (the release's sizes at that model's strides, so oversized settings are caught)."""
+    from dataclasses import replace
+
+    from unimedvl.config import load_model_config
+    from unimedvl.inference_config import InferenceConfig
+
+    if os.path.isdir(spec):
+        from unimedvl.checkpoint import read_model_config
+
+        return read_model_config(spec), InferenceConfig.load(spec)
+    model = load_model_config(spec)
+    base = InferenceConfig()
+    return model, replace(base, vae_transform=replace(base.vae_transform, image_stride=model.vae_image_stride),
+                          vit_transform=replace(base.vit_transform, image_stride=model.vit.patch_size))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``validate-data``: print the report; 0 when clean, 1 when anything is wrong."""
-    from unimedvl.config import load_model_config
+    from unimedvl.cli_options import size_overrides
 
+    model, inference = _model(args.model)
     if _is_mix(args.source):
         if args.data_dir is not None:
             raise UserError("--data-dir applies to a JSONL file; a mix takes data_dir from the dataset info")
-        report = validate_mix(args.source, args.dataset_info, load_model_config(args.model), decode=args.decode,
+        report = validate_mix(args.source, args.dataset_info, model, decode=args.decode,
                               size_check=not args.no_size_check)
         print(report.format(max_problems=args.max_problems or None))
         return 0 if report.ok else 1
@@ -340,9 +358,8 @@ def run(args: argparse.Namespace) -> int:
     vae = vit = None
     latent_side = vit_side = None
     if not args.no_size_check:
-        model = load_model_config(args.model)
-        vae = ImageTransform(model.vae_image_stride, args.vae_max, args.vae_min)
-        vit = ImageTransform(model.vit.patch_size, args.vit_max, args.vit_min, args.vit_max_pixels)
+        inference = inference.with_sizes(**size_overrides(args))
+        vae, vit = inference.vae_transform, inference.vit_transform
         latent_side, vit_side = model.max_latent_size, model.vit_max_num_patch_per_side
     report = validate_sources(sources, vae, vit, latent_side, vit_side, decode=args.decode)
     print(report.format(max_problems=args.max_problems or None))

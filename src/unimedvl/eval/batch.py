@@ -52,7 +52,7 @@ import traceback
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class EvalSettings:
     vae_max_size: int = 1024  # VAE resize rule, long edge at most this
     vit_min_size: int = 378  # ViT transform, short edge at least this
     vit_max_size: int = 980  # ViT transform, long edge at most this
+    vae_max_pixels: int | None = None  # VAE resize rule, at most this many pixels (None: no cap)
+    vit_max_pixels: int | None = 2_007_040  # ViT transform, at most this many pixels
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
@@ -96,6 +98,17 @@ class EvalSettings:
         for name in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number of pixels")
+
+    def inference_config(self, model_path):
+        """The checkpoint's InferenceConfig with this run's sizes (its guidance goes with each request)."""
+        from unimedvl.inference_config import InferenceConfig
+
+        base = InferenceConfig.load(model_path)
+        vae = replace(base.vae_transform, min_image_size=self.vae_min_size, max_image_size=self.vae_max_size,
+                      max_pixels=self.vae_max_pixels)
+        vit = replace(base.vit_transform, min_image_size=self.vit_min_size, max_image_size=self.vit_max_size,
+                      max_pixels=self.vit_max_pixels)
+        return replace(base, vae_transform=vae, vit_transform=vit)
 
     def to_json(self) -> dict:
         """Flat JSON (guidance fields at the top level, as run_info.json files have always held them)."""

@@ -54,7 +54,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unimedvl.cli_options import add_guidance_arguments, guidance_from_args
+from unimedvl.cli_options import (
+    add_device_arguments,
+    add_guidance_arguments,
+    add_size_arguments,
+    guidance_from_args,
+    size_overrides,
+)
 from unimedvl.errors import ConfigError, UserError
 from unimedvl.fileio import atomic_write_text, read_json_lines
 from unimedvl.guidance import RESTORATION
@@ -76,51 +82,52 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", action="append", required=True, metavar="DIR",
                    help="checkpoint directory (repeat to evaluate several, one after another)")  # fmt: skip
-    p.add_argument("--data", required=True, metavar="JSONL", help="test set (spec medical.md section 1 records)")
+    p.add_argument("--data", required=True, metavar="JSONL", help="test set (JSONL records, see README: Data formats)")
     p.add_argument("--data-dir", metavar="DIR", help="folder image paths are relative to (default: the JSONL's)")
-    p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/")
-    p.add_argument("--split", metavar="NAME", help="results go to OUT/<model_id>/NAME/ instead, so that "
-                   "`unimedvl stats OUT` labels the rows model_id=<model_id>, split=NAME")  # fmt: skip
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records")
+    p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/<split>/")
+    p.add_argument("--split", metavar="NAME", help="the split label of the results: `unimedvl stats OUT` reads "
+                   "OUT/<model_id>/<split>/ as model_id and split (default: the --data file's name without "
+                   "extension, e.g. test)")  # fmt: skip
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records (default: all)")
     p.add_argument("--limit-per-task", action="append", metavar="N|TASK=N",
                    help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
-                        "task's cap, e.g. --limit-per-task 10 --limit-per-task image_understanding=200")  # fmt: skip
+                        "task's cap, e.g. --limit-per-task 10 --limit-per-task image_understanding=200 "
+                        "(default: no cap)")  # fmt: skip
     p.add_argument("--metric-mode", default="reference", choices=["reference", "native", "both"],
                    help="PSNR/SSIM on uint8 RGB at the prediction's size (reference, comparable with published "
                         "numbers) or at the ground truth's size and intensity scale (native)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
-                   help="replace results in OUT/<model_id> left by a run with another model, data or settings")
+                   help="replace results in OUT/<model_id>/<split> left by a run with another model, data or settings")
     p.add_argument("--retry-failed", action="store_true", help="redo samples that failed in an earlier run")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = p.add_argument_group("model")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available; under "
-                   "torchrun each rank takes cuda:LOCAL_RANK)")  # fmt: skip
-    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
+    add_device_arguments(g, device_help="under torchrun each rank takes cuda:LOCAL_RANK")
     g.add_argument("--weights", default="ema", choices=["ema", "model"],
-                   help="ema.safetensors (default; model.safetensors when absent) or the raw model.safetensors: "
+                   help="ema.safetensors (model.safetensors when absent) or the raw model.safetensors: "
                         "after a short run the EMA may still be close to the initial weights")  # fmt: skip
-    g.add_argument("--vae-min-size", type=int, default=512, help="VAE resize rule: short edge >= this "
-                   "(512: quality, 256: speed)")  # fmt: skip
-    g.add_argument("--vae-max-size", type=int, default=1024, help="VAE resize rule: long edge <= this")
-    g.add_argument("--vit-min-size", type=int, default=378, help="ViT transform: short edge >= this")
-    g.add_argument("--vit-max-size", type=int, default=980, help="ViT transform: long edge <= this")
+    add_size_arguments(g)
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
     g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
-    add_guidance_arguments(p, RESTORATION, "the medical batch-test preset, spec medical.md section 5")
+    add_guidance_arguments(p, RESTORATION, "the checkpoint's restoration preset; the release's shown")
     p.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace, cuda: bool):
+def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | None = None):
+    """The settings of evaluating ``model_path``: its inference_config.json (release defaults without one)
+    for sizes and guidance, overridden by the flags given."""
     from unimedvl.eval.batch import EvalSettings
+    from unimedvl.inference_config import InferenceConfig
 
+    checkpoint = InferenceConfig.load(model_path) if model_path is not None else InferenceConfig()
+    inference = checkpoint.with_sizes(**size_overrides(args))
+    vae, vit = inference.vae_transform, inference.vit_transform
     return EvalSettings(
-        dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=args.vae_min_size,
-        vae_max_size=args.vae_max_size, vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size,
-        max_new_tokens=args.max_new_tokens, seed=args.seed, metric_mode=args.metric_mode,
-        guidance=guidance_from_args(args, RESTORATION),
+        dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=vae.min_image_size,
+        vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,
+        vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels, max_new_tokens=args.max_new_tokens,
+        seed=args.seed, metric_mode=args.metric_mode, guidance=guidance_from_args(args, inference.preset("eval")),
     )  # fmt: skip
 
 
@@ -359,9 +366,9 @@ def run(args: argparse.Namespace) -> int:
     selected = select_samples(samples, args.limit, parse_task_limits(args.limit_per_task))
     dist = _Dist(args.device)
     try:
-        settings = settings_from_args(args, dist.cuda)
         for path, model_id in zip(paths, model_ids(paths)):
-            run_dir = Path(args.out) / model_id / (args.split or "")
+            settings = settings_from_args(args, dist.cuda, path)
+            run_dir = Path(args.out) / model_id / (args.split or data.stem)
             evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
     finally:
         dist.close()
@@ -417,11 +424,8 @@ def _evaluate_share(args, dist: _Dist, model_path: Path, model_id: str, run_dir:
 
     from unimedvl.inference.api import UniMedVL
 
-    model = UniMedVL.from_pretrained(
-        model_path, device=dist.device, dtype=settings.dtype, min_image_size=settings.vae_min_size,
-        max_image_size=settings.vae_max_size, vit_min_image_size=settings.vit_min_size,
-        vit_max_image_size=settings.vit_max_size, prefer=settings.weights,
-    )  # fmt: skip
+    model = UniMedVL.from_pretrained(model_path, device=dist.device, dtype=settings.dtype, prefer=settings.weights,
+                                     config=settings.inference_config(model_path))
     evaluator = evaluator_cls(model, settings, run_dir, dist.rank)
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
     writer = ResultWriter(target)

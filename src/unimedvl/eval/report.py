@@ -289,8 +289,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR",
                    help="directories searched recursively for statistics.json")
     p.add_argument("-o", "--output", required=True, metavar="CSV", help="summary CSV to write")
-    p.add_argument("--plot", metavar="DIR", help="write one PNG bar chart per metric here")
-    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here")
+    p.add_argument("--plot", metavar="DIR", help="write one PNG bar chart per metric here (default: no charts)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here (default: none)")
     p.add_argument("--samples-per-task", type=int, default=3, metavar="N",
                    help="image triplets per task and run in the HTML report (default 3)")
     p.add_argument("--train-log", action="append", default=[], metavar="PATH",

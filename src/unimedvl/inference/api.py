@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,11 +34,9 @@ from PIL import Image
 
 from unimedvl.checkpoint import load_model, parse_dtype
 from unimedvl.errors import CheckpointError, DataError
-from unimedvl.flow import TASK_GUIDANCE, GuidanceConfig
+from unimedvl.flow import GuidanceConfig
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.inferencer import (
-    VAE_TRANSFORM,
-    VIT_TRANSFORM,
     ImageInput,
     Inferencer,
     Request,
@@ -45,6 +44,7 @@ from unimedvl.inference.inferencer import (
     load_input_image,
     split_thinking,
 )  # fmt: skip
+from unimedvl.inference_config import InferenceConfig
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
 
@@ -94,9 +94,25 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{text}: not a local directory and the hub download failed ({err})") from err
 
 
-def _guidance(task: str, overrides: dict) -> GuidanceConfig:
+# Keyword names of earlier releases -> today's (one spelling everywhere; the old ones warn).
+_OLD_SIZE_NAMES = {"min_image_size": "vae_min_size", "max_image_size": "vae_max_size",
+                   "vit_min_image_size": "vit_min_size", "vit_max_image_size": "vit_max_size"}
+
+
+def _size_arguments(sizes: dict, deprecated: dict) -> dict:
+    for old, value in deprecated.items():
+        if old not in _OLD_SIZE_NAMES:
+            raise TypeError(f"from_pretrained() got an unexpected keyword argument {old!r}")
+        warnings.warn(f"from_pretrained({old}=...) is deprecated; use {_OLD_SIZE_NAMES[old]}=...", FutureWarning,
+                      stacklevel=3)
+        if value is not None and sizes[_OLD_SIZE_NAMES[old]] is None:
+            sizes[_OLD_SIZE_NAMES[old]] = value
+    return sizes
+
+
+def _guidance(base: GuidanceConfig, overrides: dict) -> GuidanceConfig:
     values = {k: v for k, v in overrides.items() if v is not None}
-    return replace(TASK_GUIDANCE[task], **values)
+    return replace(base, **values)
 
 
 class UniMedVL:
@@ -112,23 +128,29 @@ class UniMedVL:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         *,
-        min_image_size: int = VAE_TRANSFORM.min_image_size,
-        max_image_size: int = VAE_TRANSFORM.max_image_size,
-        vit_min_image_size: int = VIT_TRANSFORM.min_image_size,
-        vit_max_image_size: int = VIT_TRANSFORM.max_image_size,
+        vae_min_size: int | None = None,
+        vae_max_size: int | None = None,
+        vit_min_size: int | None = None,
+        vit_max_size: int | None = None,
+        max_pixels: int | None = None,
         prefer: str = "ema",
+        config: InferenceConfig | None = None,
+        **deprecated: int | None,
     ) -> "UniMedVL":
         """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
-        cuda, fp32 on cpu. ``min/max_image_size``: the VAE resize rule applied to every input image
-        (512 for quality, 256 for speed); ``vit_*``: the ViT transform applied after it."""
+        cuda, fp32 on cpu. Images are fed the way the checkpoint's ``inference_config.json`` says (the
+        release's sizes without one); ``vae_*`` / ``vit_*`` / ``max_pixels`` override it: the VAE resize
+        rule applied to every input image (512 for quality, 256 for speed) and the ViT transform after it.
+        ``config`` replaces the checkpoint's inference config altogether (the size arguments still apply)."""
+        sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
+                                     vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
         path = resolve_checkpoint(name_or_path)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
         model = load_model(path, dtype=dtype, device=device, prefer=prefer)
         tokenizer = Tokenizer.from_dir(path)
-        vae = replace(VAE_TRANSFORM, max_image_size=max_image_size, min_image_size=min_image_size)
-        vit = replace(VIT_TRANSFORM, max_image_size=vit_max_image_size, min_image_size=vit_min_image_size)
-        return cls(Inferencer(model, tokenizer, vae_transform=vae, vit_transform=vit))
+        config = (config or InferenceConfig.load(path)).with_sizes(**sizes)
+        return cls(Inferencer(model, tokenizer, config=config))
 
     @property
     def model(self):
@@ -151,9 +173,17 @@ class UniMedVL:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> str | Answer:
-        """Answer ``question`` about the image(s) (None for a text-only question). Greedy by default."""
+        """Answer ``question`` about the image(s) (None for a text-only question). Greedy by default.
+
+        A question that refers to an image ("this scan", "the X-ray shown") asked without one is
+        answered, with a UserWarning (:func:`missing_image_warning`): the model would be guessing.
+        """
         _check_text(question, "question")
-        request = Request(_images(images) + [question], "understand", think, max_new_tokens, temperature, top_p,
+        loaded = _images(images)
+        notice = missing_image_warning(len(loaded), question)
+        if notice:
+            warnings.warn(notice, UserWarning, stacklevel=2)
+        request = Request(loaded + [question], "understand", think, max_new_tokens, temperature, top_p,
                           seed=seed)  # fmt: skip
         result = self.inferencer.run([request])[0]
         return Answer(result.text, result.thinking) if think else result.text
@@ -175,14 +205,14 @@ class UniMedVL:
 
         ``guidance``: any GuidanceConfig field (cfg_text_scale, cfg_img_scale, cfg_interval,
         cfg_renorm_type, cfg_renorm_min, timestep_shift, num_timesteps); the rest keep the
-        editing defaults (4.0, 2.0, [0, 1], text_channel, 0, 3.0, 50).
+        checkpoint's editing preset (release: 4.0, 2.0, [0, 1], text_channel, 0, 3.0, 50).
         """
         _check_text(instruction, "instruction")
         images = _images(image)
         if not images:
             raise DataError("edit needs an input image")
-        request = Request(images + [instruction], "edit", think, max_think_tokens, guidance=_guidance("edit", guidance),
-                          height=height, width=width, seed=seed)  # fmt: skip
+        request = Request(images + [instruction], "edit", think, max_think_tokens, height=height, width=width,
+                          guidance=_guidance(self.inferencer.config.preset("edit"), guidance), seed=seed)
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def generate(
@@ -197,13 +227,15 @@ class UniMedVL:
         max_think_tokens: int = 512,
         **guidance,
     ) -> Image.Image | ImageAnswer:
-        """Generate an image from ``prompt`` (default size 1024, or the model's largest if smaller).
+        """Generate an image from ``prompt`` (default size: the largest side the checkpoint is fed, 1024 for the
+        release).
 
-        ``guidance`` overrides the text-to-image defaults (4.0, 1.0, [0.4, 1], global, 0, 3.0, 50).
+        ``guidance`` overrides the checkpoint's text-to-image preset (release: 4.0, 1.0, [0.4, 1], global, 0,
+        3.0, 50).
         """
         _check_text(prompt, "prompt")
-        request = Request([prompt], "generate", think, max_think_tokens, guidance=_guidance("generate", guidance),
-                          height=height, width=width, seed=seed)  # fmt: skip
+        request = Request([prompt], "generate", think, max_think_tokens, height=height, width=width,
+                          guidance=_guidance(self.inferencer.config.preset("generate"), guidance), seed=seed)
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
@@ -258,6 +290,9 @@ class ChatSession:
             seed: int | None = None) -> str | Answer:  # fmt: skip
         """Ask within the conversation; the answer joins the context for later turns."""
         _check_text(question, "question")
+        notice = missing_image_warning(sum(kind == "image" for kind, _ in self.turns), question)
+        if notice:
+            warnings.warn(notice, UserWarning, stacklevel=2)
         self.pool.add([self.context], [self.inferencer.text_split(question)])
         self.turns.append(("user", question))
         generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, ())))
@@ -292,6 +327,21 @@ def _check_text(text: object, what: str) -> None:
         raise DataError(f"the {what} is empty; pass a non-empty string")
 
 
+# "this scan", "the image", "the X-ray shown": a question about an image that must be given.
+_IMAGE_REFERENCE = re.compile(
+    r"\b(this|these|the|attached|above|given|following|uploaded)\s+(images?|scans?|pictures?|photos?|photographs?|"
+    r"slides?|x-?rays?|radiographs?|films?|ct|mri|studies|study|views?|slices?|frames?)\b|"
+    r"\b(shown|pictured|depicted|in the (image|picture|scan))\b", re.IGNORECASE)
+
+
+def missing_image_warning(num_images: int, question: str) -> str | None:
+    """The one-line notice for a question that refers to an image when no image was given (else None)."""
+    if num_images or not _IMAGE_REFERENCE.search(question):
+        return None
+    return ("the question refers to an image but no image was given, so the answer is a guess; attach one "
+            "(--image FILE, or images= in the API)")
+
+
 def _images(images: ImageInput | Sequence[ImageInput] | None) -> list[Image.Image]:
     """Loaded images: a str here is a path (in a Request's inputs a str is a text)."""
     if images is None:
@@ -305,4 +355,5 @@ def _image_out(result: Result, think: bool) -> Image.Image | ImageAnswer:
     return ImageAnswer(result.image, result.thinking or "") if think else result.image
 
 
-__all__ = ["Answer", "ChatSession", "ImageAnswer", "Request", "Result", "UniMedVL", "resolve_checkpoint"]
+__all__ = ["Answer", "ChatSession", "ImageAnswer", "Request", "Result", "UniMedVL", "missing_image_warning",
+           "resolve_checkpoint"]

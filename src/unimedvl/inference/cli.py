@@ -17,10 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
-from unimedvl.cli_options import guidance_overrides
+from unimedvl.cli_options import (
+    add_device_arguments,
+    add_size_arguments,
+    add_text_arguments,
+    guidance_overrides,
+    size_overrides,
+)
 from unimedvl.errors import DataError, UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -33,24 +40,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype and the image size rules: shared by ask/edit/generate/chat and serve."""
+    """--model, --device, --dtype and the image sizes: shared by ask/edit/generate/chat, serve and api."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="weights dtype (default: bf16 on cuda, fp32 on cpu)")  # fmt: skip
-    g.add_argument("--min-image-size", type=int, default=512,
-                   help="VAE resize rule: short edge at least this (512 quality, 256 speed)")  # fmt: skip
-    g.add_argument("--max-image-size", type=int, default=1024, help="VAE resize rule: long edge at most this")
-    g.add_argument("--vit-min-image-size", type=int, default=378, help="ViT transform: short edge at least this")
-    g.add_argument("--vit-max-image-size", type=int, default=980, help="ViT transform: long edge at most this")
+    add_device_arguments(g)
+    add_size_arguments(g)
 
 
 def _text_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("text decoding")
-    g.add_argument("--max-new-tokens", type=int, default=512, help="answer (or reasoning) length limit")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    add_text_arguments(parser.add_argument_group("text decoding"))
 
 
 def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
@@ -60,7 +58,7 @@ def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--out", required=True, help="output image file (.png, .jpg, ...)")
     parser.add_argument("--think", action="store_true", help="reason in text first (printed with the result)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="reasoning length limit (--think)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--no-progress", action="store_true", help="hide the denoising progress bar")
     preset = {"edit": "the editing preset", "generate": "the text-to-image preset"}[task]
     add_guidance_arguments(parser, TASK_GUIDANCE[task], preset)
@@ -93,8 +91,8 @@ def register_generate(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     _common(p)
     p.add_argument("--prompt", required=True, help="what to draw")
-    p.add_argument("--height", type=int, help="output height in pixels (multiple of 16)")
-    p.add_argument("--width", type=int, help="output width in pixels (multiple of 16)")
+    p.add_argument("--height", type=int, help="output height in pixels, a multiple of 16 (default: the checkpoint's image size)")
+    p.add_argument("--width", type=int, help="output width in pixels, a multiple of 16 (default: the checkpoint's image size)")
     _image_options(p, "generate")
     p.set_defaults(func=run_generate)
 
@@ -120,14 +118,10 @@ def register(subparsers) -> None:
 
 
 def load_model(args):
-    """The UniMedVL that :func:`model_options` describe."""
+    """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise)."""
     from unimedvl.inference.api import UniMedVL
 
-    return UniMedVL.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, min_image_size=args.min_image_size,
-        max_image_size=args.max_image_size, vit_min_image_size=args.vit_min_image_size,
-        vit_max_image_size=args.vit_max_image_size,
-    )  # fmt: skip
+    return UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype, **size_overrides(args))
 
 
 class _Progress:
@@ -154,10 +148,20 @@ def _emit(args, payload: dict, plain: str) -> None:
     print(json.dumps(payload) if args.json else plain, flush=True)
 
 
+def _warn_once(notice: str | None) -> None:
+    if notice:
+        print(f"warning: {notice}", file=sys.stderr)
+
+
 def run_ask(args) -> int:
+    from unimedvl.inference.api import missing_image_warning
+
     model = load_model(args)
-    answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
+    _warn_once(missing_image_warning(len(args.image), args.question))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # said once above, as one line
+        answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
     if args.think:
         plain = f"Thinking: {answer.thinking}\nAnswer: {answer.text}" if answer.thinking else answer.text
         _emit(args, {"answer": answer.text, "thinking": answer.thinking}, plain)
@@ -248,8 +252,12 @@ def run_chat(args) -> int:
                 else:
                     print(f"unknown command {command}; {CHAT_HELP}", file=sys.stderr)
                 continue
-            answer = session.ask(line, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                 top_p=args.top_p, seed=args.seed + turn)  # fmt: skip
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                answer = session.ask(line, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                     top_p=args.top_p, seed=args.seed + turn)  # fmt: skip
+            for notice in caught:
+                _warn_once(str(notice.message))
             turn += 1
             text, thinking = (answer.text, answer.thinking) if session.think else (answer, None)
             plain = (f"Thinking: {thinking}\n" if thinking else "") + text

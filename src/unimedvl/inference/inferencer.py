@@ -36,8 +36,9 @@ from torch import Tensor
 from unimedvl.data.medical_io import load_image
 from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.flow import TASK_GUIDANCE, GuidanceConfig, euler_sample
+from unimedvl.flow import GuidanceConfig, euler_sample
 from unimedvl.inference.context import Context, ContextPool, TextOptions
+from unimedvl.inference_config import RELEASE_VAE_TRANSFORM, RELEASE_VIT_TRANSFORM, InferenceConfig, fitted_transform
 from unimedvl.models.embeddings import unpatchify_latent
 from unimedvl.models.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.models.unified import UnifiedModel
@@ -59,8 +60,9 @@ THINK_PROMPTS = {
     ),
 }
 
-VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512)
-VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378, max_pixels=2_007_040)
+# The release's transforms (defaults of a checkpoint without inference_config.json).
+VAE_TRANSFORM = RELEASE_VAE_TRANSFORM
+VIT_TRANSFORM = RELEASE_VIT_TRANSFORM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class Request:
     max_new_tokens: int = 512  # answer / reasoning length limit
     temperature: float = 0.0  # 0: greedy decoding
     top_p: float = 1.0  # nucleus sampling mass (with temperature > 0)
-    guidance: GuidanceConfig | None = None  # image requests; None: the task's default from the spec
+    guidance: GuidanceConfig | None = None  # image requests; None: the checkpoint's preset for the task
     height: int | None = None  # output size in pixels (image requests); None: the last input
     width: int | None = None  # image's size after the VAE transform, else the default size
     seed: int | None = None  # noise and sampling seed; None: drawn from torch's global RNG
@@ -98,8 +100,6 @@ class Request:
                 raise DataError("an input text is empty; give a question, instruction or prompt")
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
-        if self.guidance is None and self.task != "understand":
-            self.guidance = dataclasses.replace(TASK_GUIDANCE[self.task])
 
     @property
     def makes_image(self) -> bool:
@@ -129,6 +129,7 @@ class _Job:
     request: Request
     seed: int
     full: Context
+    guidance: GuidanceConfig | None = None  # image jobs: the request's, else the checkpoint's preset
     cfg_img: Context | None = None
     cfg_text: Context | None = None
     size: tuple[int, int] | None = None  # output (height, width) in pixels
@@ -190,9 +191,10 @@ def load_input_image(image: ImageInput) -> Image.Image:
 
 def fit_transform(transform: ImageTransform, table_side: int, what: str, interpolate: bool) -> ImageTransform:
     """``transform`` with max_image_size lowered to what the position table holds (with a notice)."""
-    limit = table_side * transform.image_stride
-    if interpolate or transform.max_image_size <= limit:
+    fitted = fitted_transform(transform, table_side, interpolate)
+    if fitted == transform:
         return transform
+    limit = fitted.max_image_size
     warnings.warn(
         f"{what} max_image_size={transform.max_image_size} exceeds this model's position table "
         f"({table_side} x {transform.image_stride} = {limit} pixels per side): larger images are resized to "
@@ -200,9 +202,7 @@ def fit_transform(transform: ImageTransform, table_side: int, what: str, interpo
         UserWarning,
         stacklevel=3,
     )
-    return dataclasses.replace(
-        transform, max_image_size=limit, min_image_size=min(transform.min_image_size, limit)
-    )
+    return fitted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,10 +272,13 @@ class Inferencer:
         self,
         model: UnifiedModel,
         tokenizer: Tokenizer,
-        vae_transform: ImageTransform = VAE_TRANSFORM,
-        vit_transform: ImageTransform = VIT_TRANSFORM,
+        vae_transform: ImageTransform | None = None,
+        vit_transform: ImageTransform | None = None,
         think_prompts: dict[str, str] | None = None,
+        config: InferenceConfig | None = None,
     ):
+        """``config``: the checkpoint's transforms and sampling defaults (release defaults when None);
+        ``vae_transform`` / ``vit_transform`` / ``think_prompts`` override its values."""
         cfg = model.config
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -285,6 +288,9 @@ class Inferencer:
                 f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {cfg.llm.vocab_size}: "
                 "use the tokenizer saved with this checkpoint"
             )
+        config = config or InferenceConfig()
+        vae_transform = vae_transform or config.vae_transform
+        vit_transform = vit_transform or config.vit_transform
         if vae_transform.image_stride != cfg.vae_image_stride:
             raise ConfigError(
                 f"the VAE transform's image_stride={vae_transform.image_stride} must equal the model's "
@@ -295,16 +301,31 @@ class Inferencer:
                 f"the ViT transform's image_stride={vit_transform.image_stride} must equal the ViT patch size "
                 f"{cfg.vit.patch_size}"
             )
-        self.vae_transform = fit_transform(vae_transform, cfg.max_latent_size, "VAE transform", cfg.interpolate_pos)
-        self.vit_transform = fit_transform(
-            vit_transform, cfg.vit_max_num_patch_per_side, "ViT transform", cfg.interpolate_pos
-        )
-        self.think_prompts = {**THINK_PROMPTS, **(think_prompts or {})}
+        vae_transform = fit_transform(vae_transform, cfg.max_latent_size, "VAE transform", cfg.interpolate_pos)
+        vit_transform = fit_transform(vit_transform, cfg.vit_max_num_patch_per_side, "ViT transform",
+                                      cfg.interpolate_pos)  # fmt: skip
+        prompts = {**THINK_PROMPTS, **(config.think_prompts or {}), **(think_prompts or {})}
+        self.config = dataclasses.replace(config, vae_transform=vae_transform, vit_transform=vit_transform,
+                                          think_prompts=prompts)  # fmt: skip
+
+    @property
+    def vae_transform(self) -> ImageTransform:
+        """The resize rule every input image goes through first."""
+        return self.config.vae_transform
+
+    @property
+    def vit_transform(self) -> ImageTransform:
+        """The transform of ViT (understanding) inputs, applied after the VAE rule."""
+        return self.config.vit_transform
+
+    @property
+    def think_prompts(self) -> dict[str, str]:
+        return dict(self.config.think_prompts)
 
     @property
     def default_size(self) -> int:
-        """Side of text-to-image outputs when none is given: 1024, or less if the latent table is smaller."""
-        return min(1024, self.model.config.max_latent_size * self.model.config.vae_image_stride)
+        """Side of text-to-image outputs when none is given: the largest side the model is fed."""
+        return self.config.image_size
 
     # -- building blocks --------------------------------------------------------------------
 
@@ -366,14 +387,14 @@ class Inferencer:
         queues: list[tuple[Context, deque]] = []
         for req in requests:
             seed = req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-            job = _Job(req, seed, pool.new())
             gen = req.makes_image
+            job = _Job(req, seed, pool.new(), guidance=(req.guidance or self.config.preset(req.task)) if gen else None)
             full_ops: deque = deque()
             img_ops: deque = deque()
             if gen:
                 job.cfg_img = pool.new()
             if req.think:
-                system = self.text_split(self.think_prompts["generate" if gen else "understand"])
+                system = self.text_split(self.config.think_prompts["generate" if gen else "understand"])
                 full_ops.append(system)
                 img_ops.append(system)
             items = req.inputs
@@ -446,13 +467,13 @@ class Inferencer:
         groups: dict[tuple, list[_Job]] = {}
         for job in plan.jobs:
             if job.request.makes_image:
-                groups.setdefault(dataclasses.astuple(job.request.guidance), []).append(job)
+                groups.setdefault(dataclasses.astuple(job.guidance), []).append(job)
         stride = self.model.config.vae_image_stride
         for jobs in groups.values():
             grids = [(j.size[0] // stride, j.size[1] // stride) for j in jobs]
             velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
             noise = torch.cat([self.initial_noise(g, j.seed) for g, j in zip(grids, jobs)])
-            latents = euler_sample(velocity, noise.to(plan.pool.device), velocity.counts, jobs[0].request.guidance,
+            latents = euler_sample(velocity, noise.to(plan.pool.device), velocity.counts, jobs[0].guidance,
                                    progress)  # fmt: skip
             for job, image in zip(jobs, self.decode_latents(latents, grids)):
                 job.result.image = image
@@ -478,7 +499,7 @@ class Inferencer:
                              for i in indexes])  # fmt: skip
             pixels = self.model.vae.decode(z)
             for i, image in zip(indexes, pixels):
-                out[i] = to_pil(image)
+                out[i] = to_pil(image, rounding="truncate")  # the release's quantisation
         return out  # type: ignore[return-value]
 
 

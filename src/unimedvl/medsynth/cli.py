@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vit-image-size", type=int, default=None,
                    help="image side for the ViT in the mix (default --image-size); e.g. 112 for finer patches")
     p.add_argument("--task-weights", default=None, metavar="TASK=W,...",
-                   help="share records in proportion to these weights (others weigh 1), e.g. vqa=3,report=1")
+                   help="share records in proportion to these weights (others weigh 1), e.g. vqa=3,report=1 "
+                        "(default: all tasks weigh 1)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous MedSynth in --out")
     p.add_argument("--real", action="store_true",
                    help="also build the real-image evaluation set (from installed packages) into OUT/real")

@@ -248,10 +248,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every TrainConfig field as ``--name`` and ``--name-with-dashes`` (defaults come from the dataclass)."""
     hints = typing.get_type_hints(TrainConfig)
     docs = field_docs(TrainConfig)
-    parser.add_argument("--config", help="run YAML with TrainConfig keys (command-line flags override it)")
+    parser.add_argument("--config", help="run YAML with TrainConfig keys; command-line flags override it (default: none)")
     for f in fields(TrainConfig):
         hint = hints[f.name]
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.name == "model_path":
+            flags.append("--model")  # the spelling every other command uses for a checkpoint directory
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{docs.get(f.name, '')} "
                                       f"(default: {default})")
@@ -296,7 +298,8 @@ def config_from_args(args: argparse.Namespace | dict) -> TrainConfig:
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     add_arguments(parser)
     return config_from_args(parser.parse_args(argv))
 

@@ -23,6 +23,7 @@ import math
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,6 +34,8 @@ from torch import Tensor
 from unimedvl.checkpoint import find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.inference_config import InferenceConfig
+from unimedvl.model_card import ModelCard
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
@@ -77,6 +80,20 @@ def _check_file(path: str | None, flag: str) -> None:
         raise ConfigError(f"--{flag} {path}: file not found")
 
 
+CPU_TOKEN_BUDGET = 4096  # above this a packed batch takes minutes per step on a laptop CPU
+
+
+def _warn_about_settings(cfg: TrainConfig, device: torch.device) -> None:
+    """One warning line per setting that is legal but almost certainly not what was meant."""
+    if cfg.warmup_steps >= cfg.total_steps:
+        log.warning("warmup_steps %d >= total_steps %d: the learning rate never reaches lr %g; use e.g. "
+                    "--warmup_steps %d", cfg.warmup_steps, cfg.total_steps, cfg.lr, max(0, cfg.total_steps // 10))
+    if device.type == "cpu" and cfg.expected_num_tokens > CPU_TOKEN_BUDGET:
+        log.warning("expected_num_tokens %d is a GPU budget: on a CPU each step takes minutes; use e.g. "
+                    "--expected_num_tokens 1024 --max_num_tokens 2048 --max_num_tokens_per_sample 2048 "
+                    "(README: fine-tuning on a CPU)", cfg.expected_num_tokens)
+
+
 class Trainer:
     """One training run of the unified model (see module docstring)."""
 
@@ -107,6 +124,7 @@ class Trainer:
 
         self.info = info = start_distributed(cfg.device)
         self.dtype = compute_dtype(cfg.dtype, info)
+        _warn_about_settings(cfg, info.device)
         self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
         self.resume_dir = self._resume_dir()
 
@@ -129,6 +147,7 @@ class Trainer:
                 self.tokenizer, rank=info.rank, world_size=info.world_size, state=None,
             )
             self._val_start = self.val_loader.state_dict()
+        self.inference_config = self._inference_config()
         if cfg.visual_gen and not self.loader.has_generation_data():
             raise ConfigError(
                 f"visual_gen is True but the data mix {cfg.dataset_config_file} has no generation data (no image "
@@ -188,6 +207,30 @@ class Trainer:
         mcfg.visual_gen, mcfg.visual_und = cfg.visual_gen, cfg.visual_und
         mcfg.attn_backend, mcfg.timestep_shift = cfg.attn_backend, cfg.timestep_shift
         return mcfg, weights_dir, prefer
+
+    def _inference_config(self) -> InferenceConfig:
+        """What the checkpoints will say about feeding and sampling: the data's transforms, else the
+        starting checkpoint's (the release defaults for a directory without inference_config.json)."""
+        base = InferenceConfig.load(self.cfg.model_path)
+        vae, vit = self.loader.image_transforms()
+        return replace(base, vae_transform=vae or base.vae_transform, vit_transform=vit or base.vit_transform)
+
+    def _model_card(self) -> ModelCard:
+        cfg = self.cfg
+        training = {"steps": f"{self.step} of {cfg.total_steps}", "data mix": cfg.dataset_config_file,
+                    "started from": cfg.resume_from if cfg.resume_model_only else cfg.model_path,
+                    "learning rate": f"{cfg.lr:g} ({cfg.lr_scheduler}, warmup {cfg.warmup_steps})",
+                    "losses": f"ce {cfg.ce_weight:g}, mse {cfg.mse_weight:g}, pixel {cfg.pixel_loss_weight:g}, "
+                              f"ssim {cfg.ssim_loss_weight:g}",
+                    "paths trained": ", ".join(p for p, on in (("understanding", cfg.visual_und),
+                                                               ("generation", cfg.visual_gen)) if on),
+                    "seed": cfg.seed}  # fmt: skip
+        groups = getattr(getattr(self.loader, "mix", None), "groups", None)
+        if groups:
+            training["datasets"] = {g.key: f"{g.num_records} records, weight {g.weight:g}" for g in groups}
+        return ModelCard(summary=f"A UniMedVL checkpoint after {self.step} training steps.", training=training,
+                         notes=["Weights: `ema.safetensors` (EMA) and `model.safetensors` (raw)." if self.ema else
+                                "Weights: `ema.safetensors` (the trained weights; no EMA was kept)."])
 
     def _tokenizer(self) -> Tokenizer:
         for where in (Path(self.cfg.model_path), self.weights_dir):
@@ -473,7 +516,8 @@ class Trainer:
             with torch.device("meta"):
                 export = UnifiedModel(self.model_cfg)
             export.load_state_dict(raw, assign=True)
-            save_model(export, tmp, self.tokenizer, ema_state=ema)
+            save_model(export, tmp, self.tokenizer, ema_state=ema, inference_config=self.inference_config,
+                       card=self._model_card())
         barrier(info)
         if info.is_main:
             contents = ["model", "optim"] + (["ema"] if self.ema else [])
