@@ -24,6 +24,8 @@ from inference_support import STEPS, random_image
 from PIL import Image
 
 openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 
 from unimedvl.api.server import BackgroundServer, create_app  # noqa: E402
 from unimedvl.api.settings import ServerSettings  # noqa: E402
@@ -67,14 +69,14 @@ class Gate:
 
 
 @pytest.fixture(scope="module")
-def served(model):
-    gate = Gate(model.inferencer.run)
+def served(api):
+    gate = Gate(api.inferencer.run)
     settings = ServerSettings(port=0, api_key=KEY, max_batch=8, batch_window_ms=20, queue_size=8, max_body_mb=1,
                               max_image_pixels=128 * 128, max_tokens=MAX_TOKENS, max_timesteps=50)  # fmt: skip
-    app = create_app(model.inferencer, settings, model_id="debug", run=gate)
+    app = create_app(api.inferencer, settings, model_id="debug", run=gate)
     with BackgroundServer(app) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
-        yield SimpleNamespace(url=server.url, gate=gate, service=app.state.service, model=model, client=client)
+        yield SimpleNamespace(url=server.url, gate=gate, service=app.state.service, model=api, client=client)
 
 
 @pytest.fixture
@@ -456,7 +458,7 @@ def test_api_help_imports_neither_torch_nor_fastapi():
     assert out.strip().splitlines()[-1] == "[]"
 
 
-def test_the_api_command_serves_a_checkpoint(model, checkpoint):
+def test_the_api_command_serves_a_checkpoint(api, checkpoint):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -478,7 +480,7 @@ def test_the_api_command_serves_a_checkpoint(model, checkpoint):
         assert client.models.list().data[0].id == "debug"
         messages = [_user(random_image(40, 40, 0), "What is this?")]
         reply = client.chat.completions.create(model="debug", messages=messages, max_tokens=8)
-        assert reply.choices[0].message.content == model.ask(random_image(40, 40, 0), "What is this?", max_new_tokens=8)
+        assert reply.choices[0].message.content == api.ask(random_image(40, 40, 0), "What is this?", max_new_tokens=8)
     finally:
         process.terminate()
         process.wait(30)

@@ -1,4 +1,4 @@
-"""The API's parts without a server: settings, data URLs, answer splitting, Prometheus text, the batcher."""
+"""The HTTP API's parts without a server: settings, data URLs, answer splitting, Prometheus text, the batcher."""
 
 import asyncio
 import base64
@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.api.answers import AnswerStream, ThinkSplitter, split_answer
-from unimedvl.api.batcher import Batcher, QueueFull
-from unimedvl.api.errors import APIError
-from unimedvl.api.metrics import ServerMetrics
-from unimedvl.api.settings import ServerSettings
-from unimedvl.api.uploads import image_from_data_url, parse_data_url, sniff_suffix
-from unimedvl.errors import ConfigError, DataError
-from unimedvl.inference.inferencer import Request, Result, split_thinking
+pytest.importorskip("fastapi")
+
+from unimedvl.api.answers import AnswerStream, ThinkSplitter, split_answer  # noqa: E402
+from unimedvl.api.batcher import Batcher, QueueFull  # noqa: E402
+from unimedvl.api.errors import APIError  # noqa: E402
+from unimedvl.api.metrics import ServerMetrics  # noqa: E402
+from unimedvl.api.settings import ServerSettings  # noqa: E402
+from unimedvl.api.uploads import image_from_data_url, parse_data_url, sniff_suffix  # noqa: E402
+from unimedvl.errors import ConfigError, DataError  # noqa: E402
+from unimedvl.inference.inferencer import Request, Result, split_thinking  # noqa: E402
 
 PIXELS = 10_000
 
@@ -184,10 +186,19 @@ class FakeRun:
         return [Result(text=r.inputs[0], token_ids=[1]) for r in requests]
 
 
-def _batcher(run, **kwargs) -> Batcher:
+async def _started(**kwargs) -> tuple[FakeRun, Batcher]:
+    run = FakeRun()
     batcher = Batcher(run, ServerMetrics(), **{"max_batch": 3, "window_s": 0.0, "queue_size": 8, **kwargs})
     batcher.start()
-    return batcher
+    return run, batcher
+
+
+async def _hold(run: FakeRun, batcher: Batcher, requests: list[Request]):
+    """Submit ``requests`` and return once the worker is held inside their batch."""
+    run.gate.clear()
+    ticket = batcher.submit(requests, asyncio.get_running_loop())
+    assert await asyncio.to_thread(run.entered.wait, 10)
+    return ticket
 
 
 def _texts(*names, task="understand"):
@@ -196,14 +207,11 @@ def _texts(*names, task="understand"):
 
 def test_batches_are_fifo_per_task_and_at_most_max_batch():
     async def scenario():
-        run = FakeRun()
-        batcher = _batcher(run)
+        run, batcher = await _started()
         loop = asyncio.get_running_loop()
-        run.gate.clear()
-        blocker = batcher.submit(_texts("first"), loop)
-        assert await asyncio.to_thread(run.entered.wait, 10)
+        blocker = await _hold(run, batcher, _texts("first"))
         tickets = [batcher.submit(_texts(name), loop) for name in ("q1", "q2")]
-        tickets.append(batcher.submit([Request(["g1"], "generate")], loop))
+        tickets.append(batcher.submit(_texts("g1", task="generate"), loop))
         tickets += [batcher.submit(_texts(name), loop) for name in ("q3", "q4")]
         run.gate.set()
         results = [await t.results(_never) for t in [blocker, *tickets]]
@@ -218,12 +226,9 @@ def test_batches_are_fifo_per_task_and_at_most_max_batch():
 
 def test_a_full_queue_refuses_with_a_retry_time_and_cancel_frees_it():
     async def scenario():
-        run = FakeRun()
-        batcher = _batcher(run, queue_size=2)
+        run, batcher = await _started(queue_size=2)
         loop = asyncio.get_running_loop()
-        run.gate.clear()
-        batcher.submit(_texts("running"), loop)
-        assert await asyncio.to_thread(run.entered.wait, 10)
+        await _hold(run, batcher, _texts("running"))
         waiting = batcher.submit(_texts("a", "b"), loop)
         with pytest.raises(QueueFull) as full:
             batcher.submit(_texts("c"), loop)
@@ -244,10 +249,8 @@ def test_a_full_queue_refuses_with_a_retry_time_and_cancel_frees_it():
 
 def test_one_bad_request_fails_alone():
     async def scenario():
-        run = FakeRun()
-        batcher = _batcher(run, window_s=5.0)  # the three arrive within the window: one batch
-        loop = asyncio.get_running_loop()
-        tickets = [batcher.submit(_texts(name), loop) for name in ("ok1", "bad", "ok2")]
+        run, batcher = await _started(window_s=5.0)  # the three arrive within the window: one batch
+        tickets = [batcher.submit(_texts(name), asyncio.get_running_loop()) for name in ("ok1", "bad", "ok2")]
         outcomes = []
         for ticket in tickets:
             try:
@@ -264,16 +267,11 @@ def test_one_bad_request_fails_alone():
 
 def test_an_image_batch_stops_when_every_client_is_gone():
     async def scenario():
-        run = FakeRun()
-        batcher = _batcher(run)
-        loop = asyncio.get_running_loop()
-        run.gate.clear()
-        ticket = batcher.submit([Request(["g"], "generate")], loop)
-        assert await asyncio.to_thread(run.entered.wait, 10)
+        run, batcher = await _started()
+        ticket = await _hold(run, batcher, _texts("g", task="generate"))
         ticket.cancel()  # while "denoising"
         run.gate.set()
-        done = batcher.submit(_texts("after"), loop)
-        result = await done.results(_never)
+        result = await batcher.submit(_texts("after"), asyncio.get_running_loop()).results(_never)
         batcher.close()
         return run, result, ticket
 
