@@ -29,6 +29,7 @@ pytest.importorskip("uvicorn")
 
 from unimedvl.api.server import BackgroundServer, create_app  # noqa: E402
 from unimedvl.api.settings import ServerSettings  # noqa: E402
+from unimedvl.errors import DataError  # noqa: E402
 from unimedvl.inference.inferencer import Request  # noqa: E402
 
 KEY = "test-key"
@@ -46,6 +47,7 @@ class Gate:
         self.calls: list[tuple[list, list]] = []  # (requests, results) per batch
         self.hold_at_first_token: threading.Event | None = None  # set: pause in the first token until it is set
         self.first_token = threading.Event()
+        self.fail_on: str | None = None  # a batch with this text among its inputs fails as a user error would
 
     def __call__(self, requests, progress):
         self.entered.set()
@@ -53,6 +55,8 @@ class Gate:
         if self.hold_at_first_token is not None:
             for request in requests:
                 request.on_token = self._pausing(request.on_token)
+        if self.fail_on is not None and any(self.fail_on in r.inputs for r in requests):
+            raise DataError(f"cannot serve {self.fail_on!r}")
         results = self.run(requests, progress)
         self.calls.append((list(requests), results))
         return results
@@ -85,6 +89,7 @@ def srv(served):
     served.gate.open.set()
     yield served
     served.gate.open.set()  # never leave the worker held for the next test
+    served.gate.fail_on = None
 
 
 def _client(srv) -> "openai.OpenAI":
@@ -323,6 +328,19 @@ def test_errors_have_openai_shape(srv):
     assert bad_json.status_code == 400 and "error" in bad_json.json()
     not_multipart = httpx.post(srv.url + "/v1/images/edits", json={"prompt": "x"}, headers=auth)
     assert not_multipart.status_code == 400 and "multipart" in not_multipart.json()["error"]["message"]
+
+
+def test_a_failure_in_the_worker_is_a_400_or_an_error_event(srv):
+    srv.gate.fail_on = "UNSERVABLE"
+    messages = [{"role": "user", "content": "UNSERVABLE"}]
+    with pytest.raises(openai.BadRequestError, match="cannot serve 'UNSERVABLE'"):
+        srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=2)
+    stream = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=2, stream=True)
+    with pytest.raises(openai.APIError, match="cannot serve 'UNSERVABLE'"):  # after the 200 headers went out
+        list(stream)
+    fine = srv.client.chat.completions.create(model="debug", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=2)  # fmt: skip
+    assert fine.choices[0].finish_reason == "length"  # the worker lives on
 
 
 def test_a_full_queue_answers_503_with_retry_after(srv):

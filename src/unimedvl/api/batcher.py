@@ -184,6 +184,8 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise ServerClosing("the server is shutting down")
+            if not self._thread.is_alive():  # never started, or died on a bug (logged)
+                raise ServerClosing("the inference worker is not running; see the server log")
             if len(self._queue) + len(requests) > self.queue_size:
                 self.metrics.rejected.inc()
                 raise QueueFull(len(self._queue), self.retry_after())
