@@ -3,7 +3,7 @@
 - No import cycle among the modules of ``src/unimedvl`` (module-level imports: the ones that run
   when a module is imported; imports inside functions are deliberate and lazy).
 - Library code (models, data, flow, checkpoint, inference and the small shared modules) never
-  imports the layers built on it (train, app, eval, demo, medsynth), not even lazily.
+  imports the layers built on it (train, app, eval, demo, medsynth, api), not even lazily.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import unimedvl
 
 PACKAGE = Path(unimedvl.__file__).parent
-APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "cli")
+APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "api", "cli")
 LIBRARY = ("models", "data", "flow", "checkpoint", "inference", "config", "tokenizer", "guidance", "fileio",
            "distributed", "errors", "cli_options", "inference_config", "model_card")  # fmt: skip
 

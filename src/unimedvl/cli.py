@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("unimedvl.medsynth.cli", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
     "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),
+    "api": ("unimedvl.api.cli", "serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint"),
     "demo": ("unimedvl.demo.pipeline", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
     "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }

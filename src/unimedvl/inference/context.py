@@ -9,13 +9,15 @@ start at 0 for every sample, so each context's next rope id is added.
 
 Text generation (``generate_text``) decodes on a scratch copy of the contexts: the contexts
 themselves stay as they were, and the caller adds the finished answer with ``add`` (one prefill,
-the same keys as the decoded ones), which keeps every context update on one code path.
+the same keys as the decoded ones), which keeps every context update on one code path. A
+context's ``TextOptions`` may ask to hear each token as it comes (``on_token``, for streaming) and
+to end its answer early (``stop``, for a cancelled request); neither changes the other contexts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -43,6 +45,8 @@ class TextOptions:
     temperature: float = 0.0  # 0: greedy; > 0: sample from softmax(logits / temperature)
     top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much mass
     generator: torch.Generator | None = None  # CPU generator for sampling (per request)
+    on_token: Callable[[int], None] | None = None  # called with each answer token as it is decoded (streaming)
+    stop: Callable[[], bool] | None = None  # checked after each token: True ends this answer there (cancelled)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -160,7 +164,9 @@ class ContextPool:
                 if token == eos:
                     continue
                 out[i].append(token)
-                if len(out[i]) < options[i].max_new_tokens:
+                if options[i].on_token is not None:
+                    options[i].on_token(token)
+                if len(out[i]) < options[i].max_new_tokens and not (options[i].stop and options[i].stop()):
                     keep.append(b)
             if not keep:
                 return out

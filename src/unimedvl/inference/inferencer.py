@@ -86,6 +86,8 @@ class Request:
     height: int | None = None  # output size in pixels (image requests); None: the last input
     width: int | None = None  # image's size after the VAE transform, else the default size
     seed: int | None = None  # noise and sampling seed; None: drawn from torch's global RNG
+    on_token: Callable[[int], None] | None = None  # hears each decoded token (answer or reasoning) as it comes
+    stop: Callable[[], bool] | None = None  # checked after each decoded token: True ends the text there
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -115,6 +117,7 @@ class Result:
     image: Image.Image | None = None  # the generated image (edit / generate)
     seed: int | None = None  # the seed used (reproduce with Request(seed=...))
     token_ids: list[int] = field(default_factory=list)  # generated ids (answer or reasoning)
+    prompt_tokens: int = 0  # tokens in the context the text was decoded from (0: no text decoded)
 
 
 @dataclass
@@ -441,7 +444,7 @@ class Inferencer:
         jobs = [j for j in plan.jobs if not j.request.makes_image or j.request.think]
         options = [
             TextOptions(j.request.max_new_tokens, j.request.temperature, j.request.top_p,
-                        torch.Generator().manual_seed(j.seed))
+                        torch.Generator().manual_seed(j.seed), j.request.on_token, j.request.stop)
             for j in jobs
         ]  # fmt: skip
         generated = plan.pool.generate_text([j.full for j in jobs], options)
@@ -449,6 +452,7 @@ class Inferencer:
         for job, ids in zip(jobs, generated):
             text = self.tokenizer.decode(ids)
             job.result.token_ids = ids
+            job.result.prompt_tokens = plan.pool.length(job.full)
             job.result.seed = job.seed
             if job.request.makes_image:
                 job.result.thinking = text.replace("<think>", "").replace("</think>", "").strip()
