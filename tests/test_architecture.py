@@ -17,7 +17,7 @@ import unimedvl
 
 PACKAGE = Path(unimedvl.__file__).parent
 APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "cli")
-LIBRARY = ("models", "data", "flow", "checkpoint", "inference", "config", "tokenizer", "guidance", "fileio",
+LIBRARY = ("models", "data", "benchmarks", "flow", "checkpoint", "inference", "config", "tokenizer", "guidance", "fileio",
            "distributed", "errors", "cli_options")  # fmt: skip
 
 

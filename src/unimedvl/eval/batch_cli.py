@@ -55,6 +55,12 @@ from pathlib import Path
 from typing import Any
 
 from unimedvl.cli_options import add_guidance_arguments, guidance_from_args
+from unimedvl.eval.benchmark_cli import (
+    add_benchmark_arguments,
+    parse_benchmarks,
+    prepare_benchmarks,
+    print_benchmark_result,
+)
 from unimedvl.errors import ConfigError, UserError
 from unimedvl.fileio import atomic_write_text, read_json_lines
 from unimedvl.guidance import RESTORATION
@@ -76,11 +82,13 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", action="append", required=True, metavar="DIR",
                    help="checkpoint directory (repeat to evaluate several, one after another)")  # fmt: skip
-    p.add_argument("--data", required=True, metavar="JSONL", help="test set (spec medical.md section 1 records)")
+    p.add_argument("--data", metavar="JSONL", help="test set (spec medical.md section 1 records); with one "
+                   "--benchmark NAME: that benchmark's folder")  # fmt: skip
     p.add_argument("--data-dir", metavar="DIR", help="folder image paths are relative to (default: the JSONL's)")
     p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/")
     p.add_argument("--split", metavar="NAME", help="results go to OUT/<model_id>/NAME/ instead, so that "
                    "`unimedvl stats OUT` labels the rows model_id=<model_id>, split=NAME")  # fmt: skip
+    add_benchmark_arguments(p)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records")
     p.add_argument("--limit-per-task", action="append", metavar="N|TASK=N",
                    help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
@@ -353,19 +361,29 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         if not path.is_dir():
             raise UserError(f"--model {path}: checkpoint directory not found")
-    data = Path(args.data)
-    data_dir = Path(args.data_dir) if args.data_dir else data.parent
-    samples = load_samples(data, data_dir)
-    selected = select_samples(samples, args.limit, parse_task_limits(args.limit_per_task))
+    benchmarks = parse_benchmarks(args)
+    if not benchmarks and not args.data:
+        raise ConfigError("pass --data TEST.jsonl, or --benchmark NAME=PATH (repeat for several benchmarks)")
+    task_limits = parse_task_limits(args.limit_per_task)
     dist = _Dist(args.device)
+    unreadable = 0
     try:
         settings = settings_from_args(args, dist.cuda)
-        for path, model_id in zip(paths, model_ids(paths)):
-            run_dir = Path(args.out) / model_id / (args.split or "")
-            evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+        if benchmarks:
+            test_sets, unreadable = prepare_benchmarks(args, benchmarks, dist)
+        else:
+            test_sets = [(None, Path(args.data), Path(args.data_dir) if args.data_dir else Path(args.data).parent)]
+        for label, data, data_dir in test_sets:
+            samples = load_samples(data, data_dir)
+            selected = select_samples(samples, args.limit, task_limits)
+            for path, model_id in zip(paths, model_ids(paths)):
+                run_dir = Path(args.out) / model_id / (label or args.split or "")
+                evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+                if label and dist.rank == 0:
+                    print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
         dist.close()
-    return 0
+    return 1 if unreadable else 0
 
 
 def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,
