@@ -215,7 +215,9 @@ def score_answer(record: Record, prediction: str) -> dict[str, Any]:
     qtype = record.extra.get("question_type")
     out: dict[str, Any] = {"gold": gold, "question_type": qtype if isinstance(qtype, str) else None}
     if is_benchmark_record(record):  # a standard benchmark's question: its published protocol
-        return {**out, **score_question(record, prediction, gold)}
+        answer = record.extra.get("answer")  # the published answer only (None on unanswered TEST splits)
+        gold = None if answer is None else str(answer)
+        return {**out, "gold": gold, **score_question(record, prediction, gold)}
     if gold is None or record.task_type == REPORT_TASK:
         return out
     options = _options(record)
