@@ -9,6 +9,8 @@
                    --cfg-renorm-min 0 --timestep-shift 1.0 --num-timesteps 50 --seed 0] [--max-new-tokens 800]
                   [--device cuda --dtype bf16] [--batch-size N] [--overwrite] [--retry-failed]
     torchrun --standalone --nproc_per_node=8 -m unimedvl.cli eval ...      # the same, sharded
+    unimedvl eval --model CKPT --benchmark vqa-rad=PATH [--benchmark slake=PATH2 ...] --out OUT
+                  # standard benchmarks as published: unimedvl.eval.benchmark_cli
 
 What runs per record (edit two-pass protocol, text-to-image, VQA, reports) and how it is scored:
 :mod:`unimedvl.eval.batch`. Per model, under ``OUT/<model_id>/`` (model_id = the checkpoint
