@@ -2,9 +2,9 @@
 
 import json
 
+import benchmark_fixtures as F
 import pytest
 
-import benchmark_fixtures as F
 from unimedvl.cli import main as cli_main
 from unimedvl.init_checkpoint import init_checkpoint
 
@@ -67,5 +67,5 @@ def test_two_benchmarks_in_one_run_then_stats(run, capsys):
     assert (out / "summary_benchmarks.md").read_text() in printed
     assert "GMAI-MMBench" in (out / "summary_benchmarks.csv").read_text()
     assert "Standard benchmarks" in (out / "report.html").read_text()
-    header, *rows = csv.read_text().splitlines()
+    _, *rows = csv.read_text().splitlines()
     assert {r.split(",")[1] for r in rows} == {"vqa-rad-test", "gmai-mmbench-val"}  # the split column

@@ -4,9 +4,9 @@ import base64
 import json
 from pathlib import Path
 
+import benchmark_fixtures as F
 import pytest
 
-import benchmark_fixtures as F
 from unimedvl.benchmarks import get_reader
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
 from unimedvl.benchmarks.items import answer_type_of, letter_of, yes_no_rule

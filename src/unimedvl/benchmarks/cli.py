@@ -32,8 +32,9 @@ def add_language_option(parser: argparse.ArgumentParser) -> None:
                         help="SLAKE questions to read: en (default, as papers report), zh or all")  # fmt: skip
 
 
-def print_problems(problems: list[Problem], max_problems: int | None, file=sys.stderr) -> None:
-    """One line per problem (the first ``max_problems``), then how many were not shown."""
+def print_problems(problems: list[Problem], max_problems: int | None, file=None) -> None:
+    """One line per problem (the first ``max_problems``), then how many were not shown (default: to stderr)."""
+    file = file or sys.stderr  # looked up at call time: tests and callers may replace sys.stderr
     shown = problems if max_problems is None else problems[:max_problems]
     for problem in shown:
         print(f"  {problem}", file=file)

@@ -37,7 +37,7 @@ from unimedvl.benchmarks import READERS, get_reader
 from unimedvl.benchmarks.images import ImageStore, check_file
 from unimedvl.benchmarks.items import BenchmarkItem
 from unimedvl.benchmarks.prompts import render
-from unimedvl.benchmarks.reader import ReadOptions, Reader, listing
+from unimedvl.benchmarks.reader import Reader, ReadOptions, listing
 from unimedvl.data.records import IMAGE_TOKEN, Problem
 from unimedvl.errors import UserError
 from unimedvl.fileio import atomic_write_text
@@ -79,8 +79,8 @@ class Conversion:
 
     def summary(self) -> str:
         """Counts per split and answer type, failures, images (what the commands print)."""
-        lines = [f"{self.source.reader.name} ({self.source.layout}) at {self.source.path}: "
-                 f"{self.usable} question(s) usable, {self.failed} failed"]  # fmt: skip
+        lines = [(f"{self.source.reader.name} ({self.source.layout}) at {self.source.path}: "
+                  f"{self.usable} question(s) usable, {self.failed} failed")]  # fmt: skip
         for split in sorted({s for s, _ in self.counts}):
             per_type = ", ".join(f"{t} {n}" for (s, t), n in sorted(self.counts.items()) if s == split)
             lines.append(f"  {split}: {sum(n for (s, _), n in self.counts.items() if s == split)} ({per_type})")

@@ -17,6 +17,7 @@ each reader's docstring):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,7 @@ def text_field(value: Any) -> str | None:
     """A cell as stripped text, None when absent or empty (NaN-like cells included)."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, float) and value != value:  # NaN
+    if isinstance(value, float) and math.isnan(value):
         return None
     text = str(value).strip()
     return text or None

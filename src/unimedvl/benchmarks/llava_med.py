@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from unimedvl.benchmarks.items import BenchmarkItem, ImageSource, answer_type_of, text_field
-from unimedvl.benchmarks.reader import ReadOptions, Reader, json_records
+from unimedvl.benchmarks.reader import Reader, ReadOptions, json_records
 from unimedvl.data.records import IMAGE_TOKEN, Problem
 
 DATASET_FOLDERS = {"data_rad": "VQA-RAD", "vqa_rad": "VQA-RAD", "pvqa": "PathVQA", "slake1.0": "SLAKE"}

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from unimedvl.benchmarks.items import MULTIPLE_CHOICE, BenchmarkItem, ImageSource, letter_of, text_field
 from unimedvl.benchmarks.prompts import MULTIPLE_CHOICE as MC_PROMPT
-from unimedvl.benchmarks.reader import ReadOptions, Reader, json_records, record_problem
+from unimedvl.benchmarks.reader import Reader, ReadOptions, question_rows
 from unimedvl.data.records import Problem
 
 ACCESS = {"open-access": "Open-access", "restricted-access": "Restricted-access"}
@@ -38,7 +39,7 @@ class OmniMedVqa(Reader):
     name = "omnimedvqa"
     expects = "OmniMedVQA/ with QA_information/Open-access/*.json (and Restricted-access/) and Images/"
     default_split = "open-access"
-    split_aliases = {"test": "open-access", "open": "open-access", "restricted": "restricted-access"}
+    split_aliases: ClassVar[dict[str, str]] = {"test": "open-access", "open": "open-access", "restricted": "restricted-access"}
     prompt = MC_PROMPT
     paper_column = "OmniMedVQA"
     breakdowns = ("dataset",)
@@ -65,26 +66,20 @@ class OmniMedVqa(Reader):
                 problems.append(Problem(str(folder), None, f"no such folder; splits here: {self.splits(path, layout)}"))
                 continue
             for json_path in sorted(folder.glob("*.json")):
-                for row, record in enumerate(json_records(json_path, problems, _REQUIRED, "OmniMedVQA"), start=1):
-                    item = self._item(record, root, access, json_path, row, problems)
+                rows = question_rows(json_path, problems, _REQUIRED, "OmniMedVQA", ("question", "gt_answer", "image_path"))
+                for row, record, texts in rows:
+                    item = self._item(record, texts, root, access, json_path, row, problems)
                     if item is not None:
                         yield item
 
-    def _item(self, record, root: Path, access: str, json_path: Path, row: int,
+    def _item(self, record, texts: list[str], root: Path, access: str, json_path: Path, row: int,
               problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip
-        why = record_problem(record, _REQUIRED)
-        if why:
-            problems.append(Problem(str(json_path), row, why))
-            return None
+        question, gold, image = texts
         options = {}
         for letter in "ABCD":
             text = text_field(record.get(f"option_{letter}"))
             if text is not None:
                 options[letter] = text
-        question, gold, image = (text_field(record[k]) for k in ("question", "gt_answer", "image_path"))
-        if question is None or gold is None or image is None:
-            problems.append(Problem(str(json_path), row, "empty question, gt_answer or image_path"))
-            return None
         letter = letter_of(gold, options)
         if letter is None:
             problems.append(Problem(str(json_path), row, f"gt_answer {gold!r} is none of the options "

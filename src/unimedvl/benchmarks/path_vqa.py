@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from unimedvl.benchmarks import hf_parquet
 from unimedvl.benchmarks.items import BenchmarkItem
-from unimedvl.benchmarks.reader import ReadOptions, Reader
+from unimedvl.benchmarks.reader import Reader, ReadOptions
 from unimedvl.data.records import Problem
 
 
@@ -22,7 +23,7 @@ class PathVqa(Reader):
 
     name = "path-vqa"
     expects = "the Hugging Face snapshot (data/<split>-NNNNN-of-NNNNN-<hash>.parquet; splits train, validation, test)"
-    split_aliases = {"val": "validation", "validate": "validation", "valid": "validation"}
+    split_aliases: ClassVar[dict[str, str]] = {"val": "validation", "validate": "validation", "valid": "validation"}
     paper_column = "PathVQA"
 
     def layout(self, path: Path) -> str | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from unimedvl.benchmarks.items import BenchmarkItem
+from unimedvl.benchmarks.items import BenchmarkItem, text_field
 from unimedvl.benchmarks.prompts import SHORT_ANSWER, PromptTemplate
 from unimedvl.data.records import Problem
 from unimedvl.errors import ConfigError
@@ -140,6 +140,27 @@ def record_problem(record: Any, keys: tuple[str, ...]) -> str | None:
     if missing:
         return f"missing field(s) {', '.join(map(repr, missing))} (has {', '.join(sorted(record)) or 'none'})"
     return None
+
+
+def question_rows(path: Path, problems: list[Problem], required: tuple[str, ...], what: str, texts: tuple[str, ...],
+                  keep: Callable[[dict[str, Any]], bool] | None = None,
+                  ) -> Iterator[tuple[int, dict[str, Any], list[str]]]:  # fmt: skip
+    """(row, record, its ``texts`` fields stripped) for every record of a ``what`` JSON list that has the
+    ``required`` fields and non-empty ``texts``; a Problem ``path:row`` for each record that has not.
+
+    ``keep(record)`` False skips a record silently (another split or language): its problems are not this run's.
+    """
+    for row, record in enumerate(json_records(path, problems, required, what), start=1):
+        why = record_problem(record, required)
+        if why is None and keep is not None and not keep(record):
+            continue
+        values = [] if why else [text_field(record.get(k)) for k in texts]
+        if why is None and None in values:
+            why = f"empty {' or '.join(k for k, v in zip(texts, values) if v is None)}"
+        if why:
+            problems.append(Problem(str(path), row, why))
+            continue
+        yield row, record, values
 
 
 def listing(path: Path, limit: int = 8) -> str:

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from unimedvl.benchmarks.items import BenchmarkItem, ImageSource, answer_type_of, text_field
-from unimedvl.benchmarks.reader import ReadOptions, Reader, json_records, record_problem
+from unimedvl.benchmarks.reader import Reader, ReadOptions, question_rows
 from unimedvl.data.records import Problem
 
 SPLIT_FILES = {"train": ("train.json",), "validate": ("validate.json", "validation.json"), "test": ("test.json",)}
 _REQUIRED = ("img_name", "question", "answer", "q_lang")
+
+
+def _language(record: dict) -> str:
+    return str(record["q_lang"]).strip().lower()
 
 
 class Slake(Reader):
@@ -34,7 +39,7 @@ class Slake(Reader):
 
     name = "slake"
     expects = "Slake1.0/ with test.json, validate.json (or validation.json), train.json and imgs/"
-    split_aliases = {"val": "validate", "valid": "validate", "validation": "validate"}
+    split_aliases: ClassVar[dict[str, str]] = {"val": "validate", "valid": "validate", "validation": "validate"}
     paper_column = "SLAKE"
 
     @staticmethod
@@ -62,30 +67,24 @@ class Slake(Reader):
         if not images.is_dir():
             problems.append(Problem(str(root), None, "no imgs/ folder (the mirror ships imgs.zip: unzip it here)"))
             return
+
+        def wanted(record) -> bool:
+            return options.language == "all" or _language(record) == options.language
+
         for name in [split] if split is not None else list(SPLIT_FILES):
             files = [root / n for n in SPLIT_FILES.get(name, (f"{name}.json",)) if (root / n).is_file()]
             if not files:
                 continue
             json_path = files[0]
-            for row, record in enumerate(json_records(json_path, problems, _REQUIRED, "SLAKE"), start=1):
-                why = record_problem(record, _REQUIRED)
-                if why:
-                    problems.append(Problem(str(json_path), row, why))
-                    continue
-                language = str(record["q_lang"]).strip().lower()
-                if options.language != "all" and language != options.language:
-                    continue
-                question, answer = text_field(record["question"]), text_field(record["answer"])
-                image = text_field(record["img_name"])
-                if question is None or answer is None or image is None:
-                    problems.append(Problem(str(json_path), row, "empty question, answer or img_name"))
-                    continue
+            texts = ("question", "answer", "img_name")
+            for row, record, (question, answer, image) in question_rows(json_path, problems, _REQUIRED, "SLAKE",
+                                                                        texts, wanted):  # fmt: skip
                 qid = record.get("qid", row - 1)
                 yield BenchmarkItem(
                     benchmark=self.name, split=name, question_id=str(qid), question=question, answer=answer,
                     answer_type=answer_type_of(record.get("answer_type"), answer),
                     images=(ImageSource(path=str(images / image)),), source=f"{json_path}:{row}",
                     category=text_field(record.get("content_type")), modality=text_field(record.get("modality")),
-                    fields={"language": language, "location": text_field(record.get("location")),
+                    fields={"language": _language(record), "location": text_field(record.get("location")),
                             "base_type": text_field(record.get("base_type")), "img_id": record.get("img_id")},
                 )  # fmt: skip

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from unimedvl.benchmarks.items import MULTIPLE_CHOICE, BenchmarkItem, ImageSource, letter_of, yes_no_rule
 from unimedvl.benchmarks.prompts import MULTIPLE_CHOICE as MC_PROMPT
-from unimedvl.benchmarks.reader import ReadOptions, Reader
+from unimedvl.benchmarks.reader import Reader, ReadOptions
 from unimedvl.data.records import Problem
 
 REFERENCE_MAX_CHARS = 64  # VLMEvalKit: a shorter image cell is another row's index
@@ -61,7 +61,7 @@ def tsv_files(path: Path) -> list[Path]:
     """The TSV file, or a folder's TSVs in natural order (part_2 before part_10)."""
     if path.is_file():
         return [path] if path.suffix.lower() == ".tsv" else []
-    key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+    key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
     return sorted((p for p in path.glob("*.tsv") if p.is_file()), key=key)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from unimedvl.benchmarks import hf_parquet
 from unimedvl.benchmarks.items import BenchmarkItem, ImageSource, answer_type_of, text_field
-from unimedvl.benchmarks.reader import ReadOptions, Reader, json_records, record_problem
+from unimedvl.benchmarks.reader import Reader, ReadOptions, question_rows
 from unimedvl.data.records import Problem
 
 RELEASE_JSON = "VQA_RAD Dataset Public.json"
@@ -56,23 +56,19 @@ class VqaRad(Reader):
             return
         root = path.parent if path.is_file() else path
         json_path = root / RELEASE_JSON
-        for row, record in enumerate(json_records(json_path, problems, _REQUIRED, "VQA-RAD release"), start=1):
-            why = record_problem(record, _REQUIRED)
-            if why:
-                problems.append(Problem(str(json_path), row, why))
-                continue
-            phrase = str(record["phrase_type"]).strip().lower()
-            record_split = PHRASE_SPLITS.get(phrase)
+        def phrase(record) -> str:
+            return str(record["phrase_type"]).strip().lower()
+
+        def in_split(record) -> bool:  # an unknown phrase_type is kept, to be reported below
+            return split is None or PHRASE_SPLITS.get(phrase(record), split) == split
+
+        texts = ("question", "answer", "image_name")
+        for row, record, (question, answer, image) in question_rows(json_path, problems, _REQUIRED,
+                                                                    "VQA-RAD release", texts, in_split):  # fmt: skip
+            record_split = PHRASE_SPLITS.get(phrase(record))
             if record_split is None:
                 problems.append(Problem(str(json_path), row, f"phrase_type {record['phrase_type']!r} is none of "
                                         f"{', '.join(PHRASE_SPLITS)}; its split is unknown"))  # fmt: skip
-                continue
-            if split is not None and record_split != split:
-                continue
-            question, answer = text_field(record["question"]), text_field(record["answer"])
-            image = text_field(record["image_name"])
-            if question is None or answer is None or image is None:
-                problems.append(Problem(str(json_path), row, "empty question, answer or image_name"))
                 continue
             category = text_field(record.get("question_type"))
             organ = text_field(record.get("image_organ"))
@@ -81,6 +77,6 @@ class VqaRad(Reader):
                 answer=answer, answer_type=answer_type_of(record.get("answer_type"), answer),
                 images=(ImageSource(path=str(root / IMAGE_FOLDER / image)),), source=f"{json_path}:{row}",
                 category=category.upper() if category else None,
-                fields={"organ": organ.upper() if organ else None, "phrase_type": phrase,
+                fields={"organ": organ.upper() if organ else None, "phrase_type": phrase(record),
                         "qid_linked_id": record.get("qid_linked_id")},
             )  # fmt: skip

@@ -57,13 +57,13 @@ from pathlib import Path
 from typing import Any
 
 from unimedvl.cli_options import add_guidance_arguments, guidance_from_args
+from unimedvl.errors import ConfigError, UserError
 from unimedvl.eval.benchmark_cli import (
     add_benchmark_arguments,
     parse_benchmarks,
     prepare_benchmarks,
     print_benchmark_result,
 )
-from unimedvl.errors import ConfigError, UserError
 from unimedvl.fileio import atomic_write_text, read_json_lines
 from unimedvl.guidance import RESTORATION
 

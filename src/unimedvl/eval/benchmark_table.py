@@ -33,15 +33,15 @@ PUBLISHED: dict[str, dict[str, float]] = {
 PAPER_SPLITS = {"VQA-RAD": "test", "SLAKE": "test", "PathVQA": "test", "OmniMedVQA": "open-access",
                 "GMAI-MMBench": "VAL"}  # fmt: skip
 FOOTNOTES = (
-    f"Published rows: {CITATION}, README table. They were measured with the paper's own protocol and prompts; ours "
-    "are not the same measurement.",
-    "Our cells: pooled accuracy in % [95% bootstrap CI] (n scored questions) - VQA-RAD, SLAKE, PathVQA: every test "
-    "question, closed ones by normalised match, open ones by normalised exact match; OmniMedVQA, GMAI-MMBench: "
-    "multiple-choice accuracy with VLMEvalKit's letter/text matching and no LLM judge.",
-    "Unconfirmed: the paper does not state its VQA metric. Pooled closed+open accuracy (HealthGPT's 'all', whose "
-    "evaluation framework the paper credits) is the most likely reading, and how it counts an open answer correct "
-    "(exact match, recall, or a judge) is unknown. GMAI-MMBench is most likely the VAL split; the OmniMedVQA subset "
-    "(Open-access or all) is unknown.",
+    (f"Published rows: {CITATION}, README table. They were measured with the paper's own protocol and prompts; ours "
+     "are not the same measurement."),
+    ("Our cells: pooled accuracy in % [95% bootstrap CI] (n scored questions) - VQA-RAD, SLAKE, PathVQA: every test "
+     "question, closed ones by normalised match, open ones by normalised exact match; OmniMedVQA, GMAI-MMBench: "
+     "multiple-choice accuracy with VLMEvalKit's letter/text matching and no LLM judge."),
+    ("Unconfirmed: the paper does not state its VQA metric. Pooled closed+open accuracy (HealthGPT's 'all', whose "
+     "evaluation framework the paper credits) is the most likely reading, and how it counts an open answer correct "
+     "(exact match, recall, or a judge) is unknown. GMAI-MMBench is most likely the VAL split; the OmniMedVQA subset "
+     "(Open-access or all) is unknown."),
 )
 
 
@@ -89,7 +89,7 @@ def detail_tables(entries: Sequence[StatsEntry]) -> dict[str, tuple[list[str], l
     tables: dict[str, tuple[list[str], list[list[str]]]] = {}
     for e in benchmark_entries(entries):
         block = e.stats["benchmark"]
-        header, rows = tables.setdefault(e.split, (["model", *(t for _, t in _DETAIL), "failed", "unscored"], []))
+        rows = tables.setdefault(e.split, (["model", *(t for _, t in _DETAIL), "failed", "unscored"], []))[1]
         overall = block.get("overall") or {}
         rows.append([e.model_id, *(_cell(overall.get(k)) for k, _ in _DETAIL), str(block.get("n_failed", 0)),
                      str(block.get("n_unscored", 0))])  # fmt: skip

@@ -20,7 +20,6 @@ before the last 5 tokens is not followed (whether it is upstream is unconfirmed)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Optional
 
 NO_ANSWER = "Z"
 _SEPARATORS = ".()[],:;!*#{}"
@@ -28,7 +27,7 @@ REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process t
             "I'm sorry, but without the image provided", "Cannot determine the answer")  # fmt: skip
 
 # judge(question, options, prediction) -> the option letter it reads in the prediction, or None.
-Judge = Callable[[str, Mapping[str, str], str], Optional[str]]
+Judge = Callable[[str, Mapping[str, str], str], str | None]
 
 
 def infer_letter(prediction: str, options: Mapping[str, str]) -> str | None:
