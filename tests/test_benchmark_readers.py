@@ -142,6 +142,9 @@ def test_llava_med_json_and_dataset_column(tmp_path):
     assert _counts(conv) == {"test/closed": 2, "test/open": 1}  # 'conversatons' read; 'yes/no' is closed
     assert conv.records[1]["question"] == "What organ?" and conv.records[0]["paper_column"] == "VQA-RAD"
     assert conv.source.label == "llava-med-test"
+    other = test_json.with_name("test_w_options.json")  # a file is its own split, whatever its name
+    other.write_text(test_json.read_text())
+    assert _convert("llava-med", other).source.label == "llava-med-test_w_options"
 
 
 def test_other_layout_is_one_clear_error(tmp_path):

@@ -42,15 +42,13 @@ class LlavaMed(Reader):
     def splits(self, path: Path, layout: str) -> list[str]:
         return [path.stem] if path.is_file() else sorted(p.stem for p in path.glob("*.json"))
 
+    def default_split_for(self, path: Path) -> str | None:
+        return path.stem if path.is_file() else self.default_split  # a file is its own split
+
     def column(self, path: Path) -> str | None:
         folders = [p.name.lower() for p in (path if path.is_dir() else path.parent).resolve().parents]
         here = (path if path.is_dir() else path.parent).resolve().name.lower()
         return next((DATASET_FOLDERS[f] for f in [here, *folders] if f in DATASET_FOLDERS), None)
-
-    def label(self, path: Path, split: str | None, options: ReadOptions) -> str:
-        if split is None and path.is_file():
-            split = path.stem
-        return super().label(path, split, options)
 
     def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip

@@ -60,6 +60,10 @@ class Reader:
         """The questions of ``split`` (None: all), in file order; Problems for what cannot be used."""
         raise NotImplementedError
 
+    def default_split_for(self, path: Path) -> str | None:
+        """The split read when the user names none (``default_split``; a reader may look at ``path``)."""
+        return self.default_split
+
     def split_name(self, split: str | None) -> str | None:
         """The publisher's spelling of a split a user typed (``val`` -> ``validation``, ...)."""
         if split is None:
