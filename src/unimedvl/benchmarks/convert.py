@@ -87,8 +87,8 @@ class Conversion:
         if self.unanswered:
             lines.append(f"  {self.unanswered} question(s) have no published answer (read, not scorable)")
         if self.store is not None and self.store.folder is not None and (self.store.written or self.store.reused):
-            lines.append(f"  images extracted to {self.store.folder}: {self.store.written} written, "
-                         f"{self.store.reused} already there")  # fmt: skip
+            lines.append(f"  images extracted to {self.store.folder}: {self.store.written} new file(s); "
+                         f"{self.store.reused} image(s) were already there (shared or extracted before)")  # fmt: skip
         return "\n".join(lines)
 
 
