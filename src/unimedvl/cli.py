@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
     "train-autoencoder": ("unimedvl.train.autoencoder_config", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
+    "convert": ("unimedvl.benchmarks.cli:register_convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),
     "synth": ("unimedvl.medsynth.cli", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
     "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),

@@ -310,6 +310,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-size-check", action="store_true", help="skip the transform / position-table check")
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
     parser.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
+    bench = parser.add_argument_group("standard benchmarks (SOURCE is the folder its publisher ships)")
+    bench.add_argument("--benchmark", metavar="NAME", help="read SOURCE as this benchmark (vqa-rad, slake, path-vqa, "
+                       "omnimedvqa, vlmevalkit, gmai-mmbench, llava-med): counts per split and type, problems (default: SOURCE is our JSONL or a mix)")
+    bench.add_argument("--split", help="with --benchmark: only this split (default: all)")
+    bench.add_argument("--language", default="en", choices=("en", "zh", "all"), help="with --benchmark slake: "
+                       "question language (default en)")
     parser.set_defaults(func=run)
 
 
@@ -346,6 +352,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``validate-data``: print the report; 0 when clean, 1 when anything is wrong."""
     from unimedvl.cli_options import size_overrides
 
+    if getattr(args, "benchmark", None):
+        from unimedvl.benchmarks.cli import run_validate  # the benchmark readers build on this module's layer
+
+        return run_validate(args)
     model, inference = _model(args.model)
     if _is_mix(args.source):
         if args.data_dir is not None:

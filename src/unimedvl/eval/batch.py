@@ -63,6 +63,7 @@ from unimedvl.data.medical_io import LoadedImage, load_array
 from unimedvl.data.records import IMAGE_TOKEN, Record, parse_line
 from unimedvl.errors import ConfigError, DataError, UserError
 from unimedvl.eval import metrics as M
+from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
 from unimedvl.eval.stats_csv import compute_statistics
 from unimedvl.guidance import RESTORATION, GuidanceConfig
 
@@ -178,6 +179,8 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
         else:
             sample = Sample(index, record.sample_id, "", record.task_type, _kind(record), record,
                             record.degrade_type, source=source)  # fmt: skip
+            if isinstance(record.extra.get("unusable"), str):  # a benchmark question the reader could not use
+                sample.kind, sample.record, sample.error = "invalid", None, record.extra["unusable"]
         if sample.sample_id in seen:
             new_id = f"{sample.sample_id}#{number}"
             print(f"warning: {source}: sample_id {sample.sample_id!r} repeats an earlier line; "
@@ -224,6 +227,10 @@ def score_answer(record: Record, prediction: str) -> dict[str, Any]:
     gold = _gold(record)
     qtype = record.extra.get("question_type")
     out: dict[str, Any] = {"gold": gold, "question_type": qtype if isinstance(qtype, str) else None}
+    if is_benchmark_record(record):  # a standard benchmark's question: its published protocol
+        answer = record.extra.get("answer")  # the published answer only (None on unanswered TEST splits)
+        gold = None if answer is None else str(answer)
+        return {**out, "gold": gold, **score_question(record, prediction, gold)}
     if gold is None or record.task_type == REPORT_TASK:
         return out
     options = _options(record)
@@ -349,6 +356,8 @@ class BatchEvaluator:
             work.error = sample.error
             return work
         record = sample.record
+        if is_benchmark_record(record):
+            work.line["benchmark"] = line_fields(record)
         human = next((t for t in record.turns if t.role == "human"), None)
         work.instruction = human.text if human is not None else ""
         work.line["instruction"] = work.instruction
@@ -551,6 +560,9 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
     vqa = _vqa_block(ok)
     if vqa:
         stats["vqa"] = vqa
+    bench = benchmark_statistics(lines)
+    if bench:
+        stats["benchmark"] = bench
     mc = [l for l in ok if (l.get("metrics") or {}).get("answer_kind") == "multiple_choice"]
     if mc:
         stats["multiple_choice"] = {"count": len(mc), "accuracy": float(np.mean([l["metrics"]["correct"] for l in mc]))}

@@ -9,6 +9,8 @@
                    --cfg-renorm-min 0 --timestep-shift 1.0 --num-timesteps 50 --seed 0] [--max-new-tokens 800]
                   [--device cuda --dtype bf16] [--batch-size N] [--overwrite] [--retry-failed]
     torchrun --standalone --nproc_per_node=8 -m unimedvl.cli eval ...      # the same, sharded
+    unimedvl eval --model CKPT --benchmark vqa-rad=PATH [--benchmark slake=PATH2 ...] --out OUT
+                  # standard benchmarks as published: unimedvl.eval.benchmark_cli
 
 What runs per record (edit two-pass protocol, text-to-image, VQA, reports) and how it is scored:
 :mod:`unimedvl.eval.batch`. Per model, under ``OUT/<model_id>/`` (model_id = the checkpoint
@@ -62,6 +64,12 @@ from unimedvl.cli_options import (
     size_overrides,
 )
 from unimedvl.errors import ConfigError, UserError
+from unimedvl.eval.benchmark_cli import (
+    add_benchmark_arguments,
+    parse_benchmarks,
+    prepare_benchmarks,
+    print_benchmark_result,
+)
 from unimedvl.fileio import atomic_write_text, read_json_lines
 from unimedvl.guidance import RESTORATION
 
@@ -82,12 +90,14 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", action="append", required=True, metavar="DIR",
                    help="checkpoint directory (repeat to evaluate several, one after another)")  # fmt: skip
-    p.add_argument("--data", required=True, metavar="JSONL", help="test set (JSONL records, see README: Data formats)")
+    p.add_argument("--data", metavar="JSONL", help="test set (JSONL records, see README: Data formats); with one "
+                   "--benchmark NAME: that benchmark's folder (default: none, then --benchmark is needed)")  # fmt: skip
     p.add_argument("--data-dir", metavar="DIR", help="folder image paths are relative to (default: the JSONL's)")
     p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/<split>/")
     p.add_argument("--split", metavar="NAME", help="the split label of the results: `unimedvl stats OUT` reads "
                    "OUT/<model_id>/<split>/ as model_id and split (default: the --data file's name without "
-                   "extension, e.g. test)")  # fmt: skip
+                   "extension, e.g. test; a benchmark's own label, e.g. vqa-rad-test)")  # fmt: skip
+    add_benchmark_arguments(p)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records (default: all)")
     p.add_argument("--limit-per-task", action="append", metavar="N|TASK=N",
                    help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
@@ -360,19 +370,30 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         if not path.is_dir():
             raise UserError(f"--model {path}: checkpoint directory not found")
-    data = Path(args.data)
-    data_dir = Path(args.data_dir) if args.data_dir else data.parent
-    samples = load_samples(data, data_dir)
-    selected = select_samples(samples, args.limit, parse_task_limits(args.limit_per_task))
+    benchmarks = parse_benchmarks(args)
+    if not benchmarks and not args.data:
+        raise ConfigError("pass --data TEST.jsonl, or --benchmark NAME=PATH (repeat for several benchmarks)")
+    task_limits = parse_task_limits(args.limit_per_task)
     dist = _Dist(args.device)
+    unreadable = 0
     try:
-        for path, model_id in zip(paths, model_ids(paths)):
-            settings = settings_from_args(args, dist.cuda, path)
-            run_dir = Path(args.out) / model_id / (args.split or data.stem)
-            evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+        if benchmarks:
+            test_sets, unreadable = prepare_benchmarks(args, benchmarks, dist)
+        else:
+            data = Path(args.data)
+            test_sets = [(None, data, Path(args.data_dir) if args.data_dir else data.parent)]
+        for label, data, data_dir in test_sets:
+            samples = load_samples(data, data_dir)
+            selected = select_samples(samples, args.limit, task_limits)
+            for path, model_id in zip(paths, model_ids(paths)):
+                settings = settings_from_args(args, dist.cuda, path)
+                run_dir = Path(args.out) / model_id / (label or args.split or data.stem)
+                evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+                if label and dist.rank == 0:
+                    print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
         dist.close()
-    return 0
+    return 1 if unreadable else 0
 
 
 def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,

@@ -316,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
     logs = {_run_label(Path(p)): read_train_log(p) for p in args.train_log}
     write_summary_csv(entries, args.output)
     print(f"wrote {len(entries)} row(s) to {args.output}")
+    bench_sections = write_benchmark_tables(entries, Path(args.output))
     charts = make_charts(entries) if (args.plot or args.html) else None
     if args.plot:
         paths = write_plots(entries, args.plot, charts)
@@ -326,10 +327,26 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(build_html(entries, args.samples_per_task, charts=charts, train_logs=logs),
-                       encoding="utf-8")
+        out.write_text(build_html(entries, args.samples_per_task, charts=charts, train_logs=logs,
+                                  preface=bench_sections), encoding="utf-8")  # fmt: skip
         print(f"wrote {out}")
     return 0
+
+
+def write_benchmark_tables(entries, output: Path) -> list[tuple[str, str]]:
+    """Print the paper-comparable benchmark tables and write them beside the CSV (``<stem>_benchmarks.md``
+    and ``.csv``); the HTML sections for the report ([] when no run is a standard benchmark)."""
+    from unimedvl.eval.benchmark_table import benchmark_html, benchmark_report, write_benchmark_csv
+
+    text = benchmark_report(entries)
+    if not text:
+        return []
+    print(text, end="")
+    md, table = output.with_name(output.stem + "_benchmarks.md"), output.with_name(output.stem + "_benchmarks.csv")
+    md.write_text(text, encoding="utf-8")
+    rows = write_benchmark_csv(entries, table)
+    print(f"wrote {md} and {table} ({rows} row(s))")
+    return benchmark_html(entries)
 
 
 def _run_label(path: Path) -> str:

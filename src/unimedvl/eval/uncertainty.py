@@ -1,0 +1,72 @@
+"""Bootstrap confidence intervals of a mean score (one system), and of the difference of two systems.
+
+Percentile bootstrap: resample the n per-question scores with replacement ``n_resamples`` times,
+take the mean of each resample, and report the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
+quantiles of those means. Deterministic for a seed (numpy's PCG64). For 0/1 scores (accuracy)
+the mean of a resample is a Binomial(n, p) / n draw, which is sampled directly: the same
+distribution as resampling the items, at a cost independent of n.
+
+The paired version resamples *questions*, keeping both systems' scores of a question together,
+which is what comparing two checkpoints on the same test set needs (their errors are correlated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 2000
+_CHUNK_ELEMENTS = 1 << 22  # resampled indices held at once (32 MB of int64)
+
+
+def _as_scores(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size == 0:
+        raise ValueError(f"bootstrap_ci: {name} is empty; a confidence interval needs at least one score")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"bootstrap_ci: {name} holds NaN or infinite scores")
+    return arr
+
+
+def _resampled_means(arr: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    n = arr.size
+    if np.all((arr == 0.0) | (arr == 1.0)):
+        return rng.binomial(n, arr.mean(), size=n_resamples) / n
+    means = np.empty(n_resamples)
+    step = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_resamples, step):
+        count = min(step, n_resamples - start)
+        means[start : start + count] = arr[rng.integers(0, n, size=(count, n))].mean(axis=1)
+    return means
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
+                 n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """(low, high) percentile-bootstrap interval of the mean of ``values`` (see the module docstring)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be between 0 and 1 (e.g. 0.95)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples={n_resamples} must be >= 1")
+    arr = _as_scores(values)
+    if arr.size == 1 or np.all(arr == arr[0]):
+        return float(arr[0]), float(arr[0])
+    means = _resampled_means(arr, n_resamples, np.random.default_rng(seed))
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def paired_bootstrap_ci(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float] | np.ndarray,
+                        confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
+                        seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """(low, high) interval of mean(a) - mean(b), resampling questions (a[i] and b[i] score question i)."""
+    a, b = _as_scores(values_a, "values_a"), _as_scores(values_b, "values_b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap_ci: {a.size} scores for system a but {b.size} for b; pair them per question")
+    # Resampling question i brings a[i] and b[i] together, so the mean difference of a resample is the
+    # mean of the resampled per-question differences.
+    return bootstrap_ci(a - b, confidence, n_resamples, seed)
+
+
+__all__ = ["DEFAULT_RESAMPLES", "bootstrap_ci", "paired_bootstrap_ci"]
