@@ -101,3 +101,21 @@ def test_bad_settings():
         GuidanceConfig(cfg_renorm_type="none")
     with pytest.raises(ConfigError, match="num_timesteps"):
         GuidanceConfig(num_timesteps=1)
+
+
+def test_a_scale_below_one_warns_once_and_image_without_text_guidance_is_explained(monkeypatch):
+    import warnings
+
+    from unimedvl import guidance
+
+    monkeypatch.setattr(guidance, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GuidanceConfig(cfg_text_scale=0.5)
+        GuidanceConfig(cfg_text_scale=0.7)  # the same notice is not repeated
+        GuidanceConfig(cfg_text_scale=1.0, cfg_img_scale=2.0)
+        GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0)  # the presets say nothing
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "below 1" in messages[0] and "turns that guidance off" in messages[0]
+    assert "cfg_img_scale=2 has no effect while cfg_text_scale=1" in messages[1]

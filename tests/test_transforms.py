@@ -35,16 +35,55 @@ def test_reference_resize_rule(transform, size, expected):
 
 
 def test_max_pixels_caps_the_area():
-    transform = ImageTransform(image_stride=14, max_image_size=4000, min_image_size=378, max_pixels=1_000_000)
+    transform = ImageTransform(image_stride=14, max_image_size=4000, min_image_size=378, max_pixels=1_000_000,
+                               resize_rule="strict")
     width, height = transform.target_size(3000, 2000)
     assert width * height <= 1_000_000 and width % 14 == 0 and height % 14 == 0
     assert width * height > 0.9 * 1_000_000  # capped, not shrunk needlessly
     assert abs(width / height - 1.5) < 0.03  # aspect ratio kept
 
 
+def test_the_release_rule_scales_by_the_area_ratio_itself():
+    # The release scales an image above max_pixels by max_pixels / area (not its square root): 1/6 here.
+    release = ImageTransform(image_stride=14, max_image_size=4000, min_image_size=378, max_pixels=1_000_000)
+    assert release.target_size(3000, 2000) == (504, 336)
+
+
+# (width, height) -> (new width, new height) under the release's rule, worked out by hand from its
+# description (issue 23): the two examples where the earlier rule differed by a stride, extreme aspect
+# ratios, sizes needing no scaling, for both transforms and both minimum sizes of each.
+RELEASE_TABLE = {
+    (16, 1024, 512, None): {(704, 406): (896, 512), (1197, 761): (1024, 656), (21, 882): (32, 1024),
+                            (3727, 902): (1024, 256), (5000, 200): (1024, 48), (512, 512): (512, 512),
+                            (896, 672): (896, 672), (640, 480): (688, 512), (980, 980): (976, 976)},
+    (16, 1024, 256, None): {(704, 406): (704, 400), (300, 200): (384, 256), (21, 882): (32, 1024),
+                            (5000, 200): (1024, 48), (256, 256): (256, 256), (640, 480): (640, 480)},
+    (14, 980, 378, 2_007_040): {(1197, 761): (980, 616), (704, 406): (700, 406), (21, 882): (28, 980),
+                                (3727, 902): (980, 238), (5000, 200): (980, 42), (512, 512): (518, 518),
+                                (980, 980): (980, 980), (256, 256): (378, 378), (640, 480): (644, 476)},
+    (14, 980, 224, 2_007_040): {(1197, 761): (980, 616), (300, 200): (336, 224), (256, 256): (252, 252),
+                                (5000, 200): (980, 42), (518, 518): (518, 518), (1024, 512): (980, 490)},
+}
+
+
+@pytest.mark.parametrize("limits", list(RELEASE_TABLE), ids=lambda k: f"stride{k[0]}-min{k[2]}")
+def test_the_release_resize_rule_table(limits):
+    stride, max_size, min_size, max_pixels = limits
+    transform = ImageTransform(stride, max_size, min_size, max_pixels)
+    got = {size: transform.target_size(*size) for size in RELEASE_TABLE[limits]}
+    assert got == RELEASE_TABLE[limits]
+    # The earlier rule is still there by name, and differs exactly where the issue found it did.
+    strict = ImageTransform(stride, max_size, min_size, max_pixels, resize_rule="strict")
+    if limits == (16, 1024, 512, None):
+        assert strict.target_size(704, 406) == (880, 512)
+    if limits == (14, 980, 224, 2_007_040):
+        assert strict.target_size(1197, 761) == (980, 630)
+
+
 def test_rule_invariants_on_random_sizes():
     rng = random.Random(0)
-    for transform in (VAE, VIT, ImageTransform(16, 500, 100, max_pixels=90_000)):
+    for transform in (VAE, VIT, ImageTransform(16, 500, 100, max_pixels=90_000),
+                      ImageTransform(16, 500, 100, max_pixels=90_000, resize_rule="strict")):
         for _ in range(300):
             w, h = rng.randint(1, 5000), rng.randint(1, 5000)
             new_w, new_h = transform.target_size(w, h)

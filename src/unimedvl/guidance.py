@@ -10,6 +10,7 @@ that ``unimedvl COMMAND --help`` can show the defaults without importing torch.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,15 @@ BRANCHES = ("cond", "text_uncond", "img_uncond")
 
 @dataclass
 class GuidanceConfig:
-    """Image-generation settings (names shared by the API, CLI and evaluation)."""
+    """Image-generation settings (names shared by the API, CLI and evaluation).
+
+    When a guidance branch applies (the release's rule, reproduced exactly): inside the interval
+    ``cfg_interval[0] < t <= cfg_interval[1]`` (t on the shifted schedule), text guidance runs only
+    when ``cfg_text_scale > 1`` and image guidance only when ``cfg_img_scale > 1`` *and* text guidance
+    runs. A scale of 1 or below therefore means "off", not a push away from the condition, and with
+    ``cfg_text_scale <= 1`` the image scale has no effect. A warning (once) says so when such a scale
+    is given.
+    """
 
     cfg_text_scale: float = 4.0  # text guidance: v_txt = v_unc_txt + s_txt (v - v_unc_txt)
     cfg_img_scale: float = 1.0  # image guidance: v' = v_unc_img + s_img (v_txt - v_unc_img)
@@ -39,24 +48,41 @@ class GuidanceConfig:
             raise ConfigError(f"num_timesteps={self.num_timesteps} must be >= 2 (one Euler step needs two points)")
         if self.timestep_shift <= 0:
             raise ConfigError(f"timestep_shift={self.timestep_shift} must be > 0")
+        _warn_about_scales(self.cfg_text_scale, self.cfg_img_scale)
 
     def branches_at(self, t: float) -> tuple[str, ...]:
-        """Which velocity branches step ``t`` needs (scale 1 branches are skipped: they cancel)."""
+        """Which velocity branches step ``t`` needs (the release's thresholds: see the class docstring)."""
         lo, hi = self.cfg_interval
-        if not (lo < t <= hi):
+        if not (lo < t <= hi) or self.cfg_text_scale <= 1.0:
             return ("cond",)
-        out = ["cond"]
-        if self.cfg_text_scale != 1.0:
-            out.append("text_uncond")
-        if self.cfg_img_scale != 1.0:
-            out.append("img_uncond")
-        return tuple(out)
+        if self.cfg_img_scale > 1.0:
+            return ("cond", "text_uncond", "img_uncond")
+        return ("cond", "text_uncond")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as plain JSON values (the interval as a list)."""
         out = dataclasses.asdict(self)
         out["cfg_interval"] = [float(x) for x in self.cfg_interval]
         return out
+
+
+_warned: set[str] = set()
+
+
+def _warn_about_scales(text_scale: float, img_scale: float) -> None:
+    """Say once per kind that a scale is "off" under the release's rule (it would surprise otherwise)."""
+    notices = []
+    if text_scale < 1.0 or img_scale < 1.0:
+        notices.append(("below", f"a guidance scale below 1 (cfg_text_scale={text_scale:g}, cfg_img_scale="
+                                 f"{img_scale:g}) turns that guidance off, as in the release: it acts like 1"))
+    if text_scale <= 1.0 < img_scale:
+        notices.append(("img_without_text", f"cfg_img_scale={img_scale:g} has no effect while cfg_text_scale="
+                                            f"{text_scale:g} <= 1: image guidance runs only with text guidance, "
+                                            "as in the release"))
+    for kind, message in notices:
+        if kind not in _warned:
+            _warned.add(kind)
+            warnings.warn(message, UserWarning, stacklevel=4)
 
 
 # The spec's table (unified-model.md section 5).

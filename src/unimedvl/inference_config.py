@@ -13,12 +13,13 @@ Schema (every key optional; a missing one takes the release default)::
      "vae_transform": {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512, "max_pixels": null},
      "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378, "max_pixels": 2007040},
      "guidance": {"text_to_image": {GuidanceConfig fields}, "editing": {...}, "restoration": {...}},
-     "think_prompts": {"understand": "...", "generate": "..."}}
+     "think_prompts": "release" | "unimedvl" | "concise" | {"understand": "...", "generate": "..."}}
 
 ``vae_transform`` is the resize rule every input image goes through first (then the ViT
 transform, for understanding); ``guidance`` holds the sampling defaults per task: ``editing`` for
 ``edit``, ``text_to_image`` for ``generate``, ``restoration`` for batch evaluation (the medical
-batch test). ``think_prompts`` (optional) replaces the thinking-mode system prompts.
+batch test). ``think_prompts`` (optional) replaces the thinking-mode system prompts (default: the
+release's wording, see :data:`THINK_PROMPT_SETS`).
 
 Torch-free, so that ``--help`` can show the defaults quickly.
 """
@@ -52,6 +53,65 @@ THINK_TASKS = ("understand", "generate")
 _KEYS = ("format", "version", "vae_transform", "vit_transform", "guidance", "think_prompts")
 
 
+# Thinking-mode system prompts: part of the model's interface, like its special tokens. The
+# default is the wording the released BAGEL-7B-MoT / UniMedVL weights were trained and evaluated with
+# (the public BAGEL inferencer's VLM_THINK_SYSTEM_PROMPT and GEN_THINK_SYSTEM_PROMPT, verbatim,
+# including the space before each newline); "unimedvl" is the wording of the UniMedVL repository's
+# inferencer; "concise" is this project's own. A checkpoint's inference_config.json may name a set or
+# give its own prompts (either may be given as a set name); ``Inferencer(think_prompts=...)`` overrides both.
+THINK_PROMPT_SETS: dict[str, dict[str, str]] = {
+    "release": {
+        "understand": (
+            "You should first think about the reasoning process in the mind and then provide the user with the "
+            "answer. \nThe reasoning process is enclosed within <think> </think> tags, i.e. <think> reasoning "
+            "process here </think> answer here"
+        ),
+        "generate": (
+            "You should first think about the planning process in the mind and then generate the image. \nThe "
+            "planning process is enclosed within <think> </think> tags, i.e. <think> planning process here "
+            "</think> image here"
+        ),
+    },
+    "unimedvl": {
+        "understand": (
+            "You should first think about the reasoning process in the mind and then provide the user with the "
+            "answer.\nThe reasoning process is enclosed within <think> </think> tags, i.e. <think> reasoning "
+            "process here </think> answer here"
+        ),
+        "generate": (
+            "You should first think about the planning process in your mind, and then generate the image.\nThe "
+            "planning process is enclosed within <think> </think> tags; that is, <think> planning process here "
+            "</think> image here.\n"
+        ),
+    },
+    "concise": {
+        "understand": (
+            "Reason about the question step by step before answering. Write the reasoning between <think> "
+            "and </think>, then give the final answer after </think>."
+        ),
+        "generate": (
+            "Before producing the image, reason about it: describe between <think> and </think> what the "
+            "output image must show (modality, anatomy, the requested change). The image follows the reasoning."
+        ),
+    },
+}
+
+
+def resolve_think_prompts(value: "str | Mapping[str, str]", source: str = "think_prompts") -> dict[str, str]:
+    """A set name (release, unimedvl, concise) or a mapping task -> prompt, as a mapping."""
+    if isinstance(value, str):
+        if value not in THINK_PROMPT_SETS:
+            raise ConfigError(f"{source}: unknown prompt set {value!r}; choose one of {', '.join(THINK_PROMPT_SETS)} "
+                              "or give {understand: ..., generate: ...}")
+        return dict(THINK_PROMPT_SETS[value])
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{source}: give a prompt set name or map understand/generate to strings")
+    bad = sorted(set(value) - set(THINK_TASKS))
+    if bad:
+        raise ConfigError(f"{source}: think_prompts keys {bad}; use {list(THINK_TASKS)}")
+    return dict(value)
+
+
 def _release_guidance() -> dict[str, GuidanceConfig]:
     return dict(GUIDANCE_PRESETS)
 
@@ -63,7 +123,7 @@ class InferenceConfig:
     vae_transform: ImageTransform = RELEASE_VAE_TRANSFORM  # resize rule of every input image (and VAE inputs)
     vit_transform: ImageTransform = RELEASE_VIT_TRANSFORM  # transform of the ViT (understanding) inputs
     guidance: Mapping[str, GuidanceConfig] = field(default_factory=_release_guidance)  # preset name -> settings
-    think_prompts: Mapping[str, str] | None = None  # task (understand | generate) -> system prompt; None: default
+    think_prompts: Mapping[str, str] | None = None  # a set name or task (understand | generate) -> prompt; None: release
     source: str = "release defaults"  # where it was read from (not saved)
 
     def __post_init__(self) -> None:
@@ -71,9 +131,7 @@ class InferenceConfig:
         if unknown:
             raise ConfigError(f"{self.source}: unknown guidance preset(s) {unknown}; known: {list(GUIDANCE_PRESETS)}")
         if self.think_prompts is not None:
-            bad = sorted(set(self.think_prompts) - set(THINK_TASKS))
-            if bad:
-                raise ConfigError(f"{self.source}: think_prompts keys {bad}; use {list(THINK_TASKS)}")
+            object.__setattr__(self, "think_prompts", resolve_think_prompts(self.think_prompts, self.source))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -137,10 +195,7 @@ class InferenceConfig:
                 guidance[name] = from_dict(GuidanceConfig, {**base, **dict(values)}, source=f"{source}: guidance.{name}")
             kwargs["guidance"] = guidance
         if obj.get("think_prompts") is not None:
-            prompts = obj["think_prompts"]
-            if not isinstance(prompts, Mapping) or not all(isinstance(v, str) for v in prompts.values()):
-                raise ConfigError(f"{source}: think_prompts must map understand/generate to strings")
-            kwargs["think_prompts"] = dict(prompts)
+            kwargs["think_prompts"] = resolve_think_prompts(obj["think_prompts"], f"{source}: think_prompts")
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

@@ -272,3 +272,75 @@ def test_large_images_are_resized_to_the_position_tables_with_a_notice(api):
     assert max(h, w) <= limit and splits[1].image.shape[1] <= model.config.vit_max_num_patch_per_side * 14
     out = inf.run([Request([random_image(1200, 300, 0), "What is this?"], max_new_tokens=2)])[0]
     assert isinstance(out.text, str)
+
+
+# -- release-exact details (issue 23) --------------------------------------------------------------
+
+
+def test_batched_latents_equal_single_latents_to_fp32_round_off(api, monkeypatch):
+    inf = api.inferencer
+    captured = []
+    decode = Inferencer.decode_latents
+
+    def keep(self, latents, grids):
+        captured.append(latents.detach().clone())
+        return decode(self, latents, grids)
+
+    monkeypatch.setattr(Inferencer, "decode_latents", keep)
+    requests = [Request([random_image(48, 48, 7), "Remove the noise."], "edit", guidance=_fast("edit"), seed=4),
+                Request([random_image(64, 48, 8), "Deblur it."], "edit", guidance=_fast("edit"), seed=5)]
+    inf.run(requests)
+    batched = captured.pop().split([9, 12])  # 48x48 and 64x48 at a 16 px stride: 3x3 and 4x3 latent tokens
+    for request, together in zip(requests, batched):
+        inf.run([request])
+        alone = captured.pop()
+        assert alone.shape == together.shape
+        # fp32 round-off, not a seed or layout difference (those change every value by O(1)).
+        torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_release_thinking_prompts_are_the_default_and_named_alternatives_remain(checkpoint):
+    from unimedvl.inference.inferencer import THINK_PROMPTS
+    from unimedvl.inference_config import THINK_PROMPT_SETS, InferenceConfig
+    from unimedvl.tokenizer import Tokenizer
+
+    qwen = Tokenizer.offline_qwen()
+    # The token ids the released weights see (public BAGEL inferencer's wording, Qwen tokenizer).
+    assert qwen.encode(THINK_PROMPTS["understand"]) == [
+        2610, 1265, 1156, 1744, 911, 279, 32711, 1882, 304, 279, 3971, 323, 1221, 3410, 279, 1196, 448, 279, 4226,
+        13, 715, 785, 32711, 1882, 374, 43810, 2878, 220, 151667, 220, 151668, 9492, 11, 600, 1734, 13, 220, 151667,
+        32711, 1882, 1588, 220, 151668, 4226, 1588]  # fmt: skip
+    assert qwen.encode(THINK_PROMPTS["generate"]) == [
+        2610, 1265, 1156, 1744, 911, 279, 9115, 1882, 304, 279, 3971, 323, 1221, 6923, 279, 2168, 13, 715, 785,
+        9115, 1882, 374, 43810, 2878, 220, 151667, 220, 151668, 9492, 11, 600, 1734, 13, 220, 151667, 9115, 1882,
+        1588, 220, 151668, 2168, 1588]  # fmt: skip
+    assert set(THINK_PROMPT_SETS) == {"release", "unimedvl", "concise"}
+    assert InferenceConfig(think_prompts="concise").think_prompts == THINK_PROMPT_SETS["concise"]
+    with pytest.raises(ConfigError, match="unknown prompt set 'verbose'"):
+        InferenceConfig(think_prompts="verbose")
+    model = UniMedVL.from_pretrained(checkpoint, **SMALL)
+    assert model.inferencer.think_prompts == THINK_PROMPTS
+
+
+def test_a_guidance_scale_at_or_below_one_is_off_as_in_the_release(api):
+    import warnings
+
+    inf = api.inferencer
+    base = _fast("edit")
+    request = Request([random_image(48, 48, 9), "Remove the noise."], "edit", seed=3)
+
+    def run(guidance):
+        return np.asarray(inf.run([replace(request, guidance=guidance)])[0].image)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        below = run(replace(base, cfg_text_scale=0.5))
+        unguided = run(replace(base, cfg_text_scale=1.0))
+        assert np.array_equal(below, unguided)  # 0.5 means "off", exactly like 1.0
+        # Image guidance only runs together with text guidance: with text 1.0, image 2.0 changes nothing.
+        assert np.array_equal(run(replace(base, cfg_text_scale=1.0, cfg_img_scale=2.0)),
+                              run(replace(base, cfg_text_scale=1.0, cfg_img_scale=1.0)))
+        assert np.array_equal(run(replace(base, cfg_img_scale=0.5)), run(replace(base, cfg_img_scale=1.0)))
+    assert not np.array_equal(run(base), unguided)  # text 4 / image 2 does guide
+    assert GuidanceConfig(cfg_text_scale=0.5).branches_at(0.5) == ("cond",)
+    assert GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=0.9).branches_at(0.5) == ("cond", "text_uncond")

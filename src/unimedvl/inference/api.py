@@ -239,7 +239,8 @@ class UniMedVL:
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
-        """Serve several requests in one batch (same results as one by one, given their seeds)."""
+        """Serve several requests in one batch: the same tokens as one by one (given their seeds), images
+        equal to fp32 round-off (at most one grey level on a few pixels)."""
         return self.inferencer.run(requests, progress)
 
     def chat(self, think: bool = False) -> "ChatSession":
