@@ -9,6 +9,7 @@ it cannot use.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ class ReadOptions:
             raise ConfigError(f"--language {self.language!r}; choose one of {', '.join(LANGUAGES)}")
 
 
-class Reader:
+class Reader(abc.ABC):
     """Base class of the benchmark readers (see the module docstring)."""
 
     name: ClassVar[str]
@@ -47,18 +48,18 @@ class Reader:
     paper_column: ClassVar[str | None] = None  # the UniMedVL paper's table column this benchmark fills
     breakdowns: ClassVar[tuple[str, ...]] = ()  # item fields scored per value, besides category and modality
 
+    @abc.abstractmethod
     def layout(self, path: Path) -> str | None:
         """The name of the layout ``path`` holds, or None when it is not this benchmark's."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def splits(self, path: Path, layout: str) -> list[str]:
         """The splits present under ``path``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
         """The questions of ``split`` (None: all), in file order; Problems for what cannot be used."""
-        raise NotImplementedError
 
     def default_split_for(self, path: Path) -> str | None:
         """The split read when the user names none (``default_split``; a reader may look at ``path``)."""
