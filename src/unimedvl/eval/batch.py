@@ -64,8 +64,8 @@ from unimedvl.data.records import IMAGE_TOKEN, Record, parse_line
 from unimedvl.errors import ConfigError, DataError, UserError
 from unimedvl.eval import metrics as M
 from unimedvl.eval.baselines import image_baseline_name, image_baseline_prediction
-from unimedvl.eval.estimates import metric_estimates
 from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
+from unimedvl.eval.estimates import metric_estimates
 from unimedvl.eval.stats_csv import compute_statistics
 from unimedvl.guidance import RESTORATION, GuidanceConfig
 

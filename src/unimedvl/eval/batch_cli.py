@@ -32,7 +32,10 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
 ``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
     spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
     baseline, multiple choice and report metrics (:func:`unimedvl.eval.batch.build_statistics`),
-    over every line of results.jsonl (a --limit run followed by a full run reports the full set).
+    over every line of results.jsonl (a --limit run followed by a full run reports the full set);
+    ``estimates``: every mean with its 95% bootstrap interval, n and its baseline on the same items
+    (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
+    data file, sha256 and n, settings, software and machine (:mod:`unimedvl.eval.provenance`).
 
 Distribution: under torchrun (RANK / WORLD_SIZE) each rank loads the model and takes every
 W-th of the samples still to do, in file order (on a fresh run: rank r takes r, r+W, ...);

@@ -30,14 +30,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from unimedvl.benchmarks.prompts import TEMPLATES
 from unimedvl.data.records import Record
 from unimedvl.eval import text_metrics as T
 from unimedvl.eval.choice_matching import Judge, choose
 from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES
 from unimedvl.eval.uncertainty import mean_estimate as estimate
+
 # The benchmark keys of a record that travel on its result line (the statistics read them there).
 LINE_FIELDS = ("benchmark", "split", "question_id", "question", "answer_type", "options", "groups",
                "prompt_template", "paper_column")  # fmt: skip

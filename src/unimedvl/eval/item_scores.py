@@ -54,7 +54,7 @@ class Scores:
     def n_infinite(self) -> int:
         return len(self.infinite)
 
-    def subset(self, ids: set[str] | None) -> "Scores":
+    def subset(self, ids: set[str] | None) -> Scores:
         """The scores of the items in ``ids`` (None: all)."""
         if ids is None:
             return self
@@ -86,7 +86,7 @@ class Scores:
             est["n_infinite"] = self.n_infinite
         return est
 
-    def minus(self, other: "Scores", n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:
+    def minus(self, other: Scores, n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:
         """``{value, ci95, n}`` of self - other over the items both have, resampled in pairs."""
         ids = [i for i in self.items if i in other.items]
         if not ids:

@@ -27,7 +27,7 @@ class MetricInfo:
     higher_is_better: bool = True
 
 
-_FRACTION = dict(low=0.0, high=1.0)
+_FRACTION = {"low": 0.0, "high": 1.0}
 METRICS: dict[str, MetricInfo] = {
     "psnr": MetricInfo("PSNR", "dB", 2, low=0.0),
     "ssim": MetricInfo("SSIM", "", 3, low=-1.0, high=1.0),

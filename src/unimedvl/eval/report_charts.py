@@ -24,7 +24,15 @@ from typing import Any
 
 from unimedvl.errors import UserError
 from unimedvl.eval.metric_info import clip_to_range, metric_info, scaled
-from unimedvl.eval.report_tables import Group, by_split, entry_estimates, group_label, metric_order, run_label, training_step
+from unimedvl.eval.report_tables import (
+    Group,
+    by_split,
+    entry_estimates,
+    group_label,
+    metric_order,
+    run_label,
+    training_step,
+)
 from unimedvl.eval.stats_csv import StatsEntry
 
 MAX_WIDTH_IN = 13.0

@@ -59,6 +59,12 @@ details{margin:8px 0}summary{cursor:pointer;font-weight:600;font-size:15px;margi
 """
 
 
+INTRO = ("Every value is a mean over the test items with its 95% percentile-bootstrap interval and n; each metric "
+         "sits next to its baseline on the same items (identity / bicubic for images, majority answer per question "
+         "type for VQA, chance for multiple choice, a constant report for report generation). Differences are "
+         "paired over items.")
+
+
 def _section(title: str, body: str, level: int = 2) -> str:
     return f"<h{level}>{html.escape(title)}</h{level}>{body}"
 
@@ -74,14 +80,12 @@ def build_page(entries: Sequence[StatsEntry], charts: Mapping[str, bytes], compa
     """The report page (module docstring). ``comparisons``: split -> compare_split result (or None);
     ``preface``: (title, trusted HTML) sections placed first."""
     splits = by_split(entries)
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>UniMedVL evaluation</title>"
-             f"<style>{CSS}</style></head><body><h1>UniMedVL evaluation</h1>"
-             f"<p class='note'>Generated {datetime.now().isoformat(timespec='seconds')} from {len(entries)} "
-             f"statistics.json file(s), {len(splits)} split(s). Every value is a mean over the test items with its "
-             "95% percentile-bootstrap interval and n; each metric sits next to its baseline on the same items "
-             "(identity / bicubic for images, majority answer per question type for VQA, chance for multiple "
-             "choice, a constant report for report generation). Differences are paired over items.</p>"]  # fmt: skip
+    head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>UniMedVL evaluation</title>"
+            f"<style>{CSS}</style></head><body><h1>UniMedVL evaluation</h1>")
+    intro = (f"<p class='note'>Generated {datetime.now().isoformat(timespec='seconds')} from {len(entries)} "
+             f"statistics.json file(s), {len(splits)} split(s). {INTRO}</p>")
+    parts = [head + intro]
     parts += [_section(title, body) for title, body in preface]
     if loss_png:
         parts.append(_section("Training", img_tag(loss_png, "loss curves")))

@@ -206,4 +206,4 @@ def samples_html(run_dir: Path, per_task: int, thumb: int = 256) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["pick_samples", "sample_card", "samples_html", "thumbnail_png", "img_tag"]
+__all__ = ["img_tag", "pick_samples", "sample_card", "samples_html", "thumbnail_png"]
