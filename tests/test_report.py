@@ -326,3 +326,26 @@ def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_c
     assert "Question 0 about the image?" in text and "<span class='ok'>correct</span>" in text
     assert "reference report" in text and "MRI image. Two lesions in the right lobe." in text
     assert "Failed samples (1)" in text and "images/missing.png: image file not found" in text
+
+
+def test_curves_keep_training_runs_apart_and_mixed_data_is_flagged(tmp_path):
+    from report_fixtures import write_run
+
+    from unimedvl.eval.report_charts import curve_series
+    from unimedvl.eval.stats_csv import load_statistics
+
+    for run in ("run_a", "run_b"):
+        for step in (100, 200):
+            write_run(tmp_path / "eval" / run / f"step_{step:07d}" / "test", step, "test",
+                      tmp_path / run / f"step_{step:07d}")  # fmt: skip
+    entries, _ = load_statistics([tmp_path / "eval"])
+    series = curve_series(entries)
+    assert {k: [s for s, _ in v] for k, v in series.items()} == {"run_a/test": [100, 200], "run_b/test": [100, 200]}
+    # One of the runs on another test file: the split's tables say so.
+    stats_file = tmp_path / "eval" / "run_b" / "step_0000200" / "test" / "statistics.json"
+    stats = json.loads(stats_file.read_text())
+    stats["provenance"]["data"]["sha256"] = "cd" * 32
+    stats_file.write_text(json.dumps(stats))
+    entries, _ = load_statistics([tmp_path / "eval"])
+    md = report.build_markdown(entries, {})
+    assert "## test: results (The runs of split test were evaluated on 2 different data files" in md

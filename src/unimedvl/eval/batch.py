@@ -66,12 +66,12 @@ from unimedvl.eval import metrics as M
 from unimedvl.eval.baselines import image_baseline_name, image_baseline_prediction
 from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
 from unimedvl.eval.estimates import metric_estimates
+from unimedvl.eval.item_scores import IMAGE_METRICS
 from unimedvl.eval.stats_csv import compute_statistics
 from unimedvl.guidance import RESTORATION, GuidanceConfig
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
-IMAGE_METRICS = ("psnr", "ssim", "psnr_native", "ssim_native")
 REPORT_TASK = "report_generation"
 
 

@@ -33,7 +33,6 @@ from unimedvl.eval.uncertainty import (
 )
 
 IMAGE_METRICS = ("psnr", "ssim", "psnr_native", "ssim_native")
-REPORT_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor_exact", "cider_d")
 BLEU_ORDER = 4
 
 
@@ -46,9 +45,6 @@ class Scores:
     statistic: Callable[[np.ndarray], np.ndarray] | None = None  # summed rows (m, k) -> (m,); None: a mean
     infinite: set[str] = field(default_factory=set)  # items left out because their score was infinite
     sources: dict[str, str] = field(default_factory=dict)  # baselines: sample_id -> the baseline's name
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     @property
     def n_infinite(self) -> int:
@@ -192,4 +188,4 @@ def baseline_scores(lines: Sequence[Mapping[str, Any]]) -> dict[str, Scores]:
     return out
 
 
-__all__ = ["IMAGE_METRICS", "REPORT_METRICS", "Scores", "baseline_scores", "model_scores", "report_scores"]
+__all__ = ["IMAGE_METRICS", "Scores", "baseline_scores", "model_scores", "report_scores"]

@@ -29,6 +29,7 @@ from unimedvl.eval.report_tables import (
     baseline_table,
     by_split,
     comparison_table,
+    data_note,
     html_table,
     markdown_table,
     provenance_table,
@@ -68,7 +69,8 @@ def split_tables(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any]) 
     """(title, (header, rows)) of every table of the report, in page order (provenance last)."""
     tables = []
     for split, runs in by_split(entries).items():
-        tables.append((f"{split}: results", results_table(runs)))
+        note = data_note(runs)
+        tables.append((f"{split}: results" + (f" ({note})" if note else ""), results_table(runs)))
         header, rows = baseline_table(runs)
         if rows:
             tables.append((f"{split}: against the baseline (paired, model - baseline)", (header, rows)))

@@ -7,7 +7,8 @@ bars (``<metric>.png``)
     is skipped, and so is time per sample (a cost, in the tables).
 curves (``curve_<metric>.png``)
     for a split evaluated at two training steps or more: the metric against the step, one panel
-    per group, the interval as error bars and the baseline as a dashed line.
+    per group, one line per split (and training run, when several share a split), the interval as
+    error bars and the baseline as a dashed line.
 losses (``loss_curves.png``)
     the training runs' logged losses against step.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from unimedvl.errors import UserError
@@ -31,7 +33,6 @@ from unimedvl.eval.report_tables import (
     group_label,
     metric_order,
     run_label,
-    training_step,
 )
 from unimedvl.eval.stats_csv import StatsEntry
 
@@ -154,14 +155,26 @@ def make_charts(entries: Sequence[StatsEntry]) -> dict[str, bytes]:
 # Curves over training.
 
 
+def _training_run(entry: StatsEntry) -> str:
+    """The training run a checkpoint belongs to: its checkpoint folder's parent (else the model_id's)."""
+    path = ((entry.stats.get("provenance") or {}).get("checkpoint") or {}).get("path")
+    if isinstance(path, str) and path:
+        return Path(path).parent.name
+    return entry.model_id.rpartition("/")[0]
+
+
 def curve_series(entries: Sequence[StatsEntry]) -> dict[str, list[tuple[int, StatsEntry]]]:
-    """split -> [(step, run)] for the splits evaluated at two training steps or more."""
+    """series label -> [(step, run)]: one series per split and training run evaluated at two steps or more
+    (labelled by the split, or ``run/split`` when several training runs share the split)."""
     out = {}
     for split, runs in by_split(entries).items():
-        points = [(training_step(e), e) for e in runs]
-        points = [(s, e) for s, e in points if s is not None]
-        if len({s for s, _ in points}) >= 2:
-            out[split] = sorted(points, key=lambda p: p[0])
+        by_run: dict[str, list[tuple[int, StatsEntry]]] = {}
+        for e in runs:
+            if e.training_step is not None:
+                by_run.setdefault(_training_run(e), []).append((e.training_step, e))
+        for run, points in by_run.items():
+            if len({s for s, _ in points}) >= 2:
+                out[f"{run}/{split}" if len(by_run) > 1 else split] = sorted(points, key=lambda p: p[0])
     return out
 
 
@@ -170,7 +183,7 @@ def training_curves(entries: Sequence[StatsEntry]) -> dict[str, bytes]:
     series = curve_series(entries)
     if not series:
         return {}
-    # metric -> group -> split -> [(step, estimate)]
+    # metric -> group -> series -> [(step, estimate)]
     data: dict[str, dict[Group, dict[str, list[tuple[int, dict]]]]] = {}
     for split, points in series.items():
         for step, e in points:

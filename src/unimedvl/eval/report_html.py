@@ -20,6 +20,7 @@ from unimedvl.eval.report_tables import (
     baseline_table,
     by_split,
     comparison_table,
+    data_note,
     html_table,
     provenance_table,
     results_table,
@@ -91,6 +92,8 @@ def build_page(entries: Sequence[StatsEntry], charts: Mapping[str, bytes], compa
         parts.append(_section("Training", img_tag(loss_png, "loss curves")))
     for split, runs in splits.items():
         parts.append(f"<h2>Split: {html.escape(split)}</h2>")
+        if data_note(runs):
+            parts.append(f"<p class='note'><b>{html.escape(data_note(runs))}</b></p>")
         parts.append(_section("Results", html_table(*results_table(runs)), 3))
         comparison = comparisons.get(split)
         if comparison and comparison["rows"]:

@@ -38,11 +38,6 @@ _LEGACY_SKIP = {"total_samples", "count", "num_infinite_psnr", "failed_samples"}
 OVERALL_ONLY = ("inference_time",)
 
 
-def training_step(entry: StatsEntry) -> int | None:
-    """The run's checkpoint step (:attr:`StatsEntry.training_step`)."""
-    return entry.training_step
-
-
 def group_label(group: Group) -> str:
     kind, name = group
     return "overall" if kind == "overall" else name if kind == "task" else f"question type: {name}"
@@ -83,10 +78,19 @@ def by_split(entries: Sequence[StatsEntry]) -> dict[str, list[StatsEntry]]:
     for e in entries:
         splits.setdefault(e.split, []).append(e)
     for split, runs in splits.items():
-        steps = [training_step(e) for e in runs]
+        steps = [e.training_step for e in runs]
         if all(s is not None for s in steps):
             splits[split] = [e for _, _, e in sorted(zip(steps, range(len(runs)), runs))]
     return splits
+
+
+def data_note(runs: Sequence[StatsEntry]) -> str:
+    """A warning when the runs of a split were evaluated on different data files ("" when they agree)."""
+    digests = {((e.stats.get("provenance") or {}).get("data") or {}).get("sha256") for e in runs} - {None}
+    if len(digests) <= 1:
+        return ""
+    return (f"The runs of split {runs[0].split} were evaluated on {len(digests)} different data files (sha256): "
+            "their columns are not the same items; paired differences use the sample ids they share.")
 
 
 def _rows(runs: Sequence[StatsEntry]) -> list[tuple[Group, str, list[dict[str, Any] | None]]]:
@@ -116,7 +120,7 @@ def _blank_repeats(rows: list[list[str]]) -> list[list[str]]:
 
 
 def run_label(entry: StatsEntry, with_split: bool = False) -> str:
-    step = training_step(entry)
+    step = entry.training_step
     label = entry.model_id if step is None or str(step) in entry.model_id else f"{entry.model_id} (step {step})"
     return f"{label} / {entry.split}" if with_split else label
 
@@ -216,11 +220,6 @@ def headline(stats: Mapping[str, Any], metrics: Sequence[str] = ("psnr", "ssim",
     return "; ".join(parts) or "no scored sample"
 
 
-def failure_rows(entry: StatsEntry) -> list[list[str]]:
-    """(sample, error) of the run's failed samples (statistics.json keeps the first 200)."""
-    return [[str(f.get("sample_id")), str(f.get("error"))] for f in (entry.stats.get("failures") or {}).get("samples", [])]
-
-
 # ---------------------------------------------------------------------------------------------
 # Rendering.
 
@@ -249,6 +248,6 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
-__all__ = ["baseline_table", "by_split", "comparison_table", "entry_estimates", "failure_rows", "group_label",
+__all__ = ["baseline_table", "by_split", "comparison_table", "data_note", "entry_estimates", "group_label",
            "headline", "html_table", "markdown_table", "metric_order", "provenance_table", "results_table", "run_label",
-           "text_table", "training_step"]
+           "text_table"]
