@@ -261,13 +261,14 @@ class Demo:
         if "medsynth" not in runs:
             raise UserError(f"{evaluated['root']}: no statistics of {final} on medsynth")
         goals = check_goals(runs["medsynth"].stats)
-        lines: list[str] = []
         logs = {"demo": report.read_train_log(trained["log_dir"])}
         written = report.write_report(entries, folder / "summary.csv", folder / "plots", folder / "report.html",
                                       train_logs=logs, preface=[("Goals", goals_html(goals))],
-                                      out=lambda text: lines.extend(text.splitlines()))  # fmt: skip
+                                      out=lambda _: None)  # fmt: skip
+        # The printed summary: the results tables (the comparisons are in the report).
+        lines = report.summary_text(entries, {}).splitlines()
         summary = {"checkpoint": trained["checkpoint"], "checkpoints": trained.get("checkpoints", []),
-                   "goals": goals, "lines": [l for l in lines if not l.startswith("wrote ")],
+                   "goals": goals, "lines": lines,
                    "results": {split: e.stats.get("estimates") for split, e in runs.items()},
                    "report": {k: str(v) for k, v in written.items()}}  # fmt: skip
         (folder / "demo_summary.json").write_text(json.dumps(summary, indent=2))

@@ -91,12 +91,14 @@ def build_markdown(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any]
     return "\n".join(parts) + (("\n" + extra) if extra else "")
 
 
-def print_summary(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any],
-                  out: Callable[[str], None] = print) -> None:  # fmt: skip
-    """The terminal summary: per split, every metric with interval, n and baseline; the comparisons."""
-    for title, table in split_tables(entries, comparisons)[:-1]:
-        out(f"\n{title}")
-        out(text_table(*table))
+def summary_text(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any]) -> str:
+    """The terminal summary: per split, every metric with interval, n and baseline (one column per
+    checkpoint), then the paired comparison of the checkpoints."""
+    parts = []
+    for title, table in split_tables(entries, comparisons):
+        if ": results" in title or ": checkpoints compared" in title:
+            parts += ["", title, text_table(*table)]
+    return "\n".join(parts)
 
 
 def write_report(entries: Sequence[StatsEntry], csv_path: str | Path, plot_dir: str | Path | None = None,
@@ -117,7 +119,7 @@ def write_report(entries: Sequence[StatsEntry], csv_path: str | Path, plot_dir: 
     out(f"wrote {len(entries)} row(s) to {csv_path} and {rows} estimate(s) to {metrics_csv}")
     bench_md, bench_html = write_benchmark_tables(entries, csv_path, out)
     comparisons = compare_checkpoints(entries)
-    print_summary(entries, comparisons, out)
+    out(summary_text(entries, comparisons))
     logs = dict(train_logs or {})
     charts = make_charts(entries) if (plot_dir or html_path) else {}
     loss_png = loss_curves_png(logs) if logs and (plot_dir or html_path) else None
@@ -216,4 +218,5 @@ def _run_label(path: Path) -> str:
     return (path if path.is_dir() else path.parent).resolve().name
 
 
-__all__ = ["build_markdown", "compare_checkpoints", "html_table", "read_train_log", "register", "run", "write_report"]
+__all__ = ["build_markdown", "compare_checkpoints", "html_table", "read_train_log", "register", "run", "summary_text",
+           "write_report"]
