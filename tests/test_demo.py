@@ -1,4 +1,5 @@
-"""The main job end to end: a shortened `unimedvl demo` must learn (modality VQA beats the majority baseline).
+"""The main job end to end: a shortened `unimedvl demo` must learn (modality VQA beats the majority baseline)
+and report its three checkpoints over training.
 
 `DemoConfig.quick`: about two minutes on 2 idle cores, the longest module of the default suite.
 """
@@ -20,23 +21,37 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_learns_modality(quick_demo):
     out, summary = quick_demo
-    modality = summary["vqa"]["modality"]
-    assert modality["count"] >= 20
-    assert modality["accuracy"] > modality["majority_baseline"], modality
-    for name in ("summary.csv", "report.html", "demo_summary.json"):
+    modality = summary["results"]["medsynth"]["by_question_type"]["modality"]["accuracy"]
+    assert modality["n"] >= 20 and modality["baseline"]["name"] == "majority"
+    assert modality["value"] > modality["baseline"]["value"], modality
+    for name in ("summary.csv", "summary_metrics.csv", "report.html", "report.md", "demo_summary.json"):
         assert (out / "report" / name).is_file()
-    html = (out / "report" / "report.html").read_text()
-    assert "<img" in html
     saved = json.loads((out / "report" / "demo_summary.json").read_text())
     assert {g["goal"] for g in saved["goals"]} == {g["goal"] for g in summary["goals"]}
-    assert all("identity_psnr" in row for row in saved["restoration"]["medsynth"].values())
+    denoising = saved["results"]["medsynth"]["by_task_type"]["denoising"]["psnr"]
+    assert denoising["baseline"]["name"] == "identity" and denoising["minus_baseline"]["n"] == denoising["n"]
+
+
+def test_quick_demo_keeps_three_checkpoints_and_reports_the_curve(quick_demo):
+    out, summary = quick_demo
+    steps = [int(p.rsplit("_", 1)[1]) for p in summary["checkpoints"]]
+    assert steps == [50, 100, 150] and summary["checkpoint"] == summary["checkpoints"][-1]
+    for step in steps:
+        assert (out / "eval" / f"step_{step:07d}" / "medsynth" / "statistics.json").is_file()
+    assert (out / "eval" / "step_0000150" / "real" / "statistics.json").is_file()
+    plots = {p.name for p in (out / "report" / "plots").glob("*.png")}
+    assert {"curve_accuracy.png", "curve_psnr.png", "loss_curves.png"} <= plots
+    html = (out / "report" / "report.html").read_text()
+    assert "<h2>Over training</h2>" in html and 'alt="curve_accuracy"' in html and "<h2>Goals</h2>" in html
+    md = (out / "report" / "report.md").read_text()
+    assert "| group | metric | baseline | step_0000050 | step_0000100 | step_0000150 |" in md
 
 
 def test_rerun_reuses_stages_and_refuses_other_settings(quick_demo):
     out, summary = quick_demo
     logs = []
     again = Demo(DemoConfig.quick(str(out)), log=logs.append).run()
-    assert again["vqa"] == summary["vqa"]
+    assert again["results"] == summary["results"] and again["goals"] == summary["goals"]
     assert sum("reusing the finished stage" in line for line in logs) == 7
     other = DemoConfig.quick(str(out))
     other.train_steps += 1

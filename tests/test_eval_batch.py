@@ -83,7 +83,7 @@ def base_run(ckpt, medsynth, tmp_path_factory):
     return out / "debug" / "test"  # OUT/<model_id>/<split>: the split defaults to the data file's name
 
 
-def test_outputs_follow_the_spec(base_run, medsynth, tmp_path):
+def test_outputs_follow_the_spec(ckpt, base_run, medsynth, tmp_path):
     stats = json.loads((base_run / "statistics.json").read_text())
     assert OVERALL_KEYS <= set(stats["overall"]) and "timestamp" in stats
     assert stats["overall"]["total_samples"] == N_TEST and stats["overall"]["failed_samples"] == 0
@@ -106,8 +106,24 @@ def test_outputs_follow_the_spec(base_run, medsynth, tmp_path):
         assert (base_run / edit["images"][kind]).is_file()
     vqa_line = next(l for l in lines if l["task_type"] == "image_understanding")
     assert vqa_line["gold"] and "correct" in vqa_line["metrics"] and "answer" in vqa_line
+    assert Path(vqa_line["input_paths"][0]).is_file()  # the report shows the question's image from there
+    # Every edit carries its baseline (the input itself, or bicubic for super-resolution) scored the same way.
+    sr = next(l for l in lines if l["task_type"] == "super_resolution")
+    assert edit["baseline"] == "identity" and sr["baseline"] == "bicubic"
+    assert 0 < edit["metrics"]["baseline_psnr"] and 0 < edit["metrics"]["baseline_ssim"] <= 1
+    est = stats["estimates"]["by_task_type"]["denoising"]["psnr"]
+    edits = [l for l in lines if l["task_type"] == "denoising"]
+    assert est["n"] == 2 and est["value"] == pytest.approx(np.mean([l["metrics"]["psnr"] for l in edits]))
+    assert est["baseline"]["value"] == pytest.approx(np.mean([l["metrics"]["baseline_psnr"] for l in edits]))
+    assert est["ci95"][0] <= est["value"] <= est["ci95"][1]
     info = json.loads((base_run / "run_info.json").read_text())
     assert info["model"]["fingerprint"]["configs_sha256"]["llm_config.json"] and info["settings"]["num_timesteps"] == 3
+    # Provenance: the checkpoint (step, weights hash), the data, the settings, software and machine.
+    prov = stats["provenance"]
+    assert prov["checkpoint"]["path"] == str(Path(ckpt).resolve()) and prov["checkpoint"]["training_step"] is None
+    assert len(prov["checkpoint"]["weights_sha256"]) == 12 and "ema.safetensors" in prov["checkpoint"]["weights_files"]
+    assert prov["data"]["n_records"] == N_TEST and prov["data"]["sha256"] == info["data"]["sha256"]
+    assert prov["settings"]["num_timesteps"] == 3 and prov["software"]["torch"] and prov["machine"]["device"] == "cpu"
     # `unimedvl stats` reads it.
     csv = tmp_path / "summary.csv"
     assert cli_main(["stats", str(base_run.parent.parent), "-o", str(csv)]) == 0

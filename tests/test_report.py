@@ -177,7 +177,8 @@ def _png(color, size=(32, 24)):
     return Image.new("RGB", size, color)
 
 
-def test_plot_and_html_report(tmp_path):
+def test_plot_and_html_report_of_statistics_without_intervals(tmp_path):
+    # statistics.json files from before intervals existed: means without intervals, cards from the images.
     run = tmp_path / "res" / "ckpt" / "test"
     _write_stats(run, {"denoising": _task(3, 30.0, 0.9), "super_resolution": _task(1, 25.0, 0.7)},
                  vqa_accuracy=0.625)
@@ -197,13 +198,14 @@ def test_plot_and_html_report(tmp_path):
     assert _cli([tmp_path / "res", "-o", tmp_path / "s.csv", "--plot", plots, "--html", page,
                  "--samples-per-task", "2"]) == 0
     names = sorted(p.name for p in plots.glob("*.png"))
-    assert {"psnr_mean.png", "ssim_mean.png", "vqa_accuracy.png",
-            "avg_inference_time.png"} <= set(names)
+    # psnr and ssim differ between the runs; accuracy has one bar and time per sample is a cost: no chart
+    assert names == ["psnr.png", "ssim.png"]
     for p in plots.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     text = page.read_text()
-    assert "vqa_accuracy" in text and "0.625" in text
+    assert "<td>62.5 n=4</td>" in text and "<td>accuracy (%)</td>" in text  # rounded, unit in the label
+    assert "<td>30.00 n=3</td>" in text and "0.625" not in text
     # two denoising samples (the third is over the limit) and the super-resolution one
     for sid in ("s0", "s1", "s3"):
         for kind in ("input", "GT", "pred"):
@@ -219,6 +221,9 @@ def test_plot_and_html_report(tmp_path):
     # charts are embedded too, and nothing is linked from outside the file
     assert text.count('src="data:image/png;base64,') == len(names) + 9
     assert 'src="http' not in text and "src='http" not in text
+    # the tables again, as Markdown beside the page
+    md = page.with_suffix(".md").read_text()
+    assert "| overall | PSNR (dB) |  | 25.50 n=4 | 25.50 n=3 |" in md and "<" not in md
 
 
 def test_html_without_results_jsonl_uses_image_names(tmp_path):
@@ -249,10 +254,98 @@ def test_train_log_loss_curves_in_plots_and_html(results_tree, tmp_path):
         report.read_train_log(tmp_path / "nothing")
 
 
-def test_preface_sections_come_first(results_tree):
+def test_preface_sections_come_first(results_tree, tmp_path):
     from unimedvl.eval.stats_csv import load_statistics
 
     entries, _ = load_statistics([results_tree])
-    text = report.build_html(entries, charts={}, preface=[("Baselines", report.html_table(["a"], [["<x>"]]))])
-    assert text.index("<h2>Baselines</h2>") < text.index("<h2>Summary</h2>")
+    written = report.write_report(entries, tmp_path / "s.csv", html_path=tmp_path / "r.html",
+                                  preface=[("Goals", report.html_table(["a"], [["<x>"]]))], out=lambda _: None)
+    text = written["html"].read_text()
+    assert text.index("<h2>Goals</h2>") < text.index("<h2>Split: test</h2>")
     assert "&lt;x&gt;" in text
+
+
+def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_curves(tmp_path, capsys):
+    from report_fixtures import make_eval_tree, result_lines
+
+    from unimedvl.eval.metric_info import format_difference
+    from unimedvl.eval.stats_csv import load_statistics, summary_table
+
+    root = make_eval_tree(tmp_path / "eval", steps=(100, 200), splits=("test", "val"))
+    out, plots, page = tmp_path / "out" / "summary.csv", tmp_path / "out" / "plots", tmp_path / "out" / "report.html"
+    assert _cli([root, "-o", out, "--plot", plots, "--html", page]) == 0
+    printed = capsys.readouterr().out
+
+    # The CSV: the reference's columns byte-identical to what they were without intervals, then the extras.
+    entries, _ = load_statistics([root])
+    legacy = [type(e)(e.path, e.model_id, e.split, {k: v for k, v in e.stats.items() if k != "estimates"})
+              for e in entries]  # fmt: skip
+    legacy_header, legacy_rows = summary_table(legacy)
+    rows = _read_csv(out)
+    width = len(legacy_header)
+    assert rows[0][:width] == legacy_header and rows[0][width:width + 2] == ["training_step", "psnr_ci95_low"]
+    assert [r[:width] for r in rows[1:]] == legacy_rows
+    assert out.read_text().splitlines()[1].startswith(",".join(legacy_rows[0]) + ",")
+    by_label = {(r[0], r[1]): dict(zip(rows[0], r)) for r in rows[1:]}
+    assert set(by_label) == {(f"step_{s:07d}", sp) for s in (100, 200) for sp in ("test", "val")}
+    row = by_label[("step_0000200", "test")]
+    assert row["training_step"] == "200" and float(row["psnr_ci95_low"]) <= float(row["psnr_mean"])
+    assert float(row["psnr_baseline"]) == pytest.approx(22.5) and row["accuracy_n"] == "16"
+    metrics_rows = _read_csv(out.with_name("summary_metrics.csv"))
+    assert {(r[0], r[1]) for r in metrics_rows[1:]} == set(by_label)
+
+    # Curves over training and bar charts, PNG files.
+    names = {p.name for p in plots.glob("*.png")}
+    assert {"curve_psnr.png", "curve_accuracy.png", "psnr.png", "accuracy.png"} <= names
+
+    # Every table of the page and of report.md holds both checkpoints, for both splits.
+    text, md = page.read_text(), page.with_suffix(".md").read_text()
+    for split in ("test", "val"):
+        assert f"## {split}: results" in md and f"## {split}: checkpoints compared with step_0000100 (paired)" in md
+        assert f"<h2>Split: {split}</h2>" in text and f"{split}: results" in printed
+    for table in re.findall(r"<table>(.*?)</table>", text)[:6]:
+        if "<th>metric</th>" in table:
+            assert "step_0000200" in table, table[:300]
+    for header in re.findall(r"^\| group \| metric \|.*$", md, flags=re.M):
+        assert "step_0000200" in header, header
+    assert md.count("| group | metric | baseline | step_0000100 | step_0000200 |") == 2
+
+    # The paired difference of the later checkpoint, as computed by hand from the two runs' lines.
+    later, earlier = result_lines(200, "test"), result_lines(100, "test")
+    diffs = [a["metrics"]["psnr"] - b["metrics"]["psnr"] for a, b in zip(later, earlier)
+             if a.get("task_type") == "denoising" and a["kind"] == "edit"]  # fmt: skip
+    expected = format_difference("psnr", {"value": float(np.mean(diffs)), "ci95": None}, unit=False)
+    assert re.search(rf"\| denoising \| PSNR \(dB\) \| {re.escape(expected)} \[", md), expected
+
+    # Rounded to the metric's precision: PSNR to 0.01 dB, accuracy to 0.1 %, no long floats anywhere.
+    assert "<td>identity 22.00 [20.00, 24.00] n=3</td>" in text  # denoising baselines 20, 22, 24 dB
+    assert not re.search(r"\d\.\d{5,}", md)
+    # Provenance, the sample cards of every kind, the failed sample and its error.
+    assert "<td>training step</td><td>100</td>" in text.replace("\n", "")
+    assert "000000000200" in text  # the weights hash of step 200
+    assert "Question 0 about the image?" in text and "<span class='ok'>correct</span>" in text
+    assert "reference report" in text and "MRI image. Two lesions in the right lobe." in text
+    assert "Failed samples (1)" in text and "images/missing.png: image file not found" in text
+
+
+def test_curves_keep_training_runs_apart_and_mixed_data_is_flagged(tmp_path):
+    from report_fixtures import write_run
+
+    from unimedvl.eval.report_charts import curve_series
+    from unimedvl.eval.stats_csv import load_statistics
+
+    for run in ("run_a", "run_b"):
+        for step in (100, 200):
+            write_run(tmp_path / "eval" / run / f"step_{step:07d}" / "test", step, "test",
+                      tmp_path / run / f"step_{step:07d}")  # fmt: skip
+    entries, _ = load_statistics([tmp_path / "eval"])
+    series = curve_series(entries)
+    assert {k: [s for s, _ in v] for k, v in series.items()} == {"run_a/test": [100, 200], "run_b/test": [100, 200]}
+    # One of the runs on another test file: the split's tables say so.
+    stats_file = tmp_path / "eval" / "run_b" / "step_0000200" / "test" / "statistics.json"
+    stats = json.loads(stats_file.read_text())
+    stats["provenance"]["data"]["sha256"] = "cd" * 32
+    stats_file.write_text(json.dumps(stats))
+    entries, _ = load_statistics([tmp_path / "eval"])
+    md = report.build_markdown(entries, {})
+    assert "## test: results (The runs of split test were evaluated on 2 different data files" in md

@@ -2,7 +2,7 @@
 
 - :mod:`.pipeline`: the stages (data, tokenizer, autoencoder, model init, train, eval, report) and
   the command;
-- :mod:`.baselines`: every metric of the evaluation next to the baseline it must beat, and the goals.
+- :mod:`.goals`: what the demo hopes for, checked against the evaluation's own baselines.
 """
 
 from unimedvl.demo.pipeline import Demo, DemoConfig

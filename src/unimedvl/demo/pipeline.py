@@ -10,10 +10,12 @@ same folder are refused instead of mixed):
 3. ``autoencoder``: a small FLUX-layout VAE trained on the MedSynth images (no FLUX weights here);
 4. ``model_init``: a fresh unified model of the ``demo`` size with that VAE;
 5. ``train``: the real trainer, understanding and generation together;
-6. ``eval``: ``unimedvl eval`` on held-out MedSynth and on the real set;
-7. ``report``: ``unimedvl stats`` (CSV, charts, HTML) plus ``demo_summary.json``, which puts every
-   metric next to its baseline (majority answer for VQA, the degraded input itself for
-   restoration) and says plainly whether each goal was met.
+   It keeps three checkpoints (a third, two thirds and the end of training);
+6. ``eval``: ``unimedvl eval`` of the three checkpoints on held-out MedSynth, and of the last one on
+   the real set;
+7. ``report``: what ``unimedvl stats`` writes (CSV, charts with the curves over training, HTML and
+   Markdown; every metric next to its baseline with 95% intervals) plus ``demo_summary.json``, and
+   whether each goal (:mod:`unimedvl.demo.goals`) was met, said plainly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Callable
 from unimedvl.errors import UserError
 
 MIN_FREE_BYTES = 1 << 30  # refuse to start with less than 1 GiB free
+CURVE_POINTS = 3  # checkpoints kept and evaluated on MedSynth (the report's curves over training)
 
 
 @dataclass
@@ -193,6 +196,8 @@ class Demo:
         from unimedvl.cli import main as cli
 
         c = self.cfg
+        # Three checkpoints for the curves over training: a third, two thirds and the end.
+        save_every = max(c.train_steps // CURVE_POINTS, 1)
         args = [
             "train", "--model_path", init["path"], "--dataset_config_file", data["mix"],
             "--dataset_info_file", data["dataset_info"], "--checkpoint_dir", str(folder / "run"),
@@ -200,18 +205,18 @@ class Demo:
             "--lr_scheduler", "cosine", "--min_lr", str(c.lr / 10), "--ce_weight", "1.0", "--mse_weight", "1.0",
             "--expected_num_tokens", str(c.expected_num_tokens), "--max_num_tokens", str(c.expected_num_tokens * 2),
             "--max_num_tokens_per_sample", str(c.expected_num_tokens), "--ema", str(c.ema),
-            "--save_every", str(max(c.train_steps // 4, 1)), "--log_every", str(max(c.train_steps // 20, 1)),
-            "--auto_resume", "True", "--seed", str(c.seed), "--keep_last", "1",
+            "--save_every", str(save_every), "--log_every", str(max(c.train_steps // 20, 1)),
+            "--auto_resume", "True", "--seed", str(c.seed), "--keep_last", "1", "--keep_every", str(save_every),
             "--text_cond_dropout_prob", "0.1", "--vit_cond_dropout_prob", "0.1", "--vae_cond_dropout_prob", "0.1",
         ]
         if cli(args) != 0:
             raise UserError("training failed (see the messages above)")
-        from unimedvl.train.checkpointing import latest_checkpoint
+        from unimedvl.train.checkpointing import list_checkpoints
 
-        final = latest_checkpoint(folder / "run")
-        if final is None:
+        kept = [path for _, path in list_checkpoints(folder / "run")]
+        if not kept:
             raise UserError(f"training wrote no checkpoint under {folder / 'run'}")
-        return {"checkpoint": str(final), "log_dir": str(folder / "run")}
+        return {"checkpoint": str(kept[-1]), "checkpoints": [str(p) for p in kept], "log_dir": str(folder / "run")}
 
     def _eval(self, folder: Path, data: dict, trained: dict) -> dict:
         from unimedvl.cli import main as cli
@@ -221,7 +226,7 @@ class Demo:
         # The image sizes the model was trained at (the MedSynth mix's transforms), not the
         # release's 512 / 378 px defaults: a 64 px model would otherwise see 8x upscaled images.
         vit = vit_sizes(c.image_size)
-        common = ["--model", trained["checkpoint"], "--num-timesteps", str(c.num_timesteps),
+        common = ["--num-timesteps", str(c.num_timesteps),
                   "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed),
                   "--vae-min-size", str(c.image_size), "--vae-max-size", str(c.image_size),
                   "--vit-min-size", str(vit["min_image_size"]), "--vit-max-size", str(vit["max_image_size"])]
@@ -230,47 +235,57 @@ class Demo:
         # Every VQA question (cheap); at most eval_per_task records of every other task.
         capped = [f"--limit-per-task={task}={c.eval_per_task}" for task in TASKS if task != "image_understanding"]
         limits = {"medsynth": capped, "real": ["--limit", str(c.real_limit)] if c.real_limit else []}
+        # Every kept checkpoint on MedSynth (the curves over training), the last one on the real set.
+        models = {"medsynth": trained.get("checkpoints", [trained["checkpoint"]]), "real": [trained["checkpoint"]]}
         for name, jsonl, data_dir in (("medsynth", data["test_jsonl"], data["medsynth_dir"]),
                                       ("real", data["real_jsonl"], data["real_dir"])):
-            args = ["eval", *common, "--data", jsonl, "--data-dir", data_dir, "--out", str(folder), "--split", name,
-                    *limits[name]]
+            model_args = [arg for path in models[name] for arg in ("--model", path)]
+            args = ["eval", *model_args, *common, "--data", jsonl, "--data-dir", data_dir, "--out", str(folder),
+                    "--split", name, *limits[name]]
             if cli(args) != 0:
                 raise UserError(f"evaluation on {name} failed (see the messages above)")
             runs[name] = name
         return runs
 
     def _report(self, folder: Path, data: dict, evaluated: dict, trained: dict) -> dict:
-        from unimedvl.demo.baselines import summarise, summary_html
+        from unimedvl.demo.goals import check_goals, goals_html
         from unimedvl.eval import report
-        from unimedvl.eval.stats_csv import load_statistics, write_summary_csv
+        from unimedvl.eval.stats_csv import load_statistics
 
-        # What `unimedvl stats EVAL -o CSV --plot DIR --html FILE --train-log RUN` writes, with the
-        # baseline comparison placed first in the HTML.
+        # What `unimedvl stats EVAL -o CSV --plot DIR --html FILE --train-log RUN` writes, with the goals first.
         entries, skipped = load_statistics([evaluated["root"]])
         if skipped or not entries:
             raise UserError(f"{evaluated['root']}: unusable evaluation statistics {skipped}")
-        summary = summarise(evaluated, trained)
-        write_summary_csv(entries, folder / "summary.csv")
-        charts = report.make_charts(entries)
-        report.write_plots(entries, folder / "plots", charts)
+        final = Path(trained["checkpoint"]).name
+        runs = {e.split: e for e in entries if e.model_id == final}
+        if "medsynth" not in runs:
+            raise UserError(f"{evaluated['root']}: no statistics of {final} on medsynth")
+        goals = check_goals(runs["medsynth"].stats)
         logs = {"demo": report.read_train_log(trained["log_dir"])}
-        (folder / "plots" / "loss_curves.png").write_bytes(report.loss_curves_png(logs))
-        page = report.build_html(entries, charts=charts, train_logs=logs,
-                                 preface=[("Results next to their baselines", summary_html(summary))])
-        (folder / "report.html").write_text(page, encoding="utf-8")
-        summary["report"] = {"csv": str(folder / "summary.csv"), "html": str(folder / "report.html"),
-                             "plots": str(folder / "plots")}
+        written = report.write_report(entries, folder / "summary.csv", folder / "plots", folder / "report.html",
+                                      train_logs=logs, preface=[("Goals", goals_html(goals))],
+                                      out=lambda _: None)  # fmt: skip
+        # The printed summary: the results tables (the comparisons are in the report).
+        lines = report.summary_text(entries, {}).splitlines()
+        summary = {"checkpoint": trained["checkpoint"], "checkpoints": trained.get("checkpoints", []),
+                   "goals": goals, "lines": lines,
+                   "results": {split: e.stats.get("estimates") for split, e in runs.items()},
+                   "report": {k: str(v) for k, v in written.items()}}  # fmt: skip
         (folder / "demo_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
     def _print_summary(self, summary: dict) -> None:
         self.log("")
-        self.log("UniMedVL demo: results next to their baselines")
+        self.log("UniMedVL demo: results next to their baselines (mean [95% CI] n=items)")
         for line in summary["lines"]:
             self.log("  " + line)
         self.log("")
+        self.log("Goals (final checkpoint, MedSynth test)")
+        for goal in summary["goals"]:
+            self.log(f"  [{'met' if goal['met'] else 'NOT MET'}] {goal['goal']}")
+        self.log("")
         for name, path in summary["report"].items():
-            self.log(f"  {name:<5} {path}")
+            self.log(f"  {name:<11} {path}")
         self.log(f"  model {summary['checkpoint']}")
         self.log(f"finished in {self._clock()}")
 

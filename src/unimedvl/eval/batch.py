@@ -63,7 +63,10 @@ from unimedvl.data.medical_io import LoadedImage, load_array
 from unimedvl.data.records import IMAGE_TOKEN, Record, parse_line
 from unimedvl.errors import ConfigError, DataError, UserError
 from unimedvl.eval import metrics as M
+from unimedvl.eval.baselines import image_baseline_name, image_baseline_prediction
 from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
+from unimedvl.eval.estimates import metric_estimates
+from unimedvl.eval.item_scores import IMAGE_METRICS
 from unimedvl.eval.stats_csv import compute_statistics
 from unimedvl.guidance import RESTORATION, GuidanceConfig
 
@@ -241,7 +244,8 @@ def score_answer(record: Record, prediction: str) -> dict[str, Any]:
         if letter not in letters:  # the gold given as option text: find its letter
             match = [k for k, v in letters.items() if M.normalize_answer(v) == M.normalize_answer(gold)]
             letter = match[0] if len(match) == 1 else letter
-        out.update(answer_kind="multiple_choice", correct=M.extract_choice(prediction, options) == letter)
+        out.update(answer_kind="multiple_choice", correct=M.extract_choice(prediction, options) == letter,
+                   n_options=len(letters))  # the chance baseline is 1 / n_options
         return out
     declared = record.extra.get("answer_type")
     declared = declared.lower() if isinstance(declared, str) and declared.lower() in ("closed", "open") else None
@@ -361,6 +365,8 @@ class BatchEvaluator:
         human = next((t for t in record.turns if t.role == "human"), None)
         work.instruction = human.text if human is not None else ""
         work.line["instruction"] = work.instruction
+        if sample.kind in ("question", "report"):  # not copied: the report shows them from where they are
+            work.line["input_paths"] = [ref.path for ref in record.input_images]
         try:
             if not work.instruction.strip():
                 raise DataError("the record has no human text (instruction or question) to give the model")
@@ -480,7 +486,13 @@ class BatchEvaluator:
             work.line["note"] = f"{len(work.sample.record.output_images)} output images; the first is scored"
         if kind == "t2i":
             return {"pred_size": [pred.width, pred.height]}
-        return image_scores(pred, work.gt, work.gt_display, self.settings.metric_mode)
+        scores = image_scores(pred, work.gt, work.gt_display, self.settings.metric_mode)
+        if work.inputs:  # the identity / bicubic baseline, scored by the same code on the same item
+            work.line["baseline"] = image_baseline_name(work.sample.task_type, work.sample.degrade_type)
+            baseline = image_scores(image_baseline_prediction(work.inputs[-1], pred.size), work.gt, work.gt_display,
+                                    self.settings.metric_mode)  # fmt: skip
+            scores.update({f"baseline_{k}": v for k, v in baseline.items() if k in IMAGE_METRICS})
+        return scores
 
     def _save(self, image: Image.Image, name: str) -> str:
         path = self.image_dir / name
@@ -496,7 +508,7 @@ def _gpt_text(record: Record) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Statistics.
 
-_FLAT_METRICS = ("psnr", "ssim", "psnr_native", "ssim_native", "correct", "recall")
+_FLAT_METRICS = (*IMAGE_METRICS, "correct", "recall")
 
 
 def _flat(line: Mapping[str, Any]) -> dict[str, Any]:
@@ -546,7 +558,8 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
     ``total_samples`` / ``count`` cover the samples that produced a result; the failed ones
     (with an ``error``) are counted in ``failed_samples`` and listed under ``failures``. Image
     means cover edit samples; ``correct_mean`` is understanding accuracy (VQA and multiple
-    choice), ``avg_inference_time`` spans every sample of the group.
+    choice), ``avg_inference_time`` spans every sample of the group. ``estimates``: every metric's mean
+    with its 95% bootstrap interval, n and baseline (:mod:`unimedvl.eval.estimates`).
     """
     ok = [l for l in lines if not l.get("error")]
     failed = [l for l in lines if l.get("error")]
@@ -571,6 +584,7 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
         scores = M.report_metrics([l["answer"] for l in reports], [l["gold"] for l in reports])
         stats["report_generation"] = {"count": len(reports), **scores}
         stats["by_task_type"].get(REPORT_TASK, {}).update(scores)
+    stats["estimates"] = metric_estimates(lines)  # every mean with its interval, n and baseline
     return stats
 
 

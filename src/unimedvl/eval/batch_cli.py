@@ -32,7 +32,10 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
 ``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
     spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
     baseline, multiple choice and report metrics (:func:`unimedvl.eval.batch.build_statistics`),
-    over every line of results.jsonl (a --limit run followed by a full run reports the full set).
+    over every line of results.jsonl (a --limit run followed by a full run reports the full set);
+    ``estimates``: every mean with its 95% bootstrap interval, n and its baseline on the same items
+    (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
+    data file, sha256 and n, settings, software and machine (:mod:`unimedvl.eval.provenance`).
 
 Distribution: under torchrun (RANK / WORLD_SIZE) each rank loads the model and takes every
 W-th of the samples still to do, in file order (on a fresh run: rank r takes r, r+W, ...);
@@ -428,15 +431,32 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
     if dist.rank == 0:
         lines = consolidate(run_dir, order)
         stats = build_statistics(lines)
+        stats["provenance"] = _provenance(args, dist, model_path, model_id, identity, settings, samples, selected, lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
         stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
                         "vae_min_size": settings.vae_min_size, "num_timesteps": settings.guidance.num_timesteps}  # fmt: skip
         atomic_write_text(run_dir / STATS, json.dumps(_finite(stats), indent=2, allow_nan=False) + "\n")
         overall = stats["overall"]
         print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
-              f"{overall['failed_samples']} failed, psnr_mean {overall['psnr_mean']}, ssim_mean "
-              f"{overall['ssim_mean']})", file=sys.stderr)  # fmt: skip
+              f"{overall['failed_samples']} failed): {_headline(stats)}", file=sys.stderr)  # fmt: skip
     dist.barrier()
+
+
+def _provenance(args, dist: _Dist, model_path: Path, model_id: str, identity: dict, settings, samples, selected,
+                lines) -> dict:  # fmt: skip
+    """statistics.json's provenance block (unimedvl.eval.provenance): checkpoint, data, settings, software, machine."""
+    from unimedvl.eval.provenance import run_provenance
+
+    counts = {"n_records": len(samples), "n_selected": len(selected), "n_results": len(lines),
+              "selection": {"limit": args.limit, "limit_per_task": args.limit_per_task}}  # fmt: skip
+    return run_provenance(model_path, model_id, identity, settings, counts, dist.device, dist.world)
+
+
+def _headline(stats: dict) -> str:
+    """The overall numbers, rounded, with their 95% intervals and baselines."""
+    from unimedvl.eval.report_tables import headline
+
+    return headline(stats)
 
 
 def _evaluate_share(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, settings, mine,

@@ -30,16 +30,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from unimedvl.benchmarks.prompts import TEMPLATES
 from unimedvl.data.records import Record
 from unimedvl.eval import text_metrics as T
 from unimedvl.eval.choice_matching import Judge, choose
-from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES, bootstrap_ci
+from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES
+from unimedvl.eval.uncertainty import mean_estimate as estimate
 
-CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0
 # The benchmark keys of a record that travel on its result line (the statistics read them there).
 LINE_FIELDS = ("benchmark", "split", "question_id", "question", "answer_type", "options", "groups",
                "prompt_template", "paper_column")  # fmt: skip
@@ -82,14 +79,6 @@ def score_question(record: Record, prediction: str, gold: str | None, judge: Jud
 
 # ---------------------------------------------------------------------------------------------
 # Statistics.
-
-
-def estimate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:
-    """``{value, ci95, n}`` of a mean score (None for no values)."""
-    if not values:
-        return None
-    low, high = bootstrap_ci(values, CONFIDENCE, n_resamples, BOOTSTRAP_SEED)
-    return {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
 
 
 def _scores(lines: Sequence[Mapping[str, Any]], n_resamples: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unimedvl.eval.report_tables import html_table, markdown_table
 from unimedvl.eval.stats_csv import StatsEntry
 
 COLUMNS = ("VQA-RAD", "SLAKE", "PathVQA", "OmniMedVQA", "GMAI-MMBench")
@@ -96,26 +97,19 @@ def detail_tables(entries: Sequence[StatsEntry]) -> dict[str, tuple[list[str], l
     return tables
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def benchmark_report(entries: Sequence[StatsEntry]) -> str:
     """The paper table, its footnotes and the detail tables as markdown ('' when there are no benchmark runs)."""
     if not benchmark_entries(entries):
         return ""
-    parts = ["## Standard benchmarks (the UniMedVL paper's columns)", _markdown(*paper_table(entries)), ""]
+    parts = ["## Standard benchmarks (the UniMedVL paper's columns)", markdown_table(*paper_table(entries)), ""]
     parts += [f"{i}. {note}" for i, note in enumerate(FOOTNOTES, start=1)]
     for label, table in detail_tables(entries).items():
-        parts += ["", f"### {label}", _markdown(*table)]
+        parts += ["", f"### {label}", markdown_table(*table)]
     return "\n".join(parts) + "\n"
 
 
 def benchmark_html(entries: Sequence[StatsEntry]) -> list[tuple[str, str]]:
     """(title, HTML) sections for the HTML report's preface ([] when there are no benchmark runs)."""
-    from unimedvl.eval.report import html_table  # lazily: report imports this module
-
     if not benchmark_entries(entries):
         return []
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in FOOTNOTES)

@@ -6,7 +6,15 @@ The CSV layout is spec medical.md section 5:
     task{i}_psnr_std, task{i}_ssim_mean, task{i}_ssim_std.
 The number of task groups is the largest over the rows; rows with fewer tasks end in blank cells,
 as do missing (null) values. Extra keys in statistics.json (e.g. vqa_accuracy) are kept for the
-plots and the HTML report but never add CSV columns.
+plots and the HTML report but never add columns to that layout.
+
+When the statistics hold ``estimates`` (intervals and baselines, unimedvl.eval.estimates), extra
+columns follow the reference's, which stay byte-identical: ``training_step``, then for the overall
+group and for each task{i} (same order as above) ``psnr_ci95_low, psnr_ci95_high, psnr_n,
+psnr_baseline``, the same for ssim, then ``accuracy, accuracy_ci95_low, accuracy_ci95_high,
+accuracy_n, accuracy_baseline`` (task columns prefixed ``task{i}_``). Every estimate of every group
+and metric, baseline and paired difference included, is in the long-form CSV of
+:func:`write_metrics_csv`.
 
 model_id and split of a file ROOT/<p1>/.../<pk>/statistics.json, ROOT being the directory given
 on the command line:
@@ -24,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +48,9 @@ STATS_FILE = "statistics.json"
 OVERALL_COLUMNS = ("total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
                    "avg_inference_time")
 TASK_FIELDS = ("type", "count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std")
+# Extra columns per group (after the reference's): (metric, with its value column).
+EXTRA_METRICS = (("psnr", False), ("ssim", False), ("accuracy", True))
+_STEP_NAME = re.compile(r"(?:^|[/_-])step[_-]?0*(\d+)$")
 # Per-sample keys that are not metrics to average.
 _NON_METRIC_KEYS = {"sample_id", "task_type", "main_task_type", "metric_mode", "psnr", "ssim",
                     "inference_time", "data_range", "height", "width"}
@@ -107,6 +119,15 @@ class StatsEntry:
     @property
     def label(self) -> str:
         return f"{self.model_id}/{self.split}"
+
+    @property
+    def training_step(self) -> int | None:
+        """The checkpoint's training step: statistics.json provenance, else a ``step_N`` model_id."""
+        step = ((self.stats.get("provenance") or {}).get("checkpoint") or {}).get("training_step")
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+        match = _STEP_NAME.search(self.model_id)
+        return int(match.group(1)) if match else None
 
 
 def identify(root: Path, stats_file: Path) -> tuple[str, str]:
@@ -195,10 +216,33 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _extra_cells(group: Mapping[str, Any]) -> list[str]:
+    cells = []
+    for metric, with_value in EXTRA_METRICS:
+        est = group.get(metric) or {}
+        ci = est.get("ci95") or [None, None]
+        base = (est.get("baseline") or {}).get("value")
+        cells += ([_cell(est.get("value"))] if with_value else []) + [_cell(ci[0]), _cell(ci[1]), _cell(est.get("n")),
+                                                                       _cell(base)]  # fmt: skip
+    return cells
+
+
+def _extra_header(prefix: str) -> list[str]:
+    head = []
+    for metric, with_value in EXTRA_METRICS:
+        head += ([f"{prefix}{metric}"] if with_value else []) + [
+            f"{prefix}{metric}_{f}" for f in ("ci95_low", "ci95_high", "n", "baseline")]
+    return head
+
+
 def summary_table(entries: Sequence[StatsEntry]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the summary CSV, every row as long as the header."""
+    """(header, rows) of the summary CSV, every row as long as the header (extras: module docstring)."""
     num_tasks = max((len(e.stats.get("by_task_type", {})) for e in entries), default=0)
     header = csv_header(num_tasks)
+    extras = any(isinstance(e.stats.get("estimates"), dict) for e in entries)
+    if extras:
+        header = header + ["training_step", *_extra_header("")]
+        header += [c for i in range(1, num_tasks + 1) for c in _extra_header(f"task{i}_")]
     rows = []
     for e in entries:
         overall = e.stats["overall"]
@@ -206,13 +250,59 @@ def summary_table(entries: Sequence[StatsEntry]) -> tuple[list[str], list[list[s
         tasks = e.stats.get("by_task_type", {})
         for task in sorted(tasks):
             row += [task, *(_cell(tasks[task].get(f)) for f in TASK_FIELDS[1:])]
-        rows.append(row + [""] * (len(header) - len(row)))
+        row += [""] * (len(csv_header(num_tasks)) - len(row))
+        if extras:
+            est = e.stats.get("estimates") or {}
+            by_task = est.get("by_task_type") or {}
+            row += [_cell(e.training_step), *_extra_cells(est.get("overall") or {})]
+            for task in sorted(tasks):
+                row += _extra_cells(by_task.get(task) or {})
+            row += [""] * (len(header) - len(row))
+        rows.append(row)
     return header, rows
 
 
 def write_summary_csv(entries: Sequence[StatsEntry], path: str | os.PathLike) -> None:
     """Write the summary CSV of entries to path (parent directories are created)."""
-    header, rows = summary_table(entries)
+    _write_csv(path, *summary_table(entries))
+
+
+METRICS_CSV_HEADER = ("model_id", "split", "training_step", "group_kind", "group", "metric", "value", "ci95_low",
+                      "ci95_high", "n", "n_infinite", "baseline", "baseline_value", "baseline_ci95_low",
+                      "baseline_ci95_high", "baseline_n", "minus_baseline", "minus_baseline_ci95_low",
+                      "minus_baseline_ci95_high", "minus_baseline_n")  # fmt: skip
+
+
+def metrics_rows(entries: Sequence[StatsEntry]) -> list[list[str]]:
+    """One row per run, group and metric of the ``estimates`` blocks (raw numbers, not rounded)."""
+    rows = []
+    for e in entries:
+        est = e.stats.get("estimates")
+        if not isinstance(est, dict):
+            continue
+        groups = [("overall", "", est.get("overall") or {})]
+        for block, kind in (("by_task_type", "task"), ("by_question_type", "question_type")):
+            groups += [(kind, name, metrics) for name, metrics in sorted((est.get(block) or {}).items())]
+        for kind, name, metrics in groups:
+            for metric, m in metrics.items():
+                base, diff = m.get("baseline") or {}, m.get("minus_baseline") or {}
+                ci, bci, dci = (x.get("ci95") or [None, None] for x in (m, base, diff))
+                rows.append([e.model_id, e.split, _cell(e.training_step), kind, name, metric, _cell(m.get("value")),
+                             _cell(ci[0]), _cell(ci[1]), _cell(m.get("n")), _cell(m.get("n_infinite")),
+                             _cell(base.get("name")), _cell(base.get("value")), _cell(bci[0]), _cell(bci[1]),
+                             _cell(base.get("n")), _cell(diff.get("value")), _cell(dci[0]), _cell(dci[1]),
+                             _cell(diff.get("n"))])  # fmt: skip
+    return rows
+
+
+def write_metrics_csv(entries: Sequence[StatsEntry], path: str | os.PathLike) -> int:
+    """Write the long-form CSV of every estimate (:func:`metrics_rows`); the number of rows."""
+    rows = metrics_rows(entries)
+    _write_csv(path, list(METRICS_CSV_HEADER), rows)
+    return len(rows)
+
+
+def _write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:

@@ -182,6 +182,41 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
+def bleu_statistics(hyps: Sequence[str], refs: RefsLike, max_n: int = 4) -> np.ndarray:
+    """Per-sample BLEU sufficient statistics, (n samples, 2 * max_n + 2): clipped n-gram matches for
+    n = 1..max_n, n-gram totals, hypothesis length, closest reference length (the shorter on ties).
+
+    Corpus BLEU is :func:`bleu_from_statistics` of their column sums, which is how a bootstrap
+    resamples it (:func:`unimedvl.eval.uncertainty.bootstrap_ci_of_sums`).
+    """
+    hyp_toks, ref_toks = _prep(hyps, refs)
+    rows = np.zeros((len(hyp_toks), 2 * max_n + 2))
+    for i, (h, rs) in enumerate(zip(hyp_toks, ref_toks)):
+        rows[i, 2 * max_n] = len(h)
+        rows[i, 2 * max_n + 1] = min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
+        for n in range(1, max_n + 1):
+            counts = _ngrams(h, n)
+            max_ref: Counter = Counter()
+            for r in rs:
+                max_ref |= _ngrams(r, n)
+            rows[i, n - 1] = sum(min(c, max_ref[g]) for g, c in counts.items())
+            rows[i, max_n + n - 1] = max(0, len(h) - n + 1)
+    return rows
+
+
+def bleu_from_statistics(sums: np.ndarray, n: int, max_n: int = 4) -> np.ndarray:
+    """BLEU-n of summed :func:`bleu_statistics` rows; ``sums``: (k,) or (m, k), result () or (m,)."""
+    sums = np.asarray(sums, dtype=np.float64)
+    matches, totals = sums[..., :n], np.maximum(1.0, sums[..., max_n : max_n + n])
+    hyp_len, ref_len = sums[..., 2 * max_n], sums[..., 2 * max_n + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bp = np.where(hyp_len > ref_len, 1.0, np.exp(1.0 - ref_len / np.where(hyp_len > 0, hyp_len, 1.0)))
+        bp = np.where(hyp_len > 0, bp, 0.0)
+        logp = np.log(np.where(matches > 0, matches, 1.0) / totals).sum(axis=-1) / n
+    # A zero precision at any order up to n gives BLEU-n = 0 (no smoothing).
+    return np.where((matches > 0).all(axis=-1), bp * np.exp(logp), 0.0)
+
+
 def corpus_bleu(hyps: Sequence[str], refs: RefsLike, max_n: int = 4) -> dict[str, float]:
     """Corpus BLEU-1..max_n (Papineni et al.), no smoothing: {"bleu_1": ..., "bleu_4": ...}.
 
@@ -189,31 +224,8 @@ def corpus_bleu(hyps: Sequence[str], refs: RefsLike, max_n: int = 4) -> dict[str
     reference length closest to each hypothesis (the shorter on ties). A zero precision at any
     order up to n gives BLEU-n = 0.
     """
-    hyp_toks, ref_toks = _prep(hyps, refs)
-    matches, totals = [0] * max_n, [0] * max_n
-    hyp_len = ref_len = 0
-    for h, rs in zip(hyp_toks, ref_toks):
-        hyp_len += len(h)
-        ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
-        for n in range(1, max_n + 1):
-            counts = _ngrams(h, n)
-            max_ref: Counter = Counter()
-            for r in rs:
-                max_ref |= _ngrams(r, n)
-            matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
-            totals[n - 1] += max(0, len(h) - n + 1)
-    if hyp_len == 0:
-        bp = 0.0
-    else:
-        bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
-    out = {}
-    for n in range(1, max_n + 1):
-        if any(m == 0 for m in matches[:n]):
-            out[f"bleu_{n}"] = 0.0
-            continue
-        logp = sum(math.log(matches[k] / max(1, totals[k])) for k in range(n)) / n
-        out[f"bleu_{n}"] = bp * math.exp(logp)
-    return out
+    sums = bleu_statistics(hyps, refs, max_n).sum(axis=0)
+    return {f"bleu_{n}": float(bleu_from_statistics(sums, n, max_n)) for n in range(1, max_n + 1)}
 
 
 def _lcs_len(a: list[str], b: list[str]) -> int:
@@ -226,8 +238,8 @@ def _lcs_len(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
-def rouge_l(hyps: Sequence[str], refs: RefsLike) -> float:
-    """Mean over samples of the ROUGE-L F1 (LCS based, beta=1); best reference per sample."""
+def rouge_l_scores(hyps: Sequence[str], refs: RefsLike) -> list[float]:
+    """Per-sample ROUGE-L F1 (LCS based, beta=1), best reference per sample."""
     hyp_toks, ref_toks = _prep(hyps, refs)
     scores = []
     for h, rs in zip(hyp_toks, ref_toks):
@@ -238,7 +250,12 @@ def rouge_l(hyps: Sequence[str], refs: RefsLike) -> float:
                 p, rec = lcs / len(h), lcs / len(r)
                 best = max(best, 2 * p * rec / (p + rec))
         scores.append(best)
-    return float(np.mean(scores))
+    return scores
+
+
+def rouge_l(hyps: Sequence[str], refs: RefsLike) -> float:
+    """Mean over samples of the ROUGE-L F1 (LCS based, beta=1); best reference per sample."""
+    return float(np.mean(rouge_l_scores(hyps, refs)))
 
 
 def _align_exact(h: list[str], r: list[str]) -> list[tuple[int, int]]:
@@ -292,6 +309,13 @@ def _meteor_exact_pair(h: list[str], r: list[str], alpha: float, beta: float,
     return fmean * (1.0 - gamma * (chunks / m) ** beta)
 
 
+def meteor_exact_scores(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0,
+                        gamma: float = 0.5) -> list[float]:
+    """Per-sample :func:`meteor_exact` scores (best reference per sample)."""
+    hyp_toks, ref_toks = _prep(hyps, refs)
+    return [max(_meteor_exact_pair(h, r, alpha, beta, gamma) for r in rs) for h, rs in zip(hyp_toks, ref_toks)]
+
+
 def meteor_exact(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0,
                  gamma: float = 0.5) -> float:
     """METEOR restricted to exact unigram matches (no stems/synonyms: WordNet is not offline).
@@ -300,9 +324,7 @@ def meteor_exact(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: 
     Fmean*(1-penalty); best reference per sample; mean over samples. Not comparable with full
     METEOR, which also matches stems and synonyms (and so usually scores higher).
     """
-    hyp_toks, ref_toks = _prep(hyps, refs)
-    return float(np.mean([max(_meteor_exact_pair(h, r, alpha, beta, gamma) for r in rs)
-                          for h, rs in zip(hyp_toks, ref_toks)]))
+    return float(np.mean(meteor_exact_scores(hyps, refs, alpha, beta, gamma)))
 
 
 def cider_d(hyps: Sequence[str], refs: RefsLike, sigma: float = 6.0,

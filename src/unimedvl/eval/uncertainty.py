@@ -8,15 +8,25 @@ distribution as resampling the items, at a cost independent of n.
 
 The paired version resamples *questions*, keeping both systems' scores of a question together,
 which is what comparing two checkpoints on the same test set needs (their errors are correlated).
+
+A corpus statistic that is not a mean of per-item scores (corpus BLEU: a function of n-gram counts
+summed over the corpus) is bootstrapped from per-item rows of sufficient statistics
+(:func:`bootstrap_ci_of_sums`): each resample draws item counts, sums the rows with those counts and
+applies the statistic to the sums.
+
+:func:`mean_estimate` is the ``{value, ci95, n}`` form statistics.json and the reports use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 DEFAULT_RESAMPLES = 2000
+CONFIDENCE = 0.95  # every interval in statistics.json and the reports
+BOOTSTRAP_SEED = 0
 _CHUNK_ELEMENTS = 1 << 22  # resampled indices held at once (32 MB of int64)
 
 
@@ -69,4 +79,49 @@ def paired_bootstrap_ci(values_a: Sequence[float] | np.ndarray, values_b: Sequen
     return bootstrap_ci(a - b, confidence, n_resamples, seed)
 
 
-__all__ = ["DEFAULT_RESAMPLES", "bootstrap_ci", "paired_bootstrap_ci"]
+def bootstrap_ci_of_sums(rows: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], confidence: float = 0.95,
+                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """(low, high) percentile-bootstrap interval of ``statistic(rows.sum(axis=0))``.
+
+    ``rows``: (n items, k) sufficient statistics per item; ``statistic`` maps (m, k) summed rows to (m,)
+    values, so all resamples are evaluated at once.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"bootstrap_ci_of_sums: rows must be (n items, k) with n >= 1, got shape {rows.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be between 0 and 1 (e.g. 0.95)")
+    n = rows.shape[0]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples)
+    step = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_resamples, step):
+        count = min(step, n_resamples - start)
+        # How often each item is drawn in each resample: a multinomial(n, 1/n) count vector.
+        draws = rng.multinomial(n, np.full(n, 1.0 / n), size=count)
+        values[start : start + count] = statistic(draws @ rows)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def mean_estimate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:
+    """``{value, ci95, n}`` of a mean score with its 95% bootstrap interval (None for no values)."""
+    if len(values) == 0:
+        return None
+    low, high = bootstrap_ci(values, CONFIDENCE, n_resamples, BOOTSTRAP_SEED)
+    return {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
+
+
+def paired_difference(values_a: Sequence[float], values_b: Sequence[float],
+                      n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:  # fmt: skip
+    """``{value, ci95, n}`` of mean(a) - mean(b) over paired items (None for no pairs)."""
+    if len(values_a) == 0:
+        return None
+    low, high = paired_bootstrap_ci(values_a, values_b, CONFIDENCE, n_resamples, BOOTSTRAP_SEED)
+    diff = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    return {"value": float(diff.mean()), "ci95": [low, high], "n": len(diff)}
+
+
+__all__ = ["BOOTSTRAP_SEED", "CONFIDENCE", "DEFAULT_RESAMPLES", "bootstrap_ci", "bootstrap_ci_of_sums", "mean_estimate",
+           "paired_bootstrap_ci", "paired_difference"]

@@ -80,13 +80,17 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def prune_checkpoints(root: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest ``keep_last`` complete checkpoints (0 keeps all); returns what was removed."""
+def prune_checkpoints(root: str | Path, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete the complete checkpoints that are neither among the newest ``keep_last`` (0 keeps all) nor
+    at a step that is a multiple of ``keep_every`` (0: none; kept for curves over training); returns
+    what was removed."""
     if keep_last <= 0:
         return []
     found = list_checkpoints(root, warn=False)
     removed = []
-    for _, path in found[:-keep_last]:
+    for step, path in found[:-keep_last]:
+        if keep_every > 0 and step % keep_every == 0:
+            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed

@@ -94,6 +94,7 @@ class TrainConfig(DataConfig):
     checkpoint_dir: str = "results/checkpoints"  # where step_XXXXXXX/, train.log, tensorboard/ go
     save_every: int = 2000  # checkpoint every N optimizer steps (and always at the end)
     keep_last: int = 3  # keep the newest K checkpoints (0: keep all)
+    keep_every: int = 0  # also keep every checkpoint whose step is a multiple of N, for curves over training (0: none)
     auto_resume: bool = False  # continue from the newest complete checkpoint in checkpoint_dir
     resume_from: str | None = None  # a checkpoint directory to start from (ours or a release one)
     resume_model_only: bool = False  # from resume_from take only the weights (step 0, fresh optimizer and data)
@@ -129,7 +130,7 @@ class TrainConfig(DataConfig):
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "num_workers", "keep_last", "val_every", "num_replicate", "num_shard",
+        non_negative = ("warmup_steps", "num_workers", "keep_last", "keep_every", "val_every", "num_replicate", "num_shard",
                         "lora_rank", "max_grad_norm", "weight_decay", "pixel_loss_weight", "ssim_loss_weight",
                         "ce_weight", "mse_weight", "min_lr", "ssim_grad_scale")
         for name in non_negative:

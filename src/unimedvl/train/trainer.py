@@ -92,6 +92,10 @@ def _warn_about_settings(cfg: TrainConfig, device: torch.device) -> None:
         log.warning("expected_num_tokens %d is a GPU budget: on a CPU each step takes minutes; use e.g. "
                     "--expected_num_tokens 1024 --max_num_tokens 2048 --max_num_tokens_per_sample 2048 "
                     "(README: fine-tuning on a CPU)", cfg.expected_num_tokens)
+    if cfg.keep_every and cfg.keep_every % cfg.save_every:
+        log.warning("keep_every %d is not a multiple of save_every %d: only saves at multiples of both are kept "
+                    "beyond keep_last; use a multiple of save_every, e.g. --keep_every %d", cfg.keep_every, cfg.save_every,
+                    cfg.save_every * max(1, round(cfg.keep_every / cfg.save_every)))
 
 
 class Trainer:
@@ -523,7 +527,7 @@ class Trainer:
             contents = ["model", "optim"] + (["ema"] if self.ema else [])
             ckpt.finalize(tmp, final, {"step": self.step, "world_size": info.world_size, "contents": contents,
                                        "scheduler": {"step": self.step}, "config": config_dict(cfg)})
-            for removed in ckpt.prune_checkpoints(root, cfg.keep_last):
+            for removed in ckpt.prune_checkpoints(root, cfg.keep_last, cfg.keep_every):
                 log.info("removed old checkpoint %s", removed)
             log.info("saved %s", final)
         barrier(info)
