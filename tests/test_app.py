@@ -212,6 +212,7 @@ def test_a_path_sent_by_a_client_is_never_opened(server):
     event = httpx.post(f"{url}/gradio_api/call/ask", json={"data": data}, timeout=30).json()["event_id"]
     stream = httpx.get(f"{url}/gradio_api/call/ask/{event}", timeout=60).text
     assert "event: error" in stream and "complete" not in stream
+    assert str(server[4]["a"].parent) not in stream  # gradio's "Cannot move /..." never reaches the client
     backend = server[3].unimedvl_backend
     with pytest.raises(DataError, match="only files uploaded"):
         backend.read(str(server[4]["a"]), ViewOptions())

@@ -12,7 +12,9 @@ One directory per save, ``checkpoint_dir/step_0000100/``:
 
 Everything is written under ``.tmp-step_0000100`` and renamed when complete, so a crash never
 leaves a directory that looks finished; ``auto_resume`` takes the newest ``step_*`` holding
-``checkpoint.json`` and ``train_state/.metadata`` and skips (with a warning) anything else.
+``checkpoint.json`` and ``train_state/.metadata`` and skips (with a warning) anything else. The
+trainer deletes leftover ``.tmp-*`` folders at startup (:func:`remove_partial_saves`), and a save
+that fails on a full disk deletes its own before it reports.
 
 Trust: DCP stores its ``.metadata`` with pickle (torch's format); tensors are read with
 ``weights_only``. Resume only from checkpoint directories you wrote; share models through the
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from unimedvl.errors import CheckpointError
-from unimedvl.fileio import atomic_write_text
+from unimedvl.fileio import atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger("unimedvl.train")
 
@@ -73,6 +75,11 @@ def list_checkpoints(root: str | Path, warn: bool = True) -> list[tuple[int, Pat
         elif warn:
             log.warning("skipping incomplete checkpoint %s (no %s or %s/.metadata)", child, MANIFEST, STATE_DIR)
     return sorted(found)
+
+
+def remove_partial_saves(root: str | Path) -> list[Path]:
+    """Delete the ``.tmp-step_*`` folders (and ``*.tmp`` files) of saves that never finished; returns them."""
+    return remove_stale_temporaries(root, (".tmp-*", "*.tmp"))
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
