@@ -194,6 +194,26 @@ def _kill_when(cmd, condition, timeout=300):
     assert proc.returncode == -signal.SIGKILL
 
 
+def _written_by_this_run(path: Path, condition):
+    """``condition``, once ``path`` has been written after now (a kill point of the run about to start)."""
+    started = time.time()
+    return lambda: path.is_file() and path.stat().st_mtime > started and condition()
+
+
+def _in_a_new_save(run: Path):
+    """A condition that holds once a save of this process is under way (not a partial one left before it)."""
+    stale = {p.name for p in run.glob(".tmp-step_*")}
+
+    def condition() -> bool:
+        present = {p.name for p in run.glob(".tmp-step_*")}
+        if stale:
+            stale.intersection_update(present)  # the new process removes them at startup
+            return False
+        return bool(present)
+
+    return condition
+
+
 def _metrics(run: Path) -> list[dict]:
     from unimedvl.fileio import read_json_lines
 
@@ -215,12 +235,13 @@ def test_drill_sigkill_training_at_five_points(ckpt, medsynth, tmp_path):
     crashed = tmp_path / "crashed"
     cmd = _train_args(tmp_path, ckpt, medsynth["mix"], medsynth["dataset_info"], crashed, steps, auto_resume=True)
     rng = random.Random(17)
-    logged = lambda n: lambda: len(_metrics(crashed)) >= n  # noqa: E731
-    in_save = lambda: any(crashed.glob(".tmp-step_*"))  # noqa: E731
-    points = [("inside a save", in_save)] + [(f"after step {k}", logged(k)) for k in sorted(rng.sample(range(2, 10), 4))]
-    rng.shuffle(points)
+    # Steps ascending, so that each point lies ahead of the last one's resume; the save point at a random place.
+    points = [(f"after step {k}", k) for k in sorted(rng.sample(range(2, 10), 4))]
+    points.insert(rng.randrange(len(points) + 1), ("inside a save", None))
     killed = []
-    for name, condition in points:
+    for name, step in points:
+        condition = _in_a_new_save(crashed) if step is None else _written_by_this_run(
+            crashed / "metrics.jsonl", lambda k=step: len(_metrics(crashed)) >= k)
         _kill_when(cmd, condition)
         killed.append((name, len(_metrics(crashed)), sorted(p.name for p in crashed.glob(".tmp-step_*"))))
     finished = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
@@ -259,7 +280,7 @@ def test_drill_sigkill_eval_at_five_points(ckpt, medsynth, tmp_path):
     points = sorted(rng.sample(range(1, 12), 5))
     cmd = [PYTHON, "-m", "unimedvl.cli", "eval", "--model", str(ckpt), "--data", str(data), "--out", str(out), *FAST]
     for n in points:
-        _kill_when(cmd, lambda n=n: count() >= n)
+        _kill_when(cmd, _written_by_this_run(results, lambda n=n: count() >= n))
     finished = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert _results(out / "debug" / "test") == _results(reference / "debug" / "test")
