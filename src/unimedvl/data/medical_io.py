@@ -482,6 +482,10 @@ _REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I
 
 
 def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation, from what the header holds: a PNG whose eXIf chunk follows the pixel data
+    would need a full decode to find it (PIL's getexif() loads the image), so it is not looked for."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
     try:
         return image.getexif().get(0x0112)
     except Exception:  # a broken EXIF block is ignored when loading too (no rotation applied)
@@ -504,16 +508,19 @@ def _reduce(image: Image.Image, target: tuple[int, int]) -> Image.Image:
 def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
     with pil_guard_replaced(), open_raster(path, path, limit, options.get("frame", 0)) as opened:
         try:
-            if reduce_to is not None:  # JPEG decodes at 1/2, 1/4 or 1/8 scale, never below the asked size
+            image = opened
+            if reduce_to is not None:  # reduced in the stored orientation, before the EXIF rotation
                 raw = reduce_to[::-1] if _orientation(opened) in _SWAP_ORIENTATIONS else reduce_to
+                # JPEG decodes at 1/2, 1/4 or 1/8 scale, never below the asked size; others decode whole.
                 opened.draft(None, tuple(int(math.ceil(side * REDUCING_GAP)) for side in raw))
-            # Camera photos (dermatology, fundus) carry an EXIF rotation; the result is a loaded copy.
-            image = ImageOps.exif_transpose(opened)
+                opened.load()
+                image = _reduce(opened, raw)
+            # Camera photos (dermatology, fundus) carry an EXIF rotation; the result is a loaded copy
+            # (of the reduced image when there is one: the full decode is freed with the file).
+            image = ImageOps.exif_transpose(image)
             image.load()
         except OSError as err:
             raise DataError(f"{path}: unreadable or truncated image ({err})") from None
-    if reduce_to is not None:
-        image = _reduce(image, reduce_to)
     meta = {"mode": image.mode}
     choice = options.get("window", "auto")
     if image.mode in ("1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F", "LA"):
