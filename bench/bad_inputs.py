@@ -63,17 +63,23 @@ def _decode(path: str, reduced: bool) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "size": image.size}))
 
 
-def _images(folder: Path) -> None:
+def _make(folder: Path) -> None:
+    """The two 12000 x 12000 test images (in their own process: a parent holding gigabytes would hand
+    its resident size to the children it starts, and their peaks would include it)."""
     import numpy as np
     from PIL import Image
 
     import drill_support as ds
 
-    png = ds.png_bomb(folder / "large.png", 12000, 12000)
-    jpeg = folder / "large.jpg"
+    ds.png_bomb(folder / "large.png", 12000, 12000)
     gradient = np.linspace(0, 255, 12000, dtype=np.uint8)
-    Image.fromarray(np.broadcast_to(gradient, (12000, 12000)).copy()).convert("RGB").save(jpeg, quality=85)
-    for path in (png, jpeg):
+    Image.fromarray(np.broadcast_to(gradient, (12000, 12000)).copy()).convert("RGB").save(folder / "large.jpg",
+                                                                                          quality=85)
+
+
+def _images(folder: Path) -> None:
+    subprocess.run([sys.executable, __file__, "--make", str(folder)], check=True)
+    for path in (folder / "large.png", folder / "large.jpg"):
         out = {}
         for reduced in (False, True):
             done = subprocess.run([sys.executable, __file__, "--decode", str(path), str(int(reduced))],
@@ -89,14 +95,17 @@ def main() -> None:
     if sys.argv[1:2] == ["--decode"]:
         _decode(sys.argv[2], bool(int(sys.argv[3])))
         return
+    if sys.argv[1:2] == ["--make"]:
+        _make(Path(sys.argv[2]))
+        return
     from _machine import machine
 
     print("machine:", machine())
     with open("/proc/loadavg") as handle:
         print("load average:", " ".join(handle.read().split()[:3]))
-    _text(repeats=3)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:  # the images first: the tokenizer would raise our RSS
         _images(Path(folder))
+    _text(repeats=3)
 
 
 if __name__ == "__main__":

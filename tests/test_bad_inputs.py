@@ -155,13 +155,8 @@ def test_outside_data_dir_sees_through_dots_absolute_paths_and_symlinks(tmp_path
     assert outside_data_dir(str(tmp_path / "data" / "link" / "x.png"), inside)
 
 
-def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(tmp_path, caplog, monkeypatch):
-    from unimedvl.config import model_config
-    from unimedvl.data.config import DataConfig
-    from unimedvl.data.mixing import load_mix
-    from unimedvl.data.packing import Packer
-    from unimedvl.init_checkpoint import default_tokenizer
-
+def _mix_with_long_texts(tmp_path):
+    """A vlm_sft mix of 2 records with 2 MB questions, then 4 short ones."""
     Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
     long = [_record(f"long{i}", "ok.png", "<image>\n" + ds.huge_text(2)) for i in range(2)]
     short = [_record(f"short{i}", "ok.png") for i in range(4)]
@@ -170,6 +165,35 @@ def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(t
     (tmp_path / "mix.yaml").write_text(
         "vlm_sft:\n  dataset_names: [med]\n  vit_image_transform_args: {image_stride: 14, max_image_size: 56, "
         "min_image_size: 28}\n  num_used_data: [0]\n  shuffle_lines: false\n")
+    return tmp_path / "mix.yaml", tmp_path / "info.yaml"
+
+
+def test_validate_counts_a_mix_sample_as_the_packer_does(tmp_path):
+    from unimedvl.config import model_config
+    from unimedvl.data.validate import validate_mix
+    from unimedvl.init_checkpoint import default_tokenizer
+
+    mix, info = _mix_with_long_texts(tmp_path)
+    cfg = model_config("debug")
+    tokens = TokenLimit(default_tokenizer(cfg), 256, "max_num_tokens_per_sample=256")
+    report = validate_mix(mix, info, cfg, tokens=tokens)
+    assert [p.line for p in report.problems] == [1, 2]
+    assert all("the sample is at least" in p.message and "(text and images)" in p.message for p in report.problems)
+    # A short sample: its 28 x 28 image (2 x 2 patches + 2 markers) and its two texts, as the packer counts it.
+    image, texts = 2 * 2 + 2, sum(1 + len(tokens.tokenizer.encode(t)) for t in ("What is shown?", "a CT"))
+    exact = validate_mix(mix, info, cfg, tokens=TokenLimit(tokens.tokenizer, image + texts, "limit"))
+    over = validate_mix(mix, info, cfg, tokens=TokenLimit(tokens.tokenizer, image + texts - 1, "limit"))
+    assert len(exact.problems) == 2 and len(over.problems) == 6
+
+
+def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(tmp_path, caplog, monkeypatch):
+    from unimedvl.config import model_config
+    from unimedvl.data.config import DataConfig
+    from unimedvl.data.mixing import load_mix
+    from unimedvl.data.packing import Packer
+    from unimedvl.init_checkpoint import default_tokenizer
+
+    _mix_with_long_texts(tmp_path)
     cfg = model_config("debug")
     tokenizer = default_tokenizer(cfg)
     encode = tokenizer.encode

@@ -39,33 +39,12 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from unimedvl.data.medical_io import image_size, load_array
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.records import Problem, Record, outside_data_dir, read_jsonl_lenient
+from unimedvl.data.token_budget import TokenLimit, sample_token_check, token_limit_from_args
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from unimedvl.config import ModelConfig
-    from unimedvl.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class TokenLimit:
-    """The token budget records are checked against."""
-
-    tokenizer: "Tokenizer"  # the model's tokenizer (a checkpoint's own, or the size's default)
-    limit: int  # most tokens one sample may have
-    name: str  # where the limit comes from, for messages, e.g. "max_num_tokens_per_sample=16384"
-
-    def text_tokens(self, record: Record) -> tuple[int, bool]:
-        """(tokens of the record's text pieces, exact?); a text already over the limit by its bound
-        is not tokenised (the count is then that lower bound)."""
-        from unimedvl.models.packed_batch import text_tokens
-
-        pieces = [p for turn in record.turns for p in turn.parts() if isinstance(p, str)]
-        bounds = [self.tokenizer.min_tokens(p) if self.tokenizer.tokens_exceed(p, self.limit) else None
-                  for p in pieces]
-        if any(b is not None for b in bounds):
-            return sum(text_tokens(b or 0) for b in bounds), False
-        return sum(text_tokens(len(self.tokenizer.encode(p))) for p in pieces), True
 
 
 _LABELS = {"vae": "VAE", "vit": "ViT"}
@@ -127,21 +106,20 @@ class Report:
             if grid and grid.count:
                 lines.append(f"after the {_LABELS[key]} transform: {name} per side, "
                              f"cols {grid.min_width}..{grid.max_width}, rows {grid.min_height}..{grid.max_height}")
-        if self.warnings:
-            lines.append(f"warnings: {len(self.warnings)}")
-            shown = self.warnings if max_problems is None else self.warnings[:max_problems]
-            lines.extend(f"  {p}" for p in shown)
-            if len(shown) < len(self.warnings):
-                lines.append(f"  ... and {len(self.warnings) - len(shown)} more")
-        if self.problems:
-            lines.append(f"problems: {len(self.problems)}")
-            shown = self.problems if max_problems is None else self.problems[:max_problems]
-            lines.extend(f"  {p}" for p in shown)
-            if len(shown) < len(self.problems):
-                lines.append(f"  ... and {len(self.problems) - len(shown)} more")
-        else:
-            lines.append("no problems found")
+        lines += _listing("warnings", self.warnings, max_problems)
+        lines += _listing("problems", self.problems, max_problems) or ["no problems found"]
         return "\n".join(lines)
+
+
+def _listing(title: str, items: list[Problem], most: int | None) -> list[str]:
+    """``title: N`` and the first ``most`` items, one per line ([] when there are none)."""
+    if not items:
+        return []
+    shown = items if most is None else items[:most]
+    lines = [f"{title}: {len(items)}", *(f"  {p}" for p in shown)]
+    if len(shown) < len(items):
+        lines.append(f"  ... and {len(items) - len(shown)} more")
+    return lines
 
 
 class _Checker:
@@ -366,7 +344,8 @@ def validate_mix(
             side = None if model.interpolate_pos else model.vit_max_num_patch_per_side
             checker.transforms["vit"] = (group.vit_transform, side)
         checker.record_check = _plan_check(group.plan, paths)
-        checker.token_check = None if tokens is None else _sample_token_check(group, paths, model, tokens, checker)
+        checker.token_check = None if tokens is None else sample_token_check(group, paths, model, tokens,
+                                                                              checker.known_size)
         sources = [(d.info.jsonl_path, d.info.data_dir) for d in group.datasets]
         _read_sources(report, checker, [s for s in sources if s[0] not in report.files])
     return report
@@ -378,27 +357,6 @@ def _plan_check(plan, paths) -> Callable[[Record], None]:
 
     def check(record: Record) -> None:
         plan.plan(record, Drops(), paths)
-
-    return check
-
-
-def _sample_token_check(group, paths, model, tokens: TokenLimit, checker: _Checker) -> Callable[[Record], None]:
-    """A check that measures the record's planned sample as the packer does (DataError when over the limit)."""
-    from unimedvl.data.plans import Drops, SampleBuilder
-
-    builder = SampleBuilder(tokens.tokenizer, model, group.vae_transform, group.vit_transform,
-                            sizer=checker.known_size)
-
-    def check(record: Record) -> None:
-        try:
-            measured = builder.measure(group.plan.plan(record, Drops(), paths), limit=tokens.limit)
-        except DataError:
-            return  # a record the type cannot plan, or an unreadable image: reported by the other checks
-        if measured.num_tokens > tokens.limit:
-            at_least = "" if measured.encoded else "at least "
-            raise DataError(f"the sample is {at_least}{measured.num_tokens} tokens (text and images), over "
-                            f"{tokens.name}: training skips it, eval fails it and ask refuses it; shorten the "
-                            "text or shrink the images")
 
     return check
 
@@ -460,28 +418,6 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     return [(args.source, args.data_dir)]
 
 
-def _token_limit(args: argparse.Namespace, model) -> TokenLimit | None:
-    """The token budget of ``--model``: its tokenizer (a checkpoint's own, or the size's default) and the
-    smaller of --max-num-tokens-per-sample and the model's context length."""
-    if args.no_token_check:
-        return None
-    if args.max_num_tokens_per_sample < 1:
-        raise UserError(f"--max-num-tokens-per-sample {args.max_num_tokens_per_sample} must be >= 1")
-    if os.path.isdir(args.model):
-        from unimedvl.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.from_dir(args.model)
-    else:
-        from unimedvl.init_checkpoint import default_tokenizer
-
-        tokenizer = default_tokenizer(model)
-    context = model.llm.max_position_embeddings
-    if context < args.max_num_tokens_per_sample:
-        return TokenLimit(tokenizer, context, f"the model's context of {context} tokens (max_position_embeddings)")
-    return TokenLimit(tokenizer, args.max_num_tokens_per_sample,
-                      f"max_num_tokens_per_sample={args.max_num_tokens_per_sample}")
-
-
 def _model(spec: str):
     """(ModelConfig, InferenceConfig) of ``--model``: a checkpoint directory (with the sizes it is fed at) or
     a size name / YAML (the release's sizes at that model's strides, so oversized settings are caught)."""
@@ -509,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_validate(args)
     model, inference = _model(args.model)
-    options = dict(max_image_pixels=args.max_image_pixels, tokens=_token_limit(args, model),
+    options = dict(max_image_pixels=args.max_image_pixels, tokens=token_limit_from_args(args, model),
                    confine_data_dir=args.confine_data_dir)
     if _is_mix(args.source):
         if args.data_dir is not None:
