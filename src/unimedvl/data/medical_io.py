@@ -98,6 +98,9 @@ _ALL_OPTIONS = sorted(set().union(*_OPTIONS_FOR.values()))
 _RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
 
 
+_WINDOW_BLOCK = 1 << 20  # values windowed at a time: a 144 MP image would need gigabytes of float64 at once
+
+
 @dataclass
 class LoadedImage:
     """A decoded 2-D image in its own intensity units, plus the window that maps it to 0..255."""
@@ -116,13 +119,19 @@ class LoadedImage:
 
     def to_uint8(self) -> np.ndarray:
         """The windowed image as uint8, (H, W) or (H, W, 3)."""
+        out = np.empty(self.pixels.shape, dtype=np.uint8)
+        rows = max(1, _WINDOW_BLOCK // max(1, self.pixels[0].size))
+        for start in range(0, self.pixels.shape[0], rows):  # row blocks: float64 temporaries stay small
+            out[start : start + rows] = self._window_block(self.pixels[start : start + rows])
+        return 255 - out if self.invert else out
+
+    def _window_block(self, pixels: np.ndarray) -> np.ndarray:
         low, high = self.window
         if high > low:
-            scaled = (self.pixels.astype(np.float64) - low) * (255.0 / (high - low))
+            scaled = (pixels.astype(np.float64) - low) * (255.0 / (high - low))
         else:  # a constant image (or degenerate window): everything above it is white
-            scaled = np.where(self.pixels > low, 255.0, 0.0)
-        out = np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # halves round up: -600 HU -> 128 (lung)
-        return 255 - out if self.invert else out
+            scaled = np.where(pixels > low, 255.0, 0.0)
+        return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # halves round up: -600 HU -> 128 (lung)
 
     def to_pil(self) -> Image.Image:
         """The windowed image as an 8-bit RGB PIL image (grey is replicated to three channels)."""

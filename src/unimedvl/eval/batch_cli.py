@@ -387,7 +387,8 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
         _write_run_info(run_dir, identity, model_id, dist)
     dist.barrier()
     if mine:
-        _evaluate_share(args, dist, model, model_id, run_dir, settings, mine)
+        with disk_full_reported("evaluating", run_dir, advice):  # folders and files the writers open
+            _evaluate_share(args, dist, model, model_id, run_dir, settings, mine)
     dist.barrier()
     failed = 0
     if dist.rank == 0:

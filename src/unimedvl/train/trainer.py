@@ -35,7 +35,7 @@ from torch import Tensor
 from unimedvl.checkpoint import find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
-from unimedvl.fileio import is_disk_full
+from unimedvl.fileio import disk_full_reported
 from unimedvl.inference_config import InferenceConfig
 from unimedvl.model_card import ModelCard
 from unimedvl.models.packed_batch import PackedBatch
@@ -178,10 +178,12 @@ class Trainer:
         self.data_iter: Iterator[PackedBatch] = iter(self.loader)
         self.peak = peak_flops(info.device)
         out = Path(cfg.checkpoint_dir)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_yaml(config_dict(cfg), out / "train_config.yaml")
-        self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard, cfg.progress_bar)
+        with disk_full_reported("starting the run", out, "free space and rerun"):
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                save_yaml(config_dict(cfg), out / "train_config.yaml")
+            self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard,
+                                    cfg.progress_bar)  # fmt: skip
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in self.model.parameters())
         log.info("model %s: %.1fM parameters, %.1fM trainable; world %d (%s), device %s, dtype %s; start step %d",
@@ -508,11 +510,11 @@ class Trainer:
         tmp = root / f".tmp-{final.name}"
         try:
             self._write_checkpoint(tmp, final)
-        except _SaveFailed as failed:
+        except ckpt.SaveFailed as failed:
             if info.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)  # a partial save would fill the disk again at the rerun
             if failed.disk_full:
-                raise DiskFullError(self._disk_full_message(root)) from None
+                raise DiskFullError(ckpt.disk_full_message(root, self.step, cfg.auto_resume)) from None
             if failed.error is not None:
                 raise failed.error
             raise CheckpointError(f"another process failed while saving step {self.step} in {root}; its log "
@@ -534,8 +536,8 @@ class Trainer:
             ckpt.save_train_state(tmp, self.model, self.optimizer, self.ema.state if self.ema else None)
             ckpt.write_rank_state(tmp, info.rank, self.loader.state_dict())
 
-        self._on_all_ranks(prepare, main_only=True)
-        self._on_all_ranks(rank_files)
+        ckpt.on_all_ranks(prepare, info, root, main_only=True)
+        ckpt.on_all_ranks(rank_files, info, root)
         raw, ema = self.export_weights()
 
         def release_files() -> None:
@@ -553,48 +555,14 @@ class Trainer:
                 log.info("removed old checkpoint %s", removed)
             log.info("saved %s", final)
 
-        self._on_all_ranks(release_files, main_only=True)
-        self._on_all_ranks(publish, main_only=True)
-
-    def _on_all_ranks(self, action: Callable[[], None], main_only: bool = False) -> None:
-        """Run ``action`` (on rank 0 only with ``main_only``), then agree: _SaveFailed on every rank if it
-        failed on any, with ``disk_full`` when some rank ran out of space."""
-        error = None
-        if self.info.is_main or not main_only:
-            try:
-                action()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as err:  # noqa: BLE001 - DCP's CheckpointException is a BaseException
-                error = err
-        full = error is not None and is_disk_full(error, self.cfg.checkpoint_dir)
-        flags = all_reduce_sum(torch.tensor([float(full), float(error is not None)], dtype=torch.float64),
-                               self.info).cpu()
-        if flags[1] > 0:
-            raise _SaveFailed(error, disk_full=bool(flags[0] > 0))
-
-    def _disk_full_message(self, root: Path) -> str:
-        intact = ckpt.latest_checkpoint(root)
-        if intact is None:
-            kept = "no earlier checkpoint exists, so the rerun starts from step 0"
-        else:
-            kept = f"step {int(ckpt.read_manifest(intact)['step'])} is intact ({intact.name})"
-        resume = "" if self.cfg.auto_resume else " with --auto_resume True"
-        return f"disk full while saving step {self.step} in {root}; {kept}; free space and rerun{resume}"
+        ckpt.on_all_ranks(release_files, info, root, main_only=True)
+        ckpt.on_all_ranks(publish, info, root, main_only=True)
 
     def _remove_partial_saves(self) -> None:
         """Delete ``.tmp-*`` folders a killed or disk-full save left, before anything is written (TensorBoard
         included): they are never resumed from, and they hold the space the next save needs."""
         for stale in ckpt.remove_partial_saves(self.cfg.checkpoint_dir):
             log.warning("removed %s, a save that did not finish", stale)
-
-
-class _SaveFailed(Exception):
-    """A checkpoint phase failed on some rank: this rank's own error (if any) and whether a disk was full."""
-
-    def __init__(self, error: BaseException | None, disk_full: bool):
-        super().__init__(str(error))
-        self.error, self.disk_full = error, disk_full
 
 
 def peak_memory_gb(device: torch.device) -> float:
