@@ -156,12 +156,13 @@ def _kind(record: Record) -> str:
 
 
 def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
-                 confine_data_dir: bool = False) -> list[Sample]:
+                 confine_data_dir: bool | None = False) -> list[Sample]:
     """Every non-blank line of the JSONL as a Sample; a bad line becomes an ``invalid`` one (no exception).
 
     Duplicate sample ids get ``#<line>`` appended (resume needs unique keys), with a warning. A
     record with an image outside ``data_dir`` (default: the file's folder) becomes ``invalid`` with
-    ``confine_data_dir``; otherwise one warning counts them.
+    ``confine_data_dir``; otherwise one warning counts them (None: not checked, for the records our
+    benchmark readers wrote, whose images stay where the benchmark keeps them).
     """
     path = Path(path)
     if not path.is_file():
@@ -190,7 +191,7 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
                             record.degrade_type, source=source)  # fmt: skip
             if isinstance(record.extra.get("unusable"), str):  # a benchmark question the reader could not use
                 sample.kind, sample.record, sample.error = "invalid", None, record.extra["unusable"]
-            elif (problem := confinement_problem(record, folder)) is not None:
+            elif confine_data_dir is not None and (problem := confinement_problem(record, folder)) is not None:
                 outside.append(source)
                 if confine_data_dir:
                     sample.kind, sample.record = "invalid", None

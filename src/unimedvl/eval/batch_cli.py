@@ -119,7 +119,8 @@ def register(subparsers) -> None:
                    help="exit with status 1 when any sample failed (default: 0; the summary counts the failures)")
     p.add_argument("--confine-data-dir", action="store_true",
                    help="fail samples whose images lie outside --data-dir ('..', absolute paths, symlinks) "
-                        "(default: a warning)")  # fmt: skip
+                        "(default: a warning; --benchmark sets are not checked: their images stay in the "
+                        "benchmark's folder)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = p.add_argument_group("model")
@@ -338,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
             data = Path(args.data)
             test_sets = [(None, data, Path(args.data_dir) if args.data_dir else data.parent)]
         for label, data, data_dir in test_sets:
-            samples = load_samples(data, data_dir, args.confine_data_dir)
+            samples = load_samples(data, data_dir, args.confine_data_dir if label is None else None)
             selected = select_samples(samples, args.limit, task_limits)
             for path, model_id in zip(paths, model_ids(paths)):
                 settings = settings_from_args(args, dist.cuda, path)
