@@ -203,13 +203,6 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def eval_ckpt(tmp_path_factory):
-    from unimedvl.init_checkpoint import init_checkpoint
-
-    return init_checkpoint("debug", tmp_path_factory.mktemp("eval_ckpt") / "debug", seed=0)
-
-
-@pytest.fixture(scope="module")
 def bad_data(tmp_path_factory):
     """Three understanding records: a fine one, a decompression bomb, a 10 MB question."""
     folder = tmp_path_factory.mktemp("bad_data")
@@ -231,8 +224,8 @@ def _eval(ckpt, data, out, *extra):
                                                *extra]))  # fmt: skip
 
 
-def test_bad_samples_fail_alone_and_strict_says_so(eval_ckpt, bad_data, tmp_path, capsys):
-    assert _eval(eval_ckpt, bad_data, tmp_path) == 0
+def test_bad_samples_fail_alone_and_strict_says_so(debug_ckpt, bad_data, tmp_path, capsys):
+    assert _eval(debug_ckpt, bad_data, tmp_path) == 0
     lines = {json.loads(line)["sample_id"]: json.loads(line)
              for line in (tmp_path / "debug" / "bad" / "results.jsonl").read_text().splitlines()}
     assert lines["fine"]["error"] is None
@@ -240,20 +233,20 @@ def test_bad_samples_fail_alone_and_strict_says_so(eval_ckpt, bad_data, tmp_path
     assert "tokens, more than this model's context" in lines["long"]["error"]
     err = capsys.readouterr().err
     assert "Traceback" not in err and "1 ok, 2 failed" in err
-    assert _eval(eval_ckpt, bad_data, tmp_path, "--strict") == 1  # resumed: nothing runs again
+    assert _eval(debug_ckpt, bad_data, tmp_path, "--strict") == 1  # resumed: nothing runs again
     assert "2 sample(s) failed" in capsys.readouterr().err
 
 
-def test_a_failed_model_load_leaves_nothing_that_blocks_the_rerun(eval_ckpt, bad_data, tmp_path, monkeypatch):
+def test_a_failed_model_load_leaves_nothing_that_blocks_the_rerun(debug_ckpt, bad_data, tmp_path, monkeypatch):
     real = batch_cli._load_model
     monkeypatch.setattr(batch_cli, "_load_model", lambda *a: (_ for _ in ()).throw(CheckpointError("corrupt")))
     with pytest.raises(CheckpointError):
-        _eval(eval_ckpt, bad_data, tmp_path)
+        _eval(debug_ckpt, bad_data, tmp_path)
     run_dir = tmp_path / "debug" / "bad"
     assert not (run_dir / "run_info.json").exists() and not (run_dir / "results.jsonl").exists()
     monkeypatch.setattr(batch_cli, "_load_model", real)
     (run_dir / "statistics.json.tmp").write_text("{")  # left by a kill inside an atomic write
-    assert _eval(eval_ckpt, bad_data, tmp_path) == 0
+    assert _eval(debug_ckpt, bad_data, tmp_path) == 0
     assert (run_dir / "run_info.json").is_file() and not (run_dir / "statistics.json.tmp").exists()
 
 
@@ -270,10 +263,10 @@ def test_a_full_disk_while_writing_results_cuts_the_partial_line(tmp_path, monke
     assert (tmp_path / "results.jsonl").read_text() == '{"sample_id": "a"}\n'
 
 
-def test_a_full_disk_during_eval_stops_with_one_line_and_the_rerun_completes(eval_ckpt, bad_data, tmp_path,
+def test_a_full_disk_during_eval_stops_with_one_line_and_the_rerun_completes(debug_ckpt, bad_data, tmp_path,
                                                                              monkeypatch, capsys):
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(ENOSPC))
-    args = ["eval", "--model", str(eval_ckpt), "--data", str(bad_data), "--out", str(tmp_path), *FAST]
+    args = ["eval", "--model", str(debug_ckpt), "--data", str(bad_data), "--out", str(tmp_path), *FAST]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: disk full while writing")
