@@ -96,8 +96,6 @@ _OPTIONS_FOR = {
 }
 _ALL_OPTIONS = sorted(set().union(*_OPTIONS_FOR.values()))
 _RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
-
-
 _WINDOW_BLOCK = 1 << 20  # values windowed at a time: a 144 MP image would need gigabytes of float64 at once
 
 
@@ -120,7 +118,7 @@ class LoadedImage:
     def to_uint8(self) -> np.ndarray:
         """The windowed image as uint8, (H, W) or (H, W, 3)."""
         out = np.empty(self.pixels.shape, dtype=np.uint8)
-        rows = max(1, _WINDOW_BLOCK // max(1, self.pixels[0].size))
+        rows = max(1, _WINDOW_BLOCK // max(1, int(np.prod(self.pixels.shape[1:]))))
         for start in range(0, self.pixels.shape[0], rows):  # row blocks: float64 temporaries stay small
             out[start : start + rows] = self._window_block(self.pixels[start : start + rows])
         return 255 - out if self.invert else out
