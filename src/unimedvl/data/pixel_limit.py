@@ -111,12 +111,19 @@ def open_raster(source: str | IO[bytes], where: str, max_image_pixels: int | Non
     return image
 
 
-def raster_size(data: bytes, where: str, max_image_pixels: int | None) -> tuple[str | None, tuple[int, int]]:
-    """(PIL format, (width, height)) of encoded image bytes, checked against the limit and verified."""
-    image = open_raster(io.BytesIO(data), where, max_image_pixels)
-    with pil_guard_replaced(), image:
+def raster_size(data: bytes, max_image_pixels: int | None) -> tuple[str | None, tuple[int, int]]:
+    """(PIL format, (width, height)) of encoded image bytes, checked against the limit, then verified
+    (the structure, e.g. PNG chunks, without decoding every pixel). DataError when they are no image."""
+    from PIL import Image, UnidentifiedImageError
+
+    with pil_guard_replaced():
         try:
-            image.verify()  # checks the structure (e.g. PNG chunks) without decoding every pixel
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"{where}: the image bytes are broken ({type(err).__name__}: {err})") from None
-        return image.format, image.size
+            with Image.open(io.BytesIO(data)) as image:
+                check_pixels(f"the image bytes ({len(data)} bytes)", image.width, image.height, max_image_pixels)
+                image.verify()
+                return image.format, image.size
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"the image bytes are not an image PIL can read ({len(data)} bytes starting "
+                            f"{data[:8].hex()}; {type(err).__name__})") from None
