@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all demo docs clean bench
+.PHONY: setup test test-all drill demo docs clean bench
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# The fault and bad-input drills (SIGKILL, full disk, bombs, huge texts): docs/RELIABILITY.md.
+drill: setup
+	$(PY) -m pytest -q -s -m drill tests/test_drills.py
 
 demo: setup
 	$(VENV)/bin/unimedvl demo

@@ -81,7 +81,7 @@ def test_bad_data_urls_say_what_is_wrong():
 
 
 def test_pixel_limit_is_checked_before_decoding():
-    with pytest.raises(APIError, match="more than this server accepts") as err:
+    with pytest.raises(APIError, match="over the limit of") as err:
         image_from_data_url(_data_url(_png_bytes(200, 100)), PIXELS, "x")
     assert err.value.status == 400 and "input.png" not in err.value.message  # no server file names
 

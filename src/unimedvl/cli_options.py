@@ -91,6 +91,18 @@ def add_size_arguments(parser) -> None:
         add_deprecated_alias(parser, old, new, type=int)
 
 
+def add_image_pixels_argument(parser, default: int | None = None, why: str = "") -> None:
+    """``--max-image-pixels N``: images with more pixels (read from the file's header) are refused before
+    decoding; ``default`` None means the library's (16384 x 16384)."""
+    from unimedvl.data.pixel_limit import DEFAULT_LIMIT_TEXT, DEFAULT_MAX_IMAGE_PIXELS
+
+    default = DEFAULT_MAX_IMAGE_PIXELS if default is None else default
+    shown = DEFAULT_LIMIT_TEXT if default == DEFAULT_MAX_IMAGE_PIXELS else f"{default:,}"
+    parser.add_argument("--max-image-pixels", type=int, default=default, metavar="N",
+                        help="refuse an input image with more pixels (width x height, read from its header before "
+                             f"anything is decoded: decompression bombs) (default: {shown}{why})")  # fmt: skip
+
+
 SIZE_FIELDS = ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size", "max_pixels")
 
 

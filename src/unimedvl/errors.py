@@ -19,3 +19,7 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint directory or file is missing, corrupt or inconsistent."""
+
+
+class DiskFullError(UserError):
+    """The disk filled up while writing: the message names the folder, what is intact and to free space and rerun."""

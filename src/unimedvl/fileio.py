@@ -3,15 +3,30 @@
 A killed process (or a full disk) must never leave a half-written checkpoint, report or state file
 in place of a good one, and a reader of an append-only log (``results.jsonl``, ``metrics.jsonl``)
 must not stop at the torn last line a kill leaves behind.
+
+A full disk is recognised wherever it surfaces (:func:`is_disk_full`): an ``OSError`` with ENOSPC
+or EDQUOT, and the wrapped forms libraries raise: safetensors' ``SafetensorError`` ("No space left
+on device (os error 28)"), and torch's zip writer, whose short write reads "unexpected pos 704 vs
+598" (inside torch.distributed.checkpoint's ``CheckpointException``, which holds each rank's
+failure), taken as a full disk when the filesystem has next to no space left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
+
+from unimedvl.errors import DiskFullError
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_SHORT_WRITE = "unexpected pos"  # torch's PyTorchStreamWriter after fwrite() wrote less than asked
+NEARLY_FULL_BYTES = 64 * 2**20  # below this a short write is taken for a full disk
 
 
 @contextlib.contextmanager
@@ -68,3 +83,86 @@ def read_json_lines(path: str | os.PathLike[str], require: str | None = None) ->
         else:
             bad += 1
     return rows, bad
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk.
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err``, its causes and contexts, and the per-rank failures a CheckpointException holds."""
+    seen: set[int] = set()
+    stack = [err]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [current.__cause__, current.__context__]
+        failures = getattr(current, "failures", None)  # torch.distributed.checkpoint.api.CheckpointException
+        if isinstance(failures, dict):
+            for failure in failures.values():
+                stack.append(failure[0] if isinstance(failure, tuple) else failure)
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int | None:
+    """Bytes an unprivileged writer can still use on the filesystem of ``folder`` (None if unknown)."""
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike[str] | None = None) -> bool:
+    """True when ``err`` (or what it wraps) says the disk or the quota is full (see the module docstring)."""
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
+            return True
+        text = str(cause)
+        if any(marker in text for marker in _FULL_TEXTS):
+            return True
+        if _SHORT_WRITE in text and folder is not None:
+            free = free_bytes(folder)
+            if free is not None and free < NEARLY_FULL_BYTES:
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_reported(what: str, folder: str | os.PathLike[str], advice: str) -> Iterator[None]:
+    """Turn a full disk inside the block into one line: "disk full while WHAT in FOLDER; ADVICE".
+
+    Anything else propagates unchanged (with its traceback: it is not a user's problem).
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if not is_disk_full(err, folder):
+            raise
+        raise DiskFullError(f"disk full while {what} in {folder}; {advice}") from None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], patterns: tuple[str, ...] = ("*.tmp",)) -> list[Path]:
+    """Delete what an interrupted writer left in ``folder`` (files or folders matching ``patterns``).
+
+    Called at startup, before anything is written: a partial checkpoint of a run that died on a full
+    disk would otherwise fill the disk again. Returns what was removed.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -8,8 +8,10 @@ embedding would dominate the cost on a CPU).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -119,6 +121,47 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    # -- length bounds without tokenising -------------------------------------------------------
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The most UTF-8 bytes of text one token can stand for: the longest vocabulary entry.
+
+        A byte-level BPE (Qwen's) writes each byte as one character of its alphabet, so an entry's
+        length in characters is the bytes it covers (128 for Qwen2); other tokenizers are measured
+        in UTF-8 bytes of the entry, which can only over-count (a sentencepiece "\u2581" stands for
+        one space). Special tokens count with their own text.
+        """
+        byte_level = '"ByteLevel"' in self.backend.pre_tokenizer.__getstate__().decode() if (
+            self.backend.pre_tokenizer is not None) else False
+        vocab = self.backend.get_vocab(with_added_tokens=False)
+        longest = max((len(t) if byte_level else len(t.encode("utf-8")) for t in vocab), default=1)
+        added = self.backend.get_added_tokens_decoder().values()
+        return max([longest, 1, *(len(a.content.encode("utf-8")) for a in added)])
+
+    def min_tokens(self, text: str) -> int:
+        """A lower bound on ``len(encode(text))``, in one pass over the text and without tokenising.
+
+        Every token covers at most :attr:`max_token_bytes` bytes, so B bytes need at least
+        ceil(B / max_token_bytes) tokens. The bytes are counted after the tokenizer's normalizer
+        (NFC for Qwen2 can merge several code points into one), which is what it tokenises.
+        """
+        normalizer = self.backend.normalizer
+        if normalizer is not None:
+            text = normalizer.normalize_str(text)
+        return math.ceil(len(text.encode("utf-8")) / self.max_token_bytes)
+
+    def tokens_exceed(self, text: str, limit: int) -> bool:
+        """True when ``text`` certainly encodes to more than ``limit`` tokens, decided without encoding it.
+
+        Cheap first: when the raw text's bound fits, the answer is "may fit" without running the
+        normalizer; only a text whose raw bound exceeds is normalised, which makes the bound sound.
+        False means "may fit": encode it and count.
+        """
+        if math.ceil(len(text.encode("utf-8")) / self.max_token_bytes) <= limit:
+            return False
+        return self.min_tokens(text) > limit
 
     def save(self, path: str | Path) -> None:
         """Write ``tokenizer.json``, ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``."""

@@ -28,14 +28,14 @@ KEY_ENV = "UNIMEDVL_API_KEY"
 def register(subparsers) -> None:
     p = subparsers.add_parser("api", help="serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    model_options(p)
     docs, defaults = field_docs(ServerSettings), ServerSettings()
+    model_options(p, defaults.max_image_pixels, " for a server; the library's is 16384 x 16384")
     g = p.add_argument_group("server")
     g.add_argument("--host", default=defaults.host, help=docs.get("host", "") + " (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=defaults.port, help=docs.get("port", "") + f" (default {defaults.port})")
     g.add_argument("--api-key", default=None, metavar="KEY", help=docs.get("api_key", "") + f" (default ${KEY_ENV})")
     for name, kind in (("max_batch", int), ("batch_window_ms", float), ("queue_size", int), ("max_body_mb", float),
-                       ("max_image_pixels", int), ("max_images", int), ("max_tokens", int),
+                       ("max_images", int), ("max_tokens", int),
                        ("max_timesteps", int)):  # fmt: skip
         default = getattr(defaults, name)
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=default,

@@ -125,28 +125,28 @@ def view_options(params: Mapping[str, str], where: str) -> ViewOptions:
     return ViewOptions(**values)
 
 
-def decode_image(data: bytes, suffix: str, view: ViewOptions, max_pixels: int, where: str) -> Image.Image:
+def decode_image(data: bytes, suffix: str, view: ViewOptions, max_image_pixels: int, where: str) -> Image.Image:
     """An RGB image from the bytes of one file, through the app's checked reader."""
     with tempfile.TemporaryDirectory(prefix="unimedvl-api-") as folder:
         path = Path(folder) / f"input{suffix}"
         path.write_bytes(data)
         try:
-            return load_view(path, view, max_pixels).to_pil()
+            return load_view(path, view, max_image_pixels).to_pil()
         except DataError as err:
             raise bad_request(str(err).replace(path.name, where), where, "invalid_image") from None
 
 
-def image_from_data_url(url: str, max_pixels: int, where: str) -> Image.Image:
+def image_from_data_url(url: str, max_image_pixels: int, where: str) -> Image.Image:
     """The image in a chat ``image_url`` (see the module docstring)."""
     parsed = parse_data_url(url, where)
     suffix = suffix_for(parsed.data, parsed.mime, None, where)
-    return decode_image(parsed.data, suffix, view_options(parsed.params, where), max_pixels, where)
+    return decode_image(parsed.data, suffix, view_options(parsed.params, where), max_image_pixels, where)
 
 
 def image_from_upload(data: bytes, filename: str | None, content_type: str | None, view: ViewOptions,
-                      max_pixels: int, where: str) -> Image.Image:  # fmt: skip
+                      max_image_pixels: int, where: str) -> Image.Image:  # fmt: skip
     """The image in a multipart file part (the official client names it from the file or sends bytes)."""
     if not data:
         raise bad_request(f"{where}: the uploaded file is empty", where)
     mime = (content_type or "").split(";")[0].strip().lower()
-    return decode_image(data, suffix_for(data, mime, filename, where), view, max_pixels, where)
+    return decode_image(data, suffix_for(data, mime, filename, where), view, max_image_pixels, where)

@@ -64,7 +64,7 @@ class Backend:
     def read(self, file: str | None, view: ViewOptions):
         """(checked path, decoded LoadedImage) of an upload."""
         path = check_upload(file, self.upload_roots)
-        return path, load_view(path, view, self.settings.max_pixels)
+        return path, load_view(path, view, self.settings.max_image_pixels)
 
     def preview(self, file: str | None, view: ViewOptions) -> tuple[Image.Image, str, dict]:
         """The image the model will see, a one-line description and the reader's facts (meta)."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 
+from unimedvl.app.presets import AppSettings
 from unimedvl.inference.cli import model_options
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="start the web app (ask, edit, generate) on a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    model_options(p)
+    model_options(p, AppSettings.max_image_pixels, " for a server; the library's is 16384 x 16384")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page (default: no password, localhost only)")
@@ -38,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a medical-data server
-    from unimedvl.app.presets import AppSettings, parse_auth
+    from unimedvl.app.presets import parse_auth
     from unimedvl.app.ui import build_app, launch
     from unimedvl.inference.cli import load_model
 
     settings = AppSettings(
         host=args.host, port=args.port, auth=parse_auth(args.auth) if args.auth else None,
         max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, queue_size=args.queue_size,
-        num_timesteps=args.num_timesteps, examples=not args.no_examples,
+        num_timesteps=args.num_timesteps, examples=not args.no_examples, max_image_pixels=args.max_image_pixels,
     )  # fmt: skip
     model = load_model(args)
     launch(build_app(model, settings), settings)

@@ -85,7 +85,7 @@ class AppSettings:
     queue_size: int | None = 64  # requests waiting at most; more are refused with a message
     num_timesteps: int | None = None  # default steps in the Advanced panels; None: default_steps()
     image_size: int | None = None  # default text-to-image side; None: the model's default size
-    max_pixels: int = 40_000_000  # uploads whose image has more pixels are refused before decoding
+    max_image_pixels: int = 40_000_000  # uploads whose image has more pixels are refused before decoding
     max_new_tokens: int = 512  # default answer length limit
     examples: bool = True  # build the example images at startup
     title: str = "UniMedVL"

@@ -36,7 +36,7 @@ from unimedvl.app.presets import (
     WINDOW_CHOICES,
     AppSettings,
 )  # fmt: skip
-from unimedvl.app.uploads import ViewOptions
+from unimedvl.app.uploads import ViewOptions, without_paths
 from unimedvl.errors import UserError
 
 log = logging.getLogger("unimedvl.app")
@@ -69,10 +69,11 @@ def _page_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except UserError as err:
-            raise gr.Error(str(err), duration=None) from None
+            raise gr.Error(without_paths(str(err)), duration=None) from None
         except Exception as err:  # a bug or an out-of-memory must not take the server down; the log has the trace
             log.exception("request failed")
-            raise gr.Error(f"internal error ({type(err).__name__}: {err}); see the server log", duration=None) from None
+            raise gr.Error(without_paths(f"internal error ({type(err).__name__}: {err}); see the server log"),
+                           duration=None) from None
 
     return wrapper
 
@@ -145,8 +146,9 @@ def _image_input(backend: Backend, prefix: str) -> ImageInput:
         try:
             image, text, meta = backend.preview(path, ViewOptions(window=window_value or "auto"))
         except UserError as err:  # shown beside the box; the Ask/Edit buttons raise it again
-            gr.Warning(str(err))
-            return None, f"**Cannot use this file:** {err}", *controls(None)
+            message = without_paths(str(err))
+            gr.Warning(message)
+            return None, f"**Cannot use this file:** {message}", *controls(None)
         return image, text, *controls(meta)
 
     def on_axis(path, window_value, axis_value, volume_value):
@@ -386,7 +388,9 @@ def launch(demo: gr.Blocks, settings: AppSettings | None = None, prevent_thread_
     return demo.launch(
         server_name=settings.host, server_port=settings.port, auth=settings.auth,
         max_file_size=int(settings.max_upload_mb * 1024 * 1024), prevent_thread_lock=prevent_thread_lock,
-        show_error=True, quiet=prevent_thread_lock, share=False, ssr_mode=False, mcp_server=False,
+        # show_error=False: gradio's own errors (e.g. "Cannot move /srv/... to the gradio cache dir" for a forged
+        # file path) carry server paths; every handler here raises gr.Error with a cleaned message instead.
+        show_error=False, quiet=prevent_thread_lock, share=False, ssr_mode=False, mcp_server=False,
         enable_monitoring=False, footer_links=["api", "settings"], css=CSS,
         theme=gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS),
     )  # fmt: skip

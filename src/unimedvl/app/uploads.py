@@ -10,15 +10,24 @@ base name only, so server paths never reach the page.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from unimedvl.app.presets import ALLOWED_EXTENSIONS
-from unimedvl.data.medical_io import LoadedImage, image_size, load_array
+from unimedvl.data.medical_io import LoadedImage, load_array
 from unimedvl.errors import DataError
 
 _FORMAT = {".dcm": "dicom", ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy"}
+# An absolute path inside a message: a slash-separated run of at least two parts ("/srv/app/x.png").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s'\"(),;:/]+)+/([^\s'\"(),;:/]+)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path replaced by its last part: the page never shows where the
+    server keeps files (upload folders, checkpoints, gradio's cache)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
 
 
 @dataclass(frozen=True)
@@ -68,16 +77,15 @@ def _load_kwargs(fmt: str, options: ViewOptions) -> dict:
     return kwargs
 
 
-def load_view(path: Path, options: ViewOptions, max_pixels: int) -> LoadedImage:
-    """Decode ``path`` (checked by :func:`check_upload`) as the options say; DataError if it cannot."""
+def load_view(path: Path, options: ViewOptions, max_image_pixels: int) -> LoadedImage:
+    """Decode ``path`` (checked by :func:`check_upload`) as the options say; DataError if it cannot.
+
+    The reader checks the header against ``max_image_pixels`` first: a small file that would
+    decode to a huge image is refused before decoding."""
     fmt = file_format(path)
     kwargs = _load_kwargs(fmt, options)
     try:
-        # Headers first: a small file that would decode to a huge image is refused before decoding.
-        width, height = image_size(path, format=fmt, **kwargs)
-        if width * height > max_pixels:
-            raise DataError(f"{path}: {width}x{height} pixels is more than this server accepts ({max_pixels:,})")
-        return load_array(path, format=fmt, **kwargs)
+        return load_array(path, format=fmt, max_image_pixels=max_image_pixels, **kwargs)
     except DataError as err:
         raise DataError(str(err).replace(str(path), path.name)) from None
     except (OSError, ValueError, MemoryError) as err:  # decoders' own failures on hostile or broken files

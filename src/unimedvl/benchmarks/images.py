@@ -11,12 +11,10 @@ leaves a half image under a final name.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from unimedvl.data.medical_io import image_size
+from unimedvl.data.pixel_limit import raster_size
 from unimedvl.errors import DataError
 from unimedvl.fileio import atomic_path
 
@@ -26,15 +24,9 @@ _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "TIFF": ".tif", "BM
 
 
 def image_format(data: bytes) -> tuple[str, tuple[int, int]]:
-    """(file extension, (width, height)) of encoded image bytes; DataError when they are no image."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # checks the structure (e.g. PNG chunks) without decoding every pixel
-            fmt, size = image.format, image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        head = data[:8].hex()
-        raise DataError(f"the image bytes are not an image PIL can read ({len(data)} bytes starting {head}; "
-                        f"{type(err).__name__})") from None  # fmt: skip
+    """(file extension, (width, height)) of encoded image bytes; DataError when they are no image or
+    declare more pixels than the default limit (a decompression bomb inside a parquet or TSV cell)."""
+    fmt, size = raster_size(data, None)
     return _EXTENSIONS.get(fmt or "", f".{(fmt or 'img').lower()}"), size
 
 

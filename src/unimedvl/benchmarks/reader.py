@@ -87,7 +87,7 @@ def read_json(path: Path, problems: list[Problem]) -> Any:
     a file that cannot be parsed at all is a whole-file problem (its position goes in the message).
     """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no part of the JSON
     except (OSError, UnicodeDecodeError) as err:
         problems.append(Problem(str(path), None, f"cannot read ({err})"))
     except json.JSONDecodeError as err:
@@ -98,7 +98,7 @@ def read_json(path: Path, problems: list[Problem]) -> Any:
 def json_list(path: Path, problems: list[Problem]) -> list[Any]:
     """The records of a JSON file holding a list (or JSON Lines, one record a line); [] on a problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         problems.append(Problem(str(path), None, f"cannot read ({err})"))
         return []

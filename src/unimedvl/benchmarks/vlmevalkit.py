@@ -110,7 +110,7 @@ class VlmEvalKit(Reader):
         if not files:
             return None
         try:
-            with files[0].open(encoding="utf-8", newline="") as handle:
+            with files[0].open(encoding="utf-8-sig", newline="") as handle:
                 header = handle.readline().rstrip("\r\n").split("\t")
         except (OSError, UnicodeDecodeError):
             return None
@@ -131,7 +131,7 @@ class VlmEvalKit(Reader):
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 image cells are megabytes long
         for file in tsv_files(path):
             try:
-                with file.open(encoding="utf-8", newline="") as handle:
+                with file.open(encoding="utf-8-sig", newline="") as handle:
                     reader = csv.reader(handle, delimiter="\t")
                     header = next(reader, None)
                     if not header or "index" not in header or "question" not in header:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, runtime_checkable
 
 from unimedvl.config import from_dict
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import ConfigError
 
 if TYPE_CHECKING:  # the trainer's --help reads DataConfig without loading torch
@@ -33,6 +34,8 @@ class DataConfig:
     seed: int = 0  # seeds shuffling, weighted sampling and dropout
     bad_record_policy: str = "fail"  # "fail": stop at a bad record; "skip": skip it and count it
     ce_weighting: str = "token"  # "token" or "sqrt_split" (each text split weighs 1/sqrt(length))
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # refuse images over this many pixels (16384 x 16384), read from the header before decoding
+    confine_data_dir: bool = False  # refuse records whose images lie outside their dataset's data_dir ('..', absolute paths, symlinks); False: warn once
 
     def __post_init__(self) -> None:
         for name in ("expected_num_tokens", "max_num_tokens", "max_num_tokens_per_sample"):
@@ -47,6 +50,9 @@ class DataConfig:
         for name in ("text_cond_dropout_prob", "vit_cond_dropout_prob", "vae_cond_dropout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be within [0, 1], got {getattr(self, name)}")
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or \
+                self.max_image_pixels < 1:
+            raise ConfigError(f"data.max_image_pixels={self.max_image_pixels!r} must be a positive number of pixels")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.bad_record_policy not in ("fail", "skip"):

@@ -48,6 +48,11 @@ Default windows (``window=auto``):
 * ``.npy``: ``uint8`` unchanged, ``uint16`` full range, floats already within ``[0, 1]`` taken as
   ``[0, 1]`` (the convention of normalised arrays, e.g. dipy's T1 slice), anything else min..max.
 
+Size: an image whose width x height (read from its header: PIL's lazy open, DICOM Rows/Columns,
+the NIfTI header, the .npy header) exceeds ``max_image_pixels`` (default 16384 x 16384; every reader
+takes the argument, every command the flag ``--max-image-pixels``) is a DataError before any pixel
+is decoded (:mod:`unimedvl.data.pixel_limit`).
+
 Orientation: NIfTI slices use array axes, not world axes: the first remaining axis runs left to
 right and the second bottom to top (the usual neuro-viewer view of RAS-stored data). No
 reorientation to RAS is attempted.
@@ -55,14 +60,16 @@ reorientation to RAS is attempted.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, open_raster, pil_guard_replaced
 from unimedvl.errors import DataError
 
 # name -> (centre, width) in Hounsfield units (Radiopaedia's usual CT values).
@@ -89,6 +96,7 @@ _OPTIONS_FOR = {
 }
 _ALL_OPTIONS = sorted(set().union(*_OPTIONS_FOR.values()))
 _RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
+_WINDOW_BLOCK = 1 << 20  # values windowed at a time: a 144 MP image would need gigabytes of float64 at once
 
 
 @dataclass
@@ -109,13 +117,19 @@ class LoadedImage:
 
     def to_uint8(self) -> np.ndarray:
         """The windowed image as uint8, (H, W) or (H, W, 3)."""
+        out = np.empty(self.pixels.shape, dtype=np.uint8)
+        rows = max(1, _WINDOW_BLOCK // max(1, int(np.prod(self.pixels.shape[1:]))))
+        for start in range(0, self.pixels.shape[0], rows):  # row blocks: float64 temporaries stay small
+            out[start : start + rows] = self._window_block(self.pixels[start : start + rows])
+        return 255 - out if self.invert else out
+
+    def _window_block(self, pixels: np.ndarray) -> np.ndarray:
         low, high = self.window
         if high > low:
-            scaled = (self.pixels.astype(np.float64) - low) * (255.0 / (high - low))
+            scaled = (pixels.astype(np.float64) - low) * (255.0 / (high - low))
         else:  # a constant image (or degenerate window): everything above it is white
-            scaled = np.where(self.pixels > low, 255.0, 0.0)
-        out = np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # halves round up: -600 HU -> 128 (lung)
-        return 255 - out if self.invert else out
+            scaled = np.where(pixels > low, 255.0, 0.0)
+        return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # halves round up: -600 HU -> 128 (lung)
 
     def to_pil(self) -> Image.Image:
         """The windowed image as an 8-bit RGB PIL image (grey is replicated to three channels)."""
@@ -290,7 +304,7 @@ def _dicom_frames(ds: Any, path: str, frame: int) -> int:
     return frames
 
 
-def _load_dicom(path: str, options: dict[str, Any]) -> LoadedImage:
+def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
     from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
     ds = _dicom_read(path, headers_only=False)
@@ -298,8 +312,10 @@ def _load_dicom(path: str, options: dict[str, Any]) -> LoadedImage:
         raise DataError(f"{path}: DICOM file has no pixel data (modality {ds.get('Modality', '?')})")
     frame = options.get("frame", 0)
     frames = _dicom_frames(ds, path, frame)
+    check_pixels(path, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), limit)  # one frame is decoded
     try:
-        array = pixel_array(ds, index=frame if frames > 1 else None)
+        with pil_guard_replaced():  # JPEG-compressed DICOM decodes through PIL; the size was checked above
+            array = pixel_array(ds, index=frame if frames > 1 else None)
     except Exception as err:  # decoder plugins raise many types; all mean "cannot decode"
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -360,12 +376,13 @@ def _file_window(ds: Any) -> tuple[float, float] | None:
     return (centre, width) if width > 0 else None
 
 
-def _size_dicom(path: str, options: dict[str, Any]) -> tuple[int, int]:
+def _size_dicom(path: str, options: dict[str, Any], limit: int) -> tuple[int, int]:
     ds = _dicom_read(path, headers_only=True)
     rows, cols = ds.get("Rows"), ds.get("Columns")
     if not rows or not cols:
         raise DataError(f"{path}: DICOM file has no Rows/Columns (no image; modality {ds.get('Modality', '?')})")
     _dicom_frames(ds, path, options.get("frame", 0))
+    check_pixels(path, int(cols), int(rows), limit)
     return int(cols), int(rows)
 
 
@@ -407,9 +424,10 @@ def _nifti_open(path: str):
         raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from None
 
 
-def _load_nifti(path: str, options: dict[str, Any]) -> LoadedImage:
+def _load_nifti(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
     image = _nifti_open(path)
-    key, _, facts = _nifti_index(path, image.shape, options)
+    key, (first, second), facts = _nifti_index(path, image.shape, options)
+    check_pixels(path, first, second, limit)  # from the header: the slice is not read yet
     try:
         if len(image.shape) < 3:  # a 2-D NIfTI: small, read it whole as one (x, y, 1) volume
             data = np.asarray(image.dataobj).reshape(facts["shape"])[key]
@@ -423,9 +441,10 @@ def _load_nifti(path: str, options: dict[str, Any]) -> LoadedImage:
     return LoadedImage(pixels, window, kind="nifti", path=path, meta=facts)
 
 
-def _size_nifti(path: str, options: dict[str, Any]) -> tuple[int, int]:
+def _size_nifti(path: str, options: dict[str, Any], limit: int) -> tuple[int, int]:
     image = _nifti_open(path)  # reads the header only; data stay on disk
     _, (first, second), _ = _nifti_index(path, image.shape, options)
+    check_pixels(path, first, second, limit)
     return first, second
 
 
@@ -442,9 +461,9 @@ def _npy_shape(path: str, shape: tuple[int, ...]) -> tuple[int, int]:
     raise DataError(f"{path}: .npy array of shape {shape} is not an image; expected (H, W), (H, W, 1) or (H, W, 3)")
 
 
-def _load_npy(path: str, options: dict[str, Any]) -> LoadedImage:
-    array = _npy_open(path)
-    _npy_shape(path, array.shape)
+def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
+    array = _npy_open(path)  # memory-mapped: only the header has been read
+    check_pixels(path, *_npy_shape(path, array.shape), limit)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     pixels = np.asarray(array, dtype=np.float32)
@@ -461,29 +480,51 @@ def _load_npy(path: str, options: dict[str, Any]) -> LoadedImage:
     return LoadedImage(pixels, window, kind="npy", path=path, meta={"dtype": str(array.dtype)})
 
 
-def _raster_open(path: str, frame: int) -> Image.Image:
-    try:
-        image = Image.open(path)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file PIL can read (PNG, JPEG, TIFF, ...)") from None
-    except OSError as err:
-        raise DataError(f"{path}: unreadable image ({err})") from None
-    frames = int(getattr(image, "n_frames", 1))
-    if frame >= frames:
-        raise DataError(f"{path}: frame={frame} but the file has {frames} frame(s)/page(s) (count from 0)")
-    if frame:
-        image.seek(frame)
-    return image
-
-
 _SWAP_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+# PIL's recommended gap for a two-step resize (Image.resize(reducing_gap=3)): reduce by an integer
+# factor while the image stays at least 3x the target, then resample. Images under 3x the target
+# are not reduced at all, so their pixels are exactly those of a full decode.
+REDUCING_GAP = 3.0
+_REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 
 
-def _load_raster(path: str, options: dict[str, Any]) -> LoadedImage:
-    with _raster_open(path, options.get("frame", 0)) as opened:
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation, from what the header holds: a PNG whose eXIf chunk follows the pixel data
+    would need a full decode to find it (PIL's getexif() loads the image), so it is not looked for."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block is ignored when loading too (no rotation applied)
+        return None
+
+
+def _reduce(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """``image`` reduced by the largest integer factors that keep it REDUCING_GAP x ``target`` per side."""
+    factor = tuple(max(1, int(side / max(1, want) / REDUCING_GAP)) for side, want in zip(image.size, target))
+    if factor == (1, 1):
+        return image
+    if image.mode in _REDUCIBLE:  # modes Image.reduce does not take: an equivalent one it does
+        image = image.convert(_REDUCIBLE[image.mode])
+    try:
+        return image.reduce(factor)
+    except ValueError:  # another mode reduce() refuses: keep the full image (the resize still follows)
+        return image
+
+
+def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
+    with pil_guard_replaced(), open_raster(path, path, limit, options.get("frame", 0)) as opened:
         try:
-            # Camera photos (dermatology, fundus) carry an EXIF rotation; the result is a loaded copy.
-            image = ImageOps.exif_transpose(opened)
+            image = opened
+            if reduce_to is not None:  # reduced in the stored orientation, before the EXIF rotation
+                raw = reduce_to[::-1] if _orientation(opened) in _SWAP_ORIENTATIONS else reduce_to
+                # JPEG decodes at 1/2, 1/4 or 1/8 scale, never below the asked size; others decode whole.
+                opened.draft(None, tuple(int(math.ceil(side * REDUCING_GAP)) for side in raw))
+                opened.load()
+                image = _reduce(opened, raw)
+            # Camera photos (dermatology, fundus) carry an EXIF rotation; the result is a loaded copy
+            # (of the reduced image when there is one: the full decode is freed with the file).
+            image = ImageOps.exif_transpose(image)
             image.load()
         except OSError as err:
             raise DataError(f"{path}: unreadable or truncated image ({err})") from None
@@ -512,40 +553,52 @@ def _load_raster(path: str, options: dict[str, Any]) -> LoadedImage:
     return LoadedImage(pixels, window, kind="raster", path=path, meta=meta)
 
 
-def _size_raster(path: str, options: dict[str, Any]) -> tuple[int, int]:
-    with _raster_open(path, options.get("frame", 0)) as image:
+def _size_raster(path: str, options: dict[str, Any], limit: int) -> tuple[int, int]:
+    with open_raster(path, path, limit, options.get("frame", 0)) as image:
         width, height = image.size
-        try:
-            orientation = image.getexif().get(0x0112)
-        except Exception:  # a broken EXIF block is ignored when loading too (no rotation applied)
-            orientation = None
+        orientation = _orientation(image)
     return (height, width) if orientation in _SWAP_ORIENTATIONS else (width, height)
 
 
+def _size_npy(path: str, options: dict[str, Any], limit: int) -> tuple[int, int]:
+    width, height = _npy_shape(path, _npy_open(path).shape)
+    check_pixels(path, width, height, limit)
+    return width, height
+
+
 _LOADERS = {"dicom": _load_dicom, "nifti": _load_nifti, "npy": _load_npy, "raster": _load_raster}
-_SIZERS = {"dicom": _size_dicom, "nifti": _size_nifti, "npy": lambda p, o: _npy_shape(p, _npy_open(p).shape),
-           "raster": _size_raster}
+_SIZERS = {"dicom": _size_dicom, "nifti": _size_nifti, "npy": _size_npy, "raster": _size_raster}
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API.
 
 
-def load_array(path_spec: str | os.PathLike[str], **options: Any) -> LoadedImage:
-    """Decode one 2-D image in its own units (HU for CT) with the window chosen by the options."""
-    path, fmt, parsed = _options(path_spec, options)
-    return _LOADERS[fmt](path, parsed)
+def load_array(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+               reduce_to: tuple[int, int] | None = None, **options: Any) -> LoadedImage:
+    """Decode one 2-D image in its own units (HU for CT) with the window chosen by the options.
 
-
-def load_image(path_spec: str | os.PathLike[str], **options: Any) -> Image.Image:
-    """Load any supported medical image as an 8-bit RGB PIL image (windowed, grey replicated)."""
-    return load_array(path_spec, **options).to_pil()
-
-
-def image_size(path_spec: str | os.PathLike[str], **options: Any) -> tuple[int, int]:
-    """(width, height) that :func:`load_image` would return, from headers where possible.
-
-    Also checks that frame/slice/t options are in range, so validation catches them early.
+    An image over ``max_image_pixels`` (width x height, read from the header; default 16384 x 16384)
+    is a DataError before anything is decoded. ``reduce_to=(width, height)``: the caller resizes to
+    that size next, so a raster image may be decoded smaller (JPEG draft mode, then an integer
+    reduction), never below ``REDUCING_GAP`` times it; the window is then computed on that image.
     """
     path, fmt, parsed = _options(path_spec, options)
-    return _SIZERS[fmt](path, parsed)
+    return _LOADERS[fmt](path, parsed, max_image_pixels, reduce_to)
+
+
+def load_image(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+               reduce_to: tuple[int, int] | None = None, **options: Any) -> Image.Image:
+    """Load any supported medical image as an 8-bit RGB PIL image (windowed, grey replicated)."""
+    return load_array(path_spec, max_image_pixels=max_image_pixels, reduce_to=reduce_to, **options).to_pil()
+
+
+def image_size(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+               **options: Any) -> tuple[int, int]:
+    """(width, height) that :func:`load_image` would return, from headers where possible.
+
+    Also checks that frame/slice/t options are in range and that the image is within
+    ``max_image_pixels``, so validation catches both early.
+    """
+    path, fmt, parsed = _options(path_spec, options)
+    return _SIZERS[fmt](path, parsed, max_image_pixels)

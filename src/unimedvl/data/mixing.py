@@ -112,6 +112,11 @@ class MixGroup:
         dataset, i = self._locate(k)
         return dataset.index.where(i)
 
+    def data_dir(self, k: int) -> str:
+        """The folder record ``k``'s image paths are relative to (its dataset's data_dir)."""
+        dataset, _ = self._locate(k)
+        return dataset.index.data_dir
+
 
 @dataclass
 class Mix:

@@ -30,6 +30,7 @@ stream exactly.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -40,11 +41,14 @@ from unimedvl.data.config import DataConfig
 from unimedvl.data.datasets import shard_order, shard_size, stable_hash
 from unimedvl.data.mixing import Mix, MixGroup
 from unimedvl.data.plans import Drops, ModelPaths, SampleBuilder
+from unimedvl.data.records import confinement_problem
 from unimedvl.errors import ConfigError, DataError
 from unimedvl.models.packed_batch import PackedBatch, SplitSpec, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
 __all__ = ["Packer", "new_stats", "add_stats"]
+
+log = logging.getLogger("unimedvl.data")
 
 _COUNTERS = ("samples", "tokens", "skipped_too_long", "skipped_bad_records")
 
@@ -88,7 +92,9 @@ class Packer:
         self.cfg = cfg
         self.shard, self.num_shards = shard, num_shards
         self.paths = ModelPaths.of(model_cfg)
-        self.builders = [SampleBuilder(tokenizer, model_cfg, g.vae_transform, g.vit_transform) for g in self.groups]
+        self.builders = [SampleBuilder(tokenizer, model_cfg, g.vae_transform, g.vit_transform, cfg.max_image_pixels)
+                         for g in self.groups]
+        self._told: set[str] = set()  # notices already logged by this shard (each is said once)
         self.sizes = [shard_size(g.num_records, shard, num_shards) for g in self.groups]
         for g, size in zip(self.groups, self.sizes):
             if g.is_mandatory and size == 0:
@@ -134,15 +140,35 @@ class Packer:
         """
         group = self.groups[gi]
         record = group.read(k)  # parse errors already name path:line
+        limit = self.cfg.max_num_tokens_per_sample
         try:
+            self._check_confinement(group, k, record)
             items = group.plan.plan(record, drops, self.paths)
-            measured = self.builders[gi].measure(items)
-            if measured.num_tokens > self.cfg.max_num_tokens_per_sample:
+            measured = self.builders[gi].measure(items, limit=limit)  # a huge text is bounded, not tokenised
+            if measured.num_tokens > limit:
+                at_least = "" if measured.encoded else "at least "
+                self._tell("too_long", f"{group.where(k)}: sample of {at_least}{measured.num_tokens} tokens skipped "
+                           f"(max_num_tokens_per_sample={limit}); later ones are only counted (skipped_too_long)")
                 return _Sample(gi, k, drops, [], measured.num_tokens)
             splits, num_tokens = self.builders[gi].materialize(measured)
         except DataError as err:
             raise DataError(f"{group.where(k)}: {err}") from None
         return _Sample(gi, k, drops, splits, num_tokens)
+
+    def _tell(self, key: str, message: str) -> None:
+        """Log ``message`` the first time ``key`` comes up in this shard."""
+        if key not in self._told:
+            self._told.add(key)
+            log.warning(message)
+
+    def _check_confinement(self, group: MixGroup, k: int, record) -> None:
+        """Images outside the dataset's data_dir: a bad record with confine_data_dir, else said once."""
+        problem = confinement_problem(record, group.data_dir(k))
+        if problem is None:
+            return
+        if self.cfg.confine_data_dir:
+            raise DataError(f"{problem}; move it inside, or train without confine_data_dir")
+        self._tell("outside", f"{group.where(k)}: {problem}; confine_data_dir=True refuses such records")
 
     def _draw(self, gi: int) -> _Sample:
         """The next usable sample of group ``gi`` (too-long and, if allowed, bad records skipped and counted)."""

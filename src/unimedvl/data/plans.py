@@ -56,12 +56,13 @@ that no plan ever emits a split the model cannot embed:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 from PIL import Image
 
 from unimedvl.config import ModelConfig
 from unimedvl.data.medical_io import image_size, load_image
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.records import ImageRef, Record
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError
@@ -261,19 +262,24 @@ class Measured:
     """A planned sample with its text encoded and its length known; images not loaded yet."""
 
     items: list[PlanItem]
-    ids: list[list[int] | None]  # token ids per text item (None for images)
-    num_tokens: int  # sequence length from the transformed image sizes
+    ids: list[list[int] | None]  # token ids per text item (None for images, and for all when not encoded)
+    num_tokens: int  # sequence length from the transformed image sizes (a lower bound when not encoded)
+    encoded: bool = True  # False: over the limit already by its lower bound, the text was never tokenised
 
 
 class SampleBuilder:
     """Measures and materialises plan items with one dataset's tokenizer and image transforms."""
 
     def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, vae_transform: ImageTransform | None,
-                 vit_transform: ImageTransform | None):
+                 vit_transform: ImageTransform | None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                 sizer: Callable[[str], tuple[int, int]] | None = None):
+        """``sizer``: (width, height) of an image path spec (default: its header, within ``max_image_pixels``)."""
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.transforms = {"vae": vae_transform, "vit": vit_transform}
         self.strides = {"vae": cfg.vae_image_stride, "vit": cfg.vit.patch_size}
+        self.max_image_pixels = max_image_pixels
+        self.sizer = sizer or (lambda path: image_size(path, max_image_pixels=max_image_pixels))
 
     def _transform(self, path: str) -> ImageTransform:
         transform = self.transforms[path]
@@ -282,8 +288,36 @@ class SampleBuilder:
             raise DataError(f"a {path.upper()} image needs {key} in the mix entry of this dataset type")
         return transform
 
-    def measure(self, items: Sequence[PlanItem]) -> Measured:
-        """Encode the text and size the images (declared size, else the file header)."""
+    def _image_tokens(self, item: ImageItem) -> int:
+        ref = item.ref
+        width, height = (ref.width, ref.height) if ref.width and ref.height else self.sizer(ref.path)
+        new_w, new_h = self._transform(item.path).target_size(width, height)
+        return image_tokens(new_h, new_w, self.strides[item.path])
+
+    def lower_bound(self, items: Sequence[PlanItem], limit: int) -> int | None:
+        """The sample's length bound when it already exceeds ``limit`` before any text is tokenised, else None.
+
+        Each text needs at least bytes / (longest token) tokens (:meth:`Tokenizer.min_tokens`): a 10 MB
+        question is refused after one pass over its bytes instead of minutes of tokenising.
+        """
+        images = sum(self._image_tokens(i) for i in items if isinstance(i, ImageItem))
+        texts = [i.text for i in items if isinstance(i, TextItem)]
+        per_token = self.tokenizer.max_token_bytes
+        raw = images + sum(text_tokens(-(-len(t.encode("utf-8")) // per_token)) for t in texts)
+        if raw <= limit:  # the bound cannot prove it too long: the exact count decides
+            return None
+        bound = images + sum(text_tokens(self.tokenizer.min_tokens(t)) for t in texts)
+        return bound if bound > limit else None
+
+    def measure(self, items: Sequence[PlanItem], limit: int | None = None) -> Measured:
+        """Encode the text and size the images (declared size, else the file header).
+
+        With ``limit``, a sample that exceeds it by :meth:`lower_bound` alone comes back unencoded.
+        """
+        if limit is not None:
+            bound = self.lower_bound(items, limit)
+            if bound is not None:
+                return Measured(list(items), [None] * len(items), bound, encoded=False)
         ids: list[list[int] | None] = []
         total = 0
         for item in items:
@@ -293,14 +327,13 @@ class SampleBuilder:
                 total += text_tokens(len(encoded))
             else:
                 ids.append(None)
-                ref = item.ref
-                width, height = (ref.width, ref.height) if ref.width and ref.height else image_size(ref.path)
-                new_w, new_h = self._transform(item.path).target_size(width, height)
-                total += image_tokens(new_h, new_w, self.strides[item.path])
+                total += self._image_tokens(item)
         return Measured(list(items), ids, total)
 
     def materialize(self, measured: Measured) -> tuple[list[SplitSpec], int]:
         """Load and transform the images; (splits, sequence length from the actual tensors)."""
+        if not measured.encoded:
+            raise ValueError("materialize() of a sample that was measured over its limit and never encoded")
         pictures: dict[str, Image.Image] = {}
         tensors: dict[tuple[str, str], object] = {}
         splits: list[SplitSpec] = []
@@ -311,7 +344,7 @@ class SampleBuilder:
             key = (item.ref.path, item.path)
             if key not in tensors:
                 if item.ref.path not in pictures:
-                    pictures[item.ref.path] = load_image(item.ref.path)
+                    pictures[item.ref.path] = load_image(item.ref.path, max_image_pixels=self.max_image_pixels)
                 tensors[key] = self._transform(item.path)(pictures[item.ref.path])
             image = tensors[key]
             if item.path == "vit":

@@ -112,6 +112,23 @@ class Problem:
         return f"{self.path}:{self.line}: {self.message}" if self.line is not None else f"{self.path}: {self.message}"
 
 
+def outside_data_dir(path_spec: str, data_dir: str | os.PathLike[str]) -> bool:
+    """True when the file ``path_spec`` names (fragment removed) lies outside ``data_dir`` once ``..``,
+    absolute paths and symbolic links are resolved: a record that reaches for other files."""
+    path = path_spec if "#" not in path_spec or os.path.exists(path_spec) else path_spec.rsplit("#", 1)[0]
+    real, root = os.path.realpath(path), os.path.realpath(os.fspath(data_dir))
+    return os.path.commonpath([real, root]) != root
+
+
+def confinement_problem(record: Record, data_dir: str | os.PathLike[str]) -> str | None:
+    """Why ``record`` reaches outside ``data_dir`` (its first such image), or None when it does not."""
+    for ref in record.images:
+        if outside_data_dir(ref.path, data_dir):
+            return (f"image {ref.rel_path} lies outside the data folder {os.fspath(data_dir)} (through '..', an "
+                    "absolute path or a symbolic link)")
+    return None
+
+
 def resolve_image_path(rel_path: str, data_dir: str | os.PathLike[str]) -> str:
     """``rel_path`` joined to ``data_dir`` unless it is absolute; a ``#fragment`` is kept."""
     if os.path.isabs(rel_path) or not str(data_dir):
@@ -252,8 +269,8 @@ def _parse_raw(
     if data_dir is None:
         data_dir = os.path.dirname(os.fspath(path))
     try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
+        # utf-8-sig: editors on Windows start a file with a byte-order mark; it is no part of the record.
+        text = text.decode("utf-8-sig") if isinstance(text, bytes) else text.removeprefix("\ufeff")
         obj = json.loads(text)
     except UnicodeDecodeError as err:
         raise DataError(f"not UTF-8 text ({err.reason} at byte {err.start})") from None

@@ -16,7 +16,16 @@ given (an input image may go through both paths, depending on the dataset type).
 
 Images are checked from their headers (fast); ``decode=True`` (``--decode``) decodes every image
 fully, which also catches truncated pixel data. A width/height declared in the record that
-differs from the file is a problem too: token budgets are planned from the declared sizes.
+differs from the file is a problem too: token budgets are planned from the declared sizes. An
+image over ``max_image_pixels`` (default 16384 x 16384) is a problem, found from its header.
+
+Token budget (:class:`TokenLimit`, on by default in the CLI): a record whose text alone (JSONL) or
+whole planned sample (mix: text + images after the transforms, as the packer counts) exceeds the
+limit is a problem: training would skip it, ``eval`` fails it and ``ask`` refuses it. A huge text is
+bounded without being tokenised (:meth:`~unimedvl.tokenizer.Tokenizer.min_tokens`).
+
+Confinement: an image that lies outside the record's data folder (``..``, an absolute path, a
+symbolic link) is a warning, or a problem with ``confine_data_dir`` (``--confine-data-dir``).
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from unimedvl.data.medical_io import image_size, load_array
-from unimedvl.data.records import Problem, Record, read_jsonl_lenient
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.data.records import Problem, Record, outside_data_dir, read_jsonl_lenient
+from unimedvl.data.token_budget import TokenLimit, sample_token_check, token_limit_from_args
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
 
@@ -76,6 +87,7 @@ class Report:
     image_sizes: dict[str, SizeRange] = field(default_factory=dict)  # "input"/"output" -> stored sizes
     grid_sizes: dict[str, SizeRange] = field(default_factory=dict)  # "vae"/"vit" -> patch grid (cols, rows)
     problems: list[Problem] = field(default_factory=list)  # everything wrong, in reading order
+    warnings: list[Problem] = field(default_factory=list)  # legal but suspect (images outside the data folder)
 
     @property
     def ok(self) -> bool:
@@ -94,41 +106,86 @@ class Report:
             if grid and grid.count:
                 lines.append(f"after the {_LABELS[key]} transform: {name} per side, "
                              f"cols {grid.min_width}..{grid.max_width}, rows {grid.min_height}..{grid.max_height}")
-        if self.problems:
-            lines.append(f"problems: {len(self.problems)}")
-            shown = self.problems if max_problems is None else self.problems[:max_problems]
-            lines.extend(f"  {p}" for p in shown)
-            if len(shown) < len(self.problems):
-                lines.append(f"  ... and {len(self.problems) - len(shown)} more")
-        else:
-            lines.append("no problems found")
+        lines += _listing("warnings", self.warnings, max_problems)
+        lines += _listing("problems", self.problems, max_problems) or ["no problems found"]
         return "\n".join(lines)
+
+
+def _listing(title: str, items: list[Problem], most: int | None) -> list[str]:
+    """``title: N`` and the first ``most`` items, one per line ([] when there are none)."""
+    if not items:
+        return []
+    shown = items if most is None else items[:most]
+    lines = [f"{title}: {len(items)}", *(f"  {p}" for p in shown)]
+    if len(shown) < len(items):
+        lines.append(f"  ... and {len(items) - len(shown)} more")
+    return lines
 
 
 class _Checker:
     """Validates records against image files and size limits, caching one header read per image."""
 
     def __init__(
-        self, report: Report, transforms: dict[str, tuple[ImageTransform, int | None]], decode: bool = False
+        self, report: Report, transforms: dict[str, tuple[ImageTransform, int | None]], decode: bool = False,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, tokens: TokenLimit | None = None,
+        confine_data_dir: bool = False,
     ) -> None:
         self.report = report
         self.decode = decode
         self.transforms = transforms  # "vae"/"vit" -> (transform, max patches per side or None)
+        self.max_image_pixels = max_image_pixels
+        self.tokens = tokens
+        self.confine_data_dir = confine_data_dir
+        self.data_dir: str | None = None  # the folder of the file being read (for confinement)
         self.sizes: dict[str, tuple[int, int] | str] = {}
         self.ids: dict[str, str] = {}  # sample_id -> "path:line" of first use
         self.record_check: Callable[[Record], None] | None = None  # raises DataError when the type cannot use it
+        self.token_check: Callable[[Record], None] | None = None  # a mix's planned-sample count (else the text's)
 
     def size(self, path_spec: str) -> tuple[int, int] | str:
         if path_spec not in self.sizes:
             try:
                 if self.decode:
-                    pixels = load_array(path_spec).pixels
+                    pixels = load_array(path_spec, max_image_pixels=self.max_image_pixels).pixels
                     self.sizes[path_spec] = (pixels.shape[1], pixels.shape[0])
                 else:
-                    self.sizes[path_spec] = image_size(path_spec)
+                    self.sizes[path_spec] = image_size(path_spec, max_image_pixels=self.max_image_pixels)
             except DataError as err:
                 self.sizes[path_spec] = str(err)
         return self.sizes[path_spec]
+
+    def known_size(self, path_spec: str) -> tuple[int, int]:
+        """The image's size for token counting; DataError (reported by the image checks) when unreadable."""
+        size = self.size(path_spec)
+        if isinstance(size, str):
+            raise DataError(size)
+        return size
+
+    def check_tokens(self, record: Record, path: str, line: int) -> None:
+        if self.token_check is not None:
+            try:
+                self.token_check(record)
+            except DataError as err:
+                self.problem(path, line, str(err))
+            return
+        if self.tokens is None:
+            return
+        count, exact = self.tokens.text_tokens(record)
+        if count > self.tokens.limit:
+            self.problem(path, line, f"the record's text alone is {'' if exact else 'at least '}{count} tokens, over "
+                         f"{self.tokens.name}: training skips it, eval fails it and ask refuses it; shorten it")
+
+    def check_confinement(self, record: Record, path: str, line: int) -> None:
+        if self.data_dir is None:
+            return
+        for ref in record.images:
+            if outside_data_dir(ref.path, self.data_dir):
+                text = (f"image {ref.rel_path} lies outside the data folder {self.data_dir} (through '..', an "
+                        "absolute path or a symbolic link)")
+                if self.confine_data_dir:
+                    self.problem(path, line, f"{text}; move it inside (or leave out --confine-data-dir)")
+                else:
+                    self.report.warnings.append(Problem(path, line, f"{text}; --confine-data-dir refuses it"))
 
     def record(self, record: Record, path: str, line: int) -> None:
         report = self.report
@@ -143,6 +200,8 @@ class _Checker:
                 self.record_check(record)
             except DataError as err:
                 self.problem(path, line, str(err))
+        self.check_confinement(record, path, line)
+        self.check_tokens(record, path, line)
         for role, images in (("input", record.input_images), ("output", record.output_images)):
             for number, ref in enumerate(images, start=1):
                 size = self.size(ref.path)
@@ -183,11 +242,17 @@ def validate_sources(
     max_latent_side: int | None = None,
     max_vit_side: int | None = None,
     decode: bool = False,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    tokens: TokenLimit | None = None,
+    confine_data_dir: bool = False,
 ) -> Report:
     """Validate several (jsonl_path, data_dir) pairs into one report (sample ids unique across all).
 
     ``max_latent_side`` / ``max_vit_side`` are position-table sides in patches (the model's
-    ``max_latent_size`` and ``vit_max_num_patch_per_side``); each needs its transform.
+    ``max_latent_size`` and ``vit_max_num_patch_per_side``); each needs its transform. ``tokens``:
+    the text budget (None: not checked); ``confine_data_dir``: images outside a file's data folder
+    are problems instead of warnings.
     """
     transforms: dict[str, tuple[ImageTransform, int | None]] = {}
     for key, transform, side in (("vae", vae_transform, max_latent_side), ("vit", vit_transform, max_vit_side)):
@@ -196,7 +261,8 @@ def validate_sources(
         if transform is not None:
             transforms[key] = (transform, side)
     report = Report()
-    _read_sources(report, _Checker(report, transforms, decode), sources)
+    checker = _Checker(report, transforms, decode, max_image_pixels, tokens, confine_data_dir)
+    _read_sources(report, checker, sources)
     return report
 
 
@@ -208,6 +274,7 @@ def _read_sources(report: Report, checker: _Checker,
         report.files.append(spath)
         records_before, problems_before = report.records, len(report.problems)
         parse_problems: list[Problem] = []  # filled by the reader as it skips bad lines
+        checker.data_dir = os.path.abspath(os.fspath(data_dir) if data_dir is not None else os.path.dirname(spath) or ".")
 
         def flush() -> None:  # keeps problems in line order: skipped lines before the next record
             report.bad_records += sum(p.line is not None for p in parse_problems)
@@ -230,9 +297,12 @@ def validate_jsonl(
     max_latent_side: int | None = None,
     max_vit_side: int | None = None,
     decode: bool = False,
+    **options,
 ) -> Report:
-    """Validate one JSONL file: every record and every image header (``data_dir``: default its folder)."""
-    return validate_sources([(path, data_dir)], vae_transform, vit_transform, max_latent_side, max_vit_side, decode)
+    """Validate one JSONL file: every record and every image header (``data_dir``: default its folder);
+    ``options``: those of :func:`validate_sources` (max_image_pixels, tokens, confine_data_dir)."""
+    return validate_sources([(path, data_dir)], vae_transform, vit_transform, max_latent_side, max_vit_side, decode,
+                            **options)
 
 
 def validate_mix(
@@ -241,11 +311,16 @@ def validate_mix(
     model: "ModelConfig | None" = None,
     decode: bool = False,
     size_check: bool = True,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    tokens: TokenLimit | None = None,
+    confine_data_dir: bool = False,
 ) -> Report:
     """Validate a YAML mix: the mix itself, then every group's datasets with its transforms and type.
 
     ``model`` (default: the release config) decides which paths and position tables apply;
-    ``size_check=False`` skips the transform / position-table check of the images.
+    ``size_check=False`` skips the transform / position-table check of the images; ``tokens``
+    counts each record's whole planned sample (text and images) as the packer does.
     """
     from unimedvl.config import ModelConfig
     from unimedvl.data.mixing import check_mix
@@ -259,7 +334,7 @@ def validate_mix(
             path, _, rest = message.partition(": ")
             report.problems.append(Problem(path, None, rest))
         return report
-    checker = _Checker(report, {}, decode)
+    checker = _Checker(report, {}, decode, max_image_pixels, tokens, confine_data_dir)
     paths = ModelPaths.of(model)
     for group in mix.groups:
         checker.transforms = {}
@@ -269,6 +344,8 @@ def validate_mix(
             side = None if model.interpolate_pos else model.vit_max_num_patch_per_side
             checker.transforms["vit"] = (group.vit_transform, side)
         checker.record_check = _plan_check(group.plan, paths)
+        checker.token_check = None if tokens is None else sample_token_check(group, paths, model, tokens,
+                                                                              checker.known_size)
         sources = [(d.info.jsonl_path, d.info.data_dir) for d in group.datasets]
         _read_sources(report, checker, [s for s in sources if s[0] not in report.files])
     return report
@@ -304,10 +381,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="bagel-7b-mot",
                         help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
                              "apply) or a model size name / YAML (the release's sizes apply)")  # fmt: skip
-    from unimedvl.cli_options import add_size_arguments
+    from unimedvl.cli_options import add_image_pixels_argument, add_size_arguments
+    from unimedvl.data.config import DataConfig
 
     add_size_arguments(parser)
+    add_image_pixels_argument(parser)
     parser.add_argument("--no-size-check", action="store_true", help="skip the transform / position-table check")
+    parser.add_argument("--max-num-tokens-per-sample", type=int, default=DataConfig.max_num_tokens_per_sample,
+                        metavar="N", help="report records longer than this many tokens (training's "
+                        "max_num_tokens_per_sample; the model's context length caps it) (default: "
+                        f"{DataConfig.max_num_tokens_per_sample})")  # fmt: skip
+    parser.add_argument("--no-token-check", action="store_true",
+                        help="do not tokenise the records (skips the token-count check and loading the tokenizer)")
+    parser.add_argument("--confine-data-dir", action="store_true",
+                        help="report images outside the data folder ('..', absolute paths, symlinks) as problems "
+                             "(default: warnings)")  # fmt: skip
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
     parser.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
     bench = parser.add_argument_group("standard benchmarks (SOURCE is the folder its publisher ships)")
@@ -357,11 +445,13 @@ def run(args: argparse.Namespace) -> int:
 
         return run_validate(args)
     model, inference = _model(args.model)
+    options = dict(max_image_pixels=args.max_image_pixels, tokens=token_limit_from_args(args, model),
+                   confine_data_dir=args.confine_data_dir)
     if _is_mix(args.source):
         if args.data_dir is not None:
             raise UserError("--data-dir applies to a JSONL file; a mix takes data_dir from the dataset info")
         report = validate_mix(args.source, args.dataset_info, model, decode=args.decode,
-                              size_check=not args.no_size_check)
+                              size_check=not args.no_size_check, **options)
         print(report.format(max_problems=args.max_problems or None))
         return 0 if report.ok else 1
     sources = _sources(args)
@@ -371,6 +461,6 @@ def run(args: argparse.Namespace) -> int:
         inference = inference.with_sizes(**size_overrides(args))
         vae, vit = inference.vae_transform, inference.vit_transform
         latent_side, vit_side = model.max_latent_size, model.vit_max_num_patch_per_side
-    report = validate_sources(sources, vae, vit, latent_side, vit_side, decode=args.decode)
+    report = validate_sources(sources, vae, vit, latent_side, vit_side, decode=args.decode, **options)
     print(report.format(max_problems=args.max_problems or None))
     return 0 if report.ok else 1

@@ -60,14 +60,16 @@ import numpy as np
 from PIL import Image
 
 from unimedvl.data.medical_io import LoadedImage, load_array
-from unimedvl.data.records import IMAGE_TOKEN, Record, parse_line
-from unimedvl.errors import ConfigError, DataError, UserError
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.data.records import IMAGE_TOKEN, Record, confinement_problem, parse_line
+from unimedvl.errors import ConfigError, DataError, DiskFullError, UserError
 from unimedvl.eval import metrics as M
 from unimedvl.eval.baselines import image_baseline_name, image_baseline_prediction
 from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
 from unimedvl.eval.estimates import metric_estimates
 from unimedvl.eval.item_scores import IMAGE_METRICS
 from unimedvl.eval.stats_csv import compute_statistics
+from unimedvl.fileio import atomic_path, disk_full_reported
 from unimedvl.guidance import RESTORATION, GuidanceConfig
 
 METRIC_MODES = ("reference", "native", "both")
@@ -91,6 +93,8 @@ class EvalSettings:
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
     guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # images over this many pixels fail their sample (header check)
+    confine_data_dir: bool = False  # images outside the data folder fail their sample (else a warning)
 
     def __post_init__(self) -> None:
         if self.metric_mode not in METRIC_MODES:
@@ -154,16 +158,22 @@ def _kind(record: Record) -> str:
     return "report" if record.task_type == REPORT_TASK else "question"
 
 
-def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> list[Sample]:
+def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
+                 confine_data_dir: bool | None = False) -> list[Sample]:
     """Every non-blank line of the JSONL as a Sample; a bad line becomes an ``invalid`` one (no exception).
 
-    Duplicate sample ids get ``#<line>`` appended (resume needs unique keys), with a warning.
+    Duplicate sample ids get ``#<line>`` appended (resume needs unique keys), with a warning. A
+    record with an image outside ``data_dir`` (default: the file's folder) becomes ``invalid`` with
+    ``confine_data_dir``; otherwise one warning counts them (None: not checked, for the records our
+    benchmark readers wrote, whose images stay where the benchmark keeps them).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: test JSONL not found; pass --data with an existing file")
     samples: list[Sample] = []
     seen: set[str] = set()
+    outside: list[str] = []  # sources of records reaching outside the data folder
+    folder = os.fspath(data_dir) if data_dir is not None else os.fspath(path.parent)
     with path.open("rb") as handle:
         lines = [(n, raw) for n, raw in enumerate(handle, start=1) if raw.strip()]
     for index, (number, raw) in enumerate(lines):
@@ -184,6 +194,11 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
                             record.degrade_type, source=source)  # fmt: skip
             if isinstance(record.extra.get("unusable"), str):  # a benchmark question the reader could not use
                 sample.kind, sample.record, sample.error = "invalid", None, record.extra["unusable"]
+            elif confine_data_dir is not None and (problem := confinement_problem(record, folder)) is not None:
+                outside.append(source)
+                if confine_data_dir:
+                    sample.kind, sample.record = "invalid", None
+                    sample.error = f"{problem}; move it inside, or evaluate without --confine-data-dir"
         if sample.sample_id in seen:
             new_id = f"{sample.sample_id}#{number}"
             print(f"warning: {source}: sample_id {sample.sample_id!r} repeats an earlier line; "
@@ -191,6 +206,9 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
             sample.sample_id = new_id
         seen.add(sample.sample_id)
         samples.append(sample)
+    if outside and not confine_data_dir:
+        print(f"warning: {len(outside)} record(s) of {path} name images outside the data folder {folder} (first: "
+              f"{outside[0]}); --confine-data-dir fails such samples", file=sys.stderr)  # fmt: skip
     stems: set[str] = set()
     for s in samples:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", s.sample_id).strip("._")[:120] or "sample"
@@ -370,16 +388,17 @@ class BatchEvaluator:
         try:
             if not work.instruction.strip():
                 raise DataError("the record has no human text (instruction or question) to give the model")
-            work.inputs = [load_array(ref.path).to_pil() for ref in record.input_images]
+            limit = self.settings.max_image_pixels
+            work.inputs = [load_array(ref.path, max_image_pixels=limit).to_pil() for ref in record.input_images]
             if record.output_images:
                 ref = record.output_images[0]
                 try:
-                    work.gt = load_array(ref.path)
+                    work.gt = load_array(ref.path, max_image_pixels=limit)
                 except UserError as err:
                     raise DataError(f"output image: {err}") from None
                 work.gt_display = work.gt.to_pil()
-        except (UserError, OSError, ValueError) as err:
-            work.error = _error_text(err)
+        except Exception as err:  # noqa: BLE001 - one bad sample must not end the run (nor every rerun)
+            self._fail(work, err)
         return work
 
     def _understand_request(self, work: _Work):
@@ -444,6 +463,8 @@ class BatchEvaluator:
         setattr(work, timer, time.perf_counter() - start)
 
     def _fail(self, work: _Work, err: BaseException) -> None:
+        if isinstance(err, DiskFullError):
+            raise err
         work.error = _error_text(err)
         if not isinstance(err, UserError):  # an unexpected failure: keep the traceback for the user
             print(f"warning: sample {work.sample.sample_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
@@ -454,6 +475,8 @@ class BatchEvaluator:
         if work.error is None:
             try:
                 line["metrics"] = self._score(work, pred)
+            except DiskFullError:
+                raise  # not the sample's fault: the run stops, the sample is redone after a rerun
             except (UserError, OSError, ValueError) as err:
                 work.error = _error_text(err)
         if work.error is not None:
@@ -495,8 +518,10 @@ class BatchEvaluator:
         return scores
 
     def _save(self, image: Image.Image, name: str) -> str:
-        path = self.image_dir / name
-        image.save(path, format="PNG")
+        with disk_full_reported("writing images", self.image_dir,
+                                "the results written so far are intact; free space and rerun to continue"):
+            with atomic_path(self.image_dir / name, fsync=False) as tmp:  # no half image under the final name
+                image.save(tmp, format="PNG")
         return f"images/{name}"
 
 

@@ -19,9 +19,10 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
 
 ``run_info.json``
     model path and fingerprint (sha256 of its config files, size and mtime of its weight files),
-    data path, sha256 and data_dir, and the settings. A later run into the same folder must match
-    it: then it resumes; otherwise it stops with an error (use a new --out, or --overwrite to
-    replace the old results; a matching run is resumed even with --overwrite).
+    data path, sha256 and data_dir, and the settings; written once the model has loaded (a
+    checkpoint that fails to load leaves nothing that blocks the rerun). A later run into the same
+    folder must match it: then it resumes; otherwise it stops with an error (use a new --out, or
+    --overwrite to replace the old results; a matching run is resumed even with --overwrite).
 ``results.jsonl``
     one line per sample, in the JSONL's order once the run ends. One process appends to it
     directly, each line flushed and fsync'ed; under torchrun rank r appends to
@@ -37,6 +38,12 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
     (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
     data file, sha256 and n, settings, software and machine (:mod:`unimedvl.eval.provenance`).
 
+Failures: a sample that cannot be run (unreadable or oversized image, a text longer than the
+model's context, ...) is a result line with its ``error``; the summary counts them, and
+``--strict`` makes the exit status 1 when there is any. A full disk stops the run with one line
+("disk full while writing results in DIR; ..."), after removing the partial write; what an
+interrupted writer left (``*.tmp``) is removed at the next start.
+
 Distribution: under torchrun (RANK / WORLD_SIZE) each rank loads the model and takes every
 W-th of the samples still to do, in file order (on a fresh run: rank r takes r, r+W, ...);
 gloo on CPU, nccl on GPU. Several --model: every rank evaluates them one after another, in the
@@ -50,18 +57,18 @@ import argparse
 import datetime
 import hashlib
 import json
-import math
-import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from unimedvl.cli_options import (
     add_device_arguments,
     add_guidance_arguments,
+    add_image_pixels_argument,
     add_size_arguments,
     guidance_from_args,
     size_overrides,
@@ -73,10 +80,10 @@ from unimedvl.eval.benchmark_cli import (
     prepare_benchmarks,
     print_benchmark_result,
 )
-from unimedvl.fileio import atomic_write_text, read_json_lines
+from unimedvl.eval.result_files import RESULTS, ResultWriter, consolidate, finite, read_lines
+from unimedvl.fileio import atomic_write_text, disk_full_reported, remove_stale_temporaries
 from unimedvl.guidance import RESTORATION
 
-RESULTS = "results.jsonl"
 RUN_INFO = "run_info.json"
 STATS = "statistics.json"
 _CONFIG_FILES = ("llm_config.json", "vit_config.json", "unimedvl_config.yaml", "config.json")
@@ -112,6 +119,12 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace results in OUT/<model_id>/<split> left by a run with another model, data or settings")
     p.add_argument("--retry-failed", action="store_true", help="redo samples that failed in an earlier run")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any sample failed (default: 0; the summary counts the failures)")
+    p.add_argument("--confine-data-dir", action="store_true",
+                   help="fail samples whose images lie outside --data-dir ('..', absolute paths, symlinks) "
+                        "(default: a warning; --benchmark sets are not checked: their images stay in the "
+                        "benchmark's folder)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = p.add_argument_group("model")
@@ -120,6 +133,7 @@ def register(subparsers) -> None:
                    help="ema.safetensors (model.safetensors when absent) or the raw model.safetensors: "
                         "after a short run the EMA may still be close to the initial weights")  # fmt: skip
     add_size_arguments(g)
+    add_image_pixels_argument(g, why="; a larger image fails its sample")
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
     g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
@@ -141,6 +155,7 @@ def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | 
         vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,
         vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels, max_new_tokens=args.max_new_tokens,
         seed=args.seed, metric_mode=args.metric_mode, guidance=guidance_from_args(args, inference.preset("eval")),
+        max_image_pixels=args.max_image_pixels, confine_data_dir=args.confine_data_dir,
     )  # fmt: skip
 
 
@@ -213,7 +228,7 @@ def check_run_dir(run_dir: Path, identity: dict, overwrite: bool) -> bool:
     info = run_dir / RUN_INFO
     ours = [run_dir / RESULTS, run_dir / STATS, *run_dir.glob("results.rank*.jsonl")]
     if not info.is_file():
-        if not any(p.exists() for p in ours):
+        if not any(p.is_file() and p.stat().st_size for p in ours):  # empty files hold no results
             return False
         why = f"{run_dir} holds results but no {RUN_INFO}, so they cannot be matched to this run"
     else:
@@ -235,64 +250,6 @@ def _clear(run_dir: Path) -> None:
     for path in [run_dir / RESULTS, run_dir / STATS, run_dir / RUN_INFO, *run_dir.glob("results.rank*.jsonl")]:
         path.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "images", ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results files.
-
-
-def read_lines(path: Path) -> tuple[list[dict], int]:
-    """The result lines of one file and how many were unreadable (a truncated last line, usually)."""
-    return read_json_lines(path, require="sample_id")
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN and infinities replaced by None: statistics.json must be strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def consolidate(run_dir: Path, order: dict[str, int], retry_failed: bool = False) -> list[dict]:
-    """Merge results.jsonl and every results.rank*.jsonl into results.jsonl (file order, one line per
-    sample id, unreadable lines dropped; failed lines dropped too with ``retry_failed``)."""
-    files = [run_dir / RESULTS, *sorted(run_dir.glob("results.rank*.jsonl"))]
-    kept: dict[str, dict] = {}
-    dropped = 0
-    for path in files:
-        lines, bad = read_lines(path)
-        dropped += bad
-        for line in lines:
-            if retry_failed and line.get("error"):
-                continue
-            kept.setdefault(str(line["sample_id"]), line)
-    if dropped:
-        print(f"eval: {run_dir}: dropped {dropped} unreadable result line(s) (an interrupted write); those "
-              "samples are redone", file=sys.stderr)  # fmt: skip
-    merged = sorted(kept.values(), key=lambda l: (order.get(str(l["sample_id"]), len(order)), str(l["sample_id"])))
-    atomic_write_text(run_dir / RESULTS, "".join(json.dumps(l, ensure_ascii=False) + "\n" for l in merged))
-    for path in files[1:]:
-        path.unlink(missing_ok=True)
-    return merged
-
-
-class ResultWriter:
-    """Appends result lines, each flushed to disk before the next sample starts."""
-
-    def __init__(self, path: Path):
-        self.handle = path.open("a", encoding="utf-8")
-
-    def write(self, line: dict) -> None:
-        self.handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("pass --data TEST.jsonl, or --benchmark NAME=PATH (repeat for several benchmarks)")
     task_limits = parse_task_limits(args.limit_per_task)
     dist = _Dist(args.device)
-    unreadable = 0
+    unreadable = failed = 0
     try:
         if benchmarks:
             test_sets, unreadable = prepare_benchmarks(args, benchmarks, dist)
@@ -386,38 +343,42 @@ def run(args: argparse.Namespace) -> int:
             data = Path(args.data)
             test_sets = [(None, data, Path(args.data_dir) if args.data_dir else data.parent)]
         for label, data, data_dir in test_sets:
-            samples = load_samples(data, data_dir)
+            samples = load_samples(data, data_dir, args.confine_data_dir if label is None else None)
             selected = select_samples(samples, args.limit, task_limits)
             for path, model_id in zip(paths, model_ids(paths)):
                 settings = settings_from_args(args, dist.cuda, path)
                 run_dir = Path(args.out) / model_id / (label or args.split or data.stem)
-                evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected, settings)
+                failed += evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected,
+                                         settings)  # fmt: skip
                 if label and dist.rank == 0:
                     print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
         dist.close()
-    return 1 if unreadable else 0
+    if failed and args.strict:
+        print(f"eval: {failed} sample(s) failed (see the error of each in results.jsonl); exit status 1 "
+              "(--strict)", file=sys.stderr)  # fmt: skip
+    return 1 if unreadable or (failed and args.strict) else 0
 
 
 def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,
-                   samples, selected, settings) -> None:  # fmt: skip
-    """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics."""
-    from unimedvl.eval.batch import BatchEvaluator, build_statistics
+                   samples, selected, settings) -> int:  # fmt: skip
+    """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics.
 
+    Returns how many samples of the run failed (on rank 0; 0 on the others)."""
     identity = run_identity(model_path, data, data_dir, settings)
     replace = check_run_dir(run_dir, identity, args.overwrite)  # every rank: the same files, the same answer
     order = {s.sample_id: s.index for s in samples}
+    advice = "the results written so far are intact; free space and rerun the same command to continue"
     dist.barrier()
     if dist.rank == 0:
         if replace:
             print(f"eval: {run_dir}: replacing the results of another run (--overwrite)", file=sys.stderr)
             _clear(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        info = {**identity, "model_id": model_id, "world_size": dist.world, "device": dist.device,
-                "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
-        if not (run_dir / RUN_INFO).is_file():
-            atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
-        consolidate(run_dir, order, args.retry_failed)
+        for stale in remove_stale_temporaries(run_dir) + remove_stale_temporaries(run_dir / "images"):
+            print(f"eval: removed {stale}, left by an interrupted write", file=sys.stderr)
+        with disk_full_reported("merging results", run_dir, advice):
+            consolidate(run_dir, order, args.retry_failed)
     dist.barrier()
     done = {str(line["sample_id"]) for line in read_lines(run_dir / RESULTS)[0]}
     pending = [s for s in selected if s.sample_id not in done]
@@ -425,21 +386,52 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
     if dist.rank == 0:
         print(f"eval: {model_id}: {len(selected)} sample(s), {len(selected) - len(pending)} already done, "
               f"{len(pending)} to run on {dist.world} process(es)", file=sys.stderr)  # fmt: skip
-    if mine:
-        _evaluate_share(args, dist, model_path, model_id, run_dir, settings, mine, BatchEvaluator)
-    dist.barrier()
+    model = _load_model(model_path, dist, settings) if mine else None
+    dist.barrier()  # every rank that has work has its model: only now does the folder belong to this run
     if dist.rank == 0:
+        _write_run_info(run_dir, identity, model_id, dist)
+    dist.barrier()
+    if mine:
+        with disk_full_reported("evaluating", run_dir, advice):  # folders and files the writers open
+            _evaluate_share(args, dist, model, model_id, run_dir, settings, mine)
+    dist.barrier()
+    failed = 0
+    if dist.rank == 0:
+        provenance = partial(_provenance, args, dist, model_path, model_id, identity, settings, samples, selected)
+        failed = _write_statistics(run_dir, order, model_id, data, settings, advice, provenance)
+    dist.barrier()
+    return failed
+
+
+def _write_run_info(run_dir: Path, identity: dict, model_id: str, dist: _Dist) -> None:
+    """run_info.json, unless the folder has it (a resumed run keeps its creation record)."""
+    if (run_dir / RUN_INFO).is_file():
+        return
+    info = {**identity, "model_id": model_id, "world_size": dist.world, "device": dist.device,
+            "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+    with disk_full_reported("writing run_info.json", run_dir, "free space and rerun the same command"):
+        atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, settings, advice: str,
+                      provenance) -> int:  # fmt: skip
+    """Merge the results, write statistics.json, print the summary; returns the number of failed samples.
+
+    ``provenance(lines)`` gives statistics.json's provenance block for the merged result lines."""
+    from unimedvl.eval.batch import build_statistics
+
+    with disk_full_reported("writing statistics", run_dir, advice):
         lines = consolidate(run_dir, order)
         stats = build_statistics(lines)
-        stats["provenance"] = _provenance(args, dist, model_path, model_id, identity, settings, samples, selected, lines)
+        stats["provenance"] = provenance(lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
         stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
                         "vae_min_size": settings.vae_min_size, "num_timesteps": settings.guidance.num_timesteps}  # fmt: skip
-        atomic_write_text(run_dir / STATS, json.dumps(_finite(stats), indent=2, allow_nan=False) + "\n")
-        overall = stats["overall"]
-        print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
-              f"{overall['failed_samples']} failed): {_headline(stats)}", file=sys.stderr)  # fmt: skip
-    dist.barrier()
+        atomic_write_text(run_dir / STATS, json.dumps(finite(stats), indent=2, allow_nan=False) + "\n")
+    overall = stats["overall"]
+    print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
+          f"{overall['failed_samples']} failed): {_headline(stats)}", file=sys.stderr)  # fmt: skip
+    return int(overall["failed_samples"])
 
 
 def _provenance(args, dist: _Dist, model_path: Path, model_id: str, identity: dict, settings, samples, selected,
@@ -459,15 +451,20 @@ def _headline(stats: dict) -> str:
     return headline(stats)
 
 
-def _evaluate_share(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, settings, mine,
-                    evaluator_cls) -> None:  # fmt: skip
-    import torch
-
+def _load_model(model_path: Path, dist: _Dist, settings):
     from unimedvl.inference.api import UniMedVL
 
-    model = UniMedVL.from_pretrained(model_path, device=dist.device, dtype=settings.dtype, prefer=settings.weights,
-                                     config=settings.inference_config(model_path))
-    evaluator = evaluator_cls(model, settings, run_dir, dist.rank)
+    return UniMedVL.from_pretrained(model_path, device=dist.device, dtype=settings.dtype, prefer=settings.weights,
+                                    config=settings.inference_config(model_path),
+                                    max_image_pixels=settings.max_image_pixels)  # fmt: skip
+
+
+def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, settings, mine) -> None:
+    import torch
+
+    from unimedvl.eval.batch import BatchEvaluator
+
+    evaluator = BatchEvaluator(model, settings, run_dir, dist.rank)
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
     writer = ResultWriter(target)
     bar = None

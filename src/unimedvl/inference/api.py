@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from unimedvl.checkpoint import load_model, parse_dtype
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import CheckpointError, DataError
 from unimedvl.flow import GuidanceConfig
 from unimedvl.inference.context import Context, ContextPool, TextOptions
@@ -135,13 +136,15 @@ class UniMedVL:
         max_pixels: int | None = None,
         prefer: str = "ema",
         config: InferenceConfig | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         **deprecated: int | None,
     ) -> "UniMedVL":
         """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
         cuda, fp32 on cpu. Images are fed the way the checkpoint's ``inference_config.json`` says (the
         release's sizes without one); ``vae_*`` / ``vit_*`` / ``max_pixels`` override it: the VAE resize
         rule applied to every input image (512 for quality, 256 for speed) and the ViT transform after it.
-        ``config`` replaces the checkpoint's inference config altogether (the size arguments still apply)."""
+        ``config`` replaces the checkpoint's inference config altogether (the size arguments still apply);
+        ``max_image_pixels``: image files with more pixels are refused before decoding (default 16384 x 16384)."""
         sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
                                      vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
         path = resolve_checkpoint(name_or_path)
@@ -150,7 +153,7 @@ class UniMedVL:
         model = load_model(path, dtype=dtype, device=device, prefer=prefer)
         tokenizer = Tokenizer.from_dir(path)
         config = (config or InferenceConfig.load(path)).with_sizes(**sizes)
-        return cls(Inferencer(model, tokenizer, config=config))
+        return cls(Inferencer(model, tokenizer, config=config, max_image_pixels=max_image_pixels))
 
     @property
     def model(self):
@@ -283,7 +286,7 @@ class ChatSession:
 
     def attach(self, image: ImageInput) -> None:
         """Add an image to the conversation (read through the ViT, after the VAE resize rule)."""
-        pil = load_input_image(image)  # read once: a replay after a think switch reuses it
+        pil = load_input_image(image, self.inferencer.max_image_pixels)  # read once: a replay reuses it
         self.pool.add([self.context], self.inferencer.image_splits(pil, generation=False)[0])
         self.turns.append(("image", pil))
 
@@ -343,13 +346,14 @@ def missing_image_warning(num_images: int, question: str) -> str | None:
             "(--image FILE, or images= in the API)")
 
 
-def _images(images: ImageInput | Sequence[ImageInput] | None) -> list[Image.Image]:
-    """Loaded images: a str here is a path (in a Request's inputs a str is a text)."""
+def _images(images: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:
+    """The images as Request inputs: a str here is a path (in a Request's inputs a str is a text), so it
+    becomes a Path; files are read by the inferencer, which knows the size it resizes them to."""
     if images is None:
         return []
     if not isinstance(images, (list, tuple)):
         images = [images]
-    return [load_input_image(image) for image in images]
+    return [Path(image) if isinstance(image, str) else image for image in images]
 
 
 def _image_out(result: Result, think: bool) -> Image.Image | ImageAnswer:

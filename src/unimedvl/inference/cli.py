@@ -23,6 +23,7 @@ from typing import Callable
 
 from unimedvl.cli_options import (
     add_device_arguments,
+    add_image_pixels_argument,
     add_size_arguments,
     add_text_arguments,
     guidance_overrides,
@@ -39,12 +40,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
 
 
-def model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype and the image sizes: shared by ask/edit/generate/chat, serve and api."""
+def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None = None, why: str = "") -> None:
+    """--model, --device, --dtype, the image sizes and the pixel limit: shared by ask/edit/generate/chat,
+    serve and api (the servers pass their own, lower, ``max_image_pixels`` default)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
     add_device_arguments(g)
     add_size_arguments(g)
+    add_image_pixels_argument(g, max_image_pixels, why)
 
 
 def _text_options(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +124,8 @@ def load_model(args):
     """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise)."""
     from unimedvl.inference.api import UniMedVL
 
-    return UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype, **size_overrides(args))
+    return UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                    max_image_pixels=args.max_image_pixels, **size_overrides(args))
 
 
 class _Progress:

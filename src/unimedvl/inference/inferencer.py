@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from unimedvl.data.medical_io import load_image
+from unimedvl.data.medical_io import image_size, load_image
+from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
 from unimedvl.flow import GuidanceConfig, euler_sample
@@ -154,18 +155,21 @@ class Plan:
 # Input images.
 
 
-def load_input_image(image: ImageInput) -> Image.Image:
+def load_input_image(image: ImageInput, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                     reduce_to: tuple[int, int] | None = None) -> Image.Image:
     """An RGB PIL image from a PIL image, a numpy array, a [3,H,W] tensor in [-1,1] or a path.
 
     Paths go through ``medical_io.load_image`` (PNG, JPEG, TIFF, DICOM, NIfTI, .npy, with
-    ``#window=...`` options). Arrays: uint8, or floats in [0, 1]; (H, W), (H, W, 1|3|4).
+    ``#window=...`` options): refused over ``max_image_pixels`` before decoding, and decoded at a
+    reduced size when ``reduce_to`` (the size the caller resizes to next) allows. Arrays: uint8, or
+    floats in [0, 1]; (H, W), (H, W, 1|3|4).
     """
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise DataError(f"an input image is empty ({image.width}x{image.height})")
         return image.convert("RGB")
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_image(image, max_image_pixels=max_image_pixels, reduce_to=reduce_to)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise DataError(f"an image tensor must be [3, H, W] in [-1, 1], got shape {tuple(image.shape)}")
@@ -278,13 +282,16 @@ class Inferencer:
         vit_transform: ImageTransform | None = None,
         think_prompts: dict[str, str] | None = None,
         config: InferenceConfig | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         """``config``: the checkpoint's transforms and sampling defaults (release defaults when None);
-        ``vae_transform`` / ``vit_transform`` / ``think_prompts`` override its values."""
+        ``vae_transform`` / ``vit_transform`` / ``think_prompts`` override its values;
+        ``max_image_pixels``: image files with more pixels are refused before decoding."""
         cfg = model.config
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.special = tokenizer.special
+        self.max_image_pixels = max_image_pixels
         if len(tokenizer) > cfg.llm.vocab_size:
             raise ConfigError(
                 f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {cfg.llm.vocab_size}: "
@@ -331,9 +338,37 @@ class Inferencer:
 
     # -- building blocks --------------------------------------------------------------------
 
+    @property
+    def max_text_tokens(self) -> int:
+        """The longest text the model takes: its context length (llm ``max_position_embeddings``)."""
+        return self.model.config.llm.max_position_embeddings
+
     def text_split(self, text: str) -> TextSplit:
-        """A closed text block (``<|im_start|>`` text ``<|im_end|>``) for a context."""
-        return TextSplit(self.tokenizer.encode(text), close=True)
+        """A closed text block (``<|im_start|>`` text ``<|im_end|>``) for a context.
+
+        A text longer than the model's context is a DataError; one that is so by its byte count
+        alone is refused before it is tokenised (a pasted 10 MB document costs one pass, not minutes).
+        """
+        limit = self.max_text_tokens
+        if self.tokenizer.tokens_exceed(text, limit):
+            self._too_long(f"at least {self.tokenizer.min_tokens(text)}", limit)
+        ids = self.tokenizer.encode(text)
+        if len(ids) > limit:
+            self._too_long(str(len(ids)), limit)
+        return TextSplit(ids, close=True)
+
+    @staticmethod
+    def _too_long(count: str, limit: int) -> None:
+        raise DataError(f"an input text is {count} tokens, more than this model's context of {limit} tokens "
+                        "(max_position_embeddings in llm_config.json); shorten it")
+
+    def load_image(self, image: ImageInput) -> Image.Image:
+        """An input image after the VAE resize rule; a file is checked against the pixel limit from its
+        header and, when much larger than the rule's size, decoded reduced (JPEG draft, integer reduce)."""
+        target = None
+        if isinstance(image, (str, os.PathLike)):
+            target = self.vae_transform.target_size(*image_size(image, max_image_pixels=self.max_image_pixels))
+        return self.vae_transform.resize(load_input_image(image, self.max_image_pixels, reduce_to=target))
 
     def image_splits(self, image: ImageInput, generation: bool) -> tuple[list[SplitSpec], tuple[int, int]]:
         """Blocks for one input image and its size (height, width) after the VAE rule.
@@ -343,7 +378,7 @@ class Inferencer:
         block; understanding contexts the ViT block only.
         """
         cfg = self.model.config
-        pil = self.vae_transform.resize(load_input_image(image))
+        pil = self.load_image(image)
         vit = VitImageSplit(self.vit_transform(pil))
         if not generation:
             if not cfg.visual_und:

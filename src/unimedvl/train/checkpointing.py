@@ -12,7 +12,9 @@ One directory per save, ``checkpoint_dir/step_0000100/``:
 
 Everything is written under ``.tmp-step_0000100`` and renamed when complete, so a crash never
 leaves a directory that looks finished; ``auto_resume`` takes the newest ``step_*`` holding
-``checkpoint.json`` and ``train_state/.metadata`` and skips (with a warning) anything else.
+``checkpoint.json`` and ``train_state/.metadata`` and skips (with a warning) anything else. The
+trainer deletes leftover ``.tmp-*`` folders at startup (:func:`remove_partial_saves`), and a save
+that fails on a full disk deletes its own before it reports.
 
 Trust: DCP stores its ``.metadata`` with pickle (torch's format); tensors are read with
 ``weights_only``. Resume only from checkpoint directories you wrote; share models through the
@@ -30,14 +32,14 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from unimedvl.errors import CheckpointError
-from unimedvl.fileio import atomic_write_text
+from unimedvl.fileio import atomic_write_text, is_disk_full, remove_stale_temporaries
 
 log = logging.getLogger("unimedvl.train")
 
@@ -73,6 +75,11 @@ def list_checkpoints(root: str | Path, warn: bool = True) -> list[tuple[int, Pat
         elif warn:
             log.warning("skipping incomplete checkpoint %s (no %s or %s/.metadata)", child, MANIFEST, STATE_DIR)
     return sorted(found)
+
+
+def remove_partial_saves(root: str | Path) -> list[Path]:
+    """Delete the ``.tmp-step_*`` folders (and ``*.tmp`` files) of saves that never finished; returns them."""
+    return remove_stale_temporaries(root, (".tmp-*", "*.tmp"))
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
@@ -214,3 +221,46 @@ def finalize(tmp: Path, final: Path, manifest: dict) -> None:
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures while saving (a full disk above all), agreed across ranks.
+
+
+class SaveFailed(Exception):
+    """A save phase failed on some rank: this rank's own error (if any) and whether a disk was full."""
+
+    def __init__(self, error: BaseException | None, disk_full: bool):
+        super().__init__(str(error))
+        self.error, self.disk_full = error, disk_full
+
+
+def on_all_ranks(action: Callable[[], None], info, folder: Path, main_only: bool = False) -> None:
+    """Run ``action`` (on rank 0 only with ``main_only``), then agree: SaveFailed on every rank if it
+    failed on any (no rank waits forever at the next collective), with ``disk_full`` when a rank ran out
+    of space in ``folder``. ``info``: the DistInfo of this process."""
+    from unimedvl.train.parallel import all_reduce_sum
+
+    error = None
+    if info.is_main or not main_only:
+        try:
+            action()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 - DCP's CheckpointException is a BaseException
+            error = err
+    full = error is not None and is_disk_full(error, folder)
+    flags = all_reduce_sum(torch.tensor([float(full), float(error is not None)], dtype=torch.float64), info).cpu()
+    if flags[1] > 0:
+        raise SaveFailed(error, disk_full=bool(flags[0] > 0))
+
+
+def disk_full_message(root: Path, step: int, auto_resume: bool) -> str:
+    """The one line a save that found the disk full ends the run with: what failed, what is intact, what to do."""
+    intact = latest_checkpoint(root)
+    if intact is None:
+        kept = "no earlier checkpoint exists, so the rerun starts from step 0"
+    else:
+        kept = f"step {int(read_manifest(intact)['step'])} is intact ({intact.name})"
+    return f"disk full while saving step {step} in {root}; {kept}; free space and rerun" + (
+        "" if auto_resume else " with --auto_resume True")

@@ -9,6 +9,7 @@ device is in ``PEAK_BF16_FLOPS``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from unimedvl.config import ModelConfig
+from unimedvl.fileio import atomic_write_text, disk_full_reported
 from unimedvl.models.packed_batch import PackedBatch
 
 log = logging.getLogger("unimedvl.train")
@@ -83,7 +85,12 @@ def step_flops(batches: list[PackedBatch], cfg: ModelConfig) -> float:
 
 
 class RunLogger:
-    """Writes train.log, metrics.jsonl, TensorBoard and validation_metrics.csv under ``out_dir`` (rank 0)."""
+    """Writes train.log, metrics.jsonl, TensorBoard and validation_metrics.csv under ``out_dir`` (rank 0).
+
+    A run that starts at ``start_step`` (a resume, or a restart after a kill before the first
+    checkpoint) first drops the lines of later steps from metrics.jsonl and validation_metrics.csv
+    and purges them from TensorBoard: those steps are redone, and each step is logged once.
+    """
 
     def __init__(self, out_dir: str | Path, enabled: bool, total_steps: int, start_step: int,
                  tensorboard: bool = True, progress_bar: bool = True):
@@ -95,6 +102,7 @@ class RunLogger:
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(start_step)
         self._handler = logging.FileHandler(self.out_dir / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._handler.setLevel(logging.INFO)
@@ -105,7 +113,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+                # purge_step: events of steps >= start_step + 1 written before the restart are dropped.
+                self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start_step + 1)
             except ImportError as err:  # optional at run time: logs still go to train.log
                 log.warning("TensorBoard disabled (%s); install tensorboard to get event files", err)
         if progress_bar:
@@ -113,6 +122,29 @@ class RunLogger:
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                             dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def _truncate_after(self, start_step: int) -> None:
+        """Keep only the lines of steps <= ``start_step`` (and drop a torn last line) in the step logs."""
+        for name, step_of in (("metrics.jsonl", _jsonl_step), ("validation_metrics.csv", _csv_step)):
+            path = self.out_dir / name
+            if not path.is_file():
+                continue
+            lines = path.read_bytes().splitlines(keepends=True)
+            header = lines[:1] if name.endswith(".csv") else []
+            body = lines[len(header):]
+            kept = [line for line in body if (step := step_of(line)) is not None and step <= start_step]
+            if len(kept) == len(body) and all(line.endswith(b"\n") for line in body):
+                continue
+            with disk_full_reported(f"rewriting {name}", self.out_dir, "free space and rerun"):
+                atomic_write_text(path, b"".join(header + kept).decode("utf-8", "replace"), fsync=False)
+            log.info("%s: dropped %d line(s) after step %d (those steps run again)", name, len(body) - len(kept),
+                     start_step)
+
+    def _append(self, name: str, text: str) -> None:
+        with disk_full_reported(f"writing {name}", self.out_dir, "the last checkpoint is intact; free space and "
+                                "rerun with --auto_resume True"):  # fmt: skip
+            with open(self.out_dir / name, "a") as f:
+                f.write(text)
 
     def step(self, step: int, metrics: Mapping[str, float], log_now: bool) -> None:
         if not self.enabled:
@@ -123,8 +155,7 @@ class RunLogger:
                                  refresh=False)
         if not log_now:
             return
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **{k: _num(v) for k, v in metrics.items()}}) + "\n")
+        self._append("metrics.jsonl", json.dumps({"step": step, **{k: _num(v) for k, v in metrics.items()}}) + "\n")
         text = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
         log.info("step %d %s", step, text)
         if self.writer is not None:
@@ -136,13 +167,12 @@ class RunLogger:
         if not self.enabled:
             return
         path = self.out_dir / "validation_metrics.csv"
-        new = not path.is_file()
-        keys = ["step", *metrics.keys()]
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            if new:
-                writer.writeheader()
-            writer.writerow({"step": step, **{k: _num(v) for k, v in metrics.items()}})
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=["step", *metrics.keys()])
+        if not path.is_file():
+            writer.writeheader()
+        writer.writerow({"step": step, **{k: _num(v) for k, v in metrics.items()}})
+        self._append("validation_metrics.csv", buffer.getvalue())
         log.info("validation step %d %s", step, " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
         if self.writer is not None:
             for key, value in metrics.items():
@@ -156,6 +186,19 @@ class RunLogger:
         if self._handler is not None:
             log.removeHandler(self._handler)
             self._handler.close()
+
+
+def _jsonl_step(line: bytes) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and line.endswith(b"\n") else None
+
+
+def _csv_step(line: bytes) -> int | None:
+    head = line.split(b",", 1)[0]
+    return int(head) if head.strip().isdigit() and line.endswith(b"\n") else None
 
 
 def _num(v: Any) -> Any:

@@ -21,6 +21,7 @@ import importlib
 import logging
 import math
 import resource
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -33,7 +34,8 @@ from torch import Tensor
 
 from unimedvl.checkpoint import find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
-from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
+from unimedvl.fileio import disk_full_reported
 from unimedvl.inference_config import InferenceConfig
 from unimedvl.model_card import ModelCard
 from unimedvl.models.packed_batch import PackedBatch
@@ -50,7 +52,6 @@ from unimedvl.train.parallel import (
     apply_activation_checkpointing,
     apply_fsdp,
     autocast,
-    barrier,
     build_mesh,
     compute_dtype,
     load_weights,
@@ -127,6 +128,8 @@ class Trainer:
             self.loader_factory = resolve_loader_factory(cfg.loader)
 
         self.info = info = start_distributed(cfg.device)
+        if info.is_main:
+            self._remove_partial_saves()
         self.dtype = compute_dtype(cfg.dtype, info)
         _warn_about_settings(cfg, info.device)
         self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
@@ -179,10 +182,12 @@ class Trainer:
         self.data_iter: Iterator[PackedBatch] = iter(self.loader)
         self.peak = peak_flops(info.device)
         out = Path(cfg.checkpoint_dir)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_yaml(config_dict(cfg), out / "train_config.yaml")
-        self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard, cfg.progress_bar)
+        with disk_full_reported("starting the run", out, "free space and rerun"):
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                save_yaml(config_dict(cfg), out / "train_config.yaml")
+            self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard,
+                                    cfg.progress_bar)  # fmt: skip
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in self.model.parameters())
         log.info("model %s: %.1fM parameters, %.1fM trainable; world %d (%s), device %s, dtype %s; start step %d",
@@ -498,40 +503,70 @@ class Trainer:
         return raw, ema
 
     def save(self) -> Path:
-        """Write ``step_XXXXXXX`` atomically (see checkpointing.py); prune to keep_last."""
-        from unimedvl.models.unified import UnifiedModel
+        """Write ``step_XXXXXXX`` atomically (see checkpointing.py); prune to keep_last.
 
+        A full disk (on any rank) removes the partial ``.tmp-step_*`` folder and ends the run with one
+        line naming the step that is intact; any other failure keeps its traceback.
+        """
         cfg, info = self.cfg, self.info
         root = Path(cfg.checkpoint_dir)
         final = root / ckpt.step_dir_name(self.step)
         tmp = root / f".tmp-{final.name}"
-        if info.is_main:
-            root.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                import shutil
+        try:
+            self._write_checkpoint(tmp, final)
+        except ckpt.SaveFailed as failed:
+            if info.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)  # a partial save would fill the disk again at the rerun
+            if failed.disk_full:
+                raise DiskFullError(ckpt.disk_full_message(root, self.step, cfg.auto_resume)) from None
+            if failed.error is not None:
+                raise failed.error
+            raise CheckpointError(f"another process failed while saving step {self.step} in {root}; its log "
+                                  "says why") from None
+        return final
 
-                shutil.rmtree(tmp)
+    def _write_checkpoint(self, tmp: Path, final: Path) -> None:
+        """The save itself, in phases; a phase that fails on any rank fails on all (no rank waits forever)."""
+        from unimedvl.models.unified import UnifiedModel
+
+        cfg, info, root = self.cfg, self.info, final.parent
+
+        def prepare() -> None:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-        barrier(info)
-        ckpt.save_train_state(tmp, self.model, self.optimizer, self.ema.state if self.ema else None)
-        ckpt.write_rank_state(tmp, info.rank, self.loader.state_dict())
+
+        def rank_files() -> None:
+            ckpt.save_train_state(tmp, self.model, self.optimizer, self.ema.state if self.ema else None)
+            ckpt.write_rank_state(tmp, info.rank, self.loader.state_dict())
+
+        ckpt.on_all_ranks(prepare, info, root, main_only=True)
+        ckpt.on_all_ranks(rank_files, info, root)
         raw, ema = self.export_weights()
-        if info.is_main:
+
+        def release_files() -> None:
             with torch.device("meta"):
                 export = UnifiedModel(self.model_cfg)
             export.load_state_dict(raw, assign=True)
             save_model(export, tmp, self.tokenizer, ema_state=ema, inference_config=self.inference_config,
                        card=self._model_card())
-        barrier(info)
-        if info.is_main:
+
+        def publish() -> None:
             contents = ["model", "optim"] + (["ema"] if self.ema else [])
             ckpt.finalize(tmp, final, {"step": self.step, "world_size": info.world_size, "contents": contents,
                                        "scheduler": {"step": self.step}, "config": config_dict(cfg)})
             for removed in ckpt.prune_checkpoints(root, cfg.keep_last, cfg.keep_every):
                 log.info("removed old checkpoint %s", removed)
             log.info("saved %s", final)
-        barrier(info)
-        return final
+
+        ckpt.on_all_ranks(release_files, info, root, main_only=True)
+        ckpt.on_all_ranks(publish, info, root, main_only=True)
+
+    def _remove_partial_saves(self) -> None:
+        """Delete ``.tmp-*`` folders a killed or disk-full save left, before anything is written (TensorBoard
+        included): they are never resumed from, and they hold the space the next save needs."""
+        for stale in ckpt.remove_partial_saves(self.cfg.checkpoint_dir):
+            log.warning("removed %s, a save that did not finish", stale)
 
 
 def peak_memory_gb(device: torch.device) -> float:
