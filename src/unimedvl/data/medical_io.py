@@ -63,30 +63,23 @@ from __future__ import annotations
 import math
 import os
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, open_raster, pil_guard_replaced
+from unimedvl.data.windowing import (  # noqa: F401 (re-exported: the readers' public names)
+    DEFAULT_PERCENTILES,
+    WINDOW_MODES,
+    WINDOW_PRESETS,
+    LoadedImage,
+    choose_window,
+    integer_range,
+)
 from unimedvl.errors import DataError
 
-# name -> (centre, width) in Hounsfield units (Radiopaedia's usual CT values).
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "soft_tissue": (40.0, 400.0),
-    "abdomen": (50.0, 400.0),
-    "liver": (30.0, 150.0),
-    "brain": (40.0, 80.0),
-    "subdural": (75.0, 215.0),
-    "stroke": (40.0, 40.0),
-    "bone": (400.0, 1800.0),
-}
-WINDOW_MODES = ("auto", "file", "minmax", "percentile", "full")
 FORMATS = ("dicom", "nifti", "npy", "raster")
-DEFAULT_PERCENTILES = (0.5, 99.5)
 
 _OPTIONS_FOR = {
     "dicom": {"window", "percentile", "frame", "format"},
@@ -96,47 +89,6 @@ _OPTIONS_FOR = {
 }
 _ALL_OPTIONS = sorted(set().union(*_OPTIONS_FOR.values()))
 _RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
-_WINDOW_BLOCK = 1 << 20  # values windowed at a time: a 144 MP image would need gigabytes of float64 at once
-
-
-@dataclass
-class LoadedImage:
-    """A decoded 2-D image in its own intensity units, plus the window that maps it to 0..255."""
-
-    pixels: np.ndarray  # float32, (H, W) for grey or (H, W, 3) for colour, display orientation
-    window: tuple[float, float]  # (low, high): low -> 0, high -> 255, linear, clipped
-    invert: bool = False  # MONOCHROME1: flip 0..255 after windowing
-    kind: str = "raster"  # reader used: dicom | nifti | npy | raster
-    units: str = ""  # "HU" for CT after the DICOM rescale, "" when unknown
-    path: str = ""  # the file read (fragment removed)
-    meta: dict[str, Any] = field(default_factory=dict)  # reader facts: modality, frames, shape, slice...
-
-    @property
-    def is_color(self) -> bool:
-        return self.pixels.ndim == 3
-
-    def to_uint8(self) -> np.ndarray:
-        """The windowed image as uint8, (H, W) or (H, W, 3)."""
-        out = np.empty(self.pixels.shape, dtype=np.uint8)
-        rows = max(1, _WINDOW_BLOCK // max(1, int(np.prod(self.pixels.shape[1:]))))
-        for start in range(0, self.pixels.shape[0], rows):  # row blocks: float64 temporaries stay small
-            out[start : start + rows] = self._window_block(self.pixels[start : start + rows])
-        return 255 - out if self.invert else out
-
-    def _window_block(self, pixels: np.ndarray) -> np.ndarray:
-        low, high = self.window
-        if high > low:
-            scaled = (pixels.astype(np.float64) - low) * (255.0 / (high - low))
-        else:  # a constant image (or degenerate window): everything above it is white
-            scaled = np.where(pixels > low, 255.0, 0.0)
-        return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)  # halves round up: -600 HU -> 128 (lung)
-
-    def to_pil(self) -> Image.Image:
-        """The windowed image as an 8-bit RGB PIL image (grey is replicated to three channels)."""
-        array = self.to_uint8()
-        if array.ndim == 2:
-            array = np.repeat(array[:, :, None], 3, axis=2)
-        return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,43 +195,6 @@ def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any]) -> tuple[str,
     return path, fmt, out
 
 
-def _window(pixels: np.ndarray, choice: Any, options: dict[str, Any], path: str,
-            file_window: tuple[float, float] | None = None,
-            full_range: tuple[float, float] | None = None,
-            auto: str = "minmax") -> tuple[float, float]:
-    """The (low, high) window for ``choice`` (a (centre, width) pair or a mode name)."""
-    if choice == "auto":
-        choice = auto
-    if isinstance(choice, tuple):
-        centre, width = choice
-        return centre - width / 2.0, centre + width / 2.0
-    if choice == "file":
-        if file_window is None:
-            raise DataError(f"{path}: window=file but the file has no WindowCenter/WindowWidth; "
-                            "use a preset, CENTRE,WIDTH, minmax or percentile")
-        return _window(pixels, file_window, options, path)
-    if choice == "full":
-        if full_range is None:
-            raise DataError(f"{path}: window=full needs integer pixel data; use minmax or percentile")
-        return full_range
-    finite = pixels[np.isfinite(pixels)]
-    if finite.size == 0:
-        raise DataError(f"{path}: the image holds no finite values")
-    if choice == "percentile":
-        low, high = np.percentile(finite, options.get("percentile", DEFAULT_PERCENTILES))
-        return float(low), float(high)
-    return float(finite.min()), float(finite.max())  # minmax
-
-
-def _integer_range(dtype: np.dtype) -> tuple[float, float] | None:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    if dtype == np.bool_:
-        return 0.0, 1.0
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # Readers. Each returns a LoadedImage; `_size_*` read only what is needed for (width, height).
 
@@ -329,13 +244,14 @@ def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
         if bits > 8:  # 16-bit LUT entries: keep the top 8 bits (8-bit palettes are stored shifted)
             rgb = rgb >> (bits - 8)
         pixels = rgb.astype(np.float32)
-        window = (0.0, 255.0) if window_choice == "auto" else _window(pixels, window_choice, options, path)
+        window = (0.0, 255.0) if window_choice == "auto" else choose_window(pixels, window_choice, options, path)
         return LoadedImage(pixels, window, kind="dicom", path=path, meta=meta)
     if array.ndim == 3:  # RGB (YBR is converted to RGB by pydicom)
         pixels = array.astype(np.float32)
         bits = int(ds.get("BitsStored", 8) or 8)
         full = (0.0, float(2**bits - 1))
-        window = full if window_choice == "auto" else _window(pixels, window_choice, options, path, full_range=full)
+        window = full if window_choice == "auto" else choose_window(pixels, window_choice, options, path,
+                                                                     full_range=full)
         return LoadedImage(pixels, window, kind="dicom", path=path, meta=meta)
     stored = _stored_range(ds)
     pixels = np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
@@ -344,8 +260,8 @@ def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         ends = sorted((stored[0] * slope + intercept, stored[1] * slope + intercept))
         full = (ends[0], ends[1])
-    window = _window(pixels, window_choice, options, path, file_window=_file_window(ds), full_range=full,
-                     auto="file" if _file_window(ds) is not None else "minmax")
+    window = choose_window(pixels, window_choice, options, path, file_window=_file_window(ds), full_range=full,
+                           auto="file" if _file_window(ds) is not None else "minmax")
     units = "HU" if meta["modality"] == "CT" and "RescaleIntercept" in ds else ""
     return LoadedImage(pixels, window, invert=photometric == "MONOCHROME1", kind="dicom", units=units,
                        path=path, meta=meta)
@@ -437,7 +353,7 @@ def _load_nifti(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
         raise DataError(f"{path}: cannot read the slice ({type(err).__name__}: {err})") from None
     # data: (first remaining axis, second); show the first left-to-right, the second bottom-to-top.
     pixels = np.ascontiguousarray(np.flipud(np.asarray(data, dtype=np.float32).T))
-    window = _window(pixels, options.get("window", "auto"), options, path, auto="percentile")
+    window = choose_window(pixels, options.get("window", "auto"), options, path, auto="percentile")
     return LoadedImage(pixels, window, kind="nifti", path=path, meta=facts)
 
 
@@ -468,7 +384,7 @@ def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[i
         array = array[:, :, 0]
     pixels = np.asarray(array, dtype=np.float32)
     choice = options.get("window", "auto")
-    full = _integer_range(array.dtype)
+    full = integer_range(array.dtype)
     if choice == "auto":
         if array.dtype == np.uint8 or array.dtype == np.uint16 or array.dtype == np.bool_:
             choice = "full"
@@ -476,7 +392,7 @@ def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[i
             return LoadedImage(pixels, (0.0, 1.0), kind="npy", path=path, meta={"dtype": str(array.dtype)})
         else:
             choice = "minmax"
-    window = _window(pixels, choice, options, path, full_range=full)
+    window = choose_window(pixels, choice, options, path, full_range=full)
     return LoadedImage(pixels, window, kind="npy", path=path, meta={"dtype": str(array.dtype)})
 
 
@@ -546,10 +462,10 @@ def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tupl
         else:
             full = (0.0, 255.0) if image.mode == "L" else (0.0, 1.0)
         auto = "full" if full is not None else "minmax"
-        window = _window(pixels, choice, options, path, full_range=full, auto=auto)
+        window = choose_window(pixels, choice, options, path, full_range=full, auto=auto)
         return LoadedImage(pixels, window, kind="raster", path=path, meta=meta)
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    window = (0.0, 255.0) if choice == "auto" else _window(pixels, choice, options, path, full_range=(0.0, 255.0))
+    window = (0.0, 255.0) if choice == "auto" else choose_window(pixels, choice, options, path, full_range=(0.0, 255.0))
     return LoadedImage(pixels, window, kind="raster", path=path, meta=meta)
 
 
