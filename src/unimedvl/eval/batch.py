@@ -65,7 +65,7 @@ from unimedvl.errors import ConfigError, DataError, UserError
 from unimedvl.eval import metrics as M
 from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
 from unimedvl.eval.stats_csv import compute_statistics
-from unimedvl.guidance import RESTORATION, GuidanceConfig
+from unimedvl.guidance import RESTORATION, GuidanceConfig, check_strength
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
@@ -87,6 +87,7 @@ class EvalSettings:
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
+    strength: float = 1.0  # edits: SDEdit start (1: pure noise, the reference; < 1: the noised input image)
     guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
 
     def __post_init__(self) -> None:
@@ -99,6 +100,7 @@ class EvalSettings:
         for name in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number of pixels")
+        check_strength(self.strength)
 
     def inference_config(self, model_path):
         """The checkpoint's InferenceConfig with this run's sizes (its guidance goes with each request)."""
@@ -390,7 +392,8 @@ class BatchEvaluator:
             return Request([work.instruction], "generate", guidance=self.guidance, seed=work.seed, height=height,
                            width=width)  # fmt: skip
         text = work.instruction + "\n\n" + work.line["understanding_text"]
-        return Request([*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed)
+        return Request([*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed,
+                       strength=self.settings.strength)
 
     def _take_text(self, work: _Work, result) -> None:
         key = "understanding_text" if work.sample.kind == "edit" else "answer"
