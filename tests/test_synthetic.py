@@ -371,3 +371,10 @@ def test_a_task_without_records_gets_no_empty_dataset(tmp_path):
     assert summary["counts"]["train"]["text_to_image"] == 0
     info = yaml.safe_load((tmp_path / "few" / "dataset_info.yaml").read_text())
     assert "t2i" not in info and "medsynth_t2i_train" not in summary["datasets"]
+
+
+def test_worker_processes_write_the_same_files(bench, tmp_path):
+    syn.generate_medsynth(tmp_path / "two", n_train=45, n_test=9, seed=3, image_size=SIZE, workers=2)
+    assert _tree_bytes(tmp_path / "two") == _tree_bytes(bench)
+    with pytest.raises(ConfigError, match="workers"):
+        syn.generate_medsynth(tmp_path / "bad", n_train=1, n_test=0, workers=0)
