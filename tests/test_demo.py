@@ -27,6 +27,9 @@ def test_quick_demo_learns_modality(quick_demo):
         assert (out / "report" / name).is_file()
     html = (out / "report" / "report.html").read_text()
     assert "<img" in html
+    cfg = DemoConfig.quick(str(out))
+    assert f"strength {cfg.strength:g}" in summary["sampling"] and summary["sampling"] in summary["lines"]
+    assert summary["sampling"] in html  # the report says how the images were made
     saved = json.loads((out / "report" / "demo_summary.json").read_text())
     assert {g["goal"] for g in saved["goals"]} == {g["goal"] for g in summary["goals"]}
     assert all("identity_psnr" in row for row in saved["restoration"]["medsynth"].values())
