@@ -146,7 +146,10 @@ def test_edit_returns_a_png_file(client, server):
     with Image.open(download) as out:
         assert out.size == (SIZE, SIZE)
     assert Path(image).is_file() and reasoning == ""
-    assert "seed 3" in info and f"{STEPS} timesteps" in info
+    assert "seed 3" in info and f"{STEPS} timesteps" in info and "strength" not in info
+    _, _, _, info = client.predict(image=handle_file(str(server[4]["b"])), instruction="Denoise.",
+                                   num_timesteps=STEPS, strength=0.5, api_name="/edit")  # fmt: skip
+    assert "strength 0.5" in info
 
 
 def test_generate_returns_a_png_file(client):
@@ -167,6 +170,7 @@ def test_guidance_defaults_match_the_spec(client, server):
     edit, gen = defaults("/edit"), defaults("/generate")
     assert (edit["cfg_text"], edit["cfg_img"], edit["interval_lo"], edit["interval_hi"]) == (4.0, 2.0, 0.0, 1.0)
     assert (edit["renorm_type"], edit["shift"], edit["num_timesteps"]) == ("text_channel", 3.0, STEPS)
+    assert edit["strength"] == 1.0  # the reference: sampling from pure noise
     assert (gen["cfg_text"], gen["cfg_img"], gen["interval_lo"], gen["interval_hi"]) == (4.0, 1.0, 0.4, 1.0)
     assert (gen["renorm_type"], gen["shift"], gen["num_timesteps"]) == ("global", 3.0, STEPS)
     for preset in EDIT_PRESETS.values():

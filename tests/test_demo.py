@@ -26,6 +26,10 @@ def test_quick_demo_learns_modality(quick_demo):
     assert modality["value"] > modality["baseline"]["value"], modality
     for name in ("summary.csv", "summary_metrics.csv", "report.html", "report.md", "demo_summary.json"):
         assert (out / "report" / name).is_file()
+    html = (out / "report" / "report.html").read_text()
+    cfg = DemoConfig.quick(str(out))
+    assert f"strength {cfg.strength:g}" in summary["sampling"] and summary["sampling"] in summary["lines"]
+    assert summary["sampling"] in html  # the report says how the images were made
     saved = json.loads((out / "report" / "demo_summary.json").read_text())
     assert {g["goal"] for g in saved["goals"]} == {g["goal"] for g in summary["goals"]}
     denoising = saved["results"]["medsynth"]["by_task_type"]["denoising"]["psnr"]

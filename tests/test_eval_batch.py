@@ -371,3 +371,25 @@ def test_weights_choice_is_part_of_the_run_and_older_runs_still_resume(ckpt, med
     assert _eval(ckpt, data, tmp_path, "--limit", "1") == 0
     with pytest.raises(ConfigError, match="weights"):
         EvalSettings(weights="last")
+
+
+def test_strength_is_a_setting_of_the_run_and_changes_only_the_edits(ckpt, medsynth, base_run, tmp_path):
+    data = medsynth / "test.jsonl"
+    assert _eval(ckpt, data, tmp_path, "--strength", "0.5") == 0
+    run_dir = tmp_path / "debug" / "test"
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["settings"]["strength"] == 0.5
+    with pytest.raises(UserError, match=r"strength \(0.5 -> 1.0\)"):
+        _eval(ckpt, data, tmp_path)
+    base = {line["sample_id"]: line for line in _lines(base_run)}
+    changed = []
+    for line in _lines(run_dir):
+        if line["kind"] == "edit":
+            ours = np.asarray(Image.open(run_dir / line["images"]["pred"]), dtype=int)
+            theirs = np.asarray(Image.open(base_run / base[line["sample_id"]]["images"]["pred"]), dtype=int)
+            changed.append(np.abs(ours - theirs).max() > 0)
+        elif line["kind"] in ("question", "report"):
+            assert line["answer"] == base[line["sample_id"]]["answer"]
+    assert changed and all(changed)
+    with pytest.raises(ConfigError, match="strength"):
+        EvalSettings(strength=1.5)

@@ -12,6 +12,7 @@ from unimedvl.flow import (
     sample_timesteps,
     sampling_schedule,
     shift_timesteps,
+    start_from_image,
     velocity_target,
 )
 
@@ -55,6 +56,41 @@ def test_euler_reaches_analytic_answer():
 
     out = euler_sample(velocity, noise, [6, 4], cfg)
     assert torch.allclose(out, c, atol=1e-5)
+
+
+def test_strength_keeps_the_schedule_below_it_and_one_is_the_full_schedule():
+    for shift in (1.0, 3.0):
+        assert torch.equal(sampling_schedule(9, shift, strength=1.0), sampling_schedule(9, shift))
+    torch.testing.assert_close(sampling_schedule(11, 1.0, strength=0.45),
+                               torch.tensor([0.45, 0.4, 0.3, 0.2, 0.1, 0.0]))
+    shifted = sampling_schedule(11, 3.0, strength=0.45)
+    torch.testing.assert_close(shifted, shift_timesteps(torch.tensor([0.45, 0.4, 0.3, 0.2, 0.1, 0.0]), 3.0))
+    assert len(sampling_schedule(11, 1.0, strength=0.01)) == 2  # always at least one step
+    for bad in (0.0, -0.1, 1.5, True, "0.5"):
+        with pytest.raises(ConfigError, match="strength"):
+            sampling_schedule(5, 1.0, strength=bad)
+
+
+def test_start_from_image_noises_the_latent_to_the_first_time():
+    latent, noise = torch.randn(6, 4), torch.randn(6, 4)
+    assert start_from_image(latent, noise, 1.0, 3.0) is noise
+    t0 = 3.0 * 0.3 / (1 + 2.0 * 0.3)
+    torch.testing.assert_close(start_from_image(latent, noise, 0.3, 3.0), (1 - t0) * latent + t0 * noise)
+
+
+def test_euler_from_a_noised_input_reaches_the_data_in_the_kept_steps():
+    c = torch.randn(10, 4)
+    cfg = GuidanceConfig(cfg_text_scale=1.0, num_timesteps=21, timestep_shift=3.0)
+    calls = []
+
+    def velocity(x, t, branches):
+        calls.append(float(t[0]))
+        return {"cond": (x - c) / t[:, None]}
+
+    start = start_from_image(torch.randn(10, 4), torch.randn(10, 4), 0.5, cfg.timestep_shift)
+    out = euler_sample(velocity, start, [10], cfg, strength=0.5)
+    assert torch.allclose(out, c, atol=1e-5)
+    assert len(calls) == 10 and calls[0] == pytest.approx(float(shift_timesteps(torch.tensor(0.5), 3.0)))
 
 
 def test_guidance_scale_one_is_unguided():

@@ -202,7 +202,10 @@ def test_modalities_are_distinguishable_from_simple_image_statistics():
     def features(img):
         rgb = np.stack([img] * 3, -1) if img.ndim == 2 else img
         rgb = rgb.astype(float) / 255
-        return np.r_[rgb.mean((0, 1)), rgb.std((0, 1)), (rgb.mean(-1) < 0.08).mean(), float(img.ndim == 3)]
+        body = rgb.mean(-1) >= 0.08
+        # colour, contrast, background share, and the body's shape (a chest is wider than tall, a head taller)
+        return np.r_[rgb.mean((0, 1)), rgb.std((0, 1)), 1 - body.mean(), body.any(0).mean() - body.any(1).mean(),
+                     float(img.ndim == 3)]
 
     feats = {m: np.array([features(si.render(si.make_scene(m, SIZE, np.random.default_rng([k, 9]), k % 4)))
                           for k in range(16)]) for m in si.MODALITIES}
@@ -219,7 +222,24 @@ def test_larger_images_and_all_lesion_counts_fit():
         assert img.shape[:2] == (256, 256) and len(scene.lesions) == 3
     for modality in si.MODALITIES:  # the location question needs every region to hold a lesion
         for region in si.REGIONS[modality]:
-            si.make_scene(modality, 64, np.random.default_rng(2), n_lesions=3, regions=[region] * 3)
+            for k in range(5):
+                scene = si.make_scene(modality, 64, np.random.default_rng([2, k]), n_lesions=1, regions=[region])
+                assert scene.lesions[0].region == region
+    for modality in si.MODALITIES:  # three lesions of the design-rule size always find room (some in other regions)
+        for k in range(40):
+            scene = si.make_scene(modality, 64, np.random.default_rng([3, k]), n_lesions=3)
+            assert len(scene.lesions) == 3
+
+
+def test_lesions_follow_the_design_rule():
+    """Every lesion is at least LESION_MIN_RADIUS of the side: about 0.7 of a 14 px ViT patch at the demo's size."""
+    radii = []
+    for modality in si.MODALITIES:
+        for k in range(30):
+            scene = si.make_scene(modality, 64, np.random.default_rng([4, k]), n_lesions=k % 4)
+            radii += [les.r / 64 for les in scene.lesions]
+    assert min(radii) >= si.LESION_MIN_RADIUS and 2 * si.LESION_MIN_RADIUS * 70 >= 0.7 * 14  # ViT at 70 px
+    assert np.mean(radii) > 1.1 * si.LESION_MIN_RADIUS  # both size classes occur
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,3 +371,10 @@ def test_a_task_without_records_gets_no_empty_dataset(tmp_path):
     assert summary["counts"]["train"]["text_to_image"] == 0
     info = yaml.safe_load((tmp_path / "few" / "dataset_info.yaml").read_text())
     assert "t2i" not in info and "medsynth_t2i_train" not in summary["datasets"]
+
+
+def test_worker_processes_write_the_same_files(bench, tmp_path):
+    syn.generate_medsynth(tmp_path / "two", n_train=45, n_test=9, seed=3, image_size=SIZE, workers=2)
+    assert _tree_bytes(tmp_path / "two") == _tree_bytes(bench)
+    with pytest.raises(ConfigError, match="workers"):
+        syn.generate_medsynth(tmp_path / "bad", n_train=1, n_test=0, workers=0)

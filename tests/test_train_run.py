@@ -212,3 +212,51 @@ def test_medsynth_with_the_real_loader_resumes_exactly(tmp_path, debug_ckpt):
         a = load_file(str(tmp_path / "straight" / "step_0000002" / name))
         b = load_file(str(tmp_path / "split" / "step_0000002" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_cached_latents_train_like_fresh_encodings(tmp_path, debug_ckpt):
+    """cache_latents: the frozen encoder's posterior mean is computed once per image, the run is unchanged."""
+    from unimedvl.medsynth.generator import generate_medsynth
+
+    synth = generate_medsynth(tmp_path / "synth", 6, 1, seed=0, image_size=64, tasks=["denoising", "t2i"])
+
+    def run(name, **kw):
+        cfg = TrainConfig(dataset_config_file=synth["mix"], dataset_info_file=synth["dataset_info"],
+                          model_path=str(debug_ckpt), checkpoint_dir=str(tmp_path / name), total_steps=4,
+                          save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", ema=0.0,
+                          gradient_checkpointing=False, progress_bar=False, tensorboard=False,
+                          expected_num_tokens=128, max_num_tokens=256, max_num_tokens_per_sample=256, **kw)
+        t = Trainer(cfg).setup()
+        losses = [t.train_step()["loss"] for t.step in range(4)]
+        return t, losses
+
+    fresh, fresh_losses = run("fresh")
+    cached, cached_losses = run("cached", cache_latents=True)
+    assert fresh.latent_cache is None
+    cache = cached.latent_cache
+    assert cache.hits > 0 and len(cache) <= 9  # 6 records, 9 distinct images: each encoded once
+    assert cache.misses == len(cache)
+    torch.testing.assert_close(torch.tensor(cached_losses), torch.tensor(fresh_losses), rtol=1e-5, atol=1e-6)
+    a, b = fresh.model.state_dict(), cached.model.state_dict()
+    for key in ("vae2llm.weight", "llm2vae.weight", "time_embedder.mlp.0.weight"):  # what the latents feed
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_latent_cache_stays_within_its_budget():
+    from unimedvl.models.latent_cache import LatentCache
+
+    calls = []
+
+    def encoder(images):
+        calls.append(len(images))
+        return [image.mean(0).flatten()[:4].clone() for image in images]  # 4 floats = 16 bytes each
+
+    images = [torch.full((3, 4, 4), float(i)) for i in range(3)]
+    cache = LatentCache(max_bytes=32)  # room for two latents
+    first = cache.encode(images + [images[0].clone()], encoder)
+    assert calls == [3] and len(cache) == 2 and cache.bytes == 32  # the repeat is encoded once
+    assert torch.equal(first[3], first[0])
+    again = cache.encode(images, encoder)
+    assert calls == [3, 1]  # the third image did not fit: encoded again
+    assert all(torch.equal(x, y) for x, y in zip(again, first[:3]))
+    assert cache.hits == 3 and cache.misses == 4 and cache.hit_rate == 3 / 7

@@ -118,6 +118,16 @@ def add_text_arguments(parser, max_new_tokens: int = 512) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
 
 
+STRENGTH_HELP = ("SDEdit start in (0, 1]: 1 samples from pure noise (the reference); below 1 sampling starts from "
+                 "the input image's latent noised to t = strength (shifted by --timestep-shift) and runs only that "
+                 "part of the schedule: it keeps more of the input and is faster, but can change it less")
+
+
+def add_strength_argument(parser, default: float = 1.0) -> None:
+    """``--strength`` of image editing (edit, eval): where sampling starts, in (0, 1]."""
+    parser.add_argument("--strength", type=float, default=default, metavar="S", help=STRENGTH_HELP)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

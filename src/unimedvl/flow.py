@@ -27,6 +27,7 @@ from unimedvl.guidance import (  # noqa: E402,F401
     TASK_GUIDANCE,
     TEXT_TO_IMAGE,
     GuidanceConfig,
+    check_strength,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -65,9 +66,32 @@ def estimate_clean(x_t: Tensor, velocity: Tensor, t: Tensor) -> Tensor:
 # Sampling.
 
 
-def sampling_schedule(num_timesteps: int, shift: float, device=None) -> Tensor:
-    """Shifted time points from 1 to 0, shape (num_timesteps,)."""
-    return shift_timesteps(torch.linspace(1.0, 0.0, num_timesteps, device=device), shift)
+def sampling_schedule(num_timesteps: int, shift: float, device=None, strength: float = 1.0) -> Tensor:
+    """Shifted time points from ``shift(strength)`` to 0.
+
+    ``strength`` 1 gives all ``num_timesteps`` points from 1 to 0. A smaller strength (SDEdit-style
+    restoration, :func:`start_from_image`) keeps the part of the same schedule that lies below it:
+    ``strength`` itself, then the points of ``linspace(1, 0, num_timesteps)`` under it, all shifted.
+    So the sampler runs about ``strength * (num_timesteps - 1)`` steps, and at least one.
+    """
+    check_strength(strength)
+    raw = torch.linspace(1.0, 0.0, num_timesteps, device=device)
+    if strength < 1.0:
+        raw = torch.cat([torch.tensor([float(strength)], device=device), raw[raw < strength]])
+    return shift_timesteps(raw, shift)
+
+
+def start_from_image(latent: Tensor, noise: Tensor, strength: float, shift: float) -> Tensor:
+    """The sampler's start for ``strength``: the input's latent noised to the schedule's first time.
+
+    x = (1 - t0) latent + t0 noise with t0 = shift(strength); at strength 1 this is the noise itself
+    (returned as it is, so pure-noise sampling stays bit-identical).
+    """
+    check_strength(strength)
+    if strength >= 1.0:
+        return noise
+    t0 = float(shift_timesteps(torch.tensor(float(strength)), shift))
+    return interpolate(latent, noise, t0)
 
 
 def _segment_norm(x: Tensor, seg_ids: Tensor, n_seg: int) -> Tensor:
@@ -115,12 +139,15 @@ def euler_sample(
     token_counts: Sequence[int],
     cfg: GuidanceConfig,
     progress: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Integrate from noise (t = 1) to data (t = 0) with Euler steps and guidance.
 
     ``noise``: (N, D) packed tokens of every image; ``token_counts``: tokens per image.
     ``velocity(x, t_per_token, branches)`` returns a dict of (N, D) velocities, one per branch
     name; evaluating the branches together (one batched forward) is up to the callable.
+    ``strength`` < 1: ``noise`` is the noised input (:func:`start_from_image`) and only the part of
+    the schedule below ``strength`` is run (:func:`sampling_schedule`).
     """
     device = noise.device
     seg_ids = torch.repeat_interleave(
@@ -128,9 +155,9 @@ def euler_sample(
     )
     if seg_ids.numel() != noise.shape[0]:
         raise ConfigError(f"token_counts sum to {seg_ids.numel()} but noise has {noise.shape[0]} tokens")
-    schedule = sampling_schedule(cfg.num_timesteps, cfg.timestep_shift, device=device)
+    schedule = sampling_schedule(cfg.num_timesteps, cfg.timestep_shift, device=device, strength=strength)
     x = noise
-    steps = cfg.num_timesteps - 1
+    steps = len(schedule) - 1
     for i in range(steps):
         t, t_next = schedule[i], schedule[i + 1]
         branches = cfg.branches_at(float(t))

@@ -98,3 +98,10 @@ GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
 }
 # Inference task -> its default preset.
 TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
+
+
+def check_strength(strength: float) -> None:
+    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
+                          "start from the noised input image (e.g. 0.5)")

@@ -200,6 +200,45 @@ def test_seeds_reproduce_images(api):
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
 
 
+def test_strength_starts_from_the_noised_input_and_runs_that_part_of_the_schedule(api):
+    inf = api.inferencer
+    image, text = random_image(32, 48, 11), "Remove the noise."
+    steps: list[int] = []
+
+    def edit(strength, **kw):
+        steps.clear()
+        out = api.edit(image, text, seed=4, num_timesteps=9, timestep_shift=1.0, strength=strength,
+                       progress=lambda step, total: steps.append(total), **kw)  # fmt: skip
+        return np.asarray(out).astype(int)
+
+    # The input's own round trip through the VAE: where a tiny strength must end up.
+    source = inf.image_splits(image, generation=True)[0][0].image
+    (tokens,) = inf.model.encode_images([source])
+    cfg = inf.model.config
+    round_trip = inf.decode_latents(tokens, [(32 // cfg.vae_image_stride, 48 // cfg.vae_image_stride)])[0]
+    near, far = edit(0.02), edit(1.0)
+    assert steps and set(steps) == {8}  # strength 1: every step of the schedule
+    # (the random debug VAE is sensitive: a 2% noise mix moves pixels, pure noise moves them 4x more)
+    assert np.abs(near - np.asarray(round_trip)).mean() < np.abs(far - np.asarray(round_trip)).mean() / 3
+    edit(0.02)
+    assert set(steps) == {1}
+    edit(0.5)
+    assert set(steps) == {4}  # 0.5, then 0.375 ... 0 of linspace(1, 0, 9)
+    with pytest.raises(DataError, match="keeps its size"):
+        api.edit(image, text, strength=0.5, height=32, width=32, num_timesteps=STEPS)
+    with pytest.raises(ConfigError, match="edit setting"):
+        Request(["A chest X-ray."], "generate", strength=0.5)
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        api.edit(image, text, strength=0.0)
+
+
+def test_strength_one_starts_from_exactly_the_noise(api):
+    inf = api.inferencer
+    plan = inf.prepare([Request([random_image(32, 32, 12), "Denoise."], "edit", guidance=_fast("edit"), seed=9)])
+    job = plan.jobs[0]
+    assert torch.equal(inf.initial_latents(job, (2, 2), torch.device("cpu")), inf.initial_noise((2, 2), 9))
+
+
 # -- chat ----------------------------------------------------------------------------------
 
 

@@ -124,15 +124,17 @@ class Backend:
         return conversation, text, thinking
 
     def edit(self, file: str | None, view: ViewOptions, instruction: str, think: bool, guidance: GuidanceConfig,
-             seed: int, progress: Callable[[int, int], None] | None = None) -> ImageResult:  # fmt: skip
-        """Edit the uploaded image following ``instruction``."""
+             seed: int, progress: Callable[[int, int], None] | None = None,
+             strength: float = 1.0) -> ImageResult:  # fmt: skip
+        """Edit the uploaded image following ``instruction`` (``strength`` < 1: start from the noised input)."""
         if not instruction or not instruction.strip():
             raise DataError("the instruction is empty: pick a preset or type what to change")
         path, loaded = self.read(file, view)
         start = time.perf_counter()
         result = self.model.edit(loaded.to_pil(), instruction.strip(), think=bool(think), seed=int(seed),
-                                 progress=progress, **_guidance_kwargs(guidance))  # fmt: skip
-        return self._image_result(result, think, f"edit-{Path(path.name).stem[:40]}", seed, guidance, start)
+                                 progress=progress, strength=float(strength), **_guidance_kwargs(guidance))  # fmt: skip
+        return self._image_result(result, think, f"edit-{Path(path.name).stem[:40]}", seed, guidance, start,
+                                  strength)
 
     def generate(self, prompt: str, height: int, width: int, think: bool, guidance: GuidanceConfig, seed: int,
                  progress: Callable[[int, int], None] | None = None) -> ImageResult:  # fmt: skip
@@ -145,12 +147,13 @@ class Backend:
         return self._image_result(result, think, "generated", seed, guidance, start)
 
     def _image_result(self, result, think: bool, stem: str, seed: int, guidance: GuidanceConfig,
-                      start: float) -> ImageResult:  # fmt: skip
+                      start: float, strength: float = 1.0) -> ImageResult:  # fmt: skip
         image, thinking = (result.image, result.thinking or "") if think else (result, "")
         thinking = printable(thinking)
         png = self._write_png(image, "".join(c if c.isalnum() or c in "-_" else "_" for c in stem))
         info = (f"{image.width}x{image.height} px | seed {seed} | {guidance.num_timesteps} timesteps | "
-                f"cfg text {guidance.cfg_text_scale:g}, image {guidance.cfg_img_scale:g} | "
+                + (f"strength {strength:g} | " if strength < 1 else "")
+                + f"cfg text {guidance.cfg_text_scale:g}, image {guidance.cfg_img_scale:g} | "
                 f"{time.perf_counter() - start:.1f} s")  # fmt: skip
         return ImageResult(image, png, thinking, info)
 

@@ -310,6 +310,9 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         with gr.Row():
                             edit_think = gr.Checkbox(False, label="Thinking (reason before editing)", scale=2)
                             edit_btn = gr.Button("Run", variant="primary", scale=1, elem_id="edit-button")
+                        strength = gr.Slider(0.05, 1.0, value=1.0, step=0.05, elem_id="edit-strength",
+                                             label="Strength: 1 draws from noise; lower starts from the input "
+                                                   "(keeps its anatomy, changes it less, faster)")  # fmt: skip
                         edit_guidance = _guidance_panel(EDIT_PRESETS[first_preset].guidance, steps, "edit")
                         edit_out = _image_outputs("edit")
                 edit_examples = [e for e in examples if e.edit_preset]
@@ -332,15 +335,15 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                                   api_visibility="private", queue=False)  # fmt: skip
 
                 def edit(image, window, axis, slice_index, volume, frame, instruction, think, cfg_text, cfg_img,
-                         interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed,
+                         interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed, strength=1.0,
                          progress=gr.Progress()):  # fmt: skip
                     guidance = make_guidance("edit", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
                                              renorm_min, shift, num_timesteps)  # fmt: skip
                     out = backend.edit(image, _view(window, axis, slice_index, volume, frame), instruction, think,
-                                       guidance, seed or 0, _progress_callback(progress))  # fmt: skip
+                                       guidance, seed or 0, _progress_callback(progress), strength)  # fmt: skip
                     return out.image, str(out.png), out.thinking, out.info
 
-                edit_inputs = [edit_in.file, *edit_in.view_inputs, instruction, edit_think, *edit_guidance]
+                edit_inputs = [edit_in.file, *edit_in.view_inputs, instruction, edit_think, *edit_guidance, strength]
                 edit_btn.click(_page_errors(edit), edit_inputs, list(edit_out), api_name="edit", **model_events)
 
             # -- Generate --------------------------------------------------------------------

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
+import os
 import shutil
 import sys
 import time
@@ -43,18 +45,21 @@ class DemoConfig:
     out: str = "demo_out"  # output folder
     seed: int = 0  # seeds data, tokenizer, autoencoder, model and training
     image_size: int = 64  # MedSynth image side in pixels
-    n_train: int = 2000  # MedSynth training records (all tasks)
+    n_train: int = 4400  # MedSynth training records (all tasks)
     n_test: int = 700  # MedSynth test records (all tasks)
-    vqa_weight: float = 3.0  # MedSynth share of VQA records relative to each other task (1)
-    ae_steps: int = 300  # autoencoder optimiser steps
-    train_steps: int = 450  # unified-model optimiser steps
+    vqa_weight: float = 18.0  # MedSynth share of VQA records relative to each other task (1): lesions need many
+    ae_steps: int = 400  # autoencoder optimiser steps
+    train_steps: int = 1500  # unified-model optimiser steps
     lr: float = 1e-3  # unified-model learning rate
     ema: float = 0.99  # EMA decay per step (evaluation uses the EMA weights); short runs need a smaller one
     expected_num_tokens: int = 1024  # tokens per training pack
+    freeze_vit: bool = True  # keep the randomly initialised ViT fixed: trained by the LLM's gradient it forgets lesions
     eval_per_task: int = 10  # MedSynth test records evaluated per non-VQA task (VQA: all, it is cheap)
     real_limit: int = 16  # real-set records evaluated (0: all)
     num_timesteps: int = 20  # denoising steps at evaluation (the reference uses 50)
+    strength: float = 0.1  # edits at evaluation start from the input noised to t = strength (SDEdit; 1: pure noise)
     max_new_tokens: int = 24  # answer length at evaluation
+    workers: int = 0  # processes rendering MedSynth (0: one per CPU core; the files are the same for any number)
 
     @classmethod
     def quick(cls, out: str, seed: int = 0) -> "DemoConfig":
@@ -64,7 +69,7 @@ class DemoConfig:
                    max_new_tokens=8)
 
     def fingerprint(self) -> str:
-        settings = {k: v for k, v in asdict(self).items() if k != "out"}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("out", "workers")}  # neither changes a result
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -127,7 +132,8 @@ class Demo:
         c = self.cfg
         # VQA weighs more: its questions are the cheapest to evaluate, and the goals need enough of them.
         synth = generate_medsynth(folder / "medsynth", c.n_train, c.n_test, seed=c.seed, image_size=c.image_size,
-                                  task_weights={"image_understanding": c.vqa_weight})
+                                  task_weights={"image_understanding": c.vqa_weight},
+                                  workers=c.workers or os.cpu_count() or 1)
         real = build_real_eval_set(folder / "real", image_size=c.image_size, seed=c.seed)
         self.log(f"  MedSynth: {sum(synth['counts']['train'].values())} train / "
                  f"{sum(synth['counts']['test'].values())} test records; real set: {real['count']} records")
@@ -157,8 +163,8 @@ class Demo:
         from unimedvl.config import model_config
         from unimedvl.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
-        # The layout of the `demo` named size (4x, z4, for latent_patch_size 4), trained on 32 px
-        # crops with an extra squared-error term: the settings that reached 25 dB in ~2 CPU minutes.
+        # The layout of the `demo` named size (2x, z4, for latent_patch_size 8), trained on 32 px
+        # crops with an extra squared-error term (BENCHMARKS.md: autoencoder layouts).
         model = model_config("demo")
         cfg = AutoencoderTrainConfig(
             data=(data["train_jsonl"],), out=str(folder / "ae.safetensors"), vae=model.vae,
@@ -208,6 +214,9 @@ class Demo:
             "--save_every", str(save_every), "--log_every", str(max(c.train_steps // 20, 1)),
             "--auto_resume", "True", "--seed", str(c.seed), "--keep_last", "1", "--keep_every", str(save_every),
             "--text_cond_dropout_prob", "0.1", "--vit_cond_dropout_prob", "0.1", "--vae_cond_dropout_prob", "0.1",
+            # A 9M-parameter model needs no activation memory savings, and its frozen VAE encodes each
+            # image once: together they halve the CPU step (BENCHMARKS.md).
+            "--gradient_checkpointing", "False", "--cache_latents", "True", "--freeze_vit", str(c.freeze_vit),
         ]
         if cli(args) != 0:
             raise UserError("training failed (see the messages above)")
@@ -227,7 +236,7 @@ class Demo:
         # release's 512 / 378 px defaults: a 64 px model would otherwise see 8x upscaled images.
         vit = vit_sizes(c.image_size)
         common = ["--num-timesteps", str(c.num_timesteps),
-                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed),
+                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed), "--strength", str(c.strength),
                   "--vae-min-size", str(c.image_size), "--vae-max-size", str(c.image_size),
                   "--vit-min-size", str(vit["min_image_size"]), "--vit-max-size", str(vit["max_image_size"])]
         runs = {"root": str(folder)}
@@ -245,6 +254,7 @@ class Demo:
             if cli(args) != 0:
                 raise UserError(f"evaluation on {name} failed (see the messages above)")
             runs[name] = name
+        runs["settings"] = {"strength": c.strength, "num_timesteps": c.num_timesteps}
         return runs
 
     def _report(self, folder: Path, data: dict, evaluated: dict, trained: dict) -> dict:
@@ -261,14 +271,16 @@ class Demo:
         if "medsynth" not in runs:
             raise UserError(f"{evaluated['root']}: no statistics of {final} on medsynth")
         goals = check_goals(runs["medsynth"].stats)
+        sampling = _sampling_note(evaluated.get("settings", {}))  # the demo's strength choice, stated
         logs = {"demo": report.read_train_log(trained["log_dir"])}
         written = report.write_report(entries, folder / "summary.csv", folder / "plots", folder / "report.html",
-                                      train_logs=logs, preface=[("Goals", goals_html(goals))],
+                                      train_logs=logs, preface=[("Goals", goals_html(goals)),
+                                               ("How the images were made", f"<p>{html.escape(sampling)}</p>")],
                                       out=lambda _: None)  # fmt: skip
         # The printed summary: the results tables (the comparisons are in the report).
-        lines = report.summary_text(entries, {}).splitlines()
+        lines = report.summary_text(entries, {}).splitlines() + [sampling]
         summary = {"checkpoint": trained["checkpoint"], "checkpoints": trained.get("checkpoints", []),
-                   "goals": goals, "lines": lines,
+                   "goals": goals, "lines": lines, "sampling": sampling,
                    "results": {split: e.stats.get("estimates") for split, e in runs.items()},
                    "report": {k: str(v) for k, v in written.items()}}  # fmt: skip
         (folder / "demo_summary.json").write_text(json.dumps(summary, indent=2))
@@ -288,6 +300,16 @@ class Demo:
             self.log(f"  {name:<11} {path}")
         self.log(f"  model {summary['checkpoint']}")
         self.log(f"finished in {self._clock()}")
+
+
+def _sampling_note(settings: dict) -> str:
+    """One sentence on how the evaluated edits were sampled (the SDEdit strength and what it means)."""
+    strength, steps = settings.get("strength", 1.0), settings.get("num_timesteps")
+    if strength >= 1.0:
+        return f"Edits sampled from pure noise (strength 1, {steps} timesteps)."
+    return (f"Edits start from the latent of the degraded input noised to t = {strength:g} (SDEdit strength "
+            f"{strength:g}: the last {strength:.0%} of a {steps}-point schedule), so the output keeps the anatomy of "
+            f"the input; strength 1 would sample from pure noise.")
 
 
 def run(args: argparse.Namespace) -> int:

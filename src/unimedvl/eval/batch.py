@@ -70,7 +70,7 @@ from unimedvl.eval.estimates import metric_estimates
 from unimedvl.eval.item_scores import IMAGE_METRICS
 from unimedvl.eval.stats_csv import compute_statistics
 from unimedvl.fileio import atomic_path, disk_full_reported
-from unimedvl.guidance import RESTORATION, GuidanceConfig
+from unimedvl.guidance import RESTORATION, GuidanceConfig, check_strength
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
@@ -92,6 +92,7 @@ class EvalSettings:
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
+    strength: float = 1.0  # edits: SDEdit start (1: pure noise, the reference; < 1: the noised input image)
     guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # images over this many pixels fail their sample (header check)
     confine_data_dir: bool = False  # images outside the data folder fail their sample (else a warning)
@@ -106,6 +107,7 @@ class EvalSettings:
         for name in ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number of pixels")
+        check_strength(self.strength)
 
     def inference_config(self, model_path):
         """The checkpoint's InferenceConfig with this run's sizes (its guidance goes with each request)."""
@@ -415,7 +417,8 @@ class BatchEvaluator:
             return Request([work.instruction], "generate", guidance=self.guidance, seed=work.seed, height=height,
                            width=width)  # fmt: skip
         text = work.instruction + "\n\n" + work.line["understanding_text"]
-        return Request([*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed)
+        return Request([*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed,
+                       strength=self.settings.strength)
 
     def _take_text(self, work: _Work, result) -> None:
         key = "understanding_text" if work.sample.kind == "edit" else "answer"

@@ -70,6 +70,7 @@ from unimedvl.cli_options import (
     add_guidance_arguments,
     add_image_pixels_argument,
     add_size_arguments,
+    add_strength_argument,
     guidance_from_args,
     size_overrides,
 )
@@ -137,6 +138,7 @@ def register(subparsers) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
     g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
+    add_strength_argument(g)
     add_guidance_arguments(p, RESTORATION, "the checkpoint's restoration preset; the release's shown")
     p.set_defaults(func=run)
 
@@ -154,7 +156,8 @@ def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | 
         dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=vae.min_image_size,
         vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,
         vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, metric_mode=args.metric_mode, guidance=guidance_from_args(args, inference.preset("eval")),
+        seed=args.seed, metric_mode=args.metric_mode, strength=args.strength,
+        guidance=guidance_from_args(args, inference.preset("eval")),
         max_image_pixels=args.max_image_pixels, confine_data_dir=args.confine_data_dir,
     )  # fmt: skip
 

@@ -202,6 +202,7 @@ class UniMedVL:
         width: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         max_think_tokens: int = 512,
+        strength: float = 1.0,
         **guidance,
     ) -> Image.Image | ImageAnswer:
         """Edit an image following ``instruction``; output size = the input's size after the VAE rule.
@@ -209,13 +210,20 @@ class UniMedVL:
         ``guidance``: any GuidanceConfig field (cfg_text_scale, cfg_img_scale, cfg_interval,
         cfg_renorm_type, cfg_renorm_min, timestep_shift, num_timesteps); the rest keep the
         checkpoint's editing preset (release: 4.0, 2.0, [0, 1], text_channel, 0, 3.0, 50).
+
+        ``strength`` (SDEdit): 1 samples from pure noise, the reference behaviour; below 1 sampling
+        starts from the (last) input image's latent noised to t = shift(strength) and runs only that
+        part of the schedule (about ``strength * num_timesteps`` steps). Lower keeps more of the
+        input (its anatomy, its intensities) and is faster, but can change it less: good for
+        restoration by a small model, less so for edits that redraw the image.
         """
         _check_text(instruction, "instruction")
         images = _images(image)
         if not images:
             raise DataError("edit needs an input image")
         request = Request(images + [instruction], "edit", think, max_think_tokens, height=height, width=width,
-                          guidance=_guidance(self.inferencer.config.preset("edit"), guidance), seed=seed)
+                          guidance=_guidance(self.inferencer.config.preset("edit"), guidance), seed=seed,
+                          strength=strength)
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def generate(

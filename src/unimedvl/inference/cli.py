@@ -25,6 +25,7 @@ from unimedvl.cli_options import (
     add_device_arguments,
     add_image_pixels_argument,
     add_size_arguments,
+    add_strength_argument,
     add_text_arguments,
     guidance_overrides,
     size_overrides,
@@ -85,6 +86,7 @@ def register_edit(subparsers) -> None:
     _common(p)
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--instruction", required=True, help="what to change")
+    add_strength_argument(p)
     _image_options(p, "edit")
     p.set_defaults(func=run_edit)
 
@@ -200,10 +202,13 @@ def _run_image(args, call: Callable) -> int:
 
 
 def run_edit(args) -> int:
+    from unimedvl.guidance import check_strength
+
+    check_strength(args.strength)  # before the model loads
     model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
+        max_think_tokens=args.max_new_tokens, strength=args.strength, **guidance_overrides(args),
     ))  # fmt: skip
 
 

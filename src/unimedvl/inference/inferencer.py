@@ -39,7 +39,7 @@ from unimedvl.data.medical_io import image_size, load_image
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.flow import GuidanceConfig, euler_sample
+from unimedvl.flow import GuidanceConfig, check_strength, euler_sample, start_from_image
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference_config import (
     RELEASE_VAE_TRANSFORM,
@@ -86,6 +86,7 @@ class Request:
     height: int | None = None  # output size in pixels (image requests); None: the last input
     width: int | None = None  # image's size after the VAE transform, else the default size
     seed: int | None = None  # noise and sampling seed; None: drawn from torch's global RNG
+    strength: float = 1.0  # edit: 1 samples from pure noise; < 1 starts from the last input image noised to t = strength
     on_token: Callable[[int], None] | None = None  # hears each decoded token (answer or reasoning) as it comes
     stop: Callable[[], bool] | None = None  # checked after each decoded token: True ends the text there
 
@@ -102,6 +103,10 @@ class Request:
                 raise DataError("an input text is empty; give a question, instruction or prompt")
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
+        check_strength(self.strength)
+        if self.strength < 1.0 and self.task != "edit":
+            raise ConfigError(f"strength={self.strength} starts from an input image: it is an edit setting, a "
+                              f"{self.task} request takes strength 1")
 
     @property
     def makes_image(self) -> bool:
@@ -136,6 +141,7 @@ class _Job:
     cfg_img: Context | None = None
     cfg_text: Context | None = None
     size: tuple[int, int] | None = None  # output (height, width) in pixels
+    source: Tensor | None = None  # strength < 1: the last input image after the VAE rule, [3, H, W] in [-1, 1]
     result: Result = field(default_factory=Result)
 
 
@@ -448,6 +454,8 @@ class Inferencer:
                 else:
                     splits, last_size = self.image_splits(item, gen)
                     full_ops.extend(splits)
+                    if gen and req.strength < 1.0:
+                        job.source = splits[0].image
             if gen:
                 if fork_at == len(items):
                     full_ops.append(_Fork(job))
@@ -455,6 +463,9 @@ class Inferencer:
                 width = req.width or (last_size[1] if last_size else self.default_size)
                 self.check_output_size(height, width)
                 job.size = (height, width)
+                if req.strength < 1.0 and job.size != last_size:
+                    raise DataError(f"strength={req.strength} starts from the input image, so the output keeps its "
+                                    f"size {last_size[1]}x{last_size[0]}; leave height and width unset")
                 queues.append((job.cfg_img, img_ops))
             queues.append((job.full, full_ops))
             jobs.append(job)
@@ -505,14 +516,15 @@ class Inferencer:
         groups: dict[tuple, list[_Job]] = {}
         for job in plan.jobs:
             if job.request.makes_image:
-                groups.setdefault(dataclasses.astuple(job.guidance), []).append(job)
+                groups.setdefault((dataclasses.astuple(job.guidance), job.request.strength), []).append(job)
         stride = self.model.config.vae_image_stride
         for jobs in groups.values():
             grids = [(j.size[0] // stride, j.size[1] // stride) for j in jobs]
             velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
-            noise = torch.cat([self.initial_noise(g, j.seed) for g, j in zip(grids, jobs)])
-            latents = euler_sample(velocity, noise.to(plan.pool.device), velocity.counts, jobs[0].guidance,
-                                   progress)  # fmt: skip
+            strength = jobs[0].request.strength
+            start = torch.cat([self.initial_latents(j, g, plan.pool.device) for g, j in zip(grids, jobs)])
+            latents = euler_sample(velocity, start, velocity.counts, jobs[0].guidance, progress,
+                                   strength=strength)  # fmt: skip
             for job, image in zip(jobs, self.decode_latents(latents, grids)):
                 job.result.image = image
                 job.result.seed = job.seed
@@ -522,6 +534,16 @@ class Inferencer:
         """x ~ N(0, I) of shape (h*w, p*p*z), drawn on the CPU from the request's own seed."""
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(grid[0] * grid[1], self.model.config.patch_latent_dim, generator=generator)
+
+    def initial_latents(self, job: _Job, grid: tuple[int, int], device: torch.device) -> Tensor:
+        """Where the job's sampling starts, on ``device``: its noise at strength 1, else its input image's
+        latent noised to the schedule's first time (SDEdit; :func:`unimedvl.flow.start_from_image`)."""
+        noise = self.initial_noise(grid, job.seed).to(device)
+        strength = job.request.strength
+        if strength >= 1.0:
+            return noise
+        (latent,) = self.model.encode_images([job.source])
+        return start_from_image(latent.to(device), noise, strength, job.guidance.timestep_shift)
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor, grids: Sequence[tuple[int, int]]) -> list[Image.Image]:

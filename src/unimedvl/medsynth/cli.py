@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task-weights", default=None, metavar="TASK=W,...",
                    help="share records in proportion to these weights (others weigh 1), e.g. vqa=3,report=1 "
                         "(default: all tasks weigh 1)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering the images (same files for any "
+                   "number; e.g. the number of cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous MedSynth in --out")
     p.add_argument("--real", action="store_true",
                    help="also build the real-image evaluation set (from installed packages) into OUT/real")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generator.generate_medsynth(
         args.out, args.n_train, args.n_test, seed=args.seed, image_size=args.image_size, tasks=tasks,
         overwrite=args.overwrite, task_weights=parse_task_weights(args.task_weights),
-        vit_image_size=args.vit_image_size,
+        vit_image_size=args.vit_image_size, workers=args.workers,
     )
     for split in generator.SPLITS:
         counts = ", ".join(f"{t} {n}" for t, n in summary["counts"][split].items())

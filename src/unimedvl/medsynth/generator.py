@@ -355,9 +355,30 @@ def _check(n_train, n_test, image_size, tasks) -> list[str]:
     return [t for t in TASKS if t in chosen]  # canonical order keeps the output independent of argument order
 
 
+def _make_records(jobs: list[tuple[str, str, int]], seed: int, size: int, out: Path, workers: int) -> list[dict]:
+    """``make_record`` for every (task, split, index), in order; ``workers`` > 1 renders in that many
+    processes. Every record draws from its own generator, so the output is the same either way."""
+    if workers <= 1 or len(jobs) < 2 * workers:
+        return [make_record(task, split, i, seed, size, out) for task, split, i in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = -(-len(jobs) // (4 * workers))  # a few chunks per worker: even load, little overhead
+    parts = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
+    # fork: workers inherit the imported modules (spawn would import torch-free code again, slower)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        done = pool.map(_make_chunk, parts, [seed] * len(parts), [size] * len(parts), [out] * len(parts))
+        return [record for part in done for record in part]
+
+
+def _make_chunk(jobs: list[tuple[str, str, int]], seed: int, size: int, out: Path) -> list[dict]:
+    return [make_record(task, split, i, seed, size, out) for task, split, i in jobs]
+
+
 def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, image_size: int = 64,
                       tasks: Sequence[str] | None = None, overwrite: bool = False,
-                      task_weights: Mapping[str, float] | None = None, vit_image_size: int | None = None) -> dict:
+                      task_weights: Mapping[str, float] | None = None, vit_image_size: int | None = None,
+                      workers: int = 1) -> dict:
     """Write MedSynth to ``out_dir`` (layout in the module docstring) and return a summary.
 
     ``tasks``: names from :data:`TASKS` or :data:`TASK_ALIASES` (default: all). ``n_train`` /
@@ -365,7 +386,8 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
     ``task_weights`` ({task or short name: weight}; unnamed tasks weigh 1). ``vit_image_size``: the
     side the mix resizes images to for the ViT (default ``image_size``; larger gives the understanding
     path finer 14 px patches of small lesions). ``overwrite``: replace a previous
-    MedSynth in ``out_dir`` (a non-empty folder is refused otherwise). Returns ``{"out_dir", "seed",
+    MedSynth in ``out_dir`` (a non-empty folder is refused otherwise). ``workers``: processes that
+    render the records (the files are byte-identical for any number). Returns ``{"out_dir", "seed",
     "image_size", "tasks", "counts": {split: {task: n}}, "jsonl": {split: path}, "datasets":
     {dataset name: jsonl path}, "dataset_info", "mix"}`` (paths absolute).
     """
@@ -377,6 +399,8 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
                           f"got {vit_image_size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out_dir).resolve()
     prepare_output_dir(out, overwrite)
     summary = {"out_dir": str(out), "seed": seed, "image_size": image_size, "tasks": chosen, "counts": {},
@@ -386,8 +410,9 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
         counts = _split_counts(n, chosen, weights)
         summary["counts"][split] = counts
         by_type: dict[str, list[dict]] = {}
-        by_task = {task: [make_record(task, split, i, seed, image_size, out) for i in range(counts[task])]
-                   for task in chosen}
+        jobs = [(task, split, i) for task in chosen for i in range(counts[task])]
+        made = iter(_make_records(jobs, seed, image_size, out, workers))
+        by_task = {task: [next(made) for _ in range(counts[task])] for task in chosen}
         for task, records in by_task.items():
             if records:  # a task with no records this split gets no (empty) dataset
                 by_type.setdefault(TASKS[task], []).extend(records)

@@ -34,7 +34,15 @@ REGIONS = {
     "histology": QUADRANTS,
     "fundus": QUADRANTS,
 }
-LESION_SIZES = {"small": (0.035, 0.05), "large": (0.06, 0.085)}  # radius as a fraction of the side
+# Lesion design rule: a lesion must be resolvable by a small ViT with 14 px patches trained from
+# scratch at the demo's image size. The demo feeds 64 px images to the ViT at 70 px (5 x 5 patches
+# of ~12.8 image pixels); lesions of radius 0.035-0.085 of the side (2-5 px, mostly under a third
+# of a patch) left a presence probe near the majority answer, radius >= 0.07 (diameter >= 0.7 of
+# a patch) lifts it far above (BENCHMARKS.md, bench/lesion_visibility.py). So every lesion has
+# radius >= LESION_MIN_RADIUS of the image side, in train and test alike, and stands out from
+# its tissue by >= 25 grey levels (tests/test_synthetic.py checks both).
+LESION_SIZES = {"small": (0.07, 0.085), "large": (0.095, 0.115)}  # radius as a fraction of the side
+LESION_MIN_RADIUS = LESION_SIZES["small"][0]
 _LESION_SCALE = {"histology": 1.8}  # a tumour cluster must hold several nuclei to read as one
 
 # Stain optical-density directions (R, G, B) used for the Beer-Lambert colour model of histology.
@@ -160,8 +168,9 @@ _CT_WINDOW = (-350.0, 1400.0)  # level, width: lungs dark grey, soft tissue ligh
 
 def _ct_sample(rng) -> dict:
     u = rng.uniform
+    # Lungs wide enough for two lesions of the design-rule size each (LESION_SIZES).
     return dict(cy=0.5 + u(-0.02, 0.02), cx=0.5 + u(-0.02, 0.02), ay=u(0.31, 0.35), ax=u(0.41, 0.45),
-                lung_dx=u(0.17, 0.19), lung_ry=u(0.19, 0.22), lung_rx=u(0.11, 0.13), heart=u(0.09, 0.11))
+                lung_dx=u(0.185, 0.2), lung_ry=u(0.21, 0.24), lung_rx=u(0.135, 0.15), heart=u(0.075, 0.09))
 
 
 def _ct_shapes(a: dict, size: int) -> dict:
@@ -244,7 +253,9 @@ def _mri_shapes(a: dict, size: int) -> dict:
 
 def _mri_regions(scene: Scene) -> dict[str, np.ndarray]:
     s = _mri_shapes(scene.anatomy, scene.size)
-    ok = (s["wm"] >= 0.99) & (s["ventricles"] <= 0.0)
+    # Lesions lie in the parenchyma (grey or white matter): white matter alone is too narrow for
+    # lesions of the design-rule size.
+    ok = (s["gm"] >= 0.99) & (s["ventricles"] <= 0.0) & (s["fissure"] < 0.05)
     xx, cx = s["g"][1], scene.anatomy["cx"]
     return {"left hemisphere": ok & (xx > cx + 0.02), "right hemisphere": ok & (xx < cx - 0.02)}
 
@@ -503,33 +514,70 @@ def make_scene(modality: str, size: int, rng: np.random.Generator, n_lesions: in
                regions: list[str] | None = None) -> Scene:
     """A random scene of ``modality`` with ``n_lesions`` non-overlapping lesions inside their regions.
 
-    ``regions`` (one per lesion) fixes where each lesion goes; otherwise regions are drawn at random.
+    ``regions`` (one per lesion) fixes where each lesion goes. Otherwise each lesion draws a region
+    and, when it does not fit there (a lung holds two lesions of the design-rule size, not three),
+    takes the first other region with room, in an order drawn from ``rng``. A large lesion that fits
+    nowhere becomes a small one; radii never go below :data:`LESION_MIN_RADIUS` of the side. When
+    the lesions placed first leave no room for the next, the whole layout is drawn again.
     """
     if modality not in _SAMPLERS:
         raise ValueError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
     scene = Scene(modality, size, _SAMPLERS[modality](rng), int(rng.integers(2**31)))
     masks = region_masks(scene)
+    for _ in range(_LAYOUT_ATTEMPTS):
+        lesions = _place_lesions(scene, masks, n_lesions, regions, rng)
+        if lesions is not None:
+            return replace(scene, lesions=tuple(lesions))
+    raise RuntimeError(f"could not place {n_lesions} lesions in a {size}px {modality} scene "
+                       f"(regions {regions or REGIONS[modality]})")
+
+
+_LAYOUT_ATTEMPTS = 50
+
+
+def _place_lesions(scene: Scene, masks: dict[str, np.ndarray], n_lesions: int, regions: list[str] | None,
+                   rng: np.random.Generator) -> list[Lesion] | None:
+    """One random layout of ``n_lesions`` lesions (see :func:`make_scene`), or None when one did not fit."""
+    scale = _LESION_SCALE.get(scene.modality, 1.0)
     lesions: list[Lesion] = []
     for i in range(n_lesions):
-        for attempt in range(60):
-            region = regions[i] if regions else str(rng.choice(REGIONS[modality]))
-            size_label = "small" if attempt >= 30 else str(rng.choice(list(LESION_SIZES)))
-            r = rng.uniform(*LESION_SIZES[size_label]) * size * _LESION_SCALE.get(modality, 1.0)
-            r = max(r * (0.7 if attempt >= 45 else 1.0), 1.5)  # tiny images: shrink rather than fail
-            room = masks[region].copy()
-            room[[0, -1], :] = False  # discs stay off the border
-            room[:, [0, -1]] = False
-            valid = ndimage.distance_transform_edt(room) > r + 0.5  # the whole disc lies in the region
-            for les in lesions:  # keep discs apart so each stays countable
-                valid &= _pixel_dist(size, les.cy, les.cx) > r + les.r + 2.0
-            candidates = np.flatnonzero(valid)
-            if candidates.size:
-                cy, cx = divmod(int(candidates[rng.integers(candidates.size)]), size)
-                lesions.append(Lesion(region, cy + 0.5, cx + 0.5, float(r), size_label))
-                break
+        label = str(rng.choice(list(LESION_SIZES)))
+        if regions:
+            order = [regions[i]]
         else:
-            raise RuntimeError(f"could not place lesion {i + 1} of {n_lesions} in a {size}px {modality} scene")
-    return replace(scene, lesions=tuple(lesions))
+            first = str(rng.choice(REGIONS[scene.modality]))
+            others = [r for r in REGIONS[scene.modality] if r != first]
+            order = [first] + [others[k] for k in rng.permutation(len(others))]
+        placed = None
+        for size_label in dict.fromkeys([label, "small"]):  # large first when drawn, then small
+            r = rng.uniform(*LESION_SIZES[size_label]) * scene.size * scale
+            for region in order:
+                spot = _free_spot(masks[region], scene.size, r, lesions, rng)
+                if spot is not None:
+                    placed = Lesion(region, spot[0], spot[1], float(r), size_label)
+                    break
+            if placed is not None:
+                break
+        if placed is None:
+            return None
+        lesions.append(placed)
+    return lesions
+
+
+def _free_spot(region: np.ndarray, size: int, r: float, lesions: list[Lesion],
+               rng: np.random.Generator) -> tuple[float, float] | None:
+    """A random centre (y, x) whose disc of radius ``r`` lies in ``region``, apart from ``lesions``."""
+    room = region.copy()
+    room[[0, -1], :] = False  # discs stay off the border
+    room[:, [0, -1]] = False
+    valid = ndimage.distance_transform_edt(room) > r + 0.5  # the whole disc lies in the region
+    for les in lesions:  # keep discs apart so each stays countable
+        valid &= _pixel_dist(size, les.cy, les.cx) > r + les.r + 2.0
+    candidates = np.flatnonzero(valid)
+    if not candidates.size:
+        return None
+    cy, cx = divmod(int(candidates[rng.integers(candidates.size)]), size)
+    return cy + 0.5, cx + 0.5
 
 
 def render(scene: Scene, stain: str = "he") -> np.ndarray:

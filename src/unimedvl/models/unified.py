@@ -24,6 +24,7 @@ from unimedvl.flow import interpolate, sample_timesteps, velocity_target
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.models.embeddings import MLPconnector, PositionEmbedding, TimestepEmbedder, patchify_latent
 from unimedvl.models.language import LanguageModel
+from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.models.vision import VisionEncoder
 
@@ -94,8 +95,12 @@ class UnifiedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.language_model.lm_head.weight.dtype
 
-    def embed(self, batch: PackedBatch, generator: torch.Generator | None = None) -> tuple[Tensor, FlowState | None]:
-        """Packed input embeddings (T, hidden) and the latent-side state of the batch."""
+    def embed(self, batch: PackedBatch, generator: torch.Generator | None = None,
+              latent_cache: LatentCache | None = None) -> tuple[Tensor, FlowState | None]:
+        """Packed input embeddings (T, hidden) and the latent-side state of the batch.
+
+        ``latent_cache`` serves VAE encodings of images seen before (training with a frozen encoder).
+        """
         device = self.language_model.lm_head.weight.device
         dtype = self.dtype
         hidden = torch.zeros(batch.sequence_length, self.config.llm.hidden_size, device=device, dtype=dtype)
@@ -110,7 +115,7 @@ class UnifiedModel(nn.Module):
         if batch.vae_indexes.numel():
             if not self.config.visual_gen:
                 raise ConfigError("the batch has VAE images but the model was built with visual_gen=False")
-            flow = self._flow_inputs(batch, generator)
+            flow = self._flow_inputs(batch, generator, latent_cache)
             t_embed = self.time_embedder(flow.t.to(dtype))
             latent = self.vae2llm(flow.x_t.to(dtype)) + t_embed + self.latent_pos_embed(batch.vae_position_ids)
             hidden = hidden.index_copy(0, batch.vae_indexes, latent.to(dtype))
@@ -131,10 +136,13 @@ class UnifiedModel(nn.Module):
                 out[i] = patchify_latent(latent.float(), self.config.latent_patch_size)
         return out  # type: ignore[return-value]
 
-    def _flow_inputs(self, batch: PackedBatch, generator: torch.Generator | None) -> FlowState:
+    def _flow_inputs(self, batch: PackedBatch, generator: torch.Generator | None,
+                     latent_cache: LatentCache | None = None) -> FlowState:
         device = self.vae2llm.weight.device
         pixel = [i for i, x in enumerate(batch.vae_inputs) if x.dim() == 3]
-        encoded = dict(zip(pixel, self.encode_images([batch.vae_inputs[i] for i in pixel])))
+        images = [batch.vae_inputs[i] for i in pixel]
+        latents = self.encode_images(images) if latent_cache is None else latent_cache.encode(images, self.encode_images)
+        encoded = dict(zip(pixel, latents))
         tokens = [encoded[i] if i in encoded else x.to(device).float() for i, x in enumerate(batch.vae_inputs)]
         counts = torch.tensor([t.shape[0] for t in tokens], device=device)
         x_in = torch.cat(tokens)
@@ -166,6 +174,7 @@ class UnifiedModel(nn.Module):
         generator: torch.Generator | None = None,
         ce_normalizer: float | None = None,
         mse_normalizer: float | None = None,
+        latent_cache: LatentCache | None = None,
     ) -> dict[str, Tensor]:
         """Losses of one packed batch.
 
@@ -173,8 +182,9 @@ class UnifiedModel(nn.Module):
         under data parallelism, the local counts by default), the raw sums and token counts,
         and ``flow`` (FlowState) for image-space losses. A batch without CE or MSE tokens gives
         an exact zero that still touches the head weights, so every rank runs the same graph.
+        ``latent_cache`` reuses the VAE encodings of images seen before (see models/latent_cache.py).
         """
-        hidden, flow = self.embed(batch, generator)
+        hidden, flow = self.embed(batch, generator, latent_cache)
         out = self.language_model(hidden, batch.layout, batch.position_ids.to(hidden.device),
                                   batch.gen_mask(hidden.device))
 

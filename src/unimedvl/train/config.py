@@ -46,6 +46,8 @@ class TrainConfig(DataConfig):
     freeze_llm: bool = False  # keep the language model (both experts, embeddings, head) fixed
     freeze_vit: bool = False  # keep the vision encoder fixed (the connector still trains)
     freeze_vae: bool = True  # keep the VAE fixed; False trains its decoder only when pixel/SSIM losses are on
+    cache_latents: bool = False  # VAE-encode each distinct image once and reuse its latent (the encoder never trains)
+    latent_cache_mb: int = 2048  # memory for cached latents per process, MiB (full: later images are encoded each time)
     timestep_shift: float = 1.0  # flow-matching timestep shift in training
     attn_backend: str = "auto"  # packed attention backend: auto | sdpa | flex | flash
     gradient_checkpointing: bool = True  # recompute each decoder/vision layer in backward (activation memory)
@@ -131,7 +133,8 @@ class TrainConfig(DataConfig):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         non_negative = ("warmup_steps", "num_workers", "keep_last", "keep_every", "val_every", "num_replicate", "num_shard",
-                        "lora_rank", "max_grad_norm", "weight_decay", "pixel_loss_weight", "ssim_loss_weight",
+                        "lora_rank", "max_grad_norm", "weight_decay", "latent_cache_mb", "pixel_loss_weight",
+                        "ssim_loss_weight",
                         "ce_weight", "mse_weight", "min_lr", "ssim_grad_scale")
         for name in non_negative:
             if getattr(self, name) < 0:

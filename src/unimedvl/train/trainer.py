@@ -38,6 +38,7 @@ from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
 from unimedvl.inference_config import InferenceConfig
 from unimedvl.model_card import ModelCard
+from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
@@ -109,6 +110,7 @@ class Trainer:
         self.info: DistInfo | None = None
         self.logger: RunLogger | None = None
         self.ema: EMA | None = None
+        self.latent_cache: LatentCache | None = None
 
     # -- build --------------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class Trainer:
             log.warning("the data mix has no understanding data")
 
         self.model = self._build_model()
+        self.latent_cache = LatentCache(cfg.latent_cache_mb << 20) if cfg.cache_latents and cfg.visual_gen else None
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         if self.ema is not None and cfg.ema ** cfg.total_steps > 0.1:
@@ -335,7 +338,8 @@ class Trainer:
         ce_norm, mse_norm, img_norm = (max(n, 1.0) for n in norms)
         batch = batch.to(self.info.device)
         with autocast(self.info, self.dtype, self.sharded):
-            out = self.model(batch, generator=self._generator(micro), ce_normalizer=ce_norm, mse_normalizer=mse_norm)
+            out = self.model(batch, generator=self._generator(micro), ce_normalizer=ce_norm, mse_normalizer=mse_norm,
+                             latent_cache=self.latent_cache)
             loss = cfg.ce_weight * out["ce"] + cfg.mse_weight * out["mse"]
             stats = {"ce": float(out["ce"].detach()), "mse": float(out["mse"].detach())}
             if self.pixel_cfg.enabled:
@@ -426,6 +430,8 @@ class Trainer:
             flops = float(all_reduce_sum(torch.tensor(step_flops(batches, self.model_cfg)), self.info))
             metrics["mfu"] = flops / elapsed / (self.peak * self.info.world_size)
         metrics["peak_mem_gb"] = peak_memory_gb(self.info.device)
+        if self.latent_cache is not None:
+            metrics["latent_cache_hit_rate"] = self.latent_cache.hit_rate
         return metrics
 
     @torch.no_grad()
@@ -439,7 +445,7 @@ class Trainer:
             batch = next(it).to(self.info.device)
             g = torch.Generator().manual_seed(cfg.seed * 7919 + k * self.info.world_size + self.info.rank)
             with autocast(self.info, self.dtype, self.sharded):
-                out = self.model(batch, generator=g)
+                out = self.model(batch, generator=g, latent_cache=self.latent_cache)
                 self._dummy_vit(batch)
             sums += torch.tensor([float(out["ce_sum"]), ce_weight_sum(batch), float(out["mse_sum"]),
                                   float(out["mse_tokens"])], dtype=torch.float64)
