@@ -87,6 +87,8 @@ class EvalSettings:
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
+    components: str = "all"  # all | understanding (VQA / report sets; edit records then fail one by one)
+    quantize: str = "none"  # none | int8 | nf4: weight-only quantisation (changes the numbers a little)
     guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
 
     def __post_init__(self) -> None:

@@ -23,9 +23,11 @@ from typing import Callable
 
 from unimedvl.cli_options import (
     add_device_arguments,
+    add_memory_arguments,
     add_size_arguments,
     add_text_arguments,
     guidance_overrides,
+    memory_overrides,
     size_overrides,
 )
 from unimedvl.errors import DataError, UserError
@@ -40,11 +42,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype and the image sizes: shared by ask/edit/generate/chat, serve and api."""
+    """--model, --device, --dtype, the image sizes and the memory plan: shared by ask/edit/generate/chat, serve
+    and api."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
     add_device_arguments(g)
     add_size_arguments(g)
+    add_memory_arguments(parser.add_argument_group("memory (unimedvl info --memory shows what each plan needs)"))
 
 
 def _text_options(parser: argparse.ArgumentParser) -> None:
@@ -118,10 +122,19 @@ def register(subparsers) -> None:
 
 
 def load_model(args):
-    """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise)."""
-    from unimedvl.inference.api import UniMedVL
+    """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise).
 
-    return UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype, **size_overrides(args))
+    The plan --max-memory chooses is printed as one line on stderr."""
+    from unimedvl.inference.api import UniMedVL
+    from unimedvl.memory_plan import PlanNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanNotice)  # said below, as one line
+        model = UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype, **size_overrides(args),
+                                         **memory_overrides(args))  # fmt: skip
+    if model.memory_notice:
+        print(f"memory plan: {model.memory_notice}", file=sys.stderr)
+    return model
 
 
 class _Progress:

@@ -92,7 +92,8 @@ class UnifiedModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.lm_head.weight.dtype
+        """The compute dtype (of the token embeddings, which are never quantised)."""
+        return self.language_model.model.embed_tokens.weight.dtype
 
     def embed(self, batch: PackedBatch, generator: torch.Generator | None = None) -> tuple[Tensor, FlowState | None]:
         """Packed input embeddings (T, hidden) and the latent-side state of the batch."""
