@@ -3,12 +3,13 @@
 The checkpoint has the release's widths (hidden 3584, 28 heads, 4 KV heads, vocabulary 152064,
 ViT 1152 x 26 layers, the FLUX VAE) but ``--layers`` decoder layers (default 2), written in bf16
 by ``unimedvl init-checkpoint`` under ``--work`` (random weights: answers are nonsense; memory and
-time are what count). Each plan runs in a fresh child process: load with
+time are what count). Each plan's memory is measured in a fresh child process: load with
 ``UniMedVL.from_pretrained(device="cpu", dtype="bf16", components=..., quantize=...)``, then one
-ask about a 224 px image with ``--answer-tokens`` greedy tokens and one with a single token
-(prefill only); time per answer token = (t_N - t_1) / (N - 1). The child reports its peak
-resident set (``VmHWM``: loading and the ask), the bytes of the weights it holds, and how many
-answer tokens agree with all-bf16's.
+ask about a 224 px image with ``--answer-tokens`` greedy tokens; the child reports its peak
+resident set (``VmHWM``: loading and the ask), the bytes of the weights it holds, and the answer
+(compared with all-bf16's). Time per answer token is measured in another child that holds the
+plan and all-bf16 side by side and alternates their asks (N tokens, then 1 token: per token =
+(t_N - t_1) / (N - 1), the fastest of ``--repeats``), so both see the same machine load.
 
 Printed per plan: peak RSS / that plan's weight bytes (goal <= 1.25), peak RSS / all-bf16's
 peak (goal for understanding-int8 <= 0.35), time per token / all-bf16's, and an extrapolation of
@@ -50,40 +51,72 @@ def status_bytes(field: str) -> int:
     raise KeyError(field)
 
 
-def child(args: argparse.Namespace) -> None:
-    """One plan in this (fresh) process; prints one JSON line."""
+def _image():
     import numpy as np
-    import torch
     from PIL import Image
 
-    torch.set_num_threads(args.threads)
+    return Image.fromarray((np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8))
+
+
+def _load(plan: str, path: str):
     from unimedvl.inference.api import UniMedVL
+
+    if plan == "naive-bf16":
+        return naive_load(path)
+    return UniMedVL.from_pretrained(path, device="cpu", dtype="bf16", **SIZES, **PLANS[plan])
+
+
+def _ask(model, tokens: int) -> tuple[float, list[int]]:
+    import torch
+
     from unimedvl.inference.inferencer import Request
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        (result,) = model.run([Request([_image(), QUESTION], max_new_tokens=tokens, seed=0)])
+    return time.perf_counter() - start, result.token_ids
+
+
+def child(args: argparse.Namespace) -> None:
+    """Memory of one plan in this (fresh) process: load, one ask; prints one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
     from unimedvl.memory_estimate import loaded_weight_bytes
 
     base = status_bytes("VmRSS")
     start = time.perf_counter()
-    if args.child == "naive-bf16":
-        model = naive_load(args.model)
-    else:
-        model = UniMedVL.from_pretrained(args.model, device="cpu", dtype="bf16", **SIZES, **PLANS[args.child])
+    model = _load(args.child, args.model)
     load_s = time.perf_counter() - start
     after_load = status_bytes("VmHWM")
     total, per_layer, layers = loaded_weight_bytes(model.model)
-    image = Image.fromarray((np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8))
-    timings, answer = [], []
-    with torch.inference_mode():
-        for tokens in (args.answer_tokens, 1):
-            start = time.perf_counter()
-            (result,) = model.run([Request([image, QUESTION], max_new_tokens=tokens, seed=0)])
-            timings.append(time.perf_counter() - start)
-            answer = answer or result.token_ids
-    n = len(answer)
+    _, tokens = _ask(model, args.answer_tokens)
     print(json.dumps({
         "plan": args.child, "base": base, "load_s": load_s, "after_load": after_load,
         "peak": status_bytes("VmHWM"), "weight_bytes": total, "layer_bytes": per_layer, "layers": layers,
-        "s_per_token": (timings[0] - timings[1]) / max(n - 1, 1), "tokens": answer,
+        "tokens": tokens,
     }))  # fmt: skip
+
+
+def timing_child(args: argparse.Namespace) -> None:
+    """Time per answer token of a plan and of all-bf16 in this one process, interleaved; one JSON line.
+
+    Per token = (t_N - t_1) / (N - 1) with the fastest of ``--repeats`` asks of each length."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    models = {"all-bf16": _load("all-bf16", args.model), args.time: _load(args.time, args.model)}
+    times: dict[tuple[str, int], list[float]] = {}
+    answers: dict[str, list[int]] = {}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            for n in (args.answer_tokens, 1):
+                seconds, tokens = _ask(model, n)
+                times.setdefault((name, n), []).append(seconds)
+                answers.setdefault(name, tokens)
+    per_token = {name: (min(times[name, args.answer_tokens]) - min(times[name, 1])) / max(len(answers[name]) - 1, 1)
+                 for name in models}  # fmt: skip
+    print(json.dumps({"plan": args.time, "s_per_token": per_token[args.time], "reference": per_token["all-bf16"]}))
 
 
 def naive_load(path: str):
@@ -95,6 +128,7 @@ def naive_load(path: str):
     from unimedvl.inference.api import UniMedVL
     from unimedvl.inference.inferencer import Inferencer
     from unimedvl.inference_config import InferenceConfig
+    from unimedvl.models.embeddings import PositionEmbedding
     from unimedvl.models.unified import UnifiedModel
     from unimedvl.tokenizer import Tokenizer
 
@@ -108,6 +142,9 @@ def naive_load(path: str):
     state.update({VAE_PREFIX + k: v for k, v in load_file(f"{path}/ae.safetensors").items()})
     model.load_state_dict(state, strict=False)
     del state
+    for module in model.modules():  # recomputed as load_model does, so that the answers can be compared
+        if isinstance(module, PositionEmbedding):
+            module.reset_parameters()
     config = InferenceConfig.load(path).with_sizes(**SIZES)
     return UniMedVL(Inferencer(model, Tokenizer.from_dir(path), config=config))
 
@@ -128,9 +165,9 @@ def write_checkpoint(work: Path, layers: int) -> Path:
     return ckpt
 
 
-def run_child(plan: str, ckpt: Path, args: argparse.Namespace) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", plan, "--model", str(ckpt), "--threads",
-                          str(args.threads), "--answer-tokens", str(args.answer_tokens)],
+def run_child(plan: str, ckpt: Path, args: argparse.Namespace, mode: str = "--child") -> dict:
+    out = subprocess.run([sys.executable, __file__, mode, plan, "--model", str(ckpt), "--threads",
+                          str(args.threads), "--answer-tokens", str(args.answer_tokens), "--repeats", str(args.repeats)],
                          capture_output=True, text=True)  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"{plan} failed:\n{out.stderr[-3000:]}")
@@ -162,13 +199,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the checkpoint")
     parser.add_argument("--answer-tokens", type=int, default=16, help="greedy answer tokens timed")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each child")
+    parser.add_argument("--repeats", type=int, default=3, help="timed asks of each length (the fastest counts)")
     parser.add_argument("--naive", action="store_true", help="also measure a plain state-dict load (baseline)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint (default: deleted at the end)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--time", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.time:
+        timing_child(args)
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
@@ -183,19 +225,25 @@ def main() -> None:
     results = {}
     for plan in plans:
         results[plan] = run_child(plan, ckpt, args)
-        print(f"  {plan}: done (load {results[plan]['load_s']:.1f} s, load average {os.getloadavg()[0]:.2f})",
-              flush=True)  # fmt: skip
+        print(f"  {plan}: memory measured (load {results[plan]['load_s']:.1f} s, load average "
+              f"{os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+    timing = {}
+    for plan in list(PLANS)[1:]:
+        timing[plan] = run_child(plan, ckpt, args, mode="--time")
+        print(f"  {plan}: timed beside all-bf16 (load average {os.getloadavg()[0]:.2f})", flush=True)
     ref = results["all-bf16"]
     print(f"\n{'plan':<20} {'weights':>9} {'peak RSS':>9} {'peak/weights':>12} {'peak/all-bf16':>13} "
-          f"{'s/token':>8} {'vs all-bf16':>11} {'same tokens':>11}")  # fmt: skip
+          f"{'s/token':>8} {'all-bf16':>8} {'ratio':>6} {'same tokens':>11}")  # fmt: skip
     for plan, r in results.items():
         same = sum(a == b for a, b in zip(r["tokens"], ref["tokens"]))
+        t = timing.get(plan)
+        speed = (f"{t['s_per_token']:>8.3f} {t['reference']:>8.3f} {t['s_per_token'] / t['reference']:>5.2f}x"
+                 if t else f"{'':>8} {'':>8} {'':>6}")  # fmt: skip
         print(f"{plan:<20} {r['weight_bytes'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>6.2f} GB "
-              f"{r['peak'] / r['weight_bytes']:>12.3f} {r['peak'] / ref['peak']:>13.3f} "
-              f"{r['s_per_token']:>8.3f} {r['s_per_token'] / ref['s_per_token']:>10.2f}x "
+              f"{r['peak'] / r['weight_bytes']:>12.3f} {r['peak'] / ref['peak']:>13.3f} {speed} "
               f"{same:>4}/{len(ref['tokens'])}")  # fmt: skip
-    print(f"(process base after imports: {ref['base'] / 1e9:.2f} GB, peak after loading "
-          f"{ref['after_load'] / 1e9:.2f} GB for all-bf16; the peak includes both)")
+    print(f"(process base after imports: {ref['base'] / 1e9:.2f} GB, included in the peak; s/token: the plan and "
+          "all-bf16 timed in one process, interleaved, fastest of --repeats)")
     print(f"\nextrapolated to {RELEASE_LAYERS} layers (weight bytes):")
     print("\n".join(extrapolation(args.layers, results)))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")

@@ -272,12 +272,13 @@ def find_weights(path: Path, prefer: str = "ema", require_all: bool = True) -> W
 
 def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype,
               device: torch.device | str | Placement, exclude: str | None = None, optional: tuple[str, ...] = (),
-              ignore: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+              ignore: Callable[[str], bool] | None = None, skip: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Stream tensors from ``source`` into ``model`` (built on meta) with a strict key check.
 
-    Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent; keys of the
-    source for which ``ignore(key)`` holds are not read (e.g. the generation expert of an
-    understanding-only load). ``device`` may be a :class:`~unimedvl.weight_stream.Placement`.
+    Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent; keys in
+    ``skip`` are filled by the caller and never read; keys of the source for which ``ignore(key)``
+    holds are not read (e.g. the generation expert of an understanding-only load). ``device`` may
+    be a :class:`~unimedvl.weight_stream.Placement`.
     """
     placement = device if isinstance(device, Placement) else Placement(torch.device(device))
     expected = [k for k in model.state_dict() if not (exclude and k.startswith(exclude))]
@@ -297,7 +298,7 @@ def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.d
             f"{where}: weights do not match the model config ({'; '.join(lines)}). Check that the config "
             "files belong to these weights (layer_module, num_hidden_layers, visual_gen/visual_und)"
         )
-    stream_into(model, source.files, [k for k in expected if k in got], where, dtype, placement)
+    stream_into(model, source.files, [k for k in expected if k in got and k not in skip], where, dtype, placement)
 
 
 def save_tensors(state: Mapping[str, Tensor], path: Path) -> None:
@@ -360,9 +361,15 @@ def load_model(
         model = UnifiedModel(cfg)
     layout = plan_layout(model, plan, torch.device(device), torch_dtype)
     device = layout.device
+    for module in model.modules():
+        if isinstance(module, PositionEmbedding):
+            # Recomputed from the formula (checkpoints may omit them or store another size), first:
+            # the float64 arithmetic's temporaries then do not add to the peak of the loaded weights.
+            module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
+            module.reset_parameters()
     ignore = is_generation_key if plan.understanding_only else None
     load_into(model, source, str(path), torch_dtype, layout.placement(model, plan.quantize, torch_dtype),
-              exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS, ignore=ignore)  # fmt: skip
+              exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS, ignore=ignore, skip=RECOMPUTED_KEYS)  # fmt: skip
     if cfg.visual_gen:
         ae_file = path / "ae.safetensors"
         if not ae_file.is_file():
@@ -370,11 +377,6 @@ def load_model(
         with _open(ae_file) as f:
             ae = WeightSource({k: ae_file for k in f.keys()})
         load_into(model.vae, ae, str(ae_file), torch_dtype, device)
-    for module in model.modules():
-        if isinstance(module, PositionEmbedding):
-            # Recomputed from the formula (checkpoints may omit them or store another size).
-            module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
-            module.reset_parameters()
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:
         raise CheckpointError(f"{path}: no weights for {', '.join(leftover[:6])}")

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from unimedvl.errors import CheckpointError
 
-CHUNK_BYTES = 256 * 2**20  # most bytes read through one mapping of a file before it is unmapped
+CHUNK_BYTES = 32 * 2**20  # most bytes read through one mapping of a file before it is unmapped
 _GROUP = re.compile(r"^(.*?\.\d+)\.")  # the prefix up to the first numeric path component
 
 
@@ -151,11 +151,13 @@ def _load(reader: _Files, file: Path, key: str, shape: tuple[int, ...], where: s
         out = torch.empty(shape, dtype=target, device=device)
     rows = max(1, CHUNK_BYTES * shape[0] // max(nbytes, 1))
     for start in range(0, shape[0], rows):
+        block = view[start:start + rows]
         if sink is not None:
-            sink.add(view[start:start + rows].to(device, target, copy=True))
+            # The accumulator reads the mapped rows itself when they are already what it needs.
+            sink.add(block if (block.dtype, block.device) == (target, device) else block.to(device, target))
         else:
-            out[start:start + rows].copy_(view[start:start + rows])
-        del view
+            out[start:start + rows].copy_(block)
+        del view, block
         reader.consumed(file, CHUNK_BYTES)  # a fresh mapping for the next block
         if start + rows < shape[0]:
             view = reader.view(file, key)
