@@ -145,6 +145,7 @@ def naive_load(path: str):
     for module in model.modules():  # recomputed as load_model does, so that the answers can be compared
         if isinstance(module, PositionEmbedding):
             module.reset_parameters()
+    model.to(torch.bfloat16)  # the position tables are built in fp32
     config = InferenceConfig.load(path).with_sizes(**SIZES)
     return UniMedVL(Inferencer(model, Tokenizer.from_dir(path), config=config))
 
