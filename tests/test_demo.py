@@ -4,6 +4,7 @@ and report its three checkpoints over training.
 `DemoConfig.quick`: about two minutes on 2 idle cores, the longest module of the default suite.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -61,3 +62,23 @@ def test_rerun_reuses_stages_and_refuses_other_settings(quick_demo):
     other.train_steps += 1
     with pytest.raises(UserError, match="other settings"):
         Demo(other, log=logs.append).run()
+
+
+@pytest.mark.slow
+def test_int8_gives_the_bf16_answers_and_edits_of_the_trained_model(quick_demo):
+    # Issue 18's goal on a trained checkpoint: greedy answers equal on >= 90% of the VQA questions,
+    # edit PSNR within 0.5 dB (bench/memory_agreement.py measures the full demo's model).
+    from unimedvl.eval.batch import EvalSettings
+    from unimedvl.eval.plan_agreement import compare_plan
+    from unimedvl.guidance import RESTORATION
+    from unimedvl.train.checkpointing import latest_checkpoint
+
+    out, _ = quick_demo
+    checkpoint = latest_checkpoint(out / "train" / "run")
+    settings = EvalSettings(dtype="bf16", vae_min_size=64, vae_max_size=64, vit_min_size=56, vit_max_size=70,
+                            max_new_tokens=8, guidance=dataclasses.replace(RESTORATION, num_timesteps=4))
+    result = compare_plan(checkpoint, out / "data" / "medsynth" / "test.jsonl", {"quantize": "int8"}, settings,
+                          max_edits=10)  # fmt: skip
+    assert result["questions"] >= 50 and result["edits"] == 10 and not result["failed"]
+    assert result["agreement"] >= 0.9, result["disagreements"]
+    assert abs(result["psnr_difference"]) <= 0.5, result

@@ -393,3 +393,20 @@ def test_strength_is_a_setting_of_the_run_and_changes_only_the_edits(ckpt, medsy
     assert changed and all(changed)
     with pytest.raises(ConfigError, match="strength"):
         EvalSettings(strength=1.5)
+
+
+def test_understanding_only_answers_like_the_full_model_and_fails_image_records_one_by_one(ckpt, medsynth, base_run,
+                                                                                           tmp_path):  # fmt: skip
+    data = medsynth / "test.jsonl"
+    assert _eval(ckpt, data, tmp_path, "--components", "understanding") == 0
+    run_dir = tmp_path / "debug" / "test"
+    full = {l["sample_id"]: l for l in _lines(base_run)}
+    for line in _lines(run_dir):
+        if line["kind"] in ("question", "report"):
+            assert line["error"] is None and line["answer"] == full[line["sample_id"]]["answer"]
+        else:  # edit and text-to-image records need the generation weights
+            assert 'components="all"' in line["error"] and "\n" not in line["error"]
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["settings"]["components"] == "understanding" and info["settings"]["quantize"] == "none"
+    with pytest.raises(UserError, match=r"quantize \('none' -> 'int8'\)"):  # another plan is another run
+        _eval(ckpt, data, tmp_path, "--components", "understanding", "--quantize", "int8")

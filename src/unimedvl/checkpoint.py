@@ -10,8 +10,10 @@ A checkpoint directory holds:
 - ``unimedvl_config.yaml`` (ours only): the complete ModelConfig, so nothing is implied on reload.
 
 Release directories lack the last file; the values they imply are filled in by ``RELEASE_IMPLIED``.
-Loading builds the model on the meta device and assigns tensors straight from the safetensors
-files (peak memory about one copy of the weights). Only safetensors are read: never pickles.
+Loading builds the model on the meta device and streams the safetensors into it tensor by tensor
+(:mod:`unimedvl.weight_stream`: host memory about the target's size plus one layer), following a
+:class:`~unimedvl.memory_plan.LoadPlan` (components, quantisation, offload, device map). Only
+safetensors are read: never pickles.
 """
 
 from __future__ import annotations
@@ -22,18 +24,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
 from unimedvl.errors import CheckpointError, ConfigError
 from unimedvl.fileio import atomic_path
+from unimedvl.memory_plan import LoadPlan, is_generation_key, understanding_config
 from unimedvl.models.hf_qwen import llm_config_from_hf
 from unimedvl.models.vision import vit_config_from_hf
+from unimedvl.weight_stream import Placement, open_file, stream_into
 
 CONFIG_FILE = "unimedvl_config.yaml"
 WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
@@ -226,14 +229,7 @@ def _read_json(path: Path) -> dict:
 # Tensors.
 
 
-def _open(path: Path):
-    try:
-        return safe_open(str(path), framework="pt", device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: cannot be read as safetensors ({err}); the file is truncated or corrupted: "
-            "copy it again (only .safetensors files are loaded, never pickles)"
-        ) from None
+_open = open_file  # a safetensors handle, or a CheckpointError naming the file
 
 
 @dataclass
@@ -245,22 +241,13 @@ class WeightSource:
     def keys(self) -> set[str]:
         return set(self.files)
 
-    def tensors(self, keys: set[str] | None = None) -> Iterator[tuple[str, Tensor]]:
-        by_file: dict[Path, list[str]] = {}
-        for key, file in self.files.items():
-            if keys is None or key in keys:
-                by_file.setdefault(file, []).append(key)
-        for file, names in by_file.items():
-            with _open(file) as f:
-                for name in names:
-                    try:
-                        yield name, f.get_tensor(name)
-                    except (SafetensorError, OSError, ValueError) as err:
-                        raise CheckpointError(f"{file}: tensor {name} cannot be read ({err})") from None
 
+def find_weights(path: Path, prefer: str = "ema", require_all: bool = True) -> WeightSource:
+    """Locate the unified-model weights: ema/model.safetensors or a sharded index.
 
-def find_weights(path: Path, prefer: str = "ema") -> WeightSource:
-    """Locate the unified-model weights: ema/model.safetensors or a sharded index."""
+    ``require_all=False`` accepts an index whose shards are not all present: a loader that needs
+    only some tensors (components="understanding") reports a missing shard only if it needs it.
+    """
     order = {"ema": ["ema.safetensors", "model.safetensors"], "model": ["model.safetensors", "ema.safetensors"]}
     if prefer not in order:
         raise ConfigError(f"prefer={prefer!r}; choose 'ema' or 'model'")
@@ -275,7 +262,7 @@ def find_weights(path: Path, prefer: str = "ema") -> WeightSource:
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{indexes[0]}: no 'weight_map' mapping")
         missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
-        if missing:
+        if missing and require_all:
             raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {', '.join(missing)}")
         return WeightSource({k: path / f for k, f in weight_map.items()})
     raise CheckpointError(
@@ -283,16 +270,22 @@ def find_weights(path: Path, prefer: str = "ema") -> WeightSource:
     )
 
 
-def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype, device: torch.device,
-              exclude: str | None = None, optional: tuple[str, ...] = ()) -> None:
-    """Assign tensors from ``source`` into ``model`` (built on meta) with a strict key check.
+def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype,
+              device: torch.device | str | Placement, exclude: str | None = None, optional: tuple[str, ...] = (),
+              ignore: Callable[[str], bool] | None = None, skip: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """Stream tensors from ``source`` into ``model`` (built on meta) with a strict key check.
 
-    Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent.
+    Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent; keys in
+    ``skip`` are filled by the caller and never read; keys of the source for which ``ignore(key)``
+    holds are not read (e.g. the generation expert of an understanding-only load). ``device`` may
+    be a :class:`~unimedvl.weight_stream.Placement`.
     """
-    expected = {k: v for k, v in model.state_dict().items() if not (exclude and k.startswith(exclude))}
+    placement = device if isinstance(device, Placement) else Placement(torch.device(device))
+    expected = [k for k in model.state_dict() if not (exclude and k.startswith(exclude))]
+    wanted = set(expected)
     got = source.keys()
     missing = sorted(k for k in expected if k not in got and k not in optional)
-    unexpected = sorted(k for k in got if k not in expected)
+    unexpected = sorted(k for k in got if k not in wanted and not (ignore and ignore(k)))
     if missing or unexpected:
         lines = []
         if missing:
@@ -305,17 +298,7 @@ def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.d
             f"{where}: weights do not match the model config ({'; '.join(lines)}). Check that the config "
             "files belong to these weights (layer_module, num_hidden_layers, visual_gen/visual_und)"
         )
-    state = {}
-    for key, tensor in source.tensors(set(expected)):
-        want = expected[key]
-        if tuple(tensor.shape) != tuple(want.shape):
-            raise CheckpointError(
-                f"{where}: tensor {key} has shape {tuple(tensor.shape)} but the config implies "
-                f"{tuple(want.shape)}; the config does not belong to these weights"
-            )
-        target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
-        state[key] = tensor.to(device=device, dtype=target_dtype)
-    model.load_state_dict(state, strict=False, assign=True)
+    stream_into(model, source.files, [k for k in expected if k in got and k not in skip], where, dtype, placement)
 
 
 def save_tensors(state: Mapping[str, Tensor], path: Path) -> None:
@@ -351,41 +334,54 @@ def load_model(
     device: str | torch.device = "cpu",
     prefer: str = "ema",
     config: ModelConfig | None = None,
+    plan: LoadPlan | None = None,
 ):
-    """Build a UnifiedModel on the meta device and load a checkpoint directory into it in place.
+    """Build a UnifiedModel on the meta device and stream a checkpoint directory into it.
 
     ``prefer``: ``ema`` (default; falls back to model.safetensors) or ``model`` (raw weights).
-    ``config`` overrides the directory's config (e.g. another attention backend).
+    ``config`` overrides the directory's config (e.g. another attention backend). ``plan``: what
+    to load, in which precision and where (default: everything, ``dtype``, on ``device``); with
+    ``components="understanding"`` the generation tensors and ``ae.safetensors`` are never read.
+    The model's ``load_plan`` attribute records the plan.
     """
     from unimedvl.models.embeddings import PositionEmbedding
     from unimedvl.models.unified import UnifiedModel
+    from unimedvl.placement import plan_layout
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
+    plan = plan or LoadPlan()
     cfg = config or read_model_config(path)
+    if plan.understanding_only:
+        cfg = understanding_config(cfg)
     torch_dtype = parse_dtype(dtype)
-    device = torch.device(device)
-    source = find_weights(path, prefer)
+    source = find_weights(path, prefer, require_all=not plan.understanding_only)
     with torch.device("meta"):
         model = UnifiedModel(cfg)
-    vae_keys = {k for k in model.state_dict() if k.startswith(VAE_PREFIX)}
-    load_into(model, source, str(path), torch_dtype, device, exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS)
-    if vae_keys:
+    layout = plan_layout(model, plan, torch.device(device), torch_dtype)
+    device = layout.device
+    for module in model.modules():
+        if isinstance(module, PositionEmbedding):
+            # Recomputed from the formula (checkpoints may omit them or store another size), first:
+            # the float64 arithmetic's temporaries then do not add to the peak of the loaded weights.
+            module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
+            module.reset_parameters()
+    ignore = is_generation_key if plan.understanding_only else None
+    load_into(model, source, str(path), torch_dtype, layout.placement(model, plan.quantize, torch_dtype),
+              exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS, ignore=ignore, skip=RECOMPUTED_KEYS)  # fmt: skip
+    if cfg.visual_gen:
         ae_file = path / "ae.safetensors"
         if not ae_file.is_file():
             raise CheckpointError(f"{path}: visual_gen is on but ae.safetensors is missing")
         with _open(ae_file) as f:
             ae = WeightSource({k: ae_file for k in f.keys()})
         load_into(model.vae, ae, str(ae_file), torch_dtype, device)
-    for module in model.modules():
-        if isinstance(module, PositionEmbedding):
-            # Recomputed from the formula (checkpoints may omit them or store another size).
-            module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
-            module.reset_parameters()
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:
         raise CheckpointError(f"{path}: no weights for {', '.join(leftover[:6])}")
+    layout.attach(model)
+    model.load_plan = plan
     return model
 
 

@@ -111,6 +111,37 @@ def size_overrides(args: argparse.Namespace) -> dict[str, int | None]:
     return {name: getattr(args, name, None) for name in SIZE_FIELDS}
 
 
+def add_memory_arguments(parser) -> None:
+    """How the model is loaded (unimedvl.memory_plan): ``--components``, ``--quantize``, ``--offload``,
+    ``--device-map``, ``--max-memory``; ``unimedvl info --memory`` shows what each plan needs."""
+    from unimedvl.memory_plan import COMPONENTS, OFFLOADS, QUANTIZATIONS
+
+    parser.add_argument("--components", default="all", choices=list(COMPONENTS),
+                        help="what to load: all, or understanding (the understanding tower, ViT and connector only: "
+                             "about 55%% of the release's weights; editing and generation are then refused)")
+    parser.add_argument("--quantize", default=None, choices=list(QUANTIZATIONS),
+                        help="weight-only quantisation of the large Linear layers as they load: int8 (CPU and "
+                             "CUDA) or nf4 (CUDA) (default: none; with --max-memory, whatever fits)")
+    parser.add_argument("--offload", default=None, choices=list(OFFLOADS),
+                        help="cpu: keep the decoder layers in host memory and stream them to the GPU layer by layer "
+                             "(CUDA only; slow but exact) (default: none; with --max-memory, whatever fits)")
+    parser.add_argument("--device-map", default=None, metavar="auto|balanced|JSON",
+                        help="spread the decoder layers over GPUs: auto (fill in order), balanced (even), or JSON "
+                             "such as '{\"0-13\": \"cuda:0\", \"14-27\": \"cuda:1\"}'; the rest goes with "
+                             "layer 0 (default: none, one device)")
+    parser.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="e.g. 24GB: load the cheapest plan whose weights, activations and KV cache fit this "
+                             "much device memory, and say which (default: none)")
+
+
+MEMORY_FIELDS = ("components", "quantize", "offload", "device_map", "max_memory")
+
+
+def memory_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The memory flags as keyword arguments of ``UniMedVL.from_pretrained``."""
+    return {name: getattr(args, name, None) for name in MEMORY_FIELDS if getattr(args, name, None) is not None}
+
+
 def add_text_arguments(parser, max_new_tokens: int = 512) -> None:
     """Answer decoding: ``--max-new-tokens``, ``--temperature``, ``--top-p``."""
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="answer (or reasoning) length limit")

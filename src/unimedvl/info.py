@@ -106,7 +106,73 @@ def checkpoint_summary(path: str | Path) -> list[str]:
     return lines
 
 
+def memory_report(cfg, inference, workload, dtype: str, device: str, budget: int | None, name: str) -> list[str]:
+    """The ``info --memory`` table: every plan's weights, runtime estimate and total, and which fit ``budget``."""
+    import torch
+
+    from unimedvl.memory_estimate import choose_plan, estimate_plans
+    from unimedvl.memory_plan import format_bytes
+
+    cuda_here = torch.cuda.is_available()
+    estimates = estimate_plans(cfg, inference, workload, dtype, cuda=device == "cuda", runnable_cuda=cuda_here)
+    where = "GPU" if device == "cuda" else "host RAM (CPU)"
+    lines = [f"memory plans: {name}, weights in {dtype}, on {where}"
+             + (f", budget {format_bytes(budget)}" if budget else ""),
+             f"request: a {workload.image_size} px image, {workload.prompt_tokens} prompt + {workload.answer_tokens} "
+             "answer tokens (activations + KV: the larger of an ask and, with generation, an edit; an estimate)"]
+    header = f"{'plan':<26} {'params':>7} {'weights':>9} {'host RAM':>9} {'act+KV':>8} {'overhead':>8} {'total':>9}"
+    lines.append(header + ("  fits" if budget else "") + "  here")
+    for e in estimates:
+        row = (f"{e.label:<26} {human_count(e.parameters):>7} {format_bytes(e.device_weights):>9} "
+               f"{format_bytes(e.host_weights) if e.host_weights else '-':>9} {format_bytes(e.runtime):>8} "
+               f"{format_bytes(e.overhead):>8} {format_bytes(e.device_total):>9}")  # fmt: skip
+        if budget:
+            row += f"  {'yes' if e.fits(budget) else 'no ':<4}"
+        lines.append(row + f"  {'yes' if e.runnable else 'needs CUDA'}")
+    if budget:
+        for components in ("all", "understanding"):
+            try:
+                chosen = choose_plan([e for e in estimates if e.plan.components == components], budget,
+                                     runnable_only=False)
+                lines.append(f"cheapest {components} plan within {format_bytes(budget)}: {chosen.label} "
+                             f"({format_bytes(chosen.device_total)})")  # fmt: skip
+            except UserError as err:
+                lines.append(f"{components}: {err}")
+    lines.append("weights: what the device holds (offload: two decoder layers; the rest in host RAM); "
+                 "load with --components/--quantize/--offload, or --max-memory SIZE to pick the first that fits")
+    return lines
+
+
+def _memory(args: argparse.Namespace) -> list[str]:
+    from unimedvl.config import load_model_config
+    from unimedvl.inference_config import InferenceConfig, for_model
+    from unimedvl.memory_estimate import Workload
+    from unimedvl.memory_plan import parse_memory
+
+    if args.model and args.size:
+        raise UserError("info --memory: give --model DIR or --size NAME, not both")
+    if args.model:
+        from unimedvl.checkpoint import read_model_config
+
+        if not Path(args.model).is_dir():
+            raise UserError(f"--model {args.model}: checkpoint directory not found")
+        cfg, inference, name = read_model_config(args.model), InferenceConfig.load(args.model), args.model
+    else:
+        size = args.size or "bagel-7b-mot"
+        cfg = load_model_config(size)
+        cfg_inference = for_model(cfg)
+        inference, name = cfg_inference, size
+    budget = parse_memory(args.budget, "--budget") if args.budget else None
+    workload = Workload(image_size=args.image_size, answer_tokens=args.answer_tokens)
+    return memory_report(cfg, inference, workload, args.dtype, args.device, budget, name)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.memory:
+        print("\n".join(_memory(args)))
+        return 0
+    if args.size or args.budget:
+        raise UserError("--size and --budget belong to info --memory; add --memory")
     if args.model:
         print("\n".join(checkpoint_summary(args.model)))
         return 0
@@ -128,4 +194,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "--model DIR: a checkpoint's sizes, parameters, step and inference settings")
     parser.add_argument("--model", metavar="DIR", default=None,
                         help="describe this checkpoint directory instead (default: none)")
+    g = parser.add_argument_group("memory plans (--memory)")
+    g.add_argument("--memory", action="store_true",
+                   help="print each memory plan (all / understanding x bf16 / int8 / nf4 x offload): weight bytes, "
+                        "an activation + KV estimate, and which fit --budget; of --model DIR or --size NAME")
+    g.add_argument("--size", metavar="NAME", default=None,
+                   help="a named model size or model YAML (default: bagel-7b-mot, the release)")
+    g.add_argument("--budget", metavar="SIZE", default=None, help="device memory, e.g. 24GB or 16GiB (default: none)")
+    g.add_argument("--image-size", type=int, default=512, metavar="PX", help="side of the input image assumed")
+    g.add_argument("--answer-tokens", type=int, default=512, metavar="N", help="answer length assumed")
+    g.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="compute dtype of the weights")
+    g.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="what the budget is: GPU memory (cuda) or host RAM (cpu)")
     parser.set_defaults(func=run)

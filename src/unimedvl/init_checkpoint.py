@@ -51,11 +51,15 @@ def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> "
 
 
 def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer: "Tokenizer | None" = None,
-                    texts: Iterable[str] | None = None) -> Path:
-    """Write a randomly initialised model of a named size (or YAML config) in the release layout."""
+                    texts: Iterable[str] | None = None, dtype: str = "fp32") -> Path:
+    """Write a randomly initialised model of a named size (or YAML config) in the release layout.
+
+    ``dtype``: of the weights written (and of the model while it is built, so a bf16 checkpoint of
+    the release's widths needs half the memory of an fp32 one).
+    """
     import torch
 
-    from unimedvl.checkpoint import save_model
+    from unimedvl.checkpoint import parse_dtype, save_model
     from unimedvl.model_card import ModelCard
     from unimedvl.models.unified import UnifiedModel
 
@@ -67,7 +71,12 @@ def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer:
             "raise vocab_size or use a smaller tokenizer"
         )
     torch.manual_seed(seed)
-    model = UnifiedModel(cfg)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(parse_dtype(dtype))
+    try:
+        model = UnifiedModel(cfg)
+    finally:
+        torch.set_default_dtype(default)
     card = ModelCard(summary=f"A randomly initialised UniMedVL model of the `{size}` size (seed {seed}).",
                      notes=["Random weights: its answers and images are meaningless until it is trained. Use it for "
                             "tests, benchmarks of speed and memory, or as the start of training from scratch."])
@@ -166,7 +175,7 @@ def _run_init(args: argparse.Namespace) -> int:
     from unimedvl.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(args.tokenizer) if args.tokenizer else None
-    path = init_checkpoint(args.size, args.out, args.seed, tokenizer)
+    path = init_checkpoint(args.size, args.out, args.seed, tokenizer, dtype=args.dtype)
     print(f"wrote a randomly initialised {args.size} checkpoint to {path}")
     return 0
 
@@ -183,6 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (release layout)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
     p.add_argument("--tokenizer", help="tokenizer directory (default: Qwen if it fits, else a small BPE)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the weights written")
     p.set_defaults(func=_run_init)
 
 

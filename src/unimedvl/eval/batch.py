@@ -93,6 +93,8 @@ class EvalSettings:
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both
     strength: float = 1.0  # edits: SDEdit start (1: pure noise, the reference; < 1: the noised input image)
+    components: str = "all"  # all | understanding (VQA / report sets; edit records then fail one by one)
+    quantize: str = "none"  # none | int8 | nf4: weight-only quantisation (changes the numbers a little)
     guidance: GuidanceConfig = field(default_factory=lambda: RESTORATION)  # spec medical.md section 5 settings
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # images over this many pixels fail their sample (header check)
     confine_data_dir: bool = False  # images outside the data folder fail their sample (else a warning)

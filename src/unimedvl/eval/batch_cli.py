@@ -69,6 +69,7 @@ from unimedvl.cli_options import (
     add_device_arguments,
     add_guidance_arguments,
     add_image_pixels_argument,
+    add_memory_arguments,
     add_size_arguments,
     add_strength_argument,
     guidance_from_args,
@@ -135,6 +136,8 @@ def register(subparsers) -> None:
                         "after a short run the EMA may still be close to the initial weights")  # fmt: skip
     add_size_arguments(g)
     add_image_pixels_argument(g, why="; a larger image fails its sample")
+    add_memory_arguments(p.add_argument_group("memory (unimedvl info --memory shows what each plan needs; "
+                                              "--components understanding suits VQA and report sets)"))
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=800, help="understanding pass / answer length limit")
     g.add_argument("--seed", type=int, default=0, help="run seed (each sample's seed derives from it)")
@@ -143,23 +146,47 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | None = None):
+def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | None = None, plan=None):
     """The settings of evaluating ``model_path``: its inference_config.json (release defaults without one)
-    for sizes and guidance, overridden by the flags given."""
+    for sizes and guidance, overridden by the flags given; ``plan`` (a LoadPlan, default: the memory
+    flags') gives the components and quantisation the run records."""
     from unimedvl.eval.batch import EvalSettings
     from unimedvl.inference_config import InferenceConfig
 
     checkpoint = InferenceConfig.load(model_path) if model_path is not None else InferenceConfig()
     inference = checkpoint.with_sizes(**size_overrides(args))
     vae, vit = inference.vae_transform, inference.vit_transform
+    plan = plan or load_plan_from_args(args)
     return EvalSettings(
         dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=vae.min_image_size,
         vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,
         vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, metric_mode=args.metric_mode, strength=args.strength,
-        guidance=guidance_from_args(args, inference.preset("eval")),
+        seed=args.seed, metric_mode=args.metric_mode, strength=args.strength, components=plan.components,
+        quantize=plan.quantize, guidance=guidance_from_args(args, inference.preset("eval")),
         max_image_pixels=args.max_image_pixels, confine_data_dir=args.confine_data_dir,
     )  # fmt: skip
+
+
+def load_plan_from_args(args: argparse.Namespace, model_path: Path | None = None, device: str = "cpu"):
+    """The LoadPlan the memory flags describe; with --max-memory, the one chosen for ``model_path`` on
+    ``device`` (said on stderr)."""
+    from unimedvl.memory_plan import LoadPlan
+
+    components = getattr(args, "components", None) or "all"
+    if getattr(args, "max_memory", None) is None or model_path is None:
+        return LoadPlan(components, getattr(args, "quantize", None) or "none", getattr(args, "offload", None) or "none",
+                        getattr(args, "device_map", None))  # fmt: skip
+    from unimedvl.checkpoint import read_model_config
+    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.memory_estimate import resolve_plan
+
+    inference = InferenceConfig.load(model_path).with_sizes(**size_overrides(args))
+    dtype = args.dtype or ("bf16" if str(device).startswith("cuda") else "fp32")
+    plan, notice = resolve_plan(read_model_config(model_path), inference, device, dtype, components=components,
+                                quantize=args.quantize, offload=args.offload, device_map=args.device_map,
+                                max_memory=args.max_memory)  # fmt: skip
+    print(f"eval: {model_path.name}: memory plan: {notice}", file=sys.stderr)
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,10 +376,11 @@ def run(args: argparse.Namespace) -> int:
             samples = load_samples(data, data_dir, args.confine_data_dir if label is None else None)
             selected = select_samples(samples, args.limit, task_limits)
             for path, model_id in zip(paths, model_ids(paths)):
-                settings = settings_from_args(args, dist.cuda, path)
+                plan = load_plan_from_args(args, path, dist.device)
+                settings = settings_from_args(args, dist.cuda, path, plan)
                 run_dir = Path(args.out) / model_id / (label or args.split or data.stem)
                 failed += evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected,
-                                         settings)  # fmt: skip
+                                         settings, plan)  # fmt: skip
                 if label and dist.rank == 0:
                     print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
@@ -364,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,
-                   samples, selected, settings) -> int:  # fmt: skip
+                   samples, selected, settings, plan=None) -> int:  # fmt: skip
     """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics.
 
     Returns how many samples of the run failed (on rank 0; 0 on the others)."""
@@ -389,7 +417,7 @@ def evaluate_model(args, dist: _Dist, model_path: Path, model_id: str, run_dir: 
     if dist.rank == 0:
         print(f"eval: {model_id}: {len(selected)} sample(s), {len(selected) - len(pending)} already done, "
               f"{len(pending)} to run on {dist.world} process(es)", file=sys.stderr)  # fmt: skip
-    model = _load_model(model_path, dist, settings) if mine else None
+    model = _load_model(model_path, dist, settings, plan) if mine else None
     dist.barrier()  # every rank that has work has its model: only now does the folder belong to this run
     if dist.rank == 0:
         _write_run_info(run_dir, identity, model_id, dist)
@@ -454,12 +482,14 @@ def _headline(stats: dict) -> str:
     return headline(stats)
 
 
-def _load_model(model_path: Path, dist: _Dist, settings):
+def _load_model(model_path: Path, dist: _Dist, settings, plan=None):
     from unimedvl.inference.api import UniMedVL
 
     return UniMedVL.from_pretrained(model_path, device=dist.device, dtype=settings.dtype, prefer=settings.weights,
                                     config=settings.inference_config(model_path),
-                                    max_image_pixels=settings.max_image_pixels)  # fmt: skip
+                                    max_image_pixels=settings.max_image_pixels, components=settings.components,
+                                    quantize=settings.quantize, offload=plan.offload if plan else None,
+                                    device_map=plan.device_map if plan else None)  # fmt: skip
 
 
 def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, settings, mine) -> None:

@@ -46,6 +46,7 @@ from unimedvl.inference.inferencer import (
     split_thinking,
 )  # fmt: skip
 from unimedvl.inference_config import InferenceConfig
+from unimedvl.memory_plan import PlanNotice
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
 
@@ -119,8 +120,9 @@ def _guidance(base: GuidanceConfig, overrides: dict) -> GuidanceConfig:
 class UniMedVL:
     """A loaded model with ask / edit / generate / chat (see the module docstring)."""
 
-    def __init__(self, inferencer: Inferencer):
+    def __init__(self, inferencer: Inferencer, memory_notice: str | None = None):
         self.inferencer = inferencer
+        self.memory_notice = memory_notice  # which plan max_memory chose (from_pretrained), else None
 
     @classmethod
     def from_pretrained(
@@ -137,6 +139,11 @@ class UniMedVL:
         prefer: str = "ema",
         config: InferenceConfig | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        components: str = "all",
+        quantize: str | None = None,
+        offload: str | None = None,
+        device_map: str | None = None,
+        max_memory: str | int | None = None,
         **deprecated: int | None,
     ) -> "UniMedVL":
         """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
@@ -144,16 +151,31 @@ class UniMedVL:
         release's sizes without one); ``vae_*`` / ``vit_*`` / ``max_pixels`` override it: the VAE resize
         rule applied to every input image (512 for quality, 256 for speed) and the ViT transform after it.
         ``config`` replaces the checkpoint's inference config altogether (the size arguments still apply);
-        ``max_image_pixels``: image files with more pixels are refused before decoding (default 16384 x 16384)."""
+        ``max_image_pixels``: image files with more pixels are refused before decoding (default 16384 x 16384).
+
+        Memory (:mod:`unimedvl.memory_plan`): ``components="understanding"`` loads the understanding
+        tower, ViT and connector only (about 55% of the release; generation requests are refused);
+        ``quantize="int8"`` (CPU, CUDA) or ``"nf4"`` (CUDA) quantises the large Linear layers as they
+        load; ``offload="cpu"`` streams the decoder layers from host memory to the GPU; ``device_map``
+        (``"auto"``, ``"balanced"`` or JSON such as ``'{"0-13": "cuda:0", "14-27": "cuda:1"}'``) spreads
+        them over GPUs. ``max_memory="24GB"`` picks the cheapest plan that fits (a PlanNotice says which).
+        """
+        from unimedvl.checkpoint import read_model_config
+        from unimedvl.memory_estimate import resolve_plan
+
         sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
                                      vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
         path = resolve_checkpoint(name_or_path)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
-        model = load_model(path, dtype=dtype, device=device, prefer=prefer)
-        tokenizer = Tokenizer.from_dir(path)
         config = (config or InferenceConfig.load(path)).with_sizes(**sizes)
-        return cls(Inferencer(model, tokenizer, config=config, max_image_pixels=max_image_pixels))
+        plan, notice = resolve_plan(read_model_config(path), config, device, dtype, components=components,
+                                    quantize=quantize, offload=offload, device_map=device_map, max_memory=max_memory)
+        if notice:
+            warnings.warn(notice, PlanNotice, stacklevel=2)
+        model = load_model(path, dtype=dtype, device=device, prefer=prefer, plan=plan)
+        tokenizer = Tokenizer.from_dir(path)
+        return cls(Inferencer(model, tokenizer, config=config, max_image_pixels=max_image_pixels), memory_notice=notice)
 
     @property
     def model(self):

@@ -24,10 +24,12 @@ from typing import Callable
 from unimedvl.cli_options import (
     add_device_arguments,
     add_image_pixels_argument,
+    add_memory_arguments,
     add_size_arguments,
     add_strength_argument,
     add_text_arguments,
     guidance_overrides,
+    memory_overrides,
     size_overrides,
 )
 from unimedvl.errors import DataError, UserError
@@ -42,13 +44,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None = None, why: str = "") -> None:
-    """--model, --device, --dtype, the image sizes and the pixel limit: shared by ask/edit/generate/chat,
-    serve and api (the servers pass their own, lower, ``max_image_pixels`` default)."""
+    """--model, --device, --dtype, the image sizes, the pixel limit and the memory plan: shared by
+    ask/edit/generate/chat, serve and api (the servers pass their own, lower, ``max_image_pixels`` default)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
     add_device_arguments(g)
     add_size_arguments(g)
     add_image_pixels_argument(g, max_image_pixels, why)
+    add_memory_arguments(parser.add_argument_group("memory (unimedvl info --memory shows what each plan needs)"))
 
 
 def _text_options(parser: argparse.ArgumentParser) -> None:
@@ -123,11 +126,20 @@ def register(subparsers) -> None:
 
 
 def load_model(args):
-    """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise)."""
-    from unimedvl.inference.api import UniMedVL
+    """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise).
 
-    return UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                    max_image_pixels=args.max_image_pixels, **size_overrides(args))
+    The plan --max-memory chooses is printed as one line on stderr."""
+    from unimedvl.inference.api import UniMedVL
+    from unimedvl.memory_plan import PlanNotice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlanNotice)  # said below, as one line
+        model = UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                         max_image_pixels=args.max_image_pixels, **size_overrides(args),
+                                         **memory_overrides(args))  # fmt: skip
+    if model.memory_notice:
+        print(f"memory plan: {model.memory_notice}", file=sys.stderr)
+    return model
 
 
 class _Progress:

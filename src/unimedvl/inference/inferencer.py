@@ -421,6 +421,10 @@ class Inferencer:
     def prepare(self, requests: Sequence[Request]) -> Plan:
         """Build every request's contexts in one pool (phase 1)."""
         if any(r.makes_image for r in requests) and not self.model.config.visual_gen:
+            plan = getattr(self.model, "load_plan", None)
+            if plan is not None and plan.understanding_only:
+                raise ConfigError('this model was loaded with components="understanding" (no generation weights): '
+                                  'load it with components="all" (--components all) to edit or generate images')
             raise ConfigError(
                 "this checkpoint has no generation weights (visual_gen=False): it can answer questions but "
                 "cannot edit or generate images"

@@ -39,6 +39,11 @@ Forks
     ``full``. ``select(rows)`` makes a new cache of a subset (e.g. to drop finished branches),
     ``truncate`` rolls a row back.
 
+Devices
+    Each layer's buffers live where that layer runs (``layer_devices``; by default all on
+    ``device``), so a model whose decoder layers are spread over several GPUs keeps every
+    layer's keys beside its weights. A step's index tensors and mask are copied once per device.
+
 The cache is an inference structure (used under ``torch.no_grad()``): writes are in place.
 Lengths are kept as Python ints, so planning never synchronises with the device. Rope ids are
 the caller's business (a context's next rope id lives with the context state in inference).
@@ -46,6 +51,7 @@ the caller's business (a context's next rope id lives with the context state in 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -61,6 +67,33 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
+class _PerDevice:
+    """A small CPU-built tensor, copied once to each device that asks for it."""
+
+    def __init__(self, build):
+        self._build, self._copies = build, {}
+
+    def on(self, device: torch.device) -> Tensor:
+        if device not in self._copies:
+            self._copies[device] = self._build().to(device)
+        return self._copies[device]
+
+
+@dataclass
+class _StepIndexes:
+    """Where a step's new tokens go and what they see, on one device."""
+
+    row_idx: Tensor  # (N,) cache row of each new token
+    pos_idx: Tensor  # (N,) cache position of each new token
+    row_tensor: Tensor  # (nb,) the step's rows
+    flat_idx: Tensor | None  # (N,) packed token -> (nb * qmax) grid slot (unequal query lengths)
+    mask: Tensor | None  # (nb, 1, qmax, key_len) visibility, or None
+
+    def to(self, device: torch.device) -> "_StepIndexes":
+        return _StepIndexes(*(None if t is None else t.to(device) for t in (
+            self.row_idx, self.pos_idx, self.row_tensor, self.flat_idx, self.mask)))  # fmt: skip
+
+
 class KVCache:
     """Preallocated per-layer key/value buffers for a batch of contexts (rows)."""
 
@@ -74,16 +107,25 @@ class KVCache:
         capacity: int = 256,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        layer_devices: Sequence[torch.device | str] | None = None,
     ):
+        """``layer_devices``: the device of each layer's buffers (default: ``device`` for all)."""
         self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, head_dim
-        self.dtype, self.device = dtype, torch.device(device)
+        self.dtype = dtype
+        if layer_devices is None:
+            self.layer_devices = [torch.device(device)] * num_layers
+        else:
+            self.layer_devices = [torch.device(d) for d in layer_devices]
+            if len(self.layer_devices) != num_layers:
+                raise DataError(f"KVCache: {len(self.layer_devices)} layer devices for {num_layers} layers")
+        self.device = self.layer_devices[0] if num_layers else torch.device(device)  # where step indexes are built
         self.lengths: list[int] = [0] * rows  # valid positions per row
         self._cap = _round_up(max(capacity, 1), _GROW_MULTIPLE)
         self._row_cap = max(rows, 1)
         shape = (self._row_cap, num_kv_heads, self._cap, head_dim)
-        # keys[l], values[l]: (row_capacity, Hkv, capacity, D)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        # keys[l], values[l]: (row_capacity, Hkv, capacity, D) on layer_devices[l]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=d) for d in self.layer_devices]
+        self.values = [torch.zeros(shape, dtype=dtype, device=d) for d in self.layer_devices]
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -104,7 +146,7 @@ class KVCache:
             for i, old in enumerate(store):
                 # Zeros, not empty: masked slack still enters SDPA's product with the values,
                 # and garbage NaNs there would poison the output.
-                new = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                new = torch.zeros(shape, dtype=self.dtype, device=old.device)
                 new[:n, :, :used] = old[:n, :, :used]
                 store[i] = new
         self._row_cap, self._cap = row_cap, cap
@@ -140,12 +182,13 @@ class KVCache:
         out = KVCache(
             self.num_layers, self.num_kv_heads, self.head_dim, rows=len(rows),
             capacity=max([self.lengths[r] for r in rows] + [1]), dtype=self.dtype, device=self.device,
+            layer_devices=self.layer_devices,
         )  # fmt: skip
-        idx = torch.tensor(list(rows), device=self.device, dtype=torch.long)
+        idx = _PerDevice(lambda: torch.tensor(list(rows), dtype=torch.long))
         used = max([self.lengths[r] for r in rows] + [0])
         for src, dst in ((self.keys, out.keys), (self.values, out.values)):
             for s, d in zip(src, dst):
-                d[: len(rows), :, :used] = s.index_select(0, idx)[:, :, :used]
+                d[: len(rows), :, :used] = s.index_select(0, idx.on(s.device))[:, :, :used]
         out.lengths = [self.lengths[r] for r in rows]
         return out
 
@@ -215,18 +258,19 @@ class CacheStep:
         self.qmax = qmax
 
         # Where each packed new token goes: cache row and position. Built from Python lists
-        # (a handful of rows), one host->device copy each.
-        self._row_idx = torch.tensor([r for r, q in zip(rows, qlens) for _ in range(q)], device=dev)
-        self._pos_idx = torch.tensor([p + i for p, q in zip(self.past, qlens) for i in range(q)], device=dev)
+        # (a handful of rows), one host->device copy each (per device the layers live on).
+        row_idx = torch.tensor([r for r, q in zip(rows, qlens) for _ in range(q)], device=dev)
+        pos_idx = torch.tensor([p + i for p, q in zip(self.past, qlens) for i in range(q)], device=dev)
 
         # Rows as a contiguous range read buffer views; others are gathered.
         self._row_slice = slice(rows[0], rows[0] + nb) if rows == list(range(rows[0], rows[0] + nb)) else None
-        self._row_tensor = torch.tensor(rows, device=dev)
+        row_tensor = torch.tensor(rows, device=dev)
 
         # Packed queries -> (nb, qmax) grid; padding only when query lengths differ.
         self._equal_q = len(set(qlens)) == 1
+        flat_idx = None
         if not self._equal_q:
-            self._flat_idx = torch.tensor([b * qmax + i for b, q in enumerate(qlens) for i in range(q)], device=dev)
+            flat_idx = torch.tensor([b * qmax + i for b, q in enumerate(qlens) for i in range(q)], device=dev)
 
         # Mask (nb, 1, qmax, key_len) unless every query may see every key of its row.
         same_past = len(set(self.past)) == 1
@@ -236,7 +280,7 @@ class CacheStep:
             m == "causal" for m in modes
         )
         needs_mask = needs_mask and not self.is_causal
-        self.mask = None
+        mask = None
         if needs_mask:
             past = torch.tensor(self.past)[:, None, None]
             ql = torch.tensor(qlens)[:, None, None]
@@ -247,7 +291,15 @@ class CacheStep:
             # Cached keys always; new keys of the row: all (full) or up to the query (causal).
             # Padded query rows (i >= q_b) see the new keys too, so no row is fully masked.
             visible = (rel < 0) | ((rel < ql) & (full | (rel <= i)))
-            self.mask = visible[:, None].to(dev)
+            mask = visible[:, None].to(dev)
+        self.mask = mask
+        self._indexes = {dev: _StepIndexes(row_idx, pos_idx, row_tensor, flat_idx, mask)}
+
+    def _on(self, device: torch.device) -> "_StepIndexes":
+        """This step's index tensors and mask on ``device`` (copied once per device of a layer)."""
+        if device not in self._indexes:
+            self._indexes[device] = self._indexes[self.cache.device].to(device)
+        return self._indexes[device]
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
         """Write this layer's new k/v, attend over cache + new; q: (N, Hq, D), k/v: (N, Hkv, D) -> (N, Hq, D)."""
@@ -256,29 +308,30 @@ class CacheStep:
         if self._committed:
             raise DataError("KV cache step: already committed; plan a new step for the next forward")
         kbuf, vbuf = self.cache.keys[layer], self.cache.values[layer]
+        ix = self._on(kbuf.device)
         # Written even when write=False: positions past the valid length are slack, and the
         # lengths only move on commit, so a read-only step leaves the context unchanged.
-        kbuf[self._row_idx, :, self._pos_idx] = k.to(kbuf.dtype)
-        vbuf[self._row_idx, :, self._pos_idx] = v.to(vbuf.dtype)
+        kbuf[ix.row_idx, :, ix.pos_idx] = k.to(kbuf.dtype)
+        vbuf[ix.row_idx, :, ix.pos_idx] = v.to(vbuf.dtype)
         if self._row_slice is not None:
             keys = kbuf[self._row_slice, :, : self.key_len]  # (nb, Hkv, L, D) view
             values = vbuf[self._row_slice, :, : self.key_len]
         else:
-            keys = kbuf.index_select(0, self._row_tensor)[:, :, : self.key_len]
-            values = vbuf.index_select(0, self._row_tensor)[:, :, : self.key_len]
+            keys = kbuf.index_select(0, ix.row_tensor)[:, :, : self.key_len]
+            values = vbuf.index_select(0, ix.row_tensor)[:, :, : self.key_len]
 
         nb, H, D = len(self.rows), q.shape[1], q.shape[2]
         if self._equal_q:
             qg = q.view(nb, self.qmax, H, D).transpose(1, 2)  # (nb, Hq, qmax, D)
         else:
             qg = q.new_zeros(nb * self.qmax, H, D)
-            qg[self._flat_idx] = q
+            qg[ix.flat_idx] = q
             qg = qg.view(nb, self.qmax, H, D).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            qg, keys, values, attn_mask=self.mask, is_causal=self.is_causal, scale=scale, enable_gqa=H != keys.shape[1]
+            qg, keys, values, attn_mask=ix.mask, is_causal=self.is_causal, scale=scale, enable_gqa=H != keys.shape[1]
         )
         out = out.transpose(1, 2).reshape(nb * self.qmax, H, D)
-        return out if self._equal_q else out[self._flat_idx]
+        return out if self._equal_q else out[ix.flat_idx]
 
     def commit(self) -> None:
         """After the last layer: advance the rows' lengths when this step writes."""

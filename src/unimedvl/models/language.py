@@ -210,6 +210,19 @@ class _Context:
         attend: Callable[[int, Tensor, Tensor, Tensor], Tensor],  # (layer_idx, q, k, v) -> packed output
     ):
         self.routing, self.rope, self.attend = routing, rope, attend
+        self._on_device: dict[torch.device, _Context] = {}
+
+    def to(self, device: torch.device) -> "_Context":
+        """This context with its routing indexes and rope tables on ``device`` (copied once per device)."""
+        if self.rope[0][0].device == device:
+            return self
+        if device not in self._on_device:
+            routing = self.routing
+            if routing._idx is not None:
+                routing = Routing.from_indices(*(i.to(device) for i in routing._idx))
+            rope = [(cos.to(device), sin.to(device)) for cos, sin in self.rope]
+            self._on_device[device] = _Context(routing, rope, self.attend)
+        return self._on_device[device]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +317,9 @@ class LanguageModel(nn.Module):
         self.attn_backend = attn_backend  # packed attention backend (auto | sdpa | flex | flash)
         self.model = DecoderStack(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # Where each decoder layer runs when they are spread over devices (unimedvl.placement);
+        # None: every layer runs where lm_head lives. Activations and KV rows follow the layers.
+        self.layer_devices: list[torch.device] | None = None
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         if not any(p.is_meta for p in self.parameters()):
@@ -352,9 +368,15 @@ class LanguageModel(nn.Module):
         cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, hidden.dtype)
         ctx = _Context(routing, list(zip(routing.split(cos), routing.split(sin))), attend)
         streams = routing.split(hidden)
+        devices = self.layer_devices
         # Activation checkpointing is applied from outside (train/parallel.py), per layer.
-        for layer in self.model.layers:
-            streams = layer(streams, ctx)
+        for i, layer in enumerate(self.model.layers):
+            if devices is not None and streams[0].device != devices[i]:
+                # A layer on another device: the activations move there, once per device change.
+                streams = [x.to(devices[i]) for x in streams]
+            streams = layer(streams, ctx if devices is None else ctx.to(devices[i]))
+        if streams[0].device != hidden.device:
+            streams = [x.to(hidden.device) for x in streams]
         normed = [_part(self.model, "norm", e)(x) for x, e in zip(streams, routing.experts)]
         return routing.merge(normed)
 
@@ -417,12 +439,13 @@ class LanguageModel(nn.Module):
         return out
 
     def new_cache(self, rows: int = 1, capacity: int = 256) -> KVCache:
-        """An empty KV cache matching this model's layers, heads, dtype and device."""
-        p = self.lm_head.weight
+        """An empty KV cache matching this model's layers, heads, dtype and devices (each layer's own)."""
+        # embed_tokens: always in the compute dtype (never quantised), on the model's main device.
+        p = self.model.embed_tokens.weight
         c = self.config
         return KVCache(
             c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
-            rows=rows, capacity=capacity, dtype=p.dtype, device=p.device,
+            rows=rows, capacity=capacity, dtype=p.dtype, device=p.device, layer_devices=self.layer_devices,
         )  # fmt: skip
 
     def forward_text(self, input_ids: Tensor) -> Tensor:

@@ -93,7 +93,8 @@ class UnifiedModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.lm_head.weight.dtype
+        """The compute dtype (of the token embeddings, which are never quantised)."""
+        return self.language_model.model.embed_tokens.weight.dtype
 
     def embed(self, batch: PackedBatch, generator: torch.Generator | None = None,
               latent_cache: LatentCache | None = None) -> tuple[Tensor, FlowState | None]:
