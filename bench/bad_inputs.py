@@ -66,10 +66,9 @@ def _decode(path: str, reduced: bool) -> None:
 def _make(folder: Path) -> None:
     """The two 12000 x 12000 test images (in their own process: a parent holding gigabytes would hand
     its resident size to the children it starts, and their peaks would include it)."""
+    import drill_support as ds
     import numpy as np
     from PIL import Image
-
-    import drill_support as ds
 
     ds.png_bomb(folder / "large.png", 12000, 12000)
     gradient = np.linspace(0, 255, 12000, dtype=np.uint8)

@@ -24,7 +24,7 @@ from unittest import mock
 import numpy as np
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from unimedvl.eval import batch
+from unimedvl.eval import run_statistics
 from unimedvl.eval.comparison import compare_split
 from unimedvl.eval.stats_csv import StatsEntry
 
@@ -79,9 +79,9 @@ def main() -> None:
             entries.append(StatsEntry(folder / "statistics.json", name, "test", {}))
         without, with_, compare = [], [], []
         for _ in range(args.repeats):
-            with mock.patch.object(batch, "metric_estimates", lambda lines: {}):
-                without.append(timed(lambda: batch.build_statistics(run_a)))
-            with_.append(timed(lambda: batch.build_statistics(run_a)))
+            with mock.patch.object(run_statistics, "metric_estimates", lambda lines: {}):
+                without.append(timed(lambda: run_statistics.build_statistics(run_a)))
+            with_.append(timed(lambda: run_statistics.build_statistics(run_a)))
             compare.append(timed(lambda: compare_split(entries, ["a", "b"])))
     n = len(run_a)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from unimedvl.errors import ConfigError, DataError
 from unimedvl.medsynth import cli as synth_cli
+from unimedvl.medsynth import degradations as degrade
 from unimedvl.medsynth import generator as syn
 from unimedvl.medsynth import images as si
 from unimedvl.medsynth import real_set as real_samples
@@ -181,7 +182,7 @@ def test_restoration_pairs(bench, records):
         mse = np.mean((degraded.astype(float) - clean.astype(float)) ** 2)
         assert 12 < 10 * np.log10(255**2 / mse) < 45, r["sample_id"]
         if r["main_task_type"] == "super_resolution":
-            assert np.array_equal(degraded, si.down_up(clean, r["degrade_params"]["factor"]))
+            assert np.array_equal(degraded, degrade.down_up(clean, r["degrade_params"]["factor"]))
     assert {r["modality"] for r in _by_task(records, "motion_correction")} <= {"mri", "ct"}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimedvl.medsynth import degradations as degrade
 from unimedvl.medsynth import images as si
 from unimedvl.medsynth.generator import caption_text
 from unimedvl.medsynth.writers import save_png
@@ -63,10 +64,10 @@ def _synthetic(out: Path, seed: int) -> list[ExampleFile]:
     save("medsynth_cxr.png", si.render(xray), "MedSynth chest X-ray", ask="Report writing",
          edit="Counterfactual (remove lesion)")  # fmt: skip
     mri = si.render(scene("mri", 0, 2))
-    noisy = si.gaussian_noise(mri, 0.08, np.random.default_rng([seed, 3]))
+    noisy = degrade.gaussian_noise(mri, 0.08, np.random.default_rng([seed, 3]))
     save("medsynth_mri_noisy.png", noisy, "MedSynth MRI with noise", ask="Image quality assessment",
          edit="Denoising")  # fmt: skip
-    save("medsynth_ct_lowres_x4.png", si.down_up(si.render(scene("ct", 0, 4)), 4), "MedSynth CT at 1/4 resolution",
+    save("medsynth_ct_lowres_x4.png", degrade.down_up(si.render(scene("ct", 0, 4)), 4), "MedSynth CT at 1/4 resolution",
          edit="4x super-resolution")  # fmt: skip
     he, _ = si.render_stain_pair(scene("histology", 2, 5))
     save("medsynth_he.png", he, "MedSynth H&E slide", edit="H&E -> IHC (virtual staining)")

@@ -51,6 +51,7 @@ class DemoConfig:
     ae_steps: int = 400  # autoencoder optimiser steps
     train_steps: int = 1500  # unified-model optimiser steps
     lr: float = 1e-3  # unified-model learning rate
+    min_lr_ratio: float = 0.1  # the cosine schedule ends at lr x this
     ema: float = 0.99  # EMA decay per step (evaluation uses the EMA weights); short runs need a smaller one
     expected_num_tokens: int = 1024  # tokens per training pack
     freeze_vit: bool = True  # keep the randomly initialised ViT fixed: trained by the LLM's gradient it forgets lesions
@@ -208,7 +209,7 @@ class Demo:
             "train", "--model_path", init["path"], "--dataset_config_file", data["mix"],
             "--dataset_info_file", data["dataset_info"], "--checkpoint_dir", str(folder / "run"),
             "--total_steps", str(c.train_steps), "--lr", str(c.lr), "--warmup_steps", str(max(c.train_steps // 20, 1)),
-            "--lr_scheduler", "cosine", "--min_lr", str(c.lr / 10), "--ce_weight", "1.0", "--mse_weight", "1.0",
+            "--lr_scheduler", "cosine", "--min_lr", str(c.lr * c.min_lr_ratio), "--ce_weight", "1.0", "--mse_weight", "1.0",
             "--expected_num_tokens", str(c.expected_num_tokens), "--max_num_tokens", str(c.expected_num_tokens * 2),
             "--max_num_tokens_per_sample", str(c.expected_num_tokens), "--ema", str(c.ema),
             "--save_every", str(save_every), "--log_every", str(max(c.train_steps // 20, 1)),

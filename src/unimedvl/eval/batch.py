@@ -1,8 +1,8 @@
-"""Batch evaluation of one checkpoint on a JSONL test set: samples, protocols, scores, statistics.
+"""Batch evaluation of one checkpoint on a JSONL test set: samples, protocols, scores.
 
 The runner (``unimedvl eval``, :mod:`unimedvl.eval.batch_cli`) owns the run directory, resume
-and distribution; this module turns records into result lines and result lines into
-``statistics.json``.
+and distribution; this module turns records into result lines, :mod:`unimedvl.eval.run_statistics`
+result lines into ``statistics.json``.
 
 Each record of the JSONL (spec medical.md section 1) becomes a :class:`Sample` of one kind:
 
@@ -50,7 +50,6 @@ import sys
 import time
 import traceback
 import zlib
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -65,16 +64,14 @@ from unimedvl.data.records import IMAGE_TOKEN, Record, confinement_problem, pars
 from unimedvl.errors import ConfigError, DataError, DiskFullError, UserError
 from unimedvl.eval import metrics as M
 from unimedvl.eval.baselines import image_baseline_name, image_baseline_prediction
-from unimedvl.eval.benchmark_scoring import benchmark_statistics, is_benchmark_record, line_fields, score_question
-from unimedvl.eval.estimates import metric_estimates
+from unimedvl.eval.benchmark_scoring import is_benchmark_record, line_fields, score_question
 from unimedvl.eval.item_scores import IMAGE_METRICS
-from unimedvl.eval.stats_csv import compute_statistics
+from unimedvl.eval.run_statistics import REPORT_TASK, build_statistics
 from unimedvl.fileio import atomic_path, disk_full_reported
 from unimedvl.guidance import RESTORATION, GuidanceConfig, check_strength
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
-REPORT_TASK = "report_generation"
 
 
 @dataclass(frozen=True)
@@ -320,10 +317,6 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _from_json_number(value: Any) -> Any:
-    return float(value) if value in ("inf", "-inf") else value
-
-
 # ---------------------------------------------------------------------------------------------
 # The evaluator.
 
@@ -533,89 +526,6 @@ class BatchEvaluator:
 def _gpt_text(record: Record) -> str | None:
     texts = [t.text for t in record.turns if t.role == "gpt" and t.value.replace(IMAGE_TOKEN, "").strip()]
     return "\n".join(texts) if texts else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics.
-
-_FLAT_METRICS = (*IMAGE_METRICS, "correct", "recall")
-
-
-def _flat(line: Mapping[str, Any]) -> dict[str, Any]:
-    """The per-sample dict compute_statistics reads (image metrics, understanding scores)."""
-    out = {"sample_id": line["sample_id"], "task_type": line.get("task_type"),
-           "inference_time": line.get("inference_time")}  # fmt: skip
-    metrics = line.get("metrics") or {}
-    for key in _FLAT_METRICS:
-        value = _from_json_number(metrics.get(key))
-        if isinstance(value, bool):
-            value = float(value)
-        out[key] = value
-    if line.get("kind") == "edit":
-        out["metric_mode"] = "native" if line.get("metric_mode") == "native" else "reference"
-    return out
-
-
-def _vqa_block(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    scored = [l for l in lines if l.get("kind") == "question" and "correct" in (l.get("metrics") or {})
-              and l["metrics"].get("answer_kind") in ("closed", "open")]  # fmt: skip
-    if not scored:
-        return None
-    out: dict[str, Any] = {"count": len(scored), "accuracy": float(np.mean([l["metrics"]["correct"] for l in scored]))}
-    out.update(M.vqa_scores([l["answer"] for l in scored], [l["gold"] for l in scored],
-                            [l["metrics"]["answer_kind"] for l in scored]))  # fmt: skip
-    groups: dict[str, list] = {}
-    for line in scored:
-        groups.setdefault(line.get("question_type") or "all", []).append(line)
-    by_type, majority_hits = {}, 0
-    for qtype in sorted(groups):
-        group = groups[qtype]
-        counts = Counter(M.normalize_answer(l["gold"]) for l in group)
-        answer, hits = counts.most_common(1)[0]
-        majority_hits += hits
-        recalls = [l["metrics"]["recall"] for l in group if "recall" in l["metrics"]]
-        by_type[qtype] = {"count": len(group), "accuracy": float(np.mean([l["metrics"]["correct"] for l in group])),
-                          "open_recall": float(np.mean(recalls)) if recalls else None,
-                          "majority_answer": answer, "majority_baseline": hits / len(group)}  # fmt: skip
-    out["majority_baseline"] = majority_hits / len(scored)  # always answering each type's commonest gold
-    out["by_question_type"] = by_type
-    return out
-
-
-def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None = None) -> dict[str, Any]:
-    """statistics.json content from result lines: the spec's keys plus understanding and failure blocks.
-
-    ``total_samples`` / ``count`` cover the samples that produced a result; the failed ones
-    (with an ``error``) are counted in ``failed_samples`` and listed under ``failures``. Image
-    means cover edit samples; ``correct_mean`` is understanding accuracy (VQA and multiple
-    choice), ``avg_inference_time`` spans every sample of the group. ``estimates``: every metric's mean
-    with its 95% bootstrap interval, n and baseline (:mod:`unimedvl.eval.estimates`).
-    """
-    ok = [l for l in lines if not l.get("error")]
-    failed = [l for l in lines if l.get("error")]
-    stats = compute_statistics([_flat(l) for l in ok], timestamp=timestamp)
-    failed_by_task = Counter(str(l.get("task_type") or "unknown") for l in failed)
-    stats["overall"]["failed_samples"] = len(failed)
-    for task, entry in stats["by_task_type"].items():
-        entry["failed_samples"] = failed_by_task.get(task, 0)
-    stats["failures"] = {"count": len(failed), "by_task_type": dict(sorted(failed_by_task.items())),
-                         "samples": [{"sample_id": l["sample_id"], "error": l["error"]} for l in failed[:200]]}
-    vqa = _vqa_block(ok)
-    if vqa:
-        stats["vqa"] = vqa
-    bench = benchmark_statistics(lines)
-    if bench:
-        stats["benchmark"] = bench
-    mc = [l for l in ok if (l.get("metrics") or {}).get("answer_kind") == "multiple_choice"]
-    if mc:
-        stats["multiple_choice"] = {"count": len(mc), "accuracy": float(np.mean([l["metrics"]["correct"] for l in mc]))}
-    reports = [l for l in ok if l.get("kind") == "report" and l.get("gold")]
-    if reports:
-        scores = M.report_metrics([l["answer"] for l in reports], [l["gold"] for l in reports])
-        stats["report_generation"] = {"count": len(reports), **scores}
-        stats["by_task_type"].get(REPORT_TASK, {}).update(scores)
-    stats["estimates"] = metric_estimates(lines)  # every mean with its interval, n and baseline
-    return stats
 
 
 __all__ = [

@@ -32,7 +32,7 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
     nothing. Failed samples (``error``) count as done; ``--retry-failed`` redoes them.
 ``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
     spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
-    baseline, multiple choice and report metrics (:func:`unimedvl.eval.batch.build_statistics`),
+    baseline, multiple choice and report metrics (:func:`unimedvl.eval.run_statistics.build_statistics`),
     over every line of results.jsonl (a --limit run followed by a full run reports the full set);
     ``estimates``: every mean with its 95% bootstrap interval, n and its baseline on the same items
     (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
@@ -449,7 +449,7 @@ def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, set
     """Merge the results, write statistics.json, print the summary; returns the number of failed samples.
 
     ``provenance(lines)`` gives statistics.json's provenance block for the merged result lines."""
-    from unimedvl.eval.batch import build_statistics
+    from unimedvl.eval.run_statistics import build_statistics
 
     with disk_full_reported("writing statistics", run_dir, advice):
         lines = consolidate(run_dir, order)

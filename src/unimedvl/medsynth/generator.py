@@ -43,6 +43,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from unimedvl.errors import ConfigError
+from unimedvl.medsynth import degradations as degrade
 from unimedvl.medsynth import images as si
 from unimedvl.medsynth.writers import prepare_output_dir, save_png, write_jsonl, write_yaml
 
@@ -186,21 +187,21 @@ def _degrade(task: str, clean: np.ndarray, rng, i: int, size: int):
     if task == "denoising":
         if i % 2 == 0:
             sigma = round(float(rng.uniform(0.03, 0.12)), 3)
-            return (si.gaussian_noise(clean, sigma, rng), "gaussian_noise", {"sigma": sigma},
+            return (degrade.gaussian_noise(clean, sigma, rng), "gaussian_noise", {"sigma": sigma},
                     f"{_level(sigma, 0.05, 0.09)} Gaussian noise")
         peak = round(float(rng.uniform(15.0, 200.0)), 1)
-        return (si.poisson_noise(clean, peak, rng), "poisson_noise", {"peak": peak},
+        return (degrade.poisson_noise(clean, peak, rng), "poisson_noise", {"peak": peak},
                 f"{_level(peak, 120.0, 50.0, larger_is_worse=False)} Poisson (photon) noise")
     if task == "deblurring":
         sigma = round(float(rng.uniform(0.8, 2.2)) * scale, 2)
-        return (si.gaussian_blur(clean, sigma), "gaussian_blur", {"sigma_px": sigma},
+        return (degrade.gaussian_blur(clean, sigma), "gaussian_blur", {"sigma_px": sigma},
                 f"{_level(sigma / scale, 1.2, 1.7)} blur")
     if task == "super_resolution":
         factor = 2 if i % 2 == 0 else 4
-        return si.down_up(clean, factor), f"sr_x{factor}", {"factor": factor}, f"{factor}x lower resolution"
+        return degrade.down_up(clean, factor), f"sr_x{factor}", {"factor": factor}, f"{factor}x lower resolution"
     if task == "motion_correction":
         frac, shift = round(float(rng.uniform(0.15, 0.4)), 3), round(float(rng.uniform(1.0, 4.0)) * scale, 2)
-        return (si.motion_ghosting(clean, rng, frac, shift), "motion_ghosting",
+        return (degrade.motion_ghosting(clean, rng, frac, shift), "motion_ghosting",
                 {"fraction": frac, "shift_px": shift}, f"{_level(shift / scale, 1.8, 3.0)} motion ghosting")
     raise AssertionError(task)
 

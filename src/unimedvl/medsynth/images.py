@@ -1,4 +1,4 @@
-"""Procedural medical-like images with known ground truth, and the degradations applied to them.
+"""Procedural medical-like images with known ground truth (the degradations: :mod:`unimedvl.medsynth.degradations`).
 
 This is the image half of MedSynth (the records live in :mod:`unimedvl.medsynth.generator`).
 
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from unimedvl.medsynth.degradations import to_uint8
 
 MODALITIES = ("ct", "mri", "x-ray", "histology", "fundus")
 GRAYSCALE = frozenset({"ct", "mri", "x-ray"})
@@ -149,10 +151,6 @@ def lesion_mask(scene: Scene) -> np.ndarray:
     return mask
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _quadrant_masks(g) -> dict[str, np.ndarray]:
     yy, xx = g
     up, left = yy < 0.5, xx < 0.5
@@ -220,7 +218,7 @@ def _render_ct(scene: Scene) -> np.ndarray:
         hu = _mix(hu, 35.0, _lesion_alpha(scene, les))
     hu = hu + 12.0 * quantum
     level, width = _CT_WINDOW
-    return _to_uint8((hu - (level - width / 2)) / width)
+    return to_uint8((hu - (level - width / 2)) / width)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +274,7 @@ def _render_mri(scene: Scene) -> np.ndarray:
         img = _mix(img, 0.97, _lesion_alpha(scene, les))
     img = img * (1.0 + 0.06 * bias)
     sigma = 0.012  # magnitude of complex Gaussian noise: Rician background like a real magnitude image
-    return _to_uint8(np.hypot(img + sigma * noise_re, sigma * noise_im))
+    return to_uint8(np.hypot(img + sigma * noise_re, sigma * noise_im))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +331,7 @@ def _render_xray(scene: Scene) -> np.ndarray:
     att = ndimage.gaussian_filter(att, 0.4 * n / 64)  # radiographs have soft edges (focal spot)
     for les in scene.lesions:  # rounded opacity
         att = att + 0.25 * _lesion_alpha(scene, les)
-    return _to_uint8(0.04 + 1.1 * att + 0.012 * quantum)
+    return to_uint8(0.04 + 1.1 * att + 0.012 * quantum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +409,7 @@ def _render_histology(scene: Scene, stain: str = "he", layers=None) -> np.ndarra
               + 0.04 * eosin[..., None] * _DAB)
     else:
         raise ValueError(f"stain must be 'he' or 'ihc', got {stain!r}")
-    return _to_uint8(np.exp(-(od + 0.02)))
+    return to_uint8(np.exp(-(od + 0.02)))
 
 
 def _histo_regions(scene: Scene) -> dict[str, np.ndarray]:
@@ -491,7 +489,7 @@ def _render_fundus(scene: Scene) -> np.ndarray:
     rgb = _mix(_mix(rgb, [0.45, 0.08, 0.05], veins), [0.66, 0.17, 0.08], arteries)
     for les in scene.lesions:  # hard exudate: bright yellow
         rgb = _mix(rgb, [0.97, 0.88, 0.4], 0.95 * _lesion_alpha(scene, les, ramp=0.5))
-    return _to_uint8(rgb * s["field"][..., None])
+    return to_uint8(rgb * s["field"][..., None])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,54 +591,3 @@ def render_stain_pair(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"stain pairs need a histology scene, got {scene.modality!r}")
     layers = _histo_layers(scene)
     return _render_histology(scene, "he", layers), _render_histology(scene, "ihc", layers)
-
-
-# ---------------------------------------------------------------------------------------------
-# Degradations (uint8 in, uint8 out; grey (H, W) or RGB (H, W, 3)).
-
-
-def _unit(img: np.ndarray) -> np.ndarray:
-    return img.astype(np.float64) / 255.0
-
-
-def gaussian_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Additive white Gaussian noise of std ``sigma`` (in [0, 1] intensity units)."""
-    return _to_uint8(_unit(img) + sigma * rng.standard_normal(img.shape))
-
-
-def poisson_noise(img: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
-    """Photon-counting noise: intensity 1 corresponds to ``peak`` expected counts (lower = noisier)."""
-    return _to_uint8(rng.poisson(_unit(img) * peak) / peak)
-
-
-def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Isotropic Gaussian blur of ``sigma`` pixels (colour channels blurred separately)."""
-    sig = (sigma, sigma, 0.0) if img.ndim == 3 else sigma
-    return _to_uint8(ndimage.gaussian_filter(_unit(img), sig, mode="reflect"))
-
-
-def down_up(img: np.ndarray, factor: int) -> np.ndarray:
-    """Bicubic downsampling by ``factor`` then bicubic upsampling back: a low-resolution input."""
-    h, w = img.shape[:2]
-    small = Image.fromarray(img).resize((max(w // factor, 1), max(h // factor, 1)), Image.Resampling.BICUBIC)
-    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
-
-
-def motion_ghosting(img: np.ndarray, rng: np.random.Generator, fraction: float, shift: float) -> np.ndarray:
-    """Rigid motion during a Cartesian acquisition: a random ``fraction`` of phase-encode lines
-    (k-space rows) is acquired with the object shifted by ``shift`` pixels, which ghosts the image
-    along the phase-encode (vertical) direction."""
-    x = _unit(img)
-    if x.ndim == 3:
-        return np.stack([motion_ghosting(img[..., c], np.random.default_rng(rng.integers(2**31)), fraction, shift)
-                         for c in range(3)], axis=-1)
-    h, w = x.shape
-    k = np.fft.fft2(x)
-    ang = rng.uniform(0, 2 * np.pi)
-    dy, dx = shift * np.sin(ang), shift * np.cos(ang)
-    ky, kx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-    moved = rng.random(h) < fraction
-    moved[np.abs(np.fft.fftfreq(h)) < 2.0 / h] = False  # the centre lines fix the contrast: keep them still
-    phase = np.exp(-2j * np.pi * (ky * dy + kx * dx))
-    k = np.where(moved[:, None], k * phase, k)
-    return _to_uint8(np.abs(np.fft.ifft2(k)))
