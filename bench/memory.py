@@ -203,6 +203,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed asks of each length (the fastest counts)")
     parser.add_argument("--naive", action="store_true", help="also measure a plain state-dict load (baseline)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint (default: deleted at the end)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="skip the timing (which holds two models at once: too large for --layers 12 in 24 GB)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--time", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -229,7 +231,7 @@ def main() -> None:
         print(f"  {plan}: memory measured (load {results[plan]['load_s']:.1f} s, load average "
               f"{os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
     timing = {}
-    for plan in list(PLANS)[1:]:
+    for plan in [] if args.memory_only else list(PLANS)[1:]:
         timing[plan] = run_child(plan, ckpt, args, mode="--time")
         print(f"  {plan}: timed beside all-bf16 (load average {os.getloadavg()[0]:.2f})", flush=True)
     ref = results["all-bf16"]
