@@ -7,8 +7,7 @@ on >= 90% of the MedSynth VQA questions; edit PSNR within 0.5 dB.
 
 Run (the demo's model; a checkpoint older than inference_config.json needs its sizes):
     HF_HUB_OFFLINE=1 PYTHONPATH=src nice -n 15 .venv/bin/python bench/memory_agreement.py \
-        --model demo_out/train/run/step_0000450 --data demo_out/data/medsynth/test.jsonl \
-        --vae-min-size 64 --vae-max-size 64 --vit-min-size 56 --vit-max-size 70
+        --model demo_out/train/run/step_0001400 --data demo_out/data/medsynth/test.jsonl
 """
 
 from __future__ import annotations
@@ -32,12 +31,14 @@ def main() -> None:
     parser.add_argument("--num-timesteps", type=int, default=20, help="denoising steps of each edit")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="answer length limit")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--strength", type=float, default=1.0, help="SDEdit strength of the edits (1: pure noise)")
     for name in ("--vae-min-size", "--vae-max-size", "--vit-min-size", "--vit-max-size"):
         parser.add_argument(name, type=int, default=None, help="image size override (default: the checkpoint's)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
 
+    from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
     from unimedvl.eval.batch_cli import settings_from_args
     from unimedvl.eval.plan_agreement import compare_plan
 
@@ -46,6 +47,7 @@ def main() -> None:
         dtype="bf16", weights="ema", vae_min_size=args.vae_min_size, vae_max_size=args.vae_max_size,
         vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size, max_pixels=None,
         max_new_tokens=args.max_new_tokens, seed=0, metric_mode="reference", num_timesteps=args.num_timesteps,
+        strength=args.strength, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, confine_data_dir=False,
     )  # fmt: skip
     settings = settings_from_args(ns, cuda=False, model_path=Path(args.model))
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")

@@ -31,6 +31,11 @@ def test_quick_demo_learns_modality(quick_demo):
     cfg = DemoConfig.quick(str(out))
     assert f"strength {cfg.strength:g}" in summary["sampling"] and summary["sampling"] in summary["lines"]
     assert summary["sampling"] in html  # the report says how the images were made
+    # Every image task of both splits is set against its baseline in plain words, not only the goals' one.
+    tasks = {line.split(":")[0] for line in summary["restoration"]}
+    assert {"medsynth denoising", "medsynth super_resolution", "real denoising"} <= tasks, tasks
+    assert all(line.endswith(("above the baseline", "not above the baseline")) for line in summary["restoration"])
+    assert "Every image task against its baseline" in html
     saved = json.loads((out / "report" / "demo_summary.json").read_text())
     assert {g["goal"] for g in saved["goals"]} == {g["goal"] for g in summary["goals"]}
     denoising = saved["results"]["medsynth"]["by_task_type"]["denoising"]["psnr"]

@@ -43,6 +43,25 @@ def check_goals(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     return goals
 
 
+def restoration_verdicts(split: str, stats: Mapping[str, Any]) -> list[str]:
+    """One plain line per image task of ``split``: its PSNR, its baseline, and whether it beats it.
+
+    Every task with a PSNR estimate is listed (the goals name only denoising; this says the rest)."""
+    by_task = (stats.get("estimates") or {}).get("by_task_type") or {}
+    lines = []
+    for task in sorted(by_task):
+        est = (by_task[task] or {}).get("psnr")
+        base = (est or {}).get("baseline")
+        if not est or not base:
+            continue
+        verdict = "above" if est["value"] > base["value"] else "not above"
+        difference = format_difference("psnr", est.get("minus_baseline"))
+        lines.append(f"{split} {task}: {format_number('psnr', est['value'])} vs {base['name']} "
+                     f"{format_number('psnr', base['value'])} (difference {difference}, n={est.get('n')}): "
+                     f"{verdict} the baseline")  # fmt: skip
+    return lines
+
+
 def goal_rows(goals: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the goals table: verdict, value, baseline, paired difference with its interval."""
     rows = [[g["goal"], "met" if g["met"] else "NOT MET", format_number(g["metric"], g["value"]),
@@ -58,4 +77,5 @@ def goals_html(goals: Sequence[Mapping[str, Any]]) -> str:
     return html_table(*goal_rows(goals))
 
 
-__all__ = ["PSNR_GOAL_TASKS", "VQA_GOAL_MARGIN", "VQA_GOAL_TYPES", "check_goals", "goal_rows", "goals_html"]
+__all__ = ["PSNR_GOAL_TASKS", "VQA_GOAL_MARGIN", "VQA_GOAL_TYPES", "check_goals", "goal_rows", "goals_html",
+           "restoration_verdicts"]
