@@ -63,13 +63,13 @@ def test_data_config_checks():
 
 def test_batches_stats_and_trainer_checks(medsynth, tokenizer):
     loader = build_loader(data_cfg(medsynth), DEBUG, tokenizer)
-    batches = take(loader, 4)
+    batches = take(loader, 6)  # enough for every dataset type of the mix to come up
     kinds = set(itertools.chain.from_iterable(b.sample_kinds for b in batches))
     assert kinds == {"vlm_sft", "MedicalImageEditingIterableDataset", "CounterfactualMedicalIterableDataset_ver1",
                      "t2i"}
     assert all(b.sequence_length <= 600 for b in batches) and any(b.sequence_length >= 400 for b in batches)
     stats = loader.stats
-    assert stats["batches"] == 4 and stats["samples"] == sum(len(b.sample_kinds) for b in batches)
+    assert stats["batches"] == 6 and stats["samples"] == sum(len(b.sample_kinds) for b in batches)
     assert stats["tokens"] == sum(b.sequence_length for b in batches)
     assert sum(v["samples"] for v in stats["by_type"].values()) == stats["samples"]
     assert loader.has_generation_data() and loader.has_understanding_data()
@@ -93,18 +93,22 @@ def test_batches_stats_and_trainer_checks(medsynth, tokenizer):
 
 def test_resume_gives_the_uninterrupted_stream(medsynth, tokenizer):
     cfg = data_cfg(medsynth)
-    reference = take(build_loader(cfg, DEBUG, tokenizer), 8)
+    reference = take(build_loader(cfg, DEBUG, tokenizer), 13)
     first = build_loader(cfg, DEBUG, tokenizer)
-    assert_same_batches(take(first, 5), reference[:5])
-    state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
-    worker = state["workers"]["0"]
-    assert state["batches"] == 5 and worker["pending"], "the state should hold a sample waiting in the overflow queue"
+    # Stop where a sample waits in the overflow queue (the hard case to resume); a second iter()
+    # continues where the first stopped, so batches are taken one at a time.
+    for k in range(1, 11):
+        assert_same_batches(take(first, 1), reference[k - 1:k])
+        state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+        worker = state["workers"]["0"]
+        if worker["pending"]:
+            break
+    assert state["batches"] == k and worker["pending"], "no state in 10 batches held a sample in the overflow queue"
     assert any(g["epoch"] > 0 for g in worker["groups"].values()), "some group should be past its first epoch"
     resumed = build_loader(cfg, DEBUG, tokenizer, state=state)
-    assert_same_batches(take(resumed, 3), reference[5:])
-    assert resumed.stats["batches"] == 8
-    # A second iter() continues where the first stopped.
-    assert_same_batches(take(first, 3), reference[5:])
+    assert_same_batches(take(resumed, 3), reference[k:k + 3])
+    assert resumed.stats["batches"] == k + 3
+    assert_same_batches(take(first, 3), reference[k:k + 3])
     with pytest.raises(ConfigError, match="saved with num_workers=0 but this run has num_workers=2"):
         build_loader(data_cfg(medsynth, num_workers=2), DEBUG, tokenizer, state=state)
     with pytest.raises(ConfigError, match="saved with seed=5 but this run has seed=6"):
