@@ -24,6 +24,7 @@ from unimedvl.benchmarks import NAMES
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
 from unimedvl.benchmarks.reader import LANGUAGES, ReadOptions
 from unimedvl.data.records import Problem
+from unimedvl.run_lock import RunLock
 
 
 def add_language_option(parser: argparse.ArgumentParser) -> None:
@@ -60,10 +61,11 @@ def register_convert(subparsers) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     """Write the JSONL; 0 when every question was usable, 1 otherwise."""
     out = Path(args.out)
-    source = open_benchmark(args.benchmark, args.path, args.split, ReadOptions(language=args.language))
-    image_dir = Path(args.image_dir) if args.image_dir else out.with_name(out.stem + "_images")
-    conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
-    write_jsonl(conv.records, out)
+    with RunLock.for_file(out, "convert"):  # one run per output file (RELIABILITY.md)
+        source = open_benchmark(args.benchmark, args.path, args.split, ReadOptions(language=args.language))
+        image_dir = Path(args.image_dir) if args.image_dir else out.with_name(out.stem + "_images")
+        conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
+        write_jsonl(conv.records, out)
     print(conv.summary())
     print(f"wrote {len(conv.records)} record(s) to {out} (prompt template {source.reader.prompt.name!r})")
     if conv.problems:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from unimedvl.errors import UserError
+from unimedvl.run_lock import RunLock
 
 MIN_FREE_BYTES = 1 << 30  # refuse to start with less than 1 GiB free
 CURVE_POINTS = 3  # checkpoints kept and evaluated on MedSynth (the report's curves over training)
@@ -330,9 +331,12 @@ def run(args: argparse.Namespace) -> int:
         # Scale the training steps by N/10 (the default fits in 10 minutes). The other stages do not
         # grow, so the run takes less than N minutes.
         cfg.train_steps = max(20, int(cfg.train_steps * args.minutes / 10))
-    if args.fresh and Path(cfg.out).exists():
-        shutil.rmtree(cfg.out)
-    Demo(cfg).run()
+    with RunLock(cfg.out, "demo") as lock:  # before --fresh empties the folder another demo may be writing
+        if args.fresh:
+            for child in Path(cfg.out).iterdir():
+                if child != lock.path:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        Demo(cfg).run()
     return 0
 
 

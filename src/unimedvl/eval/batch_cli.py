@@ -85,6 +85,7 @@ from unimedvl.eval.benchmark_cli import (
 from unimedvl.eval.result_files import RESULTS, ResultWriter, consolidate, finite, read_lines
 from unimedvl.fileio import atomic_write_text, disk_full_reported, remove_stale_temporaries
 from unimedvl.guidance import RESTORATION
+from unimedvl.run_lock import run_lock
 
 RUN_INFO = "run_info.json"
 STATS = "statistics.json"
@@ -379,8 +380,9 @@ def run(args: argparse.Namespace) -> int:
                 plan = load_plan_from_args(args, path, dist.device)
                 settings = settings_from_args(args, dist.cuda, path, plan)
                 run_dir = Path(args.out) / model_id / (label or args.split or data.stem)
-                failed += evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected,
-                                         settings, plan)  # fmt: skip
+                with run_lock(run_dir, "eval", enabled=dist.rank == 0):  # one run per folder (RELIABILITY.md)
+                    failed += evaluate_model(args, dist, path, model_id, run_dir, data, data_dir, samples, selected,
+                                             settings, plan)  # fmt: skip
                 if label and dist.rank == 0:
                     print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
