@@ -33,6 +33,7 @@ from typing import Sequence
 
 from unimedvl.errors import UserError
 from unimedvl.train.config import add_arguments, config_from_args
+from unimedvl.train.stop_request import EXIT_STATUS
 
 HELP = "train the unified model (one process, or under torchrun with FSDP2)"
 
@@ -47,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         cfg = config_from_args(args)
-        Trainer(cfg).train()
+        trainer = Trainer(cfg)
+        trainer.train()
     finally:
         stop_distributed()
-    return 0
+    return EXIT_STATUS if trainer.stopped else 0  # 143 after a SIGTERM, as if the signal had ended it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

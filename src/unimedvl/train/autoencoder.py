@@ -51,11 +51,14 @@ from torch import Tensor
 
 from unimedvl.config import to_dict
 from unimedvl.data.image_sets import CropBatches, center_crop, collect_image_paths, load_training_image, to_unit
-from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.errors import CheckpointError, ConfigError, UserError
 from unimedvl.fileio import atomic_write_text
 from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
+from unimedvl.run_lock import RunLock
 from unimedvl.train.autoencoder_config import AutoencoderTrainConfig, check_layout, check_sizes
+from unimedvl.train.autoencoder_state import check_output, load_state, save_state, state_path
 from unimedvl.train.losses import ssim
+from unimedvl.train.stop_request import StopRequest
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "collect_image_paths", "train_autoencoder"]
 
@@ -64,6 +67,10 @@ REPORT_FORMAT = "unimedvl-autoencoder-report/1"
 # (log-variance ~0, std ~1) the sampling noise swamps the still small posterior means and many
 # steps go into shrinking the std before the decoder can learn more than the average image.
 INITIAL_LOGVAR = -8.0
+
+
+class Stopped(UserError):
+    """A SIGTERM stopped the run after a step; the message says where the state is and how to resume."""
 
 
 @dataclass
@@ -205,12 +212,21 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
     report: steps, train_loss, heldout_psnr (initial / final / blur baseline), latent statistics,
     seconds. Uses torch's default thread count.
     """
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give a file name such as {out / 'ae.safetensors'}")
+    with RunLock.for_file(out, "train-autoencoder"):  # one run per output file (RELIABILITY.md)
+        resume_from = check_output(cfg)  # before any image is read
+        with StopRequest("train-autoencoder") as stop:
+            return _train(cfg, progress, resume_from, stop)
+
+
+def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None,
+           stop: StopRequest) -> AutoencoderTrainResult:
     from unimedvl.checkpoint import save_tensors
 
     t_start = time.perf_counter()
     out, report_path = Path(cfg.out), cfg.report_path
-    if out.is_dir():
-        raise ConfigError(f"out={out} is a folder; give a file name such as {out / 'ae.safetensors'}")
     gen = torch.Generator().manual_seed(cfg.seed)
     model = _build_model(cfg)
     layout = model.config
@@ -233,20 +249,37 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
     eval_x = to_unit(torch.stack([center_crop(im, cfg.image_size) for im in eval_source]))
     stats_x = to_unit(torch.stack([center_crop(im, cfg.image_size) for im in train_images[: cfg.stats_images]]))
 
-    model.eval()
-    psnr_initial = _finite_mean(_mean_psnr(_reconstruct(model, eval_x), eval_x))
-    psnr_blur = _finite_mean(_mean_psnr(blur_baseline(eval_x), eval_x))
-    _say(progress, f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
-                   f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB")
-
     batches = CropBatches(train_images, cfg.crop_size or cfg.image_size, cfg.batch_size, cfg.flip, gen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     history: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}
+    first = 0
+    if resume_from is not None:
+        state = load_state(resume_from, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        batches.order = list(state["order"])
+        first, history, window = int(state["step"]), state["history"], state["window"]
+        psnr_initial, psnr_blur = state["psnr_initial"], state["psnr_blur"]
+        _say(progress, f"resumed from {resume_from} at step {first} of {cfg.steps}")
+    else:
+        model.eval()
+        psnr_initial = _finite_mean(_mean_psnr(_reconstruct(model, eval_x), eval_x))
+        psnr_blur = _finite_mean(_mean_psnr(blur_baseline(eval_x), eval_x))
+    _say(progress, f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
+                   f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB")
+
+    def save(step: int) -> None:
+        save_state(state_path(out), cfg, step, model, optimizer, gen, batches.order,
+                   {"history": history, "window": window, "psnr_initial": psnr_initial, "psnr_blur": psnr_blur})
+
     model.train()
     t_train = time.perf_counter()
     bar = _bar(cfg.steps, progress)
-    for step in range(cfg.steps):
+    if bar is not None:
+        bar.update(first)
+    for step in range(first, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         losses = _losses(model, batches.next(), cfg, gen)
@@ -268,6 +301,14 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
             window = {}
             _say(progress, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                  bar)
+        if stop.requested and step + 1 < cfg.steps:
+            save(step + 1)
+            if bar is not None:
+                bar.close()
+            raise Stopped(f"stopped by SIGTERM after step {step + 1} of {cfg.steps}: the state is saved in "
+                          f"{state_path(out)}; rerun the same command with --resume to continue")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save(step + 1)
     if bar is not None:
         bar.close()
     train_seconds = time.perf_counter() - t_train
@@ -308,6 +349,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
     }
     report_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    state_path(out).unlink(missing_ok=True)  # finished: nothing to resume
     _write_inference_sizes(Path(out).parent, cfg.image_size)
     _say(progress, f"held-out PSNR {psnr_initial:.2f} -> {psnr_final:.2f} dB (blur baseline {psnr_blur:.2f} dB) "
                    f"after {cfg.steps} steps in {train_seconds:.0f} s; latent shift {latent_mean:.4f} scale "

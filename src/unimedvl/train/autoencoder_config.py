@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class AutoencoderTrainConfig:
     stats_images: int = 256  # training images encoded to measure the latent mean / std
     max_images: int | None = None  # use at most this many images (after shuffling), None for all
     log_every: int = 50  # log a line every this many steps (0: only the end)
+    save_every: int = 100  # write the resumable state (OUT.train-state.pt) every this many steps (0: only on SIGTERM)
+    resume: bool = False  # continue an interrupted run from OUT.train-state.pt (none: start from step 0)
+    overwrite: bool = False  # replace a finished OUT (and drop an interrupted run's state)
 
     def __post_init__(self) -> None:
         if isinstance(self.images, (str, os.PathLike)):
@@ -73,7 +77,7 @@ class AutoencoderTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "log_every"):
+        for name in ("warmup_steps", "log_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_images is not None and self.max_images < 1:
@@ -182,6 +186,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d["seed"].default, help="seeds weights, split, batches and noise")
     p.add_argument("--log-every", type=int, default=d["log_every"].default, help="a log line every N steps (0: only the end)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--save-every", type=int, default=d["save_every"].default,
+                   help="write the resumable state OUT.train-state.pt every N steps (0: only on SIGTERM)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.train-state.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished --out (and an interrupted run's state)")
     p.set_defaults(func=run)
 
 
@@ -195,10 +203,16 @@ def run(args: argparse.Namespace) -> int:
         crop_size=args.crop_size, resize=args.resize, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         kl_weight=args.kl_weight, mse_weight=args.mse_weight, ssim_weight=args.ssim_weight, flip=not args.no_flip,
         seed=args.seed, heldout_fraction=args.heldout_fraction, max_images=args.max_images, log_every=args.log_every,
+        save_every=args.save_every, resume=args.resume, overwrite=args.overwrite,
     )
-    from unimedvl.train.autoencoder import train_autoencoder
+    from unimedvl.train.autoencoder import Stopped, train_autoencoder
+    from unimedvl.train.stop_request import EXIT_STATUS
 
-    result = train_autoencoder(cfg, progress=not args.no_progress)
+    try:
+        result = train_autoencoder(cfg, progress=not args.no_progress)
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return EXIT_STATUS
     r = result.report
     print(f"wrote {cfg.out} and {cfg.report_path}: held-out PSNR {r['heldout_psnr']:.2f} dB "
           f"(before {r['heldout_psnr_initial']:.2f}, blur baseline {r['heldout_psnr_blur_baseline']:.2f}); "

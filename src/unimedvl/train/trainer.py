@@ -40,6 +40,7 @@ from unimedvl.inference_config import InferenceConfig
 from unimedvl.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
+from unimedvl.run_lock import RunLock
 from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
 from unimedvl.train.config import TrainConfig, config_dict
@@ -61,6 +62,7 @@ from unimedvl.train.parallel import (
     start_distributed,
 )
 from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
+from unimedvl.train.stop_request import StopRequest, stop_message
 
 log = logging.getLogger("unimedvl.train")
 
@@ -111,6 +113,8 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.ema: EMA | None = None
         self.latent_cache: LatentCache | None = None
+        self._lock: RunLock | None = None
+        self.stopped = False  # True when a SIGTERM ended the run before total_steps
 
     # -- build --------------------------------------------------------------------------------
 
@@ -123,6 +127,8 @@ class Trainer:
         from unimedvl.train.parallel import dist_env
 
         env = dist_env()
+        # Before anything reads or cleans the folder: a second run would remove this one's partial save.
+        self._lock = RunLock(cfg.checkpoint_dir, "train").acquire() if env.rank == 0 else None
         mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
         self.model_cfg, self.weights_dir, self.prefer = self._model_source()
         self.tokenizer = self._tokenizer()
@@ -458,9 +464,15 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``: log, validate, checkpoint (always at the end). Returns the last metrics."""
         if self.info is None:
-            self.setup()
+            try:
+                self.setup()
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.release()
+                raise
         cfg = self.cfg
         metrics: dict[str, float] = {}
+        stop = StopRequest("training").install()  # SIGTERM: finish the step, save, return (stop_request.py)
         try:
             while self.step < cfg.total_steps:
                 metrics = self.train_step()
@@ -473,10 +485,18 @@ class Trainer:
                     if cfg.val_dataset_config_file and not cfg.val_every:
                         self.logger.validation(self.step, self.validate())
                     self.save()
+                if stop.should_stop(self.info):  # every rank agrees
+                    break
             if not (Path(cfg.checkpoint_dir) / ckpt.step_dir_name(self.step)).is_dir():
-                self.save()  # resumed at the end with no final checkpoint
+                self.save()  # resumed at the end with no final checkpoint, or stopped by SIGTERM
+            self.stopped = stop.requested and self.step < cfg.total_steps
+            if self.stopped:
+                log.warning(stop_message(cfg.checkpoint_dir, self.step, cfg.total_steps, cfg.auto_resume))
         finally:
+            stop.uninstall()
             self.logger.close()
+            if self._lock is not None:
+                self._lock.release()
         return metrics
 
     # -- checkpoints --------------------------------------------------------------------------
