@@ -31,12 +31,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
-from unimedvl.errors import CheckpointError, ConfigError
+from unimedvl.errors import CheckpointError, ConfigError, capped
 from unimedvl.fileio import atomic_path
 from unimedvl.memory_plan import LoadPlan, is_generation_key, understanding_config
 from unimedvl.models.hf_qwen import llm_config_from_hf
 from unimedvl.models.vision import vit_config_from_hf
-from unimedvl.weight_stream import Placement, open_file, stream_into
+from unimedvl.weight_stream import Placement, check_header_shapes, open_file, shard_files, stream_into
 
 CONFIG_FILE = "unimedvl_config.yaml"
 WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
@@ -258,13 +258,12 @@ def find_weights(path: Path, prefer: str = "ema", require_all: bool = True) -> W
     indexes = sorted(path.glob("*.safetensors.index.json"))
     if indexes:
         index = _read_json(indexes[0])
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{indexes[0]}: no 'weight_map' mapping")
-        missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
+        files = shard_files(indexes[0], index.get("weight_map") if isinstance(index, dict) else None)
+        missing = sorted({f.name for f in set(files.values()) if not f.is_file()})
         if missing and require_all:
-            raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {', '.join(missing)}")
-        return WeightSource({k: path / f for k, f in weight_map.items()})
+            shown = ", ".join(capped(m, 80) for m in missing[:6]) + (" ..." if len(missing) > 6 else "")
+            raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {shown}")
+        return WeightSource(files)
     raise CheckpointError(
         f"{path}: no weights; expected ema.safetensors, model.safetensors or a *.safetensors.index.json"
     )
@@ -359,6 +358,7 @@ def load_model(
     source = find_weights(path, prefer, require_all=not plan.understanding_only)
     with torch.device("meta"):
         model = UnifiedModel(cfg)
+    check_weight_shapes(model, source, str(path), torch_dtype)  # before anything is allocated
     layout = plan_layout(model, plan, torch.device(device), torch_dtype)
     device = layout.device
     for module in model.modules():
@@ -383,6 +383,27 @@ def load_model(
     layout.attach(model)
     model.load_plan = plan
     return model
+
+
+MAX_TABLE_BYTES = 2 << 30  # a recomputed position table above this is a config mistake (the release's: 58 MB)
+
+
+def check_weight_shapes(model: nn.Module, source: WeightSource, where: str,
+                        dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+    """Before allocation: the model's (meta) tensors against the safetensors headers, and the size of the
+    position tables, which no file bounds (``max_latent_size``, ``vit_max_num_patch_per_side``)."""
+    from unimedvl.models.embeddings import PositionEmbedding
+
+    check_header_shapes({k: tuple(t.shape) for k, t in model.state_dict().items() if k not in RECOMPUTED_KEYS},
+                        source.files, where)
+    for name, module in model.named_modules():
+        if isinstance(module, PositionEmbedding):
+            size = module.pos_embed.numel() * max(dtype.itemsize, 4)
+            if size > MAX_TABLE_BYTES:
+                side = module.max_num_patch_per_side
+                raise ConfigError(f"{where}: the position table {name} would take {size / 2**30:.0f} GiB "
+                                  f"({side} x {side} positions x {module.hidden_size}); the config's max_latent_size "
+                                  "/ vit_max_num_patch_per_side or hidden_size is far too large")
 
 
 def model_state(model: nn.Module) -> dict[str, Tensor]:

@@ -23,14 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from unimedvl.errors import CheckpointError
+from unimedvl.errors import CheckpointError, capped
 
 CHUNK_BYTES = 32 * 2**20  # most bytes read through one mapping of a file before it is unmapped
 _GROUP = re.compile(r"^(.*?\.\d+)\.")  # the prefix up to the first numeric path component
@@ -78,6 +78,54 @@ def open_file(path: Path):
             f"{path}: cannot be read as safetensors ({err}); the file is truncated or corrupted: "
             "copy it again (only .safetensors files are loaded, never pickles)"
         ) from None
+
+
+def shard_files(index: Path, weight_map: object) -> dict[str, Path]:
+    """key -> shard file of a ``*.safetensors.index.json``'s ``weight_map``, every shard inside the index's folder.
+
+    An absolute name (``/etc/passwd``) or one that climbs out (``../other/ema.safetensors``) is a
+    CheckpointError: a checkpoint never loads, or even opens, a file outside its folder. (A shard
+    that is a symlink inside the folder is fine: that is how the Hugging Face cache stores files.)
+    """
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no 'weight_map' mapping")
+    folder, checked, out = index.parent, {}, {}
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or name not in checked:
+            posix, windows = (PurePosixPath(name), PureWindowsPath(name)) if isinstance(name, str) else (None, None)
+            if (posix is None or not posix.parts or posix.is_absolute() or windows.is_absolute() or windows.drive
+                    or ".." in posix.parts or ".." in windows.parts):
+                raise CheckpointError(f"{index}: the shard {capped(name)!r} of {capped(key)} is not a file name inside "
+                                      f"{folder}; an index may name only files in its own folder (fix or remove it)")
+            checked[name] = folder / name
+        out[key] = checked[name]
+    return out
+
+
+def check_header_shapes(expected: dict[str, tuple[int, ...]], files: dict[str, Path], where: str) -> None:
+    """Compare the shapes a config implies with the safetensors headers, before anything is allocated.
+
+    Reads only the headers (no tensor data). A CheckpointError names the first tensor that differs:
+    a config.json claiming ``hidden_size`` 10^7 over 64-wide weights is refused in one line instead
+    of allocating its tables first.
+    """
+    handles: dict[Path, Any] = {}
+    for key, shape in expected.items():
+        file = files.get(key)
+        if file is None:
+            continue
+        if file not in handles:
+            handles[file] = open_file(file)
+        try:
+            found = tuple(handles[file].get_slice(key).get_shape())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{file}: tensor {capped(key)} cannot be read ({capped(err)})") from None
+        if found != tuple(shape):
+            raise CheckpointError(
+                f"{where}: tensor {capped(key)} has shape {found} in {file.name} but the config implies "
+                f"{tuple(shape)}; the config does not belong to these weights (compare its sizes, e.g. "
+                "hidden_size, with the weights')"
+            )
 
 
 class _Files:

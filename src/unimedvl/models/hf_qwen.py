@@ -83,12 +83,15 @@ def load_state_dict_files(path: Path) -> dict[str, Tensor]:
     if single.is_file():
         return load_file(single)
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        from unimedvl.weight_stream import shard_files
+
+        data = json.loads(index.read_text())
+        files = shard_files(index, data.get("weight_map") if isinstance(data, dict) else None)
         state: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (path / shard).is_file():
-                raise CheckpointError(f"{index}: shard {shard} is listed but missing from {path}")
-            state.update(load_file(path / shard))
+        for shard in sorted(set(files.values())):
+            if not shard.is_file():
+                raise CheckpointError(f"{index}: shard {shard.name} is listed but missing from {path}")
+            state.update(load_file(shard))
         return state
     if (path / "pytorch_model.bin").is_file():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)

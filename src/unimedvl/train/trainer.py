@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from unimedvl.checkpoint import find_weights, parse_dtype, read_model_config, save_model
+from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
@@ -283,6 +283,7 @@ class Trainer:
         self.train_vae = train_vae
         with torch.device("meta"):
             model = UnifiedModel(self.model_cfg)
+        check_weight_shapes(model, find_weights(self.weights_dir, self.prefer), str(self.weights_dir))  # pre-allocation
         apply_freezing(model, cfg.freeze_llm, cfg.freeze_vit, train_vae)
         if cfg.lora_rank > 0:
             names = inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.lora_dropout)
