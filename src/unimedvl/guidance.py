@@ -10,11 +10,12 @@ that ``unimedvl COMMAND --help`` can show the defaults without importing torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from unimedvl.errors import ConfigError
+from unimedvl.errors import ConfigError, capped
 
 RENORM_TYPES = ("global", "channel", "text_channel")
 BRANCHES = ("cond", "text_uncond", "img_uncond")
@@ -41,6 +42,7 @@ class GuidanceConfig:
     num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
 
     def __post_init__(self) -> None:
+        check_guidance_values(self)
         self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
         if self.cfg_renorm_type not in RENORM_TYPES:
             raise ConfigError(f"cfg_renorm_type={self.cfg_renorm_type!r}; choose one of {', '.join(RENORM_TYPES)}")
@@ -64,6 +66,40 @@ class GuidanceConfig:
         out = dataclasses.asdict(self)
         out["cfg_interval"] = [float(x) for x in self.cfg_interval]
         return out
+
+
+# Sane ranges of the numeric fields: a NaN, an infinity or 1e308 gives a black image, never an error.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "cfg_text_scale": (0.0, 100.0),
+    "cfg_img_scale": (0.0, 100.0),
+    "cfg_renorm_min": (0.0, 1.0),
+    "timestep_shift": (1e-3, 1e3),
+}
+MAX_TIMESTEPS = 1000
+
+
+def check_guidance_values(cfg: GuidanceConfig) -> None:
+    """ConfigError naming the field unless every numeric field is a finite number in its range.
+
+    The one check of values from everywhere a GuidanceConfig is built (API bodies, CLI flags,
+    inference_config.json, the app, evaluation): each builds it, so each is checked here.
+    """
+    for name, (lo, hi) in VALUE_RANGES.items():
+        value = getattr(cfg, name)
+        if not _number(value) or not lo <= value <= hi:  # NaN fails every comparison
+            raise ConfigError(f"{name}={capped(value, 40)} must be a finite number in [{lo:g}, {hi:g}]")
+    n = cfg.num_timesteps
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_TIMESTEPS:
+        raise ConfigError(f"num_timesteps={capped(n, 40)} must be an integer in [2, {MAX_TIMESTEPS}] (one Euler step "
+                          "needs two points)")
+    interval = cfg.cfg_interval
+    if (not isinstance(interval, (tuple, list)) or len(interval) != 2 or not all(_number(x) for x in interval)
+            or not 0.0 <= interval[0] <= interval[1] <= 1.0):
+        raise ConfigError(f"cfg_interval={capped(interval, 60)} must be two numbers lo <= hi in [0, 1]")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _warned: set[str] = set()
