@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from unimedvl.errors import ConfigError
+from unimedvl.errors import ConfigError, quoted
 
 T = TypeVar("T")
 
@@ -69,7 +70,8 @@ class LLMConfig:
         _check(self.head_dim % 2 == 0, f"llm.head_dim={self.head_dim} must be even for RoPE")
         _check(
             self.layer_module in LAYER_MODULES,
-            f"llm.layer_module={self.layer_module!r} is unknown; choose one of {', '.join(LAYER_MODULES)}",
+            f"llm.layer_module={quoted(self.layer_module)} is unknown; choose one of "
+            f"{', '.join(LAYER_MODULES)}",
         )
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
             _check(getattr(self, name) > 0, f"llm.{name} must be positive, got {getattr(self, name)}")
@@ -104,7 +106,8 @@ class ViTConfig:
             self.image_size % self.patch_size == 0,
             f"vit.image_size={self.image_size} must be a multiple of vit.patch_size={self.patch_size}",
         )
-        _check(self.hidden_act in ACTIVATIONS, f"vit.hidden_act={self.hidden_act!r}; choose one of {ACTIVATIONS}")
+        _check(self.hidden_act in ACTIVATIONS,
+               f"vit.hidden_act={quoted(self.hidden_act)}; choose one of {ACTIVATIONS}")
 
     @property
     def num_patches_per_side(self) -> int:
@@ -166,11 +169,11 @@ class ModelConfig:
         )
         _check(
             self.connector_act in ACTIVATIONS,
-            f"connector_act={self.connector_act!r}; choose one of {', '.join(ACTIVATIONS)}",
+            f"connector_act={quoted(self.connector_act)}; choose one of {', '.join(ACTIVATIONS)}",
         )
         _check(
             self.attn_backend in ATTN_BACKENDS,
-            f"attn_backend={self.attn_backend!r}; choose one of {', '.join(ATTN_BACKENDS)}",
+            f"attn_backend={quoted(self.attn_backend)}; choose one of {', '.join(ATTN_BACKENDS)}",
         )
         _check(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
 
@@ -289,18 +292,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {quoted(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer, got {quoted(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
+        raise ConfigError(f"{where} must be a string, got {quoted(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {quoted(value)}")
         return tuple(value)
     return value
 
@@ -311,7 +314,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = _bounded_safe_load(path.read_text(encoding="utf-8-sig"), path)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config; flatten it") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -322,6 +327,59 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+MAX_YAML_NODES = 1_000_000  # values a YAML may stand for once its aliases are expanded (a config has thousands)
+
+
+def _bounded_safe_load(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that first counts the values the document stands for with its aliases expanded.
+
+    PyYAML shares an aliased value instead of copying it, so a "billion laughs" file (ten levels
+    of ten aliases) loads fast but is a list of 10^10 items to whatever walks or prints it. The node
+    graph is counted (each shared node once, its size memoised; a self-referencing alias counts as
+    unbounded) and a document above MAX_YAML_NODES is refused before anything is constructed.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: its aliases (*name) expand to more than {MAX_YAML_NODES:,} values, which no "
+                              "config needs (a \"billion laughs\" file?); write the values out or use fewer aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> float:
+    """Values under ``root`` with every alias expanded, without recursion; inf for a cycle or above the limit."""
+    sizes: dict[int, float] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in children)
+            sizes[key] = total if total <= MAX_YAML_NODES else math.inf
+            continue
+        if key in open_nodes:  # reached again while its children are still being counted: a cycle
+            return math.inf
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                return math.inf
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
 
 
 def save_yaml(data: Mapping[str, Any] | Any, path: str | Path) -> None:
@@ -432,7 +490,7 @@ def model_config(size: str) -> ModelConfig:
     try:
         return MODEL_SIZES[size]()
     except KeyError:
-        raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}") from None
+        raise ConfigError(f"unknown model size {quoted(size)}; choose one of {', '.join(MODEL_SIZES)}") from None
 
 
 def load_model_config(path_or_size: str | Path) -> ModelConfig:

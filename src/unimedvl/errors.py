@@ -25,22 +25,28 @@ class DiskFullError(UserError):
     """The disk filled up while writing: the message names the folder, what is intact and to free space and rerun."""
 
 
-def capped(value: object, limit: int = 200) -> str:
+def capped(value: object, limit: int = 200, quote: bool = False) -> str:
     """``value`` as text for a message, at most ``limit`` characters, in bounded time.
 
     Never format a user's value into a message in full: a YAML "billion laughs" list expands to
     billions of items when printed. Containers are shown a few levels deep and a few items wide
-    (reprlib), strings cut; the cut is marked with "...".
+    (reprlib), strings cut; the cut is marked with "...". ``quote``: strings in quotes, as ``!r`` would.
     """
     import reprlib
 
     if isinstance(value, BaseException):
         value = str(value)
     if isinstance(value, str):
-        text = value
+        text = value if len(value) <= limit else value[: max(0, limit - 3)] + "..."
+        return repr(text) if quote else text
     else:
         shown = reprlib.Repr()
         shown.maxlevel, shown.maxlist, shown.maxtuple, shown.maxdict, shown.maxset = 3, 8, 8, 8, 8
         shown.maxstring = shown.maxother = shown.maxlong = limit
         text = shown.repr(value)
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def quoted(value: object, limit: int = 200) -> str:
+    """:func:`capped` with strings in quotes: the bounded form of ``{value!r}`` in a message."""
+    return capped(value, limit, quote=True)

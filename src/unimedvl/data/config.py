@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, runtime_chec
 
 from unimedvl.config import from_dict
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-from unimedvl.errors import ConfigError
+from unimedvl.errors import ConfigError, quoted
 
 if TYPE_CHECKING:  # the trainer's --help reads DataConfig without loading torch
     from unimedvl.data.transforms import ImageTransform
@@ -52,13 +52,14 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be within [0, 1], got {getattr(self, name)}")
         if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or \
                 self.max_image_pixels < 1:
-            raise ConfigError(f"data.max_image_pixels={self.max_image_pixels!r} must be a positive number of pixels")
+            raise ConfigError(f"data.max_image_pixels={quoted(self.max_image_pixels)}"
+                              f" must be a positive number of pixels")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.bad_record_policy not in ("fail", "skip"):
-            raise ConfigError(f"data.bad_record_policy={self.bad_record_policy!r}; choose 'fail' or 'skip'")
+            raise ConfigError(f"data.bad_record_policy={quoted(self.bad_record_policy)}; choose 'fail' or 'skip'")
         if self.ce_weighting not in ("token", "sqrt_split"):
-            raise ConfigError(f"data.ce_weighting={self.ce_weighting!r}; choose 'token' or 'sqrt_split'")
+            raise ConfigError(f"data.ce_weighting={quoted(self.ce_weighting)}; choose 'token' or 'sqrt_split'")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "DataConfig":

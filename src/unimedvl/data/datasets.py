@@ -42,7 +42,7 @@ from unimedvl.data.plans import (
     SequencePlan,
 )
 from unimedvl.data.records import Record, parse_line
-from unimedvl.errors import ConfigError
+from unimedvl.errors import ConfigError, quoted
 
 # ---------------------------------------------------------------------------------------------
 # Tier 1: the registry.
@@ -57,7 +57,7 @@ def register_dataset_type(name: str, plan_or_class: SequencePlan | type, replace
     """
     if isinstance(plan_or_class, type):
         if not issubclass(plan_or_class, SequencePlan):
-            raise ConfigError(f"register_dataset_type({name!r}): {plan_or_class.__name__} is not a SequencePlan")
+            raise ConfigError(f"register_dataset_type({quoted(name)}): {plan_or_class.__name__} is not a SequencePlan")
         try:
             plan = plan_or_class()  # type: ignore[call-arg]
         except TypeError:
@@ -65,10 +65,10 @@ def register_dataset_type(name: str, plan_or_class: SequencePlan | type, replace
     elif isinstance(plan_or_class, SequencePlan):
         plan = plan_or_class
     else:
-        raise ConfigError(f"register_dataset_type({name!r}): expected a SequencePlan or subclass, "
+        raise ConfigError(f"register_dataset_type({quoted(name)}): expected a SequencePlan or subclass, "
                           f"got {type(plan_or_class).__name__}")
     if name in DATASET_REGISTRY and not replace:
-        raise ConfigError(f"dataset type {name!r} is already registered; pass replace=True to override it")
+        raise ConfigError(f"dataset type {quoted(name)} is already registered; pass replace=True to override it")
     DATASET_REGISTRY[name] = plan
     return plan
 
@@ -84,7 +84,7 @@ def get_dataset_type(name: str) -> SequencePlan:
     try:
         return DATASET_REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset type {name!r}; known types: {', '.join(DATASET_REGISTRY)}") from None
+        raise ConfigError(f"unknown dataset type {quoted(name)}; known types: {', '.join(DATASET_REGISTRY)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def load_dataset_info(path: str | os.PathLike[str]) -> dict[str, dict[str, Datas
             data_abs = (base / os.path.expanduser(data_dir)).resolve() if data_dir else jsonl_abs.parent
             total = entry.get("num_total_samples")
             if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
-                problems.append(f"{where}: num_total_samples must be a non-negative integer, got {total!r}")
+                problems.append(f"{where}: num_total_samples must be a non-negative integer, got {quoted(total)}")
                 total = None
             out.setdefault(str(group), {})[str(name)] = DatasetInfo(str(name), str(group), str(jsonl_abs),
                                                                     str(data_abs), total)
@@ -155,9 +155,10 @@ def find_dataset(info: Mapping[str, Mapping[str, DatasetInfo]], name: str, datas
     if len(hits) == 1:
         return info[hits[0]][name]
     if len(hits) > 1:
-        return f"dataset {name!r} is in several info groups ({', '.join(hits)}); put it under {dataset_type!r}"
+        return (f"dataset {quoted(name)} is in several info groups ({', '.join(hits)}); put it under "
+                f"{quoted(dataset_type)}")
     known = sorted(info.get(dataset_type, {})) or sorted(n for datasets in info.values() for n in datasets)
-    return f"unknown dataset {name!r}; known datasets: {', '.join(known) or '(none)'}"
+    return f"unknown dataset {quoted(name)}; known datasets: {', '.join(known) or '(none)'}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from unimedvl.data.datasets import DATASET_REGISTRY, DatasetInfo, JsonlIndex, fi
 from unimedvl.data.plans import ModelPaths, SequencePlan
 from unimedvl.data.records import Record
 from unimedvl.data.transforms import ImageTransform
-from unimedvl.errors import ConfigError
+from unimedvl.errors import ConfigError, quoted
 
 ENTRY_KEYS = ("dataset_names", "image_transform_args", "vit_image_transform_args", "weight", "num_used_data",
               "is_mandatory", "shuffle_lines", "shuffle_seed")
@@ -147,7 +147,7 @@ def find_dataset_info(mix_path: str | os.PathLike[str], mix: Mapping[str, Any], 
     if INFO_KEY in mix:
         value = mix[INFO_KEY]
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{mix_path}: {INFO_KEY} must be a path string, got {value!r}")
+            raise ConfigError(f"{mix_path}: {INFO_KEY} must be a path string, got {quoted(value)}")
         return str(folder / os.path.expanduser(value))
     for name in ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json"):
         if (folder / name).is_file():
@@ -212,7 +212,7 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
         value = entry.get(key, default)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             expected = "true or false" if kind is bool else "an integer"
-            problems.append(f"{where}.{key}: must be {expected}, got {value!r}")
+            problems.append(f"{where}.{key}: must be {expected}, got {quoted(value)}")
             value = default
         flags[key] = value
     transforms = {}
@@ -236,7 +236,7 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
         datasets = []
         weight = weights.get(group, 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
-            problems.append(f"{where}.weight.{group}: must be a number >= 0, got {weight!r}")
+            problems.append(f"{where}.weight.{group}: must be a number >= 0, got {quoted(weight)}")
             weight = 0
         specs = _dataset_ranges(used.get(group, 0), len(names), f"{where}.num_used_data.{group}", problems)
         for name, spec in zip(names, specs or [None] * len(names)):
@@ -244,7 +244,7 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
             if isinstance(found, str):
                 problems.append(f"{where}.dataset_names: {found}")
                 continue
-            dataset = _open_dataset(found, spec, f"{where}: dataset {name!r}", indexes, problems)
+            dataset = _open_dataset(found, spec, f"{where}: dataset {quoted(name)}", indexes, problems)
             if dataset is not None:
                 datasets.append(dataset)
         if len(datasets) == len(names) and specs is not None:
@@ -267,11 +267,13 @@ def _group_names(value: Any, where: str, problems: list[str]) -> dict[str, list[
         for group, names in value.items():
             names = [names] if isinstance(names, str) else names
             if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                problems.append(f"{where}.{group}: expected a dataset name or a non-empty list of names, got {names!r}")
+                problems.append(f"{where}.{group}: expected a dataset name or a non-empty list of names"
+                                f", got {quoted(names)}")
                 return None
             out[str(group)] = names
         return out
-    problems.append(f"{where}: expected a non-empty list of dataset names or a mapping group -> names, got {value!r}")
+    problems.append(f"{where}: expected a non-empty list of dataset names or a mapping group -> names"
+                    f", got {quoted(value)}")
     return None
 
 
@@ -292,7 +294,8 @@ def _per_group(value: Any, groups: list[str], where: str, problems: list[str], l
     if isinstance(value, list) and not list_aligned:
         if len(groups) > 1 and len(value) == len(groups):
             if len(value) == 2 and all(isinstance(v, int) for v in value) and any(value):
-                problems.append(f"{where}: {value!r} is ambiguous with two groups (a [start, end] range or one count "
+                problems.append(f"{where}: {quoted(value)}"
+                                f" is ambiguous with two groups (a [start, end] range or one count "
                                 f"per group?); write it as a mapping {{{groups[0]}: ..., {groups[1]}: ...}}")
                 return {}
             return dict(zip(groups, value))
@@ -323,7 +326,8 @@ def _dataset_ranges(value: Any, n: int, where: str, problems: list[str]) -> list
         else:
             ok = False
         if not ok:
-            problems.append(f"{where}: expected [start, end], [start] or a count (non-negative integers), got {spec!r}")
+            problems.append(f"{where}: expected [start, end], [start] or a count (non-negative integers)"
+                            f", got {quoted(spec)}")
             return None
         if end and start >= end:
             problems.append(f"{where}: [{start}, {end}] is empty; end must be above start (or 0 for the end of file)")
