@@ -176,6 +176,11 @@ def test_drill_bomb_and_huge_text_in_training_data(ckpt, medsynth, hostile, tmp_
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert skipped.stderr.count("tokens skipped (max_num_tokens_per_sample=512)") == 1  # said once, then counted
     assert "hostile_train.jsonl:2: sample of at least" in skipped.stderr
+    # issue 28, item 7: from the loader's worker process to train.log, metrics.jsonl and the last line
+    train_log = (tmp_path / "skip" / "train.log").read_text()
+    assert train_log.count("skipped " + str(jsonl) + ":1: ") == 1 and "record(s) skipped in this run" in train_log
+    last = json.loads((tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_bad_records"] >= 1 and last["skipped_too_long"] >= 1
 
 
 # --------------------------------------------------------------------------------------------- SIGKILL

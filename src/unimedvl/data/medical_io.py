@@ -60,9 +60,12 @@ reorientation to RAS is attempted.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import struct
+import warnings
 from typing import Any
 
 import numpy as np
@@ -199,12 +202,28 @@ def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any]) -> tuple[str,
 # Readers. Each returns a LoadedImage; `_size_*` read only what is needed for (width, height).
 
 
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom's own logging and warnings off: a corrupt file ends in our one DataError line, not in
+    pydicom's traceback (its decoders log every failed plugin with ``LOGGER.exception``) before it."""
+    logger = logging.getLogger("pydicom")  # its child loggers' records stop here too (propagation)
+    disabled, propagate = logger.disabled, logger.propagate
+    logger.disabled, logger.propagate = True, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled, logger.propagate = disabled, propagate
+
+
 def _dicom_read(path: str, headers_only: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=headers_only)
+        with _quiet_pydicom():
+            return pydicom.dcmread(path, stop_before_pixels=headers_only)
     except InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file (no DICM header); pass format=... if it is another kind") from None
     except (OSError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
@@ -229,7 +248,7 @@ def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
     frames = _dicom_frames(ds, path, frame)
     check_pixels(path, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), limit)  # one frame is decoded
     try:
-        with pil_guard_replaced():  # JPEG-compressed DICOM decodes through PIL; the size was checked above
+        with pil_guard_replaced(), _quiet_pydicom():  # JPEG-compressed DICOM decodes through PIL; size checked
             array = pixel_array(ds, index=frame if frames > 1 else None)
     except Exception as err:  # decoder plugins raise many types; all mean "cannot decode"
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)

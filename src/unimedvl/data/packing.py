@@ -42,7 +42,7 @@ from unimedvl.data.datasets import shard_order, shard_size, stable_hash
 from unimedvl.data.mixing import Mix, MixGroup
 from unimedvl.data.plans import Drops, ModelPaths, SampleBuilder
 from unimedvl.data.records import confinement_problem
-from unimedvl.errors import ConfigError, DataError
+from unimedvl.errors import ConfigError, DataError, capped
 from unimedvl.models.packed_batch import PackedBatch, SplitSpec, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
@@ -58,10 +58,15 @@ def new_stats() -> dict[str, Any]:
     return {"batches": 0, **{k: 0 for k in _COUNTERS}, "by_type": {}}
 
 
+MAX_SKIP_NOTES = 32  # the latest skipped records kept (file:line: why) for the trainer to log, per shard
+
+
 def add_stats(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
-    """Add the counters of ``part`` into ``total`` (in place) and return it."""
+    """Add the counters of ``part`` into ``total`` (in place) and return it; skip notes are gathered."""
     for key in ("batches",) + _COUNTERS:
         total[key] += part[key]
+    if part.get("skip_notes"):
+        total.setdefault("skip_notes", []).extend(part["skip_notes"])
     for kind, counters in part["by_type"].items():
         mine = total["by_type"].setdefault(kind, {k: 0 for k in _COUNTERS})
         for key in _COUNTERS:
@@ -155,6 +160,12 @@ class Packer:
             raise DataError(f"{group.where(k)}: {err}") from None
         return _Sample(gi, k, drops, splits, num_tokens)
 
+    def _note_skip(self, why: str) -> None:
+        """Remember a skipped record (file:line: why, capped) in the stats; the trainer logs each one once."""
+        notes = self.stats.setdefault("skip_notes", [])
+        notes.append(capped(why, 300))
+        del notes[:-MAX_SKIP_NOTES]
+
     def _tell(self, key: str, message: str) -> None:
         """Log ``message`` the first time ``key`` comes up in this shard."""
         if key not in self._told:
@@ -184,10 +195,13 @@ class Packer:
                     raise DataError(f"{err} (bad_record_policy='skip' skips and counts bad records)") from None
                 self.stats["skipped_bad_records"] += 1
                 kind["skipped_bad_records"] += 1
+                self._note_skip(str(err))
                 continue
             if sample.num_tokens > self.cfg.max_num_tokens_per_sample:
                 self.stats["skipped_too_long"] += 1
                 kind["skipped_too_long"] += 1
+                self._note_skip(f"{group.where(k)}: {sample.num_tokens} tokens > max_num_tokens_per_sample="
+                                f"{self.cfg.max_num_tokens_per_sample}")
                 continue
             return sample
         raise DataError(f"group {group.key}: all {self.sizes[gi]} record(s) of data shard {self.shard} were skipped in "

@@ -17,6 +17,7 @@ Outside the main thread (signals cannot be installed there) the request is inert
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -63,6 +64,13 @@ class StopRequest:
         sys.stderr.write(f"{signal.Signals(signum).name} received: {self.what} finishes its current step, saves a "
                          "resumable checkpoint and exits (send SIGTERM again or press Ctrl-C to stop at once)\n")
         sys.stderr.flush()
+
+    def report(self, step: int, total_steps: int, checkpoint_dir, auto_resume: bool) -> bool:
+        """After the loop: True (and the line saying where the run stands) when a SIGTERM ended it early."""
+        if not (self.requested and step < total_steps):
+            return False
+        logging.getLogger("unimedvl.train").warning(stop_message(checkpoint_dir, step, total_steps, auto_resume))
+        return True
 
     # -- the decision ------------------------------------------------------------------------
 

@@ -62,7 +62,8 @@ from unimedvl.train.parallel import (
     start_distributed,
 )
 from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
-from unimedvl.train.stop_request import StopRequest, stop_message
+from unimedvl.train.skip_log import SkipLog
+from unimedvl.train.stop_request import StopRequest
 
 log = logging.getLogger("unimedvl.train")
 
@@ -113,7 +114,7 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.ema: EMA | None = None
         self.latent_cache: LatentCache | None = None
-        self._lock: RunLock | None = None
+        self._lock = RunLock(cfg.checkpoint_dir, "train")  # taken in setup (rank 0), dropped at the end of train
         self.stopped = False  # True when a SIGTERM ended the run before total_steps
 
     # -- build --------------------------------------------------------------------------------
@@ -128,7 +129,8 @@ class Trainer:
 
         env = dist_env()
         # Before anything reads or cleans the folder: a second run would remove this one's partial save.
-        self._lock = RunLock(cfg.checkpoint_dir, "train").acquire() if env.rank == 0 else None
+        if env.rank == 0:
+            self._lock.acquire()
         mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
         self.model_cfg, self.weights_dir, self.prefer = self._model_source()
         self.tokenizer = self._tokenizer()
@@ -189,6 +191,7 @@ class Trainer:
         if self.resume_dir:
             self._resume(self.resume_dir, rank_state)
         self.data_iter: Iterator[PackedBatch] = iter(self.loader)
+        self.skips = SkipLog(self.loader, info)  # skipped records: logged once, counted (skip_log.py)
         self.peak = peak_flops(info.device)
         out = Path(cfg.checkpoint_dir)
         with disk_full_reported("starting the run", out, "free space and rerun"):
@@ -283,7 +286,7 @@ class Trainer:
         self.train_vae = train_vae
         with torch.device("meta"):
             model = UnifiedModel(self.model_cfg)
-        check_weight_shapes(model, find_weights(self.weights_dir, self.prefer), str(self.weights_dir))  # pre-allocation
+        check_weight_shapes(model, find_weights(self.weights_dir, self.prefer), str(self.weights_dir))  # allocates none
         apply_freezing(model, cfg.freeze_llm, cfg.freeze_vit, train_vae)
         if cfg.lora_rank > 0:
             names = inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.lora_dropout)
@@ -468,8 +471,7 @@ class Trainer:
             try:
                 self.setup()
             except BaseException:
-                if self._lock is not None:
-                    self._lock.release()
+                self._lock.release()
                 raise
         cfg = self.cfg
         metrics: dict[str, float] = {}
@@ -477,6 +479,7 @@ class Trainer:
         try:
             while self.step < cfg.total_steps:
                 metrics = self.train_step()
+                self.skips.update(metrics)
                 self.step += 1
                 log_now = self.step % cfg.log_every == 0 or self.step == cfg.total_steps or self.step == 1
                 self.logger.step(self.step, metrics, log_now)
@@ -490,14 +493,12 @@ class Trainer:
                     break
             if not (Path(cfg.checkpoint_dir) / ckpt.step_dir_name(self.step)).is_dir():
                 self.save()  # resumed at the end with no final checkpoint, or stopped by SIGTERM
-            self.stopped = stop.requested and self.step < cfg.total_steps
-            if self.stopped:
-                log.warning(stop_message(cfg.checkpoint_dir, self.step, cfg.total_steps, cfg.auto_resume))
+            self.skips.log_summary()
+            self.stopped = stop.report(self.step, cfg.total_steps, cfg.checkpoint_dir, cfg.auto_resume)
         finally:
             stop.uninstall()
             self.logger.close()
-            if self._lock is not None:
-                self._lock.release()
+            self._lock.release()
         return metrics
 
     # -- checkpoints --------------------------------------------------------------------------
