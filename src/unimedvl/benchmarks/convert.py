@@ -126,12 +126,13 @@ def _where(source: str) -> tuple[str, int | None]:
 
 def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str] | None = None,
                       out_dir: str | os.PathLike[str] | None = None, keep_failed: bool = False,
-                      check_headers: bool = False) -> Conversion:  # fmt: skip
+                      check_headers: bool = False, check_images: bool = True) -> Conversion:  # fmt: skip
     """Every question of ``source`` as a record (see the module docstring).
 
     ``image_dir``: where image bytes are extracted (None: they are only checked). ``out_dir``: the
     JSONL's folder, which image paths under it are made relative to. ``check_headers``: read
-    every image file's header too (validate-data), not only check that it exists.
+    every image file's header too (validate-data), not only check that it exists. ``check_images``
+    False: image files are not looked at (``unimedvl score`` needs the questions and answers only).
     """
     conv = Conversion(source, store=ImageStore(image_dir))
     reader_problems: list[Problem] = []
@@ -147,7 +148,7 @@ def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str]
             if image.ref is not None:
                 refs.append(image.ref)
             elif image.path is not None:
-                why = why or check_file(image.path, check_headers)
+                why = why or (check_file(image.path, check_headers) if check_images else None)
                 paths.append(_portable(image.path, root))
             else:
                 try:
