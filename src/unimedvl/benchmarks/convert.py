@@ -108,9 +108,10 @@ def open_benchmark(name: str, path: str | os.PathLike[str], split: str | None = 
         others = [n for n, cls in READERS.items() if n != reader.name and cls().layout(path) is not None]
         hint = f"; it looks like {' or '.join(others)} (use --benchmark {others[0]})" if others else ""
         raise UserError(f"{path}: not a {reader.name} layout: expected {reader.expects}; found {listing(path)}{hint}")
-    chosen = reader.default_split_for(path) if split is None else reader.split_name(split)
-    if chosen is not None and chosen.lower() == "all":
+    if split is not None and split.lower() == "all":
         chosen = None
+    else:
+        chosen = reader.default_split_for(path) if split is None else reader.resolve_split(path, layout, split)
     if chosen is not None and reader.default_split is not None:  # a reader with fixed splits: check the name
         present = reader.splits(path, layout)
         if chosen not in present:

@@ -17,7 +17,7 @@ optional ``split``. Conventions carried over:
 * rows without any image are dropped (VLMEvalKit's ``skip_noimg``), each reported.
 
 A folder argument reads every ``*.tsv`` in it (e.g. the 11 parts of GMAI-MMBench_TEST) in
-natural name order. ``--split`` selects rows by the ``split`` column; without it every row is
+natural name order; an LMUData folder's ``X_local.tsv`` copy is skipped when ``X.tsv`` is there. ``--split`` selects rows by the ``split`` column; without it every row is
 read and the run label is the TSV's name (``vlmevalkit-GMAI-MMBench_VAL``).
 
 GMAI-MMBench (``gmai-mmbench``): the same reader, with VLMEvalKit's extra breakdowns by
@@ -62,7 +62,11 @@ def tsv_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path] if path.suffix.lower() == ".tsv" else []
     key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-    return sorted((p for p in path.glob("*.tsv") if p.is_file()), key=key)
+    files = [p for p in path.glob("*.tsv") if p.is_file()]
+    names = {p.name for p in files}
+    # LMUData keeps X_local.tsv (images moved to files) beside X.tsv: the same questions, read once (X.tsv).
+    files = [p for p in files if not (p.stem.endswith("_local") and f"{p.stem[:-6]}.tsv" in names)]
+    return sorted(files, key=key)
 
 
 def _natural_stem(files: list[Path]) -> str:
