@@ -178,3 +178,108 @@ def llava_med(root: Path) -> Path:
     for i in (1, 2, 3):
         _image(base / f"synpic{i}.jpg", 20 * i)
     return base / "test.json"
+
+
+# -- Hugging Face downloads as they arrive (written with pyarrow, in the layouts the datasets library writes) --
+
+
+def _hf_table(rows: list[tuple[bytes, str, str]]):
+    import pyarrow as pa
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    return pa.table({"image": pa.array([{"bytes": b, "path": None} for b, _, _ in rows], type=image),
+                     "question": [q for _, q, _ in rows], "answer": [a for _, _, a in rows]})  # fmt: skip
+
+
+def _arrow_stream(path: Path, rows: list[tuple[bytes, str, str]]) -> None:
+    """An Arrow IPC stream, the format of the datasets library's cache and save_to_disk files."""
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = _hf_table(rows)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=2):
+            writer.write_batch(batch)
+
+
+def _info(folder: Path, name: str) -> None:
+    (folder / "dataset_info.json").write_text(json.dumps({"dataset_name": name, "features": {
+        "image": {"_type": "Image"}, "question": {"dtype": "string", "_type": "Value"},
+        "answer": {"dtype": "string", "_type": "Value"}}}))  # fmt: skip
+
+
+def hf_arrow_cache(cache_dir: Path, repo: str, splits: dict[str, list[tuple[bytes, str, str]]],
+                   stale: bool = True) -> Path:  # fmt: skip
+    """What ``load_dataset(repo, cache_dir=cache_dir)`` leaves: ``<org>___<name>/default/0.0.0/<hash>/<name>-<split>.arrow``
+    (and, with ``stale``, an older hash folder holding one wrong row, which must not be read)."""
+    import os
+
+    org, name = repo.split("/")
+    version = cache_dir / f"{org}___{name}" / "default" / "0.0.0"
+    if stale:
+        old = version / "0123abcd"
+        _arrow_stream(old / f"{name}-test.arrow", [(image_bytes(1), "stale?", "stale")])
+        _info(old, name)
+        os.utime(old, (1_000_000, 1_000_000))
+    new = version / "89efcdab"
+    for split, rows in splits.items():
+        _arrow_stream(new / f"{name}-{split}.arrow", rows)
+    _info(new, name)
+    (cache_dir / "downloads").mkdir(parents=True, exist_ok=True)
+    return cache_dir
+
+
+def hf_save_to_disk(folder: Path, splits: dict[str, list[tuple[bytes, str, str]]]) -> Path:
+    """A ``DatasetDict.save_to_disk`` folder: dataset_dict.json and ``<split>/data-00000-of-00001.arrow``."""
+    for split, rows in splits.items():
+        _arrow_stream(folder / split / "data-00000-of-00001.arrow", rows)
+        _info(folder / split, "x")
+        (folder / split / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+                                                               "_split": split}))  # fmt: skip
+    (folder / "dataset_dict.json").write_text(json.dumps({"splits": sorted(splits)}))
+    return folder
+
+
+def hf_hub_cache(cache_dir: Path, repo: str, splits: dict[str, list[tuple[bytes, str, str]]]) -> Path:
+    """The hub cache of a parquet repo: ``datasets--org--name/{refs/main, snapshots/<sha>/data/*.parquet, blobs/}``."""
+    org, name = repo.split("/")
+    folder = cache_dir / f"datasets--{org}--{name}"
+    sha = "a" * 40
+    for split, rows in splits.items():
+        _parquet(folder / "snapshots" / sha / "data" / f"{split}-00000-of-00001.parquet", rows)
+    _parquet(folder / "snapshots" / ("b" * 40) / "data" / "test-00000-of-00001.parquet",
+             [(image_bytes(2), "old revision?", "old")])  # fmt: skip
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "blobs" / "0f1e2d").write_bytes(b"blob")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(sha)
+    return folder
+
+
+def slake_zipped(root: Path) -> Path:
+    """:func:`slake` as the BoKelvin/SLAKE mirror ships it: imgs.zip (entries imgs/xmlabN/source.jpg), no imgs/."""
+    import shutil
+    import zipfile
+
+    base = slake(root) / "Slake1.0"
+    with zipfile.ZipFile(base / "imgs.zip", "w") as archive:
+        for image in sorted((base / "imgs").rglob("*.jpg")):
+            archive.write(image, image.relative_to(base).as_posix())
+    shutil.rmtree(base / "imgs")
+    return root
+
+
+def pvqa_release(root: Path) -> Path:
+    """pvqa/: qas/test/test_qa.pkl (3 questions, case kept) and qas/val_qa.pkl (1), images/<split>/<name>.jpg."""
+    import pickle
+
+    base = root / "pvqa"
+    test = [{"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},
+            {"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},  # the release keeps repeats
+            {"image": "test_0001", "question": "What organ is this?", "answer": "Kidney"}]  # fmt: skip
+    (base / "qas" / "test").mkdir(parents=True)
+    (base / "qas" / "test" / "test_qa.pkl").write_bytes(pickle.dumps(test))
+    (base / "qas" / "val_qa.pkl").write_bytes(pickle.dumps([{"image": "val_0000", "question": "q?", "answer": "no"}]))
+    for name, shade in (("test/test_0000.jpg", 10), ("test/test_0001.jpg", 90), ("val/val_0000.jpg", 150)):
+        _image(base / "images" / name, shade)
+    return root

@@ -140,9 +140,30 @@ def test_old_spellings_still_work_and_warn(trained_64px, tmp_path, monkeypatch, 
 def test_a_release_directory_without_the_file_gets_the_release_defaults(tmp_path):
     config = InferenceConfig.load(tmp_path)
     assert (config.vae_transform.min_image_size, config.vae_transform.max_image_size) == (512, 1024)
-    assert (config.vit_transform.min_image_size, config.vit_transform.max_pixels) == (378, 2_007_040)
+    # The reference's inference entry points cap both transforms at 14*14*9*1024 pixels (their class default).
+    assert (config.vit_transform.min_image_size, config.vit_transform.max_pixels) == (378, 1_806_336)
+    assert config.vae_transform.max_pixels == 1_806_336
     assert config.preset("edit").timestep_shift == 3.0 and config.preset("eval").timestep_shift == 1.0
     assert config.preset("generate").cfg_interval == (0.4, 1.0) and "release defaults" in config.source
+
+
+def test_very_elongated_images_get_the_release_sizes_and_a_checkpoint_keeps_its_own_caps(tmp_path):
+    # 21 x 882 at VAE min 512: the release feeds 16 x 1024 (the pixel cap decides), no cap would give 32 x 1024.
+    release = InferenceConfig.load(tmp_path)
+    assert release.vae_transform.target_size(21, 882) == (16, 1024)
+    assert release.vit_transform.target_size(16, 758) == (14, 980)  # 28 x 980 under the mixes' 2,007,040
+    path = tmp_path / INFERENCE_CONFIG_FILE
+    release.save(tmp_path)
+    assert json.loads(path.read_text())["vae_transform"]["max_pixels"] == 1_806_336  # recorded in the file
+    own = {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512}
+    path.write_text(json.dumps({"vae_transform": {**own, "max_pixels": None},
+                                "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378,
+                                                  "max_pixels": 2_007_040}}))
+    kept = InferenceConfig.load(tmp_path)
+    assert kept.vae_transform.max_pixels is None and kept.vae_transform.target_size(21, 882) == (32, 1024)
+    assert kept.vit_transform.max_pixels == 2_007_040
+    path.write_text(json.dumps({"vae_transform": own}))  # no max_pixels key: the release's cap
+    assert InferenceConfig.load(tmp_path).vae_transform.max_pixels == 1_806_336
 
 
 def test_inference_config_round_trip_partial_files_and_errors(tmp_path):

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),
     "api": ("unimedvl.api.cli", "serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint"),
     "demo": ("unimedvl.demo.pipeline", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
+    "score": ("unimedvl.eval.score_cli", "re-score saved or external predictions on a benchmark, without a model"),
     "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 

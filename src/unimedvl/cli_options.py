@@ -85,8 +85,8 @@ def add_size_arguments(parser) -> None:
     parser.add_argument("--vit-max-size", type=int, default=None, metavar="PX",
                         help=f"long edge of understanding (ViT) inputs at most this ({where} {vit.max_image_size})")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help=f"at most this many pixels per input image, both transforms ({where}: none for the "
-                             f"VAE rule, {vit.max_pixels} for the ViT)")  # fmt: skip
+                        help=f"at most this many pixels per input image, both transforms ({where}: "
+                             f"{vae.max_pixels} for the VAE rule, {vit.max_pixels} for the ViT)")  # fmt: skip
     for old, new in SIZE_ALIASES.items():
         add_deprecated_alias(parser, old, new, type=int)
 

@@ -10,10 +10,13 @@ directory without the file gets the release defaults (:data:`RELEASE`).
 Schema (every key optional; a missing one takes the release default)::
 
     {"format": "unimedvl-inference-config", "version": 1,
-     "vae_transform": {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512, "max_pixels": null},
-     "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378, "max_pixels": 2007040},
+     "vae_transform": {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512, "max_pixels": 1806336},
+     "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378, "max_pixels": 1806336},
      "guidance": {"text_to_image": {GuidanceConfig fields}, "editing": {...}, "restoration": {...}},
      "think_prompts": "release" | "unimedvl" | "concise" | {"understand": "...", "generate": "..."}}
+
+``max_pixels`` is kept as the file gives it (``null``: no cap); a transform without the key gets the
+release's cap, :data:`RELEASE_MAX_PIXELS`.
 
 ``vae_transform`` is the resize rule every input image goes through first (then the ViT
 transform, for understanding); ``guidance`` holds the sampling defaults per task: ``editing`` for
@@ -43,9 +46,16 @@ INFERENCE_CONFIG_FILE = "inference_config.json"
 FORMAT = "unimedvl-inference-config"
 VERSION = 1
 
-# The release's transforms (spec unified-model.md section 5; ViT max_pixels from the training mixes).
-RELEASE_VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512)
-RELEASE_VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378, max_pixels=2_007_040)
+# The release's transforms (spec unified-model.md section 5). The pixel cap is what the reference's
+# inference and evaluation entry points feed the released weights with: they build both transforms
+# without a max_pixels argument, so both take that ImageTransform's default, 14 * 14 * 9 * 1024. It
+# decides the size of very elongated images only (aspect 7.5:1 or more at the VAE's min 512; 147 of
+# 6,016 ViT sizes); the training mixes' ViT cap, 2,007,040, stays with the mixes.
+RELEASE_MAX_PIXELS = 14 * 14 * 9 * 1024  # 1,806,336
+RELEASE_VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512,
+                                       max_pixels=RELEASE_MAX_PIXELS)
+RELEASE_VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378,
+                                       max_pixels=RELEASE_MAX_PIXELS)
 
 # Inference task -> the guidance preset it samples with.
 TASK_PRESETS = {"edit": "editing", "generate": "text_to_image", "eval": "restoration"}
@@ -183,7 +193,10 @@ class InferenceConfig:
         kwargs: dict[str, Any] = {"source": source}
         for key in ("vae_transform", "vit_transform"):
             if key in obj:
-                kwargs[key] = ImageTransform.from_config(obj[key], source=f"{source}: {key}")
+                args = obj[key]
+                if isinstance(args, Mapping) and "max_pixels" not in args:
+                    args = {**args, "max_pixels": RELEASE_MAX_PIXELS}  # a missing key takes the release default
+                kwargs[key] = ImageTransform.from_config(args, source=f"{source}: {key}")
         if "guidance" in obj:
             if not isinstance(obj["guidance"], Mapping):
                 raise ConfigError(f"{source}: guidance must map preset names to settings")
@@ -233,6 +246,14 @@ def _resized(t: ImageTransform, min_size: int | None, max_size: int | None, max_
     if "min_image_size" in changes and "max_image_size" not in changes:
         changes["max_image_size"] = max(t.max_image_size, changes["min_image_size"])
     return dataclasses.replace(t, **changes)
+
+
+def with_pixel_cap(data: ImageTransform | None, base: ImageTransform) -> ImageTransform:
+    """A training mix's transform (None: ``base``) with ``base``'s pixel cap when the mix sets none: what
+    a trained checkpoint records, so it is fed like the checkpoint it started from (the release's cap)."""
+    if data is None:
+        return base
+    return data if data.max_pixels is not None else dataclasses.replace(data, max_pixels=base.max_pixels)
 
 
 def fitted_transform(t: ImageTransform, table_side: int, interpolate: bool = False) -> ImageTransform:

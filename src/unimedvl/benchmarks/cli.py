@@ -76,9 +76,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     """``validate-data --benchmark``: counts and problems; 0 when clean, 1 otherwise."""
-    source = open_benchmark(args.benchmark, args.source, args.split or "all", ReadOptions(language=args.language))
+    options = ReadOptions(language=args.language, image_dir=getattr(args, "data_dir", None))
+    source = open_benchmark(args.benchmark, args.source, args.split or "all", options)
     conv = convert_benchmark(source, check_headers=True)
     print(conv.summary())
+    if source.split is None:
+        present = source.reader.splits(source.path, source.layout)
+        print(f"splits read: {', '.join(present) or 'none'} (every split present; --split NAME for one)")
     if conv.problems:
         print(f"problems: {len(conv.problems)}")
         print_problems(conv.problems, args.max_problems or None, file=sys.stdout)

@@ -108,9 +108,10 @@ def open_benchmark(name: str, path: str | os.PathLike[str], split: str | None = 
         others = [n for n, cls in READERS.items() if n != reader.name and cls().layout(path) is not None]
         hint = f"; it looks like {' or '.join(others)} (use --benchmark {others[0]})" if others else ""
         raise UserError(f"{path}: not a {reader.name} layout: expected {reader.expects}; found {listing(path)}{hint}")
-    chosen = reader.default_split_for(path) if split is None else reader.split_name(split)
-    if chosen is not None and chosen.lower() == "all":
+    if split is not None and split.lower() == "all":
         chosen = None
+    else:
+        chosen = reader.default_split_for(path) if split is None else reader.resolve_split(path, layout, split)
     if chosen is not None and reader.default_split is not None:  # a reader with fixed splits: check the name
         present = reader.splits(path, layout)
         if chosen not in present:
@@ -126,12 +127,13 @@ def _where(source: str) -> tuple[str, int | None]:
 
 def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str] | None = None,
                       out_dir: str | os.PathLike[str] | None = None, keep_failed: bool = False,
-                      check_headers: bool = False) -> Conversion:  # fmt: skip
+                      check_headers: bool = False, check_images: bool = True) -> Conversion:  # fmt: skip
     """Every question of ``source`` as a record (see the module docstring).
 
     ``image_dir``: where image bytes are extracted (None: they are only checked). ``out_dir``: the
     JSONL's folder, which image paths under it are made relative to. ``check_headers``: read
-    every image file's header too (validate-data), not only check that it exists.
+    every image file's header too (validate-data), not only check that it exists. ``check_images``
+    False: image files are not looked at (``unimedvl score`` needs the questions and answers only).
     """
     conv = Conversion(source, store=ImageStore(image_dir))
     reader_problems: list[Problem] = []
@@ -147,7 +149,7 @@ def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str]
             if image.ref is not None:
                 refs.append(image.ref)
             elif image.path is not None:
-                why = why or check_file(image.path, check_headers)
+                why = why or (check_file(image.path, check_headers) if check_images else None)
                 paths.append(_portable(image.path, root))
             else:
                 try:

@@ -24,8 +24,14 @@ from unimedvl.benchmarks.items import BenchmarkItem, ImageSource, answer_type_of
 from unimedvl.benchmarks.reader import Reader, ReadOptions, json_records
 from unimedvl.data.records import IMAGE_TOKEN, Problem
 
+# The metadata of a Hugging Face save_to_disk folder or Arrow cache: JSON, but no split of questions.
+HF_METADATA = ("dataset_dict.json", "dataset_info.json", "state.json")
 DATASET_FOLDERS = {"data_rad": "VQA-RAD", "vqa_rad": "VQA-RAD", "pvqa": "PathVQA", "slake1.0": "SLAKE"}
 _KEYS = ("conversations", "conversatons")
+
+
+def _split_files(path: Path) -> list[Path]:
+    return [p for p in path.glob("*.json") if p.name not in HF_METADATA]
 
 
 class LlavaMed(Reader):
@@ -37,10 +43,10 @@ class LlavaMed(Reader):
     def layout(self, path: Path) -> str | None:
         if path.is_file():
             return "json" if path.suffix == ".json" else None
-        return "json" if any(path.glob("*.json")) and not (path / "imgs").is_dir() else None
+        return "json" if _split_files(path) and not (path / "imgs").is_dir() else None
 
     def splits(self, path: Path, layout: str) -> list[str]:
-        return [path.stem] if path.is_file() else sorted(p.stem for p in path.glob("*.json"))
+        return [path.stem] if path.is_file() else sorted(p.stem for p in _split_files(path))
 
     def default_split_for(self, path: Path) -> str | None:
         return path.stem if path.is_file() else self.default_split  # a file is its own split

@@ -14,8 +14,10 @@ Recognition, Other Biological Attributes, Lesion Grading), ``question``, ``gt_an
 re-packagings store the letter, so both are resolved). The release has no splits: the split is
 the access folder - ``open-access`` (default: restricted-access images are usually not
 distributed, and evaluators score Open-access; which subset the UniMedVL paper used is
-unconfirmed), ``restricted-access``, or ``all`` (both). Files may also be JSON Lines (unconfirmed
-report), which is accepted.
+unconfirmed; restricted-access when it is the only folder present), ``restricted-access``, or ``all``
+(the access folders present; ``validate-data`` says which). Restricted-access ``image_path`` names
+point into the original datasets: an image not under the release folder is looked up under
+``--data-dir``. Files may also be JSON Lines (unconfirmed report), which is accepted.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class OmniMedVqa(Reader):
     def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
         root = self.root(path)
-        wanted = list(ACCESS) if split is None else [split]
+        wanted = self.splits(path, layout) if split is None else [split]  # all: the access folders present
         for access in wanted:
             folder = root / "QA_information" / ACCESS.get(access, access)
             if not folder.is_dir():
@@ -68,9 +70,23 @@ class OmniMedVqa(Reader):
             for json_path in sorted(folder.glob("*.json")):
                 rows = question_rows(json_path, problems, _REQUIRED, "OmniMedVQA", ("question", "gt_answer", "image_path"))
                 for row, record, texts in rows:
-                    item = self._item(record, texts, root, access, json_path, row, problems)
+                    item = self._item(record, texts, self._image_root(root, texts[2], options), access, json_path,
+                                      row, problems)  # fmt: skip
                     if item is not None:
                         yield item
+
+    def default_split_for(self, path: Path) -> str | None:
+        """open-access; restricted-access when it is the only access folder present."""
+        present = self.splits(path, self.layout(path) or "release")
+        return present[0] if len(present) == 1 else self.default_split
+
+    @staticmethod
+    def _image_root(root: Path, image: str, options: ReadOptions) -> Path:
+        """Where ``image_path`` names are relative to: the release folder, else ``--data-dir`` (restricted-access
+        images come from the original datasets, placed where the user keeps them)."""
+        if options.image_dir and not (root / image).is_file() and (Path(options.image_dir) / image).is_file():
+            return Path(options.image_dir)
+        return root
 
     def _item(self, record, texts: list[str], root: Path, access: str, json_path: Path, row: int,
               problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip

@@ -71,6 +71,10 @@ class Reader(abc.ABC):
             return None
         return self.split_aliases.get(split.lower(), split)
 
+    def resolve_split(self, path: Path, layout: str, split: str) -> str:
+        """The split a user typed, as the layout at ``path`` names it (default: :meth:`split_name`)."""
+        return self.split_name(split) or split
+
     def column(self, path: Path) -> str | None:
         """The UniMedVL paper's table column a run on ``path`` belongs to (None: no such column)."""
         return self.paper_column

@@ -4,7 +4,8 @@ Fact sheet section 2 (the release README as reproduced by openmedlab-style repos
 ``slake`` task; MultiMedEval): the release unzips to ``Slake1.0/`` with ``imgs/xmlabN/source.jpg``
 (plus masks, detections), ``KG/``, ``mask.txt`` and the three split files. The Hugging Face mirror
 ``BoKelvin/SLAKE`` renamed ``validate.json`` to ``validation.json`` in a later commit and ships the
-images as ``imgs.zip`` (unzip it to ``imgs/`` first). Each split file is a JSON list of records
+images as ``imgs.zip``, which is read in place (its entries ``imgs/xmlabN/source.jpg``, or without
+the ``imgs/`` prefix; the images a question set uses are extracted on conversion). Each split file is a JSON list of records
 with ``img_id``, ``img_name`` (relative to ``imgs/``), ``question``, ``answer``, ``q_lang``
 (en / zh), ``location``, ``modality``, ``answer_type`` (OPEN / CLOSED), ``base_type``,
 ``content_type`` (Modality, Organ, Position, ...), ``triple`` and ``qid``.
@@ -18,6 +19,7 @@ category and ``modality`` the modality; answers keep their published case.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +27,29 @@ from typing import ClassVar
 from unimedvl.benchmarks.items import BenchmarkItem, ImageSource, answer_type_of, text_field
 from unimedvl.benchmarks.reader import Reader, ReadOptions, question_rows
 from unimedvl.data.records import Problem
+
+
+class ZipImages:
+    """The images of ``imgs.zip``, read in place: ``source(img_name)`` gives an ImageSource of its bytes."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile):
+        self.path, self.archive = path, archive
+        self.names = set(archive.namelist())
+
+    @classmethod
+    def open(cls, path: Path, problems: list[Problem]) -> "ZipImages | None":
+        try:
+            return cls(path, zipfile.ZipFile(path))
+        except (OSError, zipfile.BadZipFile) as err:
+            problems.append(Problem(str(path), None, f"cannot read the image archive ({err}); unzip it to imgs/"))
+            return None
+
+    def source(self, name: str) -> ImageSource:
+        """The bytes of ``imgs/<name>`` (or ``<name>``); a path that fails the image check when absent."""
+        for entry in (f"imgs/{name}", name):
+            if entry in self.names:
+                return ImageSource(data=self.archive.read(entry))
+        return ImageSource(path=f"{self.path}!imgs/{name}")
 
 SPLIT_FILES = {"train": ("train.json",), "validate": ("validate.json", "validation.json"), "test": ("test.json",)}
 _REQUIRED = ("img_name", "question", "answer", "q_lang")
@@ -35,7 +60,7 @@ def _language(record: dict) -> str:
 
 
 class Slake(Reader):
-    """SLAKE 1.0 release (or the BoKelvin/SLAKE mirror with imgs.zip unzipped)."""
+    """SLAKE 1.0 release (or the BoKelvin/SLAKE mirror, imgs.zip read in place)."""
 
     name = "slake"
     expects = "Slake1.0/ with test.json, validate.json (or validation.json), train.json and imgs/"
@@ -64,8 +89,8 @@ class Slake(Reader):
               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
         root = self.root(path)
         images = root / "imgs"
-        if not images.is_dir():
-            problems.append(Problem(str(root), None, "no imgs/ folder (the mirror ships imgs.zip: unzip it here)"))
+        archive = None if images.is_dir() else ZipImages.open(root / "imgs.zip", problems)
+        if not images.is_dir() and archive is None:
             return
 
         def wanted(record) -> bool:
@@ -83,7 +108,8 @@ class Slake(Reader):
                 yield BenchmarkItem(
                     benchmark=self.name, split=name, question_id=str(qid), question=question, answer=answer,
                     answer_type=answer_type_of(record.get("answer_type"), answer),
-                    images=(ImageSource(path=str(images / image)),), source=f"{json_path}:{row}",
+                    images=(archive.source(image) if archive else ImageSource(path=str(images / image)),),
+                    source=f"{json_path}:{row}",
                     category=text_field(record.get("content_type")), modality=text_field(record.get("modality")),
                     fields={"language": _language(record), "location": text_field(record.get("location")),
                             "base_type": text_field(record.get("base_type")), "img_id": record.get("img_id")},

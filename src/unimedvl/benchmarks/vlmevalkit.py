@@ -17,7 +17,10 @@ optional ``split``. Conventions carried over:
 * rows without any image are dropped (VLMEvalKit's ``skip_noimg``), each reported.
 
 A folder argument reads every ``*.tsv`` in it (e.g. the 11 parts of GMAI-MMBench_TEST) in
-natural name order. ``--split`` selects rows by the ``split`` column; without it every row is
+natural name order; an LMUData folder's ``X_local.tsv`` copy is skipped when ``X.tsv`` is there.
+VLMEvalKit's medical TSVs reach the paper table by their names (:func:`paper_column_of`:
+OmniMedVQA, SLAKE_EN_TEST, PathVQA_VAL / _TEST, VQA_RAD, GMAI-MMBench). ``--split`` also matches
+one word of a TSV-named split (``--split val`` reads ``GMAI-MMBench_VAL``). ``--split`` selects rows by the ``split`` column; without it every row is
 read and the run label is the TSV's name (``vlmevalkit-GMAI-MMBench_VAL``).
 
 GMAI-MMBench (``gmai-mmbench``): the same reader, with VLMEvalKit's extra breakdowns by
@@ -62,7 +65,11 @@ def tsv_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path] if path.suffix.lower() == ".tsv" else []
     key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-    return sorted((p for p in path.glob("*.tsv") if p.is_file()), key=key)
+    files = [p for p in path.glob("*.tsv") if p.is_file()]
+    names = {p.name for p in files}
+    # LMUData keeps X_local.tsv (images moved to files) beside X.tsv: the same questions, read once (X.tsv).
+    files = [p for p in files if not (p.stem.endswith("_local") and f"{p.stem[:-6]}.tsv" in names)]
+    return sorted(files, key=key)
 
 
 def _natural_stem(files: list[Path]) -> str:
@@ -73,6 +80,24 @@ def _natural_stem(files: list[Path]) -> str:
         while not stem.startswith(prefix):
             prefix = prefix[:-1]
     return re.sub(r"[_\-. ]*(part)?[_\-. ]*\d*$", "", prefix, flags=re.IGNORECASE) or stems[0]
+
+
+# VLMEvalKit's names of the medical TSVs (LMUData/<NAME>.tsv) -> the UniMedVL paper's column.
+PAPER_COLUMNS = (("omnimedvqa", "OmniMedVQA"), ("slake", "SLAKE"), ("pathvqa", "PathVQA"), ("vqarad", "VQA-RAD"),
+                 ("gmai", "GMAI-MMBench"))  # fmt: skip
+
+
+def paper_column_of(name: str) -> str | None:
+    """The paper column of a VLMEvalKit dataset name (``OmniMedVQA``, ``SLAKE_EN_TEST``, ``PathVQA_VAL``,
+    ``VQA_RAD_TEST``, ``GMAI-MMBench_VAL``, ``GMAI_mm_bench_TEST_part_3`` ...), None for any other."""
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    return next((column for prefix, column in PAPER_COLUMNS if prefix in key), None)
+
+
+def split_matches(wanted: str, row_split: str) -> bool:
+    """A ``--split`` names a row's split: equal (case aside), or one word of it (``val`` in ``GMAI-MMBench_VAL``)."""
+    words = [w for w in re.split(r"[_\-. ]+", row_split.lower()) if w]
+    return wanted.lower() == row_split.lower() or wanted.lower() in words
 
 
 def parse_image_cell(cell: str) -> list[str]:
@@ -126,6 +151,11 @@ class VlmEvalKit(Reader):
         files = tsv_files(path)
         return f"{self.name}-{split or (_natural_stem(files) if files else 'all')}"
 
+    def column(self, path: Path) -> str | None:
+        """The paper column VLMEvalKit's file name says (OmniMedVQA, SLAKE_EN_TEST, PathVQA_VAL, ...)."""
+        files = tsv_files(path)
+        return paper_column_of(_natural_stem(files)) if files else None
+
     def _rows(self, path: Path, problems: list[Problem]) -> Iterator[tuple[Path, list[str], dict[str, str], int]]:
         """(file, header, row as {column: cell}, line number) for every data row."""
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 image cells are megabytes long
@@ -151,7 +181,7 @@ class VlmEvalKit(Reader):
               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
         for file, header, row, line in self._rows(path, problems):
             row_split = _cell(row, "split") or file.stem
-            if split is not None and row_split.lower() != split.lower():
+            if split is not None and not split_matches(split, row_split):
                 continue
             item = self._item(file, header, row, line, row_split, problems)
             if item is not None:
@@ -215,6 +245,9 @@ class GmaiMmBench(VlmEvalKit):
     expects = "GMAI-MMBench_VAL.tsv (or a folder with the GMAI_mm_bench_TEST_part_N.tsv files)"
     paper_column = "GMAI-MMBench"
     breakdowns = ("clinical vqa task", "department", "perceptual granularity")
+
+    def column(self, path: Path) -> str | None:
+        return self.paper_column
 
     def label(self, path: Path, split: str | None, options: ReadOptions) -> str:
         """``gmai-mmbench-val`` / ``gmai-mmbench-test`` from the file name when no split is chosen."""

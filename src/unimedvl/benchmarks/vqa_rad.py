@@ -13,7 +13,9 @@ ATTRIB, COLOR, COUNT, OTHER; combined values such as "PRES, POS" may occur - the
 unconfirmed) becomes the category, upper-cased and stripped; ``image_organ`` (HEAD, CHEST, ABD)
 is kept as ``organ``. The release has no modality field.
 
-Parquet snapshot (``flaviagiammarino/vqa-rad``): :mod:`unimedvl.benchmarks.hf_parquet`.
+The release may be extracted one level down (``PATH/<folder>/VQA_RAD Dataset Public.json``).
+Parquet snapshot (``flaviagiammarino/vqa-rad``), also as downloaded by ``load_dataset`` or saved with
+``save_to_disk``: :mod:`unimedvl.benchmarks.hf_parquet`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,18 @@ class VqaRad(Reader):
     paper_column = "VQA-RAD"
     breakdowns = ("organ",)
 
+    @staticmethod
+    def release_root(path: Path) -> Path | None:
+        """The folder holding the release JSON: ``path`` (or the JSON itself), or one level down."""
+        if path.is_file():
+            return path.parent if path.name == RELEASE_JSON else None
+        if (path / RELEASE_JSON).is_file():
+            return path
+        below = sorted(p.parent for p in path.glob(f"*/{RELEASE_JSON}"))
+        return below[0] if below else None
+
     def layout(self, path: Path) -> str | None:
-        if (path / RELEASE_JSON).is_file() or (path.is_file() and path.name == RELEASE_JSON):
+        if self.release_root(path) is not None:
             return "release"
         return "parquet" if hf_parquet.shard_files(path) else None
 
@@ -54,7 +66,7 @@ class VqaRad(Reader):
         if layout == "parquet":
             yield from hf_parquet.read_split(path, self.name, split, problems)
             return
-        root = path.parent if path.is_file() else path
+        root = self.release_root(path) or path
         json_path = root / RELEASE_JSON
         def phrase(record) -> str:
             return str(record["phrase_type"]).strip().lower()

@@ -84,8 +84,8 @@ class EvalSettings:
     vae_max_size: int = 1024  # VAE resize rule, long edge at most this
     vit_min_size: int = 378  # ViT transform, short edge at least this
     vit_max_size: int = 980  # ViT transform, long edge at most this
-    vae_max_pixels: int | None = None  # VAE resize rule, at most this many pixels (None: no cap)
-    vit_max_pixels: int | None = 2_007_040  # ViT transform, at most this many pixels
+    vae_max_pixels: int | None = 1_806_336  # VAE resize rule, at most this many pixels (None: no cap)
+    vit_max_pixels: int | None = 1_806_336  # ViT transform, at most this many pixels (the release's, both)
     max_new_tokens: int = 800  # understanding pass / answer length limit
     seed: int = 0  # run seed; each sample's seed derives from it and the sample id
     metric_mode: str = "reference"  # reference | native | both

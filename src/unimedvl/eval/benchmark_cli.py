@@ -38,6 +38,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default test)")  # fmt: skip
     g.add_argument("--language", default="en", choices=("en", "zh", "all"),
                    help="SLAKE question language (default en, as papers report)")  # fmt: skip
+    from unimedvl.eval.vqa_protocols import DEFAULT_PROTOCOL
+    from unimedvl.eval.vqa_protocols import NAMES as PROTOCOLS
+
+    g.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
+                   help=f"scoring rules of the pooled accuracy (default {DEFAULT_PROTOCOL}; statistics.json also holds "
+                        "every protocol's; BENCHMARKS.md cites each harness's scoring file)")  # fmt: skip
     g.add_argument("--benchmark-cache", metavar="DIR",
                    help="where benchmarks are converted and their images extracted (default OUT/_benchmarks)")
 
@@ -93,6 +99,8 @@ def prepare_benchmarks(args: argparse.Namespace, benchmarks: list[tuple[str, Pat
         if dist.rank == 0:
             conv = convert_benchmark(source, image_dir=cache / f"{source.label}_images", out_dir=cache,
                                      keep_failed=True)  # fmt: skip
+            for record in conv.records:  # the scoring rules travel with each question
+                record["protocol"] = getattr(args, "protocol", None) or "unimedvl"
             write_jsonl(conv.records, jsonl)
             print(f"eval: {conv.summary()}", file=sys.stderr)
             if conv.problems:

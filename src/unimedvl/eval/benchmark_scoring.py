@@ -36,6 +36,8 @@ from unimedvl.eval import text_metrics as T
 from unimedvl.eval.choice_matching import Judge, choose
 from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES
 from unimedvl.eval.uncertainty import mean_estimate as estimate
+from unimedvl.eval.vqa_protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol, vlmevalkit_choice
+from unimedvl.eval.vqa_protocols import correct as vqa_correct
 
 # The benchmark keys of a record that travel on its result line (the statistics read them there).
 LINE_FIELDS = ("benchmark", "split", "question_id", "question", "answer_type", "options", "groups",
@@ -47,7 +49,8 @@ PROTOCOL = {
             "normalisation; exact match counts as correct in the pooled accuracy",
     "multiple_choice": "VLMEvalKit exact matching: option letter, then option text, else wrong (no LLM judge "
                        "unless one is given)",
-    "overall": "accuracy pooled over every scored question (closed correct, open exact match, choice correct)",
+    "overall": "accuracy pooled over every scored question (closed correct, open exact match, choice correct) under "
+               "the run's protocol (default unimedvl, the rules above); accuracy_by_protocol gives every protocol's",
     "ci95": "95% percentile bootstrap over questions (2000 resamples, seed 0)",
 }  # fmt: skip
 
@@ -64,17 +67,32 @@ def line_fields(record: Record) -> dict[str, Any]:
 
 def score_question(record: Record, prediction: str, gold: str | None, judge: Judge | None = None) -> dict[str, Any]:
     """The per-question metrics of a benchmark record (see the module docstring)."""
-    kind = record.extra["answer_type"]
+    return score_fields(record.extra, prediction, gold, judge)
+
+
+def score_fields(fields: Mapping[str, Any], prediction: str, gold: str | None,
+                 judge: Judge | None = None) -> dict[str, Any]:  # fmt: skip
+    """:func:`score_question` on a record's benchmark fields (answer_type, options, question, protocol):
+    ``correct`` under the record's protocol (default ``unimedvl``), and ``by_protocol`` under each."""
+    kind = fields["answer_type"]
     if gold is None:  # a TEST split without published answers: answered, not scored
         return {"scored": False}
+    chosen = get_protocol(fields.get("protocol"))
     if kind == "multiple_choice":
-        options = record.extra.get("options") or {}
-        letter, how = choose(prediction, options, str(record.extra.get("question") or ""), judge)
-        return {"answer_kind": kind, "correct": letter == gold, "choice": letter, "matched_by": how}
+        options = fields.get("options") or {}
+        question = str(fields.get("question") or "")
+        if chosen.name == "vlmevalkit":
+            letter, how = vlmevalkit_choice(prediction, options, question, judge)
+        else:
+            letter, how = choose(prediction, options, question, judge)
+        by = {name: p.choice(prediction, options)[0] == gold for name, p in PROTOCOLS.items()}
+        return {"answer_kind": kind, "correct": letter == gold, "choice": letter, "matched_by": how,
+                "protocol": chosen.name, "by_protocol": by}  # fmt: skip
+    by = {name: vqa_correct(p, kind, prediction, gold) for name, p in PROTOCOLS.items()}
+    out = {"answer_kind": kind, "correct": by[chosen.name], "protocol": chosen.name, "by_protocol": by}
     if kind == "closed":
-        return {"answer_kind": kind, "correct": T.closed_correct(prediction, gold)}
-    exact = T.exact_match(prediction, gold)
-    return {"answer_kind": "open", "correct": exact, "exact_match": exact, "recall": T.open_recall(prediction, gold)}
+        return out
+    return {**out, "exact_match": T.exact_match(prediction, gold), "recall": T.open_recall(prediction, gold)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +108,17 @@ def _scores(lines: Sequence[Mapping[str, Any]], n_resamples: int) -> dict[str, A
     extra = {"closed_accuracy": of("closed"), "open_recall": of("open", "recall"),
              "open_exact_match": of("open", "exact_match"), "multiple_choice_accuracy": of("multiple_choice")}  # fmt: skip
     out.update({k: estimate(v, n_resamples) for k, v in extra.items() if v})
+    return out
+
+
+def _by_protocol(lines: Sequence[Mapping[str, Any]], n_resamples: int) -> dict[str, Any]:
+    """Pooled accuracy under each protocol (lines scored before protocols were recorded are left out)."""
+    out = {}
+    for name in PROTOCOLS:
+        values = [float(l["metrics"]["by_protocol"][name]) for l in lines
+                  if name in (l["metrics"].get("by_protocol") or {})]  # fmt: skip
+        if values and len(values) == len(lines):
+            out[name] = estimate(values, n_resamples)
     return out
 
 
@@ -126,6 +155,8 @@ def benchmark_statistics(lines: Sequence[Mapping[str, Any]], judge: Judge | None
         "n_scored": len(scored), "n_unscored": len(ok) - len(scored), "n_failed": sum(1 for l in lines if l.get("error")),
         "judge": getattr(judge, "__name__", type(judge).__name__) if judge is not None else None,
         "overall": _scores(scored, n_resamples) if scored else {},
+        "scoring_protocol": next((l["metrics"].get("protocol") for l in scored), DEFAULT_PROTOCOL),
+        "accuracy_by_protocol": _by_protocol(scored, n_resamples),
     }  # fmt: skip
     matched = Counter(l["metrics"].get("matched_by") for l in scored if l["metrics"]["answer_kind"] == "multiple_choice")
     if matched:

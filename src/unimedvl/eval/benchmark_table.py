@@ -62,6 +62,15 @@ def _accuracy(entry: StatsEntry) -> dict[str, Any] | None:
     return (entry.stats["benchmark"].get("overall") or {}).get("accuracy")
 
 
+def _rank(entry: StatsEntry, column: str) -> tuple[bool, bool]:
+    """Which run fills a paper cell: a scored one first (a TEST split without answers is not), then the
+    split the paper reports (matched as a word too: ``VAL`` in ``GMAI-MMBench_VAL``)."""
+    from unimedvl.benchmarks.vlmevalkit import split_matches
+
+    split = str(entry.stats["benchmark"].get("split") or "")
+    return _accuracy(entry) is not None, split_matches(PAPER_SPLITS[column], split)
+
+
 def paper_table(entries: Sequence[StatsEntry]) -> tuple[list[str], list[list[str]]]:
     """(header, rows): one row per model_id with benchmark runs, then the published rows."""
     chosen: dict[str, dict[str, StatsEntry]] = {}
@@ -71,8 +80,7 @@ def paper_table(entries: Sequence[StatsEntry]) -> tuple[list[str], list[list[str
             continue
         cells = chosen.setdefault(e.model_id, {})
         held = cells.get(column)
-        if held is None or (e.stats["benchmark"].get("split") == PAPER_SPLITS[column]
-                            and held.stats["benchmark"].get("split") != PAPER_SPLITS[column]):  # fmt: skip
+        if held is None or _rank(e, column) > _rank(held, column):
             cells[column] = e
     header = ["model", *COLUMNS]
     rows = [[model, *(_cell(_accuracy(cells[c])) if c in cells else "" for c in COLUMNS)]

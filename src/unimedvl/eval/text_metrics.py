@@ -43,20 +43,39 @@ def normalize_answer(text: str) -> str:
     return " ".join(_NUMBER_WORDS.get(t, t) for t in s.split() if t not in _ARTICLES)
 
 
+# Chinese yes/no (SLAKE zh answers 是 / 否): the longer spellings first, so that 不是 reads as no.
+_ZH_NO = ("不是", "不对", "没有", "否", "不", "无")
+_ZH_YES = ("是的", "是", "对", "有")
+
+
 def yes_no(text: str) -> str | None:
-    """'yes' / 'no' when the answer starts with a yes/no word ("Yes, there is ..."), else None."""
+    """'yes' / 'no' when the answer starts with a yes/no word ("Yes, there is ...", "是的", "不是"), else None."""
     tokens = normalize_answer(text).split()
     if not tokens:
         return None
-    return "yes" if tokens[0] in _YES else "no" if tokens[0] in _NO else None
+    first = tokens[0]
+    if first in _YES or first in _NO:
+        return "yes" if first in _YES else "no"
+    for words, value in ((_ZH_NO, "no"), (_ZH_YES, "yes")):
+        if any(first.startswith(w) for w in words):
+            return value
+    return None
+
+
+def yes_no_word(gt: str) -> str | None:
+    """'yes' / 'no' when a gold answer is exactly a yes/no word (English, or 是 / 否 and their variants)."""
+    g = normalize_answer(gt)
+    if g in ("yes", "no"):
+        return g
+    return "yes" if g in _ZH_YES else "no" if g in _ZH_NO else None
 
 
 def closed_correct(pred: str, gt: str) -> bool:
     """Closed-question match: yes/no by the answer's first word, otherwise normalised equality."""
-    g = normalize_answer(gt)
-    if g in ("yes", "no"):
+    g = yes_no_word(gt)
+    if g is not None:
         return yes_no(pred) == g
-    return normalize_answer(pred) == g
+    return normalize_answer(pred) == normalize_answer(gt)
 
 
 def open_recall(pred: str, gt: str) -> float:

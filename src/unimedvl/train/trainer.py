@@ -36,7 +36,7 @@ from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, 
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
-from unimedvl.inference_config import InferenceConfig
+from unimedvl.inference_config import InferenceConfig, with_pixel_cap
 from unimedvl.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
@@ -233,8 +233,9 @@ class Trainer:
         """What the checkpoints will say about feeding and sampling: the data's transforms, else the
         starting checkpoint's (the release defaults for a directory without inference_config.json)."""
         base = InferenceConfig.load(self.cfg.model_path)
-        vae, vit = self.loader.image_transforms()
-        return replace(base, vae_transform=vae or base.vae_transform, vit_transform=vit or base.vit_transform)
+        vae, vit = (with_pixel_cap(t, b) for t, b in zip(self.loader.image_transforms(),
+                                                         (base.vae_transform, base.vit_transform)))
+        return replace(base, vae_transform=vae, vit_transform=vit)
 
     def _model_card(self) -> ModelCard:
         cfg = self.cfg
