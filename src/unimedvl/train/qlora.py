@@ -143,11 +143,13 @@ def check_qlora_setup(cfg, resume_dir: Path | None, manifest: dict | None) -> No
 
 
 def nf4_scaler_block(numel: int) -> int:
-    """The double-quantisation block for a matrix of ``numel`` weights: 256, or the largest divisor of its
-    block count below that (torchao needs the count of 64-blocks to be a multiple of it)."""
+    """The double-quantisation block for a matrix of ``numel`` weights: 256, or the largest divisor below that
+    of its count of 64-blocks divided by 8, so that FSDP2 can split it into up to 8 shards along rows
+    (torchao needs every shard's block count to be a multiple of it). 256 at the release's widths."""
     blocks = numel // NF4_BLOCK
-    for size in range(min(NF4_SCALER_BLOCK, blocks), 0, -1):
-        if blocks % size == 0:
+    per_shard = blocks // 8 if blocks % 8 == 0 else blocks
+    for size in range(min(NF4_SCALER_BLOCK, per_shard), 0, -1):
+        if per_shard % size == 0:
             return size
     return 1
 
