@@ -182,12 +182,18 @@ def test_resume_model_only_from_ema_and_lora(tmp_path, debug_ckpt):
     q = "language_model.model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(t.model.state_dict()[q], base[q])  # LoRA keeps the base weights
     step_dir = Path(cfg.checkpoint_dir) / "step_0000002"
-    merged = load_model(step_dir, prefer="model").state_dict()
+    with pytest.raises(CheckpointError, match="a LoRA step directory: merge it"):
+        load_model(step_dir)
+    from unimedvl.adapters import merge_adapter
+
+    merged_dir = merge_adapter(step_dir, tmp_path / "merged", weights="model")
+    merged = load_model(merged_dir).state_dict()
     assert not torch.equal(merged[q], base[q])  # adapters were merged into the release weights
-    cfg2 = make_cfg(tmp_path / "b", debug_ckpt, resume_from=str(step_dir), resume_model_only=True,
+    ema_dir = merge_adapter(step_dir, tmp_path / "merged_ema")
+    cfg2 = make_cfg(tmp_path / "b", debug_ckpt, resume_from=str(ema_dir), resume_model_only=True,
                     finetune_from_ema=True) if (tmp_path / "b").mkdir() is None else None
     t2 = trainer(cfg2)
-    ema = load_file(str(step_dir / "ema.safetensors"))
+    ema = load_file(str(ema_dir / "ema.safetensors"))
     assert t2.step == 0 and torch.equal(t2.model.state_dict()[q], ema[q])
 
 

@@ -264,6 +264,9 @@ def find_weights(path: Path, prefer: str = "ema", require_all: bool = True) -> W
             shown = ", ".join(capped(m, 80) for m in missing[:6]) + (" ..." if len(missing) > 6 else "")
             raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {shown}")
         return WeightSource(files)
+    if (path / "adapter_config.json").is_file():
+        raise CheckpointError(f"{path}: a LoRA step directory: merge it into its base (unimedvl merge-adapter) or "
+                              "load it with --model / from_pretrained, which add it to the base it names")
     raise CheckpointError(
         f"{path}: no weights; expected ema.safetensors, model.safetensors or a *.safetensors.index.json"
     )

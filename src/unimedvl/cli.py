@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
     "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
     "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
+    "merge-adapter": ("unimedvl.adapter_cli", "fold a LoRA run's adapters into its base (release layout)"),
     "train-autoencoder": ("unimedvl.train.autoencoder_config", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
     "convert": ("unimedvl.benchmarks.cli:register_convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),

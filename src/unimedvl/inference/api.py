@@ -144,6 +144,7 @@ class UniMedVL:
         offload: str | None = None,
         device_map: str | None = None,
         max_memory: str | int | None = None,
+        adapter: str | os.PathLike[str] | None = None,
         **deprecated: int | None,
     ) -> "UniMedVL":
         """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
@@ -159,21 +160,35 @@ class UniMedVL:
         load; ``offload="cpu"`` streams the decoder layers from host memory to the GPU; ``device_map``
         (``"auto"``, ``"balanced"`` or JSON such as ``'{"0-13": "cuda:0", "14-27": "cuda:1"}'``) spreads
         them over GPUs. ``max_memory="24GB"`` picks the cheapest plan that fits (a PlanNotice says which).
+
+        ``adapter``: a LoRA run's step directory whose adapters are applied to this base (checked by its
+        fingerprint; any memory plan). A LoRA step directory given as ``name_or_path`` loads the base it
+        names plus its adapter (:mod:`unimedvl.adapters`).
         """
+        from unimedvl.adapters import adapter_base, is_adapter_dir
         from unimedvl.checkpoint import read_model_config
         from unimedvl.memory_estimate import resolve_plan
 
         sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
                                      vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
         path = resolve_checkpoint(name_or_path)
+        if adapter is None and is_adapter_dir(path):
+            path, adapter = adapter_base(path), path
+        if adapter is not None:
+            adapter_base(adapter, path)  # refused before loading when it belongs to another base
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
-        config = (config or InferenceConfig.load(path)).with_sizes(**sizes)
+        config = (config or InferenceConfig.load(adapter if adapter is not None and (Path(adapter) / "inference_config.json").is_file()
+                                           else path)).with_sizes(**sizes)
         plan, notice = resolve_plan(read_model_config(path), config, device, dtype, components=components,
                                     quantize=quantize, offload=offload, device_map=device_map, max_memory=max_memory)
         if notice:
             warnings.warn(notice, PlanNotice, stacklevel=2)
         model = load_model(path, dtype=dtype, device=device, prefer=prefer, plan=plan)
+        if adapter is not None:
+            from unimedvl.adapters import attach_adapter
+
+            attach_adapter(model, adapter, path, weights=prefer)
         tokenizer = Tokenizer.from_dir(path)
         return cls(Inferencer(model, tokenizer, config=config, max_image_pixels=max_image_pixels), memory_notice=notice)
 

@@ -47,7 +47,11 @@ def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None 
     """--model, --device, --dtype, the image sizes, the pixel limit and the memory plan: shared by
     ask/edit/generate/chat, serve and api (the servers pass their own, lower, ``max_image_pixels`` default)."""
     g = parser.add_argument_group("model")
-    g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online)")
+    g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online); a LoRA step "
+                   "directory loads the base it names plus its adapter")
+    g.add_argument("--adapter", default=None, metavar="DIR",
+                   help="a LoRA run's step directory: its adapters applied to --model, which must be the base they "
+                        "were trained on; works with every memory plan (default: none)")
     add_device_arguments(g)
     add_size_arguments(g)
     add_image_pixels_argument(g, max_image_pixels, why)
@@ -136,6 +140,7 @@ def load_model(args):
         warnings.simplefilter("ignore", PlanNotice)  # said below, as one line
         model = UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                          max_image_pixels=args.max_image_pixels, **size_overrides(args),
+                                         adapter=getattr(args, "adapter", None),
                                          **memory_overrides(args))  # fmt: skip
     if model.memory_notice:
         print(f"memory plan: {model.memory_notice}", file=sys.stderr)

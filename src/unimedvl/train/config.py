@@ -58,7 +58,19 @@ class TrainConfig(DataConfig):
     lora_dropout: float = 0.0  # dropout on the LoRA branch input
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )  # Linear names (last component, any expert suffix) inside the language model that get LoRA
+    )  # Linear names (last component, any expert suffix) that get LoRA in every part (und, gen, ViT)
+    # Per part: understanding expert (und), generation expert (gen), vision encoder (vit); None takes
+    # lora_rank / lora_alpha / lora_target_modules, rank 0 puts no LoRA there (train/lora.py).
+    lora_rank_und: int | None = None  # LoRA rank in the understanding expert (None: lora_rank; 0: none)
+    lora_rank_gen: int | None = None  # LoRA rank in the generation expert (None: lora_rank; 0: none)
+    lora_rank_vit: int | None = None  # LoRA rank in the vision encoder (None: lora_rank; 0: none)
+    lora_alpha_und: float | None = None  # LoRA alpha in the understanding expert (None: lora_alpha)
+    lora_alpha_gen: float | None = None  # LoRA alpha in the generation expert (None: lora_alpha)
+    lora_alpha_vit: float | None = None  # LoRA alpha in the vision encoder (None: lora_alpha)
+    lora_targets_und: list[str] | None = None  # Linear names in the understanding expert (None: lora_target_modules)
+    lora_targets_gen: list[str] | None = None  # Linear names in the generation expert (None: lora_target_modules)
+    lora_targets_vit: list[str] | None = None  # Linear names in the vision encoder, e.g. q_proj,out_proj,fc1 (None: lora_target_modules)
+    quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
@@ -117,12 +129,17 @@ class TrainConfig(DataConfig):
             raise ConfigError(f"lr_mult must map component names to numbers, got {self.lr_mult!r}") from None
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [s.strip() for s in self.lora_target_modules.split(",") if s.strip()]
+        for part in ("und", "gen", "vit"):
+            targets = getattr(self, f"lora_targets_{part}")
+            if isinstance(targets, str):
+                setattr(self, f"lora_targets_{part}", [s.strip() for s in targets.split(",") if s.strip()])
         self.sharding_strategy = self.sharding_strategy.upper()
         choices = {
             "sharding_strategy": SHARDING_STRATEGIES, "lr_scheduler": LR_SCHEDULERS,
             "pixel_loss_type": PIXEL_LOSS_TYPES, "dtype": DTYPES, "device": DEVICES,
             "save_dtype": ("auto", "fp32", "bf16"), "ce_weighting": ("token", "sqrt_split"),
             "bad_record_policy": ("fail", "skip"), "attn_backend": ("auto", "sdpa", "flex", "flash"),
+            "quantize_base": ("none", "int8", "nf4"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -164,6 +181,9 @@ class TrainConfig(DataConfig):
             raise ConfigError("pixel_loss_weight/ssim_loss_weight need visual_gen True (they decode generated latents)")
         if self.lora_rank > 0 and not self.lora_target_modules:
             raise ConfigError("lora_rank > 0 needs lora_target_modules (e.g. q_proj,k_proj,v_proj,o_proj)")
+        from unimedvl.train.lora import check_lora_config
+
+        check_lora_config(self)
         if self.resume_model_only and not self.resume_from:
             raise ConfigError("resume_model_only needs resume_from (the checkpoint whose weights to take)")
         super().__post_init__()
@@ -263,8 +283,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       f"(default: {default})")
         if f.name == "lr_mult":
             kwargs.update(action="append", metavar="NAME=MULT")
-        elif f.name == "lora_target_modules":
+        elif f.name == "lora_target_modules" or f.name.startswith("lora_targets_"):
             kwargs.update(metavar="A,B,...", type=lambda s: [p.strip() for p in s.split(",") if p.strip()])
+        elif hint == (int | None):
+            kwargs.update(type=_parse_none(int))
+        elif hint == (float | None):
+            kwargs.update(type=_parse_none(float))
         elif hint is bool:
             kwargs.update(type=parse_bool, nargs="?", const=True, metavar="True|False")
         elif hint is int:

@@ -128,16 +128,19 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         checkpoint(block)
 
 
-def apply_fsdp(model: nn.Module, mesh, strategy: str, param_dtype: torch.dtype) -> None:
-    """``fully_shard`` per layer and at the root; the VAE stays replicated and unsharded."""
+def apply_fsdp(model: nn.Module, mesh, strategy: str, param_dtype: torch.dtype, ignored: set | None = None) -> None:
+    """``fully_shard`` per layer and at the root; the VAE (and ``ignored`` parameters) stay whole on every rank."""
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     reshard = strategy != "SHARD_GRAD_OP"
+    ignored = set(ignored or ())
     for block in sharded_blocks(model):
-        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=mp)
-    ignored = set(model.vae.parameters()) if hasattr(model, "vae") else None
-    fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=mp, ignored_params=ignored)
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=mp,
+                    ignored_params={p for p in block.parameters() if p in ignored} or None)
+    if hasattr(model, "vae"):
+        ignored |= set(model.vae.parameters())
+    fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=mp, ignored_params=ignored or None)
     # Losses are already divided by the global token counts: gradients must be summed over ranks
     # (plain SUM collectives: gloo has no PREMUL_SUM, and NCCL is zero-copy with SUM).
     for module in model.modules():

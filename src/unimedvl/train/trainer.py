@@ -32,11 +32,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
+from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model, write_configs
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
-from unimedvl.inference_config import InferenceConfig, with_pixel_cap
+from unimedvl.inference_config import InferenceConfig, for_model, with_pixel_cap
 from unimedvl.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
@@ -45,7 +45,8 @@ from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
 from unimedvl.train.config import TrainConfig, config_dict
 from unimedvl.train.ema import EMA
-from unimedvl.train.lora import inject_lora, lora_scales, merge_lora_state, reset_lora
+from unimedvl.adapters import base_fingerprint, gather_trainable, write_adapter
+from unimedvl.train.lora import inject_lora_parts, lora_enabled, lora_scales, merge_lora_state, reset_lora
 from unimedvl.train.losses import PixelLossConfig, ce_weight_sum, count_mse_tokens, count_noised_images, pixel_losses
 from unimedvl.train.metrics_log import RunLogger, peak_flops, step_flops
 from unimedvl.train.parallel import (
@@ -61,6 +62,7 @@ from unimedvl.train.parallel import (
     reset_recomputed,
     start_distributed,
 )
+from unimedvl.train.qlora import check_qlora_setup
 from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
 from unimedvl.train.skip_log import SkipLog
 from unimedvl.train.stop_request import StopRequest
@@ -144,6 +146,9 @@ class Trainer:
         _warn_about_settings(cfg, info.device)
         self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
         self.resume_dir = self._resume_dir()
+        check_qlora_setup(cfg, self.resume_dir, ckpt.read_manifest(self.resume_dir) if self.resume_dir else None)
+        # LoRA checkpoints hold adapters and name their base by a fingerprint (adapters.py).
+        self.adapter_base = base_fingerprint(self.weights_dir, self.prefer) if lora_enabled(cfg) else None
 
         rank_state = None
         if self.resume_dir:
@@ -289,18 +294,24 @@ class Trainer:
             model = UnifiedModel(self.model_cfg)
         check_weight_shapes(model, find_weights(self.weights_dir, self.prefer), str(self.weights_dir))  # allocates none
         apply_freezing(model, cfg.freeze_llm, cfg.freeze_vit, train_vae)
-        if cfg.lora_rank > 0:
-            names = inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.lora_dropout)
-            log.info("LoRA rank %d on %d linear layers", cfg.lora_rank, len(names))
-        if cfg.gradient_checkpointing:
-            apply_activation_checkpointing(model)
+        if lora_enabled(cfg):
+            for part, names in inject_lora_parts(model, cfg).items():
+                log.info("LoRA in %s: %d linear layers", part, len(names))
         self.sharded = self.mesh is not None
-        if self.sharded:
-            apply_fsdp(model, self.mesh, cfg.sharding_strategy, self.dtype)
-        model.to_empty(device=info.device)
-        reset_recomputed(model)
-        load_weights(model, self.weights_dir, self.prefer, skip=(".lora_A", ".lora_B"))
-        reset_lora(model, cfg.seed)
+        if cfg.quantize_base != "none":
+            from unimedvl.train.qlora import build_quantized
+
+            build_quantized(model, self.weights_dir, self.prefer, cfg.quantize_base, info.device, self.dtype,
+                            cfg.seed, cfg.gradient_checkpointing, self.mesh, cfg.sharding_strategy)
+        else:
+            if cfg.gradient_checkpointing:
+                apply_activation_checkpointing(model)
+            if self.sharded:
+                apply_fsdp(model, self.mesh, cfg.sharding_strategy, self.dtype)
+            model.to_empty(device=info.device)
+            reset_recomputed(model)
+            load_weights(model, self.weights_dir, self.prefer, skip=(".lora_A", ".lora_B"))
+            reset_lora(model, cfg.seed)
         if hasattr(model, "vae") and not train_vae and self.dtype != torch.float32:
             model.vae.to(self.dtype)  # frozen and replicated: keep it in the compute dtype
         return model
@@ -571,9 +582,19 @@ class Trainer:
 
         ckpt.on_all_ranks(prepare, info, root, main_only=True)
         ckpt.on_all_ranks(rank_files, info, root)
-        raw, ema = self.export_weights()
+        if self.adapter_base is not None:  # LoRA: the trained tensors only, not the base (adapters.py)
+            raw, ema = gather_trainable(self.model, self.ema.state if self.ema else None, info.is_main)
 
-        def release_files() -> None:
+            def release_files() -> None:
+                write_adapter(tmp, raw, ema, lora_scales(self.model), self.weights_dir, self.prefer,
+                              self.adapter_base, cfg.quantize_base, self.step)
+                self.tokenizer.save(tmp)
+                write_configs(self.model_cfg, tmp)  # batch eval reads the model config of what it evaluates
+                for_model(self.model_cfg, self.inference_config).save(tmp)
+        else:
+            raw, ema = self.export_weights()
+
+        def export_release() -> None:
             with torch.device("meta"):
                 export = UnifiedModel(self.model_cfg)
             export.load_state_dict(raw, assign=True)
@@ -588,7 +609,8 @@ class Trainer:
                 log.info("removed old checkpoint %s", removed)
             log.info("saved %s", final)
 
-        ckpt.on_all_ranks(release_files, info, root, main_only=True)
+        ckpt.on_all_ranks(release_files if self.adapter_base is not None else export_release, info, root,
+                          main_only=True)
         ckpt.on_all_ranks(publish, info, root, main_only=True)
 
     def _remove_partial_saves(self) -> None:
