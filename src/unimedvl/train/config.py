@@ -59,6 +59,8 @@ class TrainConfig(DataConfig):
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )  # Linear names (last component, any expert suffix) inside the language model that get LoRA
+    quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
+    max_memory: str | None = None  # GPU memory per process, e.g. 24GB: pick the first training plan that fits
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
@@ -123,6 +125,7 @@ class TrainConfig(DataConfig):
             "pixel_loss_type": PIXEL_LOSS_TYPES, "dtype": DTYPES, "device": DEVICES,
             "save_dtype": ("auto", "fp32", "bf16"), "ce_weighting": ("token", "sqrt_split"),
             "bad_record_policy": ("fail", "skip"), "attn_backend": ("auto", "sdpa", "flex", "flash"),
+            "quantize_base": ("none", "int8", "nf4"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -164,6 +167,10 @@ class TrainConfig(DataConfig):
             raise ConfigError("pixel_loss_weight/ssim_loss_weight need visual_gen True (they decode generated latents)")
         if self.lora_rank > 0 and not self.lora_target_modules:
             raise ConfigError("lora_rank > 0 needs lora_target_modules (e.g. q_proj,k_proj,v_proj,o_proj)")
+        if self.max_memory is not None:
+            from unimedvl.memory_plan import parse_memory
+
+            parse_memory(self.max_memory, "max_memory")  # one line for "24 GB" typos, before any work
         if self.resume_model_only and not self.resume_from:
             raise ConfigError("resume_model_only needs resume_from (the checkpoint whose weights to take)")
         super().__post_init__()
