@@ -173,17 +173,18 @@ def _train_memory(args: argparse.Namespace, cfg, budget: int | None, name: str) 
     """``info --memory --train``: the training plans (unimedvl.train_memory) of a run's settings."""
     import dataclasses
 
-    from unimedvl.train_memory import TrainSetup, train_memory_report
+    from unimedvl.train_memory import TrainSetup, plan_of_config, train_memory_report
 
+    run_plan = None
     if args.train_config:
         from unimedvl.train.config import config_from_args
 
-        setup = TrainSetup.from_config(config_from_args({"config": args.train_config}), args.gpus,
-                                       args.device == "cuda")
-        setup = dataclasses.replace(setup, tokens=args.tokens or setup.tokens)
+        run = config_from_args({"config": args.train_config})
+        setup = TrainSetup.from_config(run, args.gpus, args.device == "cuda")
+        setup, run_plan = dataclasses.replace(setup, tokens=args.tokens or setup.tokens), plan_of_config(run)
     else:
         setup = TrainSetup(tokens=args.tokens or 2048, gpus=args.gpus, dtype=args.dtype, cuda=args.device == "cuda")
-    return train_memory_report(cfg, setup, budget, name)
+    return train_memory_report(cfg, setup, budget, name, run_plan)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -398,8 +398,9 @@ def choose_train_plan(estimates: list[TrainEstimate], budget: int, gpus: int = 1
 # The table of ``info --memory --train`` and the choice of ``train --max_memory``.
 
 
-def train_memory_report(cfg: ModelConfig, setup: TrainSetup, budget: int | None, name: str) -> list[str]:
-    """Every plan's bytes per GPU, and which fit ``budget``."""
+def train_memory_report(cfg: ModelConfig, setup: TrainSetup, budget: int | None, name: str,
+                        run_plan: TrainPlan | None = None) -> list[str]:  # fmt: skip
+    """Every plan's bytes per GPU, and which fit ``budget`` (and ``run_plan``'s, a run's own plan)."""
     from unimedvl.model_card import human_count
 
     estimates = estimate_train_plans(cfg, setup)
@@ -426,9 +427,20 @@ def train_memory_report(cfg: ModelConfig, setup: TrainSetup, budget: int | None,
                          f"{chosen.plan.label} ({format_bytes(chosen.total)})")
         except ConfigError as err:
             lines.append(str(err))
+    if run_plan is not None:
+        own = next(e for e in estimates if e.plan == run_plan)
+        verdict = f": {'fits' if own.fits(budget) else 'does not fit'} {format_bytes(budget)}" if budget else ""
+        lines.append(f"this run's plan: {run_plan.label}, {format_bytes(own.total)} per GPU{verdict}")
     lines.append("act.: activations of one pack (worst case: all text with a loss, or all ViT tokens), or AdamW's "
                  "step buffer when larger; an estimate with a margin, see unimedvl/train_memory.py")
     return lines
+
+
+def plan_of_config(cfg) -> TrainPlan:
+    """The plan a TrainConfig runs as it stands (its quantize_base, LoRA, checkpointing and EMA)."""
+    quantize = getattr(cfg, "quantize_base", "none")
+    method = f"qlora-{quantize}" if quantize != "none" else ("lora" if _lora_configured(cfg) else "full")
+    return TrainPlan(method, bool(cfg.gradient_checkpointing), cfg.ema > 0)
 
 
 def candidate_plans(cfg) -> list[TrainPlan]:
