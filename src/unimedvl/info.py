@@ -163,16 +163,36 @@ def _memory(args: argparse.Namespace) -> list[str]:
         cfg_inference = for_model(cfg)
         inference, name = cfg_inference, size
     budget = parse_memory(args.budget, "--budget") if args.budget else None
+    if args.train:
+        return _train_memory(args, cfg, budget, name)
     workload = Workload(image_size=args.image_size, answer_tokens=args.answer_tokens)
     return memory_report(cfg, inference, workload, args.dtype, args.device, budget, name)
+
+
+def _train_memory(args: argparse.Namespace, cfg, budget: int | None, name: str) -> list[str]:
+    """``info --memory --train``: the training plans (unimedvl.train_memory) of a run's settings."""
+    import dataclasses
+
+    from unimedvl.train_memory import TrainSetup, plan_of_config, train_memory_report
+
+    run_plan = None
+    if args.train_config:
+        from unimedvl.train.config import config_from_args
+
+        run = config_from_args({"config": args.train_config})
+        setup = TrainSetup.from_config(run, args.gpus, args.device == "cuda")
+        setup, run_plan = dataclasses.replace(setup, tokens=args.tokens or setup.tokens), plan_of_config(run)
+    else:
+        setup = TrainSetup(tokens=args.tokens or 2048, gpus=args.gpus, dtype=args.dtype, cuda=args.device == "cuda")
+    return train_memory_report(cfg, setup, budget, name, run_plan)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.memory:
         print("\n".join(_memory(args)))
         return 0
-    if args.size or args.budget:
-        raise UserError("--size and --budget belong to info --memory; add --memory")
+    if args.size or args.budget or args.train:
+        raise UserError("--size, --budget and --train belong to info --memory; add --memory")
     if args.model:
         print("\n".join(checkpoint_summary(args.model)))
         return 0
@@ -206,4 +226,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="compute dtype of the weights")
     g.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="what the budget is: GPU memory (cuda) or host RAM (cpu)")
+    t = parser.add_argument_group("training memory plans (--memory --train)")
+    t.add_argument("--train", action="store_true",
+                   help="with --memory: the fine-tuning plans instead (full, LoRA, QLoRA int8/nf4 x activation "
+                        "checkpointing x EMA): weights, gradients, AdamW, EMA, activations and total per GPU")
+    t.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs sharing the model with FSDP2 (default: 1)")
+    t.add_argument("--tokens", type=int, default=None, metavar="N",
+                   help="packed tokens per micro-batch (default: 2048, or max_num_tokens of --train-config)")
+    t.add_argument("--train-config", metavar="RUN.yaml", default=None,
+                   help="take LoRA ranks and targets, freezing, paths and pack size from a training run YAML")
     parser.set_defaults(func=run)

@@ -71,6 +71,7 @@ class TrainConfig(DataConfig):
     lora_targets_gen: list[str] | None = None  # Linear names in the generation expert (None: lora_target_modules)
     lora_targets_vit: list[str] | None = None  # Linear names in the vision encoder, e.g. q_proj,out_proj,fc1 (None: lora_target_modules)
     quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
+    max_memory: str | None = None  # GPU memory per process, e.g. 24GB: pick the first training plan that fits
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
@@ -184,6 +185,10 @@ class TrainConfig(DataConfig):
         from unimedvl.train.lora import check_lora_config
 
         check_lora_config(self)
+        if self.max_memory is not None:
+            from unimedvl.memory_plan import parse_memory
+
+            parse_memory(self.max_memory, "max_memory")  # one line for "24 GB" typos, before any work
         if self.resume_model_only and not self.resume_from:
             raise ConfigError("resume_model_only needs resume_from (the checkpoint whose weights to take)")
         super().__post_init__()

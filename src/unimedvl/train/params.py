@@ -58,6 +58,25 @@ def apply_freezing(model: nn.Module, freeze_llm: bool, freeze_vit: bool, train_v
             getattr(model, name).requires_grad_(False)
 
 
+@torch.no_grad()
+def hold_frozen_in(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every frozen floating parameter of the language model and the ViT to ``dtype`` (one process).
+
+    Under autocast a frozen fp32 weight is cast for every matmul anyway; holding it in the compute
+    dtype halves the base's memory (LoRA on a bf16 base). Trainable parameters keep fp32 masters.
+    """
+    if dtype == torch.float32:
+        return
+    cast: dict[int, nn.Parameter] = {}  # tied weights stay tied
+    for part in (getattr(model, "language_model", None), getattr(model, "vit_model", None)):
+        for module in part.modules() if part is not None else ():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                    if id(p) not in cast:
+                        cast[id(p)] = nn.Parameter(p.to(dtype), requires_grad=False)
+                    module._parameters[name] = cast[id(p)]
+
+
 def no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "norm" in name.rsplit(".", 2)[-2]
 

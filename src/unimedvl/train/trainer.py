@@ -63,7 +63,7 @@ from unimedvl.train.parallel import (
     start_distributed,
 )
 from unimedvl.train.qlora import check_qlora_setup
-from unimedvl.train.params import apply_freezing, build_optimizer, lr_at, set_lr
+from unimedvl.train.params import apply_freezing, build_optimizer, hold_frozen_in, lr_at, set_lr
 from unimedvl.train.skip_log import SkipLog
 from unimedvl.train.stop_request import StopRequest
 
@@ -135,6 +135,11 @@ class Trainer:
             self._lock.acquire()
         mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
         self.model_cfg, self.weights_dir, self.prefer = self._model_source()
+        if cfg.max_memory:  # choose the training plan (or refuse) before anything is loaded or written
+            from unimedvl.train_memory import apply_max_memory
+
+            log.info(apply_max_memory(cfg, self.model_cfg, env.world_size, cuda=cfg.device == "cuda" or (
+                cfg.device == "auto" and torch.cuda.is_available())))
         self.tokenizer = self._tokenizer()
         if self.loader_factory is None:
             self.loader_factory = resolve_loader_factory(cfg.loader)
@@ -312,6 +317,8 @@ class Trainer:
             reset_recomputed(model)
             load_weights(model, self.weights_dir, self.prefer, skip=(".lora_A", ".lora_B"))
             reset_lora(model, cfg.seed)
+            if lora_enabled(cfg) and not self.sharded:
+                hold_frozen_in(model, self.dtype)  # LoRA on a bf16 base: the frozen weights in the compute dtype
         if hasattr(model, "vae") and not train_vae and self.dtype != torch.float32:
             model.vae.to(self.dtype)  # frozen and replicated: keep it in the compute dtype
         return model
