@@ -18,6 +18,9 @@ from unimedvl.errors import ConfigError
 
 RENORM_TYPES = ("global", "channel", "text_channel")
 BRANCHES = ("cond", "text_uncond", "img_uncond")
+# Speed options (unimedvl.sampling): ODE solvers with the fewest schedule points each needs, step caches.
+SOLVERS = {"euler": 2, "heun": 3, "dpm++2m": 3}
+CACHE_METHODS = ("none", "teacache", "taylorseer")
 
 
 @dataclass
@@ -39,6 +42,12 @@ class GuidanceConfig:
     cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
     timestep_shift: float = 3.0  # shift of the sampling schedule
     num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
+    solver: str = "euler"  # euler (1 pass a step) | heun (2nd order, 2 passes a step) | dpm++2m (2nd order multistep, 1 pass)
+    cache: str = "none"  # step cache: none | teacache (reuse while the input barely changed) | taylorseer (forecast)
+    cache_threshold: float = 0.1  # teacache: recompute once the accumulated relative change of the input passes this
+    cache_interval: int = 3  # taylorseer: compute every Nth step, forecast the steps between
+    cache_order: int = 1  # taylorseer: order of the forecast (1 linear, 2 quadratic)
+    cache_warmup: int = 2  # steps always computed at the start (the cache starts after them)
 
     def __post_init__(self) -> None:
         self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
@@ -48,6 +57,7 @@ class GuidanceConfig:
             raise ConfigError(f"num_timesteps={self.num_timesteps} must be >= 2 (one Euler step needs two points)")
         if self.timestep_shift <= 0:
             raise ConfigError(f"timestep_shift={self.timestep_shift} must be > 0")
+        check_speed_options(self)
         _warn_about_scales(self.cfg_text_scale, self.cfg_img_scale)
 
     def branches_at(self, t: float) -> tuple[str, ...]:
@@ -64,6 +74,23 @@ class GuidanceConfig:
         out = dataclasses.asdict(self)
         out["cfg_interval"] = [float(x) for x in self.cfg_interval]
         return out
+
+
+def check_speed_options(cfg: GuidanceConfig) -> None:
+    """ConfigError naming the option and its allowed values for a bad solver or cache setting."""
+    if cfg.solver not in SOLVERS:
+        raise ConfigError(f"solver={cfg.solver!r}; choose one of {', '.join(SOLVERS)}")
+    if cfg.num_timesteps < SOLVERS[cfg.solver]:
+        raise ConfigError(f"num_timesteps={cfg.num_timesteps} is too few for solver={cfg.solver!r}: it needs at least "
+                          f"{SOLVERS[cfg.solver]} (or choose solver='euler')")
+    if cfg.cache not in CACHE_METHODS:
+        raise ConfigError(f"cache={cfg.cache!r}; choose one of {', '.join(CACHE_METHODS)}")
+    if isinstance(cfg.cache_threshold, bool) or not 0.0 < cfg.cache_threshold <= 1.0:
+        raise ConfigError(f"cache_threshold={cfg.cache_threshold!r} must be in (0, 1] (e.g. 0.1; larger skips more)")
+    for name, lo, hi in (("cache_interval", 1, 10), ("cache_order", 1, 2), ("cache_warmup", 1, 100)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{name}={value!r} must be an integer from {lo} to {hi}")
 
 
 _warned: set[str] = set()
