@@ -172,3 +172,22 @@ def test_bad_speed_options_are_one_line_naming_the_option(kw, words):
         GuidanceConfig(**kw)
     message = str(err.value)
     assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
+    import json
+
+    from unimedvl.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig
+
+    (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps(
+        {"guidance": {"editing_fast": {"solver": "dpm++2m", "num_timesteps": 16, "cache": "taylorseer"}}}))
+    config = InferenceConfig.load(tmp_path)
+    fast, reference = config.preset("edit_fast"), config.preset("edit")
+    assert (fast.solver, fast.num_timesteps, fast.cache, fast.cfg_img_scale) == ("dpm++2m", 16, "taylorseer", 2.0)
+    assert (reference.solver, reference.cache, reference.num_timesteps) == ("euler", "none", 50)
+    assert InferenceConfig.load(tmp_path).to_json()["guidance"]["editing_fast"]["solver"] == "dpm++2m"
+    with pytest.raises(ConfigError, match="no fast preset 'text_to_image_fast'"):
+        config.preset("generate_fast")
+    (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps({"guidance": {"editing_fast": {"cache": "fastest"}}}))
+    with pytest.raises(ConfigError, match="cache='fastest'; choose one of none, teacache, taylorseer"):
+        InferenceConfig.load(tmp_path)

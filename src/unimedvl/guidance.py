@@ -42,7 +42,7 @@ class GuidanceConfig:
     cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
     timestep_shift: float = 3.0  # shift of the sampling schedule
     num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
-    solver: str = "euler"  # euler (1 pass a step) | heun (2nd order, 2 passes a step) | dpm++2m (2nd order multistep, 1 pass)
+    solver: str = "euler"  # euler (1 pass a step) | heun (2nd order, 2 passes) | dpm++2m (2nd order multistep, 1 pass)
     cache: str = "none"  # step cache: none | teacache (reuse while the input barely changed) | taylorseer (forecast)
     cache_threshold: float = 0.1  # teacache: recompute once the accumulated relative change of the input passes this
     cache_interval: int = 3  # taylorseer: compute every Nth step, forecast the steps between
@@ -123,6 +123,17 @@ RESTORATION = dataclasses.replace(EDITING, timestep_shift=1.0)
 GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
     "text_to_image": TEXT_TO_IMAGE, "editing": EDITING, "restoration": RESTORATION,
 }
+# A checkpoint's inference_config.json may carry a fast variant of each preset ("editing_fast", ...):
+# the same guidance with a solver / step cache, measured against the reference (bench/generation_speed.py).
+FAST_SUFFIX = "_fast"
+PRESET_NAMES = tuple(GUIDANCE_PRESETS) + tuple(name + FAST_SUFFIX for name in GUIDANCE_PRESETS)
+
+
+def reference_preset(name: str) -> GuidanceConfig:
+    """The reference settings a preset name starts from (a fast variant: its reference preset)."""
+    return GUIDANCE_PRESETS[name.removesuffix(FAST_SUFFIX)]
+
+
 # Inference task -> its default preset.
 TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
 

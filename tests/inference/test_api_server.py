@@ -502,3 +502,14 @@ def test_the_api_command_serves_a_checkpoint(api, checkpoint):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_fast_sampling_fields_of_an_edit_equal_the_library_and_bad_ones_are_400(srv):
+    image, instruction = random_image(32, 32, 21), "Remove the noise."
+    speed = {"solver": "dpm++2m", "cache": "taylorseer", "cache_interval": 2}
+    out = srv.client.images.edit(model="debug", image=("scan.png", _png(image), "image/png"), prompt=instruction,
+                                 extra_body={"seed": 1, "num_timesteps": 8, **speed})  # fmt: skip
+    expected = srv.model.edit(image, instruction, seed=1, num_timesteps=8, **speed)
+    assert np.array_equal(_decoded(out.data[0]), np.asarray(expected))
+    with pytest.raises(openai.BadRequestError, match="cache='fast'; choose one of none, teacache, taylorseer"):
+        srv.client.images.generate(model="debug", prompt="x-ray", extra_body={"cache": "fast"})
