@@ -150,6 +150,9 @@ def test_edit_returns_a_png_file(client, server):
     _, _, _, info = client.predict(image=handle_file(str(server[4]["b"])), instruction="Denoise.",
                                    num_timesteps=STEPS, strength=0.5, api_name="/edit")  # fmt: skip
     assert "strength 0.5" in info
+    _, _, _, info = client.predict(image=handle_file(str(server[4]["b"])), instruction="Denoise.",
+                                   num_timesteps=STEPS, solver="heun", cache="taylorseer", api_name="/edit")  # fmt: skip
+    assert "heun solver" in info and "taylorseer cache" in info
 
 
 def test_generate_returns_a_png_file(client):
@@ -171,6 +174,7 @@ def test_guidance_defaults_match_the_spec(client, server):
     assert (edit["cfg_text"], edit["cfg_img"], edit["interval_lo"], edit["interval_hi"]) == (4.0, 2.0, 0.0, 1.0)
     assert (edit["renorm_type"], edit["shift"], edit["num_timesteps"]) == ("text_channel", 3.0, STEPS)
     assert edit["strength"] == 1.0  # the reference: sampling from pure noise
+    assert (edit["solver"], edit["cache"], gen["solver"], gen["cache"]) == ("euler", "none", "euler", "none")
     assert (gen["cfg_text"], gen["cfg_img"], gen["interval_lo"], gen["interval_hi"]) == (4.0, 1.0, 0.4, 1.0)
     assert (gen["renorm_type"], gen["shift"], gen["num_timesteps"]) == ("global", 3.0, STEPS)
     for preset in EDIT_PRESETS.values():
@@ -357,3 +361,7 @@ def test_settings_and_cli_defaults(monkeypatch):
         AppSettings()
     with pytest.raises(UserError, match="renorm"):
         make_guidance("edit", 4, 2, 0, 1, "bogus", 0, 3, 10)
+    fast = make_guidance("edit", 4, 2, 0, 1, "text_channel", 0, 3, 10, "dpm++2m", "teacache", 0.2, 3)
+    assert (fast.solver, fast.cache, fast.cache_threshold) == ("dpm++2m", "teacache", 0.2)
+    with pytest.raises(UserError, match="solver='rk4'; choose one of euler, heun, dpm"):
+        make_guidance("edit", 4, 2, 0, 1, "text_channel", 0, 3, 10, "rk4")

@@ -17,7 +17,7 @@ import unimedvl
 
 PACKAGE = Path(unimedvl.__file__).parent
 APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "api", "cli")
-LIBRARY = ("models", "data", "benchmarks", "flow", "checkpoint", "inference", "config", "tokenizer", "guidance",
+LIBRARY = ("models", "data", "benchmarks", "flow", "sampling", "checkpoint", "inference", "config", "tokenizer", "guidance",
            "fileio", "distributed", "errors", "cli_options", "inference_config", "model_card", "memory_plan",
            "memory_estimate", "quantization", "placement", "weight_stream", "run_lock")  # fmt: skip
 

@@ -13,7 +13,7 @@ import typing
 from typing import Any
 
 from unimedvl.config import field_docs
-from unimedvl.guidance import RENORM_TYPES, GuidanceConfig
+from unimedvl.guidance import CACHE_METHODS, RENORM_TYPES, SOLVERS, GuidanceConfig
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 # Spellings of earlier releases: hidden, they still work for one release and say what replaced them.
@@ -169,6 +169,9 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+_CHOICES = {"cfg_renorm_type": RENORM_TYPES, "solver": SOLVERS, "cache": CACHE_METHODS}
+
+
 def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceConfig, where: str = "") -> None:
     """One ``--cfg-text-scale``-style flag per :class:`GuidanceConfig` field, help text from its comment.
 
@@ -185,8 +188,8 @@ def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceCo
         hint = hints[f.name]
         if f.name == "cfg_interval":
             kwargs.update(type=float, nargs=2, metavar=("LO", "HI"))
-        elif f.name == "cfg_renorm_type":
-            kwargs.update(choices=list(RENORM_TYPES))
+        elif f.name in _CHOICES:
+            kwargs.update(choices=list(_CHOICES[f.name]))
         else:
             kwargs.update(type=hint)
         group.add_argument(_flag(f.name), **kwargs)

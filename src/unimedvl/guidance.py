@@ -19,6 +19,9 @@ from unimedvl.errors import ConfigError, capped
 
 RENORM_TYPES = ("global", "channel", "text_channel")
 BRANCHES = ("cond", "text_uncond", "img_uncond")
+# Speed options (unimedvl.sampling): ODE solvers with the fewest schedule points each needs, step caches.
+SOLVERS = {"euler": 2, "heun": 3, "dpm++2m": 3}
+CACHE_METHODS = ("none", "teacache", "taylorseer")
 
 
 @dataclass
@@ -40,6 +43,12 @@ class GuidanceConfig:
     cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
     timestep_shift: float = 3.0  # shift of the sampling schedule
     num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
+    solver: str = "euler"  # euler (1 pass a step) | heun (2nd order, 2 passes) | dpm++2m (2nd order multistep, 1 pass)
+    cache: str = "none"  # step cache: none | teacache (reuse while the input barely changed) | taylorseer (forecast)
+    cache_threshold: float = 0.1  # teacache: recompute once the accumulated relative change of the input passes this
+    cache_interval: int = 3  # taylorseer: compute every Nth step, forecast the steps between
+    cache_order: int = 1  # taylorseer: order of the forecast (1 linear, 2 quadratic)
+    cache_warmup: int = 2  # steps always computed at the start (the cache starts after them)
 
     def __post_init__(self) -> None:
         check_guidance_values(self)
@@ -50,6 +59,7 @@ class GuidanceConfig:
             raise ConfigError(f"num_timesteps={self.num_timesteps} must be >= 2 (one Euler step needs two points)")
         if self.timestep_shift <= 0:
             raise ConfigError(f"timestep_shift={self.timestep_shift} must be > 0")
+        check_speed_options(self)
         _warn_about_scales(self.cfg_text_scale, self.cfg_img_scale)
 
     def branches_at(self, t: float) -> tuple[str, ...]:
@@ -102,6 +112,23 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def check_speed_options(cfg: GuidanceConfig) -> None:
+    """ConfigError naming the option and its allowed values for a bad solver or cache setting."""
+    if cfg.solver not in SOLVERS:
+        raise ConfigError(f"solver={cfg.solver!r}; choose one of {', '.join(SOLVERS)}")
+    if cfg.num_timesteps < SOLVERS[cfg.solver]:
+        raise ConfigError(f"num_timesteps={cfg.num_timesteps} is too few for solver={cfg.solver!r}: it needs at least "
+                          f"{SOLVERS[cfg.solver]} (or choose solver='euler')")
+    if cfg.cache not in CACHE_METHODS:
+        raise ConfigError(f"cache={cfg.cache!r}; choose one of {', '.join(CACHE_METHODS)}")
+    if isinstance(cfg.cache_threshold, bool) or not 0.0 < cfg.cache_threshold <= 1.0:
+        raise ConfigError(f"cache_threshold={cfg.cache_threshold!r} must be in (0, 1] (e.g. 0.1; larger skips more)")
+    for name, lo, hi in (("cache_interval", 1, 10), ("cache_order", 1, 2), ("cache_warmup", 1, 100)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{name}={value!r} must be an integer from {lo} to {hi}")
+
+
 _warned: set[str] = set()
 
 
@@ -132,6 +159,17 @@ RESTORATION = dataclasses.replace(EDITING, timestep_shift=1.0)
 GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
     "text_to_image": TEXT_TO_IMAGE, "editing": EDITING, "restoration": RESTORATION,
 }
+# A checkpoint's inference_config.json may carry a fast variant of each preset ("editing_fast", ...):
+# the same guidance with a solver / step cache, measured against the reference (bench/generation_speed.py).
+FAST_SUFFIX = "_fast"
+PRESET_NAMES = tuple(GUIDANCE_PRESETS) + tuple(name + FAST_SUFFIX for name in GUIDANCE_PRESETS)
+
+
+def reference_preset(name: str) -> GuidanceConfig:
+    """The reference settings a preset name starts from (a fast variant: its reference preset)."""
+    return GUIDANCE_PRESETS[name.removesuffix(FAST_SUFFIX)]
+
+
 # Inference task -> its default preset.
 TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
 

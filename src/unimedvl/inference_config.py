@@ -12,7 +12,8 @@ Schema (every key optional; a missing one takes the release default)::
     {"format": "unimedvl-inference-config", "version": 1,
      "vae_transform": {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512, "max_pixels": 1806336},
      "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378, "max_pixels": 1806336},
-     "guidance": {"text_to_image": {GuidanceConfig fields}, "editing": {...}, "restoration": {...}},
+     "guidance": {"text_to_image": {GuidanceConfig fields}, "editing": {...}, "restoration": {...},
+                  "editing_fast": {...}, ...},
      "think_prompts": "release" | "unimedvl" | "concise" | {"understand": "...", "generate": "..."}}
 
 ``max_pixels`` is kept as the file gives it (``null``: no cap); a transform without the key gets the
@@ -21,7 +22,9 @@ release's cap, :data:`RELEASE_MAX_PIXELS`.
 ``vae_transform`` is the resize rule every input image goes through first (then the ViT
 transform, for understanding); ``guidance`` holds the sampling defaults per task: ``editing`` for
 ``edit``, ``text_to_image`` for ``generate``, ``restoration`` for batch evaluation (the medical
-batch test). ``think_prompts`` (optional) replaces the thinking-mode system prompts (default: the
+batch test). A ``NAME_fast`` entry (optional) is a fast variant of preset NAME (a solver and step
+cache, :mod:`unimedvl.sampling`), starting from NAME's reference values; ``preset("edit_fast")``
+returns it and ``info --model`` shows it beside the reference. ``think_prompts`` (optional) replaces the thinking-mode system prompts (default: the
 release's wording, see :data:`THINK_PROMPT_SETS`).
 
 Torch-free, so that ``--help`` can show the defaults quickly.
@@ -40,7 +43,13 @@ from unimedvl.config import from_dict, unknown_keys_message
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import ConfigError
 from unimedvl.fileio import atomic_write_text
-from unimedvl.guidance import GUIDANCE_PRESETS, GuidanceConfig
+from unimedvl.guidance import (
+    FAST_SUFFIX,
+    GUIDANCE_PRESETS,
+    PRESET_NAMES,
+    GuidanceConfig,
+    reference_preset,
+)
 
 INFERENCE_CONFIG_FILE = "inference_config.json"
 FORMAT = "unimedvl-inference-config"
@@ -137,20 +146,26 @@ class InferenceConfig:
     source: str = "release defaults"  # where it was read from (not saved)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.guidance) - set(GUIDANCE_PRESETS))
+        unknown = sorted(set(self.guidance) - set(PRESET_NAMES))
         if unknown:
-            raise ConfigError(f"{self.source}: unknown guidance preset(s) {unknown}; known: {list(GUIDANCE_PRESETS)}")
+            raise ConfigError(f"{self.source}: unknown guidance preset(s) {unknown}; known: {list(PRESET_NAMES)}")
         if self.think_prompts is not None:
             object.__setattr__(self, "think_prompts", resolve_think_prompts(self.think_prompts, self.source))
 
     # -- reading ------------------------------------------------------------------------------
 
     def preset(self, task: str) -> GuidanceConfig:
-        """The guidance defaults of an inference task (edit, generate, eval) or a preset name."""
-        name = TASK_PRESETS.get(task, task)
-        if name not in GUIDANCE_PRESETS:
-            raise ConfigError(f"no guidance preset for {task!r}; tasks: {list(TASK_PRESETS)}")
-        return self.guidance.get(name, GUIDANCE_PRESETS[name])
+        """The guidance defaults of an inference task (edit, generate, eval) or a preset name; TASK_fast
+        (e.g. ``edit_fast``) is the checkpoint's fast variant, when it carries one."""
+        stem = task.removesuffix(FAST_SUFFIX)
+        name = TASK_PRESETS.get(stem, stem) + (FAST_SUFFIX if task.endswith(FAST_SUFFIX) else "")
+        if name not in PRESET_NAMES:
+            raise ConfigError(f"no guidance preset for {task!r}; tasks: {list(TASK_PRESETS)} (each also as "
+                              "TASK_fast)")
+        if name.endswith(FAST_SUFFIX) and name not in self.guidance:
+            raise ConfigError(f"{self.source}: no fast preset {name!r} (add it to the guidance of "
+                              "inference_config.json: a solver and cache measured with bench/generation_speed.py)")
+        return self.guidance.get(name, GUIDANCE_PRESETS.get(name))
 
     @property
     def image_size(self) -> int:
@@ -202,9 +217,9 @@ class InferenceConfig:
                 raise ConfigError(f"{source}: guidance must map preset names to settings")
             guidance = _release_guidance()
             for name, values in obj["guidance"].items():
-                if name not in GUIDANCE_PRESETS:
-                    raise ConfigError(f"{source}: unknown guidance preset {name!r}; known: {list(GUIDANCE_PRESETS)}")
-                base = dataclasses.asdict(GUIDANCE_PRESETS[name])
+                if name not in PRESET_NAMES:
+                    raise ConfigError(f"{source}: unknown guidance preset {name!r}; known: {list(PRESET_NAMES)}")
+                base = dataclasses.asdict(reference_preset(name))
                 guidance[name] = from_dict(GuidanceConfig, {**base, **dict(values)}, source=f"{source}: guidance.{name}")
             kwargs["guidance"] = guidance
         if obj.get("think_prompts") is not None:

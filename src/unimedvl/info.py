@@ -101,9 +101,16 @@ def checkpoint_summary(path: str | Path) -> list[str]:
     for preset, g in inference.guidance.items():
         lines.append(f"  guidance {preset}: cfg_text {g.cfg_text_scale:g}, cfg_img {g.cfg_img_scale:g}, interval "
                      f"{list(g.cfg_interval)}, renorm {g.cfg_renorm_type} (min {g.cfg_renorm_min:g}), shift "
-                     f"{g.timestep_shift:g}, {g.num_timesteps} timesteps")  # fmt: skip
+                     f"{g.timestep_shift:g}, {g.num_timesteps} timesteps, {g.solver}"
+                     + (f", {g.cache} cache ({_cache_knobs(g)})" if g.cache != "none" else ""))  # fmt: skip
     lines.append(f"  think prompts: {'set by the checkpoint' if inference.think_prompts else 'the defaults'}")
     return lines
+
+
+def _cache_knobs(g) -> str:
+    if g.cache == "teacache":
+        return f"threshold {g.cache_threshold:g}, warmup {g.cache_warmup}"
+    return f"interval {g.cache_interval}, order {g.cache_order}, warmup {g.cache_warmup}"
 
 
 def memory_report(cfg, inference, workload, dtype: str, device: str, budget: int | None, name: str) -> list[str]:

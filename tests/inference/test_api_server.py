@@ -512,3 +512,14 @@ def test_non_finite_or_absurd_guidance_is_a_400_naming_the_field(srv):
         response = httpx.post(srv.url + "/v1/images/generations", content=body, headers=auth)
         assert response.status_code == 400, response.text
         assert field in response.json()["error"]["message"]
+
+
+def test_fast_sampling_fields_of_an_edit_equal_the_library_and_bad_ones_are_400(srv):
+    image, instruction = random_image(32, 32, 21), "Remove the noise."
+    speed = {"solver": "dpm++2m", "cache": "taylorseer", "cache_interval": 2}
+    out = srv.client.images.edit(model="debug", image=("scan.png", _png(image), "image/png"), prompt=instruction,
+                                 extra_body={"seed": 1, "num_timesteps": 8, **speed})  # fmt: skip
+    expected = srv.model.edit(image, instruction, seed=1, num_timesteps=8, **speed)
+    assert np.array_equal(_decoded(out.data[0]), np.asarray(expected))
+    with pytest.raises(openai.BadRequestError, match="cache='fast'; choose one of none, teacache, taylorseer"):
+        srv.client.images.generate(model="debug", prompt="x-ray", extra_body={"cache": "fast"})

@@ -78,6 +78,12 @@ class GuidanceFields(_Lenient):
     cfg_renorm_min: float | None = None
     timestep_shift: float | None = None
     num_timesteps: int | None = Field(None, ge=2)
+    solver: str | None = None  # fast sampling (unimedvl.sampling): euler | heun | dpm++2m
+    cache: str | None = None  # none | teacache | taylorseer
+    cache_threshold: float | None = None
+    cache_interval: int | None = None
+    cache_order: int | None = None
+    cache_warmup: int | None = None
 
     @field_validator("cfg_interval", mode="before")
     @classmethod

@@ -153,6 +153,8 @@ class Backend:
         png = self._write_png(image, "".join(c if c.isalnum() or c in "-_" else "_" for c in stem))
         info = (f"{image.width}x{image.height} px | seed {seed} | {guidance.num_timesteps} timesteps | "
                 + (f"strength {strength:g} | " if strength < 1 else "")
+                + (f"{guidance.solver} solver | " if guidance.solver != "euler" else "")
+                + (f"{guidance.cache} cache | " if guidance.cache != "none" else "")
                 + f"cfg text {guidance.cfg_text_scale:g}, image {guidance.cfg_img_scale:g} | "
                 f"{time.perf_counter() - start:.1f} s")  # fmt: skip
         return ImageResult(image, png, thinking, info)
@@ -164,14 +166,17 @@ def printable(text: str) -> str:
 
 
 def make_guidance(task: str, cfg_text: float, cfg_img: float, interval_lo: float, interval_hi: float,
-                  renorm_type: str, renorm_min: float, shift: float, num_timesteps: int) -> GuidanceConfig:  # fmt: skip
+                  renorm_type: str, renorm_min: float, shift: float, num_timesteps: int, solver: str = "euler",
+                  cache: str = "none", cache_threshold: float = 0.1,
+                  cache_interval: int = 3) -> GuidanceConfig:  # fmt: skip
     """A GuidanceConfig from the Advanced panel's values (validated by GuidanceConfig itself)."""
     base = EDITING if task == "edit" else TEXT_TO_IMAGE
     try:
         return replace(base, cfg_text_scale=float(cfg_text), cfg_img_scale=float(cfg_img),
                        cfg_interval=(float(interval_lo), float(interval_hi)), cfg_renorm_type=str(renorm_type),
                        cfg_renorm_min=float(renorm_min), timestep_shift=float(shift),
-                       num_timesteps=int(num_timesteps))  # fmt: skip
+                       num_timesteps=int(num_timesteps), solver=str(solver), cache=str(cache),
+                       cache_threshold=float(cache_threshold), cache_interval=int(cache_interval))  # fmt: skip
     except (TypeError, ValueError) as err:
         raise DataError(f"advanced settings: {err}") from None
 

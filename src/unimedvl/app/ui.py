@@ -38,6 +38,7 @@ from unimedvl.app.presets import (
 )  # fmt: skip
 from unimedvl.app.uploads import ViewOptions, without_paths
 from unimedvl.errors import UserError
+from unimedvl.guidance import CACHE_METHODS, SOLVERS
 
 log = logging.getLogger("unimedvl.app")
 
@@ -191,7 +192,13 @@ def _guidance_panel(defaults, steps: int, prefix: str) -> list:
             shift = gr.Slider(0.5, 6.0, value=defaults.timestep_shift, step=0.25, label="Timestep shift")
             steps_ = gr.Slider(2, 100, value=steps, step=1, label="Timesteps")
             seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-    return [cfg_text, cfg_img, lo, hi, renorm, renorm_min, shift, steps_, seed]
+        with gr.Row():  # fast sampling (unimedvl.sampling); Euler without a cache is the reference
+            solver = gr.Dropdown(list(SOLVERS), value=defaults.solver, label="Solver")
+            cache = gr.Dropdown(list(CACHE_METHODS), value=defaults.cache, label="Step cache")
+            threshold = gr.Slider(0.01, 1.0, value=defaults.cache_threshold, step=0.01,
+                                  label="Cache threshold (teacache)")
+            interval = gr.Slider(1, 10, value=defaults.cache_interval, step=1, label="Cache interval (taylorseer)")
+    return [cfg_text, cfg_img, lo, hi, renorm, renorm_min, shift, steps_, seed, solver, cache, threshold, interval]
 
 
 def _image_outputs(prefix: str) -> tuple:
@@ -335,10 +342,12 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                                   api_visibility="private", queue=False)  # fmt: skip
 
                 def edit(image, window, axis, slice_index, volume, frame, instruction, think, cfg_text, cfg_img,
-                         interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed, strength=1.0,
+                         interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed, solver="euler",
+                         cache="none", cache_threshold=0.1, cache_interval=3, strength=1.0,
                          progress=gr.Progress()):  # fmt: skip
                     guidance = make_guidance("edit", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                             renorm_min, shift, num_timesteps)  # fmt: skip
+                                             renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
+                                             cache_interval)  # fmt: skip
                     out = backend.edit(image, _view(window, axis, slice_index, volume, frame), instruction, think,
                                        guidance, seed or 0, _progress_callback(progress), strength)  # fmt: skip
                     return out.image, str(out.png), out.thinking, out.info
@@ -367,9 +376,11 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                                  api_visibility="private", queue=False)  # fmt: skip
 
                 def generate(prompt, height, width, think, cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                             renorm_min, shift, num_timesteps, seed, progress=gr.Progress()):  # fmt: skip
+                             renorm_min, shift, num_timesteps, seed, solver="euler", cache="none", cache_threshold=0.1,
+                             cache_interval=3, progress=gr.Progress()):  # fmt: skip
                     guidance = make_guidance("generate", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                             renorm_min, shift, num_timesteps)  # fmt: skip
+                                             renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
+                                             cache_interval)  # fmt: skip
                     out = backend.generate(prompt, height, width, think, guidance, seed or 0,
                                            _progress_callback(progress))  # fmt: skip
                     return out.image, str(out.png), out.thinking, out.info

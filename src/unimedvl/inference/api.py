@@ -245,8 +245,10 @@ class UniMedVL:
         """Edit an image following ``instruction``; output size = the input's size after the VAE rule.
 
         ``guidance``: any GuidanceConfig field (cfg_text_scale, cfg_img_scale, cfg_interval,
-        cfg_renorm_type, cfg_renorm_min, timestep_shift, num_timesteps); the rest keep the
-        checkpoint's editing preset (release: 4.0, 2.0, [0, 1], text_channel, 0, 3.0, 50).
+        cfg_renorm_type, cfg_renorm_min, timestep_shift, num_timesteps, and the fast-sampling
+        solver, cache, cache_threshold, cache_interval, cache_order, cache_warmup: see
+        unimedvl.sampling); the rest keep the checkpoint's editing preset (release: 4.0, 2.0,
+        [0, 1], text_channel, 0, 3.0, 50, Euler, no cache).
 
         ``strength`` (SDEdit): 1 samples from pure noise, the reference behaviour; below 1 sampling
         starts from the (last) input image's latent noised to t = shift(strength) and runs only that

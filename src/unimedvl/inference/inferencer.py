@@ -39,8 +39,9 @@ from unimedvl.data.medical_io import image_size, load_image
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.flow import GuidanceConfig, check_strength, euler_sample, start_from_image
+from unimedvl.flow import GuidanceConfig, check_strength, start_from_image
 from unimedvl.inference.context import Context, ContextPool, TextOptions
+from unimedvl.inference.velocity import GuidedVelocity  # noqa: F401 (re-exported)
 from unimedvl.inference_config import (
     RELEASE_VAE_TRANSFORM,
     RELEASE_VIT_TRANSFORM,
@@ -50,8 +51,9 @@ from unimedvl.inference_config import (
     resolve_think_prompts,
 )
 from unimedvl.models.embeddings import unpatchify_latent
-from unimedvl.models.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
+from unimedvl.models.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit
 from unimedvl.models.unified import UnifiedModel
+from unimedvl.sampling import sample
 from unimedvl.tokenizer import Tokenizer
 
 ImageInput = Union[Image.Image, np.ndarray, Tensor, str, "os.PathLike[str]"]
@@ -123,6 +125,7 @@ class Result:
     seed: int | None = None  # the seed used (reproduce with Request(seed=...))
     token_ids: list[int] = field(default_factory=list)  # generated ids (answer or reasoning)
     prompt_tokens: int = 0  # tokens in the context the text was decoded from (0: no text decoded)
+    model_passes: int = 0  # image requests: guidance branches evaluated by the model over all steps
 
 
 @dataclass
@@ -219,59 +222,6 @@ def fit_transform(transform: ImageTransform, table_side: int, what: str, interpo
 
 # ---------------------------------------------------------------------------------------------
 # Denoising.
-
-_SLOTS = ("text_uncond", "cond", "img_uncond")  # cache row blocks: cfg_text, full, cfg_img
-
-
-class GuidedVelocity:
-    """The velocity of every request's latent query under the guidance branches asked for.
-
-    Rows are laid out as [cfg_text of all requests, full of all, cfg_img of all], so every
-    combination of branches the sampler can ask for (cond; cond + text; cond + img; all three)
-    is one contiguous block of rows: one forward per call, attention reads cache views.
-    The query (``<|vision_start|>`` + latents + ``<|vision_end|>``, one rope id per context) is
-    read-only against the cache; the velocity is read at the latent tokens only.
-    """
-
-    def __init__(self, pool: ContextPool, contexts: Sequence[tuple[Context, Context, Context]],
-                 grids: Sequence[tuple[int, int]]):
-        """contexts: (full, cfg_text, cfg_img) per request; grids: latent token grid (h, w) per request."""
-        self.model = pool.model
-        self.pool = pool
-        n = len(grids)
-        order = [c[1] for c in contexts] + [c[0] for c in contexts] + [c[2] for c in contexts]
-        self.cache = pool.cache.select([c.row for c in order])  # one copy, then never again
-        dim = self.model.config.patch_latent_dim
-        samples = [
-            [VaeImageSplit(tokens=torch.zeros(h * w, dim), grid=(h, w), noised=True, timestep=1.0)]
-            for h, w in grids
-        ]
-        self.batch = build_packed_batch(samples, pool.special, self.model.config).to(pool.device)
-        self.counts = [h * w for h, w in grids]
-        self.query_lens = self.batch.layout.sample_lens
-        self.cache.reserve(max(self.cache.lengths) + max(self.query_lens))
-        self.positions = [pool.positions(self.batch, [c.rope for c in order[s * n:(s + 1) * n]]) for s in range(3)]
-        self.gen_mask = self.batch.gen_mask(pool.device)
-        self.latent_index = self.batch.vae_indexes
-        self.first_token = torch.tensor([0] + self.counts[:-1]).cumsum(0)
-        self.num_requests = n
-
-    @torch.no_grad()
-    def __call__(self, x: Tensor, t: Tensor, branches: Sequence[str]) -> dict[str, Tensor]:
-        """x: (N, p*p*z) packed latents of all requests; t: (N,) per token -> {branch: (N, p*p*z)}."""
-        slots = sorted(_SLOTS.index(b) for b in branches)
-        t_image = t[self.first_token.to(t.device)].float()
-        batch = dataclasses.replace(self.batch, vae_inputs=list(x.split(self.counts)), vae_timesteps=t_image)
-        hidden, _ = self.model.embed(batch, self.pool._scratch_rng)
-        k, n, T = len(slots), self.num_requests, batch.sequence_length
-        out = self.model.language_model.forward_cached(
-            hidden.repeat(k, 1), torch.cat([self.positions[s] for s in slots]), self.cache,
-            rows=[s * n + i for s in slots for i in range(n)], query_lens=self.query_lens * k,
-            mode="full", write=False, routing=self.gen_mask.repeat(k),
-        )  # fmt: skip
-        v = self.model.llm2vae(out.view(k, T, -1)[:, self.latent_index]).float()  # (k, N, p*p*z)
-        return {_SLOTS[s]: v[i] for i, s in enumerate(slots)}
-
 
 # ---------------------------------------------------------------------------------------------
 # The inferencer.
@@ -527,11 +477,12 @@ class Inferencer:
             velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
             strength = jobs[0].request.strength
             start = torch.cat([self.initial_latents(j, g, plan.pool.device) for g, j in zip(grids, jobs)])
-            latents = euler_sample(velocity, start, velocity.counts, jobs[0].guidance, progress,
-                                   strength=strength)  # fmt: skip
-            for job, image in zip(jobs, self.decode_latents(latents, grids)):
+            latents, passes = sample(velocity, start, velocity.counts, jobs[0].guidance, progress,
+                                     strength=strength)  # fmt: skip
+            for job, image, count in zip(jobs, self.decode_latents(latents, grids), passes):
                 job.result.image = image
                 job.result.seed = job.seed
+                job.result.model_passes = count
             del velocity
 
     def initial_noise(self, grid: tuple[int, int], seed: int) -> Tensor:
