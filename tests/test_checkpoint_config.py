@@ -75,6 +75,7 @@ def test_the_trainer_writes_the_training_sizes_and_a_model_card(trained_64px):
     card = (step_dir / "README.md").read_text()
     assert "Not for clinical use" in card and "after 2 training steps" in card and "mix.yaml" in card
     assert "long edge <= 64 px" in card and "| restoration | 4 | 2 |" in card
+    assert f"\n# {step_dir.name}\n" in card and ".tmp-" not in card  # titled by the final folder's name
 
 
 def test_ask_edit_eval_and_serve_feed_64px_without_size_flags(trained_64px, tmp_path, monkeypatch, capsys):
@@ -189,6 +190,14 @@ def test_info_prints_sizes_parameters_and_step(trained_64px, capsys):
     out = capsys.readouterr().out
     assert "trained:      step 2" in out and "VAE transform: stride 16, min 64, max 64" in out
     assert "parameters:" in out and "total" in out and "guidance restoration" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the defaults of a machine without a GPU")
+def test_info_memory_of_a_checkpoint_assumes_this_host_and_its_image_size(trained_64px, capsys):
+    step_dir, _ = trained_64px
+    assert cli.main(["info", "--memory", "--model", str(step_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "weights in fp32, on host RAM (CPU)" in out and "a 64 px image" in out  # not bf16, GPU, 512 px
 
 
 def test_validate_data_accepts_a_checkpoint_directory(trained_64px, capsys):

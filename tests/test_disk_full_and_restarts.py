@@ -235,6 +235,9 @@ def test_bad_samples_fail_alone_and_strict_says_so(debug_ckpt, bad_data, tmp_pat
     assert "Traceback" not in err and "1 ok, 2 failed" in err
     assert _eval(debug_ckpt, bad_data, tmp_path, "--strict") == 1  # resumed: nothing runs again
     assert "2 sample(s) failed" in capsys.readouterr().err
+    # The report's terminal summary says so too, not only statistics.json.
+    assert cli_main(["stats", str(tmp_path), "-o", str(tmp_path / "summary.csv")]) == 0
+    assert "failed samples: debug/bad: 2 of 3 (image_understanding 2)" in capsys.readouterr().out
 
 
 def test_a_failed_model_load_leaves_nothing_that_blocks_the_rerun(debug_ckpt, bad_data, tmp_path, monkeypatch):

@@ -94,6 +94,48 @@ def test_problems_are_listed_with_path_and_line_in_order(dataset):
     assert f"{path}:4: input image 1 (missing.png)" in printed and "problems: 6" in printed
 
 
+def test_every_fault_of_a_record_is_reported_in_one_run(dataset):
+    root, data_dir = dataset
+    five = {"main_task_type": "image_understading", "sample_id": 3.5, "input_imgs": [],
+            "input_img": [{"path": "missing.png", "width": "64"}],
+            "message": [{"from": "human", "value": "<image> What is this?"}, {"from": "gpt", "value": 7}]}
+    llava_in_medical = dict(edit("b", "noisy.png", "clean.png"), image="noisy.png")
+    path = write_jsonl(root / "train.jsonl", [five, llava_in_medical, edit("c", "gone.png", "gone2.png")])
+    report = validate_jsonl(path, data_dir)
+    by_line = {}
+    for p in report.problems:
+        by_line.setdefault(p.line, []).append(p.message)
+    first = by_line[1]
+    assert "unknown key 'input_imgs': did you mean 'input_img'?" in first
+    assert "unknown main_task_type 'image_understading': did you mean 'image_understanding'?" in first
+    assert "'input_img'[0].width must be a positive integer, got '64'" in first
+    assert "'message'[1].value must be a string, got int" in first
+    assert "'sample_id' must be a string or an integer, got 3.5" in first
+    assert any(m.startswith("input image 1 (missing.png): ") and "file not found" in m for m in first)
+    assert len(first) == 6
+    assert by_line[2] == ["key 'image' belongs to the LLaVA form, not to this medical record; use the medical "
+                          "form's keys (degrade_type, input_img, main_task_type, message, output_img, sample_id)"]
+    assert len(by_line[3]) == 2  # both images missing, one run
+    assert report.records == 2 and report.bad_records == 1
+
+
+def test_a_new_task_type_or_extra_metadata_is_no_problem(dataset):
+    root, data_dir = dataset
+    row = dict(edit("a", "noisy.png", "clean.png", task="metal_artifact_reduction"), question_type="open",
+               source_dataset="in-house")  # fmt: skip
+    report = validate_jsonl(write_jsonl(root / "train.jsonl", [row]), data_dir)
+    assert report.ok and report.task_counts == {"metal_artifact_reduction": 1}
+
+
+def test_problems_are_capped_per_file_with_a_count_of_the_rest(dataset):
+    root, data_dir = dataset
+    many = write_jsonl(root / "many.jsonl", [edit(str(i), "missing.png", "clean.png") for i in range(7)])
+    few = write_jsonl(root / "few.jsonl", [edit("x", "missing.png", "clean.png")])
+    text = validate_sources([(many, data_dir), (few, data_dir)]).format(max_problems=3)
+    assert "problems: 8" in text and f"... and 4 more in {many} (--max-problems 0 lists all)" in text
+    assert f"{few}:1: input image 1 (missing.png)" in text  # the second file is not hidden by the first
+
+
 def test_sizes_beyond_position_tables_are_reported(dataset):
     root, data_dir = dataset
     path = write_jsonl(root / "train.jsonl", [vqa("w", "wide.png")])  # 300 x 120
@@ -181,3 +223,24 @@ def test_cli_mix_form_reports_a_missing_mix(tmp_path, capsys):
     assert status in (1, 2)
     captured = capsys.readouterr()
     assert "mix.yaml: file not found" in captured.out + captured.err
+
+
+def test_the_readme_records_are_valid_and_its_task_table_is_complete():
+    from pathlib import Path
+
+    from unimedvl.data.record_checks import TASK_TYPES, record_problems
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Data formats", 1)[1].split("\n## ", 1)[0]
+    decoder, records = json.JSONDecoder(), []
+    for block in section.split("```json")[1:]:
+        text, at = block.split("```", 1)[0], 0
+        while text[at:].strip():
+            at += len(text[at:]) - len(text[at:].lstrip())
+            obj, at = decoder.raw_decode(text, at)
+            records.append(obj)
+    kinds = {r["main_task_type"] for r in records}
+    assert {"image_understanding", "report_generation", "text_to_image", "denoising"} <= kinds
+    assert all(record_problems(r) == [] for r in records)
+    for task in TASK_TYPES:
+        assert f"`{task}`" in section, f"README's task table misses {task}"

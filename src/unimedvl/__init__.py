@@ -1,12 +1,18 @@
-"""UniMedVL: a unified medical vision-language model (understand and generate medical images)."""
+"""UniMedVL: a unified medical vision-language model (understand and generate medical images).
+
+``from unimedvl import UniMedVL, Request`` (also ``Answer``, ``ImageAnswer``, ``Result``): the
+Python API of :mod:`unimedvl.inference.api`.
+"""
 
 __version__ = "0.1.0"
 
+# Lazy, so `import unimedvl` stays light (no torch) until the API is used.
+_API = ("UniMedVL", "Request", "Result", "Answer", "ImageAnswer", "ChatSession")
+
 
 def __getattr__(name: str):
-    # Lazy, so `import unimedvl` stays light (no torch) until the API is used.
-    if name == "UniMedVL":
-        from unimedvl.inference.api import UniMedVL
+    if name in _API:
+        import unimedvl.inference.api as api
 
-        return UniMedVL
+        return getattr(api, name)
     raise AttributeError(f"module 'unimedvl' has no attribute {name!r}")

@@ -486,7 +486,7 @@ MODEL_SIZES = {"debug": _debug, "demo": _demo, "small": _small, "bagel-7b-mot": 
 
 
 def model_config(size: str) -> ModelConfig:
-    """The ModelConfig of a named size (``debug``, ``small``, ``bagel-7b-mot``)."""
+    """The ModelConfig of a named size (``debug``, ``demo``, ``small``, ``bagel-7b-mot``)."""
     try:
         return MODEL_SIZES[size]()
     except KeyError:

@@ -48,13 +48,16 @@ def parameter_counts(size: str) -> dict[str, int]:
 
 
 def _versions() -> dict[str, str]:
+    """Installed versions, read from the package metadata: importing gradio or transformers takes seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
     out = {"unimedvl": __version__, "python": platform.python_version(), "torch": torch.__version__}
     for name in ("transformers", "tokenizers", "safetensors", "gradio", "flash_attn"):
         try:
-            out[name] = __import__(name).__version__
-        except ImportError:
+            out[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
             out[name] = "not installed"
     return out
 
@@ -172,8 +175,19 @@ def _memory(args: argparse.Namespace) -> list[str]:
     budget = parse_memory(args.budget, "--budget") if args.budget else None
     if args.train:
         return _train_memory(args, cfg, budget, name)
-    workload = Workload(image_size=args.image_size, answer_tokens=args.answer_tokens)
-    return memory_report(cfg, inference, workload, args.dtype, args.device, budget, name)
+    device, dtype, image_size = memory_defaults(args, inference.image_size if args.model else 512)
+    workload = Workload(image_size=image_size, answer_tokens=args.answer_tokens)
+    return memory_report(cfg, inference, workload, dtype, device, budget, name)
+
+
+def memory_defaults(args: argparse.Namespace, model_image_size: int) -> tuple[str, str, int]:
+    """(device, dtype, image size) of ``info --memory``: the flags, else what loading here would use (cuda
+    and bf16 with a GPU, cpu and fp32 without) and the checkpoint's own image size (512 for a named size)."""
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bf16" if device == "cuda" else "fp32")
+    return device, dtype, args.image_size or model_image_size
 
 
 def _train_memory(args: argparse.Namespace, cfg, budget: int | None, name: str) -> list[str]:
@@ -182,6 +196,8 @@ def _train_memory(args: argparse.Namespace, cfg, budget: int | None, name: str) 
 
     from unimedvl.train_memory import TrainSetup, plan_of_config, train_memory_report
 
+    # The planner sizes GPU training: without flags, a CUDA device computing in bf16.
+    args.device, args.dtype = args.device or "cuda", args.dtype or "bf16"
     run_plan = None
     if args.train_config:
         from unimedvl.train.config import config_from_args
@@ -228,11 +244,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--size", metavar="NAME", default=None,
                    help="a named model size or model YAML (default: bagel-7b-mot, the release)")
     g.add_argument("--budget", metavar="SIZE", default=None, help="device memory, e.g. 24GB or 16GiB (default: none)")
-    g.add_argument("--image-size", type=int, default=512, metavar="PX", help="side of the input image assumed")
+    g.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="side of the input image assumed (default: the checkpoint's image size; 512 for --size)")
     g.add_argument("--answer-tokens", type=int, default=512, metavar="N", help="answer length assumed")
-    g.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="compute dtype of the weights")
-    g.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                   help="what the budget is: GPU memory (cuda) or host RAM (cpu)")
+    g.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                   help="compute dtype of the weights (default: bf16 on cuda, fp32 on cpu, as loading uses)")
+    g.add_argument("--device", default=None, choices=["cuda", "cpu"],
+                   help="what the budget is: GPU memory (cuda) or host RAM (cpu) (default: cuda when this "
+                        "machine has a GPU, else cpu)")
     t = parser.add_argument_group("training memory plans (--memory --train)")
     t.add_argument("--train", action="store_true",
                    help="with --memory: the fine-tuning plans instead (full, LoRA, QLoRA int8/nf4 x activation "

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from unimedvl.config import ModelConfig, load_model_config
+from unimedvl.config import MODEL_SIZES, ModelConfig, load_model_config
 from unimedvl.errors import ConfigError
 
 if TYPE_CHECKING:  # the module is imported for --help; torch and the tokenizers load when a command runs
@@ -188,7 +188,7 @@ def _run_components(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("init-checkpoint", help="write a randomly initialised checkpoint of a named size")
-    p.add_argument("--size", required=True, help="debug | small | bagel-7b-mot, or a model YAML file")
+    p.add_argument("--size", required=True, help=f"{' | '.join(MODEL_SIZES)}, or a model YAML file")
     p.add_argument("--out", required=True, help="output directory (release layout)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
     p.add_argument("--tokenizer", help="tokenizer directory (default: Qwen if it fits, else a small BPE)")

@@ -103,8 +103,17 @@ class ModelCard:
     def write(self, directory: str | os.PathLike[str], model_cfg, inference: InferenceConfig,
               parameters: Mapping[str, int]) -> Path:
         path = Path(directory) / MODEL_CARD_FILE
-        atomic_write_text(path, self.render(model_cfg, inference, parameters, Path(directory).resolve().name))
+        atomic_write_text(path, self.render(model_cfg, inference, parameters, card_title(directory)))
         return path
+
+
+TEMPORARY_PREFIX = ".tmp-"  # a save is written under .tmp-NAME and renamed to NAME when complete
+
+
+def card_title(directory: str | os.PathLike[str]) -> str:
+    """The card's title: the checkpoint folder's name, as it will be once its save is renamed into place."""
+    name = Path(directory).resolve().name
+    return name[len(TEMPORARY_PREFIX):] if name.startswith(TEMPORARY_PREFIX) else name
 
 
 def _value(value: Any) -> str:

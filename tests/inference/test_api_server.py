@@ -277,6 +277,24 @@ def test_wrong_or_missing_key_is_401_and_health_needs_none(srv):
     assert srv.gate.calls == []  # nothing reached the model
 
 
+def test_another_model_name_is_404_as_from_vllm(srv):
+    with pytest.raises(openai.NotFoundError) as err:
+        srv.client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.code == "model_not_found" and "'debug'" in err.value.message
+    with pytest.raises(openai.NotFoundError):
+        srv.client.images.generate(model="dall-e-3", prompt="x-ray")
+    assert srv.gate.calls == []  # nothing reached the model
+
+
+def test_a_question_about_this_scan_without_one_comes_back_with_a_warning(srv):
+    reply = srv.client.chat.completions.create(model="debug", max_tokens=1,
+                                               messages=[{"role": "user", "content": "Is there a lesion in this scan?"}])
+    assert "no image was given" in reply.model_extra["warning"] and "image_url" in reply.model_extra["warning"]
+    plain = srv.client.chat.completions.create(model="debug", max_tokens=1,
+                                               messages=[{"role": "user", "content": "What is a pneumothorax?"}])
+    assert "warning" not in plain.model_extra
+
+
 def test_a_body_over_the_limit_is_413(srv):
     big = "data:image/png;base64," + base64.b64encode(b"\0" * 1_200_000).decode()
     message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}]}

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from inference_support import SMALL, STEPS, random_image
 from PIL import Image
 
@@ -73,18 +74,35 @@ def test_chat_reads_piped_stdin(api, checkpoint, tmp_path, capsys, monkeypatch):
     random_image(40, 40, 23).save(png)
     script = "\n".join([
         f"/image {png}", "What is this?", "/think on", "Is it normal?", "/think maybe", "/image /no/such.png",
-        "/think off", "/reset", "Is there a lesion?", "/quit", "never read",
+        "/think off", "/reset", "Is there a lesion in this scan?", "/quit", "never read",
     ])  # fmt: skip
     monkeypatch.setattr("sys.stdin", io.StringIO(script + "\n"))
     code, out, err = _main(capsys, "chat", "--model", checkpoint, "--max-new-tokens", 4, "--json", *SIZES)
     assert code == 0
     turns = [json.loads(line) for line in out.splitlines()]
-    assert [t["question"] for t in turns] == ["What is this?", "Is it normal?", "Is there a lesion?"]
+    assert [t["question"] for t in turns] == ["What is this?", "Is it normal?", "Is there a lesion in this scan?"]
     assert turns[0]["answer"] == api.ask(png, "What is this?", max_new_tokens=4)
     assert turns[0]["thinking"] is None and isinstance(turns[1]["thinking"], str)
-    assert turns[2] == {"question": "Is there a lesion?", "thinking": None,  # after /reset: no image
-                        "answer": api.ask(None, "Is there a lesion?", max_new_tokens=4)}
+    with pytest.warns(UserWarning, match="images= in the API"):
+        alone = api.ask(None, "Is there a lesion in this scan?", max_new_tokens=4)
+    assert turns[2] == {"question": "Is there a lesion in this scan?", "thinking": None,  # after /reset: no image
+                        "answer": alone}
     assert "error: /think takes on or off" in err and "error: /no/such.png: file not found" in err
+    # The no-image warning tells a chat user the chat's command, not the API's argument.
+    assert "attach one (/image PATH)" in err and "images=" not in err
+
+
+def test_ask_think_labels_an_empty_reasoning_and_answer(checkpoint, tmp_path, capsys, monkeypatch):
+    from unimedvl.inference import cli as inference_cli
+    from unimedvl.inference.api import Answer
+
+    class Silent:  # a model that writes nothing (the demo model often closes its reasoning at once)
+        def ask(self, *args, **kwargs):
+            return Answer("", "")
+
+    monkeypatch.setattr(inference_cli, "load_model", lambda args: Silent())
+    code, out, _ = _main(capsys, "ask", "--model", checkpoint, "--question", "What is this?", "--think")
+    assert code == 0 and out.startswith("Thinking: (none: the model wrote no reasoning") and "\nAnswer: (empty" in out
 
 
 def test_cli_user_errors_exit_2_with_one_line(checkpoint, tmp_path, capsys):

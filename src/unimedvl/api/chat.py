@@ -7,6 +7,9 @@ hold after the same turns. ``n`` choices are ``n`` requests of the batch, choice
 seed ``seed + i``. Thinking mode (``"think": true``) adds the reasoning as
 ``message.reasoning_content`` (:mod:`unimedvl.api.answers`).
 
+A last question that refers to an image ("this scan") in a conversation without one is answered,
+with the extension field ``warning`` saying the answer is a guess (and a line in the server log).
+
 Streaming sends ``data: {chat.completion.chunk}`` events as tokens are decoded: first a role
 delta per choice, then content (and reasoning) deltas, then an empty delta with the
 ``finish_reason``; with ``stream_options.include_usage`` one more chunk with the usage; then
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import AsyncIterator
@@ -33,6 +37,7 @@ from unimedvl.api.schemas import ChatRequest, ImagePart, Message
 from unimedvl.api.service import Service, as_api_error
 from unimedvl.api.settings import ServerSettings
 from unimedvl.api.uploads import image_from_data_url
+from unimedvl.inference.api import missing_image_warning
 from unimedvl.inference.inferencer import Request, Result
 
 KEEPALIVE_S = 15.0  # an SSE comment this often while a streamed request waits (proxies drop idle streams)
@@ -120,6 +125,16 @@ def chat_inputs(messages: list[Message], settings: ServerSettings) -> list:
     return inputs
 
 
+def no_image_notice(inputs: list) -> str | None:
+    """The warning for a conversation whose last question refers to an image ("this scan") when it has none;
+    logged, and returned to the client as the extension field ``warning``."""
+    notice = missing_image_warning(sum(not isinstance(item, str) for item in inputs), inputs[-1],
+                                   "an image_url part in the user message")  # fmt: skip
+    if notice:
+        logging.getLogger("unimedvl.api").warning(notice)
+    return notice
+
+
 def _finish_reason(result: Result, max_tokens: int) -> str:
     return "length" if len(result.token_ids) >= max_tokens else "stop"
 
@@ -144,8 +159,9 @@ def completion_body(service: Service, results: list[Result], think: bool, max_to
 
 
 async def stream_events(service: Service, ticket: Ticket, think: bool, max_tokens: int, include_usage: bool,
-                        cid: str, created: int) -> AsyncIterator[str]:  # fmt: skip
-    """The server-sent events of a streamed completion (see the module docstring)."""
+                        cid: str, created: int, notice: str | None = None) -> AsyncIterator[str]:  # fmt: skip
+    """The server-sent events of a streamed completion (see the module docstring); ``notice`` goes into
+    the first chunk as ``warning``."""
 
     def event(choices: list, **extra) -> str:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": service.model_id,
@@ -157,7 +173,8 @@ async def stream_events(service: Service, ticket: Ticket, think: bool, max_token
 
     n = len(ticket.requests)
     streams = [AnswerStream(service.inferencer.tokenizer.decode, think) for _ in range(n)]
-    yield event([{"index": i, "delta": {"role": "assistant", CONTENT: ""}, "finish_reason": None} for i in range(n)])
+    yield event([{"index": i, "delta": {"role": "assistant", CONTENT: ""}, "finish_reason": None} for i in range(n)],
+                **({"warning": notice} if notice else {}))
     results: dict[int, Result] = {}
     while len(results) < n:
         try:
@@ -187,9 +204,11 @@ def chat_router(service: Service) -> APIRouter:
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, http: HTTPRequest) -> Response:
         settings = service.settings
+        service.check_model(body.model)
         max_tokens = check_supported(body, settings)
         # Decoding images is CPU work: off the event loop, which keeps serving other clients.
         inputs = await asyncio.to_thread(chat_inputs, body.messages, settings)
+        notice = no_image_notice(inputs)
         requests = [
             Request(inputs, "understand", body.think, max_tokens, body.temperature, body.top_p,
                     seed=None if body.seed is None else body.seed + i)
@@ -199,11 +218,13 @@ def chat_router(service: Service) -> APIRouter:
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return TicketStream(stream_events(service, ticket, body.think, max_tokens, usage, cid, created), ticket)
+            events = stream_events(service, ticket, body.think, max_tokens, usage, cid, created, notice)
+            return TicketStream(events, ticket)
         try:
             results = await service.results(ticket, http)
         except ClientGone:
             return Response(status_code=CLIENT_GONE)
-        return JSONResponse(completion_body(service, results, body.think, max_tokens, cid, created))
+        answer = completion_body(service, results, body.think, max_tokens, cid, created)
+        return JSONResponse({**answer, "warning": notice} if notice else answer)
 
     return router

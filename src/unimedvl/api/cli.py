@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     g = p.add_argument_group("server")
     g.add_argument("--host", default=defaults.host, help=docs.get("host", "") + " (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=defaults.port, help=docs.get("port", "") + f" (default {defaults.port})")
+    g.add_argument("--served-model-name", default=None, metavar="NAME",
+                   help="the model name clients send (\"model\"); others get 404 as from OpenAI or vLLM "
+                        "(default: the checkpoint folder's name)")  # fmt: skip
     g.add_argument("--api-key", default=None, metavar="KEY", help=docs.get("api_key", "") + f" (default ${KEY_ENV})")
     for name, kind in (("max_batch", int), ("batch_window_ms", float), ("queue_size", int), ("max_body_mb", float),
                        ("max_images", int), ("max_tokens", int),
@@ -56,17 +59,22 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from unimedvl.preflight import check_port, require_extra
+
+    settings = settings_from_args(args)  # flag mistakes show before the model loads
+    require_extra("api", "unimedvl api")
+    check_port(settings.host, settings.port)
     import uvicorn
 
     from unimedvl.api.server import checkpoint_identity, create_app
     from unimedvl.inference.cli import load_model
 
-    settings = settings_from_args(args)  # flag mistakes show before the model loads
     log = logging.getLogger("unimedvl.api")
     if not settings.local_only and settings.api_key is None:
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", settings.host)
     model = load_model(args)
     model_id, created = checkpoint_identity(args.model)
+    model_id = args.served_model_name or model_id
     app = create_app(model.inferencer, settings, model_id=model_id, created=created)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10)
     return 0

@@ -57,6 +57,7 @@ def _guidance(base: GuidanceConfig, overrides: dict) -> GuidanceConfig:
 def image_requests(service: Service, body: ImageRequest, task: str, inputs: Sequence) -> list[Request]:
     """The ``n`` inference requests of an image call, checked against the server's limits."""
     settings = service.settings
+    service.check_model(body.model)
     if body.n > settings.max_n:
         raise bad_request(f"n={body.n} is more than this server allows ({settings.max_n})", "n")
     if body.response_format not in (None, "b64_json"):

@@ -33,6 +33,13 @@ class Service:
     created: int = 0  # unix time of the checkpoint (the "created" of /v1/models)
     info: dict = field(default_factory=dict)  # the checkpoint facts shown by /v1/models
 
+    def check_model(self, name: str | None) -> None:
+        """A 404 for a model name this server does not serve (as OpenAI and vLLM answer); None: the served one."""
+        if name is not None and name != self.model_id:
+            raise APIError(404, f"model {name!r} is not served here; this server serves {self.model_id!r} (GET "
+                           "/v1/models lists it; unimedvl api --served-model-name sets it)", code="model_not_found",
+                           param="model")  # fmt: skip
+
     def submit(self, requests: Sequence[Request], stream: bool = False) -> Ticket:
         """Queue the requests or raise the APIError a client should see."""
         if len(requests) > self.settings.queue_size:

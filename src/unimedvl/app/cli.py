@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a medical-data server
+    from unimedvl.preflight import check_port, require_extra
+
+    require_extra("app", "unimedvl serve")  # before the model loads: one line, not a traceback minutes later
+    check_port(args.host, args.port)
     from unimedvl.app.presets import parse_auth
     from unimedvl.app.ui import build_app, launch
     from unimedvl.inference.cli import load_model

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from unimedvl.data.medical_io import image_size, load_array
 from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-from unimedvl.data.records import Problem, Record, outside_data_dir, read_jsonl_lenient
+from unimedvl.data.record_checks import image_refs, read_checked
+from unimedvl.data.records import Problem, Record, _file_problem, outside_data_dir
 from unimedvl.data.token_budget import TokenLimit, sample_token_check, token_limit_from_args
 from unimedvl.data.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
@@ -112,13 +113,18 @@ class Report:
 
 
 def _listing(title: str, items: list[Problem], most: int | None) -> list[str]:
-    """``title: N`` and the first ``most`` items, one per line ([] when there are none)."""
+    """``title: N`` and the first ``most`` items of each file, one per line ([] when there are none)."""
     if not items:
         return []
-    shown = items if most is None else items[:most]
-    lines = [f"{title}: {len(items)}", *(f"  {p}" for p in shown)]
-    if len(shown) < len(items):
-        lines.append(f"  ... and {len(items) - len(shown)} more")
+    lines = [f"{title}: {len(items)}"]
+    by_file: dict[str, list[Problem]] = {}
+    for item in items:
+        by_file.setdefault(item.path, []).append(item)
+    for path, found in by_file.items():
+        shown = found if most is None else found[:most]
+        lines += [f"  {p}" for p in shown]
+        if len(shown) < len(found):
+            lines.append(f"  ... and {len(found) - len(shown)} more in {path} (--max-problems 0 lists all)")
     return lines
 
 
@@ -204,18 +210,21 @@ class _Checker:
         self.check_tokens(record, path, line)
         for role, images in (("input", record.input_images), ("output", record.output_images)):
             for number, ref in enumerate(images, start=1):
-                size = self.size(ref.path)
-                label = f"{role} image {number} ({ref.rel_path})"
-                if isinstance(size, str):
-                    self.problem(path, line, f"{label}: {size}")
-                    continue
-                width, height = size
-                report.image_sizes.setdefault(role, SizeRange()).add(width, height)
-                if (ref.width or width, ref.height or height) != (width, height):
-                    self.problem(path, line, f"{label}: record says {ref.width or '?'}x{ref.height or '?'} "
-                                 "(width x height) "
-                                 f"but the file is {width}x{height}; fix the record's width/height")
-                self.fit(path, line, label, width, height)
+                self.image(role, number, ref, path, line)
+
+    def image(self, role: str, number: int, ref, path: str, line: int) -> None:
+        """Check one image of a record: it opens, its declared size, its fit after the transforms."""
+        size = self.size(ref.path)
+        label = f"{role} image {number} ({ref.rel_path})"
+        if isinstance(size, str):
+            self.problem(path, line, f"{label}: {size}")
+            return
+        width, height = size
+        self.report.image_sizes.setdefault(role, SizeRange()).add(width, height)
+        if (ref.width or width, ref.height or height) != (width, height):
+            self.problem(path, line, f"{label}: record says {ref.width or '?'}x{ref.height or '?'} (width x height) "
+                         f"but the file is {width}x{height}; fix the record's width/height")
+        self.fit(path, line, label, width, height)
 
     def fit(self, path: str, line: int, label: str, width: int, height: int) -> None:
         for key, (transform, max_side) in self.transforms.items():
@@ -273,18 +282,21 @@ def _read_sources(report: Report, checker: _Checker,
         spath = os.fspath(jsonl_path)
         report.files.append(spath)
         records_before, problems_before = report.records, len(report.problems)
-        parse_problems: list[Problem] = []  # filled by the reader as it skips bad lines
         checker.data_dir = os.path.abspath(os.fspath(data_dir) if data_dir is not None else os.path.dirname(spath) or ".")
-
-        def flush() -> None:  # keeps problems in line order: skipped lines before the next record
-            report.bad_records += sum(p.line is not None for p in parse_problems)
-            report.problems.extend(parse_problems)
-            parse_problems.clear()
-
-        for record in read_jsonl_lenient(jsonl_path, data_dir, parse_problems):
-            flush()
-            checker.record(record, spath, int(record.source.rsplit(":", 1)[1]))
-        flush()
+        unreadable = _file_problem(spath)
+        if unreadable:
+            checker.problem(spath, None, unreadable)
+            continue
+        # Every problem of every record (not only the first of each): one run shows them all.
+        for line, obj, record, problems in read_checked(spath, data_dir):
+            for message in problems:
+                checker.problem(spath, line, message)
+            if record is not None:
+                checker.record(record, spath, line)
+                continue
+            report.bad_records += 1
+            for role, number, ref in image_refs(obj, checker.data_dir if data_dir is None else data_dir):
+                checker.image(role, number, ref, spath, line)  # missing files show now, not after the fix
         if report.records == records_before and len(report.problems) == problems_before:
             checker.problem(spath, None, "no records (the file is empty)")
 
@@ -397,7 +409,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="report images outside the data folder ('..', absolute paths, symlinks) as problems "
                              "(default: warnings)")  # fmt: skip
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
-    parser.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
+    parser.add_argument("--max-problems", type=int, default=50,
+                        help="problems and warnings to print per file (default 50; 0 = all)")
     bench = parser.add_argument_group("standard benchmarks (SOURCE is the folder its publisher ships)")
     bench.add_argument("--benchmark", metavar="NAME", help="read SOURCE as this benchmark (vqa-rad, slake, path-vqa, "
                        "omnimedvqa, vlmevalkit, gmai-mmbench, llava-med): counts per split and type, problems (default: SOURCE is our JSONL or a mix)")

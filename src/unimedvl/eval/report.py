@@ -98,7 +98,21 @@ def summary_text(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any]) 
     for title, table in split_tables(entries, comparisons):
         if ": results" in title or ": checkpoints compared" in title:
             parts += ["", title, text_table(*table)]
-    return "\n".join(parts)
+    return "\n".join(parts + ["", *failure_lines(entries)])
+
+
+def failure_lines(entries: Sequence[StatsEntry]) -> list[str]:
+    """One line per run with failed samples (how many, of which tasks, where the errors are), or one saying none."""
+    lines = []
+    for entry in entries:
+        failures = entry.stats.get("failures") or {}
+        count = int(failures.get("count") or 0)
+        if count:
+            total = count + int((entry.stats.get("overall") or {}).get("total_samples") or 0)
+            tasks = ", ".join(f"{task} {n}" for task, n in (failures.get("by_task_type") or {}).items())
+            lines.append(f"failed samples: {entry.label}: {count} of {total} ({tasks}); not in the metrics above; "
+                         f"errors under \"failures\" in {entry.path}")  # fmt: skip
+    return lines or ["failed samples: none"]
 
 
 def write_report(entries: Sequence[StatsEntry], csv_path: str | Path, plot_dir: str | Path | None = None,

@@ -309,6 +309,7 @@ class ChatSession:
         self.inferencer = inferencer
         self._think = think
         self.turns: list[tuple[str, object]] = []  # ("image", PIL) | ("user", str) | ("assistant", ids)
+        self.attach_hint = "chat.attach(image)"  # how the no-image warning says to attach one (the CLI: /image)
         self._rebuild()
 
     @property
@@ -341,7 +342,7 @@ class ChatSession:
             seed: int | None = None) -> str | Answer:  # fmt: skip
         """Ask within the conversation; the answer joins the context for later turns."""
         _check_text(question, "question")
-        notice = missing_image_warning(sum(kind == "image" for kind, _ in self.turns), question)
+        notice = missing_image_warning(sum(kind == "image" for kind, _ in self.turns), question, self.attach_hint)
         if notice:
             warnings.warn(notice, UserWarning, stacklevel=2)
         self.pool.add([self.context], [self.inferencer.text_split(question)])
@@ -385,12 +386,13 @@ _IMAGE_REFERENCE = re.compile(
     r"\b(shown|pictured|depicted|in the (image|picture|scan))\b", re.IGNORECASE)
 
 
-def missing_image_warning(num_images: int, question: str) -> str | None:
-    """The one-line notice for a question that refers to an image when no image was given (else None)."""
+def missing_image_warning(num_images: int, question: str, attach: str = "--image FILE, or images= in the API"
+                          ) -> str | None:  # fmt: skip
+    """The one-line notice for a question that refers to an image when no image was given (else None);
+    ``attach`` says how to give one where the question was asked."""
     if num_images or not _IMAGE_REFERENCE.search(question):
         return None
-    return ("the question refers to an image but no image was given, so the answer is a guess; attach one "
-            "(--image FILE, or images= in the API)")
+    return f"the question refers to an image but no image was given, so the answer is a guess; attach one ({attach})"
 
 
 def _images(images: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:

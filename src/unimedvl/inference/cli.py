@@ -171,6 +171,12 @@ def _emit(args, payload: dict, plain: str) -> None:
     print(json.dumps(payload) if args.json else plain, flush=True)
 
 
+def thought_out(thinking: str | None, text: str) -> str:
+    """A thinking-mode answer as printed: both parts labelled, and said to be empty when they are."""
+    return (f"Thinking: {thinking or '(none: the model wrote no reasoning before its answer)'}\n"
+            f"Answer: {text or '(empty: the model ended without an answer)'}")
+
+
 def _warn_once(notice: str | None) -> None:
     if notice:
         print(f"warning: {notice}", file=sys.stderr)
@@ -186,8 +192,7 @@ def run_ask(args) -> int:
         answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
     if args.think:
-        plain = f"Thinking: {answer.thinking}\nAnswer: {answer.text}" if answer.thinking else answer.text
-        _emit(args, {"answer": answer.text, "thinking": answer.thinking}, plain)
+        _emit(args, {"answer": answer.text, "thinking": answer.thinking}, thought_out(answer.thinking, answer.text))
     else:
         _emit(args, {"answer": answer, "thinking": None}, answer)
     return 0
@@ -243,6 +248,7 @@ CHAT_HELP = "commands: /image PATH, /think on|off, /reset, /quit; any other line
 def run_chat(args) -> int:
     model = load_model(args)
     session = model.chat(think=args.think)
+    session.attach_hint = "/image PATH"
     interactive = sys.stdin.isatty()
     if interactive:
         print(CHAT_HELP, file=sys.stderr)
@@ -286,7 +292,7 @@ def run_chat(args) -> int:
                 _warn_once(str(notice.message))
             turn += 1
             text, thinking = (answer.text, answer.thinking) if session.think else (answer, None)
-            plain = (f"Thinking: {thinking}\n" if thinking else "") + text
+            plain = thought_out(thinking, text) if session.think else text
             _emit(args, {"question": line, "answer": text, "thinking": thinking}, plain)
         except UserError as err:  # a bad path or command ends the turn, not the session
             print(f"error: {err}", file=sys.stderr)

@@ -100,9 +100,12 @@ class Request:
         self.inputs = list(self.inputs)
         if not self.inputs:
             raise DataError("a request needs at least one input (a text, or images and a text)")
-        for item in self.inputs:
+        for index, item in enumerate(self.inputs):
             if isinstance(item, str) and not item.strip():
                 raise DataError("an input text is empty; give a question, instruction or prompt")
+            if isinstance(item, str) and _names_image_file(item):
+                warnings.warn(f"inputs[{index}] {item!r} is read as a text (in a Request a str is a text); "
+                              f"pass Path({item!r}) to give the image", UserWarning, stacklevel=3)
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
         check_strength(self.strength)
@@ -113,6 +116,15 @@ class Request:
     @property
     def makes_image(self) -> bool:
         return self.task != "understand"
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".npy")
+
+
+def _names_image_file(text: str) -> bool:
+    """True for a text that is the path of an existing image file (a likely mistake in a Request)."""
+    path = text.strip().partition("#")[0]
+    return "\n" not in text and path.lower().endswith(_IMAGE_SUFFIXES) and os.path.isfile(path)
 
 
 @dataclass

@@ -97,6 +97,13 @@ class AutoencoderTrainConfig:
             check_layout(self.vae, self.latent_patch_size)
             check_sizes(self, self.vae.downsample)
 
+    def setting_warnings(self) -> list[str]:
+        """One line per setting that is legal but almost certainly not what was meant."""
+        if self.steps and self.warmup_steps >= self.steps:
+            return [f"warmup_steps {self.warmup_steps} >= steps {self.steps}: the learning rate never reaches lr "
+                    f"{self.lr:g}; use e.g. --warmup-steps {self.steps // 10}"]
+        return []
+
     @property
     def report_path(self) -> Path:
         """Where the JSON report is written."""
@@ -170,6 +177,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="crop: random crops at native scale; resize: squash each image to the size")
     p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="images per step")
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (warmup, cosine decay)")
+    p.add_argument("--warmup-steps", type=int, default=d["warmup_steps"].default,
+                   help="linear warmup steps (keep well below --steps)")
     p.add_argument("--ch", type=int, default=v.ch, help="base width (widths must be multiples of 32)")
     p.add_argument("--ch-mult", default=",".join(map(str, v.ch_mult)), help="width multiplier per level (4 levels)")
     p.add_argument("--num-res-blocks", type=int, default=v.num_res_blocks, help="residual blocks per level")
@@ -201,10 +210,13 @@ def run(args: argparse.Namespace) -> int:
         images=tuple(args.images), data=tuple(args.data), data_dir=args.data_dir, out=args.out, report=args.report,
         init=args.init, vae=vae, latent_patch_size=args.latent_patch_size, image_size=args.image_size,
         crop_size=args.crop_size, resize=args.resize, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=args.warmup_steps,
         kl_weight=args.kl_weight, mse_weight=args.mse_weight, ssim_weight=args.ssim_weight, flip=not args.no_flip,
         seed=args.seed, heldout_fraction=args.heldout_fraction, max_images=args.max_images, log_every=args.log_every,
         save_every=args.save_every, resume=args.resume, overwrite=args.overwrite,
     )
+    for notice in cfg.setting_warnings():
+        print(f"warning: {notice}", file=sys.stderr)
     from unimedvl.train.autoencoder import Stopped, train_autoencoder
     from unimedvl.train.stop_request import EXIT_STATUS
 
