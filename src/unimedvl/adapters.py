@@ -183,8 +183,13 @@ def attach_adapter(model: nn.Module, path: str | Path, base_dir: str | Path, wei
     check_base(config, base_dir, f"--adapter {path}")
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
+    from unimedvl.memory_plan import is_generation_key
+
+    understanding_only = getattr(getattr(model, "load_plan", None), "understanding_only", False)
     for name, scale in config["scales"].items():
         a, b = tensors.get(f"{name}.lora_A"), tensors.get(f"{name}.lora_B")
+        if name not in modules and understanding_only and is_generation_key(name + ".weight"):
+            continue  # the generation expert of an understanding-only load
         if a is None or b is None or name not in modules:
             raise CheckpointError(f"--adapter {path}: no {name} in {'the adapter' if name in modules else 'the model'}"
                                   "; the adapter belongs to another model configuration")
