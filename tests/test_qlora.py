@@ -59,6 +59,10 @@ def test_quantised_linear_matches_dequantised_weight_forward_and_backward(method
     torch.nn.functional.linear(x2, plain).pow(2).sum().backward()
     torch.testing.assert_close(y, torch.nn.functional.linear(x2, plain), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the input takes the autocast dtype
+        y = quantized_linear(x, q, torch.zeros(32))
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
 
 
 def test_flags_and_bad_config():
