@@ -59,6 +59,10 @@ def test_quantised_linear_matches_dequantised_weight_forward_and_backward(method
     torch.nn.functional.linear(x2, plain).pow(2).sum().backward()
     torch.testing.assert_close(y, torch.nn.functional.linear(x2, plain), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the input takes the autocast dtype
+        y = quantized_linear(x, q, torch.zeros(32))
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
 
 
 def test_flags_and_bad_config():
@@ -147,7 +151,8 @@ def test_adapter_checkpoints_are_small_and_resume_exactly(tmp_path, debug_ckpt):
     assert sorted(p.name for p in Path(cfg.checkpoint_dir).iterdir()) == before
 
 
-def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt):
+def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt, monkeypatch):
+    import unimedvl.adapters as adapters
     from unimedvl.inference.api import UniMedVL
 
     cfg = make_cfg(tmp_path, debug_ckpt, ema=0.0, freeze_llm=False)  # also trains norms etc. in full
@@ -169,6 +174,11 @@ def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt):
             m = lora[owner]
             expect = expect + m.lora_scale * (m.lora_B @ m.lora_A)
         torch.testing.assert_close(value, expect.detach(), rtol=1e-5, atol=1e-6, msg=key)
+    monkeypatch.setattr(adapters, "SHARD_BYTES", 200_000)  # streamed into several shards + an index
+    sharded_dir = merge_adapter(step, tmp_path / "sharded")
+    assert len(list(sharded_dir.glob("ema-*.safetensors"))) > 3 and (sharded_dir / "ema.safetensors.index.json").is_file()
+    sharded = load_model(sharded_dir).state_dict()
+    assert all(torch.equal(sharded[k], merged[k]) for k in merged)
 
     # base + --adapter (plain and int8 plans) answers like the merged checkpoint
     direct = UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step)
@@ -201,7 +211,9 @@ def test_an_adapter_for_another_base_is_refused(tmp_path, debug_ckpt):
     # on its own base, with any memory plan (int8 here; the adapter is added to the quantised layer)
     plain = UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step)
     int8 = UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step, quantize="int8")
+    und = UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step, components="understanding")
     layer = plain.model.get_submodule(Q)
+    assert torch.equal(und.model.get_submodule(Q).lora_B, layer.lora_B)
     assert layer.lora_B.abs().sum() > 0
     x = torch.randn(4, layer.base.in_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

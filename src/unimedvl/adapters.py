@@ -71,11 +71,21 @@ def base_fingerprint(base_dir: str | Path, prefer: str = "model") -> str:
 
 
 def write_adapter(path: Path, raw: Mapping[str, Tensor], ema: Mapping[str, Tensor] | None, scales: Mapping[str, float],
-                  base_dir: str | Path, prefer: str, fingerprint: str, quantize_base: str, step: int) -> None:  # fmt: skip
-    """Write the adapter files of a step directory (``raw``/``ema``: name -> full CPU tensor)."""
-    from unimedvl.checkpoint import save_tensors
+                  base_dir: str | Path, prefer: str, fingerprint: str, quantize_base: str, step: int,
+                  side=None) -> None:  # fmt: skip
+    """Write the adapter files of a step directory (``raw``/``ema``: name -> full CPU tensor).
+
+    ``side``: (model config, tokenizer, inference config) written beside them: batch evaluation
+    reads the model config of what it evaluates, and the trained feeding goes with the adapter."""
+    from unimedvl.checkpoint import save_tensors, write_configs
+    from unimedvl.inference_config import for_model
 
     path.mkdir(parents=True, exist_ok=True)
+    if side is not None:
+        model_cfg, tokenizer, inference_config = side
+        write_configs(model_cfg, path)
+        tokenizer.save(path)
+        for_model(model_cfg, inference_config).save(path)
     save_tensors(dict(raw), path / WEIGHTS["model"])
     if ema is not None:
         save_tensors(dict(ema), path / WEIGHTS["ema"])
@@ -183,8 +193,13 @@ def attach_adapter(model: nn.Module, path: str | Path, base_dir: str | Path, wei
     check_base(config, base_dir, f"--adapter {path}")
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
+    from unimedvl.memory_plan import is_generation_key
+
+    understanding_only = getattr(getattr(model, "load_plan", None), "understanding_only", False)
     for name, scale in config["scales"].items():
         a, b = tensors.get(f"{name}.lora_A"), tensors.get(f"{name}.lora_B")
+        if name not in modules and understanding_only and is_generation_key(name + ".weight"):
+            continue  # the generation expert of an understanding-only load
         if a is None or b is None or name not in modules:
             raise CheckpointError(f"--adapter {path}: no {name} in {'the adapter' if name in modules else 'the model'}"
                                   "; the adapter belongs to another model configuration")

@@ -178,8 +178,8 @@ class UniMedVL:
             adapter_base(adapter, path)  # refused before loading when it belongs to another base
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
-        config = (config or InferenceConfig.load(adapter if adapter is not None and (Path(adapter) / "inference_config.json").is_file()
-                                           else path)).with_sizes(**sizes)
+        trained = adapter is not None and (Path(adapter) / "inference_config.json").is_file()
+        config = (config or InferenceConfig.load(adapter if trained else path)).with_sizes(**sizes)
         plan, notice = resolve_plan(read_model_config(path), config, device, dtype, components=components,
                                     quantize=quantize, offload=offload, device_map=device_map, max_memory=max_memory)
         if notice:

@@ -56,8 +56,10 @@ def is_quantized(t: Tensor) -> bool:
 
 
 def _classes():
-    from torchao.quantization import Int8Tensor, NF4Tensor
+    from unimedvl.quantization import _quiet_import
 
+    with _quiet_import():
+        from torchao.quantization import Int8Tensor, NF4Tensor
     return NF4Tensor, Int8Tensor
 
 

@@ -32,11 +32,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model, write_configs
+from unimedvl.adapters import base_fingerprint, gather_trainable, write_adapter
+from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
-from unimedvl.inference_config import InferenceConfig, for_model, with_pixel_cap
+from unimedvl.inference_config import InferenceConfig, with_pixel_cap
 from unimedvl.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
@@ -45,7 +46,6 @@ from unimedvl.tokenizer import Tokenizer
 from unimedvl.train import checkpointing as ckpt
 from unimedvl.train.config import TrainConfig, config_dict
 from unimedvl.train.ema import EMA
-from unimedvl.adapters import base_fingerprint, gather_trainable, write_adapter
 from unimedvl.train.lora import inject_lora_parts, lora_enabled, lora_scales, merge_lora_state, reset_lora
 from unimedvl.train.losses import PixelLossConfig, ce_weight_sum, count_mse_tokens, count_noised_images, pixel_losses
 from unimedvl.train.metrics_log import RunLogger, peak_flops, step_flops
@@ -594,10 +594,8 @@ class Trainer:
 
             def release_files() -> None:
                 write_adapter(tmp, raw, ema, lora_scales(self.model), self.weights_dir, self.prefer,
-                              self.adapter_base, cfg.quantize_base, self.step)
-                self.tokenizer.save(tmp)
-                write_configs(self.model_cfg, tmp)  # batch eval reads the model config of what it evaluates
-                for_model(self.model_cfg, self.inference_config).save(tmp)
+                              self.adapter_base, cfg.quantize_base, self.step, (self.model_cfg, self.tokenizer,
+                                                                                self.inference_config))
         else:
             raw, ema = self.export_weights()
 
