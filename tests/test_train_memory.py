@@ -151,3 +151,24 @@ def test_info_memory_train_prints_every_plan():
     assert "first plan within 1.0 GB per GPU" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "unimedvl.cli", "info", "--train"], capture_output=True, text=True)
     assert bad.returncode == 2 and "add --memory" in bad.stderr
+
+
+def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
+    from unimedvl.checkpoint import load_model
+    from unimedvl.train.trainer import Trainer
+
+    ckpt = ts.debug_checkpoint(tmp_path / "debug")
+    cfg = TrainConfig(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"), model_path=str(ckpt),
+                      checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=2, warmup_steps=0, lr=1e-2,
+                      attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False,
+                      ema=0.0, lora_rank=2, lora_alpha=4.0, freeze_llm=True, freeze_vit=True, device="cpu",
+                      dtype="bf16")  # fmt: skip
+    t = Trainer(cfg, loader_factory=ts.build_loader).setup()
+    params = dict(t.model.named_parameters())
+    assert params["language_model.model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16
+    adapter = "language_model.model.layers.0.self_attn.q_proj.lora_B"
+    assert params[adapter].dtype == torch.float32
+    t.train()
+    assert params[adapter].abs().sum() > 0  # the adapters learned through the bf16 base
+    model = load_model(tmp_path / "run" / "step_0000002", dtype=torch.float32)
+    assert not any(".lora_" in name for name, _ in model.named_parameters())

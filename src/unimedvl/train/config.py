@@ -60,7 +60,7 @@ class TrainConfig(DataConfig):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )  # Linear names (last component, any expert suffix) inside the language model that get LoRA
     quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
-    max_memory: str | None = None  # GPU memory per process, e.g. 24GB: pick the first training plan that fits
+    max_memory: str | None = None  # memory per GPU (host RAM on a CPU), e.g. 24GB: pick the first training plan that fits
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
