@@ -6,7 +6,8 @@ bench/memory.py does; random weights). Each (plan, layer count) runs in a fresh 
 ``Trainer(cfg).setup()`` (the streaming load) and ``--steps`` training steps of packs of
 ``--tokens`` tokens of MedSynth through the real loader, compute in fp32 (a CPU without bf16
 units runs bf16 matmuls ~9x slower). The child reports its peak resident set (``VmHWM``: load and
-steps), the seconds of each step and what its packs held (tokens, text tokens with a loss, ViT
+steps) and, after resetting it, the peak of the steps alone (the load's peak counts the
+checkpoint's memory-mapped pages, which the steps no longer hold), the seconds of each step and what its packs held (tokens, text tokens with a loss, ViT
 tokens). Plans (activation checkpointing and an EMA on in all):
 
 - ``full``: every weight of the LLM and the ViT trains (fp32 masters, AdamW, EMA);
@@ -15,7 +16,7 @@ tokens). Plans (activation checkpointing and an EMA on in all):
 
 Before a child starts, the planner (:mod:`unimedvl.train_memory`, at this checkpoint's size, fp32
 on a CPU) is asked whether the plan fits this machine's available memory; a plan that does not is
-reported as not run (``--force`` runs it anyway). Printed: per plan the peak RSS as a ratio to
+reported as not run (``--force`` runs it anyway). Printed: per plan both peaks, the steps' peak as a ratio to
 full's and the time per step as a ratio to LoRA's; with two layer counts, the peaks extrapolated
 linearly to the release's 28 layers beside the planner's estimate for the same packs (goal: within
 10%), and the planner's GPU figure (bf16, 2048-token packs, worst case) for reference. Results
@@ -35,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from memory import status_bytes, write_checkpoint  # noqa: E402  (bench/memory.py; bench/ is on sys.path)
+
 PLANS = {
     "full": {},
     "lora": {"lora_rank": 16},
@@ -43,13 +46,6 @@ PLANS = {
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "out_proj", "fc1", "fc2"]
 RELEASE_LAYERS = 28
-
-
-def status_bytes(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def available_bytes() -> int:
@@ -92,6 +88,9 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     trainer = Trainer(cfg).setup()
     load_s, after_load = time.perf_counter() - start, status_bytes("VmHWM")
+    # The load's peak counts the checkpoint's mmapped pages; the steps' peak is measured on its own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident set (Linux >= 4.0)
     packs: list[tuple[int, int, int]] = []
 
     def recording(batches):
@@ -106,7 +105,7 @@ def child(args: argparse.Namespace) -> None:
         trainer.train_step()
         trainer.step += 1
         seconds.append(time.perf_counter() - t0)
-    print(json.dumps({"plan": args.child, "layers": args.layers, "load_s": load_s, "after_load": after_load,
+    print(json.dumps({"plan": args.child, "layers": args.layers, "load_s": load_s, "load_peak": after_load,
                       "peak": status_bytes("VmHWM"), "step_s": seconds, "packs": packs}))
 
 
@@ -139,9 +138,6 @@ def model_config(layers: int):
 
 
 def run_plan(plan: str, layers: int, args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from memory import write_checkpoint  # bench/memory.py: the release-width checkpoint
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     estimate, free = planner_total(plan, layers, None, args.tokens), available_bytes()
@@ -160,8 +156,8 @@ def run_plan(plan: str, layers: int, args: argparse.Namespace) -> dict:
 
 
 def report(results: dict) -> list[str]:
-    lines = [f"{'plan':<11} {'layers':>6} {'peak RSS':>9} {'/ full':>7} {'s/step':>7} {'/ LoRA':>7} "
-             f"{'planner':>8} {'packs (tokens, loss, ViT)':>26}"]
+    lines = [f"{'plan':<11} {'layers':>6} {'load peak':>9} {'steps peak':>10} {'/ full':>7} {'s/step':>7} "
+             f"{'/ LoRA':>7} {'planner':>8} {'largest pack (tokens, loss, ViT)':>33}"]
     for key, r in sorted(results.items(), key=lambda kv: (kv[1]["layers"], list(PLANS).index(kv[1]["plan"]))):
         if "not_run" in r:
             lines.append(f"{r['plan']:<11} {r['layers']:>6} not run: {r['not_run']}")
@@ -171,10 +167,10 @@ def report(results: dict) -> list[str]:
         step = statistics.median(r["step_s"])
         ratio = f"{r['peak'] / full['peak']:.2f}" if "peak" in full else "-"
         t_ratio = f"{step / statistics.median(lora['step_s']):.2f}" if "step_s" in lora else "-"
-        pack = max(r["packs"])
-        lines.append(f"{r['plan']:<11} {r['layers']:>6} {r['peak'] / 1e9:>6.2f} GB {ratio:>7} {step:>7.1f} "
-                     f"{t_ratio:>7} {planner_total(r['plan'], r['layers'], r['packs'], 0) / 1e9:>5.2f} GB "
-                     f"{str(pack):>26}")  # fmt: skip
+        pack = tuple(max(p[i] for p in r["packs"]) for i in range(3))
+        lines.append(f"{r['plan']:<11} {r['layers']:>6} {r['load_peak'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>7.2f} GB "
+                     f"{ratio:>7} {step:>7.1f} {t_ratio:>7} "
+                     f"{planner_total(r['plan'], r['layers'], r['packs'], 0) / 1e9:>5.2f} GB {str(pack):>33}")
     lines.append("")
     lines.append(f"{'plan':<11} {'measured, 28 layers':>20} {'planner, same packs':>20} {'difference':>10} "
                  f"{'planner GPU bf16 2048':>22}")
@@ -210,7 +206,6 @@ def main() -> None:
         args.layers = args.layers[0]
         child(args)
         return
-    sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
 
     store = Path(args.work) / "results.json"

@@ -19,7 +19,7 @@ PACKAGE = Path(unimedvl.__file__).parent
 APPLICATIONS = ("train", "app", "eval", "demo", "medsynth", "api", "cli")
 LIBRARY = ("models", "data", "benchmarks", "flow", "sampling", "checkpoint", "inference", "config", "tokenizer", "guidance",
            "fileio", "distributed", "errors", "cli_options", "inference_config", "model_card", "memory_plan",
-           "memory_estimate", "quantization", "placement", "weight_stream", "run_lock")  # fmt: skip
+           "memory_estimate", "quantization", "placement", "weight_stream", "run_lock", "train_memory")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:

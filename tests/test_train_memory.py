@@ -1,5 +1,6 @@
 """The training memory planner (unimedvl.train_memory), info --memory --train and train --max_memory."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from unimedvl.train_memory import (  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = model_config("bagel-7b-mot")
 GB = 10**9
+PACKS = dict(expected_num_tokens=1536, max_num_tokens=2048, max_num_tokens_per_sample=2048)
 
 
 def _params(cfg):
@@ -90,21 +92,25 @@ def test_the_24gb_recipe_fits_one_24gb_gpu():
 def test_a_budget_no_plan_fits_names_the_smallest():
     estimates = estimate_train_plans(RELEASE, TrainSetup(tokens=2048))
     smallest = min(estimates, key=lambda e: e.total)
-    with pytest.raises(ConfigError, match=rf"no training plan fits 8.0 GB .* the smallest, {smallest.plan.label}"):
+    with pytest.raises(ConfigError, match=rf"no training plan fits 8.0 GB .* the smallest, {re.escape(smallest.plan.label)}, "
+                       rf"needs {smallest.total / 1e9:.1f} GB"):
         choose_train_plan(estimates, 8 * GB)
 
 
 def test_max_memory_sets_the_plan_it_chose():
-    cfg = TrainConfig(max_memory="24GB", ema=0.99)
+    cfg = TrainConfig(max_memory="24GB", ema=0.99, **PACKS)
     notice = apply_max_memory(cfg, RELEASE, gpus=1, cuda=True)
     assert "training plan qlora-" in notice and cfg.quantize_base in ("int8", "nf4")
     assert cfg.lora_rank > 0 and cfg.freeze_llm and cfg.freeze_vit and cfg.gradient_checkpointing
-    roomy = TrainConfig(max_memory="1TB", gradient_checkpointing=True)
+    roomy = TrainConfig(max_memory="1TB", gradient_checkpointing=True, **PACKS)
     assert "training plan full+ema" in apply_max_memory(roomy, RELEASE, gpus=1, cuda=True)
     assert roomy.lora_rank == 0 and not roomy.gradient_checkpointing and roomy.quantize_base == "none"
-    no_ema = TrainConfig(max_memory="24GB", ema=0.0, lora_rank=8)  # what the run fixes stays fixed
+    no_ema = TrainConfig(max_memory="24GB", ema=0.0, lora_rank=8, **PACKS)  # what the run fixes stays fixed
     apply_max_memory(no_ema, RELEASE, gpus=1, cuda=True)
     assert no_ema.ema == 0.0 and no_ema.lora_rank == 8
+    # The default 36864-token packs need more than any plan leaves on 24 GB: the message says what to change.
+    with pytest.raises(ConfigError, match=r"smaller packs \(--max_num_tokens\)"):
+        apply_max_memory(TrainConfig(max_memory="24GB"), RELEASE, gpus=1, cuda=True)
 
 
 def test_max_memory_refuses_before_anything_is_written(tmp_path):
@@ -145,3 +151,24 @@ def test_info_memory_train_prints_every_plan():
     assert "first plan within 1.0 GB per GPU" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "unimedvl.cli", "info", "--train"], capture_output=True, text=True)
     assert bad.returncode == 2 and "add --memory" in bad.stderr
+
+
+def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
+    from unimedvl.checkpoint import load_model
+    from unimedvl.train.trainer import Trainer
+
+    ckpt = ts.debug_checkpoint(tmp_path / "debug")
+    cfg = TrainConfig(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"), model_path=str(ckpt),
+                      checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=2, warmup_steps=0, lr=1e-2,
+                      attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False,
+                      ema=0.0, lora_rank=2, lora_alpha=4.0, freeze_llm=True, freeze_vit=True, device="cpu",
+                      dtype="bf16")  # fmt: skip
+    t = Trainer(cfg, loader_factory=ts.build_loader).setup()
+    params = dict(t.model.named_parameters())
+    assert params["language_model.model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16
+    adapter = "language_model.model.layers.0.self_attn.q_proj.lora_B"
+    assert params[adapter].dtype == torch.float32
+    t.train()
+    assert params[adapter].abs().sum() > 0  # the adapters learned through the bf16 base
+    model = load_model(tmp_path / "run" / "step_0000002", dtype=torch.float32)
+    assert not any(".lora_" in name for name, _ in model.named_parameters())

@@ -260,5 +260,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--tokens", type=int, default=None, metavar="N",
                    help="packed tokens per micro-batch (default: 2048, or max_num_tokens of --train-config)")
     t.add_argument("--train-config", metavar="RUN.yaml", default=None,
-                   help="take LoRA ranks and targets, freezing, paths and pack size from a training run YAML")
+                   help="take LoRA ranks and targets, freezing, paths and pack size from a training run YAML "
+                        "(default: none: rank 16 on q/k/v/o_proj, 2048-token packs)")
     parser.set_defaults(func=run)

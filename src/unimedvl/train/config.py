@@ -71,7 +71,7 @@ class TrainConfig(DataConfig):
     lora_targets_gen: list[str] | None = None  # Linear names in the generation expert (None: lora_target_modules)
     lora_targets_vit: list[str] | None = None  # Linear names in the vision encoder, e.g. q_proj,out_proj,fc1 (None: lora_target_modules)
     quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
-    max_memory: str | None = None  # GPU memory per process, e.g. 24GB: pick the first training plan that fits
+    max_memory: str | None = None  # memory per GPU (host RAM on a CPU), e.g. 24GB: pick the first training plan that fits
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
