@@ -57,6 +57,23 @@ def test_quick_demo_keeps_three_checkpoints_and_reports_the_curve(quick_demo):
     assert "| group | metric | baseline | step_0000050 | step_0000100 | step_0000150 |" in md
 
 
+def test_the_demo_checkpoint_carries_the_settings_its_report_used(quick_demo):
+    from unimedvl.guidance import RESTORATION
+    from unimedvl.inference_config import InferenceConfig
+
+    out, summary = quick_demo
+    cfg = DemoConfig.quick(str(out))
+    inference = InferenceConfig.load(summary["checkpoint"])
+    evaluated = json.loads((out / "eval" / "step_0000150" / "medsynth" / "run_info.json").read_text())["settings"]
+    for task in ("edit", "eval"):  # `unimedvl edit`, the app's Edit tab, the API's edits, `unimedvl eval`
+        preset = inference.preset(task)
+        assert (preset.strength, preset.num_timesteps) == (cfg.strength, cfg.num_timesteps) == (
+            evaluated["strength"], evaluated["num_timesteps"])
+        assert preset.timestep_shift == RESTORATION.timestep_shift == evaluated["timestep_shift"]
+    generate = inference.preset("generate")
+    assert (generate.strength, generate.num_timesteps) == (1.0, cfg.num_timesteps)
+
+
 def test_rerun_reuses_stages_and_refuses_other_settings(quick_demo):
     out, summary = quick_demo
     logs = []

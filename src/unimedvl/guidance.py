@@ -20,6 +20,13 @@ RENORM_TYPES = ("global", "channel", "text_channel")
 BRANCHES = ("cond", "text_uncond", "img_uncond")
 
 
+def check_strength(strength: float) -> None:
+    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
+                          "start from the noised input image (e.g. 0.5)")
+
+
 @dataclass
 class GuidanceConfig:
     """Image-generation settings (names shared by the API, CLI and evaluation).
@@ -39,8 +46,13 @@ class GuidanceConfig:
     cfg_renorm_min: float = 0.0  # lower clamp of the renorm factor (upper is 1)
     timestep_shift: float = 3.0  # shift of the sampling schedule
     num_timesteps: int = 50  # points on the schedule (num_timesteps - 1 Euler steps)
+    # Edits: where sampling starts (SDEdit): 1 from pure noise (the reference), < 1 from the input image noised to
+    # t = strength. Part of a preset, so a checkpoint carries the strength it was evaluated with; ignored (1) by
+    # text-to-image, which has no input image.
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
+        check_strength(self.strength)
         self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
         if self.cfg_renorm_type not in RENORM_TYPES:
             raise ConfigError(f"cfg_renorm_type={self.cfg_renorm_type!r}; choose one of {', '.join(RENORM_TYPES)}")
@@ -98,10 +110,3 @@ GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
 }
 # Inference task -> its default preset.
 TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
-
-
-def check_strength(strength: float) -> None:
-    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
-                          "start from the noised input image (e.g. 0.5)")
