@@ -502,10 +502,10 @@ def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, sett
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
     writer = ResultWriter(target)
     bar = None
-    if dist.rank == 0 and not args.no_progress:
-        from tqdm import tqdm
+    if dist.rank == 0 and not args.no_progress:  # a bar on a terminal, plain lines with an ETA in logs
+        from unimedvl.progress import Progress
 
-        bar = tqdm(total=len(mine), desc=f"eval {model_id}", unit="sample", file=sys.stderr)
+        bar = Progress(len(mine), f"eval {model_id}", unit="sample")
     start = time.perf_counter()
     try:
         for k in range(0, len(mine), args.batch_size):
