@@ -6,6 +6,8 @@ and report its three checkpoints over training.
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,37 @@ def test_int8_gives_the_bf16_answers_and_edits_of_the_trained_model(quick_demo):
     assert result["questions"] >= 50 and result["edits"] == 10 and not result["failed"]
     assert result["agreement"] >= 0.9, result["disagreements"]
     assert abs(result["psnr_difference"]) <= 0.5, result
+
+
+QUOTED = "<!-- quick demo figures: tests/test_demo.py compares them with the quick demo's summary -->"
+
+
+def _quoted_figures() -> dict[str, tuple[float, float]]:
+    """label -> (model, baseline) of the table BENCHMARKS.md quotes for the quick demo."""
+    text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text()
+    assert QUOTED in text, "BENCHMARKS.md lost the quick demo's figures"
+    rows = {}
+    for line in text.split(QUOTED, 1)[1].strip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        label, model, baseline = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows[label] = tuple(float(re.match(r"[-\d.]+", cell).group()) for cell in (model, baseline))
+    return rows
+
+
+def test_the_quick_demo_figures_quoted_in_benchmarks_are_what_it_gives(quick_demo):
+    _, summary = quick_demo
+    medsynth = summary["results"]["medsynth"]
+    given = {f"VQA {kind} accuracy (%)": medsynth["by_question_type"][kind]["accuracy"]
+             for kind in ("modality", "presence", "location", "count")}  # fmt: skip
+    given["denoising PSNR (dB)"] = medsynth["by_task_type"]["denoising"]["psnr"]
+    quoted = _quoted_figures()
+    assert set(quoted) == set(given)
+    for label, estimate in given.items():
+        value, baseline = estimate["value"], estimate["baseline"]["value"]
+        if "%" in label:
+            value, baseline = 100 * value if value <= 1 else value, 100 * baseline if baseline <= 1 else baseline
+        # Thread counts change float sums: a question or two, a few hundredths of a dB, not 68% for 40%.
+        tolerance = 4.0 if "%" in label else 0.1
+        assert abs(quoted[label][0] - value) <= tolerance and abs(quoted[label][1] - baseline) <= tolerance, (
+            f"BENCHMARKS.md quotes {label} {quoted[label]}, the quick demo gives {value:.2f} vs {baseline:.2f}")
