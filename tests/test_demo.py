@@ -112,9 +112,10 @@ QUOTED = "<!-- quick demo figures: tests/test_demo.py compares them with the qui
 
 
 def _quoted_figures() -> dict[str, tuple[float, float]]:
-    """label -> (model, baseline) of the table BENCHMARKS.md quotes for the quick demo."""
+    """label -> (model, baseline) of the table BENCHMARKS.md quotes for the quick demo ({} without one)."""
     text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text()
-    assert QUOTED in text, "BENCHMARKS.md lost the quick demo's figures"
+    if QUOTED not in text:
+        return {}
     rows = {}
     for line in text.split(QUOTED, 1)[1].strip().splitlines()[2:]:
         if not line.startswith("|"):
@@ -130,13 +131,18 @@ def test_the_quick_demo_figures_quoted_in_benchmarks_are_what_it_gives(quick_dem
     given = {f"VQA {kind} accuracy (%)": medsynth["by_question_type"][kind]["accuracy"]
              for kind in ("modality", "presence", "location", "count")}  # fmt: skip
     given["denoising PSNR (dB)"] = medsynth["by_task_type"]["denoising"]["psnr"]
-    quoted = _quoted_figures()
-    assert set(quoted) == set(given)
+    quoted, wrong, table = _quoted_figures(), [], []
     for label, estimate in given.items():
         value, baseline = estimate["value"], estimate["baseline"]["value"]
         if "%" in label:
             value, baseline = 100 * value if value <= 1 else value, 100 * baseline if baseline <= 1 else baseline
+        table.append(f"| {label} | {value:.1f} | {baseline:.1f} |" if "%" in label else
+                     f"| {label} | {value:.2f} | {baseline:.2f} |")  # fmt: skip
         # Thread counts change float sums: a question or two, a few hundredths of a dB, not 68% for 40%.
         tolerance = 4.0 if "%" in label else 0.1
-        assert abs(quoted[label][0] - value) <= tolerance and abs(quoted[label][1] - baseline) <= tolerance, (
-            f"BENCHMARKS.md quotes {label} {quoted[label]}, the quick demo gives {value:.2f} vs {baseline:.2f}")
+        model_q, baseline_q = quoted.get(label, (float("nan"), float("nan")))
+        if not (abs(model_q - value) <= tolerance and abs(baseline_q - baseline) <= tolerance):
+            wrong.append(label)
+    assert not wrong and set(quoted) == set(given), (
+        f"BENCHMARKS.md's quick demo figures disagree with its summary ({', '.join(wrong) or 'rows'}); the summary "
+        "gives:\n" + "\n".join(table))
