@@ -65,7 +65,9 @@ def run_copies(prepared: Path, work: Path, copies: int, steps: int, mode: str, l
     for k in range(copies):
         folder = work / f"{mode}-{copies}-{int(loop)}-{k}"
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(prepared, folder, ignore=shutil.ignore_patterns("train", "eval", "report"))
+        # the prepared stages (data, tokenizer, autoencoder, initial model), not a previous copy's training
+        shutil.copytree(prepared, folder, ignore=lambda where, names: {"train", "eval", "report"}
+                        if Path(where) == prepared else set())  # fmt: skip
         procs.append(subprocess.Popen([sys.executable, __file__, "--child", str(folder), "--steps", str(steps),
                                        "--modes", mode], env=_env(mode), stdout=subprocess.PIPE, text=True))
     spinner = subprocess.Popen([sys.executable, "-c", LOOP], env=_env("torch")) if loop else None
