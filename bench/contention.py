@@ -1,5 +1,5 @@
 """Sharing the machine: the quick demo's training stage alone, two copies at once, two copies beside a
-2-thread matmul loop; wall time per copy as a ratio to alone (issue 29; BENCHMARKS.md "Sharing the machine").
+2-thread matmul loop; wall time per copy as a ratio to alone (issue 29).
 
     python bench/contention.py                 # our defaults (unimedvl/threads.py) vs torch's, 150 steps
     python bench/contention.py --steps 60 --modes ours

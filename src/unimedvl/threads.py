@@ -15,7 +15,8 @@ quick demo about 25x slower at load 8-15 instead of about 3x (issue 29). So ever
   average), at least 1: :func:`choose_threads`. ``--threads N`` (or ``OMP_NUM_THREADS``) decides
   instead.
 
-``bench/contention.py`` measures the effect (BENCHMARKS.md, "Sharing the machine").
+``bench/contention.py`` measures the effect (copies of the quick demo's training at once, beside a
+matmul loop, as a ratio to one alone).
 """
 
 from __future__ import annotations
