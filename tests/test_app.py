@@ -178,9 +178,7 @@ def test_guidance_defaults_match_the_spec(client, server):
     assert (gen["cfg_text"], gen["cfg_img"], gen["interval_lo"], gen["interval_hi"]) == (4.0, 1.0, 0.4, 1.0)
     assert (gen["renorm_type"], gen["shift"], gen["num_timesteps"]) == ("global", 3.0, STEPS)
     for preset in EDIT_PRESETS.values():
-        g = preset.guidance
-        assert (g.cfg_text_scale, g.cfg_img_scale, g.cfg_interval, g.cfg_renorm_type, g.timestep_shift,
-                g.num_timesteps) == (4.0, 2.0, (0.0, 1.0), "text_channel", 3.0, 50)  # fmt: skip
+        assert preset.guidance is None  # the checkpoint's editing preset (this debug one: the spec's)
     assert (TEXT_TO_IMAGE.cfg_interval, TEXT_TO_IMAGE.cfg_renorm_type) == ((0.4, 1.0), "global")
 
 

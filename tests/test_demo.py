@@ -6,6 +6,8 @@ and report its three checkpoints over training.
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +59,23 @@ def test_quick_demo_keeps_three_checkpoints_and_reports_the_curve(quick_demo):
     assert "| group | metric | baseline | step_0000050 | step_0000100 | step_0000150 |" in md
 
 
+def test_the_demo_checkpoint_carries_the_settings_its_report_used(quick_demo):
+    from unimedvl.guidance import RESTORATION
+    from unimedvl.inference_config import InferenceConfig
+
+    out, summary = quick_demo
+    cfg = DemoConfig.quick(str(out))
+    inference = InferenceConfig.load(summary["checkpoint"])
+    evaluated = json.loads((out / "eval" / "step_0000150" / "medsynth" / "run_info.json").read_text())["settings"]
+    for task in ("edit", "eval"):  # `unimedvl edit`, the app's Edit tab, the API's edits, `unimedvl eval`
+        preset = inference.preset(task)
+        assert (preset.strength, preset.num_timesteps) == (cfg.strength, cfg.num_timesteps) == (
+            evaluated["strength"], evaluated["num_timesteps"])
+        assert preset.timestep_shift == RESTORATION.timestep_shift == evaluated["timestep_shift"]
+    generate = inference.preset("generate")
+    assert (generate.strength, generate.num_timesteps) == (1.0, cfg.num_timesteps)
+
+
 def test_rerun_reuses_stages_and_refuses_other_settings(quick_demo):
     out, summary = quick_demo
     logs = []
@@ -87,3 +106,43 @@ def test_int8_gives_the_bf16_answers_and_edits_of_the_trained_model(quick_demo):
     assert result["questions"] >= 50 and result["edits"] == 10 and not result["failed"]
     assert result["agreement"] >= 0.9, result["disagreements"]
     assert abs(result["psnr_difference"]) <= 0.5, result
+
+
+QUOTED = "<!-- quick demo figures: tests/test_demo.py compares them with the quick demo's summary -->"
+
+
+def _quoted_figures() -> dict[str, tuple[float, float]]:
+    """label -> (model, baseline) of the table BENCHMARKS.md quotes for the quick demo ({} without one)."""
+    text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text()
+    if QUOTED not in text:
+        return {}
+    rows = {}
+    for line in text.split(QUOTED, 1)[1].strip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        label, model, baseline = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows[label] = tuple(float(re.match(r"[-\d.]+", cell).group()) for cell in (model, baseline))
+    return rows
+
+
+def test_the_quick_demo_figures_quoted_in_benchmarks_are_what_it_gives(quick_demo):
+    _, summary = quick_demo
+    medsynth = summary["results"]["medsynth"]
+    given = {f"VQA {kind} accuracy (%)": medsynth["by_question_type"][kind]["accuracy"]
+             for kind in ("modality", "presence", "location", "count")}  # fmt: skip
+    given["denoising PSNR (dB)"] = medsynth["by_task_type"]["denoising"]["psnr"]
+    quoted, wrong, table = _quoted_figures(), [], []
+    for label, estimate in given.items():
+        value, baseline = estimate["value"], estimate["baseline"]["value"]
+        if "%" in label:  # the summary holds fractions
+            value, baseline = 100 * value, 100 * baseline
+        table.append(f"| {label} | {value:.1f} | {baseline:.1f} |" if "%" in label else
+                     f"| {label} | {value:.2f} | {baseline:.2f} |")  # fmt: skip
+        # Thread counts change float sums: a question or two, a few hundredths of a dB, not 68% for 40%.
+        tolerance = 4.0 if "%" in label else 0.1
+        model_q, baseline_q = quoted.get(label, (float("nan"), float("nan")))
+        if not (abs(model_q - value) <= tolerance and abs(baseline_q - baseline) <= tolerance):
+            wrong.append(label)
+    assert not wrong and set(quoted) == set(given), (
+        f"BENCHMARKS.md's quick demo figures disagree with its summary ({', '.join(wrong) or 'rows'}); the summary "
+        "gives:\n" + "\n".join(table))

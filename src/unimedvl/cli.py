@@ -58,15 +58,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         getattr(importlib.import_module(module_name), function or "register")(sub)
     # One help layout everywhere: descriptions as written, every flag's default shown.
     from unimedvl.cli_options import DefaultsHelpFormatter
+    from unimedvl.threads import HEAVY_COMMANDS, add_threads_argument
 
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         command.formatter_class = DefaultsHelpFormatter
+        if name in HEAVY_COMMANDS and command.add_help:  # not the --help placeholders
+            add_threads_argument(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    from unimedvl.threads import HEAVY_COMMANDS, prepare, requested_threads
+
+    if command in HEAVY_COMMANDS:  # before any module imports torch: OpenMP reads its settings once
+        prepare(requested_threads(argv))
     parser = build_parser(only=command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -154,9 +154,11 @@ STRENGTH_HELP = ("SDEdit start in (0, 1]: 1 samples from pure noise (the referen
                  "part of the schedule: it keeps more of the input and is faster, but can change it less")
 
 
-def add_strength_argument(parser, default: float = 1.0) -> None:
-    """``--strength`` of image editing (edit, eval): where sampling starts, in (0, 1]."""
-    parser.add_argument("--strength", type=float, default=default, metavar="S", help=STRENGTH_HELP)
+def add_strength_argument(parser, default: float | None = None) -> None:
+    """``--strength`` of image editing (edit, eval): where sampling starts, in (0, 1]; None: the preset's."""
+    parser.add_argument("--strength", type=float, default=default, metavar="S",
+                        help=STRENGTH_HELP + " (default: the checkpoint's preset: 1 for the release, the evaluated "
+                        "strength for a demo checkpoint)")  # fmt: skip
 
 
 def _flag(name: str) -> str:
@@ -172,6 +174,11 @@ def _shown(value: Any) -> str:
 _CHOICES = {"cfg_renorm_type": RENORM_TYPES, "solver": SOLVERS, "cache": CACHE_METHODS}
 
 
+def _flag_fields() -> list[dataclasses.Field]:
+    """The GuidanceConfig fields with a guidance flag each (``--strength`` is its own flag, on edits only)."""
+    return [f for f in dataclasses.fields(GuidanceConfig) if f.name != "strength"]
+
+
 def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceConfig, where: str = "") -> None:
     """One ``--cfg-text-scale``-style flag per :class:`GuidanceConfig` field, help text from its comment.
 
@@ -182,7 +189,7 @@ def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceCo
     group = parser.add_argument_group(f"guidance (defaults: {where})" if where else "guidance")
     docs = field_docs(GuidanceConfig)
     hints = typing.get_type_hints(GuidanceConfig)
-    for f in dataclasses.fields(GuidanceConfig):
+    for f in _flag_fields():
         kwargs: dict[str, Any] = {"dest": f.name, "default": None,
                                   "help": f"{docs.get(f.name, '')} (default: {_shown(getattr(defaults, f.name))})"}
         hint = hints[f.name]
@@ -198,7 +205,7 @@ def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceCo
 def guidance_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The guidance fields given on the command line (the rest keep the command's defaults)."""
     out = {}
-    for f in dataclasses.fields(GuidanceConfig):
+    for f in _flag_fields():
         value = getattr(args, f.name, None)
         if value is not None:
             out[f.name] = tuple(value) if f.name == "cfg_interval" else value

@@ -24,6 +24,13 @@ SOLVERS = {"euler": 2, "heun": 3, "dpm++2m": 3}
 CACHE_METHODS = ("none", "teacache", "taylorseer")
 
 
+def check_strength(strength: float) -> None:
+    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
+                          "start from the noised input image (e.g. 0.5)")
+
+
 @dataclass
 class GuidanceConfig:
     """Image-generation settings (names shared by the API, CLI and evaluation).
@@ -50,8 +57,14 @@ class GuidanceConfig:
     cache_order: int = 1  # taylorseer: order of the forecast (1 linear, 2 quadratic)
     cache_warmup: int = 2  # steps always computed at the start (the cache starts after them)
 
+    # Edits: where sampling starts (SDEdit): 1 from pure noise (the reference), < 1 from the input image noised to
+    # t = strength. Part of a preset, so a checkpoint carries the strength it was evaluated with; ignored (1) by
+    # text-to-image, which has no input image.
+    strength: float = 1.0
+
     def __post_init__(self) -> None:
         check_guidance_values(self)
+        check_strength(self.strength)
         self.cfg_interval = (float(self.cfg_interval[0]), float(self.cfg_interval[1]))
         if self.cfg_renorm_type not in RENORM_TYPES:
             raise ConfigError(f"cfg_renorm_type={self.cfg_renorm_type!r}; choose one of {', '.join(RENORM_TYPES)}")
@@ -172,10 +185,3 @@ def reference_preset(name: str) -> GuidanceConfig:
 
 # Inference task -> its default preset.
 TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
-
-
-def check_strength(strength: float) -> None:
-    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
-                          "start from the noised input image (e.g. 0.5)")

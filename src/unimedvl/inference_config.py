@@ -135,6 +135,15 @@ def _release_guidance() -> dict[str, GuidanceConfig]:
     return dict(GUIDANCE_PRESETS)
 
 
+def evaluated_presets(strength: float, num_timesteps: int) -> dict[str, GuidanceConfig]:
+    """Presets that reproduce an evaluation run with the restoration settings at this SDEdit ``strength`` and
+    step count (what the demo's checkpoints carry): ``edit`` and ``eval`` as evaluated, ``generate`` at the
+    same number of steps (from pure noise: text-to-image has no input image)."""
+    evaluated = dataclasses.replace(GUIDANCE_PRESETS["restoration"], strength=strength, num_timesteps=num_timesteps)
+    text_to_image = dataclasses.replace(GUIDANCE_PRESETS["text_to_image"], num_timesteps=num_timesteps)
+    return {"text_to_image": text_to_image, "editing": evaluated, "restoration": evaluated}
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """The transforms and sampling defaults of one checkpoint (see the module docstring)."""

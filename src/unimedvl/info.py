@@ -104,7 +104,7 @@ def checkpoint_summary(path: str | Path) -> list[str]:
     for preset, g in inference.guidance.items():
         lines.append(f"  guidance {preset}: cfg_text {g.cfg_text_scale:g}, cfg_img {g.cfg_img_scale:g}, interval "
                      f"{list(g.cfg_interval)}, renorm {g.cfg_renorm_type} (min {g.cfg_renorm_min:g}), shift "
-                     f"{g.timestep_shift:g}, {g.num_timesteps} timesteps, {g.solver}"
+                     f"{g.timestep_shift:g}, {g.num_timesteps} timesteps, strength {g.strength:g}, {g.solver}"
                      + (f", {g.cache} cache ({_cache_knobs(g)})" if g.cache != "none" else ""))  # fmt: skip
     lines.append(f"  think prompts: {'set by the checkpoint' if inference.think_prompts else 'the defaults'}")
     return lines

@@ -84,12 +84,12 @@ class ModelCard:
             cap = f", at most {t.max_pixels:,} pixels" if t.max_pixels else ""
             lines.append(f"- {what}: short edge >= {t.min_image_size} px, long edge <= {t.max_image_size} px, sides "
                          f"multiples of {t.image_stride}{cap}")  # fmt: skip
-        lines += ["", "| guidance preset | cfg_text | cfg_img | interval | renorm | shift | steps |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += ["", "| guidance preset | cfg_text | cfg_img | interval | renorm | shift | steps | strength |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for preset, g in inference.guidance.items():
             lines.append(f"| {preset} | {g.cfg_text_scale:g} | {g.cfg_img_scale:g} | [{g.cfg_interval[0]:g}, "
                          f"{g.cfg_interval[1]:g}] | {g.cfg_renorm_type} (min {g.cfg_renorm_min:g}) | "
-                         f"{g.timestep_shift:g} | {g.num_timesteps} |")  # fmt: skip
+                         f"{g.timestep_shift:g} | {g.num_timesteps} | {g.strength:g} |")  # fmt: skip
         if self.training:
             lines += ["", "## Training", ""]
             lines += [f"- {key.replace('_', ' ')}: {_value(value)}" for key, value in self.training.items()]

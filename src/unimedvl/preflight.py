@@ -16,7 +16,7 @@ from unimedvl.errors import UserError
 # extra of pyproject.toml -> the modules it provides (what `pip install -e .[extra]` brings)
 EXTRAS = {
     "app": ("gradio",),
-    "api": ("fastapi", "uvicorn", "multipart"),
+    "api": ("fastapi", "uvicorn"),
     "eval": ("sacrebleu", "rouge_score", "nltk", "matplotlib"),
 }
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from inference_support import SMALL, STEPS, random_image
 
 from unimedvl.data.transforms import ImageTransform
@@ -230,6 +231,37 @@ def test_strength_starts_from_the_noised_input_and_runs_that_part_of_the_schedul
         Request(["A chest X-ray."], "generate", strength=0.5)
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
         api.edit(image, text, strength=0.0)
+
+
+def test_a_checkpoint_preset_carries_its_strength_to_edit_the_cli_and_generate(api, checkpoint, tmp_path, capsys):
+    """A checkpoint evaluated at strength 0.5 and 5 steps edits that way without flags (issue 29, item 3)."""
+    import shutil
+
+    from unimedvl import cli
+    from unimedvl.inference_config import InferenceConfig, evaluated_presets
+
+    folder = tmp_path / "evaluated"
+    shutil.copytree(checkpoint, folder)
+    base = InferenceConfig.load(folder)
+    replace(base, guidance=evaluated_presets(0.5, 5)).save(folder)
+    model = UniMedVL.from_pretrained(folder, device="cpu", dtype="fp32", **SMALL)
+    image, text = random_image(32, 48, 13), "Remove the noise."
+    steps: list[int] = []
+    plain = np.asarray(model.edit(image, text, seed=2, progress=lambda step, total: steps.append(total)))
+    assert set(steps) == {2}  # 0.5, then 0.25, 0 of linspace(1, 0, 5): the preset's strength and steps
+    explicit = api.edit(image, text, seed=2, strength=0.5, num_timesteps=5, timestep_shift=1.0)  # release presets
+    assert np.array_equal(plain, np.asarray(explicit))
+    assert not np.array_equal(plain, np.asarray(model.edit(image, text, seed=2, strength=1.0)))
+    png, out = tmp_path / "in.png", tmp_path / "out.png"
+    image.save(png)
+    sizes = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    assert cli.main(["edit", "--model", str(folder), "--image", str(png), "--instruction", text, "--out", str(out),
+                     "--seed", "2", "--no-progress", *sizes]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), plain)
+    steps.clear()
+    model.generate("A chest X-ray.", height=32, width=32, seed=0, progress=lambda step, total: steps.append(total))
+    assert set(steps) == {4}  # text-to-image: the preset's 5 points from pure noise (no input to start from)
 
 
 def test_strength_one_starts_from_exactly_the_noise(api):

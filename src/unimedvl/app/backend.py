@@ -182,4 +182,5 @@ def make_guidance(task: str, cfg_text: float, cfg_img: float, interval_lo: float
 
 
 def _guidance_kwargs(guidance: GuidanceConfig) -> dict:
-    return dataclasses.asdict(guidance)
+    """The panel's guidance as keyword arguments; the strength travels on its own (the Edit tab's slider)."""
+    return {k: v for k, v in dataclasses.asdict(guidance).items() if k != "strength"}

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default 64)")
     p.add_argument("--num-timesteps", type=int, default=None,
                    help="default timesteps in the Advanced panels "
-                        "(default: $UNIMEDVL_APP_NUM_TIMESTEPS or 50)")  # fmt: skip
+                        "(default: $UNIMEDVL_APP_NUM_TIMESTEPS, else the checkpoint's presets: 50 for the "
+                        "release)")  # fmt: skip
     p.add_argument("--no-examples", action="store_true", help="do not build the example images at startup")
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ Plain data, no gradio: the UI (``ui.py``) and the tests read the same tables.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from unimedvl.data.medical_io import WINDOW_MODES, WINDOW_PRESETS
 from unimedvl.errors import ConfigError
@@ -37,11 +37,12 @@ class EditPreset:
     """One medical editing task: the instruction it fills in and its guidance defaults."""
 
     instruction: str
-    guidance: GuidanceConfig = field(default_factory=lambda: replace(EDITING))
+    guidance: GuidanceConfig | None = None  # None: the checkpoint's editing preset (release: the spec's editing values)
 
 
-# Edit tab presets (spec medical.md section 1 task types). All use the editing defaults of the
-# spec: cfg_text 4.0, cfg_img 2.0, interval [0, 1], text_channel renorm, shift 3.0, 50 steps.
+# Edit tab presets (spec medical.md section 1 task types). All use the checkpoint's editing preset
+# (the release's: the spec's cfg_text 4.0, cfg_img 2.0, interval [0, 1], text_channel renorm, shift 3.0,
+# 50 steps, strength 1; a demo checkpoint's: the settings its report was evaluated with).
 EDIT_PRESETS: dict[str, EditPreset] = {
     "4x super-resolution": EditPreset("Increase the resolution of this image 4x."),
     "Denoising": EditPreset("Remove the noise from this image."),
@@ -59,11 +60,11 @@ EDIT_PRESETS: dict[str, EditPreset] = {
 GENERATE_PROMPT = "An axial chest CT image with one lesion in the left lung."
 
 
-def default_steps() -> int:
-    """Timesteps shown by default: ``UNIMEDVL_APP_NUM_TIMESTEPS`` if set, else the spec's 50."""
+def default_steps() -> int | None:
+    """Timesteps shown by default: ``UNIMEDVL_APP_NUM_TIMESTEPS`` if set, else None (the checkpoint's presets)."""
     raw = os.environ.get(STEPS_ENV, "").strip()
     if not raw:
-        return EDITING.num_timesteps
+        return None
     try:
         steps = int(raw)
     except ValueError:
@@ -83,7 +84,7 @@ class AppSettings:
     max_upload_mb: float = 20.0  # uploads above this size are refused by the server
     concurrency: int = 1  # model calls running at once (the rest wait in the queue)
     queue_size: int | None = 64  # requests waiting at most; more are refused with a message
-    num_timesteps: int | None = None  # default steps in the Advanced panels; None: default_steps()
+    num_timesteps: int | None = None  # default steps in the Advanced panels; None: default_steps(), else the presets
     image_size: int | None = None  # default text-to-image side; None: the model's default size
     max_image_pixels: int = 40_000_000  # uploads whose image has more pixels are refused before decoding
     max_new_tokens: int = 512  # default answer length limit
@@ -97,7 +98,7 @@ class AppSettings:
             raise ConfigError(f"max_upload_mb={self.max_upload_mb} must be positive")
         if self.num_timesteps is None:
             self.num_timesteps = default_steps()
-        if self.num_timesteps < 2:
+        if self.num_timesteps is not None and self.num_timesteps < 2:
             raise ConfigError(f"num_timesteps={self.num_timesteps} must be at least 2")
 
 

@@ -32,7 +32,6 @@ from unimedvl.app.presets import (
     EDIT_PRESETS,
     GENERATE_PROMPT,
     RENORM_TYPES,
-    TEXT_TO_IMAGE,
     WINDOW_CHOICES,
     AppSettings,
 )  # fmt: skip
@@ -245,7 +244,10 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
     stride = model.model.config.vae_image_stride
     largest = model.model.config.max_latent_size * stride
     gen_size = settings.image_size or inferencer.default_size
-    steps = settings.num_timesteps
+    # The checkpoint's presets (a demo model's: the strength and steps its report used); --num-timesteps wins.
+    edit_defaults, gen_defaults = inferencer.config.preset("edit"), inferencer.config.preset("generate")
+    steps = settings.num_timesteps or edit_defaults.num_timesteps
+    gen_steps = settings.num_timesteps or gen_defaults.num_timesteps
     first_preset = next(iter(EDIT_PRESETS))
 
     with gr.Blocks(title=settings.title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
@@ -317,10 +319,11 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         with gr.Row():
                             edit_think = gr.Checkbox(False, label="Thinking (reason before editing)", scale=2)
                             edit_btn = gr.Button("Run", variant="primary", scale=1, elem_id="edit-button")
-                        strength = gr.Slider(0.05, 1.0, value=1.0, step=0.05, elem_id="edit-strength",
+                        strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="edit-strength",
                                              label="Strength: 1 draws from noise; lower starts from the input "
                                                    "(keeps its anatomy, changes it less, faster)")  # fmt: skip
-                        edit_guidance = _guidance_panel(EDIT_PRESETS[first_preset].guidance, steps, "edit")
+                        edit_guidance = _guidance_panel(EDIT_PRESETS[first_preset].guidance or edit_defaults, steps,
+                                                        "edit")  # fmt: skip
                         edit_out = _image_outputs("edit")
                 edit_examples = [e for e in examples if e.edit_preset]
                 if edit_examples:
@@ -332,7 +335,7 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                     chosen = EDIT_PRESETS.get(name)
                     if chosen is None:
                         return [gr.update()] * 9
-                    g = chosen.guidance
+                    g = chosen.guidance or edit_defaults
                     return (chosen.instruction, g.cfg_text_scale, g.cfg_img_scale, g.cfg_interval[0], g.cfg_interval[1],
                             g.cfg_renorm_type, g.cfg_renorm_min, g.timestep_shift, steps)  # fmt: skip
 
@@ -368,7 +371,7 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         with gr.Row():
                             gen_think = gr.Checkbox(False, label="Thinking (plan the image first)", scale=2)
                             gen_btn = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
-                        gen_guidance = _guidance_panel(TEXT_TO_IMAGE, steps, "generate")
+                        gen_guidance = _guidance_panel(gen_defaults, gen_steps, "generate")
                         gr.Examples([[p] for p in generate_prompts()], [prompt], label="Example prompts")
                     with gr.Column(scale=6):
                         gen_out = _image_outputs("generate")

@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -187,6 +187,7 @@ class Demo:
 
         from unimedvl.checkpoint import save_model, trained_latent_patch_size, trained_vae_config
         from unimedvl.config import model_config
+        from unimedvl.inference_config import evaluated_presets, for_model
         from unimedvl.models.autoencoder import Autoencoder
         from unimedvl.models.unified import UnifiedModel
         from unimedvl.tokenizer import Tokenizer
@@ -197,7 +198,10 @@ class Demo:
         torch.manual_seed(self.cfg.seed)
         model = UnifiedModel(cfg)
         model.vae.load_state_dict(Autoencoder.from_pretrained(ae["weights"], cfg.vae).state_dict())
-        save_model(model, folder, Tokenizer.from_dir(tokenizer["path"]))
+        # The checkpoints carry the sampling settings their report is evaluated with (edit, generate, the app and
+        # the API then reproduce it without flags); the trainer copies them from this starting checkpoint.
+        inference = replace(for_model(cfg), guidance=evaluated_presets(self.cfg.strength, self.cfg.num_timesteps))
+        save_model(model, folder, Tokenizer.from_dir(tokenizer["path"]), inference_config=inference)
         params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("vae."))
         self.log(f"  model: demo size, {params / 1e6:.1f}M parameters (+ VAE)")
         return {"path": str(folder), "parameters": params}

@@ -107,6 +107,8 @@ class EvalSettings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive number of pixels")
         check_strength(self.strength)
+        if self.guidance.strength != self.strength:  # one strength, the field's (run_info.json holds it once)
+            object.__setattr__(self, "guidance", replace(self.guidance, strength=self.strength))
 
     def inference_config(self, model_path):
         """The checkpoint's InferenceConfig with this run's sizes (its guidance goes with each request)."""

@@ -158,12 +158,13 @@ def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | 
     inference = checkpoint.with_sizes(**size_overrides(args))
     vae, vit = inference.vae_transform, inference.vit_transform
     plan = plan or load_plan_from_args(args)
+    guidance = guidance_from_args(args, inference.preset("eval"))
     return EvalSettings(
         dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=vae.min_image_size,
         vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,
         vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, metric_mode=args.metric_mode, strength=args.strength, components=plan.components,
-        quantize=plan.quantize, guidance=guidance_from_args(args, inference.preset("eval")),
+        seed=args.seed, metric_mode=args.metric_mode, components=plan.components, quantize=plan.quantize,
+        strength=guidance.strength if args.strength is None else args.strength, guidance=guidance,
         max_image_pixels=args.max_image_pixels, confine_data_dir=args.confine_data_dir,
     )  # fmt: skip
 
@@ -503,10 +504,10 @@ def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, sett
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
     writer = ResultWriter(target)
     bar = None
-    if dist.rank == 0 and not args.no_progress:
-        from tqdm import tqdm
+    if dist.rank == 0 and not args.no_progress:  # a bar on a terminal, plain lines with an ETA in logs
+        from unimedvl.progress import Progress
 
-        bar = tqdm(total=len(mine), desc=f"eval {model_id}", unit="sample", file=sys.stderr)
+        bar = Progress(len(mine), f"eval {model_id}", unit="sample")
     start = time.perf_counter()
     try:
         for k in range(0, len(mine), args.batch_size):

@@ -239,7 +239,7 @@ class UniMedVL:
         width: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         max_think_tokens: int = 512,
-        strength: float = 1.0,
+        strength: float | None = None,
         **guidance,
     ) -> Image.Image | ImageAnswer:
         """Edit an image following ``instruction``; output size = the input's size after the VAE rule.
@@ -250,7 +250,8 @@ class UniMedVL:
         unimedvl.sampling); the rest keep the checkpoint's editing preset (release: 4.0, 2.0,
         [0, 1], text_channel, 0, 3.0, 50, Euler, no cache).
 
-        ``strength`` (SDEdit): 1 samples from pure noise, the reference behaviour; below 1 sampling
+        ``strength`` (SDEdit; None: the editing preset's, 1 for the release, the evaluated strength for a
+        demo checkpoint): 1 samples from pure noise, the reference behaviour; below 1 sampling
         starts from the (last) input image's latent noised to t = shift(strength) and runs only that
         part of the schedule (about ``strength * num_timesteps`` steps). Lower keeps more of the
         input (its anatomy, its intensities) and is faster, but can change it less: good for

@@ -226,7 +226,8 @@ def _run_image(args, call: Callable) -> int:
 def run_edit(args) -> int:
     from unimedvl.guidance import check_strength
 
-    check_strength(args.strength)  # before the model loads
+    if args.strength is not None:  # None: the checkpoint's editing preset
+        check_strength(args.strength)  # before the model loads
     model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,

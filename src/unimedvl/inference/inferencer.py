@@ -88,7 +88,8 @@ class Request:
     height: int | None = None  # output size in pixels (image requests); None: the last input
     width: int | None = None  # image's size after the VAE transform, else the default size
     seed: int | None = None  # noise and sampling seed; None: drawn from torch's global RNG
-    strength: float = 1.0  # edit: 1 samples from pure noise; < 1 starts from the last input image noised to t = strength
+    strength: float | None = None  # edit: 1 samples from pure noise; < 1 starts from the last input image noised to
+    # t = strength; None: the guidance's (the checkpoint's preset: a demo model's edits start at its evaluated 0.1)
     on_token: Callable[[int], None] | None = None  # hears each decoded token (answer or reasoning) as it comes
     stop: Callable[[], bool] | None = None  # checked after each decoded token: True ends the text there
 
@@ -108,8 +109,9 @@ class Request:
                               f"pass Path({item!r}) to give the image", UserWarning, stacklevel=3)
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
-        check_strength(self.strength)
-        if self.strength < 1.0 and self.task != "edit":
+        if self.strength is not None:
+            check_strength(self.strength)
+        if self.strength is not None and self.strength < 1.0 and self.task != "edit":
             raise ConfigError(f"strength={self.strength} starts from an input image: it is an edit setting, a "
                               f"{self.task} request takes strength 1")
 
@@ -158,6 +160,13 @@ class _Job:
     size: tuple[int, int] | None = None  # output (height, width) in pixels
     source: Tensor | None = None  # strength < 1: the last input image after the VAE rule, [3, H, W] in [-1, 1]
     result: Result = field(default_factory=Result)
+
+    @property
+    def strength(self) -> float:
+        """The SDEdit start: the request's, else its guidance's for an edit; 1 (pure noise) for a generation."""
+        if self.request.strength is not None:
+            return self.request.strength
+        return self.guidance.strength if self.request.task == "edit" and self.guidance is not None else 1.0
 
 
 @dataclass
@@ -420,7 +429,7 @@ class Inferencer:
                 else:
                     splits, last_size = self.image_splits(item, gen)
                     full_ops.extend(splits)
-                    if gen and req.strength < 1.0:
+                    if gen and job.strength < 1.0:
                         job.source = splits[0].image
             if gen:
                 if fork_at == len(items):
@@ -429,8 +438,8 @@ class Inferencer:
                 width = req.width or (last_size[1] if last_size else self.default_size)
                 self.check_output_size(height, width)
                 job.size = (height, width)
-                if req.strength < 1.0 and job.size != last_size:
-                    raise DataError(f"strength={req.strength} starts from the input image, so the output keeps its "
+                if job.strength < 1.0 and job.size != last_size:
+                    raise DataError(f"strength={job.strength:g} starts from the input image, so the output keeps its "
                                     f"size {last_size[1]}x{last_size[0]}; leave height and width unset")
                 queues.append((job.cfg_img, img_ops))
             queues.append((job.full, full_ops))
@@ -482,12 +491,12 @@ class Inferencer:
         groups: dict[tuple, list[_Job]] = {}
         for job in plan.jobs:
             if job.request.makes_image:
-                groups.setdefault((dataclasses.astuple(job.guidance), job.request.strength), []).append(job)
+                groups.setdefault((dataclasses.astuple(job.guidance), job.strength), []).append(job)
         stride = self.model.config.vae_image_stride
         for jobs in groups.values():
             grids = [(j.size[0] // stride, j.size[1] // stride) for j in jobs]
             velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
-            strength = jobs[0].request.strength
+            strength = jobs[0].strength
             start = torch.cat([self.initial_latents(j, g, plan.pool.device) for g, j in zip(grids, jobs)])
             latents, passes = sample(velocity, start, velocity.counts, jobs[0].guidance, progress,
                                      strength=strength)  # fmt: skip
@@ -506,7 +515,7 @@ class Inferencer:
         """Where the job's sampling starts, on ``device``: its noise at strength 1, else its input image's
         latent noised to the schedule's first time (SDEdit; :func:`unimedvl.flow.start_from_image`)."""
         noise = self.initial_noise(grid, job.seed).to(device)
-        strength = job.request.strength
+        strength = job.strength
         if strength >= 1.0:
             return noise
         (latent,) = self.model.encode_images([job.source])

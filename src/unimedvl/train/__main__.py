@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -64,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from unimedvl.threads import WAIT_POLICY
+
+    for key, value in WAIT_POLICY.items():  # under torchrun too: passive OpenMP waiting (unimedvl/threads.py)
+        os.environ.setdefault(key, value)
     parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_arguments(parser)

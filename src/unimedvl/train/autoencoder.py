@@ -293,8 +293,7 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
         for key, value in losses.items():
             window.setdefault(key, []).append(float(value.detach()))
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{window['loss'][-1]:.4f}", refresh=False)
+            bar.update(1, {"loss": window["loss"][-1]})
         if (cfg.log_every and (step + 1) % cfg.log_every == 0) or step + 1 == cfg.steps:
             row = {"step": step + 1, "lr": _lr_at(step, cfg), **{k: float(np.mean(v)) for k, v in window.items()}}
             history.append(row)
@@ -372,11 +371,12 @@ def _write_inference_sizes(directory: Path, image_size: int) -> None:
 
 
 def _bar(total: int, enabled: bool):
+    """A bar on a terminal, plain "step N/total, elapsed, ETA" lines in logs (unimedvl.progress)."""
     if not enabled:
         return None
-    from tqdm import tqdm
+    from unimedvl.progress import Progress
 
-    return tqdm(total=total, desc="train-autoencoder", unit="step", dynamic_ncols=True, file=sys.stderr, disable=None)
+    return Progress(total, "train-autoencoder")
 
 
 def _progress(items: list, enabled: bool, desc: str):
@@ -391,6 +391,6 @@ def _say(enabled: bool, text: str, bar=None) -> None:
     if not enabled:
         return
     if bar is not None:
-        bar.write(text, file=sys.stderr)
+        bar.write(text)
     else:
         print(text, file=sys.stderr, flush=True)

@@ -310,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace | dict) -> TrainConfig:
     """TrainConfig from parsed flags: the YAML of ``--config`` first, then the flags given."""
     given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
-    for key in ("func", "command"):
+    for key in ("func", "command", "threads"):  # threads: the CLI's (unimedvl.threads), not a TrainConfig field
         given.pop(key, None)
     data: dict[str, Any] = {}
     source = "command line"

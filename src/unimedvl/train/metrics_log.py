@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -117,11 +116,10 @@ class RunLogger:
                 self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start_step + 1)
             except ImportError as err:  # optional at run time: logs still go to train.log
                 log.warning("TensorBoard disabled (%s); install tensorboard to get event files", err)
-        if progress_bar:
-            from tqdm import tqdm
+        if progress_bar:  # a bar on a terminal; plain "step N/total, elapsed, ETA" lines in logs (progress.py)
+            from unimedvl.progress import Progress
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                            dynamic_ncols=True, file=sys.stderr, disable=None)
+            self.bar = Progress(total_steps, "train", initial=start_step)
 
     def _truncate_after(self, start_step: int) -> None:
         """Keep only the lines of steps <= ``start_step`` (and drop a torn last line) in the step logs."""
@@ -150,9 +148,7 @@ class RunLogger:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "ce", "mse") if k in metrics},
-                                 refresh=False)
+            self.bar.update(1, {k: float(metrics[k]) for k in ("loss", "ce", "mse") if k in metrics})
         if not log_now:
             return
         self._append("metrics.jsonl", json.dumps({"step": step, **{k: _num(v) for k, v in metrics.items()}}) + "\n")
