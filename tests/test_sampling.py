@@ -191,3 +191,25 @@ def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
     (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps({"guidance": {"editing_fast": {"cache": "fastest"}}}))
     with pytest.raises(ConfigError, match="cache='fastest'; choose one of none, teacache, taylorseer"):
         InferenceConfig.load(tmp_path)
+
+
+def test_every_front_end_speaks_the_speed_options(capsys):
+    from unimedvl.api.schemas import ImageRequest
+    from unimedvl.cli import build_parser
+    from unimedvl.eval.batch import EvalSettings
+    from unimedvl.guidance import RESTORATION
+
+    for command in ("edit", "generate", "eval"):
+        args = build_parser(command).parse_args(
+            [command, "--model", "m", "--solver", "dpm++2m", "--cache", "taylorseer", "--cache-interval", "4"]
+            + {"edit": ["--image", "a.png", "--instruction", "x", "--out", "o.png"],
+               "generate": ["--prompt", "x", "--out", "o.png"], "eval": ["--data", "d.jsonl", "--out", "o"]}[command])
+        assert (args.solver, args.cache, args.cache_interval) == ("dpm++2m", "taylorseer", 4), command
+    with pytest.raises(SystemExit):
+        build_parser("edit").parse_args(["edit", "--cache", "fastest"])
+    err = capsys.readouterr().err
+    assert "argument --cache: invalid choice: 'fastest'" in err and "taylorseer" in err
+    body = ImageRequest(prompt="x", solver="heun", cache="teacache", cache_threshold=0.2)
+    assert body.guidance_overrides() == {"solver": "heun", "cache": "teacache", "cache_threshold": 0.2}
+    settings = EvalSettings(guidance=dataclasses.replace(RESTORATION, cache="teacache")).to_json()
+    assert (settings["cache"], settings["solver"]) == ("teacache", "euler")  # recorded in run_info / provenance
