@@ -121,6 +121,16 @@ def test_taylorseer_forecasts_a_linear_drift_exactly():
     assert passes[0] <= 3 * 9
 
 
+def test_heun_with_a_forecasting_cache_stays_close_to_heun():
+    # warmup 3 computes Heun's corrector at t1 and the next predictor at t1: one t, two evaluations
+    cfg = GuidanceConfig(cfg_text_scale=1.0, num_timesteps=16, solver="heun")
+    x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(5))
+    exact, _ = sample(_gaussian_velocity(0.5), x1, [8], cfg)
+    fast, passes = sample(_gaussian_velocity(0.5), x1, [8], dataclasses.replace(cfg, cache="taylorseer",
+                                                                               cache_order=2, cache_warmup=3))  # fmt: skip
+    assert torch.isfinite(fast).all() and passes[0] < 30 and float((fast - exact).abs().max()) < 0.05
+
+
 def test_newton_forecast_reproduces_a_parabola():
     times = [0.9, 0.7, 0.4]
     values = [torch.tensor([2 * u * u - u + 1]) for u in times]
