@@ -98,7 +98,8 @@ def run_clients(clients: int, one: Callable[[int], list[tuple[Any, float]]]) -> 
     wall = time.perf_counter() - start
     latencies = [s for results in per_client for _, s in results]
     return {"outputs": [a for results in per_client for a, _ in results], "wall": wall,
-            "rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95)}  # fmt: skip
+            "rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+            "mean": sum(latencies) / len(latencies)}  # fmt: skip
 
 
 def main() -> int:

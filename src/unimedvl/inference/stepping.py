@@ -57,6 +57,10 @@ class Member:
     x: Tensor
     step: int = 0
     passes: int = 0
+    seg: Tensor = dataclasses.field(init=False)  # every token in segment 0 (combine_guidance of one image)
+
+    def __post_init__(self) -> None:
+        self.seg = torch.zeros(self.x.shape[0], dtype=torch.long, device=self.x.device)
 
     @property
     def guidance(self) -> GuidanceConfig:
@@ -76,6 +80,8 @@ class StepBatch:
         self.members: list[Member] = []
         self.cache = None  # the KV rows of every member's contexts
         self._rng = torch.Generator().manual_seed(0)
+        self._special = None  # the tokenizer's special ids (from the first admission)
+        self._packed: _Packed | None = None  # the members' latent queries as one batch
 
     @property
     def active(self) -> int:
@@ -96,6 +102,7 @@ class StepBatch:
         stride = self.model.config.vae_image_stride
         dim = self.model.config.patch_latent_dim
         device = plan.pool.device
+        self._special = plan.pool.special
         joined = []
         for job in plan.jobs:
             contexts = (job.cfg_text, job.full, job.cfg_img)
@@ -116,6 +123,7 @@ class StepBatch:
             self.cache.reserve(max(self.cache.lengths) + batch.sequence_length)
             joined.append(member)
         self.members.extend(joined)
+        self._packed = None
         return joined
 
     def drop(self, member: Member) -> None:
@@ -123,24 +131,42 @@ class StepBatch:
         self.members = [m for m in self.members if m is not member]
         self._compact()
 
+    def _query(self, members: list[Member]) -> "_Packed":
+        """The latent queries of ``members`` packed as one batch (built once per set of members)."""
+        if self._packed is None:  # reset whenever members join or leave
+            splits = [[VaeImageSplit(tokens=torch.zeros(m.x.shape[0], m.x.shape[1]), grid=m.grid, noised=True,
+                                     timestep=1.0)] for m in members]  # fmt: skip
+            device = members[0].x.device
+            batch = build_packed_batch(splits, self._special, self.model.config).to(device)
+            lens = [m.batch.sequence_length for m in members]
+            starts = torch.tensor([0] + lens[:-1]).cumsum(0).tolist()
+            self._packed = _Packed(batch, lens, starts, [m.batch.gen_mask(device) for m in members])
+        return self._packed
+
     @torch.no_grad()
     def step(self) -> list[tuple[Member, Result]]:
-        """One denoising step of every member; the members that finished, with their results."""
+        """One denoising step of every member; the members that finished, with their results.
+
+        One embedding call for all members (their latent queries packed as one batch), then one
+        forward of the language model over every (member, branch) block."""
         members = list(self.members)
         if not members:
             return []
+        packed = self._query(members)
+        times = [m.schedule[m.step] for m in members]
+        batch = dataclasses.replace(packed.batch, vae_inputs=[m.x for m in members],
+                                    vae_timesteps=torch.stack(times).float())  # fmt: skip
+        embedded, _ = self.model.embed(batch, self._rng)
         hidden, positions, rows, query_lens, routing, blocks = [], [], [], [], [], []
-        for m in members:
-            t = m.schedule[m.step]
-            batch = dataclasses.replace(m.batch, vae_inputs=[m.x], vae_timesteps=t.reshape(1).float())
-            h, _ = self.model.embed(batch, self._rng)
+        for k, (m, t) in enumerate(zip(members, times)):
+            h = embedded.narrow(0, packed.starts[k], packed.lens[k])
             branches = m.guidance.branches_at(float(t))
             for slot in sorted(_SLOTS.index(b) for b in branches):
                 hidden.append(h)
                 positions.append(m.positions[slot])
                 rows.append(m.rows[slot])
-                query_lens.append(m.batch.sequence_length)
-                routing.append(m.batch.gen_mask(h.device))
+                query_lens.append(packed.lens[k])
+                routing.append(packed.masks[k])
                 blocks.append((m, _SLOTS[slot]))
             m.passes += len(branches)
         out = self.model.language_model.forward_cached(
@@ -148,14 +174,13 @@ class StepBatch:
             write=False, routing=torch.cat(routing),
         )  # fmt: skip
         latents = torch.cat([part[m.batch.vae_indexes] for part, (m, _) in zip(out.split(query_lens), blocks)])
-        velocity = self.model.llm2vae(latents).float().split([m.batch.vae_indexes.numel() for m, _ in blocks])
+        velocity = self.model.llm2vae(latents).float().split([m.x.shape[0] for m, _ in blocks])
         branches: dict[int, dict[str, Tensor]] = {}
         for (m, name), v in zip(blocks, velocity):
             branches.setdefault(id(m), {})[name] = v
         finished = []
         for m in members:
-            seg = torch.zeros(m.x.shape[0], dtype=torch.long, device=m.x.device)
-            guided = combine_guidance(branches[id(m)], m.guidance, seg, 1)
+            guided = combine_guidance(branches[id(m)], m.guidance, m.seg, 1)
             t, t_next = m.schedule[m.step], m.schedule[m.step + 1]
             m.x = m.x - guided * (t - t_next)
             m.step += 1
@@ -172,6 +197,7 @@ class StepBatch:
 
     def _compact(self) -> None:
         """Free the rows of members that left once they are most of the cache."""
+        self._packed = None
         if not self.members:
             self.cache = None
             return
@@ -180,3 +206,13 @@ class StepBatch:
             self.cache = self.cache.select(live)
             for k, m in enumerate(self.members):
                 m.rows = [3 * k, 3 * k + 1, 3 * k + 2]
+
+
+@dataclass
+class _Packed:
+    """The latent queries of the current members as one packed batch, and where each member's sits."""
+
+    batch: PackedBatch
+    lens: list[int]
+    starts: list[int]
+    masks: list[Tensor]  # each member's routing (latent tokens to the generation expert)
