@@ -157,30 +157,22 @@ class StepBatch:
         batch = dataclasses.replace(packed.batch, vae_inputs=[m.x for m in members],
                                     vae_timesteps=torch.stack(times).float())  # fmt: skip
         embedded, _ = self.model.embed(batch, self._rng)
-        hidden, positions, rows, query_lens, routing, blocks = [], [], [], [], [], []
-        for k, (m, t) in enumerate(zip(members, times)):
-            h = embedded.narrow(0, packed.starts[k], packed.lens[k])
-            branches = m.guidance.branches_at(float(t))
-            for slot in sorted(_SLOTS.index(b) for b in branches):
-                hidden.append(h)
-                positions.append(m.positions[slot])
-                rows.append(m.rows[slot])
-                query_lens.append(packed.lens[k])
-                routing.append(packed.masks[k])
-                blocks.append((m, _SLOTS[slot]))
-            m.passes += len(branches)
+        slots = tuple(tuple(sorted(_SLOTS.index(b) for b in m.guidance.branches_at(float(t))))
+                      for m, t in zip(members, times))  # fmt: skip
+        lay = self._layout(packed, members, slots)
         out = self.model.language_model.forward_cached(
-            torch.cat(hidden), torch.cat(positions), self.cache, rows=rows, query_lens=query_lens, mode="full",
-            write=False, routing=torch.cat(routing),
+            embedded.index_select(0, lay.gather), lay.positions, self.cache, rows=lay.rows, query_lens=lay.query_lens,
+            mode="full", write=False, routing=lay.routing,
         )  # fmt: skip
-        latents = torch.cat([part[m.batch.vae_indexes] for part, (m, _) in zip(out.split(query_lens), blocks)])
-        velocity = self.model.llm2vae(latents).float().split([m.x.shape[0] for m, _ in blocks])
-        branches: dict[int, dict[str, Tensor]] = {}
-        for (m, name), v in zip(blocks, velocity):
-            branches.setdefault(id(m), {})[name] = v
+        velocity = self.model.llm2vae(out.index_select(0, lay.latent)).float().split(lay.counts)
+        branches: list[dict[str, Tensor]] = [{} for _ in members]
+        for (k, name), v in zip(lay.blocks, velocity):
+            branches[k][name] = v
+        for m, ss in zip(members, slots):
+            m.passes += len(ss)
         finished = []
-        for m in members:
-            guided = combine_guidance(branches[id(m)], m.guidance, m.seg, 1)
+        for m, v in zip(members, branches):
+            guided = combine_guidance(v, m.guidance, m.seg, 1)
             t, t_next = m.schedule[m.step], m.schedule[m.step + 1]
             m.x = m.x - guided * (t - t_next)
             m.step += 1
@@ -194,6 +186,29 @@ class StepBatch:
             self.members = [m for m in self.members if id(m) not in done]
             self._compact()
         return finished
+
+    @staticmethod
+    def _layout(packed: "_Packed", members: list[Member], slots: tuple[tuple[int, ...], ...]) -> "_Layout":
+        """The forward's blocks (member, branch) for the branch slots each member needs now (built once per
+        combination: the branches change only where a member crosses its guidance interval)."""
+        if slots not in packed.layouts:
+            device = members[0].x.device
+            gather, positions, rows, lens, routing, latent, counts, blocks = [], [], [], [], [], [], [], []
+            offset = 0
+            for k, (m, member_slots) in enumerate(zip(members, slots)):
+                for s in member_slots:
+                    gather.append(torch.arange(packed.starts[k], packed.starts[k] + packed.lens[k], device=device))
+                    positions.append(m.positions[s])
+                    rows.append(m.rows[s])
+                    lens.append(packed.lens[k])
+                    routing.append(packed.masks[k])
+                    latent.append(m.batch.vae_indexes.to(device) + offset)
+                    counts.append(m.x.shape[0])
+                    blocks.append((k, _SLOTS[s]))
+                    offset += packed.lens[k]
+            packed.layouts[slots] = _Layout(torch.cat(gather), torch.cat(positions), rows, lens, torch.cat(routing),
+                                            torch.cat(latent), counts, blocks)  # fmt: skip
+        return packed.layouts[slots]
 
     def _compact(self) -> None:
         """Free the rows of members that left once they are most of the cache."""
@@ -216,3 +231,18 @@ class _Packed:
     lens: list[int]
     starts: list[int]
     masks: list[Tensor]  # each member's routing (latent tokens to the generation expert)
+    layouts: dict = dataclasses.field(default_factory=dict)  # branch slots per member -> _Layout
+
+
+@dataclass
+class _Layout:
+    """One forward over (member, branch) blocks: which embedded rows, rope ids, cache rows, routing, latents."""
+
+    gather: Tensor  # rows of the embedded members, one block per (member, branch)
+    positions: Tensor
+    rows: list[int]
+    query_lens: list[int]
+    routing: Tensor
+    latent: Tensor  # where the latent tokens sit in the forward's output
+    counts: list[int]  # latent tokens per block
+    blocks: list[tuple[int, str]]  # (member index, branch name) per block
