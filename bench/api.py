@@ -23,6 +23,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -72,14 +73,33 @@ def measure(inferencer, max_batch: int, args) -> dict:
                               queue_size=max(64, args.clients))  # fmt: skip
     with BackgroundServer(create_app(inferencer, settings, model_id="demo")) as server:
         one_client(server.url, 999, 1, args.max_tokens)  # warm-up: first-call costs out of the timing
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            per_client = list(pool.map(lambda c: one_client(server.url, c, args.requests, args.max_tokens),
-                                       range(args.clients)))  # fmt: skip
-        wall = time.perf_counter() - start
+        out = run_clients(args.clients, lambda c: one_client(server.url, c, args.requests, args.max_tokens))
+    return {**out, "answers": out["outputs"]}
+
+
+def load_model(checkpoint: str | None):
+    """The checkpoint at the demo's sizes, CPU fp32 (None: a random demo-size one, made in a temporary folder)."""
+    from unimedvl.inference.api import UniMedVL
+    from unimedvl.init_checkpoint import init_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = checkpoint
+        if path is None:
+            path = Path(tmp) / "demo"
+            init_checkpoint("demo", path, seed=0)
+        return UniMedVL.from_pretrained(path, device="cpu", dtype="fp32", **DEMO_SIZES)
+
+
+def run_clients(clients: int, one: Callable[[int], list[tuple[Any, float]]]) -> dict:
+    """Every client at once (``one(index)`` -> [(output, seconds)]): outputs, wall time, requests/s, p50/p95."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        per_client = list(pool.map(one, range(clients)))
+    wall = time.perf_counter() - start
     latencies = [s for results in per_client for _, s in results]
-    return {"answers": [a for results in per_client for a, _ in results], "wall": wall,
-            "rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95)}  # fmt: skip
+    return {"outputs": [a for results in per_client for a, _ in results], "wall": wall,
+            "rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+            "mean": sum(latencies) / len(latencies)}  # fmt: skip
 
 
 def main() -> int:
@@ -95,15 +115,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from unimedvl.inference.api import UniMedVL
-    from unimedvl.init_checkpoint import init_checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.checkpoint
-        if path is None:
-            path = Path(tmp) / "demo"
-            init_checkpoint("demo", path, seed=0)
-        model = UniMedVL.from_pretrained(path, device="cpu", dtype="fp32", **DEMO_SIZES)
+    model = load_model(args.checkpoint)
     total = args.clients * args.requests
     print(f"API batching: demo-size model (random weights), CPU fp32, {args.clients} clients x {args.requests} VQA "
           f"requests, {args.max_tokens} new tokens each, window {args.window_ms:g} ms")  # fmt: skip

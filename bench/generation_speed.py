@@ -64,6 +64,7 @@ SETTINGS = {
     "dpm20": dict(num_timesteps=20, solver="dpm++2m"),
     "dpm30": dict(num_timesteps=30, solver="dpm++2m"),
     "dpm30+taylorseer2": dict(num_timesteps=30, solver="dpm++2m", cache="taylorseer", cache_interval=2),
+    "dpm20+teacache0.1": dict(num_timesteps=20, solver="dpm++2m", cache="teacache", cache_threshold=0.1),
 }
 
 

@@ -121,6 +121,16 @@ def test_taylorseer_forecasts_a_linear_drift_exactly():
     assert passes[0] <= 3 * 9
 
 
+def test_heun_with_a_forecasting_cache_stays_close_to_heun():
+    # warmup 3 computes Heun's corrector at t1 and the next predictor at t1: one t, two evaluations
+    cfg = GuidanceConfig(cfg_text_scale=1.0, num_timesteps=16, solver="heun")
+    x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(5))
+    exact, _ = sample(_gaussian_velocity(0.5), x1, [8], cfg)
+    fast, passes = sample(_gaussian_velocity(0.5), x1, [8], dataclasses.replace(cfg, cache="taylorseer",
+                                                                               cache_order=2, cache_warmup=3))  # fmt: skip
+    assert torch.isfinite(fast).all() and passes[0] < 30 and float((fast - exact).abs().max()) < 0.05
+
+
 def test_newton_forecast_reproduces_a_parabola():
     times = [0.9, 0.7, 0.4]
     values = [torch.tensor([2 * u * u - u + 1]) for u in times]
@@ -191,3 +201,25 @@ def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
     (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps({"guidance": {"editing_fast": {"cache": "fastest"}}}))
     with pytest.raises(ConfigError, match="cache='fastest'; choose one of none, teacache, taylorseer"):
         InferenceConfig.load(tmp_path)
+
+
+def test_every_front_end_speaks_the_speed_options(capsys):
+    from unimedvl.api.schemas import ImageRequest
+    from unimedvl.cli import build_parser
+    from unimedvl.eval.batch import EvalSettings
+    from unimedvl.guidance import RESTORATION
+
+    for command in ("edit", "generate", "eval"):
+        args = build_parser(command).parse_args(
+            [command, "--model", "m", "--solver", "dpm++2m", "--cache", "taylorseer", "--cache-interval", "4"]
+            + {"edit": ["--image", "a.png", "--instruction", "x", "--out", "o.png"],
+               "generate": ["--prompt", "x", "--out", "o.png"], "eval": ["--data", "d.jsonl", "--out", "o"]}[command])
+        assert (args.solver, args.cache, args.cache_interval) == ("dpm++2m", "taylorseer", 4), command
+    with pytest.raises(SystemExit):
+        build_parser("edit").parse_args(["edit", "--cache", "fastest"])
+    err = capsys.readouterr().err
+    assert "argument --cache: invalid choice: 'fastest'" in err and "taylorseer" in err
+    body = ImageRequest(prompt="x", solver="heun", cache="teacache", cache_threshold=0.2)
+    assert body.guidance_overrides() == {"solver": "heun", "cache": "teacache", "cache_threshold": 0.2}
+    settings = EvalSettings(guidance=dataclasses.replace(RESTORATION, cache="teacache")).to_json()
+    assert (settings["cache"], settings["solver"]) == ("teacache", "euler")  # recorded in run_info / provenance

@@ -1,7 +1,9 @@
 """Guidance settings of image generation and the task presets: one home, no torch.
 
 :class:`GuidanceConfig` names every knob of the Euler sampler with classifier-free guidance
-(:func:`unimedvl.flow.euler_sample` does the maths); the presets are the spec's table
+(:func:`unimedvl.flow.euler_sample` does the maths) and of the fast sampling beside it (``solver``
+and the step ``cache`` with its knobs; :mod:`unimedvl.sampling`; the defaults are the reference:
+Euler, no cache); the presets are the spec's table
 (unified-model.md section 5). The API, the CLI flags (:mod:`unimedvl.cli_options`), the app and
 batch evaluation all start from these objects, so a default is written down once. Torch-free so
 that ``unimedvl COMMAND --help`` can show the defaults without importing torch.

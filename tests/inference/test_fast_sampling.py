@@ -93,3 +93,34 @@ def test_guided_velocity_of_some_requests_equals_their_rows_of_all(api):
     for b in branches:
         torch.testing.assert_close(second[b], everyone[b][4:], atol=1e-5, rtol=0)
     assert velocity.step_input(x, t).shape[0] == 10
+
+
+FAST = dict(num_timesteps=12, solver="dpm++2m", cache="teacache", cache_threshold=0.3)
+
+
+def test_a_memory_plan_samples_the_same_fast_images(api, checkpoint):
+    from inference_support import SMALL
+
+    from unimedvl.inference.api import UniMedVL
+
+    mapped = UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", device_map='{"0": "cpu", "1": "cpu"}',
+                                      **SMALL)  # fmt: skip
+    image = random_image(32, 32, 14)
+    np.testing.assert_array_equal(np.asarray(mapped.edit(image, "Remove the noise.", seed=2, **FAST)),
+                                  np.asarray(api.edit(image, "Remove the noise.", seed=2, **FAST)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_sampling_on_cuda_agrees_with_the_cpu(api, checkpoint):
+    from inference_support import SMALL
+
+    from unimedvl.inference.api import UniMedVL
+
+    image = random_image(32, 32, 15)
+    fast = dict(FAST, cache="taylorseer", cache_interval=2)  # a fixed schedule: round-off cannot flip a decision
+    cpu = np.asarray(api.edit(image, "Remove the noise.", seed=3, **fast)).astype(int)
+    for plan in ({}, {"offload": "cpu"}):
+        gpu = UniMedVL.from_pretrained(checkpoint, device="cuda", dtype="fp32", **plan, **SMALL)
+        out = np.asarray(gpu.edit(image, "Remove the noise.", seed=3, **fast)).astype(int)
+        assert np.abs(out - cpu).mean() < 1.0  # TF32 / kernel round-off only

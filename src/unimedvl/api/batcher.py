@@ -17,6 +17,12 @@ Cancellation (a client that disconnected) is a flag per ticket: a queued item is
 once; a running text request stops at its next token (``Request.stop``); a running image batch
 stops at its next denoising step when every request in it is cancelled.
 
+Step-level batching (``stepper``, :mod:`unimedvl.inference.stepping`): image requests with the
+reference sampler are not served as whole batches but join the running denoising batch between
+two steps (up to ``max_batch`` being denoised); between steps the worker also admits the newly
+queued ones and serves a due batch of other work (questions, fast-sampler images), so nothing waits
+for a 50-step image. A member whose client is gone leaves at the next step.
+
 Results, streamed tokens and errors go back to the ticket's asyncio loop as events
 ``(kind, index, value)`` with kind ``"token"``, ``"result"`` or ``"error"``.
 """
@@ -31,11 +37,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 from unimedvl.api.metrics import ServerMetrics
 from unimedvl.errors import UserError
 from unimedvl.inference.inferencer import Request, Result
+
+if TYPE_CHECKING:
+    from unimedvl.inference.stepping import StepBatch
 
 log = logging.getLogger("unimedvl.api")
 
@@ -141,8 +150,10 @@ class Batcher:
     """The queue and the worker thread that serves it (see the module docstring)."""
 
     def __init__(self, run: RunBatch, metrics: ServerMetrics, max_batch: int = 8, window_s: float = 0.02,
-                 queue_size: int = 64):  # fmt: skip
+                 queue_size: int = 64, stepper: "StepBatch | None" = None):  # fmt: skip
         self._run = run
+        self._stepper = stepper  # step-level batching of reference-sampler image requests (None: off)
+        self._members: dict[int, _Item] = {}  # id(member of the stepper) -> its queue item
         self.metrics = metrics
         self.max_batch = max_batch
         self.window_s = window_s
@@ -241,10 +252,100 @@ class Batcher:
 
     def _work(self) -> None:
         while True:
+            if self._stepper is not None and self._stepper.active:
+                if not self._between_steps():
+                    return
+                continue
             batch = self._next_batch()
             if batch is None:
                 return
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[_Item]) -> None:
+        """Stepped image requests join the denoising batch; the rest are served as one batch."""
+        if self._stepper is None:
             self._serve(batch)
+            return
+        joining = [item for item in batch if self._stepper.accepts(item.request)]
+        rest = [item for item in batch if not self._stepper.accepts(item.request)]
+        if joining:
+            self._join(joining)
+        if rest:
+            self._serve(rest)
+
+    def _between_steps(self) -> bool:
+        """Admit what arrived, serve a due batch of other work, then one denoising step; False when closing."""
+        assert self._stepper is not None
+        with self._cond:
+            if self._closing:
+                for item in self._members.values():
+                    item.ticket.fail(ServerClosing("the server is shutting down"))
+                return False
+            room = self.max_batch - self._stepper.active
+            joining = [item for item in self._queue if self._stepper.accepts(item.request)][: max(room, 0)]
+            taken = {id(item) for item in joining}
+            others = [item for item in self._queue if id(item) not in taken]
+            due: list[_Item] = []
+            if others and others[0].arrived + self.window_s <= time.monotonic():
+                first = others[0]
+                due = [item for item in others if item.request.task == first.request.task
+                       and not self._stepper.accepts(item.request)][: self.max_batch]  # fmt: skip
+                taken |= {id(item) for item in due}
+            self._queue = deque(item for item in self._queue if id(item) not in taken)
+            self._set_depth()
+        if joining:
+            self._join(joining)
+        if due:
+            self._serve(due)
+        self._step()
+        return True
+
+    def _join(self, items: list[_Item]) -> None:
+        assert self._stepper is not None
+        items = [item for item in items if not item.ticket.cancelled.is_set()]
+        if not items:
+            return
+        try:
+            members = self._stepper.admit([item.request for item in items])
+        except UserError as err:
+            if len(items) == 1:
+                items[0].ticket.fail(err)
+                return
+            for item in items:  # one bad request must not keep its batch-mates out
+                self._join([item])
+            return
+        except Exception as err:
+            log.exception("preparing %d image requests failed", len(items))
+            for item in items:
+                item.ticket.fail(err)
+            return
+        self.metrics.batch_size.observe(len(items), task=items[0].request.task)
+        for member, item in zip(members, items):
+            self._members[id(member)] = item
+        self.metrics.running.set(self._stepper.active)
+
+    def _step(self) -> None:
+        assert self._stepper is not None
+        for member in list(self._stepper.members):
+            if self._members[id(member)].ticket.cancelled.is_set():
+                self._stepper.drop(member)
+                del self._members[id(member)]
+        if not self._stepper.active:
+            self.metrics.running.set(0)
+            return
+        try:
+            finished = self._stepper.step()
+        except Exception as err:  # a bug: every member's ticket gets a 500, the log the traceback
+            log.exception("a denoising step of %d image requests failed", self._stepper.active)
+            for member in list(self._stepper.members):
+                self._stepper.drop(member)
+                self._members.pop(id(member)).ticket.fail(err)
+            return
+        for member, result in finished:
+            item = self._members.pop(id(member))
+            if not item.ticket.cancelled.is_set():
+                item.ticket.deliver(item.index, result)
+        self.metrics.running.set(self._stepper.active)
 
     def _serve(self, batch: list[_Item]) -> None:
         batch = [item for item in batch if not item.ticket.cancelled.is_set()]

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
                        help=f"{docs.get(name, name)} (default {default:g})" if kind is float else
                        f"{docs.get(name, name)} (default {default})")  # fmt: skip
+    g.add_argument("--no-step-batching", dest="step_batching", action="store_false",
+                   help="serve image requests in whole batches (a request arriving mid-batch waits for it to end) "
+                        "instead of letting them join the running batch between denoising steps")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -52,7 +55,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         host=args.host, port=args.port, api_key=args.api_key or os.environ.get(KEY_ENV) or None,
         max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, queue_size=args.queue_size,
         max_body_mb=args.max_body_mb, max_image_pixels=args.max_image_pixels, max_images=args.max_images,
-        max_tokens=args.max_tokens, max_timesteps=args.max_timesteps,
+        max_tokens=args.max_tokens, max_timesteps=args.max_timesteps, step_batching=args.step_batching,
     )  # fmt: skip
 
 

@@ -72,8 +72,13 @@ def create_app(inferencer: Inferencer, settings: ServerSettings | None = None, m
             raise ConfigError(f"max_timesteps={settings.max_timesteps} is below the {task} preset's "
                               f"{preset.num_timesteps} timesteps; raise --max-timesteps to at least that")  # fmt: skip
     metrics = ServerMetrics()
+    stepper = None
+    if settings.step_batching and run is None:  # a custom ``run`` (tests) sees every batch whole
+        from unimedvl.inference.stepping import StepBatch
+
+        stepper = StepBatch(inferencer)
     batcher = Batcher(run or inferencer.run, metrics, settings.max_batch, settings.batch_window_ms / 1000.0,
-                      settings.queue_size)  # fmt: skip
+                      settings.queue_size, stepper)  # fmt: skip
     service = Service(inferencer, settings, batcher, metrics, model_id, int(created or time.time()),
                       model_info(inferencer, settings))  # fmt: skip
 

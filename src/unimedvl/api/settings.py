@@ -19,6 +19,7 @@ class ServerSettings:
     max_batch: int = 8  # inference requests served together in one Inferencer.run
     batch_window_ms: float = 20.0  # how long the oldest waiting request waits for company
     queue_size: int = 64  # inference requests that may wait; more are answered 503 with Retry-After
+    step_batching: bool = True  # image requests (reference sampler) join the running denoising batch between steps
     max_body_mb: float = 20.0  # largest request body (JSON with base64 images, or multipart)
     max_image_pixels: int = 40_000_000  # largest decoded input image (width x height), checked from headers
     max_images: int = 16  # input images per request

@@ -11,9 +11,11 @@ any number of them and serves them together, in three phases that each batch acr
    contexts run in rounds, one forward per round.
 2. ``decode_text``: the answers, and the reasoning of thinking-mode image requests, decoded
    together; the reasoning is then added to ``full`` only.
-3. ``generate_images``: requests with the same GuidanceConfig are denoised together. Each
-   step is one forward: the latent query of every request against the rows of every guidance
-   branch it needs (``GuidedVelocity``), read-only on the cache.
+3. ``generate_images``: requests with the same GuidanceConfig are denoised together
+   (:func:`unimedvl.sampling.sample`: Euler, or a faster solver / step cache). Each model
+   evaluation is one forward: the latent query of every request (or of those a step cache
+   computes) against the rows of every guidance branch it needs (``GuidedVelocity``),
+   read-only on the cache. ``Result.model_passes`` counts the branches evaluated.
 
 Every request has its own seed and generators, so its result does not depend on what else is
 in the batch: generated tokens are identical to serving it alone, and image latents equal to fp32

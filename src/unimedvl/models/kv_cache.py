@@ -192,6 +192,19 @@ class KVCache:
         out.lengths = [self.lengths[r] for r in rows]
         return out
 
+    def adopt(self, other: "KVCache", rows: Sequence[int]) -> list[int]:
+        """Append copies of ``other``'s ``rows`` (same layers, heads, dtype, devices) as new rows; their ids."""
+        need = max([other.lengths[r] for r in rows] + [1])
+        self.reserve(need)
+        new = self.add_rows(len(rows))
+        for src, dst in ((other.keys, self.keys), (other.values, self.values)):
+            for s, d in zip(src, dst):
+                for r, n in zip(rows, new):
+                    d[n, :, : other.lengths[r]] = s[r, :, : other.lengths[r]]
+        for r, n in zip(rows, new):
+            self.lengths[n] = other.lengths[r]
+        return new
+
     def truncate(self, row: int, length: int) -> None:
         """Forget positions ``>= length`` of ``row`` (roll a context back)."""
         self._check_row(row)

@@ -52,8 +52,9 @@ class StepCache:
 
     def store(self, t: float, values: dict[str, Tensor]) -> None:
         """Keep the branch outputs of a computed evaluation (the last ``keep`` of them)."""
-        if self.keep:
-            self.history = (self.history + [(t, values)])[-self.keep:]
+        if self.keep:  # a second evaluation at the same t (Heun's corrector, then the next predictor) replaces the first
+            kept = [p for p in self.history if p[0] != t]
+            self.history = (kept + [(t, values)])[-self.keep:]
 
     def estimate(self, t: float, branches: Sequence[str]) -> dict[str, Tensor]:
         raise NotImplementedError  # never asked: should_compute is always True
