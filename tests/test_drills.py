@@ -10,7 +10,10 @@ asks: one clear line naming the file and what to do, no traceback, nothing lost,
   killed at 5 points ends with the same results.jsonl and images;
 * a full disk on a real filesystem (a tmpfs; needs root, skipped otherwise) while training and
   while evaluating: one line, the partial write removed, and after freeing space the rerun ends
-  where an uninterrupted run does.
+  where an uninterrupted run does;
+* round two (issue 28): two runs into one folder, SIGTERM under torchrun, a killed
+  train-autoencoder, a YAML bomb, an absurd config, shards outside the checkpoint, NaN guidance, a
+  DICOM without decoder, a symlink loop, convert on a full disk, an idle connection to the API.
 
 docs/RELIABILITY.md lists the drills and their last results.
 """
@@ -387,11 +390,12 @@ def test_drill_two_runs_one_folder(ckpt, medsynth, tmp_path):
     data, out = medsynth["jsonl"]["test"], tmp_path / "eval"
     results = out / "debug" / "test" / "results.jsonl"
     eval_cmd = [PYTHON, "-m", "unimedvl.cli", "eval", "--model", str(ckpt), "--data", str(data), "--out", str(out),
-                *FAST]  # fmt: skip
+                *FAST, "--num-timesteps", "40", "--batch-size", "1"]  # slow enough to start a second one meanwhile
     first = subprocess.Popen(eval_cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait(lambda: results.is_file() and results.stat().st_size > 0, first, "the first result line")
-    _one_line_error(subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=600),
-                    f"PID {first.pid}")
+    second = subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.poll() is None, "the first eval ended before the second one started: the drill proves nothing"
+    _one_line_error(second, f"PID {first.pid}")
     assert first.wait(timeout=600) == 0
     provenance = json.loads((out / "debug" / "test" / "run_info.json").read_text())
     assert provenance and len(results.read_text().splitlines()) == 12
