@@ -367,7 +367,8 @@ def _slow_run_config(tmp_path, ckpt, steps, **extra):
     mix = ts.write_mix(tmp_path / "slow_mix.yaml", kinds=["und", "gen", "edit"], delay=0.3)
     values = dict(dataset_config_file=mix, model_path=str(ckpt), loader=ts.LOADER, total_steps=steps,
                   save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", gradient_checkpointing=False,
-                  log_every=1, progress_bar=False, tensorboard=False, ema=0.9, **extra)  # fmt: skip
+                  log_every=1, progress_bar=False, tensorboard=False, ema=0.9)  # fmt: skip
+    values.update(extra)
     config = tmp_path / "slow_run.yaml"
     config.write_text(yaml.safe_dump(values))
     return config
@@ -390,7 +391,7 @@ def test_drill_two_runs_one_folder(ckpt, medsynth, tmp_path):
     data, out = medsynth["jsonl"]["test"], tmp_path / "eval"
     results = out / "debug" / "test" / "results.jsonl"
     eval_cmd = [PYTHON, "-m", "unimedvl.cli", "eval", "--model", str(ckpt), "--data", str(data), "--out", str(out),
-                *FAST, "--num-timesteps", "40", "--batch-size", "1"]  # slow enough to start a second one meanwhile
+                *FAST, "--num-timesteps", "200", "--batch-size", "1"]  # slow enough to start a second one meanwhile
     first = subprocess.Popen(eval_cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait(lambda: results.is_file() and results.stat().st_size > 0, first, "the first result line")
     second = subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=600)
@@ -460,10 +461,13 @@ def test_drill_hostile_inputs_round_two(ckpt, medsynth, tmp_path):
     lines = ['l0: &l0 ["lol"]'] + [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, 10)]
     bomb.write_text("\n".join(lines) + "\nvlm_sft:\n  dataset_names: *l9\n  weight: *l9\n  shuffle_seed: *l9\n")
     start = time.monotonic()
-    _one_line_error(subprocess.run(_train_args(tmp_path, ckpt, bomb, medsynth["dataset_info"], tmp_path / "r", 2),
-                                   env=_env(), capture_output=True, text=True, timeout=600),  # fmt: skip
-                    "bomb_mix.yaml", "expand to more than")
+    refused = subprocess.run(_train_args(tmp_path, ckpt, bomb, medsynth["dataset_info"], tmp_path / "r", 2),
+                             env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
     bomb_s = time.monotonic() - start
+    # A mix's problems are listed one per line under one "error:" line (the mix checker's format).
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert "error: 1 problem(s) in the data mix" in refused.stderr
+    assert "bomb_mix.yaml: its aliases (*name) expand to more than" in refused.stderr
 
     huge = tmp_path / "huge"
     shutil.copytree(ckpt, huge)
