@@ -10,7 +10,10 @@ asks: one clear line naming the file and what to do, no traceback, nothing lost,
   killed at 5 points ends with the same results.jsonl and images;
 * a full disk on a real filesystem (a tmpfs; needs root, skipped otherwise) while training and
   while evaluating: one line, the partial write removed, and after freeing space the rerun ends
-  where an uninterrupted run does.
+  where an uninterrupted run does;
+* round two (issue 28): two runs into one folder, SIGTERM under torchrun, a killed
+  train-autoencoder, a YAML bomb, an absurd config, shards outside the checkpoint, NaN guidance, a
+  DICOM without decoder, a symlink loop, convert on a full disk, an idle connection to the API.
 
 docs/RELIABILITY.md lists the drills and their last results.
 """
@@ -343,3 +346,212 @@ def test_drill_disk_full_while_evaluating(ckpt, medsynth, tmp_path):
         assert again.returncode == 0, again.stderr[-3000:]
         assert _results(run_dir) == _results(reference / "debug" / "test")
     print(f"drill: {line}")
+
+
+# --------------------------------------------------------------------------------------------- round two (issue 28)
+
+
+def _wait(condition, proc, what, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]!r}"
+        assert time.monotonic() < deadline, f"{what} never came"
+        time.sleep(0.01)
+
+
+def _slow_run_config(tmp_path, ckpt, steps, **extra):
+    """A run of the stand-in loader (tests/train_support.py) that takes 0.3 s per batch: long enough to act on."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import train_support as ts
+
+    mix = ts.write_mix(tmp_path / "slow_mix.yaml", kinds=["und", "gen", "edit"], delay=0.3)
+    values = dict(dataset_config_file=mix, model_path=str(ckpt), loader=ts.LOADER, total_steps=steps,
+                  save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", gradient_checkpointing=False,
+                  log_every=1, progress_bar=False, tensorboard=False, ema=0.9)  # fmt: skip
+    values.update(extra)
+    config = tmp_path / "slow_run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    return config
+
+
+def test_drill_two_runs_one_folder(ckpt, medsynth, tmp_path):
+    """Item 1: a second train / eval into a folder a live run writes is refused naming its PID."""
+    run = tmp_path / "run"
+    cmd = [PYTHON, "-m", "unimedvl.train", "--config", str(_slow_run_config(tmp_path, ckpt, 30, save_every=10)),
+           "--checkpoint_dir", str(run)]  # fmt: skip
+    first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: (run / "metrics.jsonl").is_file(), first, "step 1")
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.poll() is None, "the first run ended before the second one started: the drill proves nothing"
+    line = _one_line_error(second, f"PID {first.pid}", str(run), "in use")
+    assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
+    assert [m["step"] for m in _metrics(run)] == list(range(1, 31))  # each step once, nothing interleaved
+    assert all((run / f"step_{k:07d}" / "checkpoint.json").is_file() for k in (10, 20, 30))
+
+    data, out = medsynth["jsonl"]["test"], tmp_path / "eval"
+    results = out / "debug" / "test" / "results.jsonl"
+    eval_cmd = [PYTHON, "-m", "unimedvl.cli", "eval", "--model", str(ckpt), "--data", str(data), "--out", str(out),
+                *FAST, "--num-timesteps", "200", "--batch-size", "1"]  # slow enough to start a second one meanwhile
+    first = subprocess.Popen(eval_cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: results.is_file() and results.stat().st_size > 0, first, "the first result line")
+    second = subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.poll() is None, "the first eval ended before the second one started: the drill proves nothing"
+    _one_line_error(second, f"PID {first.pid}")
+    assert first.wait(timeout=600) == 0
+    provenance = json.loads((out / "debug" / "test" / "run_info.json").read_text())
+    assert provenance and len(results.read_text().splitlines()) == 12
+    print(f"drill: {line}")
+
+
+def test_drill_sigterm_under_torchrun_and_autoencoder_kill(ckpt, medsynth, tmp_path):
+    """Item 2: SIGTERM to torchrun's agent: every rank finishes the step, saves, and the rerun ends with
+    the uninterrupted weights; train-autoencoder SIGKILLed after a periodic save resumes bit for bit."""
+    import torch
+
+    config = _slow_run_config(tmp_path, ckpt, 6, sharding_strategy="FULL_SHARD")
+    torchrun = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unimedvl.train",
+                "--config", str(config), "--checkpoint_dir"]  # fmt: skip
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    done = subprocess.run([*torchrun, str(reference)], env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    agent = subprocess.Popen([*torchrun, str(stopped)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    _wait(lambda: (stopped / "metrics.jsonl").is_file() and len(_metrics(stopped)) >= 2, agent, "step 2")
+    agent.send_signal(signal.SIGTERM)  # as SLURM / Kubernetes do; torchrun forwards it to every rank
+    err = agent.communicate(timeout=300)[1]
+    k = len(_metrics(stopped))
+    assert 2 <= k < 6 and f"stopped by SIGTERM after step {k} of 6" in err, err[-3000:]
+    assert (stopped / f"step_{k:07d}" / "checkpoint.json").is_file()
+    resumed = subprocess.run([*torchrun, str(stopped), "--auto_resume", "True"], env=_env(), capture_output=True,
+                             text=True, timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _weights(reference / "step_0000006"), _weights(stopped / "step_0000006")
+    for name in a:
+        assert all(torch.equal(a[name][key], b[name][key]) for key in a[name]), name
+    assert [m["step"] for m in _metrics(stopped)] == list(range(1, 7))
+
+    images = Path(medsynth["out_dir"]) / "images"
+    ae = ["train-autoencoder", "--images", str(images), "--steps", "8", "--batch-size", "2", "--image-size", "32",
+          "--ch", "32", "--ch-mult", "1,1,1,1", "--log-every", "0", "--no-progress", "--save-every", "2"]
+    assert _cli(*ae, "--out", tmp_path / "ae_ref" / "ae.safetensors").returncode == 0
+    out = tmp_path / "ae" / "ae.safetensors"
+    state = out.with_name("ae.safetensors.train-state.pt")
+    proc = subprocess.Popen([PYTHON, "-m", "unimedvl.cli", *ae, "--out", str(out)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait(state.is_file, proc, "the first saved state")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    _one_line_error(_cli(*ae, "--out", out), "holds an interrupted run", "--resume")
+    assert _cli(*ae, "--out", out, "--resume").returncode == 0
+    a, b = load_file(str(tmp_path / "ae_ref" / "ae.safetensors")), load_file(str(out))
+    assert all(torch.equal(a[key], b[key]) for key in a) and not state.exists()
+    _one_line_error(_cli(*ae, "--out", out), "exists (a finished autoencoder)", "--overwrite")
+    print(f"drill: torchrun stopped by SIGTERM after step {k}, resumed to equal weights; the autoencoder too")
+
+
+def test_drill_hostile_inputs_round_two(ckpt, medsynth, tmp_path):
+    """Items 3-6 and 8 through the real commands: YAML bomb, absurd config, shards outside, NaN guidance,
+    a DICOM without decoder, a symlink loop."""
+    import shutil
+
+    from unimedvl.config import load_yaml
+
+    bomb = tmp_path / "bomb_mix.yaml"
+    lines = ['l0: &l0 ["lol"]'] + [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, 10)]
+    bomb.write_text("\n".join(lines) + "\nvlm_sft:\n  dataset_names: *l9\n  weight: *l9\n  shuffle_seed: *l9\n")
+    start = time.monotonic()
+    refused = subprocess.run(_train_args(tmp_path, ckpt, bomb, medsynth["dataset_info"], tmp_path / "r", 2),
+                             env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    bomb_s = time.monotonic() - start
+    # A mix's problems are listed one per line under one "error:" line (the mix checker's format).
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert "error: 1 problem(s) in the data mix" in refused.stderr
+    assert "bomb_mix.yaml: its aliases (*name) expand to more than" in refused.stderr
+
+    huge = tmp_path / "huge"
+    shutil.copytree(ckpt, huge)
+    cfg = load_yaml(huge / "unimedvl_config.yaml")
+    cfg["llm"].update(hidden_size=10**7, head_dim=2_500_000)
+    (huge / "unimedvl_config.yaml").write_text(yaml.safe_dump(cfg))
+    image = Path(medsynth["out_dir"]) / "images"
+    some_image = sorted(image.rglob("*.png"))[0]
+    _one_line_error(_cli("ask", "--model", huge, "--image", some_image, "--question", "What?", *FAST[:6]),
+                    "has shape", "the config implies")
+
+    outside = tmp_path / "outside"
+    shutil.copytree(ckpt, outside)
+    (outside / "ema.safetensors").unlink()
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt / "ema.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    (outside / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: "/etc/passwd" for k in keys}}))
+    _one_line_error(_cli("ask", "--model", outside, "--image", some_image, "--question", "What?", *FAST[:6]),
+                    "model.safetensors.index.json", "inside")
+
+    _one_line_error(_cli("generate", "--model", ckpt, "--prompt", "x-ray", "--out", tmp_path / "g.png",
+                         "--cfg-text-scale", "nan", *FAST[:2]), "cfg_text_scale")  # fmt: skip
+    _one_line_error(_cli("generate", "--model", ckpt, "--prompt", "x-ray", "--out", tmp_path / "g.png",
+                         "--timestep-shift", "1e308", *FAST[:2]), "timestep_shift")  # fmt: skip
+
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    _one_line_error(_cli("ask", "--model", ckpt, "--image", tmp_path / "a.png", "--question", "What?", *FAST[:6]),
+                    "symlink loop")
+
+    pydicom = pytest.importorskip("pydicom")
+    jpeg_ls = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "JPEGLSNearLossless_08.dcm"
+    (tmp_path / "dicom").mkdir()
+    shutil.copy(jpeg_ls, tmp_path / "dicom" / "scan.dcm")
+    (tmp_path / "dicom" / "test.jsonl").write_text(json.dumps(_record("a", "scan.dcm", "What?")) + "\n")
+    checked = _cli("validate-data", tmp_path / "dicom" / "test.jsonl")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert "needs a pixel decoder that is not installed" in checked.stdout or "decoder" in checked.stdout
+    print(f"drill: YAML bomb refused in {bomb_s:.1f} s (process start included)")
+
+
+def test_drill_convert_on_a_full_disk(tmp_path):
+    """Item 8: convert onto a full filesystem: one line, like eval's."""
+    import benchmark_fixtures as bf
+
+    source = bf.vqa_rad_release(tmp_path / "src")
+    with ds.small_filesystem(tmp_path / "small", 1024) as disk:
+        ballast = ds.fill(disk, leave_bytes=2 * 1024)
+        full = _cli("convert", "--benchmark", "vqa-rad", source, "--out", disk / "data" / "vqa_rad.jsonl")
+        line = _one_line_error(full, "disk full while converting", "free space and rerun")
+        ballast.unlink()
+        again = _cli("convert", "--benchmark", "vqa-rad", source, "--out", disk / "data" / "vqa_rad.jsonl")
+        assert again.returncode in (0, 1) and "Traceback" not in again.stderr, again.stderr[-3000:]
+        assert (disk / "data" / "vqa_rad.jsonl").is_file()
+    print(f"drill: {line}")
+
+
+def test_drill_idle_connection_to_the_api_is_closed(ckpt):
+    """Item 8: `unimedvl api` closes a socket that never sends a request (before: open forever)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([PYTHON, "-m", "unimedvl.cli", "api", "--model", str(ckpt), "--device", "cpu",
+                               "--port", str(port)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        _wait(listening, server, "the API listening", timeout=300)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=60)
+        start = time.monotonic()
+        assert idle.recv(1) == b""  # the server closed it
+        waited = time.monotonic() - start
+        assert waited < 40
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    print(f"drill: the API closed an idle connection after {waited:.1f} s")

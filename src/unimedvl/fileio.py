@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from unimedvl.errors import DiskFullError
+from unimedvl.errors import DiskFullError, capped
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
@@ -166,3 +166,17 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], patterns: tuple[str
                 path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def missing_file_problem(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` (which does not exist as far as ``os.path.exists`` can tell) cannot be opened: "file not
+    found", or the symlink loop or the dangling link it really is."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symlink loop (a link that leads back to itself); point the link at a real file"
+        if os.path.islink(path):
+            return f"a symlink to {capped(os.readlink(path), 120)}, which does not exist; fix or remove the link"
+        return "file not found"
+    return "file not found"

@@ -41,7 +41,7 @@ class RunLock:
 
     def __init__(self, folder: str | Path, command: str, name: str = LOCK_NAME):
         self.folder, self.command, self.path = Path(folder), command, Path(folder) / name
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     @classmethod
     def for_file(cls, output: str | Path, command: str) -> "RunLock":
@@ -57,12 +57,13 @@ class RunLock:
         if self._file is not None or fcntl is None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # never truncate before we hold it
+        handle = open(self.path, "a+b", buffering=0)  # never truncate before we hold it; unbuffered: a full disk
+        # fails the write below, never a later close
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read(200).split()
+            holder = handle.read(200).decode("utf-8", "replace").split()
             handle.close()
             pid = holder[0] if holder and holder[0].isdigit() else "unknown"
             what = f"`{holder[1]}` " if len(holder) > 1 and holder[1].isidentifier() else ""
@@ -71,10 +72,12 @@ class RunLock:
         except BaseException:
             handle.close()
             raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {self.command}\n")
-        handle.flush()
+        try:  # the PID is for the message of a second run only: a full disk must not stop this one here
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {self.command}\n".encode())
+        except OSError:
+            pass
         self._file = handle
         return self
 

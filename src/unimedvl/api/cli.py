@@ -79,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
     model_id, created = checkpoint_identity(args.model)
     model_id = args.served_model_name or model_id
     app = create_app(model.inferencer, settings, model_id=model_id, created=created)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10)
+    from unimedvl.api.idle_timeout import server_options
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10,
+                **server_options())  # idle sockets are closed (idle_timeout.py)
     return 0

@@ -137,7 +137,10 @@ class BackgroundServer:
         import uvicorn
 
         # A bounded graceful shutdown: a client still waiting must not keep the server up forever.
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        from unimedvl.api.idle_timeout import server_options
+
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                                **server_options())  # idle sockets are closed (idle_timeout.py)
         self.server = uvicorn.Server(config)
         self.host = host
         self.start_timeout_s = start_timeout_s

@@ -24,6 +24,7 @@ from unimedvl.benchmarks import NAMES
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
 from unimedvl.benchmarks.reader import LANGUAGES, ReadOptions
 from unimedvl.data.records import Problem
+from unimedvl.fileio import disk_full_reported
 from unimedvl.run_lock import RunLock
 
 
@@ -64,8 +65,10 @@ def run_convert(args: argparse.Namespace) -> int:
     with RunLock.for_file(out, "convert"):  # one run per output file (RELIABILITY.md)
         source = open_benchmark(args.benchmark, args.path, args.split, ReadOptions(language=args.language))
         image_dir = Path(args.image_dir) if args.image_dir else out.with_name(out.stem + "_images")
-        conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
-        write_jsonl(conv.records, out)
+        with disk_full_reported("converting", out.parent, "the JSONL is written last and atomically, so the old one "
+                                "(if any) is intact; free space and rerun"):  # fmt: skip
+            conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
+            write_jsonl(conv.records, out)
     print(conv.summary())
     print(f"wrote {len(conv.records)} record(s) to {out} (prompt template {source.reader.prompt.name!r})")
     if conv.problems:

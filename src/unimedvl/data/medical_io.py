@@ -81,6 +81,7 @@ from unimedvl.data.windowing import (  # noqa: F401 (re-exported: the readers' p
     integer_range,
 )
 from unimedvl.errors import DataError
+from unimedvl.fileio import missing_file_problem
 
 FORMATS = ("dicom", "nifti", "npy", "raster")
 
@@ -160,7 +161,7 @@ def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any]) -> tuple[str,
     if fmt is not None and fmt not in FORMATS:
         raise DataError(f"{path}: format={fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     if not os.path.exists(path):
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {missing_file_problem(path)}")
     if not os.path.isfile(path):
         raise DataError(f"{path}: not a file")
     fmt = fmt or _detect_format(path)
@@ -318,7 +319,27 @@ def _size_dicom(path: str, options: dict[str, Any], limit: int) -> tuple[int, in
         raise DataError(f"{path}: DICOM file has no Rows/Columns (no image; modality {ds.get('Modality', '?')})")
     _dicom_frames(ds, path, options.get("frame", 0))
     check_pixels(path, int(cols), int(rows), limit)
+    _check_dicom_decoder(ds, path)
     return int(cols), int(rows)
+
+
+def _check_dicom_decoder(ds: Any, path: str) -> None:
+    """DataError when the header's transfer syntax has no installed pixel decoder (found without decoding)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not syntax:
+        return
+    name = getattr(syntax, "name", str(syntax))
+    try:
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError):
+        raise DataError(f"{path}: no pixel decoder exists for its transfer syntax {name}; convert the file "
+                        "(e.g. to uncompressed Explicit VR Little Endian)") from None
+    if not decoder.is_available:
+        needs = "; ".join(str(m) for m in decoder.missing_dependencies[:3])
+        raise DataError(f"{path}: its transfer syntax {name} needs a pixel decoder that is not installed ({needs}); "
+                        "install one of them or convert the file")
 
 
 def _nifti_index(path: str, shape: tuple[int, ...], options: dict[str, Any]) -> tuple[tuple, tuple[int, int], dict]:

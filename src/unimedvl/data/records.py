@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from unimedvl.errors import DataError
+from unimedvl.fileio import missing_file_problem
 
 IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
@@ -302,7 +303,7 @@ def _file_problem(path: str | os.PathLike[str]) -> str | None:
     """Why the file cannot be read as a JSONL file, or None when it can."""
     path = Path(path)
     if not path.exists():
-        return "file not found"
+        return missing_file_problem(path)
     if not path.is_file():
         return "not a file"
     if not os.access(path, os.R_OK):
