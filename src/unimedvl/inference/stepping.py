@@ -117,7 +117,7 @@ class StepBatch:
             batch = build_packed_batch([[split]], plan.pool.special, self.model.config).to(device)
             positions = [plan.pool.positions(batch, [c.rope]) for c in contexts]
             schedule = sampling_schedule(job.guidance.num_timesteps, job.guidance.timestep_shift, device=device,
-                                         strength=job.request.strength)  # fmt: skip
+                                         strength=job.strength)  # fmt: skip
             member = Member(job.request, job, rows, batch, positions, grid, schedule,
                             inf.initial_latents(job, grid, device))  # fmt: skip
             self.cache.reserve(max(self.cache.lengths) + batch.sequence_length)

@@ -62,7 +62,7 @@ from unimedvl.train.parallel import (
     reset_recomputed,
     start_distributed,
 )
-from unimedvl.train.qlora import check_qlora_setup
+from unimedvl.train.qlora import check_qlora_setup, check_quantize_base
 from unimedvl.train.params import apply_freezing, build_optimizer, hold_frozen_in, lr_at, set_lr
 from unimedvl.train.skip_log import SkipLog
 from unimedvl.train.stop_request import StopRequest
@@ -130,9 +130,6 @@ class Trainer:
         from unimedvl.train.parallel import dist_env
 
         env = dist_env()
-        # Before anything reads or cleans the folder: a second run would remove this one's partial save.
-        if env.rank == 0:
-            self._lock.acquire()
         mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
         self.model_cfg, self.weights_dir, self.prefer = self._model_source()
         if cfg.max_memory:  # choose the training plan (or refuse) before anything is loaded or written
@@ -140,6 +137,10 @@ class Trainer:
 
             log.info(apply_max_memory(cfg, self.model_cfg, env.world_size, cuda=cfg.device == "cuda" or (
                 cfg.device == "auto" and torch.cuda.is_available())))
+        check_quantize_base(cfg.quantize_base)  # the library can run: refused before the folder exists
+        # Before anything reads or cleans the folder: a second run would remove this one's partial save.
+        if env.rank == 0:
+            self._lock.acquire()
         self.tokenizer = self._tokenizer()
         if self.loader_factory is None:
             self.loader_factory = resolve_loader_factory(cfg.loader)
