@@ -41,7 +41,7 @@ from unimedvl.eval.vqa_protocols import correct as vqa_correct
 
 # The benchmark keys of a record that travel on its result line (the statistics read them there).
 LINE_FIELDS = ("benchmark", "split", "question_id", "question", "answer_type", "options", "groups",
-               "prompt_template", "paper_column")  # fmt: skip
+               "prompt_template", "paper_column", "source_md5")  # fmt: skip
 PROTOCOL = {
     "closed": "accuracy after normalisation (case, punctuation, articles, number words; yes/no by the first word, "
               "with synonyms)",
@@ -150,6 +150,7 @@ def benchmark_statistics(lines: Sequence[Mapping[str, Any]], judge: Judge | None
     template = TEMPLATES.get(str(info.get("prompt_template")))
     out: dict[str, Any] = {
         "name": info.get("benchmark"), "split": info.get("split"), "paper_column": info.get("paper_column"),
+        "source_md5": info.get("source_md5"),
         "prompt_template": {"name": info.get("prompt_template"), "text": template.text if template else None},
         "protocol": PROTOCOL, "n_questions": len(lines),
         "n_scored": len(scored), "n_unscored": len(ok) - len(scored), "n_failed": sum(1 for l in lines if l.get("error")),
