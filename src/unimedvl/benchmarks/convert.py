@@ -241,7 +241,7 @@ def _record(conv: Conversion, item: BenchmarkItem, sid: str, paths: list[str]) -
         "question_type": item.category, "modality": item.modality,
         "groups": {k: v for k, v in groups.items() if v is not None},
         "prompt_template": source.reader.prompt.name, "paper_column": source.reader.column(source.path),
-        "source": item.source,
+        "source": item.source, "image_key": paths[0] if paths else None,  # questions of one image: one cluster
     }  # fmt: skip
     if item.options:
         record["options"] = item.options
