@@ -47,6 +47,8 @@ def test_two_benchmarks_in_one_run_then_stats(run, capsys):
     assert len(block["source_md5"]) == 12 and block["scoring_protocol"] == "unimedvl"
     assert set(block["accuracy_by_protocol"]) == {"unimedvl", "llava-med", "multimedeval", "medevalkit", "vlmevalkit"}
     assert "warning: 4 question(s) in vqa-rad test, but the OSF release and the HF copy has 451" in err
+    assert rad["vqa"]["majority_source"].startswith("training split: ")  # the majority answer of vqa-rad's train
+    assert json.loads((out / "_benchmarks" / "vqa-rad-test.train_majority.json").read_text())["answers"]
     gmai = json.loads((out / "debug" / "gmai-mmbench-val" / "statistics.json").read_text())["benchmark"]
     assert gmai["n_scored"] == 4 and gmai["n_unscored"] == 1 and gmai["n_failed"] == 1
     assert set(gmai["by_group"]) >= {"category", "department", "clinical vqa task", "perceptual granularity"}

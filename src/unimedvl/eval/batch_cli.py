@@ -32,7 +32,7 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
     nothing. Failed samples (``error``) count as done; ``--retry-failed`` redoes them.
 ``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
     spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
-    baseline, multiple choice and report metrics (:func:`unimedvl.eval.run_statistics.build_statistics`),
+    baseline (from the training split when there is one, :mod:`unimedvl.eval.train_majority`), multiple choice and report metrics (:func:`unimedvl.eval.run_statistics.build_statistics`),
     over every line of results.jsonl (a --limit run followed by a full run reports the full set);
     ``estimates``: every mean with its 95% bootstrap interval, n and its baseline on the same items
     (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
@@ -450,10 +450,11 @@ def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, set
 
     ``provenance(lines)`` gives statistics.json's provenance block for the merged result lines."""
     from unimedvl.eval.run_statistics import build_statistics
+    from unimedvl.eval.train_majority import train_majority_for
 
     with disk_full_reported("writing statistics", run_dir, advice):
         lines = consolidate(run_dir, order)
-        stats = build_statistics(lines)
+        stats = build_statistics(lines, train_majority=train_majority_for(data))
         stats["provenance"] = provenance(lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
         stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
