@@ -6,6 +6,7 @@ sampling uses 3 timesteps and answers stop after 8 tokens.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,7 +80,7 @@ def _ids(path):
 @pytest.fixture(scope="module")
 def base_run(ckpt, medsynth, tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    assert _eval(ckpt, medsynth / "test.jsonl", out) == 0
+    assert _eval(ckpt, medsynth / "test.jsonl", out, "--batch-size", "1") == 0  # one sample at a time
     return out / "debug" / "test"  # OUT/<model_id>/<split>: the split defaults to the data file's name
 
 
@@ -308,13 +309,31 @@ def test_consolidate_drops_truncated_and_duplicate_lines(tmp_path):
     assert _ids(tmp_path / "results.jsonl") == ["a", "b", "d"] and not (tmp_path / "results.rank1.jsonl").exists()
 
 
-def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path):
-    assert _eval(ckpt, medsynth / "test.jsonl", tmp_path, "--batch-size", "5") == 0
+@pytest.mark.parametrize("size", ["5", "auto"])
+def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path, capsys, size):
+    extra = ["--batch-size", size] if size != "auto" else []  # auto is the default
+    assert _eval(ckpt, medsynth / "test.jsonl", tmp_path, *extra) == 0
+    chosen = re.search(r"eval: batch size (\d+) \(auto: .* free on cpu", capsys.readouterr().err)
+    assert (chosen is None) == (size != "auto")  # the automatic size is said in one line
+    if chosen:
+        assert 1 <= int(chosen.group(1)) <= 8
     batched, single = _lines(tmp_path / "debug" / "test"), _lines(base_run)
+    assert len(batched) == len(single) == N_TEST
     for a, b in zip(single, batched):
         assert a.get("answer") == b.get("answer") and a.get("understanding_text") == b.get("understanding_text")
         if "psnr" in a["metrics"]:
             assert b["metrics"]["psnr"] == pytest.approx(a["metrics"]["psnr"], abs=1e-3), a["sample_id"]
+
+
+def test_auto_batch_size_from_free_memory(ckpt, capsys):
+    from unimedvl.eval.auto_batch import choose_batch_size
+
+    assert choose_batch_size(10 * 10**9, 10**8, "cpu") == 8 and choose_batch_size(10 * 10**9, 10**8, "cuda") == 32
+    assert choose_batch_size(10**9, 10**8, "cuda") == 5  # half the free memory over the per-sample estimate
+    assert choose_batch_size(10**8, 10**9, "cuda") == 1 and choose_batch_size(None, 10**8, "cpu") == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--model", str(ckpt), "--data", "x.jsonl", "--out", "o", "--batch-size", "many"])
+    assert "'many' is neither a whole number nor auto" in capsys.readouterr().err
 
 
 class _FailingModel:
