@@ -1,7 +1,8 @@
 """``unimedvl eval --batch-size auto`` (the default): how many samples to serve together.
 
 Batching the samples of a run gives the same results as one at a time (each sample keeps its own
-seed; ``tests/test_eval_batch.py`` checks it) and is faster (BENCHMARKS.md, batched inference on a CPU:
+seed; the answers are identical and image metrics agree to float rounding, as batched kernels sum in
+another order; ``tests/test_eval_batch.py`` checks it) and is faster (BENCHMARKS.md, batched inference on a CPU:
 8 VQA requests 2.35x with the debug model, 1.50x with the small one; issue 30 measured 1.7-2.6x for eval).
 The size is what the free memory of the compute device holds, measured after the model is loaded (so
 the weights are already counted), over the memory estimate of one request
