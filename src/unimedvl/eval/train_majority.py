@@ -59,7 +59,7 @@ def jsonl_train_majority(data: Path) -> dict[str, Any] | None:
     if train is None:
         return None
     triples = []
-    for sample in load_samples(train, train.parent):
+    for sample in load_samples(train, train.parent, confine_data_dir=None):  # answers only: images unchecked
         if sample.kind == "question" and sample.record is not None:
             scored = score_answer(sample.record, "")
             triples.append((scored.get("question_type"), scored.get("answer_kind"), scored.get("gold")))
