@@ -103,3 +103,20 @@ def test_an_lmudata_folder_with_local_copies_is_read_once(tmp_path):
     shutil.copy(tsv, tmp_path / "LMUData" / "GMAI-MMBench_VAL_local.tsv")
     _, conv = _read("gmai-mmbench", tmp_path / "LMUData")
     assert len(conv.records) == 5
+
+
+def test_counts_are_checked_against_the_published_ones_and_files_checksummed(tmp_path, capsys):
+    from unimedvl.benchmarks.published import count_warning, published_count
+
+    assert published_count("path-vqa", "parquet", "test", "en") == (6719, "flaviagiammarino/path-vqa")
+    assert published_count("path-vqa", "release", "test", "en")[0] == 6761
+    assert published_count("slake", "release", "test", "zh") is None  # only the English count is published
+    assert count_warning("vqa-rad", "parquet", "test", "en", 451) is None
+    root = F.vqa_rad_release(tmp_path / "rad")
+    assert cli_main(["validate-data", "--benchmark", "vqa-rad", str(root), "--split", "test"]) == 1
+    out = capsys.readouterr().out
+    assert "warning: 5 question(s) in vqa-rad test, but the OSF release and the HF copy has 451" in out
+    import hashlib
+
+    digest = hashlib.md5((root / "VQA_RAD Dataset Public.json").read_bytes()).hexdigest()
+    assert f"md5 {digest}" in out and "VQA_RAD Dataset Public.json" in out

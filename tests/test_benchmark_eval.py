@@ -42,6 +42,13 @@ def test_two_benchmarks_in_one_run_then_stats(run, capsys):
     assert acc["n"] == 3 and acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
     assert block["overall"]["closed_accuracy"]["n"] == 2 and block["overall"]["open_recall"]["n"] == 1
     assert "single word or phrase" in block["prompt_template"]["text"]
+    sources = json.loads((out / "_benchmarks" / "vqa-rad-test.sources.json").read_text())
+    assert len(sources) == 2 and all(len(c["md5"]) == 32 for c in sources.values())  # both test shards
+    assert len(block["source_md5"]) == 12 and block["scoring_protocol"] == "unimedvl"
+    assert set(block["accuracy_by_protocol"]) == {"unimedvl", "llava-med", "multimedeval", "medevalkit", "vlmevalkit"}
+    assert "warning: 4 question(s) in vqa-rad test, but the OSF release and the HF copy has 451" in err
+    assert rad["vqa"]["majority_source"].startswith("training split: ")  # the majority answer of vqa-rad's train
+    assert json.loads((out / "_benchmarks" / "vqa-rad-test.train_majority.json").read_text())["answers"]
     gmai = json.loads((out / "debug" / "gmai-mmbench-val" / "statistics.json").read_text())["benchmark"]
     assert gmai["n_scored"] == 4 and gmai["n_unscored"] == 1 and gmai["n_failed"] == 1
     assert set(gmai["by_group"]) >= {"category", "department", "clinical vqa task", "perceptual granularity"}

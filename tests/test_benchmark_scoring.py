@@ -129,3 +129,23 @@ def test_paired_bootstrap_difference_of_two_systems():
     assert bootstrap_ci(a)[0] < bootstrap_ci(b)[1]
     with pytest.raises(ValueError, match="pair them"):
         paired_bootstrap_ci(a, b[:10])
+
+
+def test_intervals_at_0_and_100_percent_are_not_zero_width():
+    from unimedvl.eval.uncertainty import mean_estimate, wilson_interval
+
+    low, high = mean_estimate([1.0] * 20)["ci95"]
+    assert high == 1.0 and low == pytest.approx(0.8389, abs=1e-3)  # Wilson, 20/20
+    assert mean_estimate([0.0] * 20)["ci95"] == pytest.approx([0.0, 1 - 0.8389], abs=1e-3)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-3)
+
+
+def test_a_bootstrap_clustered_by_image_is_wider_when_an_image_decides_its_questions():
+    from unimedvl.eval.uncertainty import clustered_mean_estimate, mean_estimate
+
+    values = [1.0] * 30 + [0.0] * 30  # 12 images of 5 questions each, every question of an image right or wrong
+    images = [i // 5 for i in range(60)]
+    plain, clustered = mean_estimate(values), clustered_mean_estimate(values, images)
+    assert clustered["value"] == plain["value"] == 0.5 and clustered["clusters"] == 12
+    width = lambda e: e["ci95"][1] - e["ci95"][0]
+    assert width(clustered) > 1.5 * width(plain)

@@ -40,7 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.drill]
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress"]  # fmt: skip
+        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress",
+        "--batch-size", "1"]  # fmt: skip  # a resumed run compared bit for bit: the same batching (not auto)
 TIMING = ("inference_time", "understanding_time", "generation_time")
 
 

@@ -6,6 +6,7 @@ sampling uses 3 timesteps and answers stop after 8 tokens.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,10 @@ from unimedvl.medsynth.generator import generate_medsynth
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 12
 FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress"]  # fmt: skip
+        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress",
+        "--batch-size", "1"]  # fmt: skip
+# One sample at a time (not the default auto) in the runs compared to 1e-9: batches of other sizes give the same
+# answers, with image metrics equal up to float rounding (test_batch_size_does_not_change_results).
 OVERALL_KEYS = {"total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "avg_inference_time"}
 TASK_KEYS = {"count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std"}
 
@@ -308,13 +312,31 @@ def test_consolidate_drops_truncated_and_duplicate_lines(tmp_path):
     assert _ids(tmp_path / "results.jsonl") == ["a", "b", "d"] and not (tmp_path / "results.rank1.jsonl").exists()
 
 
-def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path):
-    assert _eval(ckpt, medsynth / "test.jsonl", tmp_path, "--batch-size", "5") == 0
+@pytest.mark.parametrize("size", ["5", "auto"])
+def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path, capsys, size):
+    assert _eval(ckpt, medsynth / "test.jsonl", tmp_path, "--batch-size", size) == 0
+    chosen = re.search(r"eval: batch size (\d+) \(auto: .* free on cpu", capsys.readouterr().err)
+    assert (chosen is None) == (size != "auto")  # the automatic size is said in one line
+    if chosen:
+        assert 1 <= int(chosen.group(1)) <= 8
     batched, single = _lines(tmp_path / "debug" / "test"), _lines(base_run)
+    assert len(batched) == len(single) == N_TEST
     for a, b in zip(single, batched):
         assert a.get("answer") == b.get("answer") and a.get("understanding_text") == b.get("understanding_text")
         if "psnr" in a["metrics"]:
             assert b["metrics"]["psnr"] == pytest.approx(a["metrics"]["psnr"], abs=1e-3), a["sample_id"]
+
+
+def test_auto_batch_size_from_free_memory(ckpt, capsys):
+    from unimedvl.eval.auto_batch import choose_batch_size
+
+    assert parse_args(["--model", str(ckpt), "--data", "x.jsonl", "--out", "o"]).batch_size == "auto"  # the default
+    assert choose_batch_size(10 * 10**9, 10**8, "cpu") == 8 and choose_batch_size(10 * 10**9, 10**8, "cuda") == 32
+    assert choose_batch_size(10**9, 10**8, "cuda") == 5  # half the free memory over the per-sample estimate
+    assert choose_batch_size(10**8, 10**9, "cuda") == 1 and choose_batch_size(None, 10**8, "cpu") == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--model", str(ckpt), "--data", "x.jsonl", "--out", "o", "--batch-size", "many"])
+    assert "'many' is neither a whole number nor auto" in capsys.readouterr().err
 
 
 class _FailingModel:

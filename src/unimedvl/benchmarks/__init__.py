@@ -8,14 +8,18 @@ for fine-tuning). Scoring lives in :mod:`unimedvl.eval.benchmark_scoring` (appli
 ==============  =================================================================
 name            reads
 ==============  =================================================================
-vqa-rad         OSF release JSON + image folder, or the HF parquet snapshot
-slake           Slake1.0 split JSONs + imgs/ (English by default)
-path-vqa        the HF parquet snapshot
+vqa-rad         OSF release JSON + image folder, or the HF copy (any download layout)
+slake           Slake1.0 split JSONs + imgs/ or imgs.zip (English by default)
+path-vqa        the HF copy (any download layout), or the original pvqa/ pickles
 omnimedvqa      QA_information/<access>/*.json + Images/
 vlmevalkit      any VLMEvalKit TSV (base64 images, option columns)
 gmai-mmbench    the GMAI-MMBench VLMEvalKit TSV, with its breakdowns
 llava-med       LLaVA-Med conversation JSON (id, image, conversations, answer_type)
 ==============  =================================================================
+
+"Any download layout": parquet snapshot, hub cache, ``datasets`` Arrow cache or ``save_to_disk``
+folder (:mod:`unimedvl.benchmarks.hf_layouts`); published counts and file checksums:
+:mod:`unimedvl.benchmarks.published`.
 """
 
 from __future__ import annotations

@@ -44,6 +44,14 @@ def print_problems(problems: list[Problem], max_problems: int | None, file=None)
         print(f"  ... and {len(problems) - len(shown)} more", file=file)
 
 
+def print_checksums(conv, file=None) -> None:
+    """``md5 <digest>  <size> bytes  <file>`` for each file the questions were read from (VLMEvalKit checks md5s)."""
+    from unimedvl.benchmarks.published import file_checksums
+
+    for path, check in file_checksums(conv.source_files).items():
+        print(f"  md5 {check['md5']}  {check['size']:,} bytes  {path}", file=file or sys.stdout)
+
+
 def register_convert(subparsers) -> None:
     """Add the ``convert`` subcommand."""
     p = subparsers.add_parser("convert", help="a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL",
@@ -70,6 +78,7 @@ def run_convert(args: argparse.Namespace) -> int:
             conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
             write_jsonl(conv.records, out)
     print(conv.summary())
+    print_checksums(conv)
     print(f"wrote {len(conv.records)} record(s) to {out} (prompt template {source.reader.prompt.name!r})")
     if conv.problems:
         print(f"problems: {len(conv.problems)}", file=sys.stderr)
@@ -83,6 +92,7 @@ def run_validate(args: argparse.Namespace) -> int:
     source = open_benchmark(args.benchmark, args.source, args.split or "all", options)
     conv = convert_benchmark(source, check_headers=True)
     print(conv.summary())
+    print_checksums(conv)
     if source.split is None:
         present = source.reader.splits(source.path, source.layout)
         print(f"splits read: {', '.join(present) or 'none'} (every split present; --split NAME for one)")

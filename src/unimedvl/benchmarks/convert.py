@@ -37,6 +37,7 @@ from unimedvl.benchmarks import READERS, get_reader
 from unimedvl.benchmarks.images import ImageStore, check_file
 from unimedvl.benchmarks.items import BenchmarkItem
 from unimedvl.benchmarks.prompts import render
+from unimedvl.benchmarks.published import count_warning
 from unimedvl.benchmarks.reader import Reader, ReadOptions, listing
 from unimedvl.data.records import IMAGE_TOKEN, Problem
 from unimedvl.errors import UserError
@@ -72,6 +73,7 @@ class Conversion:
     failed: int = 0  # questions that cannot be used (each has a problem)
     unanswered: int = 0  # usable questions without a published answer (not scorable)
     store: ImageStore | None = None
+    source_files: set[str] = field(default_factory=set)  # the files questions were read from (checksummed on demand)
 
     @property
     def usable(self) -> int:
@@ -86,6 +88,11 @@ class Conversion:
             lines.append(f"  {split}: {sum(n for (s, _), n in self.counts.items() if s == split)} ({per_type})")
         if self.unanswered:
             lines.append(f"  {self.unanswered} question(s) have no published answer (read, not scorable)")
+        read = self.usable + self.failed
+        warning = count_warning(self.source.reader.name, self.source.layout, self.source.split,
+                                self.source.options.language, read)  # fmt: skip
+        if warning:
+            lines.append(f"  {warning}")
         if self.store is not None and self.store.folder is not None and (self.store.written or self.store.reused):
             lines.append(f"  images extracted to {self.store.folder}: {self.store.written} new file(s); "
                          f"{self.store.reused} image(s) were already there (shared or extracted before)")  # fmt: skip
@@ -144,6 +151,7 @@ def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str]
     root = Path(out_dir).resolve() if out_dir is not None else None
     items = source.reader.items(source.path, source.layout, source.split, source.options, reader_problems)
     for item in items:
+        conv.source_files.add(_where(item.source)[0])
         paths, refs, why = [], [], None
         for image in item.images:
             if image.ref is not None:
@@ -233,7 +241,7 @@ def _record(conv: Conversion, item: BenchmarkItem, sid: str, paths: list[str]) -
         "question_type": item.category, "modality": item.modality,
         "groups": {k: v for k, v in groups.items() if v is not None},
         "prompt_template": source.reader.prompt.name, "paper_column": source.reader.column(source.path),
-        "source": item.source,
+        "source": item.source, "image_key": paths[0] if paths else None,  # questions of one image: one cluster
     }  # fmt: skip
     if item.options:
         record["options"] = item.options

@@ -10,8 +10,10 @@
     size (for MedSynth, whose inputs are already upsampled, it equals identity).
 ``majority`` (VQA, closed and open questions)
     always answering the most common gold answer of the question's type (``question_type``, and
-    closed / open kept apart), chosen on the test items themselves: the best a guesser that never
-    looks at the image can do on this set, so an upper bound for a prior-only model.
+    closed / open kept apart) in the training split (:mod:`unimedvl.eval.train_majority`): what a
+    model that never looks at the image would learn. Without a training split (or for a type it
+    lacks) the answer is chosen on the test items themselves, the best such a guesser can do on this
+    set, and the baseline is named ``majority (test-set answers: an upper bound)`` in every table.
 ``chance`` (multiple choice)
     1 / number of options, the expected accuracy of a uniform guess.
 ``constant`` (report generation)
@@ -30,6 +32,9 @@ from typing import Any
 from PIL import Image
 
 from unimedvl.eval.text_metrics import normalize_answer, open_recall
+
+MAJORITY = "majority"  # the majority answer of the training split
+MAJORITY_UPPER_BOUND = "majority (test-set answers: an upper bound)"  # chosen on the test set's own answers
 
 _SUPER_RESOLUTION = re.compile(r"super[_ -]?resolution|^sr(_|$)|^sr_?x\d+$|upsampl|downsampl")
 
@@ -64,11 +69,14 @@ def _n_options(line: Mapping[str, Any]) -> int | None:
     return len(options) if isinstance(options, (dict, list)) and options else None
 
 
-def question_baselines(lines: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def question_baselines(lines: Sequence[Mapping[str, Any]],
+                       train: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, dict[str, Any]]:
     """sample_id -> the baseline's scores of that question: ``{name, answer, correct[, recall]}``.
 
     ``correct`` is 0/1 for the majority answer and 1/options for chance; scored lines only (those
     with ``metrics.correct``), a multiple-choice line without a known option count gets none.
+    ``train``: {question_type: {kind: answer}} from the training split (name :data:`MAJORITY`); a
+    group it lacks takes the test set's majority (name :data:`MAJORITY_UPPER_BOUND`).
     """
     scored = [l for l in lines if "correct" in (l.get("metrics") or {}) and l.get("gold") is not None]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -76,11 +84,14 @@ def question_baselines(lines: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
         if line["metrics"].get("answer_kind") in ("closed", "open"):
             groups.setdefault(_question_group(line), []).append(line)
     out: dict[str, dict[str, Any]] = {}
-    for (_, kind), group in groups.items():
+    for (qtype, kind), group in groups.items():
         golds = [normalize_answer(str(l["gold"])) for l in group]
-        majority = Counter(golds).most_common(1)[0][0]  # ties: the first met in file order
+        majority = ((train or {}).get(qtype) or {}).get(kind)
+        name = MAJORITY if majority is not None else MAJORITY_UPPER_BOUND
+        if majority is None:
+            majority = Counter(golds).most_common(1)[0][0]  # ties: the first met in file order
         for line, gold in zip(group, golds):
-            entry: dict[str, Any] = {"name": "majority", "answer": majority, "correct": float(gold == majority)}
+            entry: dict[str, Any] = {"name": name, "answer": majority, "correct": float(gold == majority)}
             if kind == "open":
                 entry["recall"] = open_recall(majority, str(line["gold"]))
             out[str(line["sample_id"])] = entry
@@ -98,4 +109,4 @@ def constant_report(golds: Sequence[str]) -> str | None:
     return Counter(texts).most_common(1)[0][0] if texts else None
 
 
-__all__ = ["constant_report", "image_baseline_name", "image_baseline_prediction", "question_baselines"]
+__all__ = ["MAJORITY", "MAJORITY_UPPER_BOUND", "constant_report", "image_baseline_name", "image_baseline_prediction", "question_baselines"]

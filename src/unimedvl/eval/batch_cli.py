@@ -7,7 +7,7 @@
                   [--metric-mode reference|native|both]
                   [--cfg-text-scale 4.0 --cfg-img-scale 2.0 --cfg-interval 0 1 --cfg-renorm-type text_channel
                    --cfg-renorm-min 0 --timestep-shift 1.0 --num-timesteps 50 --seed 0] [--max-new-tokens 800]
-                  [--device cuda --dtype bf16] [--batch-size N] [--overwrite] [--retry-failed]
+                  [--device cuda --dtype bf16] [--batch-size auto|N] [--overwrite] [--retry-failed]
     torchrun --standalone --nproc_per_node=8 -m unimedvl.cli eval ...      # the same, sharded
     unimedvl eval --model CKPT --benchmark vqa-rad=PATH [--benchmark slake=PATH2 ...] --out OUT
                   # standard benchmarks as published: unimedvl.eval.benchmark_cli
@@ -32,7 +32,7 @@ level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id 
     nothing. Failed samples (``error``) count as done; ``--retry-failed`` redoes them.
 ``images/<sample>_{input,GT,pred}.png``, ``statistics.json``
     spec medical.md section 5 keys, plus failures, VQA per question type with a majority-answer
-    baseline, multiple choice and report metrics (:func:`unimedvl.eval.run_statistics.build_statistics`),
+    baseline (from the training split when there is one, :mod:`unimedvl.eval.train_majority`), multiple choice and report metrics (:func:`unimedvl.eval.run_statistics.build_statistics`),
     over every line of results.jsonl (a --limit run followed by a full run reports the full set);
     ``estimates``: every mean with its 95% bootstrap interval, n and its baseline on the same items
     (:mod:`unimedvl.eval.estimates`); ``provenance``: checkpoint path, training step and weights hash,
@@ -128,7 +128,9 @@ def register(subparsers) -> None:
                    help="fail samples whose images lie outside --data-dir ('..', absolute paths, symlinks) "
                         "(default: a warning; --benchmark sets are not checked: their images stay in the "
                         "benchmark's folder)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="samples served together")
+    p.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+                   help="samples served together (results do not depend on it); auto: what the device's free "
+                        "memory holds by the memory estimate, at most 8 on a CPU and 32 on a GPU, printed")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = p.add_argument_group("model")
     add_device_arguments(g, device_help="under torchrun each rank takes cuda:LOCAL_RANK")
@@ -145,6 +147,16 @@ def register(subparsers) -> None:
     add_strength_argument(g)
     add_guidance_arguments(p, RESTORATION, "the checkpoint's restoration preset; the release's shown")
     p.set_defaults(func=run)
+
+
+def _batch_size(text: str) -> int | str:
+    """--batch-size: ``auto`` or a whole number (checked >= 1 by :func:`run`)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
 
 
 def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | None = None, plan=None):
@@ -356,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit {args.limit} must be >= 0")
-    if args.batch_size < 1:
+    if args.batch_size != "auto" and args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
     paths = [Path(m) for m in args.model]
     for path in paths:
@@ -453,10 +465,11 @@ def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, set
 
     ``provenance(lines)`` gives statistics.json's provenance block for the merged result lines."""
     from unimedvl.eval.run_statistics import build_statistics
+    from unimedvl.eval.train_majority import train_majority_for
 
     with disk_full_reported("writing statistics", run_dir, advice):
         lines = consolidate(run_dir, order)
-        stats = build_statistics(lines)
+        stats = build_statistics(lines, train_majority=train_majority_for(data))
         stats["provenance"] = provenance(lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
         stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
@@ -500,6 +513,13 @@ def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, sett
 
     from unimedvl.eval.batch import BatchEvaluator
 
+    batch_size = args.batch_size
+    if batch_size == "auto":
+        from unimedvl.eval.auto_batch import auto_batch_size
+
+        batch_size, line = auto_batch_size(model, settings, dist.device)
+        if dist.rank == 0:
+            print(line, file=sys.stderr)
     evaluator = BatchEvaluator(model, settings, run_dir, dist.rank)
     target = run_dir / (RESULTS if dist.world == 1 else f"results.rank{dist.rank}.jsonl")
     writer = ResultWriter(target)
@@ -510,11 +530,11 @@ def _evaluate_share(args, dist: _Dist, model, model_id: str, run_dir: Path, sett
         bar = Progress(len(mine), f"eval {model_id}", unit="sample")
     start = time.perf_counter()
     try:
-        for k in range(0, len(mine), args.batch_size):
-            for line in evaluator.evaluate(mine[k : k + args.batch_size]):
+        for k in range(0, len(mine), batch_size):
+            for line in evaluator.evaluate(mine[k : k + batch_size]):
                 writer.write(line)
             if bar is not None:
-                bar.update(min(args.batch_size, len(mine) - k))
+                bar.update(min(batch_size, len(mine) - k))
     finally:
         writer.close()
         if bar is not None:

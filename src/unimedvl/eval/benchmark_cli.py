@@ -74,14 +74,18 @@ def prepare_benchmarks(args: argparse.Namespace, benchmarks: list[tuple[str, Pat
     """
     from unimedvl.benchmarks.cli import print_problems
     from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
+    from unimedvl.benchmarks.published import combined_digest, file_checksums
     from unimedvl.benchmarks.reader import ReadOptions
+    from unimedvl.eval.train_majority import benchmark_train_majority, sidecar_path
+    from unimedvl.fileio import atomic_write_text
 
     cache = Path(args.benchmark_cache) if args.benchmark_cache else Path(args.out) / "_benchmarks"
     options = ReadOptions(language=args.language, image_dir=args.data_dir)
-    sources, errors = [], []
+    sources, errors, name_of = [], [], {}
     for name, path in benchmarks:
         try:
             sources.append(open_benchmark(name, path, args.split, options))
+            name_of[sources[-1].label] = name
         except UserError as err:
             errors.append(str(err))
     labels = [s.label for s in sources]
@@ -99,9 +103,15 @@ def prepare_benchmarks(args: argparse.Namespace, benchmarks: list[tuple[str, Pat
         if dist.rank == 0:
             conv = convert_benchmark(source, image_dir=cache / f"{source.label}_images", out_dir=cache,
                                      keep_failed=True)  # fmt: skip
-            for record in conv.records:  # the scoring rules travel with each question
+            checksums = file_checksums(conv.source_files)
+            digest = combined_digest(checksums)
+            for record in conv.records:  # the scoring rules and the files' digest travel with each question
                 record["protocol"] = getattr(args, "protocol", None) or "unimedvl"
+                record["source_md5"] = digest
             write_jsonl(conv.records, jsonl)
+            atomic_write_text(cache / f"{source.label}.sources.json", json.dumps(checksums, indent=1) + "\n")
+            train = benchmark_train_majority(name_of[source.label], source.path, source.split, options)
+            atomic_write_text(sidecar_path(jsonl), json.dumps(train, indent=1) + "\n")  # the majority baseline's
             print(f"eval: {conv.summary()}", file=sys.stderr)
             if conv.problems:
                 print(f"eval: {source.label}: {len(conv.problems)} problem(s) (failed questions are counted in "

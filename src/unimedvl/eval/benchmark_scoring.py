@@ -34,14 +34,14 @@ from unimedvl.benchmarks.prompts import TEMPLATES
 from unimedvl.data.records import Record
 from unimedvl.eval import text_metrics as T
 from unimedvl.eval.choice_matching import Judge, choose
-from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES
+from unimedvl.eval.uncertainty import DEFAULT_RESAMPLES, clustered_mean_estimate
 from unimedvl.eval.uncertainty import mean_estimate as estimate
 from unimedvl.eval.vqa_protocols import DEFAULT_PROTOCOL, PROTOCOLS, get_protocol, vlmevalkit_choice
 from unimedvl.eval.vqa_protocols import correct as vqa_correct
 
 # The benchmark keys of a record that travel on its result line (the statistics read them there).
 LINE_FIELDS = ("benchmark", "split", "question_id", "question", "answer_type", "options", "groups",
-               "prompt_template", "paper_column")  # fmt: skip
+               "prompt_template", "paper_column", "source_md5", "image_key")  # fmt: skip
 PROTOCOL = {
     "closed": "accuracy after normalisation (case, punctuation, articles, number words; yes/no by the first word, "
               "with synonyms)",
@@ -51,7 +51,8 @@ PROTOCOL = {
                        "unless one is given)",
     "overall": "accuracy pooled over every scored question (closed correct, open exact match, choice correct) under "
                "the run's protocol (default unimedvl, the rules above); accuracy_by_protocol gives every protocol's",
-    "ci95": "95% percentile bootstrap over questions (2000 resamples, seed 0)",
+    "ci95": "95% percentile bootstrap over questions (2000 resamples, seed 0); Wilson's score interval for an "
+            "accuracy of 0% or 100%; accuracy_clustered_by_image resamples images (their questions together)",
 }  # fmt: skip
 
 
@@ -122,6 +123,14 @@ def _by_protocol(lines: Sequence[Mapping[str, Any]], n_resamples: int) -> dict[s
     return out
 
 
+def _clustered(lines: Sequence[Mapping[str, Any]], n_resamples: int) -> dict[str, Any] | None:
+    """The pooled accuracy with a bootstrap over images (the questions of one image resampled together)."""
+    keys = [l["benchmark"].get("image_key") for l in lines]
+    if not lines or None in keys:
+        return None
+    return clustered_mean_estimate([float(l["metrics"]["correct"]) for l in lines], keys, n_resamples)
+
+
 def _rejudge(line: Mapping[str, Any], judge: Judge) -> Mapping[str, Any]:
     """A multiple-choice line the rules could not read, scored again with the judge."""
     bench, metrics = line["benchmark"], line["metrics"]
@@ -150,6 +159,7 @@ def benchmark_statistics(lines: Sequence[Mapping[str, Any]], judge: Judge | None
     template = TEMPLATES.get(str(info.get("prompt_template")))
     out: dict[str, Any] = {
         "name": info.get("benchmark"), "split": info.get("split"), "paper_column": info.get("paper_column"),
+        "source_md5": info.get("source_md5"),
         "prompt_template": {"name": info.get("prompt_template"), "text": template.text if template else None},
         "protocol": PROTOCOL, "n_questions": len(lines),
         "n_scored": len(scored), "n_unscored": len(ok) - len(scored), "n_failed": sum(1 for l in lines if l.get("error")),
@@ -157,6 +167,7 @@ def benchmark_statistics(lines: Sequence[Mapping[str, Any]], judge: Judge | None
         "overall": _scores(scored, n_resamples) if scored else {},
         "scoring_protocol": next((l["metrics"].get("protocol") for l in scored), DEFAULT_PROTOCOL),
         "accuracy_by_protocol": _by_protocol(scored, n_resamples),
+        "accuracy_clustered_by_image": _clustered(scored, n_resamples),
     }  # fmt: skip
     matched = Counter(l["metrics"].get("matched_by") for l in scored if l["metrics"]["answer_kind"] == "multiple_choice")
     if matched:

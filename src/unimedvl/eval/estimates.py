@@ -62,10 +62,12 @@ def group_ids(lines: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, set[str
     return {"by_task_type": dict(sorted(by_task.items())), "by_question_type": dict(sorted(by_question.items()))}
 
 
-def metric_estimates(lines: Sequence[Mapping[str, Any]], n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
-    """The ``estimates`` block (module docstring) of a run's result lines."""
+def metric_estimates(lines: Sequence[Mapping[str, Any]], n_resamples: int = DEFAULT_RESAMPLES,
+                     train_majority: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """The ``estimates`` block (module docstring) of a run's result lines (``train_majority``: the
+    training split's majority answers, else the test set's, labelled an upper bound)."""
     ok = [l for l in lines if not l.get("error")]
-    model, baselines = model_scores(ok), baseline_scores(ok)
+    model, baselines = model_scores(ok), baseline_scores(ok, train_majority)
     out: dict[str, Any] = {"confidence": CONFIDENCE, "method": METHOD,
                            "overall": group_estimates(model, baselines, None, n_resamples)}  # fmt: skip
     for block, groups in group_ids(ok).items():

@@ -160,9 +160,11 @@ def model_scores(lines: Sequence[Mapping[str, Any]]) -> dict[str, Scores]:
     return {k: v for k, v in out.items() if v.items or v.infinite}
 
 
-def baseline_scores(lines: Sequence[Mapping[str, Any]]) -> dict[str, Scores]:
+def baseline_scores(lines: Sequence[Mapping[str, Any]],
+                    train_majority: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Scores]:
     """metric -> the baseline's Scores on the same items (``sources``: each item's baseline name), for the
-    metrics that have a baseline (:mod:`unimedvl.eval.baselines`)."""
+    metrics that have a baseline (:mod:`unimedvl.eval.baselines`; ``train_majority``: the training
+    split's majority answers, :mod:`unimedvl.eval.train_majority`)."""
     ok = [l for l in lines if not l.get("error")]
     out: dict[str, Scores] = {}
     edits = [l for l in ok if l.get("kind") == "edit" and l.get("baseline")]
@@ -172,7 +174,7 @@ def baseline_scores(lines: Sequence[Mapping[str, Any]]) -> dict[str, Scores]:
         if scores.items or scores.infinite:
             scores.sources = {str(l["sample_id"]): str(l["baseline"]) for l in edits}
             out[metric] = scores
-    questions = question_baselines(ok)
+    questions = question_baselines(ok, train_majority)
     for metric, key in (("accuracy", "correct"), ("open_recall", "recall")):
         entries = {sid: b for sid, b in questions.items() if key in b}
         if entries:

@@ -61,8 +61,8 @@ details{margin:8px 0}summary{cursor:pointer;font-weight:600;font-size:15px;margi
 
 
 INTRO = ("Every value is a mean over the test items with its 95% percentile-bootstrap interval and n; each metric "
-         "sits next to its baseline on the same items (identity / bicubic for images, majority answer per question "
-         "type for VQA, chance for multiple choice, a constant report for report generation). Differences are "
+         "sits next to its baseline on the same items (identity / bicubic for images, the training split's majority "
+         "answer per question type for VQA, or the test set's own, named as an upper bound, chance for multiple choice, a constant report for report generation). Differences are "
          "paired over items.")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from unimedvl.eval import metrics as M
+from unimedvl.eval.baselines import MAJORITY_UPPER_BOUND, question_baselines
 from unimedvl.eval.benchmark_scoring import benchmark_statistics
 from unimedvl.eval.estimates import metric_estimates
 from unimedvl.eval.item_scores import IMAGE_METRICS
@@ -46,7 +47,7 @@ def _flat(line: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _vqa_block(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def _vqa_block(lines: Sequence[Mapping[str, Any]], train: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     scored = [l for l in lines if l.get("kind") == "question" and "correct" in (l.get("metrics") or {})
               and l["metrics"].get("answer_kind") in ("closed", "open")]  # fmt: skip
     if not scored:
@@ -58,21 +59,29 @@ def _vqa_block(lines: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     for line in scored:
         groups.setdefault(line.get("question_type") or "all", []).append(line)
     by_type, majority_hits = {}, 0
+    per_line = question_baselines(scored, train["answers"]) if train else {}
     for qtype in sorted(groups):
         group = groups[qtype]
-        counts = Counter(M.normalize_answer(l["gold"]) for l in group)
-        answer, hits = counts.most_common(1)[0]
+        if train:  # the training split's answer of each line's type and kind (a kind it lacks: the test set's)
+            bases = [per_line[str(l["sample_id"])] for l in group]
+            answer = " / ".join(dict.fromkeys(b["answer"] for b in bases))
+            hits = sum(b["correct"] for b in bases)
+        else:
+            answer, hits = Counter(M.normalize_answer(l["gold"]) for l in group).most_common(1)[0]
         majority_hits += hits
         recalls = [l["metrics"]["recall"] for l in group if "recall" in l["metrics"]]
         by_type[qtype] = {"count": len(group), "accuracy": float(np.mean([l["metrics"]["correct"] for l in group])),
                           "open_recall": float(np.mean(recalls)) if recalls else None,
                           "majority_answer": answer, "majority_baseline": hits / len(group)}  # fmt: skip
     out["majority_baseline"] = majority_hits / len(scored)  # always answering each type's commonest gold
+    out["majority_source"] = (f"training split: {train['source']}" if train
+                              else MAJORITY_UPPER_BOUND)  # fmt: skip
     out["by_question_type"] = by_type
     return out
 
 
-def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None = None) -> dict[str, Any]:
+def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None = None,
+                     train_majority: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """statistics.json content from result lines: the spec's keys plus understanding and failure blocks.
 
     ``total_samples`` / ``count`` cover the samples that produced a result; the failed ones
@@ -80,6 +89,8 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
     means cover edit samples; ``correct_mean`` is understanding accuracy (VQA and multiple
     choice), ``avg_inference_time`` spans every sample of the group. ``estimates``: every metric's mean
     with its 95% bootstrap interval, n and baseline (:mod:`unimedvl.eval.estimates`).
+    ``train_majority``: ``{"source", "answers"}`` from :mod:`unimedvl.eval.train_majority`; without it
+    the majority baseline is the test set's, labelled an upper bound.
     """
     ok = [l for l in lines if not l.get("error")]
     failed = [l for l in lines if l.get("error")]
@@ -90,7 +101,7 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
         entry["failed_samples"] = failed_by_task.get(task, 0)
     stats["failures"] = {"count": len(failed), "by_task_type": dict(sorted(failed_by_task.items())),
                          "samples": [{"sample_id": l["sample_id"], "error": l["error"]} for l in failed[:200]]}
-    vqa = _vqa_block(ok)
+    vqa = _vqa_block(ok, train_majority)
     if vqa:
         stats["vqa"] = vqa
     bench = benchmark_statistics(lines)
@@ -104,5 +115,5 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
         scores = M.report_metrics([l["answer"] for l in reports], [l["gold"] for l in reports])
         stats["report_generation"] = {"count": len(reports), **scores}
         stats["by_task_type"].get(REPORT_TASK, {}).update(scores)
-    stats["estimates"] = metric_estimates(lines)  # every mean with its interval, n and baseline
+    stats["estimates"] = metric_estimates(lines, train_majority=(train_majority or {}).get("answers"))  # every mean with its interval, n and baseline
     return stats

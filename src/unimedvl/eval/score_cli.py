@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
                    help=f"the scoring rules the summary leads with (default {DEFAULT_PROTOCOL}; every protocol's "
                         "accuracy is printed)")  # fmt: skip
-    p.add_argument("--out", metavar="FILE.json", help="write the benchmark block (as in statistics.json) here")
+    p.add_argument("--out", metavar="FILE.json", help="write the benchmark block (as in statistics.json) here "
+                   "(default: printed only)")  # fmt: skip
     p.set_defaults(func=run)
 
 

@@ -105,12 +105,52 @@ def bootstrap_ci_of_sums(rows: np.ndarray, statistic: Callable[[np.ndarray], np.
     return float(low), float(high)
 
 
+def wilson_interval(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / n`` (not degenerate at 0 or n successes)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 def mean_estimate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:
-    """``{value, ci95, n}`` of a mean score with its 95% bootstrap interval (None for no values)."""
+    """``{value, ci95, n}`` of a mean score with its 95% bootstrap interval (None for no values).
+
+    An accuracy of exactly 0% or 100% (0/1 scores, all equal) has a bootstrap interval of zero width,
+    which claims certainty no finite sample gives; its interval is Wilson's score interval instead.
+    """
     if len(values) == 0:
         return None
-    low, high = bootstrap_ci(values, CONFIDENCE, n_resamples, BOOTSTRAP_SEED)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size and np.all((arr == 0) | (arr == 1)) and (arr.min() == arr.max()):
+        low, high = wilson_interval(float(arr.sum()), int(arr.size))
+    else:
+        low, high = bootstrap_ci(values, CONFIDENCE, n_resamples, BOOTSTRAP_SEED)
     return {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
+
+
+def clustered_mean_estimate(values: Sequence[float], clusters: Sequence[Any],
+                            n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:  # fmt: skip
+    """``{value, ci95, n, clusters}``: the mean with a bootstrap that resamples whole clusters (e.g. the
+    questions of one image together: VQA-RAD and SLAKE ask several per image, and their answers are
+    correlated, so the per-question interval is too narrow). None for no values."""
+    if len(values) == 0:
+        return None
+    index: dict[Any, int] = {}
+    rows = np.zeros((len(set(clusters)), 2))
+    for value, cluster in zip(values, clusters):
+        k = index.setdefault(cluster, len(index))
+        rows[k] += (float(value), 1.0)
+    if len(index) == 1 or len(set(values)) == 1:
+        est = mean_estimate(values, n_resamples)  # one cluster, or every score equal (Wilson for 0% / 100%)
+    else:
+        low, high = bootstrap_ci_of_sums(rows, lambda sums: sums[:, 0] / sums[:, 1], CONFIDENCE, n_resamples,
+                                         BOOTSTRAP_SEED)  # fmt: skip
+        est = {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
+    return {**est, "clusters": len(index)}
 
 
 def paired_difference(values_a: Sequence[float], values_b: Sequence[float],
