@@ -57,7 +57,8 @@ class StepCache:
             self.history = (kept + [(t, values)])[-self.keep:]
 
     def estimate(self, t: float, branches: Sequence[str]) -> dict[str, Tensor]:
-        raise NotImplementedError  # never asked: should_compute is always True
+        # cache="none" computes every evaluation (should_compute is always True), so nothing asks this.
+        raise RuntimeError("cache='none' has no estimate: every evaluation is computed")
 
     def _usable(self, branches: Sequence[str]) -> list[tuple[float, dict[str, Tensor]]]:
         """Computed evaluations that hold every branch asked for (so an estimate mixes no steps)."""
