@@ -17,7 +17,6 @@ losses may decode different numbers of images per rank.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import resource
@@ -26,7 +25,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -64,45 +63,13 @@ from unimedvl.train.parallel import (
 )
 from unimedvl.train.qlora import check_qlora_setup, check_quantize_base
 from unimedvl.train.params import apply_freezing, build_optimizer, hold_frozen_in, lr_at, set_lr
+from unimedvl.train.setup_checks import LoaderFactory, _check_file, _warn_about_settings, resolve_loader_factory
 from unimedvl.train.skip_log import SkipLog
 from unimedvl.train.stop_request import StopRequest
 
 log = logging.getLogger("unimedvl.train")
 
 DEFAULT_LOADER = "unimedvl.data.loader:build_loader"
-LoaderFactory = Callable[..., Any]
-
-
-def resolve_loader_factory(spec: str) -> LoaderFactory:
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name or "build_loader")
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"loader {spec!r} cannot be imported ({err}); give MODULE:FUNCTION") from None
-
-
-def _check_file(path: str | None, flag: str) -> None:
-    # Existence only: the loader parses and checks the mix (once), before the model is built.
-    if path and not Path(path).is_file():
-        raise ConfigError(f"--{flag} {path}: file not found")
-
-
-CPU_TOKEN_BUDGET = 4096  # above this a packed batch takes minutes per step on a laptop CPU
-
-
-def _warn_about_settings(cfg: TrainConfig, device: torch.device) -> None:
-    """One warning line per setting that is legal but almost certainly not what was meant."""
-    if cfg.warmup_steps >= cfg.total_steps:
-        log.warning("warmup_steps %d >= total_steps %d: the learning rate never reaches lr %g; use e.g. "
-                    "--warmup_steps %d", cfg.warmup_steps, cfg.total_steps, cfg.lr, max(0, cfg.total_steps // 10))
-    if device.type == "cpu" and cfg.expected_num_tokens > CPU_TOKEN_BUDGET:
-        log.warning("expected_num_tokens %d is a GPU budget: on a CPU each step takes minutes; use e.g. "
-                    "--expected_num_tokens 1024 --max_num_tokens 2048 --max_num_tokens_per_sample 2048 "
-                    "(README: fine-tuning on a CPU)", cfg.expected_num_tokens)
-    if cfg.keep_every and cfg.keep_every % cfg.save_every:
-        log.warning("keep_every %d is not a multiple of save_every %d: only saves at multiples of both are kept "
-                    "beyond keep_last; use a multiple of save_every, e.g. --keep_every %d", cfg.keep_every, cfg.save_every,
-                    cfg.save_every * max(1, round(cfg.keep_every / cfg.save_every)))
 
 
 class Trainer:
