@@ -72,7 +72,9 @@ def test_http_edits_sent_at_staggered_times_join_the_running_batch_and_match_the
     stepper = app.state.service.batcher._stepper
     sizes = []
     step = stepper.step
-    stepper.step = lambda: (sizes.append(stepper.active), step())[1]
+    # Each step takes at least 20 ms, so 30 steps outlast the 0.15 s between arrivals on any machine: the
+    # later requests must find a running batch to join (a fast machine had finished each one alone).
+    stepper.step = lambda: (sizes.append(stepper.active), time.sleep(0.02), step())[2]
     images = [random_image(32, 32, 40 + k) for k in range(4)]
     got = {}
 
