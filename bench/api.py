@@ -80,7 +80,7 @@ def measure(inferencer, max_batch: int, args) -> dict:
 def load_model(checkpoint: str | None):
     """The checkpoint at the demo's sizes, CPU fp32 (None: a random demo-size one, made in a temporary folder)."""
     from unimedvl.inference.api import UniMedVL
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint

@@ -49,8 +49,8 @@ def _text(repeats: int) -> None:
 
 def _decode(path: str, reduced: bool) -> None:
     """One variant in this process: print (seconds, peak RSS MB, size fed to the model)."""
-    from unimedvl.data.medical_io import image_size, load_image
-    from unimedvl.inference_config import RELEASE_VAE_TRANSFORM as vae
+    from unimedvl.imaging.medical_io import image_size, load_image
+    from unimedvl.checkpoint.inference_config import RELEASE_VAE_TRANSFORM as vae
 
     start = time.perf_counter()
     if reduced:

@@ -24,7 +24,7 @@ from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a
 
 from unimedvl.config import model_config
 from unimedvl.data.loader import DataConfig, build_loader
-from unimedvl.init_checkpoint import BUILTIN_CORPUS
+from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.tokenizer import Tokenizer

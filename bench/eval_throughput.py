@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.medsynth.generator import generate_medsynth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def run_eval(label: str, launcher: list[str], eval_args: list[str], threads: int
     else:
         env.pop("OMP_NUM_THREADS", None)
     start = time.perf_counter()
-    proc = subprocess.run([*launcher, "-m", "unimedvl.eval.batch_cli", *eval_args], env=env, capture_output=True,
+    proc = subprocess.run([*launcher, "-m", "unimedvl.commands.eval", *eval_args], env=env, capture_output=True,
                           text=True, check=False)  # fmt: skip
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -41,8 +41,8 @@ import numpy as np
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
-from unimedvl.eval.image_metrics import paired_image_metrics
-from unimedvl.eval.uncertainty import mean_estimate
+from unimedvl.metrics.image import paired_image_metrics
+from unimedvl.metrics.uncertainty import mean_estimate
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
 

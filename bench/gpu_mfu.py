@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args()
 
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
     from unimedvl.train.config import TrainConfig
     from unimedvl.train.trainer import Trainer
 

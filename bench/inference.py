@@ -33,10 +33,10 @@ from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a
 from PIL import Image
 
 from unimedvl.config import model_config
-from unimedvl.data.transforms import ImageTransform
-from unimedvl.flow import GuidanceConfig, euler_sample
+from unimedvl.imaging.transforms import ImageTransform
+from unimedvl.sampling.flow import GuidanceConfig, euler_sample
 from unimedvl.inference.inferencer import VIT_TRANSFORM, GuidedVelocity, Inferencer, Request
-from unimedvl.init_checkpoint import BUILTIN_CORPUS
+from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.tokenizer import Tokenizer

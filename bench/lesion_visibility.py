@@ -23,7 +23,7 @@ from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a
 from PIL import Image
 
 from unimedvl.config import model_config
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.medsynth import images as si
 from unimedvl.medsynth.generator import _COUNT_P, vit_sizes
 from unimedvl.models.vision import VisionEncoder, pack_images

@@ -82,7 +82,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from unimedvl.memory_estimate import loaded_weight_bytes
+    from unimedvl.checkpoint.memory_estimate import loaded_weight_bytes
 
     base = status_bytes("VmRSS")
     start = time.perf_counter()
@@ -124,10 +124,10 @@ def naive_load(path: str):
     import torch
     from safetensors.torch import load_file
 
-    from unimedvl.checkpoint import VAE_PREFIX, read_model_config
+    from unimedvl.checkpoint.release import VAE_PREFIX, read_model_config
     from unimedvl.inference.api import UniMedVL
     from unimedvl.inference.inferencer import Inferencer
-    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.checkpoint.inference_config import InferenceConfig
     from unimedvl.models.embeddings import PositionEmbedding
     from unimedvl.models.unified import UnifiedModel
     from unimedvl.tokenizer import Tokenizer
@@ -178,8 +178,8 @@ def run_child(plan: str, ckpt: Path, args: argparse.Namespace, mode: str = "--ch
 def extrapolation(cfg_layers: int, results: dict[str, dict]) -> list[str]:
     """Measured bytes scaled to the release's 28 layers, beside info --memory's estimate."""
     from unimedvl.config import model_config
-    from unimedvl.memory_estimate import weight_bytes
-    from unimedvl.memory_plan import LoadPlan
+    from unimedvl.checkpoint.memory_estimate import weight_bytes
+    from unimedvl.checkpoint.memory_plan import LoadPlan
 
     release = model_config("bagel-7b-mot")
     lines = [f"{'plan':<22} {'measured, 28 layers':>20} {'info --memory':>14} {'difference':>11}"]

@@ -2,7 +2,7 @@
 
 Every question of the test set (greedy answers: identical or not) and ``--edits`` restoration
 records (the evaluation's two-pass edit, PSNR against the ground truth), both models in bf16 with
-the same seeds (:func:`unimedvl.eval.plan_agreement.compare_plan`). Goals (issue 18): answers equal
+the same seeds (:func:`unimedvl.eval.statistics.plan_agreement.compare_plan`). Goals (issue 18): answers equal
 on >= 90% of the MedSynth VQA questions; edit PSNR within 0.5 dB.
 
 Run (the demo's model; a checkpoint older than inference_config.json needs its sizes):
@@ -38,9 +38,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
 
-    from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-    from unimedvl.eval.batch_cli import settings_from_args
-    from unimedvl.eval.plan_agreement import compare_plan
+    from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+    from unimedvl.commands.eval import settings_from_args
+    from unimedvl.eval.statistics.plan_agreement import compare_plan
 
     torch.set_num_threads(args.threads)
     ns = argparse.Namespace(

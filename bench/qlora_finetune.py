@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from unimedvl.eval.uncertainty import mean_estimate
+    from unimedvl.metrics.uncertainty import mean_estimate
 
     demo, out = Path(args.demo), Path(args.out)
     base = sorted((demo / "train" / "run").glob("step_*"))[-1]

@@ -24,9 +24,9 @@ from unittest import mock
 import numpy as np
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from unimedvl.eval import run_statistics
-from unimedvl.eval.comparison import compare_split
-from unimedvl.eval.stats_csv import StatsEntry
+from unimedvl.eval.statistics import run_statistics
+from unimedvl.eval.statistics.comparison import compare_split
+from unimedvl.eval.statistics.stats_csv import StatsEntry
 
 WORDS = "the heart is normal in size lungs are clear no lesion seen one mass left right lobe".split()
 

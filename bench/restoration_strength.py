@@ -32,8 +32,8 @@ import numpy as np
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
-from unimedvl.cli_options import add_guidance_arguments, guidance_from_args
-from unimedvl.eval.image_metrics import paired_image_metrics
+from unimedvl.commands.options import add_guidance_arguments, guidance_from_args
+from unimedvl.metrics.image import paired_image_metrics
 from unimedvl.guidance import RESTORATION as RESTORATION_PRESET
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request

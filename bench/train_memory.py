@@ -14,7 +14,7 @@ tokens). Plans (activation checkpointing and an EMA on in all):
 - ``lora``: LoRA rank 16 on every Linear of both experts and the ViT, bases frozen;
 - ``qlora-int8`` / ``qlora-nf4``: the same with ``quantize_base`` int8 / nf4.
 
-Before a child starts, the planner (:mod:`unimedvl.train_memory`, at this checkpoint's size, fp32
+Before a child starts, the planner (:mod:`unimedvl.checkpoint.train_memory`, at this checkpoint's size, fp32
 on a CPU) is asked whether the plan fits this machine's available memory; a plan that does not is
 reported as not run (``--force`` runs it anyway). Printed: per plan both peaks, the steps' peak as a ratio to
 full's and the time per step as a ratio to LoRA's; with two layer counts, the peaks extrapolated
@@ -111,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
 
 def planner_total(plan: str, layers: int, packs: list | None, tokens: int) -> int:
     """The planner's bytes for this bench's run (CPU, fp32, one process) at ``layers`` decoder layers."""
-    from unimedvl.train_memory import TrainPlan, TrainSetup, estimate_train_plan
+    from unimedvl.checkpoint.train_memory import TrainPlan, TrainSetup, estimate_train_plan
 
     cfg = model_config(layers)
     t, ce, vit = (max(p[i] for p in packs) for i in range(3)) if packs else (tokens, None, None)
@@ -122,7 +122,7 @@ def planner_total(plan: str, layers: int, packs: list | None, tokens: int) -> in
 
 
 def gpu_total(plan: str) -> int:
-    from unimedvl.train_memory import TrainPlan, TrainSetup, estimate_train_plan
+    from unimedvl.checkpoint.train_memory import TrainPlan, TrainSetup, estimate_train_plan
 
     setup = TrainSetup(tokens=2048, lora_targets=dict.fromkeys(("und", "gen", "vit"), tuple(TARGETS)))
     return estimate_train_plan(model_config(RELEASE_LAYERS), TrainPlan(plan, True, True), setup).total

@@ -30,7 +30,7 @@ TOKENS = {"debug": 1024, "small": 1024}
 
 
 def measure(size: str, steps: int, work: Path) -> dict:
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
     from unimedvl.medsynth.generator import generate_medsynth
     from unimedvl.train.config import TrainConfig
     from unimedvl.train.trainer import Trainer

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unimedvl.eval.batch import build_statistics
+from unimedvl.eval.runner.batch import build_statistics
 
 REPORTS = ["Chest X-ray image. No lesion seen.", "CT image. One lesion in the left lung.",
            "MRI image. Two lesions in the right lobe."]  # fmt: skip

@@ -90,7 +90,7 @@ def test_dicom_and_nifti_data_urls_with_view_parameters(tmp_path):
     import nibabel as nib
     from pydicom.data import get_testdata_file
 
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     dicom = get_testdata_file("CT_small.dcm")
     data = Path(dicom).read_bytes()

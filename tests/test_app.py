@@ -76,7 +76,7 @@ def server(tmp_path_factory, one_thread):
     """(url, model, settings, files) of an app served for this module."""
     from unimedvl.app.ui import build_app, launch
     from unimedvl.inference.api import UniMedVL
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     tmp = tmp_path_factory.mktemp("app")
     init_checkpoint("debug", tmp / "ckpt", seed=0)
@@ -341,7 +341,7 @@ def test_thinking_shows_the_reasoning_and_images_attach_once(tmp_path):
 def test_settings_and_cli_defaults(monkeypatch):
     import argparse
 
-    from unimedvl.app.cli import register
+    from unimedvl.commands.serve import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -37,7 +37,7 @@ def app_url(tmp_path_factory):
     from unimedvl.app.presets import AppSettings
     from unimedvl.app.ui import build_app, launch
     from unimedvl.inference.api import UniMedVL
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     tmp = tmp_path_factory.mktemp("browser_app")
     model_dir = os.environ.get("UNIMEDVL_APP_MODEL")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unimedvl.checkpoint import latent_stats_config, trained_latent_patch_size, trained_vae_config, vae_config_from_file
+from unimedvl.checkpoint.release import latent_stats_config, trained_latent_patch_size, trained_vae_config, vae_config_from_file
 from unimedvl.config import VAEConfig
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
 from unimedvl.medsynth.generator import generate_medsynth
@@ -63,7 +63,7 @@ def test_trained_file_loads_learns_and_has_unit_latents(medsynth, tmp_path):
         assert torch.equal(a, b)
 
     # FLUX semantics: (z - shift) * scale has ~zero mean and unit std over the training images
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     paths = sorted(medsynth.glob("images/train/*/*.png"))
     x = torch.stack([torch.from_numpy(np.array(load_image(p))).permute(2, 0, 1) for p in paths])

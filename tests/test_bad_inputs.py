@@ -18,7 +18,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import drill_support as ds  # noqa: E402
 
-from unimedvl.data.medical_io import image_size, load_array, load_image  # noqa: E402
+from unimedvl.imaging.medical_io import image_size, load_array, load_image  # noqa: E402
 from unimedvl.data.records import outside_data_dir, parse_line, read_jsonl  # noqa: E402
 from unimedvl.data.validate import TokenLimit, validate_jsonl  # noqa: E402
 from unimedvl.errors import DataError  # noqa: E402
@@ -171,7 +171,7 @@ def _mix_with_long_texts(tmp_path):
 def test_validate_counts_a_mix_sample_as_the_packer_does(tmp_path):
     from unimedvl.config import model_config
     from unimedvl.data.validate import validate_mix
-    from unimedvl.init_checkpoint import default_tokenizer
+    from unimedvl.checkpoint.create import default_tokenizer
 
     mix, info = _mix_with_long_texts(tmp_path)
     cfg = model_config("debug")
@@ -191,7 +191,7 @@ def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(t
     from unimedvl.data.config import DataConfig
     from unimedvl.data.mixing import load_mix
     from unimedvl.data.packing import Packer
-    from unimedvl.init_checkpoint import default_tokenizer
+    from unimedvl.checkpoint.create import default_tokenizer
 
     _mix_with_long_texts(tmp_path)
     cfg = model_config("debug")

@@ -6,7 +6,7 @@ import benchmark_fixtures as F
 import pytest
 
 from unimedvl.cli import main as cli_main
-from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.checkpoint.create import init_checkpoint
 
 FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
         "--max-new-tokens", "8", "--device", "cpu", "--no-progress"]  # fmt: skip

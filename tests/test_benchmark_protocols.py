@@ -7,10 +7,10 @@ import pytest
 
 from benchmark_fixtures import vlmevalkit_tsv, vqa_rad_parquet, vqa_rad_release
 from unimedvl import cli
-from unimedvl.eval import text_metrics as T
-from unimedvl.eval.benchmark_scoring import score_fields
-from unimedvl.eval.score_cli import read_predictions
-from unimedvl.eval.vqa_protocols import PROTOCOLS, correct, get_protocol, vlmevalkit_choice
+from unimedvl.metrics import text as T
+from unimedvl.benchmarks.scoring import score_fields
+from unimedvl.commands.score import read_predictions
+from unimedvl.benchmarks.protocols import PROTOCOLS, correct, get_protocol, vlmevalkit_choice
 from unimedvl.errors import ConfigError, DataError
 
 OPTIONS = {"A": "CT", "B": "MRI", "C": "X-ray", "D": "Ultrasound"}

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from unimedvl.data.records import parse_record
-from unimedvl.eval.batch import build_statistics, score_answer
-from unimedvl.eval.benchmark_scoring import benchmark_statistics, line_fields
-from unimedvl.eval.choice_matching import choose, match_choice
-from unimedvl.eval.uncertainty import bootstrap_ci, paired_bootstrap_ci
+from unimedvl.eval.runner.batch import build_statistics, score_answer
+from unimedvl.benchmarks.scoring import benchmark_statistics, line_fields
+from unimedvl.metrics.choice_matching import choose, match_choice
+from unimedvl.metrics.uncertainty import bootstrap_ci, paired_bootstrap_ci
 
 OPTIONS = {"A": "CT", "B": "MRI", "C": "X-ray", "D": "Ultrasound"}
 
@@ -132,7 +132,7 @@ def test_paired_bootstrap_difference_of_two_systems():
 
 
 def test_intervals_at_0_and_100_percent_are_not_zero_width():
-    from unimedvl.eval.uncertainty import mean_estimate, wilson_interval
+    from unimedvl.metrics.uncertainty import mean_estimate, wilson_interval
 
     low, high = mean_estimate([1.0] * 20)["ci95"]
     assert high == 1.0 and low == pytest.approx(0.8389, abs=1e-3)  # Wilson, 20/20
@@ -141,7 +141,7 @@ def test_intervals_at_0_and_100_percent_are_not_zero_width():
 
 
 def test_a_bootstrap_clustered_by_image_is_wider_when_an_image_decides_its_questions():
-    from unimedvl.eval.uncertainty import clustered_mean_estimate, mean_estimate
+    from unimedvl.metrics.uncertainty import clustered_mean_estimate, mean_estimate
 
     values = [1.0] * 30 + [0.0] * 30  # 12 images of 5 questions each, every question of an image right or wrong
     images = [i // 5 for i in range(60)]

@@ -8,8 +8,8 @@ import pytest
 
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark
 from unimedvl.benchmarks.vlmevalkit import paper_column_of
-from unimedvl.eval.benchmark_table import paper_table
-from unimedvl.eval.stats_csv import StatsEntry
+from unimedvl.eval.report.benchmark_table import paper_table
+from unimedvl.eval.statistics.stats_csv import StatsEntry
 
 
 @pytest.mark.parametrize("name, column", [

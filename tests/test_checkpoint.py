@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from unimedvl.checkpoint import CONFIG_FILE, load_model, read_model_config, save_model
+from unimedvl.checkpoint.release import CONFIG_FILE, load_model, read_model_config, save_model
 from unimedvl.cli import main as cli_main
 from unimedvl.config import model_config
 from unimedvl.errors import CheckpointError

@@ -14,10 +14,10 @@ from PIL import Image
 
 from unimedvl import cli
 from unimedvl.config import ModelConfig, from_dict
-from unimedvl.data.transforms import ImageTransform, to_pil
+from unimedvl.imaging.transforms import ImageTransform, to_pil
 from unimedvl.errors import ConfigError
-from unimedvl.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig, for_model
-from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.checkpoint.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig, for_model
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.train.config import TrainConfig
 from unimedvl.train.trainer import Trainer
@@ -104,8 +104,8 @@ def test_ask_edit_eval_and_serve_feed_64px_without_size_flags(trained_64px, tmp_
     assert (settings["vae_min_size"], settings["vae_max_size"], settings["vit_max_size"]) == (64, 64, 70)
     assert sizes.vae() == {(64, 64)}
     # serve: the app loads through the same options; the Generate tab defaults to the model's own size.
-    from unimedvl.app.cli import register as register_serve
-    from unimedvl.inference.cli import load_model
+    from unimedvl.commands.serve import register as register_serve
+    from unimedvl.commands.inference import load_model
 
     args = _parse(register_serve, ["serve", "--model", str(step_dir)])
     model = load_model(args)

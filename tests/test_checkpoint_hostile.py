@@ -14,7 +14,7 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
 
-from unimedvl.checkpoint import load_model  # noqa: E402
+from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
 
 

@@ -61,7 +61,7 @@ def test_quick_demo_keeps_three_checkpoints_and_reports_the_curve(quick_demo):
 
 def test_the_demo_checkpoint_carries_the_settings_its_report_used(quick_demo):
     from unimedvl.guidance import RESTORATION
-    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.checkpoint.inference_config import InferenceConfig
 
     out, summary = quick_demo
     cfg = DemoConfig.quick(str(out))
@@ -92,8 +92,8 @@ def test_rerun_reuses_stages_and_refuses_other_settings(quick_demo):
 def test_int8_gives_the_bf16_answers_and_edits_of_the_trained_model(quick_demo):
     # Issue 18's goal on a trained checkpoint: greedy answers equal on >= 90% of the VQA questions,
     # edit PSNR within 0.5 dB (bench/memory_agreement.py measures the full demo's model).
-    from unimedvl.eval.batch import EvalSettings
-    from unimedvl.eval.plan_agreement import compare_plan
+    from unimedvl.eval.runner.batch import EvalSettings
+    from unimedvl.eval.statistics.plan_agreement import compare_plan
     from unimedvl.guidance import RESTORATION
     from unimedvl.train.checkpointing import latest_checkpoint
 

@@ -24,7 +24,7 @@ from unimedvl import fileio  # noqa: E402
 from unimedvl.cli import main as cli_main  # noqa: E402
 from unimedvl.errors import CheckpointError, DiskFullError  # noqa: E402
 from unimedvl.eval import batch_cli  # noqa: E402
-from unimedvl.eval.result_files import ResultWriter  # noqa: E402
+from unimedvl.eval.runner.result_files import ResultWriter  # noqa: E402
 from unimedvl.fileio import is_disk_full  # noqa: E402
 from unimedvl.train import trainer as trainer_module  # noqa: E402
 from unimedvl.train.config import TrainConfig  # noqa: E402

@@ -68,7 +68,7 @@ def _one_line_error(done, *needles):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     return init_checkpoint("debug", tmp_path_factory.mktemp("ckpt") / "debug", seed=0)
 

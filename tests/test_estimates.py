@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.eval import text_metrics as T
-from unimedvl.eval.baselines import MAJORITY_UPPER_BOUND, constant_report, image_baseline_name, image_baseline_prediction, question_baselines
-from unimedvl.eval.batch import build_statistics
-from unimedvl.eval.uncertainty import bootstrap_ci, bootstrap_ci_of_sums, paired_bootstrap_ci
+from unimedvl.metrics import text as T
+from unimedvl.eval.statistics.baselines import MAJORITY_UPPER_BOUND, constant_report, image_baseline_name, image_baseline_prediction, question_baselines
+from unimedvl.eval.runner.batch import build_statistics
+from unimedvl.metrics.uncertainty import bootstrap_ci, bootstrap_ci_of_sums, paired_bootstrap_ci
 
 
 def _question(i, gold, correct, qtype, kind="closed", **metrics):

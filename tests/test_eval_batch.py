@@ -19,17 +19,17 @@ import pytest
 from PIL import Image
 
 from unimedvl.cli import main as cli_main
-from unimedvl.data.medical_io import LoadedImage
+from unimedvl.imaging.medical_io import LoadedImage
 from unimedvl.data.records import parse_record
 from unimedvl.errors import ConfigError, UserError
-from unimedvl.eval.batch import (
+from unimedvl.eval.runner.batch import (
     EvalSettings,
     build_statistics,
     load_samples,
     native_prediction,
     score_answer,
 )
-from unimedvl.eval.batch_cli import (
+from unimedvl.commands.eval import (
     consolidate,
     model_ids,
     parse_args,
@@ -38,7 +38,7 @@ from unimedvl.eval.batch_cli import (
     run,
     select_samples,
 )
-from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.medsynth.generator import generate_medsynth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def test_killed_process_restarts_without_loss_or_duplicates(ckpt, medsynth, tmp_
     data = medsynth / "test.jsonl"
     args = ["--model", str(ckpt), "--data", str(data), "--out", str(tmp_path), *FAST, "--num-timesteps", "6"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "unimedvl.eval.batch_cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "unimedvl.commands.eval", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     results = tmp_path / "debug" / "test" / "results.jsonl"
     deadline = time.monotonic() + 120
@@ -229,7 +229,7 @@ def test_bad_samples_are_recorded_not_fatal(ckpt, medsynth, tmp_path):
 def test_two_processes_match_one_process(ckpt, medsynth, base_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "unimedvl.eval.batch_cli", "--model", str(ckpt), "--data", str(medsynth / "test.jsonl"),
+           "unimedvl.commands.eval", "--model", str(ckpt), "--data", str(medsynth / "test.jsonl"),
            "--out", str(tmp_path), *FAST]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -328,7 +328,7 @@ def test_batch_size_does_not_change_results(ckpt, medsynth, base_run, tmp_path, 
 
 
 def test_auto_batch_size_from_free_memory(ckpt, capsys):
-    from unimedvl.eval.auto_batch import choose_batch_size
+    from unimedvl.eval.runner.auto_batch import choose_batch_size
 
     assert parse_args(["--model", str(ckpt), "--data", "x.jsonl", "--out", "o"]).batch_size == "auto"  # the default
     assert choose_batch_size(10 * 10**9, 10**8, "cpu") == 8 and choose_batch_size(10 * 10**9, 10**8, "cuda") == 32
@@ -352,7 +352,7 @@ class _FailingModel:
 
 
 def test_failed_batch_is_retried_one_by_one(tmp_path):
-    from unimedvl.eval.batch import BatchEvaluator
+    from unimedvl.eval.runner.batch import BatchEvaluator
 
     data = tmp_path / "q.jsonl"
     questions = ["Is it fine?", "boom?", "Where?"]

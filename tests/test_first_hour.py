@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from unimedvl import cli, preflight
+from unimedvl import cli
+from unimedvl.commands import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 

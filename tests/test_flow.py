@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from unimedvl.errors import ConfigError
-from unimedvl.flow import (
+from unimedvl.sampling.flow import (
     GuidanceConfig,
     combine_guidance,
     estimate_clean,

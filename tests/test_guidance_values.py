@@ -43,7 +43,7 @@ def test_the_presets_and_ordinary_values_pass_and_replace_checks_again():
 
 def test_cli_refuses_nan_guidance_in_one_line_before_loading(tmp_path, capsys):
     from unimedvl.cli import main
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     ckpt = init_checkpoint("debug", tmp_path / "debug", seed=0)
     status = main(["generate", "--model", str(ckpt), "--prompt", "x-ray", "--out", str(tmp_path / "o.png"),

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from unimedvl.checkpoint import load_model
+from unimedvl.checkpoint.release import load_model
 from unimedvl.cli import main as cli_main
 from unimedvl.tokenizer import offline_qwen_dir
 
@@ -93,7 +93,7 @@ def test_a_trained_autoencoder_brings_its_layout_factors_and_patch_size(componen
     assert cfg.vae.shift_factor == pytest.approx(report["shift_factor"])
     assert cfg.vae.scale_factor == pytest.approx(report["scale_factor"])
     # train-autoencoder recorded the size it trained at; the assembled checkpoint is fed at that size.
-    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.checkpoint.inference_config import InferenceConfig
 
     assert InferenceConfig.load(tmp_path / "ae").vae_transform.max_image_size == 32
     vae = InferenceConfig.load(out).vae_transform

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.data.medical_io import WINDOW_PRESETS, LoadedImage, image_size, load_array, load_image, parse_path_spec
+from unimedvl.imaging.medical_io import WINDOW_PRESETS, LoadedImage, image_size, load_array, load_image, parse_path_spec
 from unimedvl.errors import DataError
 
 pydicom = pytest.importorskip("pydicom")

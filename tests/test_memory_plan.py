@@ -8,11 +8,11 @@ import torch
 from unimedvl.cli import main
 from unimedvl.config import model_config
 from unimedvl.errors import ConfigError
-from unimedvl.inference_config import for_model
-from unimedvl.memory_estimate import Workload, choose_plan, estimate_plans, weight_bytes
-from unimedvl.memory_plan import LoadPlan, candidate_plans, is_generation_key, parse_memory, understanding_config
+from unimedvl.checkpoint.inference_config import for_model
+from unimedvl.checkpoint.memory_estimate import Workload, choose_plan, estimate_plans, weight_bytes
+from unimedvl.checkpoint.memory_plan import LoadPlan, candidate_plans, is_generation_key, parse_memory, understanding_config
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.placement import parse_device_map, preset_device_map
+from unimedvl.checkpoint.placement import parse_device_map, preset_device_map
 
 RELEASE = model_config("bagel-7b-mot")
 

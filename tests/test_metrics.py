@@ -10,7 +10,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.eval import metrics as M
+from unimedvl import metrics as M
 
 RNG = np.random.default_rng(0)
 

@@ -20,7 +20,7 @@ from unimedvl.data.plans import (
     TextItem,
 )
 from unimedvl.data.records import parse_record
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError
 from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.tokenizer import Tokenizer

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from unimedvl.eval import provenance as P
+from unimedvl.eval.runner import provenance as P
 
 
 def _weights(path, seed):

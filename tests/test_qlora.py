@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
 
-from unimedvl.adapters import base_fingerprint, merge_adapter, read_adapter  # noqa: E402
-from unimedvl.checkpoint import load_model  # noqa: E402
+from unimedvl.checkpoint.adapters import base_fingerprint, merge_adapter, read_adapter  # noqa: E402
+from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
 from unimedvl.train.config import TrainConfig, parse_train_args  # noqa: E402
 from unimedvl.train.lora import LoRALinear  # noqa: E402
@@ -152,7 +152,7 @@ def test_adapter_checkpoints_are_small_and_resume_exactly(tmp_path, debug_ckpt):
 
 
 def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt, monkeypatch):
-    import unimedvl.adapters as adapters
+    import unimedvl.checkpoint.adapters as adapters
     from unimedvl.inference.api import UniMedVL
 
     cfg = make_cfg(tmp_path, debug_ckpt, ema=0.0, freeze_llm=False)  # also trains norms etc. in full

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimedvl.errors import ConfigError
-from unimedvl.memory_estimate import stored_bytes
-from unimedvl.quantization import (
+from unimedvl.checkpoint.memory_estimate import stored_bytes
+from unimedvl.checkpoint.quantization import (
     Int8Linear,
     Int8RowQuantizer,
     check_quantization,
@@ -28,7 +28,7 @@ def _linear(dtype, out_features=96, in_features=64):
 def test_int8_from_row_blocks_is_torchaos_int8_weight_only_of_the_whole_matrix(dtype, monkeypatch):
     from torchao.quantization import Int8Tensor, Int8WeightOnlyConfig, quantize_
 
-    from unimedvl import quantization
+    from unimedvl.checkpoint import quantization
 
     monkeypatch.setattr(quantization, "QUANTIZE_BLOCK_ELEMENTS", 64 * 7)  # 7-row workspace blocks
     reference = _linear(dtype)

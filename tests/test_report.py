@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from unimedvl.errors import DataError, UserError
-from unimedvl.eval import report
-from unimedvl.eval.stats_csv import compute_statistics, csv_header, identify
+from unimedvl.eval.report import writer as report
+from unimedvl.eval.statistics.stats_csv import compute_statistics, csv_header, identify
 
 HEAD = ["model_id", "split", "total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
         "avg_inference_time"]
@@ -255,7 +255,7 @@ def test_train_log_loss_curves_in_plots_and_html(results_tree, tmp_path):
 
 
 def test_preface_sections_come_first(results_tree, tmp_path):
-    from unimedvl.eval.stats_csv import load_statistics
+    from unimedvl.eval.statistics.stats_csv import load_statistics
 
     entries, _ = load_statistics([results_tree])
     written = report.write_report(entries, tmp_path / "s.csv", html_path=tmp_path / "r.html",
@@ -268,8 +268,8 @@ def test_preface_sections_come_first(results_tree, tmp_path):
 def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_curves(tmp_path, capsys):
     from report_fixtures import make_eval_tree, result_lines
 
-    from unimedvl.eval.metric_info import format_difference
-    from unimedvl.eval.stats_csv import load_statistics, summary_table
+    from unimedvl.metrics.info import format_difference
+    from unimedvl.eval.statistics.stats_csv import load_statistics, summary_table
 
     root = make_eval_tree(tmp_path / "eval", steps=(100, 200), splits=("test", "val"))
     out, plots, page = tmp_path / "out" / "summary.csv", tmp_path / "out" / "plots", tmp_path / "out" / "report.html"
@@ -331,8 +331,8 @@ def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_c
 def test_curves_keep_training_runs_apart_and_mixed_data_is_flagged(tmp_path):
     from report_fixtures import write_run
 
-    from unimedvl.eval.report_charts import curve_series
-    from unimedvl.eval.stats_csv import load_statistics
+    from unimedvl.eval.report.charts import curve_series
+    from unimedvl.eval.statistics.stats_csv import load_statistics
 
     for run in ("run_a", "run_b"):
         for step in (100, 200):

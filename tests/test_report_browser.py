@@ -11,8 +11,8 @@ import pytest
 from browser_support import CHROMIUM, Browser, artifacts_dir, have_chromium
 from report_fixtures import make_eval_tree
 
-from unimedvl.eval.report import write_report
-from unimedvl.eval.stats_csv import load_statistics
+from unimedvl.eval.report.writer import write_report
+from unimedvl.eval.statistics.stats_csv import load_statistics
 
 pytestmark = pytest.mark.browser
 WIDTH, HEIGHT = 1400, 900

@@ -117,8 +117,8 @@ def test_cli_commands_refuse_a_folder_in_use(tmp_path, holder, capsys, command):
 
 
 def test_eval_refuses_a_run_folder_in_use(tmp_path, holder):
-    from unimedvl.eval.batch_cli import parse_args, run
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.commands.eval import parse_args, run
+    from unimedvl.checkpoint.create import init_checkpoint
     from unimedvl.medsynth.generator import generate_medsynth
 
     ckpt = init_checkpoint("debug", tmp_path / "debug", seed=0)

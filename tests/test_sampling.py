@@ -7,7 +7,7 @@ import torch
 
 from unimedvl import sampling
 from unimedvl.errors import ConfigError
-from unimedvl.flow import GuidanceConfig, combine_guidance, euler_sample
+from unimedvl.sampling.flow import GuidanceConfig, combine_guidance, euler_sample
 from unimedvl.sampling import newton_forecast, sample
 
 BRANCH_SHIFT = {"cond": 0.0, "text_uncond": 0.3, "img_uncond": -0.2}
@@ -187,7 +187,7 @@ def test_bad_speed_options_are_one_line_naming_the_option(kw, words):
 def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
     import json
 
-    from unimedvl.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig
+    from unimedvl.checkpoint.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig
 
     (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps(
         {"guidance": {"editing_fast": {"solver": "dpm++2m", "num_timesteps": 16, "cache": "taylorseer"}}}))
@@ -206,7 +206,7 @@ def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
 def test_every_front_end_speaks_the_speed_options(capsys):
     from unimedvl.api.schemas import ImageRequest
     from unimedvl.cli import build_parser
-    from unimedvl.eval.batch import EvalSettings
+    from unimedvl.eval.runner.batch import EvalSettings
     from unimedvl.guidance import RESTORATION
 
     for command in ("edit", "generate", "eval"):

@@ -89,7 +89,7 @@ def test_a_training_run_names_every_skipped_record_and_counts_them(tmp_path):
 
 def test_a_corrupt_dicom_is_one_line_without_pydicom_traceback(tmp_path, capsys, caplog):
     pydicom = pytest.importorskip("pydicom")
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     source = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "SC_rgb_jpeg_dcmtk.dcm"
     data = bytearray(source.read_bytes())

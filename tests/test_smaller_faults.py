@@ -17,7 +17,7 @@ from unimedvl.errors import DataError
 
 
 def test_convert_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    import unimedvl.benchmarks.cli as bcli
+    import unimedvl.commands.convert as bcli
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -34,7 +34,7 @@ def test_validate_without_decode_reports_a_transfer_syntax_without_decoder(tmp_p
     pydicom = pytest.importorskip("pydicom")
     from pydicom.pixels import get_decoder
 
-    from unimedvl.data.medical_io import image_size
+    from unimedvl.imaging.medical_io import image_size
     from unimedvl.data.validate import validate_jsonl
 
     source = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "JPEGLSNearLossless_08.dcm"
@@ -90,7 +90,7 @@ def test_idle_http_connections_are_closed():
 def test_the_api_servers_use_the_idle_timeout():
     import inspect
 
-    import unimedvl.api.cli as api_cli
+    import unimedvl.commands.api as api_cli
     import unimedvl.api.server as api_server
 
     for module in (api_cli, api_server):
@@ -98,7 +98,7 @@ def test_the_api_servers_use_the_idle_timeout():
 
 
 def test_a_symlink_loop_is_named_as_such(tmp_path):
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
     from unimedvl.data.records import read_jsonl
 
     os.symlink(tmp_path / "b.png", tmp_path / "a.png")

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.medsynth import cli as synth_cli
+from unimedvl.commands import synth as synth_cli
 from unimedvl.medsynth import degradations as degrade
 from unimedvl.medsynth import generator as syn
 from unimedvl.medsynth import images as si

@@ -1,4 +1,4 @@
-"""The majority baseline from a training split (unimedvl.eval.train_majority): the train answer scored on the
+"""The majority baseline from a training split (unimedvl.eval.statistics.train_majority): the train answer scored on the
 test set, or the test set's own answer named an upper bound when there is no training split."""
 
 import json
@@ -7,11 +7,11 @@ import pytest
 
 from benchmark_fixtures import vqa_rad_release
 from unimedvl.benchmarks.reader import ReadOptions
-from unimedvl.eval.baselines import MAJORITY, MAJORITY_UPPER_BOUND, question_baselines
-from unimedvl.eval.batch import build_statistics
-from unimedvl.eval.report_tables import baseline_table, headline, markdown_table, results_table
-from unimedvl.eval.stats_csv import StatsEntry, metrics_rows
-from unimedvl.eval.train_majority import (benchmark_train_majority, jsonl_train_majority, majority_table,
+from unimedvl.eval.statistics.baselines import MAJORITY, MAJORITY_UPPER_BOUND, question_baselines
+from unimedvl.eval.runner.batch import build_statistics
+from unimedvl.eval.report.tables import baseline_table, headline, markdown_table, results_table
+from unimedvl.eval.statistics.stats_csv import StatsEntry, metrics_rows
+from unimedvl.eval.statistics.train_majority import (benchmark_train_majority, jsonl_train_majority, majority_table,
                                           sibling_train_file)
 
 

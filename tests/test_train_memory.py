@@ -1,4 +1,4 @@
-"""The training memory planner (unimedvl.train_memory), info --memory --train and train --max_memory."""
+"""The training memory planner (unimedvl.checkpoint.train_memory), info --memory --train and train --max_memory."""
 
 import re
 import subprocess
@@ -15,7 +15,7 @@ from unimedvl.config import model_config  # noqa: E402
 from unimedvl.errors import ConfigError  # noqa: E402
 from unimedvl.models.unified import UnifiedModel  # noqa: E402
 from unimedvl.train.config import TrainConfig, config_from_args  # noqa: E402
-from unimedvl.train_memory import (  # noqa: E402
+from unimedvl.checkpoint.train_memory import (  # noqa: E402
     TrainPlan,
     TrainSetup,
     all_plans,
@@ -154,7 +154,7 @@ def test_info_memory_train_prints_every_plan():
 
 
 def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
-    from unimedvl.checkpoint import load_model
+    from unimedvl.checkpoint.release import load_model
     from unimedvl.train.trainer import Trainer
 
     ckpt = ts.debug_checkpoint(tmp_path / "debug")
@@ -170,7 +170,7 @@ def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
     assert params[adapter].dtype == torch.float32
     t.train()
     assert params[adapter].abs().sum() > 0  # the adapters learned through the bf16 base
-    from unimedvl.adapters import merge_adapter
+    from unimedvl.checkpoint.adapters import merge_adapter
 
     merged = merge_adapter(tmp_path / "run" / "step_0000002", tmp_path / "merged")  # a LoRA step holds adapters only
     model = load_model(merged, dtype=torch.float32)

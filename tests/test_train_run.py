@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
 
-from unimedvl.checkpoint import load_model  # noqa: E402
+from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
 from unimedvl.train.config import TrainConfig  # noqa: E402
 from unimedvl.train.trainer import Trainer  # noqa: E402
@@ -184,7 +184,7 @@ def test_resume_model_only_from_ema_and_lora(tmp_path, debug_ckpt):
     step_dir = Path(cfg.checkpoint_dir) / "step_0000002"
     with pytest.raises(CheckpointError, match="a LoRA step directory: merge it"):
         load_model(step_dir)
-    from unimedvl.adapters import merge_adapter
+    from unimedvl.checkpoint.adapters import merge_adapter
 
     merged_dir = merge_adapter(step_dir, tmp_path / "merged", weights="model")
     merged = load_model(merged_dir).state_dict()

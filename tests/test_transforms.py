@@ -8,7 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
-from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
+from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError
 from unimedvl.models.embeddings import patchify, unpatchify
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from unimedvl.data import validate
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.data.validate import validate_jsonl, validate_sources
 from unimedvl.errors import UserError
 

@@ -104,7 +104,7 @@ def write_mix(path: Path, **options) -> str:
 
 
 def debug_checkpoint(out: Path, seed: int = 0) -> Path:
-    from unimedvl.init_checkpoint import init_checkpoint
+    from unimedvl.checkpoint.create import init_checkpoint
 
     if not (out / "ema.safetensors").is_file():
         init_checkpoint("debug", out, seed=seed)

@@ -6,6 +6,10 @@ Python API of :mod:`unimedvl.inference.api`.
 
 __version__ = "0.1.0"
 
+from unimedvl import _moved
+
+_moved.install()  # modules that moved keep their old import names (see _moved.MOVED)
+
 # Lazy, so `import unimedvl` stays light (no torch) until the API is used.
 _API = ("UniMedVL", "Request", "Result", "Answer", "ImageAnswer", "ChatSession")
 

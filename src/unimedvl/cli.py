@@ -17,28 +17,28 @@ from unimedvl.errors import UserError
 
 # subcommand name -> ("module" or "module:function" that registers it, help in `unimedvl --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("unimedvl.info", "versions, device, attention backends and named model sizes"),
-    "init-checkpoint": ("unimedvl.init_checkpoint", "write a randomly initialised checkpoint of a named size"),
+    "info": ("unimedvl.commands.info", "versions, device, attention backends and named model sizes"),
+    "init-checkpoint": ("unimedvl.checkpoint.create", "write a randomly initialised checkpoint of a named size"),
     "init-from-components": (
-        "unimedvl.init_checkpoint:register_components",
+        "unimedvl.checkpoint.create:register_components",
         "assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE",
     ),
-    "ask": ("unimedvl.inference.cli:register_ask", "answer a question about medical image(s)"),
-    "edit": ("unimedvl.inference.cli:register_edit", "edit a medical image following an instruction"),
-    "generate": ("unimedvl.inference.cli:register_generate", "generate a medical image from a text prompt"),
-    "chat": ("unimedvl.inference.cli:register_chat", "multi-turn conversation about images in the terminal"),
+    "ask": ("unimedvl.commands.inference:register_ask", "answer a question about medical image(s)"),
+    "edit": ("unimedvl.commands.inference:register_edit", "edit a medical image following an instruction"),
+    "generate": ("unimedvl.commands.inference:register_generate", "generate a medical image from a text prompt"),
+    "chat": ("unimedvl.commands.inference:register_chat", "multi-turn conversation about images in the terminal"),
     "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
-    "merge-adapter": ("unimedvl.adapter_cli", "fold a LoRA run's adapters into its base (release layout)"),
+    "merge-adapter": ("unimedvl.commands.merge_adapter", "fold a LoRA run's adapters into its base (release layout)"),
     "train-autoencoder": ("unimedvl.train.autoencoder_config", "train a small FLUX-layout VAE on your images"),
     "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
-    "convert": ("unimedvl.benchmarks.cli:register_convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),
-    "synth": ("unimedvl.medsynth.cli", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
-    "eval": ("unimedvl.eval.batch_cli", "batch evaluation of one or many checkpoints (resumable, sharded)"),
-    "serve": ("unimedvl.app.cli", "start the web app (ask, edit, generate) on a checkpoint"),
-    "api": ("unimedvl.api.cli", "serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint"),
+    "convert": ("unimedvl.commands.convert:register_convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),
+    "synth": ("unimedvl.commands.synth", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
+    "eval": ("unimedvl.commands.eval", "batch evaluation of one or many checkpoints (resumable, sharded)"),
+    "serve": ("unimedvl.commands.serve", "start the web app (ask, edit, generate) on a checkpoint"),
+    "api": ("unimedvl.commands.api", "serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint"),
     "demo": ("unimedvl.demo.pipeline", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
-    "score": ("unimedvl.eval.score_cli", "re-score saved or external predictions on a benchmark, without a model"),
-    "stats": ("unimedvl.eval.report", "aggregate statistics.json files into CSV, plots and an HTML report"),
+    "score": ("unimedvl.commands.score", "re-score saved or external predictions on a benchmark, without a model"),
+    "stats": ("unimedvl.eval.report.writer", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 
 
@@ -57,7 +57,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module_name, _, function = module.partition(":")
         getattr(importlib.import_module(module_name), function or "register")(sub)
     # One help layout everywhere: descriptions as written, every flag's default shown.
-    from unimedvl.cli_options import DefaultsHelpFormatter
+    from unimedvl.commands.options import DefaultsHelpFormatter
     from unimedvl.threads import HEAVY_COMMANDS, add_threads_argument
 
     for name, command in sub.choices.items():

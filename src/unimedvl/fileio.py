@@ -2,7 +2,8 @@
 
 A killed process (or a full disk) must never leave a half-written checkpoint, report or state file
 in place of a good one, and a reader of an append-only log (``results.jsonl``, ``metrics.jsonl``)
-must not stop at the torn last line a kill leaves behind.
+must not stop at the torn last line a kill leaves behind. The shard files a safetensors index names
+are resolved here too (:func:`shard_files`), never outside the index's folder.
 
 A full disk is recognised wherever it surfaces (:func:`is_disk_full`): an ``OSError`` with ENOSPC
 or EDQUOT, and the wrapped forms libraries raise: safetensors' ``SafetensorError`` ("No space left
@@ -18,10 +19,10 @@ import errno
 import json
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator
 
-from unimedvl.errors import DiskFullError, capped
+from unimedvl.errors import CheckpointError, DiskFullError, capped
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
@@ -180,3 +181,25 @@ def missing_file_problem(path: str | os.PathLike[str]) -> str:
             return f"a symlink to {capped(os.readlink(path), 120)}, which does not exist; fix or remove the link"
         return "file not found"
     return "file not found"
+
+
+def shard_files(index: Path, weight_map: object) -> dict[str, Path]:
+    """key -> shard file of a ``*.safetensors.index.json``'s ``weight_map``, every shard inside the index's folder.
+
+    An absolute name (``/etc/passwd``) or one that climbs out (``../other/ema.safetensors``) is a
+    CheckpointError: a checkpoint never loads, or even opens, a file outside its folder. (A shard
+    that is a symlink inside the folder is fine: that is how the Hugging Face cache stores files.)
+    """
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no 'weight_map' mapping")
+    folder, checked, out = index.parent, {}, {}
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or name not in checked:
+            posix, windows = (PurePosixPath(name), PureWindowsPath(name)) if isinstance(name, str) else (None, None)
+            if (posix is None or not posix.parts or posix.is_absolute() or windows.is_absolute() or windows.drive
+                    or ".." in posix.parts or ".." in windows.parts):
+                raise CheckpointError(f"{index}: the shard {capped(name)!r} of {capped(key)} is not a file name inside "
+                                      f"{folder}; an index may name only files in its own folder (fix or remove it)")
+            checked[name] = folder / name
+        out[key] = checked[name]
+    return out

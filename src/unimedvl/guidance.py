@@ -1,10 +1,10 @@
 """Guidance settings of image generation and the task presets: one home, no torch.
 
 :class:`GuidanceConfig` names every knob of the Euler sampler with classifier-free guidance
-(:func:`unimedvl.flow.euler_sample` does the maths) and of the fast sampling beside it (``solver``
+(:func:`unimedvl.sampling.flow.euler_sample` does the maths) and of the fast sampling beside it (``solver``
 and the step ``cache`` with its knobs; :mod:`unimedvl.sampling`; the defaults are the reference:
 Euler, no cache); the presets are the spec's table
-(unified-model.md section 5). The API, the CLI flags (:mod:`unimedvl.cli_options`), the app and
+(unified-model.md section 5). The API, the CLI flags (:mod:`unimedvl.commands.options`), the app and
 batch evaluation all start from these objects, so a default is written down once. Torch-free so
 that ``unimedvl COMMAND --help`` can show the defaults without importing torch.
 """
@@ -27,7 +27,7 @@ CACHE_METHODS = ("none", "teacache", "taylorseer")
 
 
 def check_strength(strength: float) -> None:
-    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.flow.sampling_schedule``)."""
+    """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.sampling.flow.sampling_schedule``)."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
         raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
                           "start from the noised input image (e.g. 0.5)")

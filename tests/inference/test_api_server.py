@@ -179,7 +179,7 @@ def test_chat_with_an_image_answers_like_the_library(srv):
 def test_a_dicom_data_url_is_read_with_its_window(srv):
     from pydicom.data import get_testdata_file
 
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     path = get_testdata_file("CT_small.dcm")
     url = "data:application/dicom;window=lung;base64," + base64.b64encode(Path(path).read_bytes()).decode()

@@ -8,7 +8,7 @@ import torch
 from inference_support import random_image
 
 from unimedvl.errors import ConfigError
-from unimedvl.flow import GuidanceConfig
+from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.inferencer import Request
 
 EDIT = GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, 12)

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from inference_support import SMALL, STEPS, random_image
 
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
-from unimedvl.flow import GuidanceConfig, combine_guidance
+from unimedvl.sampling.flow import GuidanceConfig, combine_guidance
 from unimedvl.inference.api import Answer, ImageAnswer, UniMedVL
 from unimedvl.inference.inferencer import GuidedVelocity, Inferencer, Request
-from unimedvl.init_checkpoint import init_checkpoint
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.models.packed_batch import TextSplit, build_packed_batch
 
 
@@ -94,7 +94,7 @@ def test_image_inputs_as_path_array_tensor_and_dicom(api, tmp_path):
     assert api.ask(np.asarray(image), q, max_new_tokens=5) == ref
     assert api.ask(np.asarray(image).astype(np.float32) / 255.0, q, max_new_tokens=5) == ref
     pydicom = pytest.importorskip("pydicom")
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     dcm = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
     assert api.ask(dcm + "#window=lung", q, max_new_tokens=5) == api.ask(load_image(dcm, window="lung"), q,
@@ -238,7 +238,7 @@ def test_a_checkpoint_preset_carries_its_strength_to_edit_the_cli_and_generate(a
     import shutil
 
     from unimedvl import cli
-    from unimedvl.inference_config import InferenceConfig, evaluated_presets
+    from unimedvl.checkpoint.inference_config import InferenceConfig, evaluated_presets
 
     folder = tmp_path / "evaluated"
     shutil.copytree(checkpoint, folder)
@@ -372,7 +372,7 @@ def test_batched_latents_equal_single_latents_to_fp32_round_off(api, monkeypatch
 
 def test_release_thinking_prompts_are_the_default_and_named_alternatives_remain(checkpoint):
     from unimedvl.inference.inferencer import THINK_PROMPTS
-    from unimedvl.inference_config import THINK_PROMPT_SETS, InferenceConfig
+    from unimedvl.checkpoint.inference_config import THINK_PROMPT_SETS, InferenceConfig
     from unimedvl.tokenizer import Tokenizer
 
     qwen = Tokenizer.offline_qwen()

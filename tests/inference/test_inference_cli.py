@@ -93,7 +93,7 @@ def test_chat_reads_piped_stdin(api, checkpoint, tmp_path, capsys, monkeypatch):
 
 
 def test_ask_think_labels_an_empty_reasoning_and_answer(checkpoint, tmp_path, capsys, monkeypatch):
-    from unimedvl.inference import cli as inference_cli
+    from unimedvl.commands import inference as inference_cli
     from unimedvl.inference.api import Answer
 
     class Silent:  # a model that writes nothing (the demo model often closes its reasoning at once)

@@ -14,16 +14,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unimedvl import cli, weight_stream
-from unimedvl.checkpoint import load_model, read_model_config
+from unimedvl import cli
+from unimedvl.checkpoint import weight_stream
+from unimedvl.checkpoint.release import load_model, read_model_config
 from unimedvl.errors import CheckpointError, ConfigError, DataError
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
-from unimedvl.memory_estimate import loaded_weight_bytes, weight_bytes
-from unimedvl.memory_plan import LoadPlan, PlanNotice, format_bytes, is_generation_key
+from unimedvl.checkpoint.memory_estimate import loaded_weight_bytes, weight_bytes
+from unimedvl.checkpoint.memory_plan import LoadPlan, PlanNotice, format_bytes, is_generation_key
 from unimedvl.models.kv_cache import KVCache
-from unimedvl.placement import LayerStreamer
-from unimedvl.quantization import Int8Linear
+from unimedvl.checkpoint.placement import LayerStreamer
+from unimedvl.checkpoint.quantization import Int8Linear
 
 QUESTION = "What imaging modality is this?"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 from inference_support import random_image
 
-from unimedvl.flow import GuidanceConfig
+from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.inferencer import Request
 from unimedvl.inference.stepping import StepBatch, steppable
 

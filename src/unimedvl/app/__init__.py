@@ -14,8 +14,6 @@ _EXPORTS = {
     "AppSettings": "unimedvl.app.presets",
     "build_app": "unimedvl.app.ui",
     "launch": "unimedvl.app.ui",
-    "register": "unimedvl.app.cli",
-    "run": "unimedvl.app.cli",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,7 @@ from PIL import Image
 from unimedvl.app.presets import EDITING, TEXT_TO_IMAGE, AppSettings
 from unimedvl.app.uploads import ViewOptions, check_upload, describe, load_view
 from unimedvl.errors import DataError
-from unimedvl.flow import GuidanceConfig
+from unimedvl.sampling.flow import GuidanceConfig
 
 THUMBNAIL = 256  # longest side of the image copies shown in the chat
 OUTPUT_TTL_S = 3600  # result files older than this are deleted when a new one is written

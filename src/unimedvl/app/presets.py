@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from unimedvl.data.medical_io import WINDOW_MODES, WINDOW_PRESETS
+from unimedvl.imaging.medical_io import WINDOW_MODES, WINDOW_PRESETS
 from unimedvl.errors import ConfigError
 from unimedvl.guidance import EDITING, RENORM_TYPES, TEXT_TO_IMAGE, GuidanceConfig
 

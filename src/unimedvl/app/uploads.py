@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from unimedvl.app.presets import ALLOWED_EXTENSIONS
-from unimedvl.data.medical_io import LoadedImage, load_array
+from unimedvl.imaging.medical_io import LoadedImage, load_array
 from unimedvl.errors import DataError
 
 _FORMAT = {".dcm": "dicom", ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy"}

@@ -3,7 +3,7 @@
 One module per format; each turns a publisher's files into :class:`~unimedvl.benchmarks.items.
 BenchmarkItem` questions, which :mod:`unimedvl.benchmarks.convert` writes as our JSONL records
 (so ``unimedvl eval --benchmark`` runs the ordinary batch evaluator, and the same sets can be used
-for fine-tuning). Scoring lives in :mod:`unimedvl.eval.benchmark_scoring` (application layer).
+for fine-tuning). Scoring lives in :mod:`unimedvl.benchmarks.scoring` (application layer).
 
 ==============  =================================================================
 name            reads

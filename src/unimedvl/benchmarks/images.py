@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from unimedvl.data.medical_io import image_size
-from unimedvl.data.pixel_limit import raster_size
+from unimedvl.imaging.medical_io import image_size
+from unimedvl.imaging.pixel_limit import raster_size
 from unimedvl.errors import DataError
 from unimedvl.fileio import atomic_path
 

@@ -1,4 +1,6 @@
-"""Data pipeline: JSONL records, medical image reading, image transforms and dataset validation.
+"""Data pipeline: JSONL records, dataset types and mixes, packing, the loader and dataset validation.
+
+The image readers and transforms live in :mod:`unimedvl.imaging`; their names are re-exported here.
 
 Importing the package touches no files and loads no heavy library: names are imported on first
 use (``from unimedvl.data import load_image`` imports ``medical_io`` then), and pydicom / nibabel
@@ -10,12 +12,12 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "LoadedImage": "medical_io", "image_size": "medical_io", "load_array": "medical_io", "load_image": "medical_io",
-    "parse_path_spec": "medical_io",
-    "IMAGE_TOKEN": "records", "ImageRef": "records", "Problem": "records", "Record": "records", "Turn": "records",
-    "parse_line": "records", "parse_record": "records", "read_jsonl": "records", "read_jsonl_lenient": "records",
-    "ImageTransform": "transforms", "to_pil": "transforms", "to_tensor": "transforms",
-    "Report": "validate", "validate_jsonl": "validate", "validate_sources": "validate",
+    "LoadedImage": "unimedvl.imaging.medical_io", "image_size": "unimedvl.imaging.medical_io", "load_array": "unimedvl.imaging.medical_io", "load_image": "unimedvl.imaging.medical_io",
+    "parse_path_spec": "unimedvl.imaging.medical_io",
+    "IMAGE_TOKEN": "unimedvl.data.records", "ImageRef": "unimedvl.data.records", "Problem": "unimedvl.data.records", "Record": "unimedvl.data.records", "Turn": "unimedvl.data.records",
+    "parse_line": "unimedvl.data.records", "parse_record": "unimedvl.data.records", "read_jsonl": "unimedvl.data.records", "read_jsonl_lenient": "unimedvl.data.records",
+    "ImageTransform": "unimedvl.imaging.transforms", "to_pil": "unimedvl.imaging.transforms", "to_tensor": "unimedvl.imaging.transforms",
+    "Report": "unimedvl.data.validate", "validate_jsonl": "unimedvl.data.validate", "validate_sources": "unimedvl.data.validate",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
@@ -23,5 +25,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"unimedvl.data.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'unimedvl.data' has no attribute {name!r}")

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, runtime_checkable
 
 from unimedvl.config import from_dict
-from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import ConfigError, quoted
 
 if TYPE_CHECKING:  # the trainer's --help reads DataConfig without loading torch
-    from unimedvl.data.transforms import ImageTransform
+    from unimedvl.imaging.transforms import ImageTransform
     from unimedvl.models.packed_batch import PackedBatch
 
 

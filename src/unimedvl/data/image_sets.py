@@ -64,7 +64,7 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
 
 def load_training_image(path: str, size: int, resize: str, min_side: int) -> Tensor:
     """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
-    from unimedvl.data.medical_io import load_image
+    from unimedvl.imaging.medical_io import load_image
 
     image = load_image(path)
     width, height = image.size

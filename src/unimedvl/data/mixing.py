@@ -46,7 +46,7 @@ from unimedvl.config import ModelConfig, load_yaml, unknown_keys_message
 from unimedvl.data.datasets import DATASET_REGISTRY, DatasetInfo, JsonlIndex, find_dataset, load_dataset_info
 from unimedvl.data.plans import ModelPaths, SequencePlan
 from unimedvl.data.records import Record
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import ConfigError, quoted
 
 ENTRY_KEYS = ("dataset_names", "image_transform_args", "vit_image_transform_args", "weight", "num_used_data",

@@ -61,10 +61,10 @@ from typing import Callable, Sequence, Union
 from PIL import Image
 
 from unimedvl.config import ModelConfig
-from unimedvl.data.medical_io import image_size, load_image
-from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.medical_io import image_size, load_image
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.records import ImageRef, Record
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError
 from unimedvl.models.packed_batch import (
     SplitSpec,

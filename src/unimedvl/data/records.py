@@ -13,7 +13,7 @@ every placeholder in a *gpt* turn takes the next *output* image, in reading orde
 match exactly; a record that leaves an image unplaced (or a placeholder empty) is a DataError,
 because silently dropping or inventing an image changes what the model is trained on.
 
-Image paths keep any ``#key=value`` fragment (see :mod:`unimedvl.data.medical_io`) and are
+Image paths keep any ``#key=value`` fragment (see :mod:`unimedvl.imaging.medical_io`) and are
 resolved against the dataset's ``data_dir`` (by default the folder holding the JSONL file).
 """
 

@@ -75,7 +75,7 @@ def token_limit_from_args(args: argparse.Namespace, model) -> TokenLimit | None:
 
         tokenizer = Tokenizer.from_dir(args.model)
     else:
-        from unimedvl.init_checkpoint import default_tokenizer
+        from unimedvl.checkpoint.create import default_tokenizer
 
         tokenizer = default_tokenizer(model)
     context = model.llm.max_position_embeddings

@@ -36,12 +36,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from unimedvl.data.medical_io import image_size, load_array
-from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.medical_io import image_size, load_array
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.record_checks import image_refs, read_checked
 from unimedvl.data.records import Problem, Record, _file_problem, outside_data_dir
 from unimedvl.data.token_budget import TokenLimit, sample_token_check, token_limit_from_args
-from unimedvl.data.transforms import ImageTransform
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
 
 if TYPE_CHECKING:
@@ -393,7 +393,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="bagel-7b-mot",
                         help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
                              "apply) or a model size name / YAML (the release's sizes apply)")  # fmt: skip
-    from unimedvl.cli_options import add_image_pixels_argument, add_size_arguments
+    from unimedvl.commands.options import add_image_pixels_argument, add_size_arguments
     from unimedvl.data.config import DataConfig
 
     add_size_arguments(parser)
@@ -437,10 +437,10 @@ def _model(spec: str):
     from dataclasses import replace
 
     from unimedvl.config import load_model_config
-    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.checkpoint.inference_config import InferenceConfig
 
     if os.path.isdir(spec):
-        from unimedvl.checkpoint import read_model_config
+        from unimedvl.checkpoint.release import read_model_config
 
         return read_model_config(spec), InferenceConfig.load(spec)
     model = load_model_config(spec)
@@ -451,10 +451,10 @@ def _model(spec: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``validate-data``: print the report; 0 when clean, 1 when anything is wrong."""
-    from unimedvl.cli_options import size_overrides
+    from unimedvl.commands.options import size_overrides
 
     if getattr(args, "benchmark", None):
-        from unimedvl.benchmarks.cli import run_validate  # the benchmark readers build on this module's layer
+        from unimedvl.commands.convert import run_validate  # the benchmark readers build on this module's layer
 
         return run_validate(args)
     model, inference = _model(args.model)

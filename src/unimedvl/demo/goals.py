@@ -1,7 +1,7 @@
 """The demo's goals, checked on the final checkpoint's statistics.json and reported as met or not.
 
 Baselines and intervals are the evaluation's own (statistics.json ``estimates``, computed by
-:mod:`unimedvl.eval.estimates` for every evaluation): the demo only states what it hopes for and
+:mod:`unimedvl.eval.statistics.estimates` for every evaluation): the demo only states what it hopes for and
 reads the numbers; nothing is tuned here.
 
 - VQA modality and presence: accuracy at least 20 points above the majority-answer baseline;
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unimedvl.eval.metric_info import format_difference, format_number
+from unimedvl.metrics.info import format_difference, format_number
 
 VQA_GOAL_TYPES = ("modality", "presence")
 VQA_GOAL_MARGIN = 0.20  # accuracy at least 20 points above the majority baseline
@@ -72,7 +72,7 @@ def goal_rows(goals: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[
 
 def goals_html(goals: Sequence[Mapping[str, Any]]) -> str:
     """The goals as an HTML table for the top of the demo report."""
-    from unimedvl.eval.report_tables import html_table
+    from unimedvl.eval.report.tables import html_table
 
     return html_table(*goal_rows(goals))
 

@@ -150,7 +150,7 @@ class Demo:
 
     def _tokenizer(self, folder: Path, data: dict) -> dict:
         from unimedvl.config import model_config
-        from unimedvl.init_checkpoint import BUILTIN_CORPUS
+        from unimedvl.checkpoint.create import BUILTIN_CORPUS
         from unimedvl.tokenizer import Tokenizer
 
         texts = [BUILTIN_CORPUS]
@@ -185,9 +185,9 @@ class Demo:
     def _model_init(self, folder: Path, tokenizer: dict, ae: dict) -> dict:
         import torch
 
-        from unimedvl.checkpoint import save_model, trained_latent_patch_size, trained_vae_config
+        from unimedvl.checkpoint.release import save_model, trained_latent_patch_size, trained_vae_config
         from unimedvl.config import model_config
-        from unimedvl.inference_config import evaluated_presets, for_model
+        from unimedvl.checkpoint.inference_config import evaluated_presets, for_model
         from unimedvl.models.autoencoder import Autoencoder
         from unimedvl.models.unified import UnifiedModel
         from unimedvl.tokenizer import Tokenizer
@@ -268,8 +268,8 @@ class Demo:
 
     def _report(self, folder: Path, data: dict, evaluated: dict, trained: dict) -> dict:
         from unimedvl.demo.goals import check_goals, goals_html, restoration_verdicts
-        from unimedvl.eval import report
-        from unimedvl.eval.stats_csv import load_statistics
+        from unimedvl.eval.report import writer as report
+        from unimedvl.eval.statistics.stats_csv import load_statistics
 
         # What `unimedvl stats EVAL -o CSV --plot DIR --html FILE --train-log RUN` writes, with the goals first.
         entries, skipped = load_statistics([evaluated["root"]])

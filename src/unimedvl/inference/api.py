@@ -32,10 +32,10 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from unimedvl.checkpoint import load_model, parse_dtype
-from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.checkpoint.release import load_model, parse_dtype
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import CheckpointError, DataError
-from unimedvl.flow import GuidanceConfig
+from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.inferencer import (
     ImageInput,
@@ -45,8 +45,8 @@ from unimedvl.inference.inferencer import (
     load_input_image,
     split_thinking,
 )  # fmt: skip
-from unimedvl.inference_config import InferenceConfig
-from unimedvl.memory_plan import PlanNotice
+from unimedvl.checkpoint.inference_config import InferenceConfig
+from unimedvl.checkpoint.memory_plan import PlanNotice
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
 
@@ -154,7 +154,7 @@ class UniMedVL:
         ``config`` replaces the checkpoint's inference config altogether (the size arguments still apply);
         ``max_image_pixels``: image files with more pixels are refused before decoding (default 16384 x 16384).
 
-        Memory (:mod:`unimedvl.memory_plan`): ``components="understanding"`` loads the understanding
+        Memory (:mod:`unimedvl.checkpoint.memory_plan`): ``components="understanding"`` loads the understanding
         tower, ViT and connector only (about 55% of the release; generation requests are refused);
         ``quantize="int8"`` (CPU, CUDA) or ``"nf4"`` (CUDA) quantises the large Linear layers as they
         load; ``offload="cpu"`` streams the decoder layers from host memory to the GPU; ``device_map``
@@ -163,11 +163,11 @@ class UniMedVL:
 
         ``adapter``: a LoRA run's step directory whose adapters are applied to this base (checked by its
         fingerprint; any memory plan). A LoRA step directory given as ``name_or_path`` loads the base it
-        names plus its adapter (:mod:`unimedvl.adapters`).
+        names plus its adapter (:mod:`unimedvl.checkpoint.adapters`).
         """
-        from unimedvl.adapters import adapter_base, is_adapter_dir
-        from unimedvl.checkpoint import read_model_config
-        from unimedvl.memory_estimate import resolve_plan
+        from unimedvl.checkpoint.adapters import adapter_base, is_adapter_dir
+        from unimedvl.checkpoint.release import read_model_config
+        from unimedvl.checkpoint.memory_estimate import resolve_plan
 
         sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
                                      vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
@@ -186,7 +186,7 @@ class UniMedVL:
             warnings.warn(notice, PlanNotice, stacklevel=2)
         model = load_model(path, dtype=dtype, device=device, prefer=prefer, plan=plan)
         if adapter is not None:
-            from unimedvl.adapters import attach_adapter
+            from unimedvl.checkpoint.adapters import attach_adapter
 
             attach_adapter(model, adapter, path, weights=prefer)
         tokenizer = Tokenizer.from_dir(path)

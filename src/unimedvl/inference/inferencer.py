@@ -37,14 +37,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from unimedvl.data.medical_io import image_size, load_image
-from unimedvl.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-from unimedvl.data.transforms import ImageTransform, to_pil, to_tensor
+from unimedvl.imaging.medical_io import image_size, load_image
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
 from unimedvl.errors import ConfigError, DataError
-from unimedvl.flow import GuidanceConfig, check_strength, start_from_image
+from unimedvl.sampling.flow import GuidanceConfig, check_strength, start_from_image
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.velocity import GuidedVelocity  # noqa: F401 (re-exported)
-from unimedvl.inference_config import (
+from unimedvl.checkpoint.inference_config import (
     RELEASE_VAE_TRANSFORM,
     RELEASE_VIT_TRANSFORM,
     THINK_PROMPT_SETS,
@@ -61,7 +61,7 @@ from unimedvl.tokenizer import Tokenizer
 ImageInput = Union[Image.Image, np.ndarray, Tensor, str, "os.PathLike[str]"]
 TASKS = ("understand", "edit", "generate")
 
-# The thinking-mode system prompts (the release's by default; inference_config.py explains the sets).
+# The thinking-mode system prompts (the release's by default; checkpoint/inference_config.py explains the sets).
 THINK_PROMPTS = THINK_PROMPT_SETS["release"]
 
 # The release's transforms (defaults of a checkpoint without inference_config.json).
@@ -515,7 +515,7 @@ class Inferencer:
 
     def initial_latents(self, job: _Job, grid: tuple[int, int], device: torch.device) -> Tensor:
         """Where the job's sampling starts, on ``device``: its noise at strength 1, else its input image's
-        latent noised to the schedule's first time (SDEdit; :func:`unimedvl.flow.start_from_image`)."""
+        latent noised to the schedule's first time (SDEdit; :func:`unimedvl.sampling.flow.start_from_image`)."""
         noise = self.initial_noise(grid, job.seed).to(device)
         strength = job.strength
         if strength >= 1.0:

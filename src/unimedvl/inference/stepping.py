@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from unimedvl.flow import GuidanceConfig, combine_guidance, sampling_schedule
+from unimedvl.sampling.flow import GuidanceConfig, combine_guidance, sampling_schedule
 from unimedvl.inference.inferencer import Inferencer, Request, Result, _Job
 from unimedvl.inference.velocity import _SLOTS
 from unimedvl.models.packed_batch import PackedBatch, VaeImageSplit, build_packed_batch

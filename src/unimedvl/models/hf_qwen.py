@@ -83,7 +83,7 @@ def load_state_dict_files(path: Path) -> dict[str, Tensor]:
     if single.is_file():
         return load_file(single)
     if index.is_file():
-        from unimedvl.weight_stream import shard_files
+        from unimedvl.fileio import shard_files
 
         data = json.loads(index.read_text())
         files = shard_files(index, data.get("weight_map") if isinstance(data, dict) else None)

@@ -317,7 +317,7 @@ class LanguageModel(nn.Module):
         self.attn_backend = attn_backend  # packed attention backend (auto | sdpa | flex | flash)
         self.model = DecoderStack(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # Where each decoder layer runs when they are spread over devices (unimedvl.placement);
+        # Where each decoder layer runs when they are spread over devices (unimedvl.checkpoint.placement);
         # None: every layer runs where lm_head lives. Activations and KV rows follow the layers.
         self.layer_devices: list[torch.device] | None = None
         if config.tie_word_embeddings:

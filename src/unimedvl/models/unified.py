@@ -7,7 +7,7 @@ tokens (generation expert); ``llm2vae`` reads the predicted velocity back out.
 data-parallel training can normalise by the global token count (spec section 4).
 
 Module names are the release's, so ``ema.safetensors`` loads without a key map; the VAE sits
-under ``vae`` and is saved to ``ae.safetensors`` separately (checkpoint.py).
+under ``vae`` and is saved to ``ae.safetensors`` separately (checkpoint/release.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from unimedvl.config import ModelConfig
 from unimedvl.errors import ConfigError
-from unimedvl.flow import interpolate, sample_timesteps, velocity_target
+from unimedvl.sampling.flow import interpolate, sample_timesteps, velocity_target
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.models.embeddings import MLPconnector, PositionEmbedding, TimestepEmbedder, patchify_latent
 from unimedvl.models.language import LanguageModel

@@ -1,7 +1,7 @@
-"""Fast sampling: ODE solvers and step caches around the reference Euler sampler (unimedvl.flow).
+"""Fast sampling: ODE solvers and step caches around the reference Euler sampler (unimedvl.sampling.flow).
 
 The options are fields of :class:`unimedvl.guidance.GuidanceConfig` (``solver``, ``cache`` and its
-knobs); :func:`sample` runs them and falls back to :func:`unimedvl.flow.euler_sample`, bit for bit,
+knobs); :func:`sample` runs them and falls back to :func:`unimedvl.sampling.flow.euler_sample`, bit for bit,
 for the reference settings.
 """
 

@@ -1,7 +1,7 @@
 """The sampling loop with a solver and a step cache: the fast settings of ``GuidanceConfig``.
 
 :func:`sample` is what inference calls. With the reference settings (``solver="euler"``,
-``cache="none"``) it is :func:`unimedvl.flow.euler_sample`, bit for bit. Otherwise the loop below
+``cache="none"``) it is :func:`unimedvl.sampling.flow.euler_sample`, bit for bit. Otherwise the loop below
 runs: the solver (:mod:`unimedvl.sampling.solvers`) asks for the guided velocity at its
 evaluation points, and each evaluation goes
 
@@ -10,7 +10,7 @@ evaluation points, and each evaluation goes
 2. the requests that compute go through the model together, in one call, with every branch
    the step needs (``velocity(x, t, branches, members=...)``);
 3. the others take their estimates (reused or forecast) of all branches from their cache;
-4. the guidance formula (:func:`unimedvl.flow.combine_guidance`) combines the branches of each
+4. the guidance formula (:func:`unimedvl.sampling.flow.combine_guidance`) combines the branches of each
    request, as uncached sampling does.
 
 So an evaluation that is computed gives exactly the uncached guided velocity, and each request's
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from unimedvl.errors import ConfigError
-from unimedvl.flow import GuidanceConfig, VelocityFn, combine_guidance, euler_sample, sampling_schedule
+from unimedvl.sampling.flow import GuidanceConfig, VelocityFn, combine_guidance, euler_sample, sampling_schedule
 from unimedvl.sampling.cache import new_cache
 from unimedvl.sampling.solvers import STEPS
 
@@ -45,7 +45,7 @@ def sample(
 ) -> tuple[Tensor, list[int]]:
     """Integrate from ``start`` to t = 0; returns the latents and each request's model passes.
 
-    Arguments as :func:`unimedvl.flow.euler_sample`. A model pass is one branch of one request
+    Arguments as :func:`unimedvl.sampling.flow.euler_sample`. A model pass is one branch of one request
     through the model (a guided step with three branches is three passes). ``velocity`` may take
     ``members=`` (indexes of the requests to evaluate, x and t holding their tokens only) and
     offer ``step_input(x, t)`` (the embedded input TeaCache watches; without it, x is watched).

@@ -2,7 +2,7 @@
 
 Each solver takes one step from ``t`` to ``t_next`` of the schedule; ``guided(x, t, final)`` is
 the guided velocity at (x, t) (``final``: the last evaluation of the run, which caches always
-compute). Conventions of :mod:`unimedvl.flow`: x_t = (1 - t) x0 + t eps, v = eps - x0, so the
+compute). Conventions of :mod:`unimedvl.sampling.flow`: x_t = (1 - t) x0 + t eps, v = eps - x0, so the
 clean estimate is x0 = x - t v.
 
 - ``euler``: x' = x - (t - t') v(x, t). One model evaluation a step; the reference.

@@ -16,7 +16,7 @@ make the latents unit-scale. That is the job of ``shift_factor`` /
 ``scale_factor`` (latent = (z - shift) * scale): after training the posterior means of the training
 images are measured and ``shift = mean``, ``scale = 1 / std``. ``ae.safetensors`` cannot hold them
 (the release file has none), so they go into the JSON report;
-:func:`unimedvl.checkpoint.latent_stats_config` turns report + layout into the ``VAEConfig`` that a
+:func:`unimedvl.checkpoint.release.latent_stats_config` turns report + layout into the ``VAEConfig`` that a
 unified checkpoint's ``unimedvl_config.yaml`` stores.
 
 Reconstruction PSNR (8-bit, mean over images) is measured on held-out images before and after
@@ -114,7 +114,7 @@ def _quantize(x: Tensor) -> np.ndarray:
 
 
 def _mean_psnr(pred: Tensor, target: Tensor) -> list[float]:
-    from unimedvl.eval.image_metrics import psnr
+    from unimedvl.metrics.image import psnr
 
     return [psnr(p, t, 255.0) for p, t in zip(_quantize(pred), _quantize(target))]
 
@@ -169,7 +169,7 @@ def _lr_at(step: int, cfg: AutoencoderTrainConfig) -> float:
 
 def _build_model(cfg: AutoencoderTrainConfig) -> Autoencoder:
     if cfg.init is not None:
-        from unimedvl.checkpoint import vae_config_from_file
+        from unimedvl.checkpoint.release import vae_config_from_file
 
         path = Path(cfg.init)
         if path.is_dir():
@@ -223,7 +223,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
 
 def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None,
            stop: StopRequest) -> AutoencoderTrainResult:
-    from unimedvl.checkpoint import save_tensors
+    from unimedvl.checkpoint.release import save_tensors
 
     t_start = time.perf_counter()
     out, report_path = Path(cfg.out), cfg.report_path
@@ -359,7 +359,7 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
 def _write_inference_sizes(directory: Path, image_size: int) -> None:
     """Record in the folder's inference_config.json that images are to be fed at the trained size
     (``init-from-components`` carries it into the unified checkpoint); other settings are kept."""
-    from unimedvl.inference_config import InferenceConfig
+    from unimedvl.checkpoint.inference_config import InferenceConfig
 
     current = InferenceConfig.load(directory)
     vae = dataclasses.replace(current.vae_transform, min_image_size=image_size, max_image_size=image_size)

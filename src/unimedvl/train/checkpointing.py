@@ -2,7 +2,7 @@
 
 One directory per save, ``checkpoint_dir/step_0000100/``:
 
-- the release layout (``unimedvl.checkpoint.save_model``): ``ema.safetensors`` (EMA weights),
+- the release layout (``unimedvl.checkpoint.release.save_model``): ``ema.safetensors`` (EMA weights),
   ``model.safetensors`` (raw weights), ``ae.safetensors``, configs, tokenizer; ``load_model``
   reads it directly (LoRA adapters are merged into the weights here);
 - ``train_state/``: torch.distributed.checkpoint (DCP) of the trainable weights, their EMA and

@@ -186,7 +186,7 @@ class TrainConfig(DataConfig):
 
         check_lora_config(self)
         if self.max_memory is not None:
-            from unimedvl.memory_plan import parse_memory
+            from unimedvl.checkpoint.memory_plan import parse_memory
 
             parse_memory(self.max_memory, "max_memory")  # one line for "24 GB" typos, before any work
         if self.resume_model_only and not self.resume_from:

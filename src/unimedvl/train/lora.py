@@ -17,7 +17,7 @@ ConfigError. With a quantised base (``train/qlora.py``) the base ``weight`` is a
 tensor and the frozen product runs through :func:`~unimedvl.train.qlora.quantized_linear`.
 
 Why not peft: peft wraps the model (``base_model.model.*`` and ``base_layer`` key names), which
-would break the release key names that checkpoint.py and FSDP per-layer sharding rely on.
+would break the release key names that checkpoint/release.py and FSDP per-layer sharding rely on.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unimedvl.flow import estimate_clean
+from unimedvl.sampling.flow import estimate_clean
 from unimedvl.models.embeddings import unpatchify_latent
 from unimedvl.models.packed_batch import PackedBatch
 

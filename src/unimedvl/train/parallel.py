@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from unimedvl.checkpoint import RECOMPUTED_KEYS, VAE_PREFIX, _open, find_weights, parse_dtype
+from unimedvl.checkpoint.release import RECOMPUTED_KEYS, VAE_PREFIX, _open, find_weights, parse_dtype
 from unimedvl.config import ModelConfig
 from unimedvl.distributed import DistInfo, dist_env, start_distributed, stop_distributed  # noqa: F401
 from unimedvl.errors import CheckpointError, ConfigError

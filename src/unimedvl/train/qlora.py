@@ -56,7 +56,7 @@ def is_quantized(t: Tensor) -> bool:
 
 
 def _classes():
-    from unimedvl.quantization import _quiet_import
+    from unimedvl.checkpoint.quantization import _quiet_import
 
     with _quiet_import():
         from torchao.quantization import Int8Tensor, NF4Tensor
@@ -187,7 +187,7 @@ def quantize_weight(weight: Tensor, method: str) -> Tensor:
     """The quantised copy of a float weight (tests and merges use it; loading builds it block by block)."""
     if method == "nf4":
         return to_nf4(weight.detach())
-    from unimedvl.quantization import Int8RowQuantizer
+    from unimedvl.checkpoint.quantization import Int8RowQuantizer
 
     q = Int8RowQuantizer(tuple(weight.shape), torch.float32, weight.device)
     q.add(weight.detach().float())
@@ -209,9 +209,9 @@ def load_quantized(model: nn.Module, weights_dir: str | Path, prefer: str, metho
     parameters become fp32, frozen floating ones ``frozen_dtype``; LoRA adapters and the
     recomputed position tables are created empty (the caller resets them).
     """
-    from unimedvl.checkpoint import RECOMPUTED_KEYS, VAE_PREFIX, WeightSource, find_weights, load_into, open_file
+    from unimedvl.checkpoint.release import RECOMPUTED_KEYS, VAE_PREFIX, WeightSource, find_weights, load_into, open_file
     from unimedvl.train.parallel import _disabled_prefixes
-    from unimedvl.weight_stream import Placement
+    from unimedvl.checkpoint.weight_stream import Placement
 
     check_quantize_base(method)
     weights_dir = Path(weights_dir)
@@ -227,7 +227,7 @@ def load_quantized(model: nn.Module, weights_dir: str | Path, prefer: str, metho
             return None
         if method == "nf4":
             return NF4Rows(shape, dev)
-        from unimedvl.quantization import Int8RowQuantizer
+        from unimedvl.checkpoint.quantization import Int8RowQuantizer
 
         return Int8RowQuantizer(shape, frozen_dtype, dev)
 
@@ -285,20 +285,3 @@ def quantized_bytes(model: nn.Module) -> int:
                 inner = getattr(local, name)
                 total += inner.numel() * inner.element_size()
     return total
-
-
-def build_quantized(model: nn.Module, weights_dir, prefer: str, method: str, device: torch.device,
-                    dtype: torch.dtype, seed: int, checkpointing: bool, mesh=None, strategy: str = "FULL_SHARD"):
-    """The trainer's QLoRA build of ``model`` (meta, freezing and LoRA applied): load quantised, fresh
-    adapters, then activation checkpointing and FSDP2 (the quantised base sharded, int8 kept whole)."""
-    from unimedvl.train.lora import reset_lora
-    from unimedvl.train.parallel import apply_activation_checkpointing, apply_fsdp, reset_recomputed
-
-    load_quantized(model, weights_dir, prefer, method, device, dtype)
-    reset_recomputed(model)
-    reset_lora(model, seed)
-    if checkpointing:
-        apply_activation_checkpointing(model)
-    if mesh is not None:
-        apply_fsdp(model, mesh, strategy, dtype, ignored=fsdp_ignored(model))
-    return model

@@ -31,13 +31,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from unimedvl.adapters import base_fingerprint, gather_trainable, write_adapter
-from unimedvl.checkpoint import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
+from unimedvl.checkpoint.adapters import base_fingerprint, gather_trainable, write_adapter
+from unimedvl.checkpoint.release import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
-from unimedvl.inference_config import InferenceConfig, with_pixel_cap
-from unimedvl.model_card import ModelCard
+from unimedvl.checkpoint.inference_config import InferenceConfig, with_pixel_cap
+from unimedvl.checkpoint.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.run_lock import RunLock
@@ -100,7 +100,7 @@ class Trainer:
         mesh_shape(cfg.sharding_strategy, env.world_size, env.local_world_size, cfg.num_replicate, cfg.num_shard)
         self.model_cfg, self.weights_dir, self.prefer = self._model_source()
         if cfg.max_memory:  # choose the training plan (or refuse) before anything is loaded or written
-            from unimedvl.train_memory import apply_max_memory
+            from unimedvl.checkpoint.train_memory import apply_max_memory
 
             log.info(apply_max_memory(cfg, self.model_cfg, env.world_size, cuda=cfg.device == "cuda" or (
                 cfg.device == "auto" and torch.cuda.is_available())))
@@ -120,7 +120,7 @@ class Trainer:
         self.mesh = build_mesh(cfg.sharding_strategy, info, cfg.num_replicate, cfg.num_shard)
         self.resume_dir = self._resume_dir()
         check_qlora_setup(cfg, self.resume_dir, ckpt.read_manifest(self.resume_dir) if self.resume_dir else None)
-        # LoRA checkpoints hold adapters and name their base by a fingerprint (adapters.py).
+        # LoRA checkpoints hold adapters and name their base by a fingerprint (checkpoint/adapters.py).
         self.adapter_base = base_fingerprint(self.weights_dir, self.prefer) if lora_enabled(cfg) else None
 
         rank_state = None
@@ -272,7 +272,7 @@ class Trainer:
                 log.info("LoRA in %s: %d linear layers", part, len(names))
         self.sharded = self.mesh is not None
         if cfg.quantize_base != "none":
-            from unimedvl.train.qlora import build_quantized
+            from unimedvl.train.qlora_build import build_quantized
 
             build_quantized(model, self.weights_dir, self.prefer, cfg.quantize_base, info.device, self.dtype,
                             cfg.seed, cfg.gradient_checkpointing, self.mesh, cfg.sharding_strategy)
@@ -557,7 +557,7 @@ class Trainer:
 
         ckpt.on_all_ranks(prepare, info, root, main_only=True)
         ckpt.on_all_ranks(rank_files, info, root)
-        if self.adapter_base is not None:  # LoRA: the trained tensors only, not the base (adapters.py)
+        if self.adapter_base is not None:  # LoRA: the trained tensors only, not the base (checkpoint/adapters.py)
             raw, ema = gather_trainable(self.model, self.ema.state if self.ema else None, info.is_main)
 
             def release_files() -> None:
