@@ -1,4 +1,5 @@
-"""The published question counts of the standard benchmarks, and the checksums of the files read.
+"""What was published about the standard benchmarks: question counts, the paper's columns and numbers;
+and the checksums of the files read.
 
 A split whose count differs from the published one is a different download (a re-packaging, a
 partial copy, another language mix) and its accuracy is not the published measurement: the
@@ -31,6 +32,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# The UniMedVL paper's table (fact sheet section 8): its columns, the split each most likely reports,
+# and the published rows (measured with the paper's own protocol and prompts; a reference, not a
+# like-for-like comparison: eval/report/benchmark_table.py's FOOTNOTES say which of our metrics stands in each).
+COLUMNS = ("VQA-RAD", "SLAKE", "PathVQA", "OmniMedVQA", "GMAI-MMBench")
+CITATION = ("Ning et al., \"UniMedVL: Unifying Medical Multimodal Understanding and Generation Through "
+            "Observation-Knowledge-Analysis\", arXiv:2510.15710 [cs.CV], 2025 "
+            "(BibTeX key ning2025unimedvlunifyingmedicalmultimodal)")  # fmt: skip
+PAPER_RESULTS: dict[str, dict[str, float]] = {
+    "UniMedVL-14B (published, paper's protocol)": dict(zip(COLUMNS, (61.9, 75.4, 53.5, 85.8, 60.75))),
+    "BAGEL-7B (published, paper's protocol)": dict(zip(COLUMNS, (60.09, 58.91, 39.05, 71.13, 48.11))),
+}
+# The split the paper most likely reports per column (used when a model has runs on several).
+PAPER_SPLITS = {"VQA-RAD": "test", "SLAKE": "test", "PathVQA": "test", "OmniMedVQA": "open-access",
+                "GMAI-MMBench": "VAL"}  # fmt: skip
 # (benchmark, layout or "any", split, language or None) -> (count, where the number comes from)
 PUBLISHED: dict[tuple[str, str, str, str | None], tuple[int, str]] = {
     ("vqa-rad", "any", "test", None): (451, "the OSF release and the HF copy"),

@@ -5,7 +5,7 @@ UniMedVL paper's (VQA-RAD, SLAKE, PathVQA, OmniMedVQA, GMAI-MMBench). A cell is 
 pooled accuracy in percent with its 95% bootstrap interval and n. One detail table per benchmark
 split follows (closed accuracy, open recall / exact match, multiple-choice accuracy, failures).
 
-The published numbers are copied from the UniMedVL README/paper table (fact sheet section 8):
+The published numbers (:data:`unimedvl.benchmarks.published.PAPER_RESULTS`) are the UniMedVL README/paper table:
 they were measured with the paper's own protocol and prompts, which the paper does not fully
 state, so they are a reference, not a like-for-like comparison; :data:`FOOTNOTES` says which of
 our metrics stands in each column and what is unconfirmed.
@@ -19,20 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unimedvl.benchmarks.published import CITATION, COLUMNS, PAPER_SPLITS
+from unimedvl.benchmarks.published import PAPER_RESULTS as PUBLISHED
 from unimedvl.eval.report.tables import html_table, markdown_table
 from unimedvl.eval.statistics.stats_csv import StatsEntry
 
-COLUMNS = ("VQA-RAD", "SLAKE", "PathVQA", "OmniMedVQA", "GMAI-MMBench")
-CITATION = ("Ning et al., \"UniMedVL: Unifying Medical Multimodal Understanding and Generation Through "
-            "Observation-Knowledge-Analysis\", arXiv:2510.15710 [cs.CV], 2025 "
-            "(BibTeX key ning2025unimedvlunifyingmedicalmultimodal)")  # fmt: skip
-PUBLISHED: dict[str, dict[str, float]] = {
-    "UniMedVL-14B (published, paper's protocol)": dict(zip(COLUMNS, (61.9, 75.4, 53.5, 85.8, 60.75))),
-    "BAGEL-7B (published, paper's protocol)": dict(zip(COLUMNS, (60.09, 58.91, 39.05, 71.13, 48.11))),
-}
-# The split the paper most likely reports per column (used when a model has runs on several).
-PAPER_SPLITS = {"VQA-RAD": "test", "SLAKE": "test", "PathVQA": "test", "OmniMedVQA": "open-access",
-                "GMAI-MMBench": "VAL"}  # fmt: skip
 FOOTNOTES = (
     (f"Published rows: {CITATION}, README table. They were measured with the paper's own protocol and prompts; ours "
      "are not the same measurement."),
