@@ -46,6 +46,7 @@ class LoRALinear(nn.Linear):
     lora_dropout: float
 
     def forward(self, x: Tensor) -> Tensor:
+        """The frozen base layer's output plus the scaled low-rank update."""
         if is_quantized(self.weight):
             out = quantized_linear(x, self.weight, self.bias)
         else:
@@ -55,6 +56,7 @@ class LoRALinear(nn.Linear):
 
     @torch.no_grad()
     def reset_lora(self) -> None:
+        """Fresh adapters: A random, B zero, so the layer starts equal to its base."""
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 

@@ -594,6 +594,7 @@ class Trainer:
 
 
 def peak_memory_gb(device: torch.device) -> float:
+    """The process's peak memory in GiB (CUDA allocations, or the CPU's peak RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
