@@ -32,7 +32,7 @@ lint: setup
 # Rewrite the tree: the safe lint fixes (import order, pyupgrade), then the formatter. `make lint` then
 # lists what needs a human.
 format: setup
-	$(VENV)/bin/ruff check --fix --exit-zero --quiet .
+	$(VENV)/bin/ruff check --fix --exit-zero --silent .
 	$(VENV)/bin/ruff format .
 
 # The fault and bad-input drills (SIGKILL, full disk, bombs, huge texts): docs/RELIABILITY.md.
