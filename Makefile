@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all drill demo docs clean bench
+.PHONY: setup test test-all lint format drill demo docs clean bench
 
 setup: $(STAMP)
 
@@ -23,6 +23,17 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Lint and format check (ruff, configured in pyproject.toml); CI runs it beside `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Rewrite the tree: the safe lint fixes (import order, pyupgrade), then the formatter. `make lint` then
+# lists what needs a human.
+format: setup
+	$(VENV)/bin/ruff check --fix --exit-zero --silent .
+	$(VENV)/bin/ruff format .
 
 # The fault and bad-input drills (SIGKILL, full disk, bombs, huge texts): docs/RELIABILITY.md.
 drill: setup

@@ -31,7 +31,7 @@ def _text(repeats: int) -> None:
 
     tokenizer = Tokenizer.offline_qwen()
     text = ds.huge_text(10)
-    tokenizer.max_token_bytes  # computed once per tokenizer, as in a long-running process
+    _ = tokenizer.max_token_bytes  # computed once per tokenizer, as in a long-running process
     rows = {}
     for name, fn in (("tokenise (before)", lambda: len(tokenizer.encode(text)) > 16384),
                      ("bound (now)", lambda: tokenizer.tokens_exceed(text, 16384))):

@@ -76,7 +76,7 @@ def demo_requests(inf, data: Path, per_task: int, prompts: int) -> tuple[list, l
         task = record.get("main_task_type")
         if task in RESTORATION and seen.get(task, 0) < per_task and record.get("input_img"):
             seen[task] = seen.get(task, 0) + 1
-            load = lambda key: Image.open(data.parent / record[key][0]["path"]).convert("RGB")  # noqa: E731
+            load = lambda key, record=record: Image.open(data.parent / record[key][0]["path"]).convert("RGB")  # noqa: E731
             edits.append((record["message"][0]["value"].replace("<image>", "").strip(), load("input_img"),
                           load("output_img")))  # fmt: skip
         elif task == "text_to_image" and len(texts) < prompts:

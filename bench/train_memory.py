@@ -158,7 +158,7 @@ def run_plan(plan: str, layers: int, args: argparse.Namespace) -> dict:
 def report(results: dict) -> list[str]:
     lines = [f"{'plan':<11} {'layers':>6} {'load peak':>9} {'steps peak':>10} {'/ full':>7} {'s/step':>7} "
              f"{'/ LoRA':>7} {'planner':>8} {'largest pack (tokens, loss, ViT)':>33}"]
-    for key, r in sorted(results.items(), key=lambda kv: (kv[1]["layers"], list(PLANS).index(kv[1]["plan"]))):
+    for _key, r in sorted(results.items(), key=lambda kv: (kv[1]["layers"], list(PLANS).index(kv[1]["plan"]))):
         if "not_run" in r:
             lines.append(f"{r['plan']:<11} {r['layers']:>6} not run: {r['not_run']}")
             continue

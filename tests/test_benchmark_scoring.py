@@ -147,5 +147,7 @@ def test_a_bootstrap_clustered_by_image_is_wider_when_an_image_decides_its_quest
     images = [i // 5 for i in range(60)]
     plain, clustered = mean_estimate(values), clustered_mean_estimate(values, images)
     assert clustered["value"] == plain["value"] == 0.5 and clustered["clusters"] == 12
-    width = lambda e: e["ci95"][1] - e["ci95"][0]
+    def width(e):
+        return e["ci95"][1] - e["ci95"][0]
+
     assert width(clustered) > 1.5 * width(plain)

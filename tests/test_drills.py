@@ -129,7 +129,7 @@ def test_drill_bomb_and_huge_text_through_validate_ask_and_eval(ckpt, hostile, t
     assert large.returncode == 0, large.stderr[-3000:]
     assert "answer" in json.loads(large.stdout)
 
-    for attempt in range(2):  # the rerun resumes; neither run crashes at the bad samples
+    for _attempt in range(2):  # the rerun resumes; neither run crashes at the bad samples
         done = _cli("eval", "--model", ckpt, "--data", data, "--out", tmp_path / "eval", *FAST)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     lines = {json.loads(l)["sample_id"]: json.loads(l)

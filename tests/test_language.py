@@ -311,7 +311,7 @@ def test_denoising_query_reads_without_writing_and_forks():
 def test_cache_growth_is_geometric_and_errors_are_clear():
     cache = KVCache(2, 2, 8, rows=1, capacity=64)
     caps = set()
-    for n in range(1, 300):
+    for _ in range(1, 300):
         step = cache.plan(query_lens=1)
         for layer in range(2):
             step.attend(layer, torch.randn(1, 4, 8), torch.randn(1, 2, 8), torch.randn(1, 2, 8))

@@ -526,7 +526,7 @@ def test_non_finite_or_absurd_guidance_is_a_400_naming_the_field(srv):
     # Before (issue 28): a black image with status 200.
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     for field, value in (("cfg_text_scale", "NaN"), ("timestep_shift", "1e308"), ("cfg_renorm_min", "Infinity")):
-        body = '{"model": "debug", "prompt": "x-ray", "%s": %s}' % (field, value)
+        body = f'{{"model": "debug", "prompt": "x-ray", "{field}": {value}}}'
         response = httpx.post(srv.url + "/v1/images/generations", content=body, headers=auth)
         assert response.status_code == 400, response.text
         assert field in response.json()["error"]["message"]

@@ -38,6 +38,7 @@ class ThinkSplitter:
         self._begun = False  # whether the current field has had non-space text (leading space is dropped)
 
     def feed(self, text: str) -> list[Piece]:
+        """The pieces that are certain after ``text``; a possible ``<think>`` prefix waits for more."""
         self._buffer += text
         out: list[Piece] = []
         while True:
@@ -110,9 +111,11 @@ class AnswerStream:
         self._splitter = ThinkSplitter() if think else None
 
     def push(self, token: int) -> list[Piece]:
+        """One generated token in; the whole characters it completes, routed to their message field."""
         return self._route(self._text.push(token))
 
     def finish(self) -> list[Piece]:
+        """What was still held back at the end of generation, so no text is lost."""
         pieces = self._route(self._text.finish())
         return pieces + (self._splitter.finish() if self._splitter else [])
 

@@ -102,6 +102,7 @@ class Ticket:
 
     @property
     def finished(self) -> bool:
+        """Whether every request of the call has its result (or the call failed)."""
         with self._lock:
             return self._left == 0
 
@@ -112,11 +113,13 @@ class Ticket:
             self.cancelled.set()
 
     def deliver(self, index: int, result: Result) -> None:
+        """Hand one request's result back to the waiting HTTP handler."""
         with self._lock:
             self._left -= 1
         self._post("result", index, result)
 
     def fail(self, error: Exception) -> None:
+        """End the whole call with ``error``; the handler turns it into the HTTP error."""
         with self._lock:
             self._left = 0
         self._post("error", -1, error)
@@ -167,10 +170,12 @@ class Batcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker thread that serves the queue."""
         self._thread.start()
 
     @property
     def alive(self) -> bool:
+        """Whether the worker still takes work (the health check reports it)."""
         return self._thread.is_alive() and not self._closing
 
     def close(self, timeout: float = 30.0) -> None:
@@ -214,6 +219,7 @@ class Batcher:
 
     @property
     def depth(self) -> int:
+        """How many requests wait in the queue (the queue-depth gauge)."""
         with self._cond:
             return len(self._queue)
 

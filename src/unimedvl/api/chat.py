@@ -199,6 +199,7 @@ async def stream_events(service: Service, ticket: Ticket, think: bool, max_token
 
 
 def chat_router(service: Service) -> APIRouter:
+    """The ``/v1/chat/completions`` route, served by ``service``."""
     router = APIRouter()
 
     @router.post("/v1/chat/completions")

@@ -38,12 +38,15 @@ class APIError(Exception):
 
     @property
     def type(self) -> str:
+        """The OpenAI error ``type`` for this status, which clients branch on."""
         return _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
 
     def body(self) -> dict:
+        """The OpenAI-shaped JSON error body, so the official clients raise their usual exceptions."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
+        """The error as the HTTP response (status, headers such as Retry-After, JSON body)."""
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 

@@ -24,6 +24,7 @@ class TimedH11Protocol(H11Protocol):
     header_timeout = HEADER_TIMEOUT_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the header deadline as soon as a client connects."""
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._arm()
@@ -40,11 +41,13 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
     def on_response_complete(self) -> None:
+        """Re-arm the deadline for the next request on a kept-alive connection."""
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request's headers have header_timeout too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the deadline so a closed connection leaves no timer behind."""
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None

@@ -129,6 +129,7 @@ async def _edit_inputs(service: Service, files: list[UploadFile], fields: dict[s
 
 
 def images_router(service: Service) -> APIRouter:
+    """The ``/v1/images/generations`` and ``/v1/images/edits`` routes, served by ``service``."""
     router = APIRouter()
 
     @router.post("/v1/images/generations")

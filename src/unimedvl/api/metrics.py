@@ -64,11 +64,13 @@ class Counter(_Metric):
     kind = "counter"
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Count ``amount`` more for the given label values."""
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: str) -> float:
+        """The count so far for the given label values (0 when never counted)."""
         with self._lock:
             return float(self._values.get(self._key(labels), 0.0))
 
@@ -79,10 +81,12 @@ class Gauge(_Metric):
     kind = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
+        """Record the current value for the given label values."""
         with self._lock:
             self._values[self._key(labels)] = float(value)
 
     def value(self, **labels: str) -> float:
+        """The last value set for the given label values (0 when never set)."""
         with self._lock:
             return float(self._values.get(self._key(labels), 0.0))
 
@@ -97,6 +101,7 @@ class Histogram(_Metric):
         self.buckets = tuple(sorted(buckets))
 
     def observe(self, value: float, **labels: str) -> None:
+        """Count one observation into its bucket, the sum and the count."""
         key = self._key(labels)
         with self._lock:
             per_bucket, total, count = self._values.get(key, ((0,) * len(self.buckets), 0.0, 0))
@@ -107,6 +112,7 @@ class Histogram(_Metric):
             self._values[key] = (per_bucket, total + value, count + 1)
 
     def count(self, **labels: str) -> int:
+        """How many observations were made for the given label values."""
         with self._lock:
             return self._values.get(self._key(labels), ((), 0.0, 0))[2]
 
@@ -129,12 +135,14 @@ class Registry:
         self._metrics: list[_Metric] = []
 
     def add(self, metric: _Metric) -> _Metric:
+        """Register ``metric`` (a name only once) and return it, so it can be assigned in one line."""
         if any(m.name == metric.name for m in self._metrics):
             raise ValueError(f"metric {metric.name} is registered twice")
         self._metrics.append(metric)
         return metric
 
     def render(self) -> str:
+        """All metrics in the Prometheus text format."""
         lines = [line for metric in self._metrics for line in metric.render()]
         return "\n".join(lines) + "\n"
 
@@ -161,4 +169,5 @@ class ServerMetrics:
         self.tokens = add(Counter("unimedvl_api_generated_tokens_total", "Text tokens generated."))
 
     def render(self) -> str:
+        """The body of ``GET /metrics`` (Prometheus text format)."""
         return self.registry.render()

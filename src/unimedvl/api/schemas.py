@@ -20,16 +20,22 @@ class _Lenient(BaseModel):
 
 
 class TextPart(_Lenient):
+    """A text part of a chat message's content list."""
+
     type: Literal["text"]
     text: str
 
 
 class ImageURL(_Lenient):
+    """The image of an ``image_url`` part: a base64 data URL (the server reads no remote URLs)."""
+
     url: str  # a base64 data URL
     detail: str | None = None  # accepted, not used (the server's size rules decide)
 
 
 class ImagePart(_Lenient):
+    """An image part of a chat message's content list."""
+
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -45,6 +51,8 @@ class Message(_Lenient):
 
 
 class StreamOptions(_Lenient):
+    """Options of a streamed answer (``stream_options``)."""
+
     include_usage: bool = False  # one more chunk before [DONE] with the usage
 
 
@@ -94,6 +102,7 @@ class GuidanceFields(_Lenient):
         return value
 
     def guidance_overrides(self) -> dict[str, Any]:
+        """The guidance fields the client set, to merge over the task's preset."""
         return {name: getattr(self, name) for name in GuidanceFields.model_fields if getattr(self, name) is not None}
 
 

@@ -148,13 +148,16 @@ class BackgroundServer:
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the one picked when asked for port 0)."""
         return self.server.servers[0].sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
+        """The server's base URL, for clients and tests."""
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "BackgroundServer":
+        """Start serving in a thread and wait until it accepts connections (or failed to)."""
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout_s
         # uvicorn exits the thread on a failed start (port in use): stop waiting then.
@@ -166,6 +169,7 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the server to shut down and wait for its thread."""
         self.server.should_exit = True
         self.thread.join(timeout_s)
 

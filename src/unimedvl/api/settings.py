@@ -47,8 +47,10 @@ class ServerSettings:
 
     @property
     def max_body_bytes(self) -> int:
+        """The request-body limit in bytes (``max_body_mb`` converted)."""
         return int(self.max_body_mb * 1024 * 1024)
 
     @property
     def local_only(self) -> bool:
+        """Whether the server listens only on this machine (then an API key is optional)."""
         return self.host in LOCAL_HOSTS

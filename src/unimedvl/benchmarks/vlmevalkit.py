@@ -64,7 +64,9 @@ def tsv_files(path: Path) -> list[Path]:
     """The TSV file, or a folder's TSVs in natural order (part_2 before part_10)."""
     if path.is_file():
         return [path] if path.suffix.lower() == ".tsv" else []
-    key = lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+    def key(p: Path) -> list:
+        return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
     files = [p for p in path.glob("*.tsv") if p.is_file()]
     names = {p.name for p in files}
     # LMUData keeps X_local.tsv (images moved to files) beside X.tsv: the same questions, read once (X.tsv).

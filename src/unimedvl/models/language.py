@@ -558,7 +558,7 @@ class LanguageModel(nn.Module):
             raise CheckpointError(f"{source}: missing tensor(s) {', '.join(missing[:5])}{more}")
         has_gen = any(GEN_SUFFIX in n for n in state)
         params: dict[str, Tensor] = {}
-        for name, p in own.items():
+        for name in own:
             # copy=True: fresh, aligned memory of our own, never a view into a memory-mapped
             # file (safetensors data offsets are not 64-byte aligned, which slows matmuls).
             if name in state:

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand to the ``unimedvl`` command line."""
     # No abbreviations: with two spellings per flag (--model_path, --model-path) every prefix is ambiguous.
     parser = subparsers.add_parser("train", help=HELP, description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m unimedvl.train``; the exit status."""
     from unimedvl.threads import WAIT_POLICY
 
     for key, value in WAIT_POLICY.items():  # under torchrun too: passive OpenMP waiting (unimedvl/threads.py)

@@ -32,6 +32,7 @@ MAY_CHANGE = ("resume", "overwrite", "save_every", "log_every")
 
 
 def state_path(out: str | os.PathLike) -> Path:
+    """Where a run writing ``out`` keeps its resumable training state (beside the output)."""
     out = Path(out)
     return out.with_name(out.name + ".train-state.pt")
 

@@ -49,14 +49,17 @@ STATE_DIR = "train_state"
 
 
 def step_dir_name(step: int) -> str:
+    """The folder name of step ``step``'s checkpoint (zero-padded, so names sort by step)."""
     return f"step_{step:07d}"
 
 
 def rank_file(rank: int) -> str:
+    """The file name of one rank's data and RNG state inside a checkpoint."""
     return f"rank_{rank:05d}.json"
 
 
 def is_complete(path: Path) -> bool:
+    """Whether ``path`` is a finished checkpoint (a killed save leaves no manifest)."""
     return (path / MANIFEST).is_file() and (path / STATE_DIR / ".metadata").is_file()
 
 
@@ -83,6 +86,7 @@ def remove_partial_saves(root: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, the one a resume starts from (None if none)."""
     found = list_checkpoints(root)
     return found[-1][1] if found else None
 
@@ -108,6 +112,7 @@ def prune_checkpoints(root: str | Path, keep_last: int, keep_every: int = 0) -> 
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's torch (CPU, CUDA), NumPy and Python RNG states as JSON, so a resume draws the same numbers."""
     def pack(t: Tensor) -> str:
         return base64.b64encode(t.cpu().numpy().tobytes()).decode()
 
@@ -131,6 +136,7 @@ def _tuples(x):
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the RNG states ``rng_state`` saved."""
     def unpack(s: str) -> Tensor:
         return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
 
@@ -143,11 +149,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def write_rank_state(path: Path, rank: int, data_state: Any) -> None:
+    """Save one rank's data-loader position and RNG state into checkpoint ``path``."""
     payload = {"rank": rank, "data": data_state, "rng": rng_state()}
     atomic_write_text(path / rank_file(rank), json.dumps(payload), fsync=False)  # the folder is renamed whole
 
 
 def read_rank_state(path: Path, rank: int) -> dict | None:
+    """One rank's saved data-loader and RNG state (None when the checkpoint has none for it)."""
     file = path / rank_file(rank)
     if not file.is_file():
         return None
@@ -158,6 +166,7 @@ def read_rank_state(path: Path, rank: int) -> dict | None:
 
 
 def read_manifest(path: Path) -> dict:
+    """The checkpoint's manifest (step, scheduler, config), which says what the checkpoint holds."""
     try:
         return json.loads((path / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -184,6 +193,7 @@ def train_state(model: nn.Module, optimizer, ema_state: Mapping[str, Tensor] | N
 
 
 def save_train_state(path: Path, model: nn.Module, optimizer, ema_state) -> None:
+    """Save model, optimizer and EMA as a distributed checkpoint (resharded on load)."""
     import torch.distributed.checkpoint as dcp
 
     with warnings.catch_warnings():  # one process: DCP warns that it saves without a process group

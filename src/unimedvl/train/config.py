@@ -240,6 +240,7 @@ _FALSE = ("false", "0", "no", "n", "off")
 
 
 def parse_bool(text: str) -> bool:
+    """Read a boolean flag value: ``--flag True`` as the release's scripts write it, or yes/no, 1/0."""
     low = str(text).strip().lower()
     if low in _TRUE:
         return True
@@ -331,6 +332,7 @@ def config_from_args(args: argparse.Namespace | dict) -> TrainConfig:
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The training configuration from a command line (``python -m unimedvl.train`` flags)."""
     parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
     add_arguments(parser)
@@ -338,4 +340,5 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The configuration as a plain dict, for train_config.yaml and the checkpoint manifest."""
     return to_dict(cfg)

@@ -26,6 +26,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self) -> None:
+        """Move the shadow towards the current weights by one step (after each optimizer step)."""
         weight = 1.0 - self.decay
         shadow = [local_tensor(self.state[n]) for n in self.names]
         current = [local_tensor(p.detach()).float() for p in self._params]
@@ -33,5 +34,6 @@ class EMA:
 
     @torch.no_grad()
     def copy_from_model(self) -> None:
+        """Reset the shadow to the current weights (a resume from a checkpoint without EMA)."""
         for name, p in zip(self.names, self._params):
             local_tensor(self.state[name]).copy_(local_tensor(p.detach()).float())

@@ -46,6 +46,7 @@ class LoRALinear(nn.Linear):
     lora_dropout: float
 
     def forward(self, x: Tensor) -> Tensor:
+        """The frozen base layer's output plus the scaled low-rank update."""
         if is_quantized(self.weight):
             out = quantized_linear(x, self.weight, self.bias)
         else:
@@ -55,6 +56,7 @@ class LoRALinear(nn.Linear):
 
     @torch.no_grad()
     def reset_lora(self) -> None:
+        """Fresh adapters: A random, B zero, so the layer starts equal to its base."""
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 
@@ -160,7 +162,7 @@ def check_lora_config(cfg) -> None:
                 setattr(cfg, key, float(value))
             if kind == "rank" and value < 0:
                 raise ConfigError(f"{key} must be >= 0 (0: no LoRA in that part), got {value}")
-    for part, (rank, alpha, targets, _) in part_settings(cfg).items():
+    for part, (rank, _alpha, targets, _) in part_settings(cfg).items():
         if rank > 0 and not targets:
             raise ConfigError(f"lora_rank_{part}={rank} needs targets: set lora_targets_{part} or lora_target_modules")
     if cfg.quantize_base != "none" and not lora_enabled(cfg):
@@ -202,7 +204,7 @@ def reset_lora(model: nn.Module, seed: int = 0) -> None:
     """
     from unimedvl.train.parallel import _copy_into
 
-    for index, (name, module) in enumerate(n_m for n_m in model.named_modules() if isinstance(n_m[1], LoRALinear)):
+    for index, (_name, module) in enumerate(n_m for n_m in model.named_modules() if isinstance(n_m[1], LoRALinear)):
         g = torch.Generator().manual_seed(seed * 1_000_003 + index)
         bound = 1.0 / math.sqrt(module.in_features)  # what kaiming_uniform_(a=sqrt(5)) gives
         full_a = (torch.rand(module.lora_A.shape, generator=g) * 2 - 1) * bound

@@ -42,6 +42,7 @@ class PixelLossConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether any pixel-space loss is on (otherwise no decoding is paid for)."""
         return self.pixel_weight > 0 or self.ssim_weight > 0
 
 

@@ -145,6 +145,7 @@ class RunLogger:
                 f.write(text)
 
     def step(self, step: int, metrics: Mapping[str, float], log_now: bool) -> None:
+        """Record one training step: the progress bar always, the logs when ``log_now``."""
         if not self.enabled:
             return
         if self.bar is not None:
@@ -160,6 +161,7 @@ class RunLogger:
                     self.writer.add_scalar(f"train/{key}", value, step)
 
     def validation(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Append one validation result to validation_metrics.csv and TensorBoard."""
         if not self.enabled:
             return
         path = self.out_dir / "validation_metrics.csv"
@@ -175,6 +177,7 @@ class RunLogger:
                 self.writer.add_scalar(f"val/{key}", value, step)
 
     def close(self) -> None:
+        """Flush and close the writers and detach the log file handler."""
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
@@ -206,10 +209,13 @@ def _fmt(v: Any) -> str:
 
 
 class Timer:
+    """Wall-clock time between laps (step timings)."""
+
     def __init__(self) -> None:
         self.start = time.perf_counter()
 
     def lap(self) -> float:
+        """Seconds since the previous lap (or the start)."""
         now = time.perf_counter()
         elapsed, self.start = now - self.start, now
         return elapsed

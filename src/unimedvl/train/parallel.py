@@ -48,6 +48,7 @@ GEN_PREFIXES = ("time_embedder.", "vae2llm.", "llm2vae.", "latent_pos_embed.", "
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for all ranks; nothing to wait for in a one-process run."""
     if info.distributed:
         dist.barrier()
 
@@ -157,6 +158,7 @@ def autocast(info: DistInfo, dtype: torch.dtype, sharded: bool):
 
 
 def compute_dtype(name: str, info: DistInfo) -> torch.dtype:
+    """The training dtype for ``name``: ``auto`` is bf16 on CUDA and fp32 on CPU."""
     if name == "auto":
         return torch.bfloat16 if info.device.type == "cuda" else torch.float32
     return parse_dtype(name)

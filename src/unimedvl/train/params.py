@@ -78,10 +78,12 @@ def hold_frozen_in(model: nn.Module, dtype: torch.dtype) -> None:
 
 
 def no_decay(name: str, param: torch.Tensor) -> bool:
+    """Whether ``param`` is exempt from weight decay (biases, norms, 1-D tensors)."""
     return param.ndim < 2 or name.endswith(".bias") or "norm" in name.rsplit(".", 2)[-2]
 
 
 def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
+    """The learning-rate multiplier for parameter ``name``: the most specific matching key wins."""
     best, best_rank = 1.0, -1
     for key, mult in lr_mult.items():
         if key in COMPONENTS:
@@ -94,6 +96,7 @@ def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
 
 
 def check_lr_mult(lr_mult: dict[str, float], names: list[str]) -> None:
+    """Reject an ``lr_mult`` key that matches no trainable parameter (a typo would do nothing)."""
     for key in lr_mult:
         if key not in COMPONENTS and not any(n.startswith(key) for n in names):
             raise ConfigError(
@@ -120,6 +123,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, lr_mult: dict
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters with their decay and lr-multiplier groups."""
     groups = [{k: v for k, v in g.items() if k != "names"}
               for g in param_groups(model, cfg.lr, cfg.weight_decay, cfg.lr_mult)]
     # foreach kernels work on plain tensors and FSDP2 DTensors alike.
@@ -139,5 +143,6 @@ def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: i
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
+    """Set the scheduled learning rate, scaled by each group's multiplier."""
     for group in optimizer.param_groups:
         group["lr"] = base_lr * group.get("lr_mult", 1.0)

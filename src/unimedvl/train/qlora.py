@@ -76,11 +76,13 @@ class QuantizedLinearFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        """``x W^T`` with ``W`` dequantised on the fly; only the quantised ``W`` is saved."""
         ctx.save_for_backward(weight)
         return F.linear(x, dequantize(weight, x.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        """The gradient for ``x`` only: the frozen weight gets none."""
         (weight,) = ctx.saved_tensors
         return grad @ dequantize(weight, grad.dtype), None
 
@@ -98,6 +100,7 @@ class QuantizedLinear(nn.Linear):
     """A frozen Linear without LoRA whose weight is quantised (a class swap, names unchanged)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """The layer's output through its quantised weight."""
         return quantized_linear(x, self.weight, self.bias)
 
 
@@ -174,10 +177,12 @@ class NF4Rows:
         self.at = 0
 
     def add(self, rows: Tensor) -> None:
+        """Copy the next block of rows in as the weight streams from disk."""
         self.rows[self.at:self.at + rows.shape[0]].copy_(rows)
         self.at += rows.shape[0]
 
     def finish(self) -> Tensor:
+        """The whole weight quantised to NF4; the bf16 rows are freed."""
         out = to_nf4(self.rows)
         self.rows = None
         return out

@@ -19,6 +19,7 @@ LoaderFactory = Callable[..., Any]
 
 
 def resolve_loader_factory(spec: str) -> LoaderFactory:
+    """Import the ``MODULE:FUNCTION`` data loader a run names (``build_loader`` by default)."""
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name or "build_loader")

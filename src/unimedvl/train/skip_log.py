@@ -38,6 +38,7 @@ class SkipLog:
         return stats if isinstance(stats, Mapping) else {}
 
     def update(self, metrics: dict[str, float]) -> None:
+        """Warn once per new skip note and add the run's skip totals (summed over ranks) to ``metrics``."""
         stats = self._stats()
         for note in stats.get("skip_notes", ()):
             if note not in self.told:
@@ -63,5 +64,6 @@ class SkipLog:
                 "max_num_tokens_per_sample); each is named once above with its file:line")
 
     def log_summary(self) -> None:
+        """Warn at the end of a run how many records were skipped, if any."""
         if self.summary():
             log.warning(self.summary())

@@ -38,11 +38,13 @@ class StopRequest:
     # -- signal handling ---------------------------------------------------------------------
 
     def install(self) -> "StopRequest":
+        """Catch SIGTERM (main thread only) so a stop request ends the run after a checkpoint."""
         if threading.current_thread() is threading.main_thread() and not self._previous:
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def uninstall(self) -> None:
+        """Put back the signal handlers that were there before."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()

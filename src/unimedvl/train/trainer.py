@@ -535,7 +535,7 @@ class Trainer:
             if failed.disk_full:
                 raise DiskFullError(ckpt.disk_full_message(root, self.step, cfg.auto_resume)) from None
             if failed.error is not None:
-                raise failed.error
+                raise failed.error  # noqa: B904 (the save's own error, re-raised as it was)
             raise CheckpointError(f"another process failed while saving step {self.step} in {root}; its log "
                                   "says why") from None
         return final
@@ -594,6 +594,7 @@ class Trainer:
 
 
 def peak_memory_gb(device: torch.device) -> float:
+    """The process's peak memory in GiB (CUDA allocations, or the CPU's peak RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
