@@ -17,13 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from unimedvl.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
-                    ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
-
-
-def _has_image_suffix(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
+from unimedvl.imaging.formats import IMAGE_SUFFIXES, has_image_suffix
 
 
 def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), data_dir: str | None = None) -> list[str]:
@@ -38,9 +32,9 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
     found: list[str] = []
     for spec in images:
         if os.path.isdir(spec):
-            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and _has_image_suffix(p.name))
+            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and has_image_suffix(p.name))
             if not hits:
-                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif os.path.isfile(spec.split("#", 1)[0]) or os.path.isfile(spec):
             hits = [spec]
         elif glob.has_magic(spec):

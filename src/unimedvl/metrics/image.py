@@ -23,6 +23,7 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.imaging.raw import read_stored
 
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
 METRIC_MODES = ("reference", "native")
@@ -53,11 +54,7 @@ def _load(img: ImageLike) -> Image.Image | np.ndarray:
         path = Path(img)
         if not path.is_file():
             raise DataError(f"{path}: image file not found")
-        if path.suffix == ".npy":
-            return np.load(path)
-        with Image.open(path) as im:
-            im.load()
-            return im
+        return read_stored(path)  # as stored (raw grey levels), within the pixel limit
     if isinstance(img, (Image.Image, np.ndarray)):
         return img
     raise DataError(f"expected a PIL image, numpy array or path, got {type(img).__name__}")

@@ -50,11 +50,13 @@ def thumbnail_png(image: Image.Image, max_side: int) -> bytes:
 
 
 def _file_thumbnail(path: Path, max_side: int) -> bytes | None:
+    """A run's own PNG as written (its mode kept), as a thumbnail; None when missing or unreadable."""
+    from unimedvl.errors import UserError
+    from unimedvl.imaging.raw import read_raster
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            return thumbnail_png(im, max_side)
-    except (OSError, ValueError):
+        return thumbnail_png(read_raster(path), max_side)
+    except (UserError, OSError, ValueError):
         return None
 
 
