@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from unimedvl.errors import DataError
@@ -59,6 +58,7 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
 def load_training_image(path: str, size: int, resize: str, min_side: int) -> Tensor:
     """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
     from unimedvl.imaging.medical_io import load_image
+    from unimedvl.imaging.transforms import resize
 
     image = load_image(path)
     width, height = image.size
@@ -72,8 +72,7 @@ def load_training_image(path: str, size: int, resize: str, min_side: int) -> Ten
     else:  # crop: keep the native scale unless a side is shorter than a crop
         scale = max(1.0, size / min(width, height))
         target = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if target != (width, height):
-        image = image.resize(target, Image.Resampling.BICUBIC)
+    image = resize(image, target)  # bicubic; unchanged when already at the target
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 

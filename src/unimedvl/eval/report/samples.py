@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from unimedvl.imaging.transforms import thumbnail
 from unimedvl.metrics.info import format_number
 from unimedvl.fileio import read_json_lines
 
@@ -42,8 +43,7 @@ def img_tag(png: bytes, alt: str, css_class: str = "") -> str:
 
 
 def thumbnail_png(image: Image.Image, max_side: int) -> bytes:
-    im = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
-    im.thumbnail((max_side, max_side))
+    im = thumbnail(image.convert("RGB") if image.mode not in ("L", "RGB") else image, max_side)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
