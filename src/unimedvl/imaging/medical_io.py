@@ -388,10 +388,15 @@ def _nifti_open(path: str, source: Any = None):
         stream = gzip.GzipFile(fileobj=source) if source.getbuffer()[:2].tobytes() == b"\x1f\x8b" else source
         head = stream.read(4)
         stream.seek(0)
-        two = 540 in (int.from_bytes(head, "little"), int.from_bytes(head, "big"))
-        kind = nib.Nifti2Image if two else nib.Nifti1Image
+        sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")} if len(head) == 4 else set()
+        if not sizes & {348, 540}:  # what nib.load sniffs in a file before it reads the header
+            raise DataError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+        kind = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
         return kind.from_file_map(kind.make_file_map({"image": stream, "header": stream}))
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
+            OSError, EOFError, ValueError) as err:  # fmt: skip
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from None
 
 
