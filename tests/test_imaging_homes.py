@@ -215,3 +215,11 @@ def test_resize_helpers():
     assert half.dtype == np.float64 and half.shape == (6, 8)
     assert np.array_equal(half, np.asarray(Image.fromarray(grey).resize((8, 6), Image.Resampling.BICUBIC)))
     assert transforms.down_up(np.zeros((9, 7), np.uint8), 4).shape == (9, 7)
+
+
+def test_training_images_are_squashed_or_kept_at_scale(tmp_path):
+    from unimedvl.data.image_sets import load_training_image
+
+    Image.fromarray(np.zeros((50, 70, 3), np.uint8)).save(tmp_path / "x.png")
+    assert tuple(load_training_image(str(tmp_path / "x.png"), 64, "resize", 8).shape) == (3, 64, 64)
+    assert tuple(load_training_image(str(tmp_path / "x.png"), 64, "crop", 8).shape) == (3, 64, 90)

@@ -58,7 +58,7 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
 def load_training_image(path: str, size: int, resize: str, min_side: int) -> Tensor:
     """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
     from unimedvl.imaging.medical_io import load_image
-    from unimedvl.imaging.transforms import resize
+    from unimedvl.imaging.transforms import resize as resize_image  # not `resize`: the argument's name
 
     image = load_image(path)
     width, height = image.size
@@ -72,7 +72,7 @@ def load_training_image(path: str, size: int, resize: str, min_side: int) -> Ten
     else:  # crop: keep the native scale unless a side is shorter than a crop
         scale = max(1.0, size / min(width, height))
         target = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = resize(image, target)  # bicubic; unchanged when already at the target
+    image = resize_image(image, target)  # bicubic; unchanged when already at the target
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
