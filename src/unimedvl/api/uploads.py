@@ -1,11 +1,11 @@
 """Input images of API requests: base64 data URLs (chat) and multipart files (edits) to PIL images.
 
 The server never fetches anything: an ``image_url`` must carry the image itself as a data URL;
-``http(s)://`` URLs, ``file://`` URLs and paths are refused. The bytes are decoded by the web
-app's reader (:func:`unimedvl.app.uploads.load_view`): headers first, so an image over the pixel
-limit is refused before its pixels are decoded, then PNG/JPEG/TIFF/BMP, DICOM (``application/dicom``)
-or NIfTI (``application/x-nifti``, gzipped or not). DICOM and NIfTI views are chosen with data-URL
-parameters, e.g. ``data:application/dicom;window=lung;base64,...`` or
+``http(s)://`` URLs, ``file://`` URLs and paths are refused. The bytes are decoded in memory by the
+upload reader the web app uses too (:func:`unimedvl.imaging.views.decode_view`): headers first, so
+an image over the pixel limit is refused before its pixels are decoded, then PNG/JPEG/TIFF/BMP,
+DICOM (``application/dicom``) or NIfTI (``application/x-nifti``, gzipped or not). DICOM and NIfTI
+views are chosen with data-URL parameters, e.g. ``data:application/dicom;window=lung;base64,...`` or
 ``data:application/x-nifti;axis=2;slice=40;base64,...`` (multipart: form fields of the same names).
 """
 
@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 from PIL import Image
 
 from unimedvl.api.errors import bad_request
-from unimedvl.app.presets import ALLOWED_EXTENSIONS
-from unimedvl.app.uploads import ViewOptions, allowed_extension, load_view
 from unimedvl.errors import DataError
-
-# MIME type -> file suffix the reader keys on. NIfTI has no registered type; these are the usual ones.
-MIME_SUFFIX = {
-    "image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/tiff": ".tif", "image/bmp": ".bmp",
-    "image/x-ms-bmp": ".bmp", "application/dicom": ".dcm", "application/x-nifti": ".nii",
-    "application/nifti": ".nii", "image/x-nifti": ".nii", "application/x-nifti-gz": ".nii.gz",
-}  # fmt: skip
-SNIFFED = ("application/octet-stream", "")  # no useful type: the content decides
-VIEW_KEYS = ("window", "axis", "slice", "t", "frame")
+from unimedvl.imaging.formats import UPLOAD_SUFFIXES
+from unimedvl.imaging.views import (  # noqa: F401 (VIEW_KEYS, sniff_suffix: re-exported, the API's names)
+    MIME_SUFFIX,
+    VIEW_KEYS,
+    ViewOptions,
+    bytes_suffix,
+    decode_view,
+    sniff_suffix,
+    view_from_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -75,65 +72,31 @@ def parse_data_url(url: str, where: str) -> DataURL:
     return DataURL(parts[0].lower(), params, data)
 
 
-def sniff_suffix(data: bytes) -> str | None:
-    """The file suffix the bytes look like (magic numbers), or None."""
-    if data[128:132] == b"DICM":  # first: a DICOM preamble may itself be a TIFF header (dual-format files)
-        return ".dcm"
-    for magic, suffix in ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"II*\x00", ".tif"),
-                          (b"MM\x00*", ".tif"), (b"BM", ".bmp"), (b"\x93NUMPY", ".npy")):  # fmt: skip
-        if data.startswith(magic):
-            return suffix
-    if data[:2] == b"\x1f\x8b":
-        return ".nii.gz"  # the only compressed format the readers take
-    header_size = {int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big")}
-    if len(data) >= 4 and header_size & {348, 540}:
-        return ".nii"  # the header size that opens a NIfTI-1 / NIfTI-2 file
-    return None
-
-
 def suffix_for(data: bytes, mime: str, filename: str | None, where: str) -> str:
     """The reader suffix: from the file name, else the MIME type, else the content."""
-    suffix = allowed_extension(filename) if filename else None
-    if suffix is None and mime in MIME_SUFFIX:
-        suffix = MIME_SUFFIX[mime]
-        if suffix == ".nii" and data[:2] == b"\x1f\x8b":
-            suffix = ".nii.gz"
-    if suffix is None and mime in SNIFFED:
-        suffix = sniff_suffix(data)
+    suffix = bytes_suffix(data, mime, filename)
     if suffix is None:
         accepted = ", ".join(sorted(MIME_SUFFIX))
         raise bad_request(f"{where}: {mime or 'unknown type'} is not an accepted image type; send one of {accepted} "
-                          f"(or a file named {', '.join(ALLOWED_EXTENSIONS)})", where,
+                          f"(or a file named {', '.join(UPLOAD_SUFFIXES)})", where,
                           "unsupported_image_type")  # fmt: skip
     return suffix
 
 
 def view_options(params: Mapping[str, str], where: str) -> ViewOptions:
     """How a DICOM/NIfTI becomes a 2-D image, from data-URL parameters or form fields."""
-    values: dict = {}
-    for key in VIEW_KEYS:
-        raw = params.get(key)
-        if raw is None or str(raw).strip() == "":
-            continue
-        if key == "window":
-            values[key] = str(raw).strip()
-            continue
-        try:
-            values[key] = int(raw)
-        except ValueError:
-            raise bad_request(f"{where}: {key}={raw!r} must be an integer", where) from None
-    return ViewOptions(**values)
+    try:
+        return view_from_fields(params)
+    except DataError as err:
+        raise bad_request(f"{where}: {err}", where) from None
 
 
 def decode_image(data: bytes, suffix: str, view: ViewOptions, max_image_pixels: int, where: str) -> Image.Image:
-    """An RGB image from the bytes of one file, through the app's checked reader."""
-    with tempfile.TemporaryDirectory(prefix="unimedvl-api-") as folder:
-        path = Path(folder) / f"input{suffix}"
-        path.write_bytes(data)
-        try:
-            return load_view(path, view, max_image_pixels).to_pil()
-        except DataError as err:
-            raise bad_request(str(err).replace(path.name, where), where, "invalid_image") from None
+    """An RGB image from the bytes of one file, through the shared checked reader (nothing written to disk)."""
+    try:
+        return decode_view(data, suffix, view, max_image_pixels, where).to_pil()
+    except DataError as err:
+        raise bad_request(str(err), where, "invalid_image") from None
 
 
 def image_from_data_url(url: str, max_image_pixels: int, where: str) -> Image.Image:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from unimedvl.imaging.formats import UPLOAD_SUFFIXES as ALLOWED_EXTENSIONS  # uploads: the only file types read
 from unimedvl.imaging.medical_io import WINDOW_MODES, WINDOW_PRESETS
 from unimedvl.errors import ConfigError
 from unimedvl.guidance import EDITING, RENORM_TYPES, TEXT_TO_IMAGE, GuidanceConfig
 
 # Environment variable that overrides the default number of timesteps (tests, slow CPUs).
 STEPS_ENV = "UNIMEDVL_APP_NUM_TIMESTEPS"
-
-# Uploads: the only file types read. ".nii.gz" is matched as a whole suffix.
-ALLOWED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".npy")
 
 # Window dropdown: the formats' own rule first, then CT presets (HU), then the data-driven modes.
 WINDOW_CHOICES = ["auto", *WINDOW_PRESETS, *(m for m in WINDOW_MODES if m != "auto")]

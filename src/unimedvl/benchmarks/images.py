@@ -13,21 +13,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from unimedvl.imaging.formats import PIL_FORMAT_SUFFIX
 from unimedvl.imaging.medical_io import image_size
 from unimedvl.imaging.pixel_limit import raster_size
 from unimedvl.errors import DataError
 from unimedvl.fileio import atomic_path
 
-# PIL format -> the extension our loader recognises (medical_io._RASTER_EXT)
-_EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif",
-               "WEBP": ".webp", "PPM": ".ppm"}  # fmt: skip
 
 
 def image_format(data: bytes) -> tuple[str, tuple[int, int]]:
     """(file extension, (width, height)) of encoded image bytes; DataError when they are no image or
     declare more pixels than the default limit (a decompression bomb inside a parquet or TSV cell)."""
     fmt, size = raster_size(data, None)
-    return _EXTENSIONS.get(fmt or "", f".{(fmt or 'img').lower()}"), size
+    return PIL_FORMAT_SUFFIX.get(fmt or "", f".{(fmt or 'img').lower()}"), size
 
 
 class ImageStore:

@@ -22,6 +22,8 @@ from typing import Any
 
 from unimedvl.errors import DataError
 
+# The suffixes the release's image files carry, in lookup order: a fact of this data set, not the list of
+# formats the loader reads (that one is unimedvl.imaging.formats.IMAGE_SUFFIXES).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

@@ -13,17 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from unimedvl.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
-                    ".dcm", ".dicom", ".nii", ".nii.gz", ".npy")
-
-
-def _has_image_suffix(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
+from unimedvl.imaging.formats import IMAGE_SUFFIXES, has_image_suffix
 
 
 def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), data_dir: str | None = None) -> list[str]:
@@ -38,9 +31,9 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
     found: list[str] = []
     for spec in images:
         if os.path.isdir(spec):
-            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and _has_image_suffix(p.name))
+            hits = sorted(str(p) for p in Path(spec).rglob("*") if p.is_file() and has_image_suffix(p.name))
             if not hits:
-                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise DataError(f"{spec}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif os.path.isfile(spec.split("#", 1)[0]) or os.path.isfile(spec):
             hits = [spec]
         elif glob.has_magic(spec):
@@ -65,6 +58,7 @@ def collect_image_paths(images: Sequence[str] = (), data: Sequence[str] = (), da
 def load_training_image(path: str, size: int, resize: str, min_side: int) -> Tensor:
     """One image as uint8 (3, H, W): squashed to size x size, or with its short side raised to ``size``."""
     from unimedvl.imaging.medical_io import load_image
+    from unimedvl.imaging.transforms import resize as resize_image  # not `resize`: the argument's name
 
     image = load_image(path)
     width, height = image.size
@@ -78,8 +72,7 @@ def load_training_image(path: str, size: int, resize: str, min_side: int) -> Ten
     else:  # crop: keep the native scale unless a side is shorter than a crop
         scale = max(1.0, size / min(width, height))
         target = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if target != (width, height):
-        image = image.resize(target, Image.Resampling.BICUBIC)
+    image = resize_image(image, target)  # bicubic; unchanged when already at the target
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 

@@ -53,6 +53,10 @@ the NIfTI header, the .npy header) exceeds ``max_image_pixels`` (default 16384 x
 takes the argument, every command the flag ``--max-image-pixels``) is a DataError before any pixel
 is decoded (:mod:`unimedvl.imaging.pixel_limit`).
 
+Bytes: :func:`load_bytes` decodes the bytes of an upload as :func:`load_array` decodes a file, with the
+same options and limit, and writes nothing to disk (DICOM, NIfTI, gzipped or not, and .npy are read
+from memory too).
+
 Orientation: NIfTI slices use array axes, not world axes: the first remaining axis runs left to
 right and the second bottom to top (the usual neuro-viewer view of RAS-stored data). No
 reorientation to RAS is attempted.
@@ -61,6 +65,8 @@ reorientation to RAS is attempted.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import logging
 import math
 import os
@@ -71,6 +77,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from unimedvl.imaging.formats import format_of
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, open_raster, pil_guard_replaced
 from unimedvl.imaging.windowing import (  # noqa: F401 (re-exported: the readers' public names)
     DEFAULT_PERCENTILES,
@@ -92,7 +99,6 @@ _OPTIONS_FOR = {
     "raster": {"window", "percentile", "frame", "format"},
 }
 _ALL_OPTIONS = sorted(set().union(*_OPTIONS_FOR.values()))
-_RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,21 +120,18 @@ def parse_path_spec(spec: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-def _detect_format(path: str) -> str:
-    lower = path.lower()
-    if lower.endswith((".dcm", ".dicom", ".ima")):
-        return "dicom"
-    if lower.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if lower.endswith(".npy"):
-        return "npy"
-    if lower.endswith(_RASTER_EXT):
-        return "raster"
-    try:  # no telling extension: DICOM part 10 files carry "DICM" after a 128-byte preamble
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return "raster"
+def _detect_format(path: str, data: bytes | None = None) -> str:
+    fmt = format_of(path)
+    if fmt is not None:
+        return fmt
+    if data is not None:
+        head = data[:132]
+    else:
+        try:  # no telling extension: DICOM part 10 files carry "DICM" after a 128-byte preamble
+            with open(path, "rb") as handle:
+                head = handle.read(132)
+        except OSError:
+            return "raster"
     return "dicom" if head[128:132] == b"DICM" else "raster"
 
 
@@ -153,18 +156,20 @@ def _as_pair(path: str, key: str, value: Any) -> tuple[float, float]:
     return first, second
 
 
-def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(file path, format, validated options) from a path spec plus keyword overrides."""
-    path, options = parse_path_spec(spec)
+def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any],
+             data: bytes | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(file path, format, validated options) from a path spec plus keyword overrides; with ``data``
+    (the file's bytes), ``spec`` only names them and no file is looked for."""
+    path, options = parse_path_spec(spec) if data is None else (os.fspath(spec), {})
     merged: dict[str, Any] = {**options, **{k: v for k, v in kwargs.items() if v is not None}}
     fmt = merged.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise DataError(f"{path}: format={fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
-    if not os.path.exists(path):
+    if data is None and not os.path.exists(path):
         raise DataError(f"{path}: {missing_file_problem(path)}")
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise DataError(f"{path}: not a file")
-    fmt = fmt or _detect_format(path)
+    fmt = fmt or _detect_format(path, data)
     for key in merged:
         if key not in _ALL_OPTIONS:
             raise DataError(f"{path}: unknown option {key!r}; known options: {', '.join(_ALL_OPTIONS)}")
@@ -218,13 +223,13 @@ def _quiet_pydicom():
         logger.disabled, logger.propagate = disabled, propagate
 
 
-def _dicom_read(path: str, headers_only: bool):
+def _dicom_read(path: str, headers_only: bool, source: Any = None):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         with _quiet_pydicom():
-            return pydicom.dcmread(path, stop_before_pixels=headers_only)
+            return pydicom.dcmread(path if source is None else source, stop_before_pixels=headers_only)
     except InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file (no DICM header); pass format=... if it is another kind") from None
     except (OSError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
@@ -239,10 +244,11 @@ def _dicom_frames(ds: Any, path: str, frame: int) -> int:
     return frames
 
 
-def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
+def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
+                source: Any = None) -> LoadedImage:
     from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
-    ds = _dicom_read(path, headers_only=False)
+    ds = _dicom_read(path, headers_only=False, source=source)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data (modality {ds.get('Modality', '?')})")
     frame = options.get("frame", 0)
@@ -371,17 +377,32 @@ def _nifti_index(path: str, shape: tuple[int, ...], options: dict[str, Any]) -> 
     return tuple(key), (rest[0], rest[1]), {"shape": shape, "axis": axis, "slice": index, "t": t}
 
 
-def _nifti_open(path: str):
+def _nifti_open(path: str, source: Any = None):
     import nibabel as nib
 
     try:
-        return nib.load(path)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
+        if source is None:
+            return nib.load(path)
+        # From memory: a gzipped volume is read through a stream that decompresses only up to the
+        # slice asked for, as nib.load does for a file; the header size tells NIfTI-1 from NIfTI-2.
+        stream = gzip.GzipFile(fileobj=source) if source.getbuffer()[:2].tobytes() == b"\x1f\x8b" else source
+        head = stream.read(4)
+        stream.seek(0)
+        sizes = {int.from_bytes(head, "little"), int.from_bytes(head, "big")} if len(head) == 4 else set()
+        if not sizes & {348, 540}:  # what nib.load sniffs in a file before it reads the header
+            raise DataError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+        kind = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
+        return kind.from_file_map(kind.make_file_map({"image": stream, "header": stream}))
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
+            OSError, EOFError, ValueError) as err:  # fmt: skip
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from None
 
 
-def _load_nifti(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
-    image = _nifti_open(path)
+def _load_nifti(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
+                source: Any = None) -> LoadedImage:
+    image = _nifti_open(path, source)
     key, (first, second), facts = _nifti_index(path, image.shape, options)
     check_pixels(path, first, second, limit)  # from the header: the slice is not read yet
     try:
@@ -404,9 +425,9 @@ def _size_nifti(path: str, options: dict[str, Any], limit: int) -> tuple[int, in
     return first, second
 
 
-def _npy_open(path: str) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+def _npy_open(path: str, source: Any = None) -> np.ndarray:
+    try:  # a file is memory-mapped (only the header is read here); bytes are in memory already
+        return np.load(path, mmap_mode="r", allow_pickle=False) if source is None else np.load(source)
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"{path}: unreadable .npy ({type(err).__name__}: {err})") from None
 
@@ -417,8 +438,9 @@ def _npy_shape(path: str, shape: tuple[int, ...]) -> tuple[int, int]:
     raise DataError(f"{path}: .npy array of shape {shape} is not an image; expected (H, W), (H, W, 1) or (H, W, 3)")
 
 
-def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
-    array = _npy_open(path)  # memory-mapped: only the header has been read
+def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
+              source: Any = None) -> LoadedImage:
+    array = _npy_open(path, source)  # a file is memory-mapped: only the header has been read
     check_pixels(path, *_npy_shape(path, array.shape), limit)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -468,8 +490,10 @@ def _reduce(image: Image.Image, target: tuple[int, int]) -> Image.Image:
         return image
 
 
-def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None) -> LoadedImage:
-    with pil_guard_replaced(), open_raster(path, path, limit, options.get("frame", 0)) as opened:
+def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
+                 source: Any = None) -> LoadedImage:
+    with pil_guard_replaced(), open_raster(path if source is None else source, path, limit,
+                                           options.get("frame", 0)) as opened:
         try:
             image = opened
             if reduce_to is not None:  # reduced in the stored orientation, before the EXIF rotation
@@ -541,6 +565,15 @@ def load_array(path_spec: str | os.PathLike[str], *, max_image_pixels: int | Non
     """
     path, fmt, parsed = _options(path_spec, options)
     return _LOADERS[fmt](path, parsed, max_image_pixels, reduce_to)
+
+
+def load_bytes(data: bytes, name: str, *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+               **options: Any) -> LoadedImage:
+    """Decode the bytes of one image file (an upload) as :func:`load_array` decodes a file, without
+    writing them anywhere. ``name`` stands for the file in messages, and its suffix picks the reader
+    unless ``format=`` is given (else DICOM is sniffed, then raster); the same options and limit apply."""
+    path, fmt, parsed = _options(name, options, data=data)
+    return _LOADERS[fmt](path, parsed, max_image_pixels, None, source=io.BytesIO(data))
 
 
 def load_image(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,

@@ -1,4 +1,5 @@
-"""Image resizing/normalisation for the VAE and ViT paths (patchify lives with the model: models/embeddings.py).
+"""Image resizing/normalisation for the VAE and ViT paths (patchify lives with the model: models/embeddings.py),
+and every other resize in the project (section "Resizing" at the end).
 
 Resize rule ``release`` (the default: the rule the released weights were trained and evaluated
 with, reproduced exactly), for an image of ``w x h``:
@@ -142,8 +143,7 @@ class ImageTransform:
     def resize(self, image: Image.Image) -> Image.Image:
         """The image in RGB at :meth:`target_size`, resampled bicubically."""
         image = image.convert("RGB")
-        size = self.target_size(*image.size)
-        return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+        return resize(image, self.target_size(*image.size))
 
     def __call__(self, image: Image.Image) -> "torch.Tensor":
         """Resized image as a float32 tensor [3, H, W] in [-1, 1]."""
@@ -179,3 +179,80 @@ def to_pil(tensor: "torch.Tensor", rounding: str = "nearest") -> Image.Image:
     else:
         raise ValueError(f"rounding={rounding!r}; choose 'nearest' or 'truncate'")
     return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizing. Every resize of the project is one of these; they differ on purpose, by job:
+#
+#   resize / resize_array, bicubic   model inputs (VAE and ViT above), autoencoder training images,
+#                                    the bicubic baseline of an edit, the reference-mode metrics (the
+#                                    published protocol resizes the ground truth with PIL bicubic)
+#   down_up                          MedSynth's low-resolution inputs: bicubic down and back up (PIL,
+#                                    uint8), the usual super-resolution degradation
+#   resize_array, lanczos            the real-image set's clean targets, downsized from large photos
+#                                    (the sharpest of PIL's filters for a one-off downsizing)
+#   resize, box                      MedSynth drawings made at a multiple of the size and averaged down
+#                                    (each output pixel the mean of its block: anti-aliased edges)
+#   thumbnail                        pictures for people (report cards, the app's chat): aspect kept
+#   resize_tensor                    feature extractors' input size (FID): torch, antialiased bilinear,
+#                                    on the batch where it already is (CPU or GPU)
+#   blur_down_up                     the autoencoder's trivial baseline on training batches: torch,
+#                                    area down (block mean) then bicubic back up, clamped to [-1, 1]
+#
+# Decoding may also reduce a large raster image by an integer factor before the resize follows
+# (medical_io's ``reduce_to``, PIL's two-step rule): part of reading, not a resize rule.
+
+RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+
+
+def resize(image: Image.Image, size: tuple[int, int], method: str = "bicubic") -> Image.Image:
+    """``image`` resampled to ``size`` = (width, height) by ``method`` (a :data:`RESAMPLING` key);
+    the image itself when it already has that size."""
+    size = (int(size[0]), int(size[1]))
+    return image if image.size == size else image.resize(size, RESAMPLING[method])
+
+
+def resize_array(array: np.ndarray, size: tuple[int, int], method: str = "bicubic") -> np.ndarray:
+    """An (H, W) or (H, W, C) array resampled to ``size`` = (width, height) through PIL; the array
+    itself when it already has that size. uint8 stays uint8 (PIL resamples and rounds it, as the
+    reference metrics do); any other dtype is resampled per channel in float32 and returned as float64."""
+    width, height = int(size[0]), int(size[1])
+    if array.shape[:2] == (height, width):
+        return array
+    if array.dtype == np.uint8:
+        return np.asarray(resize(Image.fromarray(array), (width, height), method))
+    channels = array[..., None] if array.ndim == 2 else array
+    out = [np.asarray(resize(Image.fromarray(channels[..., c].astype(np.float32)), (width, height), method))
+           for c in range(channels.shape[-1])]  # fmt: skip
+    res = np.stack(out, axis=-1).astype(np.float64)
+    return res[..., 0] if array.ndim == 2 else res
+
+
+def down_up(array: np.ndarray, factor: int) -> np.ndarray:
+    """A uint8 image bicubically downsampled by ``factor`` (each side at least 1 px) and upsampled back."""
+    height, width = array.shape[:2]
+    small = resize(Image.fromarray(array), (max(width // factor, 1), max(height // factor, 1)))
+    return np.asarray(resize(small, (width, height)))
+
+
+def thumbnail(image: Image.Image, max_side: int) -> Image.Image:
+    """A copy of ``image`` that fits in ``max_side`` x ``max_side``, aspect ratio kept, never enlarged
+    (PIL's ``thumbnail``: a cheap reduction first, then bicubic)."""
+    small = image.copy()
+    small.thumbnail((max_side, max_side))
+    return small
+
+
+def resize_tensor(images: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+    """(B, C, H, W) float images to ``size`` = (height, width), antialiased bilinear (no corner alignment)."""
+    import torch.nn.functional as F
+
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def blur_down_up(images: "torch.Tensor", factor: int) -> "torch.Tensor":
+    """(B, C, H, W) images in [-1, 1] area-downsampled by ``factor`` and bicubically upsampled back."""
+    import torch.nn.functional as F
+
+    small = F.interpolate(images, scale_factor=1 / factor, mode="area")
+    return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from unimedvl.imaging.formats import has_image_suffix
 from unimedvl.imaging.medical_io import image_size, load_image
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
@@ -122,13 +123,10 @@ class Request:
         return self.task != "understand"
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".npy")
-
-
 def _names_image_file(text: str) -> bool:
     """True for a text that is the path of an existing image file (a likely mistake in a Request)."""
     path = text.strip().partition("#")[0]
-    return "\n" not in text and path.lower().endswith(_IMAGE_SUFFIXES) and os.path.isfile(path)
+    return "\n" not in text and has_image_suffix(path) and os.path.isfile(path)
 
 
 @dataclass

@@ -7,8 +7,9 @@ parameters and the generator it is given, so a record's degraded input can be re
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
+
+from unimedvl.imaging.transforms import down_up  # noqa: F401 (a degradation of this module; one home for resizes)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -34,13 +35,6 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     """Isotropic Gaussian blur of ``sigma`` pixels (colour channels blurred separately)."""
     sig = (sigma, sigma, 0.0) if img.ndim == 3 else sigma
     return to_uint8(ndimage.gaussian_filter(_unit(img), sig, mode="reflect"))
-
-
-def down_up(img: np.ndarray, factor: int) -> np.ndarray:
-    """Bicubic downsampling by ``factor`` then bicubic upsampling back: a low-resolution input."""
-    h, w = img.shape[:2]
-    small = Image.fromarray(img).resize((max(w // factor, 1), max(h // factor, 1)), Image.Resampling.BICUBIC)
-    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
 def motion_ghosting(img: np.ndarray, rng: np.random.Generator, fraction: float, shift: float) -> np.ndarray:

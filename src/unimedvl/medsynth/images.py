@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from unimedvl.imaging.transforms import resize
 from unimedvl.medsynth.degradations import to_uint8
 
 MODALITIES = ("ct", "mri", "x-ray", "histology", "fundus")
@@ -462,7 +463,7 @@ def _vessel_maps(tex, a: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
             walk(kind, a["disc_y"], a["disc_x"], np.arctan2(up, -temporal) + off, 0.0, width * 0.8, 10, 1)
     out = []
     for im in layers:
-        small = im.resize((size, size), Image.Resampling.BOX)
+        small = resize(im, (size, size), "box")  # each pixel the mean of its block: anti-aliased
         out.append(np.asarray(small, dtype=np.float64) / 255.0)
     return out[0], out[1]
 

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from unimedvl.errors import DataError
+from unimedvl.imaging.medical_io import load_array
+from unimedvl.imaging.raw import read_array
+from unimedvl.imaging.transforms import resize_array
 from unimedvl.medsynth.generator import check_image_size, restoration_pair
 from unimedvl.medsynth.writers import prepare_output_dir, save_png, write_jsonl, write_yaml
 
@@ -97,21 +99,16 @@ def _square(img: np.ndarray, size: int) -> np.ndarray:
     side = max(h, w)
     pad = [((side - h) // 2, side - h - (side - h) // 2), ((side - w) // 2, side - w - (side - w) // 2)]
     img = np.pad(img, pad + [(0, 0)] * (img.ndim - 2))
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
+    return resize_array(img, (size, size), "lanczos")
 
 
 def _from_pydicom(size: int) -> list[RealImage]:
-    import pydicom  # noqa: PLC0415 -- optional source
-
-    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder = _package_dir("pydicom") / "data" / "test_files"
     out = []
     for fname, modality in (("CT_small.dcm", "ct"), ("MR_small.dcm", "mri")):
-        ds = pydicom.dcmread(_existing(folder / fname))
-        # Our own minimal windowing so this module does not depend on data/medical_io (it could switch
-        # to medical_io's DICOM reader later): rescale to stored units (HU for CT), then a fixed
-        # soft-tissue window for CT and a robust min-max for MR.
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        x = ds.pixel_array.astype(np.float64) * slope + intercept
+        # The loader's DICOM reader gives the stored units after the modality rescale (HU for CT); our
+        # own window follows: a fixed soft-tissue window for CT and a robust min-max for MR.
+        x = load_array(_existing(folder / fname), format="dicom", window="minmax").pixels.astype(np.float64)
         if modality == "ct":
             level, width = 40.0, 400.0
             x, how = np.clip((x - (level - width / 2)) / width, 0, 1), f"HU, window L{level:g}/W{width:g}"
@@ -127,6 +124,8 @@ def _from_nibabel(size: int) -> list[RealImage]:
     import nibabel  # noqa: PLC0415 -- optional source
 
     path = _existing(Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii")
+    # Read whole, past the loader (its NIfTI reader gives one slice): the window is taken over the
+    # volume. The file is nibabel's own small bundled test volume, not user input.
     vol = _unit_grey(np.asarray(nibabel.load(str(path)).dataobj, dtype=np.float64))
     out = []
     for axis in range(3):
@@ -139,7 +138,7 @@ def _from_nibabel(size: int) -> list[RealImage]:
 
 def _from_dipy(size: int) -> list[RealImage]:
     path = _existing(_package_dir("dipy") / "data" / "files" / "t1_coronal_slice.npy")
-    x = np.load(path)
+    x = read_array(path)
     return [RealImage("dipy_t1_coronal", "mri", _square(_crop_foreground(np.clip(x, 0, 1)), size),
                       f"dipy {_version('dipy')}: dipy/data/files/t1_coronal_slice.npy (values in [0, 1]; "
                       "cropped to the head)")]

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import linalg
 
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.imaging.transforms import resize_tensor
 from unimedvl.metrics.image import ImageLike, to_rgb_uint8
 
 
@@ -65,11 +66,9 @@ class FeatureExtractor:
 
     def __call__(self, batch: "torch.Tensor") -> np.ndarray:  # noqa: F821
         import torch
-        import torch.nn.functional as F
 
         if self.input_size is not None and tuple(batch.shape[-2:]) != tuple(self.input_size):
-            batch = F.interpolate(batch, size=self.input_size, mode="bilinear",
-                                  align_corners=False, antialias=True)
+            batch = resize_tensor(batch, self.input_size)
         with torch.no_grad():
             out = self.module(batch)
         out = out[0] if isinstance(out, (tuple, list)) else out
@@ -149,10 +148,7 @@ def _image_tensor(img: ImageLike) -> "torch.Tensor":  # noqa: F821
 
 def _resize_tensor(t: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":  # noqa: F821
     """Resize one (3, H, W) image to size with antialiased bilinear interpolation."""
-    import torch.nn.functional as F
-
-    return F.interpolate(t[None], size=size, mode="bilinear", align_corners=False,
-                         antialias=True)[0]
+    return resize_tensor(t[None], size)[0]
 
 
 def extract_features(images: Sequence[ImageLike], extractor: FeatureExtractor,

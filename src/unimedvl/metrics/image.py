@@ -23,6 +23,8 @@ from PIL import Image
 from scipy.ndimage import uniform_filter
 
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.imaging.raw import read_stored
+from unimedvl.imaging.transforms import resize_array
 
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
 METRIC_MODES = ("reference", "native")
@@ -53,11 +55,7 @@ def _load(img: ImageLike) -> Image.Image | np.ndarray:
         path = Path(img)
         if not path.is_file():
             raise DataError(f"{path}: image file not found")
-        if path.suffix == ".npy":
-            return np.load(path)
-        with Image.open(path) as im:
-            im.load()
-            return im
+        return read_stored(path)  # as stored (raw grey levels), within the pixel limit
     if isinstance(img, (Image.Image, np.ndarray)):
         return img
     raise DataError(f"expected a PIL image, numpy array or path, got {type(img).__name__}")
@@ -74,25 +72,6 @@ def to_rgb_uint8(img: ImageLike) -> np.ndarray:
             )
         img = Image.fromarray(img.squeeze(-1) if img.ndim == 3 and img.shape[-1] == 1 else img)
     return np.asarray(img.convert("RGB"))
-
-
-def _resize_bicubic(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """PIL bicubic resize: uint8 stays uint8 (as the reference does), other dtypes via float32."""
-    if arr.shape[:2] == (height, width):
-        return arr
-    if arr.dtype == np.uint8:
-        return np.asarray(Image.fromarray(arr).resize((width, height), Image.Resampling.BICUBIC))
-    chans = arr[..., None] if arr.ndim == 2 else arr
-    out = [
-        np.asarray(
-            Image.fromarray(chans[..., c].astype(np.float32)).resize(
-                (width, height), Image.Resampling.BICUBIC
-            )
-        )
-        for c in range(chans.shape[-1])
-    ]
-    res = np.stack(out, axis=-1).astype(np.float64)
-    return res[..., 0] if arr.ndim == 2 else res
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray, data_range: float) -> float:
@@ -176,7 +155,7 @@ def paired_image_metrics(pred: ImageLike, gt: ImageLike, *, mode: str = "referen
             raise ConfigError(f"reference mode uses data_range 255 (got {data_range}); "
                               "use mode='native' for another intensity scale")
         p, g = to_rgb_uint8(pred), to_rgb_uint8(gt)
-        g = _resize_bicubic(g, *p.shape[:2])  # ground truth goes to the prediction's size
+        g = resize_array(g, (p.shape[1], p.shape[0]))  # ground truth goes to the prediction's size (PIL bicubic)
         rng = 255.0
     elif mode == "native":
         p, g = _native_array(pred), _native_array(gt)
@@ -191,7 +170,7 @@ def paired_image_metrics(pred: ImageLike, gt: ImageLike, *, mode: str = "referen
             info = np.iinfo(g.dtype)
             data_range = float(info.max) - float(info.min)
         rng = float(data_range)
-        p = _resize_bicubic(p, *g.shape[:2]).astype(np.float64)  # prediction to the GT's size
+        p = resize_array(p, (g.shape[1], g.shape[0])).astype(np.float64)  # prediction to the GT's size
         g = g.astype(np.float64)
     else:
         raise ConfigError(f"unknown metric mode {mode!r}; choose one of {METRIC_MODES}")

@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from unimedvl.config import to_dict
 from unimedvl.data.image_sets import CropBatches, center_crop, collect_image_paths, load_training_image, to_unit
 from unimedvl.errors import CheckpointError, ConfigError, UserError
 from unimedvl.fileio import atomic_write_text
+from unimedvl.imaging.transforms import blur_down_up
 from unimedvl.models.autoencoder import AttnBlock, Autoencoder, ResnetBlock
 from unimedvl.run_lock import RunLock
 from unimedvl.train.autoencoder_config import AutoencoderTrainConfig, check_layout, check_sizes
@@ -136,8 +136,7 @@ def _reconstruct(model: Autoencoder, images: Tensor, chunk: int = 32) -> Tensor:
 
 def blur_baseline(images: Tensor, factor: int = 4) -> Tensor:
     """The trivial baseline: area-downsample by ``factor``, bicubic upsample back (images in [-1, 1])."""
-    small = F.interpolate(images, scale_factor=1 / factor, mode="area")
-    return F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    return blur_down_up(images, factor)
 
 
 @torch.no_grad()

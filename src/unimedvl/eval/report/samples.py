@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from unimedvl.imaging.transforms import thumbnail
 from unimedvl.metrics.info import format_number
 from unimedvl.fileio import read_json_lines
 
@@ -42,19 +43,20 @@ def img_tag(png: bytes, alt: str, css_class: str = "") -> str:
 
 
 def thumbnail_png(image: Image.Image, max_side: int) -> bytes:
-    im = image.convert("RGB") if image.mode not in ("L", "RGB") else image.copy()
-    im.thumbnail((max_side, max_side))
+    im = thumbnail(image.convert("RGB") if image.mode not in ("L", "RGB") else image, max_side)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
 
 
 def _file_thumbnail(path: Path, max_side: int) -> bytes | None:
+    """A run's own PNG as written (its mode kept), as a thumbnail; None when missing or unreadable."""
+    from unimedvl.errors import UserError
+    from unimedvl.imaging.raw import read_raster
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            return thumbnail_png(im, max_side)
-    except (OSError, ValueError):
+        return thumbnail_png(read_raster(path), max_side)
+    except (UserError, OSError, ValueError):
         return None
 
 

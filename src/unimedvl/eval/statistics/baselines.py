@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image
 
+from unimedvl.imaging.transforms import resize
 from unimedvl.metrics.text import normalize_answer, open_recall
 
 MAJORITY = "majority"  # the majority answer of the training split
@@ -49,8 +50,7 @@ def image_baseline_name(task_type: str | None, degrade_type: str | None) -> str:
 
 def image_baseline_prediction(input_image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The baseline's "prediction": the input as RGB at ``size`` (width, height), resized bicubically if needed."""
-    rgb = input_image.convert("RGB")
-    return rgb if rgb.size == tuple(size) else rgb.resize(tuple(size), Image.Resampling.BICUBIC)
+    return resize(input_image.convert("RGB"), size)
 
 
 # ---------------------------------------------------------------------------------------------
