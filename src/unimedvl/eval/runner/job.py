@@ -103,8 +103,8 @@ def _sizes(options: EvalOptions) -> dict[str, int | None]:
     return {name: options.sizes.get(name) for name in SIZE_FIELDS}
 
 
-def evaluate_model(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, run_dir: Path, data: Path, data_dir: Path,
-                   samples, selected, settings, plan=None) -> int:  # fmt: skip
+def evaluate_model(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, run_dir: Path, data: Path,
+                   data_dir: Path, samples, selected, settings, plan=None) -> int:  # fmt: skip
     """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics.
 
     Returns how many samples of the run failed (on rank 0; 0 on the others)."""
@@ -168,8 +168,8 @@ def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, set
     return int(overall["failed_samples"])
 
 
-def _provenance(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, identity: dict, settings, samples, selected,
-                lines) -> dict:  # fmt: skip
+def _provenance(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, identity: dict, settings,
+                samples, selected, lines) -> dict:  # fmt: skip
     """statistics.json's provenance block (unimedvl.eval.runner.provenance): checkpoint, data, settings, software, machine."""
     from unimedvl.eval.runner.provenance import run_provenance
 
@@ -186,6 +186,7 @@ def _headline(stats: dict) -> str:
 
 
 def _load_model(model_path: Path, ranks: Ranks, settings, plan=None):
+    """The model of ``model_path`` on this rank's device, in the run's dtype, weights and memory plan."""
     from unimedvl.inference.api import UniMedVL
 
     return UniMedVL.from_pretrained(model_path, device=ranks.device, dtype=settings.dtype, prefer=settings.weights,
@@ -196,6 +197,7 @@ def _load_model(model_path: Path, ranks: Ranks, settings, plan=None):
 
 
 def _evaluate_share(options: EvalOptions, ranks: Ranks, model, model_id: str, run_dir: Path, settings, mine) -> None:
+    """Evaluate this rank's samples in batches, appending each result line as it is done."""
     import torch
 
     from unimedvl.eval.runner.batch import BatchEvaluator

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimedvl.benchmarks.protocols import DEFAULT_PROTOCOL
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 
 SIZE_FIELDS = ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size", "max_pixels")
@@ -27,7 +28,7 @@ class EvalOptions:
     split: str | None = None  # split label (default: the data file's stem; a benchmark's own label)
     benchmarks: list[tuple[str, Path]] = field(default_factory=list)  # (name, folder) of standard benchmarks
     language: str = "en"  # SLAKE question language
-    protocol: str | None = None  # benchmark scoring rules (None: unimedvl, the default protocol)
+    protocol: str = DEFAULT_PROTOCOL  # scoring rules of a benchmark's pooled accuracy
     benchmark_cache: str | os.PathLike[str] | None = None  # where benchmarks are converted (default OUT/_benchmarks)
     limit: int | None = None  # only the first N records
     limit_per_task: list[str] | None = None  # "N" / "TASK=N" caps per main_task_type (as given, for provenance)
