@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 from unimedvl.commands.inference import (
-    DESCRIPTION,
-    common_options,
     emit,
+    inference_parser,
     load_model,
     text_options,
     thought_out,
@@ -18,9 +16,7 @@ from unimedvl.commands.inference import (
 
 def register(subparsers) -> None:
     """Add the ``ask`` subcommand."""
-    p = subparsers.add_parser("ask", help="answer a question about medical image(s)", description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    common_options(p)
+    p = inference_parser(subparsers, "ask", "answer a question about medical image(s)")
     p.add_argument("--image", action="append", default=[], help="input image (repeat for several)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--think", action="store_true", help="reason step by step first")

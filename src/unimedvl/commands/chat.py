@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 
 from unimedvl.commands.inference import (
-    DESCRIPTION,
-    common_options,
     emit,
+    inference_parser,
     load_model,
     text_options,
     thought_out,
@@ -22,9 +20,7 @@ CHAT_HELP = "commands: /image PATH, /think on|off, /reset, /quit; any other line
 
 def register(subparsers) -> None:
     """Add the ``chat`` subcommand."""
-    p = subparsers.add_parser("chat", help="multi-turn conversation about images in the terminal",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    common_options(p)
+    p = inference_parser(subparsers, "chat", "multi-turn conversation about images in the terminal")
     p.add_argument("--think", action="store_true", help="start with thinking mode on")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
     text_options(p)

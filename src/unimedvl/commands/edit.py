@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-
-from unimedvl.commands.inference import DESCRIPTION, common_options, image_options, load_model, run_image
+from unimedvl.commands.inference import (
+    image_options,
+    inference_parser,
+    load_model,
+    run_image,
+)
 from unimedvl.commands.options import add_strength_argument, guidance_overrides
 
 
 def register(subparsers) -> None:
     """Add the ``edit`` subcommand."""
-    p = subparsers.add_parser("edit", help="edit a medical image following an instruction", description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    common_options(p)
+    p = inference_parser(subparsers, "edit", "edit a medical image following an instruction")
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--instruction", required=True, help="what to change")
     add_strength_argument(p)

@@ -140,16 +140,6 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
 
 
-def _batch_size(text: str) -> int | str:
-    """--batch-size: ``auto`` or a whole number (checked >= 1 by :func:`run`)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
-
-
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
     """The run the flags describe (``--benchmark`` items parsed; values checked by :func:`run`)."""
     return EvalOptions(

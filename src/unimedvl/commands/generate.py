@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-
-from unimedvl.commands.inference import DESCRIPTION, common_options, image_options, load_model, run_image
+from unimedvl.commands.inference import (
+    image_options,
+    inference_parser,
+    load_model,
+    run_image,
+)
 from unimedvl.commands.options import guidance_overrides
 
 
 def register(subparsers) -> None:
     """Add the ``generate`` subcommand."""
-    p = subparsers.add_parser("generate", help="generate a medical image from a text prompt", description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    common_options(p)
+    p = inference_parser(subparsers, "generate", "generate a medical image from a text prompt")
     p.add_argument("--prompt", required=True, help="what to draw")
     p.add_argument("--height", type=int, help="output height in pixels, a multiple of 16 (default: the checkpoint's image size)")
     p.add_argument("--width", type=int, help="output width in pixels, a multiple of 16 (default: the checkpoint's image size)")

@@ -35,15 +35,18 @@ from unimedvl.commands.options import (
 )
 from unimedvl.errors import DataError
 
-DESCRIPTION = __doc__  # the --help description of ask, edit, generate and chat
-
 # ---------------------------------------------------------------------------------------------
 # Options.
 
 
-def common_options(parser: argparse.ArgumentParser) -> None:
+def inference_parser(subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """The parser of ``unimedvl NAME`` (ask, edit, generate, chat): this module's docstring as its description,
+    the model options and ``--json``."""
+    parser = subparsers.add_parser(name, help=help, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     model_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    return parser
 
 
 def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None = None, why: str = "") -> None:

@@ -8,7 +8,11 @@ import sys
 
 from unimedvl.config import VAEConfig
 from unimedvl.errors import ConfigError
-from unimedvl.train.autoencoder_config import RESIZE_MODES, AutoencoderTrainConfig, default_vae_config
+from unimedvl.train.autoencoder_config import (
+    RESIZE_MODES,
+    AutoencoderTrainConfig,
+    default_vae_config,
+)
 
 
 def _ch_mult(text: str) -> tuple[int, ...]:

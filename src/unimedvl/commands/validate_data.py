@@ -7,7 +7,11 @@ import argparse
 import os
 import sys
 
-from unimedvl.commands.options import add_image_pixels_argument, add_size_arguments, size_overrides
+from unimedvl.commands.options import (
+    add_image_pixels_argument,
+    add_size_arguments,
+    size_overrides,
+)
 from unimedvl.errors import UserError
 
 
@@ -69,8 +73,8 @@ def _model(spec: str):
     a size name / YAML (the release's sizes at that model's strides, so oversized settings are caught)."""
     from dataclasses import replace
 
-    from unimedvl.config import load_model_config
     from unimedvl.checkpoint.inference_config import InferenceConfig
+    from unimedvl.config import load_model_config
 
     if os.path.isdir(spec):
         from unimedvl.checkpoint.release import read_model_config

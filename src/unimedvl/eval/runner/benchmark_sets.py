@@ -25,11 +25,18 @@ def prepare_benchmarks(options: EvalOptions, ranks: Ranks) -> tuple[list[tuple[s
 
     Every rank opens the folders (cheap: layout detection); rank 0 alone converts, the others wait.
     """
-    from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
+    from unimedvl.benchmarks.convert import (
+        convert_benchmark,
+        open_benchmark,
+        write_jsonl,
+    )
     from unimedvl.benchmarks.published import combined_digest, file_checksums
     from unimedvl.benchmarks.reader import ReadOptions
     from unimedvl.data.problem_lines import print_problems
-    from unimedvl.eval.statistics.train_majority import benchmark_train_majority, sidecar_path
+    from unimedvl.eval.statistics.train_majority import (
+        benchmark_train_majority,
+        sidecar_path,
+    )
     from unimedvl.fileio import atomic_write_text
 
     cache = Path(options.benchmark_cache) if options.benchmark_cache else Path(options.out) / "_benchmarks"

@@ -16,13 +16,33 @@ import time
 from functools import partial
 from pathlib import Path
 
-from unimedvl.eval.runner.benchmark_sets import prepare_benchmarks, print_benchmark_result
+from unimedvl.eval.runner.benchmark_sets import (
+    prepare_benchmarks,
+    print_benchmark_result,
+)
 from unimedvl.eval.runner.options import SIZE_FIELDS, EvalOptions
 from unimedvl.eval.runner.ranks import Ranks
-from unimedvl.eval.runner.result_files import RESULTS, ResultWriter, consolidate, finite, read_lines
-from unimedvl.eval.runner.run_folder import STATS, check_run_dir, clear_run_dir, model_ids, run_identity, write_run_info
+from unimedvl.eval.runner.result_files import (
+    RESULTS,
+    ResultWriter,
+    consolidate,
+    finite,
+    read_lines,
+)
+from unimedvl.eval.runner.run_folder import (
+    STATS,
+    check_run_dir,
+    clear_run_dir,
+    model_ids,
+    run_identity,
+    write_run_info,
+)
 from unimedvl.eval.runner.selection import parse_task_limits, select_samples
-from unimedvl.fileio import atomic_write_text, disk_full_reported, remove_stale_temporaries
+from unimedvl.fileio import (
+    atomic_write_text,
+    disk_full_reported,
+    remove_stale_temporaries,
+)
 from unimedvl.run_lock import run_lock
 
 
