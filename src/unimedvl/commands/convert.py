@@ -1,14 +1,16 @@
-"""``unimedvl convert --benchmark``: a publisher's files in, our JSONL and a report out.
+"""``unimedvl convert --benchmark`` and ``unimedvl validate-data --benchmark``: a publisher's files in, a report out.
 
 ::
 
     unimedvl convert --benchmark NAME PATH --out FILE.jsonl [--split test] [--language en|zh|all]
                      [--image-dir DIR]
+    unimedvl validate-data --benchmark NAME PATH [--split NAME|all] [--language en|zh|all]
 
 ``convert`` writes our JSONL (records: :mod:`unimedvl.benchmarks.convert`), images referenced in
 place or, for parquet / TSV bytes, extracted to ``--image-dir`` (default ``FILE_images/`` beside
-the JSONL), so the same sets can be used for fine-tuning. ``validate-data --benchmark``
-(:mod:`unimedvl.commands.validate_data`) reads a benchmark without writing it. Both exit with status 1
+the JSONL), so the same sets can be used for fine-tuning. ``validate-data --benchmark`` reads
+every question (all splits unless ``--split``) and every image header, and prints the count per
+split and answer type and one ``path:row: message`` line per problem. Both exit with status 1
 when there are problems (convert still writes every usable question).
 """
 

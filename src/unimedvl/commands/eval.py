@@ -13,7 +13,7 @@
                   # standard benchmarks as published: unimedvl.commands.eval_benchmarks
 
 What runs per record (edit two-pass protocol, text-to-image, VQA, reports) and how it is scored:
-:mod:`unimedvl.eval.runner.batch`; the run as a whole: :mod:`unimedvl.eval.runner.job`. Per model, under ``OUT/<model_id>/`` (model_id = the checkpoint
+:mod:`unimedvl.eval.runner.batch`. Per model, under ``OUT/<model_id>/`` (model_id = the checkpoint
 folder's name; a repeated name is prefixed with its parent folder's name; ``--split NAME`` adds a
 level, ``OUT/<model_id>/NAME/``, which ``unimedvl stats OUT`` reads as model_id and split):
 

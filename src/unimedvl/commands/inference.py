@@ -1,7 +1,4 @@
-"""``unimedvl ask | edit | generate | chat``: the inference commands' shared options, model loading and output.
-
-Each command is its own module (:mod:`unimedvl.commands.ask`, ``edit``, ``generate``, ``chat``); this
-module's docstring is their ``--help`` description:
+"""``unimedvl ask | edit | generate | chat``: the inference commands.
 
 ::
 
@@ -34,6 +31,9 @@ from unimedvl.commands.options import (
     size_overrides,
 )
 from unimedvl.errors import DataError
+
+# The options, model loading and output the ask, edit, generate and chat commands share (one module each:
+# unimedvl.commands.ask, ...); the docstring above is their --help description.
 
 # ---------------------------------------------------------------------------------------------
 # Options.
