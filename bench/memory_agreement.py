@@ -38,18 +38,17 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
 
-    from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-    from unimedvl.commands.eval import settings_from_args
+    from unimedvl.eval.runner.job import model_settings
+    from unimedvl.eval.runner.options import EvalOptions
     from unimedvl.eval.statistics.plan_agreement import compare_plan
 
     torch.set_num_threads(args.threads)
-    ns = argparse.Namespace(
-        dtype="bf16", weights="ema", vae_min_size=args.vae_min_size, vae_max_size=args.vae_max_size,
-        vit_min_size=args.vit_min_size, vit_max_size=args.vit_max_size, max_pixels=None,
-        max_new_tokens=args.max_new_tokens, seed=0, metric_mode="reference", num_timesteps=args.num_timesteps,
-        strength=args.strength, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, confine_data_dir=False,
-    )  # fmt: skip
-    settings = settings_from_args(ns, cuda=False, model_path=Path(args.model))
+    sizes = {"vae_min_size": args.vae_min_size, "vae_max_size": args.vae_max_size,
+             "vit_min_size": args.vit_min_size, "vit_max_size": args.vit_max_size}  # fmt: skip
+    options = EvalOptions(models=[Path(args.model)], out="", dtype="bf16", sizes=sizes,
+                          max_new_tokens=args.max_new_tokens, strength=args.strength,
+                          guidance={"num_timesteps": args.num_timesteps})
+    settings = model_settings(options, cuda=False, model_path=Path(args.model))
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     start = time.perf_counter()
     plan = {"quantize": args.quantize, "components": args.components}

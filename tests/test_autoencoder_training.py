@@ -14,7 +14,7 @@ from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.train.autoencoder import AutoencoderTrainConfig, blur_baseline, ssim_torch, train_autoencoder
-from unimedvl.train.autoencoder_config import register
+from unimedvl.commands.train_autoencoder import register
 
 # Narrowest FLUX layout with 8x downsampling; 32-px views keep a step to a few tens of ms.
 TINY = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16)

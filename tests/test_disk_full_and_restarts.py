@@ -23,7 +23,8 @@ import train_support as ts  # noqa: E402
 from unimedvl import fileio  # noqa: E402
 from unimedvl.cli import main as cli_main  # noqa: E402
 from unimedvl.errors import CheckpointError, DiskFullError  # noqa: E402
-from unimedvl.eval import batch_cli  # noqa: E402
+from unimedvl.commands import eval as eval_command  # noqa: E402
+from unimedvl.eval.runner import job as eval_job  # noqa: E402
 from unimedvl.eval.runner.result_files import ResultWriter  # noqa: E402
 from unimedvl.fileio import is_disk_full  # noqa: E402
 from unimedvl.train import trainer as trainer_module  # noqa: E402
@@ -220,7 +221,7 @@ def bad_data(tmp_path_factory):
 
 
 def _eval(ckpt, data, out, *extra):
-    return batch_cli.run(batch_cli.parse_args(["--model", str(ckpt), "--data", str(data), "--out", str(out), *FAST,
+    return eval_command.run(eval_command.parse_args(["--model", str(ckpt), "--data", str(data), "--out", str(out), *FAST,
                                                *extra]))  # fmt: skip
 
 
@@ -241,13 +242,13 @@ def test_bad_samples_fail_alone_and_strict_says_so(debug_ckpt, bad_data, tmp_pat
 
 
 def test_a_failed_model_load_leaves_nothing_that_blocks_the_rerun(debug_ckpt, bad_data, tmp_path, monkeypatch):
-    real = batch_cli._load_model
-    monkeypatch.setattr(batch_cli, "_load_model", lambda *a: (_ for _ in ()).throw(CheckpointError("corrupt")))
+    real = eval_job._load_model
+    monkeypatch.setattr(eval_job, "_load_model", lambda *a: (_ for _ in ()).throw(CheckpointError("corrupt")))
     with pytest.raises(CheckpointError):
         _eval(debug_ckpt, bad_data, tmp_path)
     run_dir = tmp_path / "debug" / "bad"
     assert not (run_dir / "run_info.json").exists() and not (run_dir / "results.jsonl").exists()
-    monkeypatch.setattr(batch_cli, "_load_model", real)
+    monkeypatch.setattr(eval_job, "_load_model", real)
     (run_dir / "statistics.json.tmp").write_text("{")  # left by a kill inside an atomic write
     assert _eval(debug_ckpt, bad_data, tmp_path) == 0
     assert (run_dir / "run_info.json").is_file() and not (run_dir / "statistics.json.tmp").exists()

@@ -29,15 +29,10 @@ from unimedvl.eval.runner.batch import (
     native_prediction,
     score_answer,
 )
-from unimedvl.commands.eval import (
-    consolidate,
-    model_ids,
-    parse_args,
-    parse_task_limits,
-    read_lines,
-    run,
-    select_samples,
-)
+from unimedvl.commands.eval import parse_args, run
+from unimedvl.eval.runner.result_files import consolidate, read_lines
+from unimedvl.eval.runner.run_folder import model_ids
+from unimedvl.eval.runner.selection import parse_task_limits, select_samples
 from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.medsynth.generator import generate_medsynth
 

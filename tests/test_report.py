@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from unimedvl.errors import DataError, UserError
+from unimedvl.commands import stats as stats_command
 from unimedvl.eval.report import writer as report
 from unimedvl.eval.statistics.stats_csv import compute_statistics, csv_header, identify
 
@@ -41,7 +42,7 @@ def _write_stats(run_dir: Path, tasks: dict, **overall_extra) -> Path:
 
 def _cli(argv) -> int:
     parser = argparse.ArgumentParser(prog="unimedvl")
-    report.register(parser.add_subparsers(dest="command", required=True))
+    stats_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["stats", *map(str, argv)])
     return args.func(args)
 

@@ -158,7 +158,7 @@ def test_subcommand_registration_and_one_line_errors(tmp_path):
     import subprocess
     import sys
 
-    from unimedvl.train.__main__ import register, run
+    from unimedvl.commands.train import register, run
 
     parser = argparse.ArgumentParser(prog="unimedvl")
     register(parser.add_subparsers(dest="command"))

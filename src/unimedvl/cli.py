@@ -1,7 +1,7 @@
-"""The ``unimedvl`` command: one entry point whose subcommands live in the modules that own them.
+"""The ``unimedvl`` command: one entry point, one module per subcommand in :mod:`unimedvl.commands`.
 
-Each subcommand module exposes ``register(subparsers)`` (adds its parser and sets ``func``).
-Modules are imported lazily (only the one being run, plus light ones for ``--help``) so that
+Each subcommand module exposes ``register(subparsers)`` (adds its parser and sets ``func=run``) and
+``run(args) -> int``. Modules are imported lazily (only the one being run, plus light ones for ``--help``) so that
 ``unimedvl info`` does not pay for gradio or the trainer.
 """
 
@@ -15,30 +15,35 @@ from typing import Sequence
 from unimedvl import __version__
 from unimedvl.errors import UserError
 
-# subcommand name -> ("module" or "module:function" that registers it, help in `unimedvl --help`)
+# subcommand name -> (its module, help in `unimedvl --help`). Every module is ``unimedvl.commands.<name>``
+# (dashes as underscores) and exposes the same two functions: ``register(subparsers)`` adds its parser
+# and sets ``func=run``; ``run(args) -> int`` runs it and returns the exit status.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("unimedvl.commands.info", "versions, device, attention backends and named model sizes"),
-    "init-checkpoint": ("unimedvl.checkpoint.create", "write a randomly initialised checkpoint of a named size"),
+    "init-checkpoint": (
+        "unimedvl.commands.init_checkpoint",
+        "write a randomly initialised checkpoint of a named size",
+    ),
     "init-from-components": (
-        "unimedvl.checkpoint.create:register_components",
+        "unimedvl.commands.init_from_components",
         "assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE",
     ),
-    "ask": ("unimedvl.commands.inference:register_ask", "answer a question about medical image(s)"),
-    "edit": ("unimedvl.commands.inference:register_edit", "edit a medical image following an instruction"),
-    "generate": ("unimedvl.commands.inference:register_generate", "generate a medical image from a text prompt"),
-    "chat": ("unimedvl.commands.inference:register_chat", "multi-turn conversation about images in the terminal"),
-    "train": ("unimedvl.train.__main__", "train the unified model (one process, or under torchrun with FSDP2)"),
+    "ask": ("unimedvl.commands.ask", "answer a question about medical image(s)"),
+    "edit": ("unimedvl.commands.edit", "edit a medical image following an instruction"),
+    "generate": ("unimedvl.commands.generate", "generate a medical image from a text prompt"),
+    "chat": ("unimedvl.commands.chat", "multi-turn conversation about images in the terminal"),
+    "train": ("unimedvl.commands.train", "train the unified model (one process, or under torchrun with FSDP2)"),
     "merge-adapter": ("unimedvl.commands.merge_adapter", "fold a LoRA run's adapters into its base (release layout)"),
-    "train-autoencoder": ("unimedvl.train.autoencoder_config", "train a small FLUX-layout VAE on your images"),
-    "validate-data": ("unimedvl.data.validate", "check a dataset: records, images, sizes vs position tables"),
-    "convert": ("unimedvl.commands.convert:register_convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),
+    "train-autoencoder": ("unimedvl.commands.train_autoencoder", "train a small FLUX-layout VAE on your images"),
+    "validate-data": ("unimedvl.commands.validate_data", "check a dataset: records, images, sizes vs position tables"),
+    "convert": ("unimedvl.commands.convert", "a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL"),
     "synth": ("unimedvl.commands.synth", "write the MedSynth benchmark (synthetic images + JSONL with ground truth)"),
     "eval": ("unimedvl.commands.eval", "batch evaluation of one or many checkpoints (resumable, sharded)"),
     "serve": ("unimedvl.commands.serve", "start the web app (ask, edit, generate) on a checkpoint"),
     "api": ("unimedvl.commands.api", "serve an OpenAI-compatible HTTP API (chat, images) on a checkpoint"),
-    "demo": ("unimedvl.demo.pipeline", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
+    "demo": ("unimedvl.commands.demo", "the whole system end to end on built-in data (about 10 minutes on a CPU)"),
     "score": ("unimedvl.commands.score", "re-score saved or external predictions on a benchmark, without a model"),
-    "stats": ("unimedvl.eval.report.writer", "aggregate statistics.json files into CSV, plots and an HTML report"),
+    "stats": ("unimedvl.commands.stats", "aggregate statistics.json files into CSV, plots and an HTML report"),
 }
 
 
@@ -54,8 +59,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             # Placeholder so `--help` lists every command without importing its module.
             sub.add_parser(name, help=help_text, add_help=False)
             continue
-        module_name, _, function = module.partition(":")
-        getattr(importlib.import_module(module_name), function or "register")(sub)
+        importlib.import_module(module).register(sub)
     # One help layout everywhere: descriptions as written, every flag's default shown.
     from unimedvl.commands.options import DefaultsHelpFormatter
     from unimedvl.threads import HEAVY_COMMANDS, add_threads_argument

@@ -1,20 +1,20 @@
 """Create trainable checkpoints: random weights of a named size, or public parts assembled.
 
-``unimedvl init-checkpoint --size debug --out DIR`` writes a randomly initialised model in exactly
-the release layout (tokenizer included). ``unimedvl init-from-components --llm QWEN_DIR --vit
-SIGLIP_DIR --vae AE --out DIR`` assembles a checkpoint from a Hugging Face Qwen2/2.5 directory, a
-SigLIP directory and a FLUX VAE: the generation expert is copied from the language model, the
-patch convolution becomes a linear layer, the connector and latent linears start fresh.
-"""
+:func:`init_checkpoint` (``unimedvl init-checkpoint --size debug --out DIR``) writes a randomly
+initialised model in exactly the release layout (tokenizer included). :func:`init_from_components`
+(``unimedvl init-from-components --llm QWEN_DIR --vit SIGLIP_DIR --vae AE --out DIR``) assembles a
+checkpoint from a Hugging Face Qwen2/2.5 directory, a SigLIP directory and a FLUX VAE: the
+generation expert is copied from the language model, the patch convolution becomes a linear layer,
+the connector and latent linears start fresh. The commands: :mod:`unimedvl.commands.init_checkpoint`,
+:mod:`unimedvl.commands.init_from_components`."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from unimedvl.config import MODEL_SIZES, ModelConfig, load_model_config
+from unimedvl.config import ModelConfig, load_model_config
 from unimedvl.errors import ConfigError
 
 if TYPE_CHECKING:  # the module is imported for --help; torch and the tokenizers load when a command runs
@@ -169,43 +169,3 @@ def _resize_vocab(language, vocab_size: int) -> None:
         head.weight[old.shape[0]:] = language.lm_head.weight.mean(0)
         language.lm_head = head
     language.config.vocab_size = vocab_size
-
-
-def _run_init(args: argparse.Namespace) -> int:
-    from unimedvl.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer.from_dir(args.tokenizer) if args.tokenizer else None
-    path = init_checkpoint(args.size, args.out, args.seed, tokenizer, dtype=args.dtype)
-    print(f"wrote a randomly initialised {args.size} checkpoint to {path}")
-    return 0
-
-
-def _run_components(args: argparse.Namespace) -> int:
-    path = init_from_components(args.llm, args.vit, args.vae, args.out, args.seed, args.layer_module)
-    print(f"wrote an assembled checkpoint to {path}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("init-checkpoint", help="write a randomly initialised checkpoint of a named size")
-    p.add_argument("--size", required=True, help=f"{' | '.join(MODEL_SIZES)}, or a model YAML file")
-    p.add_argument("--out", required=True, help="output directory (release layout)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
-    p.add_argument("--tokenizer", help="tokenizer directory (default: Qwen if it fits, else a small BPE)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the weights written")
-    p.set_defaults(func=_run_init)
-
-
-def register_components(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("init-from-components", help="assemble a checkpoint from Qwen2 + SigLIP + FLUX VAE")
-    p.add_argument("--llm", required=True, help="Hugging Face Qwen2/2.5 directory (config.json + safetensors)")
-    p.add_argument("--vit", help="Hugging Face SigLIP directory (default: none, a generation-only model)")
-    p.add_argument("--vae", help="ae.safetensors or a diffusers AutoencoderKL directory (default: none, an understanding-only model); "
-                   "the ae.json that train-autoencoder writes beside its weights supplies their layout, "
-                   "latent shift/scale and latent_patch_size")
-    p.add_argument("--out", required=True, help="output directory (release layout)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised parts")
-    p.add_argument("--layer-module", default="Qwen2MoTDecoderLayer",
-                   choices=["Qwen2DecoderLayer", "Qwen2MoTDecoderLayer", "Qwen2MoEDecoderLayer"],
-                   help="decoder layer: MoT (two experts, the release), MoE (two MLPs) or plain Qwen2")
-    p.set_defaults(func=_run_components)

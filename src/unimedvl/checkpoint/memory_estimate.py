@@ -238,14 +238,14 @@ def choose_plan(estimates: list[PlanEstimate], budget: int, runnable_only: bool 
     )
 
 
-def resolve_plan(cfg: ModelConfig, inference, device, dtype, *, components: str = "all", quantize: str | None = None,
-                 offload: str | None = None, device_map: str | None = None, max_memory=None,
+def resolve_plan(cfg: ModelConfig | None, inference, device, dtype, *, components: str = "all",
+                 quantize: str | None = None, offload: str | None = None, device_map: str | None = None, max_memory=None,
                  workload: Workload | None = None) -> tuple[LoadPlan, str | None]:  # fmt: skip
     """The LoadPlan of these arguments and, with ``max_memory``, the cheapest plan that fits it plus a
     one-line notice saying which was chosen (None without ``max_memory``).
 
     ``quantize`` / ``offload`` left at None are "none", or free choices of the budget search;
-    given, they constrain it.
+    given, they constrain it. ``cfg`` (the model's sizes) is read only with ``max_memory``.
     """
     import torch
 

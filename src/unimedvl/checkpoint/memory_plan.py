@@ -75,6 +75,11 @@ class LoadPlan:
         return f"{self.components}-{precision}{place}"
 
 
+def default_dtype(device) -> str:
+    """The dtype a checkpoint is loaded in when none is asked for: ``bf16`` on CUDA, ``fp32`` elsewhere."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
 def candidate_plans(components: str | None = None, cuda: bool = True) -> list[LoadPlan]:
     """Plans in order of cost, cheapest first: exact before int8 before nf4, all before offload.
 

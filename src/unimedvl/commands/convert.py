@@ -23,7 +23,7 @@ from pathlib import Path
 from unimedvl.benchmarks import NAMES
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
 from unimedvl.benchmarks.reader import LANGUAGES, ReadOptions
-from unimedvl.data.records import Problem
+from unimedvl.data.problem_lines import print_problems
 from unimedvl.fileio import disk_full_reported
 from unimedvl.run_lock import RunLock
 
@@ -34,16 +34,6 @@ def add_language_option(parser: argparse.ArgumentParser) -> None:
                         help="SLAKE questions to read: en (default, as papers report), zh or all")  # fmt: skip
 
 
-def print_problems(problems: list[Problem], max_problems: int | None, file=None) -> None:
-    """One line per problem (the first ``max_problems``), then how many were not shown (default: to stderr)."""
-    file = file or sys.stderr  # looked up at call time: tests and callers may replace sys.stderr
-    shown = problems if max_problems is None else problems[:max_problems]
-    for problem in shown:
-        print(f"  {problem}", file=file)
-    if len(shown) < len(problems):
-        print(f"  ... and {len(problems) - len(shown)} more", file=file)
-
-
 def print_checksums(conv, file=None) -> None:
     """``md5 <digest>  <size> bytes  <file>`` for each file the questions were read from (VLMEvalKit checks md5s)."""
     from unimedvl.benchmarks.published import file_checksums
@@ -52,7 +42,7 @@ def print_checksums(conv, file=None) -> None:
         print(f"  md5 {check['md5']}  {check['size']:,} bytes  {path}", file=file or sys.stdout)
 
 
-def register_convert(subparsers) -> None:
+def register(subparsers) -> None:
     """Add the ``convert`` subcommand."""
     p = subparsers.add_parser("convert", help="a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -64,10 +54,10 @@ def register_convert(subparsers) -> None:
                    "(default: FILE_images/ beside the JSONL)")  # fmt: skip
     add_language_option(p)
     p.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
-    p.set_defaults(func=run_convert)
+    p.set_defaults(func=run)
 
 
-def run_convert(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write the JSONL; 0 when every question was usable, 1 otherwise."""
     out = Path(args.out)
     with RunLock.for_file(out, "convert"):  # one run per output file (RELIABILITY.md)
@@ -83,22 +73,4 @@ def run_convert(args: argparse.Namespace) -> int:
     if conv.problems:
         print(f"problems: {len(conv.problems)}", file=sys.stderr)
         print_problems(conv.problems, args.max_problems or None)
-    return 1 if conv.problems else 0
-
-
-def run_validate(args: argparse.Namespace) -> int:
-    """``validate-data --benchmark``: counts and problems; 0 when clean, 1 otherwise."""
-    options = ReadOptions(language=args.language, image_dir=getattr(args, "data_dir", None))
-    source = open_benchmark(args.benchmark, args.source, args.split or "all", options)
-    conv = convert_benchmark(source, check_headers=True)
-    print(conv.summary())
-    print_checksums(conv)
-    if source.split is None:
-        present = source.reader.splits(source.path, source.layout)
-        print(f"splits read: {', '.join(present) or 'none'} (every split present; --split NAME for one)")
-    if conv.problems:
-        print(f"problems: {len(conv.problems)}")
-        print_problems(conv.problems, args.max_problems or None, file=sys.stdout)
-    else:
-        print("no problems found")
     return 1 if conv.problems else 0

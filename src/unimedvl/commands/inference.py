@@ -26,21 +26,27 @@ from unimedvl.commands.options import (
     add_image_pixels_argument,
     add_memory_arguments,
     add_size_arguments,
-    add_strength_argument,
     add_text_arguments,
-    guidance_overrides,
     memory_overrides,
     size_overrides,
 )
-from unimedvl.errors import DataError, UserError
+from unimedvl.errors import DataError
+
+# The options, model loading and output the ask, edit, generate and chat commands share (one module each:
+# unimedvl.commands.ask, ...); the docstring above is their --help description.
 
 # ---------------------------------------------------------------------------------------------
-# Parsers.
+# Options.
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def inference_parser(subparsers, name: str, help: str) -> argparse.ArgumentParser:
+    """The parser of ``unimedvl NAME`` (ask, edit, generate, chat): this module's docstring as its description,
+    the model options and ``--json``."""
+    parser = subparsers.add_parser(name, help=help, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     model_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    return parser
 
 
 def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None = None, why: str = "") -> None:
@@ -58,11 +64,11 @@ def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None 
     add_memory_arguments(parser.add_argument_group("memory (unimedvl info --memory shows what each plan needs)"))
 
 
-def _text_options(parser: argparse.ArgumentParser) -> None:
+def text_options(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser.add_argument_group("text decoding"))
 
 
-def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
+def image_options(parser: argparse.ArgumentParser, task: str) -> None:
     from unimedvl.commands.options import add_guidance_arguments
     from unimedvl.guidance import TASK_GUIDANCE
 
@@ -75,58 +81,8 @@ def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
     add_guidance_arguments(parser, TASK_GUIDANCE[task], preset)
 
 
-def register_ask(subparsers) -> None:
-    p = subparsers.add_parser("ask", help="answer a question about medical image(s)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    _common(p)
-    p.add_argument("--image", action="append", default=[], help="input image (repeat for several)")
-    p.add_argument("--question", required=True, help="the question")
-    p.add_argument("--think", action="store_true", help="reason step by step first")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
-    _text_options(p)
-    p.set_defaults(func=run_ask)
-
-
-def register_edit(subparsers) -> None:
-    p = subparsers.add_parser("edit", help="edit a medical image following an instruction", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    _common(p)
-    p.add_argument("--image", required=True, help="input image")
-    p.add_argument("--instruction", required=True, help="what to change")
-    add_strength_argument(p)
-    _image_options(p, "edit")
-    p.set_defaults(func=run_edit)
-
-
-def register_generate(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="generate a medical image from a text prompt", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    _common(p)
-    p.add_argument("--prompt", required=True, help="what to draw")
-    p.add_argument("--height", type=int, help="output height in pixels, a multiple of 16 (default: the checkpoint's image size)")
-    p.add_argument("--width", type=int, help="output width in pixels, a multiple of 16 (default: the checkpoint's image size)")
-    _image_options(p, "generate")
-    p.set_defaults(func=run_generate)
-
-
-def register_chat(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="multi-turn conversation about images in the terminal",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    _common(p)
-    p.add_argument("--think", action="store_true", help="start with thinking mode on")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
-    _text_options(p)
-    p.set_defaults(func=run_chat)
-
-
-def register(subparsers) -> None:
-    """All four commands (for a parser that wants them together)."""
-    for fn in (register_ask, register_edit, register_generate, register_chat):
-        fn(subparsers)
-
-
 # ---------------------------------------------------------------------------------------------
-# Commands.
+# Loading and output.
 
 
 def load_model(args):
@@ -167,7 +123,7 @@ class _Progress:
             self.bar.close()
 
 
-def _emit(args, payload: dict, plain: str) -> None:
+def emit(args, payload: dict, plain: str) -> None:
     print(json.dumps(payload) if args.json else plain, flush=True)
 
 
@@ -177,25 +133,9 @@ def thought_out(thinking: str | None, text: str) -> str:
             f"Answer: {text or '(empty: the model ended without an answer)'}")
 
 
-def _warn_once(notice: str | None) -> None:
+def warn_once(notice: str | None) -> None:
     if notice:
         print(f"warning: {notice}", file=sys.stderr)
-
-
-def run_ask(args) -> int:
-    from unimedvl.inference.api import missing_image_warning
-
-    model = load_model(args)
-    _warn_once(missing_image_warning(len(args.image), args.question))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # said once above, as one line
-        answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
-    if args.think:
-        _emit(args, {"answer": answer.text, "thinking": answer.thinking}, thought_out(answer.thinking, answer.text))
-    else:
-        _emit(args, {"answer": answer, "thinking": None}, answer)
-    return 0
 
 
 def _save(image, out: str) -> Path:
@@ -208,7 +148,7 @@ def _save(image, out: str) -> Path:
     return path
 
 
-def _run_image(args, call: Callable) -> int:
+def run_image(args, call: Callable) -> int:
     progress = _Progress(not args.no_progress, "denoising")
     try:
         result = call(progress)
@@ -219,81 +159,5 @@ def _run_image(args, call: Callable) -> int:
     payload = {"out": str(path), "width": image.width, "height": image.height, "seed": args.seed,
                "thinking": thinking}  # fmt: skip
     plain = (f"Thinking: {thinking}\n" if thinking else "") + f"wrote {path} ({image.width}x{image.height})"
-    _emit(args, payload, plain)
+    emit(args, payload, plain)
     return 0
-
-
-def run_edit(args) -> int:
-    from unimedvl.guidance import check_strength
-
-    if args.strength is not None:  # None: the checkpoint's editing preset
-        check_strength(args.strength)  # before the model loads
-    model = load_model(args)
-    return _run_image(args, lambda progress: model.edit(
-        args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, strength=args.strength, **guidance_overrides(args),
-    ))  # fmt: skip
-
-
-def run_generate(args) -> int:
-    model = load_model(args)
-    return _run_image(args, lambda progress: model.generate(
-        args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
-    ))  # fmt: skip
-
-
-CHAT_HELP = "commands: /image PATH, /think on|off, /reset, /quit; any other line is a question"
-
-
-def run_chat(args) -> int:
-    model = load_model(args)
-    session = model.chat(think=args.think)
-    session.attach_hint = "/image PATH"
-    interactive = sys.stdin.isatty()
-    if interactive:
-        print(CHAT_HELP, file=sys.stderr)
-    turn = 0
-    while True:
-        if interactive:
-            print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        if not line:
-            return 0
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            if line.startswith("/"):
-                command, _, rest = line.partition(" ")
-                rest = rest.strip()
-                if command == "/quit":
-                    return 0
-                if command == "/reset":
-                    session.reset()
-                    print("(conversation reset)", file=sys.stderr)
-                elif command == "/image":
-                    if not rest:
-                        raise DataError("/image needs a path: /image scan.dcm")
-                    session.attach(rest)
-                    print(f"(attached {rest})", file=sys.stderr)
-                elif command == "/think":
-                    if rest not in ("on", "off"):
-                        raise DataError("/think takes on or off")
-                    session.think = rest == "on"
-                    print(f"(thinking {rest})", file=sys.stderr)
-                else:
-                    print(f"unknown command {command}; {CHAT_HELP}", file=sys.stderr)
-                continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
-                answer = session.ask(line, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                     top_p=args.top_p, seed=args.seed + turn)  # fmt: skip
-            for notice in caught:
-                _warn_once(str(notice.message))
-            turn += 1
-            text, thinking = (answer.text, answer.thinking) if session.think else (answer, None)
-            plain = thought_out(thinking, text) if session.think else text
-            _emit(args, {"question": line, "answer": text, "thinking": thinking}, plain)
-        except UserError as err:  # a bad path or command ends the turn, not the session
-            print(f"error: {err}", file=sys.stderr)

@@ -185,8 +185,10 @@ def memory_defaults(args: argparse.Namespace, model_image_size: int) -> tuple[st
     and bf16 with a GPU, cpu and fp32 without) and the checkpoint's own image size (512 for a named size)."""
     import torch
 
+    from unimedvl.checkpoint.memory_plan import default_dtype
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bf16" if device == "cuda" else "fp32")
+    dtype = args.dtype or default_dtype(device)
     return device, dtype, args.image_size or model_image_size
 
 

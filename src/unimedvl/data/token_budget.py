@@ -8,13 +8,12 @@ fails and ``ask`` refuses. A text already over the budget by its byte count is n
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from unimedvl.data.records import Record
-from unimedvl.errors import DataError, UserError
+from unimedvl.errors import DataError
 
 if TYPE_CHECKING:
     from unimedvl.tokenizer import Tokenizer
@@ -63,23 +62,20 @@ def sample_token_check(group, paths, model, tokens: TokenLimit,
     return check
 
 
-def token_limit_from_args(args: argparse.Namespace, model) -> TokenLimit | None:
-    """The token budget of ``--model``: its tokenizer (a checkpoint's own, or the size's default) and the
-    smaller of --max-num-tokens-per-sample and the model's context length."""
-    if args.no_token_check:
-        return None
-    if args.max_num_tokens_per_sample < 1:
-        raise UserError(f"--max-num-tokens-per-sample {args.max_num_tokens_per_sample} must be >= 1")
-    if os.path.isdir(args.model):
+def token_limit(model_spec: str | os.PathLike[str], model, max_tokens: int) -> TokenLimit:
+    """The token budget of a model: its tokenizer (a checkpoint directory's own, else the size's default,
+    :func:`unimedvl.checkpoint.create.default_tokenizer`) and the smaller of ``max_tokens`` and the
+    model's context length. ``model`` is the ModelConfig of ``model_spec`` (a checkpoint directory, a
+    size name or a model YAML)."""
+    if os.path.isdir(model_spec):
         from unimedvl.tokenizer import Tokenizer
 
-        tokenizer = Tokenizer.from_dir(args.model)
+        tokenizer = Tokenizer.from_dir(model_spec)
     else:
         from unimedvl.checkpoint.create import default_tokenizer
 
         tokenizer = default_tokenizer(model)
     context = model.llm.max_position_embeddings
-    if context < args.max_num_tokens_per_sample:
+    if context < max_tokens:
         return TokenLimit(tokenizer, context, f"the model's context of {context} tokens (max_position_embeddings)")
-    return TokenLimit(tokenizer, args.max_num_tokens_per_sample,
-                      f"max_num_tokens_per_sample={args.max_num_tokens_per_sample}")
+    return TokenLimit(tokenizer, max_tokens, f"max_num_tokens_per_sample={max_tokens}")

@@ -1,7 +1,7 @@
 """Check a dataset before training: every record parses and every image opens and fits the model.
 
-``unimedvl validate-data FILE.jsonl --data-dir DIR`` reads every line and every image header and
-prints counts per task type, image-size ranges and the problems found (``path:line: message``);
+``unimedvl validate-data FILE.jsonl --data-dir DIR`` (:mod:`unimedvl.commands.validate_data`) reads
+every line and every image header and prints counts per task type, image-size ranges and the problems found (``path:line: message``);
 it exits with status 1 when anything is wrong. :func:`validate_sources` takes a list of
 (jsonl_path, data_dir) pairs. ``unimedvl validate-data MIX.yaml [--dataset-info INFO.yaml]``
 (:func:`validate_mix`) first checks the mix itself (types, names, weights, ranges, files, the
@@ -30,7 +30,6 @@ symbolic link) is a warning, or a problem with ``confine_data_dir`` (``--confine
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from unimedvl.imaging.medical_io import image_size, load_array
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.record_checks import image_refs, read_checked
 from unimedvl.data.records import Problem, Record, _file_problem, outside_data_dir
-from unimedvl.data.token_budget import TokenLimit, sample_token_check, token_limit_from_args
+from unimedvl.data.token_budget import TokenLimit, sample_token_check
 from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
 
@@ -371,109 +370,3 @@ def _plan_check(plan, paths) -> Callable[[Record], None]:
         plan.plan(record, Drops(), paths)
 
     return check
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: `unimedvl validate-data`.
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``validate-data`` subcommand."""
-    parser = subparsers.add_parser(
-        "validate-data",
-        help="check a JSONL dataset: records, image files, sizes against the model's position tables",
-        description="Read every record and image header of a JSONL file; print counts, size ranges and "
-        "problems (path:line: message). Exit status 1 when anything is wrong.",
-    )
-    parser.add_argument("source", help="a .jsonl file, or a YAML training mix (with --dataset-info)")
-    parser.add_argument("--data-dir", default=None, help="folder image paths are relative to (default: the file's)")
-    parser.add_argument("--dataset-info", default=None,
-                        help="dataset info YAML/JSON for a mix (default: the mix's dataset_info key, else "
-                        "dataset_info.yaml beside it); the mix's own transforms replace the size flags")
-    parser.add_argument("--model", default="bagel-7b-mot",
-                        help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
-                             "apply) or a model size name / YAML (the release's sizes apply)")  # fmt: skip
-    from unimedvl.commands.options import add_image_pixels_argument, add_size_arguments
-    from unimedvl.data.config import DataConfig
-
-    add_size_arguments(parser)
-    add_image_pixels_argument(parser)
-    parser.add_argument("--no-size-check", action="store_true", help="skip the transform / position-table check")
-    parser.add_argument("--max-num-tokens-per-sample", type=int, default=DataConfig.max_num_tokens_per_sample,
-                        metavar="N", help="report records longer than this many tokens (training's "
-                        "max_num_tokens_per_sample; the model's context length caps it) (default: "
-                        f"{DataConfig.max_num_tokens_per_sample})")  # fmt: skip
-    parser.add_argument("--no-token-check", action="store_true",
-                        help="do not tokenise the records (skips the token-count check and loading the tokenizer)")
-    parser.add_argument("--confine-data-dir", action="store_true",
-                        help="report images outside the data folder ('..', absolute paths, symlinks) as problems "
-                             "(default: warnings)")  # fmt: skip
-    parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
-    parser.add_argument("--max-problems", type=int, default=50,
-                        help="problems and warnings to print per file (default 50; 0 = all)")
-    bench = parser.add_argument_group("standard benchmarks (SOURCE is the folder its publisher ships)")
-    bench.add_argument("--benchmark", metavar="NAME", help="read SOURCE as this benchmark (vqa-rad, slake, path-vqa, "
-                       "omnimedvqa, vlmevalkit, gmai-mmbench, llava-med): counts per split and type, problems (default: SOURCE is our JSONL or a mix)")
-    bench.add_argument("--split", help="with --benchmark: only this split (default: all)")
-    bench.add_argument("--language", default="en", choices=("en", "zh", "all"), help="with --benchmark slake: "
-                       "question language (default en)")
-    parser.set_defaults(func=run)
-
-
-def _is_mix(source: str) -> bool:
-    return source.lower().endswith((".yaml", ".yml"))
-
-
-def _sources(args: argparse.Namespace) -> list[tuple[str, str | None]]:
-    """The (jsonl_path, data_dir) pairs named on the command line (the JSONL form)."""
-    if args.dataset_info is not None:
-        raise UserError("--dataset-info applies to a YAML mix, not to a JSONL file; use --data-dir")
-    return [(args.source, args.data_dir)]
-
-
-def _model(spec: str):
-    """(ModelConfig, InferenceConfig) of ``--model``: a checkpoint directory (with the sizes it is fed at) or
-    a size name / YAML (the release's sizes at that model's strides, so oversized settings are caught)."""
-    from dataclasses import replace
-
-    from unimedvl.config import load_model_config
-    from unimedvl.checkpoint.inference_config import InferenceConfig
-
-    if os.path.isdir(spec):
-        from unimedvl.checkpoint.release import read_model_config
-
-        return read_model_config(spec), InferenceConfig.load(spec)
-    model = load_model_config(spec)
-    base = InferenceConfig()
-    return model, replace(base, vae_transform=replace(base.vae_transform, image_stride=model.vae_image_stride),
-                          vit_transform=replace(base.vit_transform, image_stride=model.vit.patch_size))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``validate-data``: print the report; 0 when clean, 1 when anything is wrong."""
-    from unimedvl.commands.options import size_overrides
-
-    if getattr(args, "benchmark", None):
-        from unimedvl.commands.convert import run_validate  # the benchmark readers build on this module's layer
-
-        return run_validate(args)
-    model, inference = _model(args.model)
-    options = dict(max_image_pixels=args.max_image_pixels, tokens=token_limit_from_args(args, model),
-                   confine_data_dir=args.confine_data_dir)
-    if _is_mix(args.source):
-        if args.data_dir is not None:
-            raise UserError("--data-dir applies to a JSONL file; a mix takes data_dir from the dataset info")
-        report = validate_mix(args.source, args.dataset_info, model, decode=args.decode,
-                              size_check=not args.no_size_check, **options)
-        print(report.format(max_problems=args.max_problems or None))
-        return 0 if report.ok else 1
-    sources = _sources(args)
-    vae = vit = None
-    latent_side = vit_side = None
-    if not args.no_size_check:
-        inference = inference.with_sizes(**size_overrides(args))
-        vae, vit = inference.vae_transform, inference.vit_transform
-        latent_side, vit_side = model.max_latent_size, model.vit_max_num_patch_per_side
-    report = validate_sources(sources, vae, vit, latent_side, vit_side, decode=args.decode, **options)
-    print(report.format(max_problems=args.max_problems or None))
-    return 0 if report.ok else 1

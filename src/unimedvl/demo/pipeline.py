@@ -20,7 +20,6 @@ same folder are refused instead of mixed):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import html
 import json
@@ -207,14 +206,14 @@ class Demo:
         return {"path": str(folder), "parameters": params}
 
     def _train(self, folder: Path, data: dict, init: dict) -> dict:
-        from unimedvl.cli import main as cli
+        from unimedvl.train.entry import main as train
 
         c = self.cfg
         # Three checkpoints for the curves over training: a third, two thirds and the end.
         # Rounded up, so that the last one is the final step (1400 // 3 would add a fourth at step 1398).
         save_every = max(-(-c.train_steps // CURVE_POINTS), 1)
         args = [
-            "train", "--model_path", init["path"], "--dataset_config_file", data["mix"],
+            "--model_path", init["path"], "--dataset_config_file", data["mix"],
             "--dataset_info_file", data["dataset_info"], "--checkpoint_dir", str(folder / "run"),
             "--total_steps", str(c.train_steps), "--lr", str(c.lr), "--warmup_steps", str(max(c.train_steps // 20, 1)),
             "--lr_scheduler", c.lr_scheduler, "--min_lr", str(c.lr / 10), "--ce_weight", "1.0", "--mse_weight", "1.0",
@@ -227,7 +226,7 @@ class Demo:
             # image once: together they halve the CPU step (BENCHMARKS.md).
             "--gradient_checkpointing", "False", "--cache_latents", "True", "--freeze_vit", str(c.freeze_vit),
         ]
-        if cli(args) != 0:
+        if train(args) != 0:  # `unimedvl train ARGS`
             raise UserError("training failed (see the messages above)")
         from unimedvl.train.checkpointing import list_checkpoints
 
@@ -237,31 +236,35 @@ class Demo:
         return {"checkpoint": str(kept[-1]), "checkpoints": [str(p) for p in kept], "log_dir": str(folder / "run")}
 
     def _eval(self, folder: Path, data: dict, trained: dict) -> dict:
-        from unimedvl.cli import main as cli
+        from unimedvl.eval.runner.job import evaluate
+        from unimedvl.eval.runner.options import EvalOptions
         from unimedvl.medsynth.generator import TASKS, vit_sizes
 
         c = self.cfg
         # The image sizes the model was trained at (the MedSynth mix's transforms), not the
         # release's 512 / 378 px defaults: a 64 px model would otherwise see 8x upscaled images.
         vit = vit_sizes(c.image_size)
-        common = ["--num-timesteps", str(c.num_timesteps),
-                  "--max-new-tokens", str(c.max_new_tokens), "--seed", str(c.seed), "--strength", str(c.strength),
-                  "--vae-min-size", str(c.image_size), "--vae-max-size", str(c.image_size),
-                  "--vit-min-size", str(vit["min_image_size"]), "--vit-max-size", str(vit["max_image_size"])]
+        common = dict(guidance={"num_timesteps": c.num_timesteps}, max_new_tokens=c.max_new_tokens, seed=c.seed,
+                      strength=c.strength, sizes={"vae_min_size": c.image_size, "vae_max_size": c.image_size,
+                                                  "vit_min_size": vit["min_image_size"],
+                                                  "vit_max_size": vit["max_image_size"]})  # fmt: skip
         runs = {"root": str(folder)}
         # OUT/eval/<model_id>/<split>/statistics.json: `unimedvl stats` names rows model, split.
         # Every VQA question (cheap); at most eval_per_task records of every other task.
-        capped = [f"--limit-per-task={task}={c.eval_per_task}" for task in TASKS if task != "image_understanding"]
-        limits = {"medsynth": capped, "real": ["--limit", str(c.real_limit)] if c.real_limit else []}
+        capped = [f"{task}={c.eval_per_task}" for task in TASKS if task != "image_understanding"]
+        limits = {"medsynth": dict(limit_per_task=capped), "real": dict(limit=c.real_limit or None)}
         # Every kept checkpoint on MedSynth (the curves over training), the last one on the real set.
         models = {"medsynth": trained.get("checkpoints", [trained["checkpoint"]]), "real": [trained["checkpoint"]]}
         for name, jsonl, data_dir in (("medsynth", data["test_jsonl"], data["medsynth_dir"]),
                                       ("real", data["real_jsonl"], data["real_dir"])):
-            model_args = [arg for path in models[name] for arg in ("--model", path)]
-            args = ["eval", *model_args, *common, "--data", jsonl, "--data-dir", data_dir, "--out", str(folder),
-                    "--split", name, *limits[name]]
-            if cli(args) != 0:
-                raise UserError(f"evaluation on {name} failed (see the messages above)")
+            # `unimedvl eval --model ... --data JSONL --data-dir DIR --out FOLDER --split NAME` with those settings
+            options = EvalOptions(models=[Path(p) for p in models[name]], data=jsonl, data_dir=data_dir,
+                                  out=str(folder), split=name, **common, **limits[name])  # fmt: skip
+            try:
+                evaluate(options)
+            except UserError as err:  # said as `unimedvl eval` says it
+                print(f"error: {err}", file=sys.stderr)
+                raise UserError(f"evaluation on {name} failed (see the messages above)") from None
             runs[name] = name
         runs["settings"] = {"strength": c.strength, "num_timesteps": c.num_timesteps}
         return runs
@@ -329,14 +332,10 @@ def _sampling_note(settings: dict) -> str:
             f"the input; strength 1 would sample from pure noise.")
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = DemoConfig.quick(args.out, args.seed) if args.quick else DemoConfig(out=args.out, seed=args.seed)
-    if args.minutes is not None:
-        # Scale the training steps by N/10 (the default fits in 10 minutes). The other stages do not
-        # grow, so the run takes less than N minutes.
-        cfg.train_steps = max(20, int(cfg.train_steps * args.minutes / 10))
+def run_demo(cfg: DemoConfig, fresh: bool = False) -> int:
+    """Run the demo into ``cfg.out`` (one demo per folder; ``fresh``: empty the folder first); exit status 0."""
     with RunLock(cfg.out, "demo") as lock:  # before --fresh empties the folder another demo may be writing
-        if args.fresh:
+        if fresh:
             for child in Path(cfg.out).iterdir():
                 if child != lock.path:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -344,16 +343,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="build MedSynth, train a VAE and a small model, evaluate, report")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--minutes", type=float, help="scale the training steps by N/10 (the default fits in 10 minutes; "
-                   "the other stages stay fixed, so e.g. 30 takes ~20 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the training and the evaluation")
-    p.add_argument("--quick", action="store_true", help="about two minutes: tiny data and few steps (used by tests)")
-    p.add_argument("--fresh", action="store_true", help="delete an existing --out first")
-    p.set_defaults(func=run)
-
-
 if __name__ == "__main__":
-    sys.exit(run(argparse.Namespace(out="demo_out", minutes=None, seed=0, quick=False, fresh=False)))
+    sys.exit(run_demo(DemoConfig(out="demo_out", seed=0)))

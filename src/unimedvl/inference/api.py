@@ -166,8 +166,8 @@ class UniMedVL:
         names plus its adapter (:mod:`unimedvl.checkpoint.adapters`).
         """
         from unimedvl.checkpoint.adapters import adapter_base, is_adapter_dir
-        from unimedvl.checkpoint.release import read_model_config
-        from unimedvl.checkpoint.memory_estimate import resolve_plan
+        from unimedvl.checkpoint.loading import resolve_load
+        from unimedvl.checkpoint.memory_plan import default_dtype
 
         sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
                                      vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
@@ -177,11 +177,11 @@ class UniMedVL:
         if adapter is not None:
             adapter_base(adapter, path)  # refused before loading when it belongs to another base
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = parse_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
+        dtype = parse_dtype(dtype or default_dtype(device))
         trained = adapter is not None and (Path(adapter) / "inference_config.json").is_file()
         config = (config or InferenceConfig.load(adapter if trained else path)).with_sizes(**sizes)
-        plan, notice = resolve_plan(read_model_config(path), config, device, dtype, components=components,
-                                    quantize=quantize, offload=offload, device_map=device_map, max_memory=max_memory)
+        _, plan, notice = resolve_load(path, config, device, dtype, components=components, quantize=quantize,
+                                       offload=offload, device_map=device_map, max_memory=max_memory)
         if notice:
             warnings.warn(notice, PlanNotice, stacklevel=2)
         model = load_model(path, dtype=dtype, device=device, prefer=prefer, plan=plan)

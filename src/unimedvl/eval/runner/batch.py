@@ -1,6 +1,6 @@
 """Batch evaluation of one checkpoint on a JSONL test set: samples, protocols, scores.
 
-The runner (``unimedvl eval``, :mod:`unimedvl.commands.eval`) owns the run directory, resume
+The runner (``unimedvl eval``, :mod:`unimedvl.eval.runner.job`) owns the run directory, resume
 and distribution; this module turns records into result lines, :mod:`unimedvl.eval.statistics.run_statistics`
 result lines into ``statistics.json``.
 

@@ -2,7 +2,8 @@
 
 One line per sample, appended and fsync'ed as each sample finishes (:class:`ResultWriter`), read
 back tolerantly (a torn last line is dropped, so that sample is redone) and merged into file order
-(:func:`consolidate`). See :mod:`unimedvl.commands.eval` for the run folder as a whole.
+(:func:`consolidate`). See :mod:`unimedvl.commands.eval` for the run folder as a whole and
+:mod:`unimedvl.eval.runner.job` for the run.
 """
 
 from __future__ import annotations
