@@ -72,7 +72,7 @@ from unimedvl.commands.options import (
     add_memory_arguments,
     add_size_arguments,
     add_strength_argument,
-    guidance_from_args,
+    guidance_overrides,
     size_overrides,
 )
 from unimedvl.errors import ConfigError, UserError
@@ -170,7 +170,7 @@ def settings_from_args(args: argparse.Namespace, cuda: bool, model_path: Path | 
     inference = checkpoint.with_sizes(**size_overrides(args))
     vae, vit = inference.vae_transform, inference.vit_transform
     plan = plan or load_plan_from_args(args)
-    guidance = guidance_from_args(args, inference.preset("eval"))
+    guidance = inference.guidance_for("eval", guidance_overrides(args))
     return EvalSettings(
         dtype=args.dtype or ("bf16" if cuda else "fp32"), weights=args.weights, vae_min_size=vae.min_image_size,
         vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size, vit_max_size=vit.max_image_size,

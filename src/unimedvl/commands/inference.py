@@ -27,11 +27,13 @@ from unimedvl.commands.options import (
     add_memory_arguments,
     add_size_arguments,
     add_strength_argument,
+    add_preset_argument,
     add_text_arguments,
     guidance_overrides,
     memory_overrides,
     size_overrides,
 )
+from unimedvl.defaults import MAX_NEW_TOKENS
 from unimedvl.errors import DataError, UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -68,9 +70,10 @@ def _image_options(parser: argparse.ArgumentParser, task: str) -> None:
 
     parser.add_argument("--out", required=True, help="output image file (.png, .jpg, ...)")
     parser.add_argument("--think", action="store_true", help="reason in text first (printed with the result)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="reasoning length limit (--think)")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="reasoning length limit (--think)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--no-progress", action="store_true", help="hide the denoising progress bar")
+    add_preset_argument(parser, task)
     preset = {"edit": "the editing preset", "generate": "the text-to-image preset"}[task]
     add_guidance_arguments(parser, TASK_GUIDANCE[task], preset)
 
@@ -224,22 +227,28 @@ def _run_image(args, call: Callable) -> int:
 
 
 def run_edit(args) -> int:
-    from unimedvl.guidance import check_strength
+    from unimedvl.guidance import check_strength, preset_name
 
     if args.strength is not None:  # None: the checkpoint's editing preset
         check_strength(args.strength)  # before the model loads
+    if args.preset is not None:
+        preset_name(args.preset)  # a misspelt name before the model loads
     model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, strength=args.strength, **guidance_overrides(args),
+        max_think_tokens=args.max_new_tokens, strength=args.strength, preset=args.preset, **guidance_overrides(args),
     ))  # fmt: skip
 
 
 def run_generate(args) -> int:
+    from unimedvl.guidance import preset_name
+
+    if args.preset is not None:
+        preset_name(args.preset)  # a misspelt name before the model loads
     model = load_model(args)
     return _run_image(args, lambda progress: model.generate(
         args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
+        max_think_tokens=args.max_new_tokens, preset=args.preset, **guidance_overrides(args),
     ))  # fmt: skip
 
 
