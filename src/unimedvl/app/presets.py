@@ -1,6 +1,9 @@
-"""What the web app offers: its settings, the task templates and the guidance presets.
+"""What the web app offers: its settings and the task templates.
 
-Plain data, no gradio: the UI (``ui.py``) and the tests read the same tables.
+Plain data, no gradio: the UI (``ui.py``) and the tests read the same tables. The guidance the panels
+start from is the loaded checkpoint's (its inference_config.json presets: ``Backend.panel_values``), as
+in ``edit``, ``api`` and ``eval``; ``EDITING`` and ``TEXT_TO_IMAGE`` (the release's) stay importable from here.
+The limits the app shares with the HTTP API are :mod:`unimedvl.defaults`.
 """
 
 from __future__ import annotations

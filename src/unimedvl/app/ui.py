@@ -36,7 +36,7 @@ from unimedvl.app.presets import (
     AppSettings,
 )  # fmt: skip
 from unimedvl.app.uploads import ViewOptions, without_paths
-from unimedvl.defaults import LOCAL_HOSTS
+from unimedvl.defaults import LOCAL_HOSTS, TEMPERATURE, TOP_P
 from unimedvl.errors import UserError
 from unimedvl.guidance import CACHE_METHODS, SOLVERS
 
@@ -286,9 +286,10 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                             with gr.Row():
                                 max_new = gr.Slider(8, 2048, value=settings.max_new_tokens, step=8,
                                                     label="Max new tokens")  # fmt: skip
-                                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0: greedy)")
+                                temperature = gr.Slider(0.0, 1.5, value=TEMPERATURE, step=0.05,
+                                                        label="Temperature (0: greedy)")  # fmt: skip
                             with gr.Row():
-                                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
+                                top_p = gr.Slider(0.05, 1.0, value=TOP_P, step=0.05, label="Top-p")
                                 ask_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                 ask_examples = [[str(e.path), e.ask_task] for e in examples if e.ask_task]
                 if ask_examples:
