@@ -192,3 +192,10 @@ def test_the_http_fields_are_the_guidance_fields():
                                         "preset": "editing_fast"})  # fmt: skip
     assert body.guidance_overrides() == {"cfg_interval": (0.2, 1.0), "strength": 0.5, "cache_order": 2}
     assert body.preset == "editing_fast"
+
+
+def test_a_misspelt_preset_is_refused_before_the_model_loads(tmp_path, capsys):
+    for command, extra in (("edit", ["--image", "a.png", "--instruction", "x"]), ("generate", ["--prompt", "x"])):
+        code = cli.main([command, "--model", str(tmp_path / "nowhere"), *extra, "--out", "o.png", "--preset",
+                         "fastest"])  # fmt: skip
+        assert code == 2 and "no guidance preset 'fastest'" in capsys.readouterr().err

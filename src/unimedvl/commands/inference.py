@@ -226,13 +226,20 @@ def _run_image(args, call: Callable) -> int:
     return 0
 
 
+def _check_preset(args) -> None:
+    """A misspelt ``--preset`` is refused before the model loads (a missing fast preset: once it is loaded)."""
+    from unimedvl.guidance import preset_name
+
+    if args.preset is not None:
+        preset_name(args.preset)
+
+
 def run_edit(args) -> int:
-    from unimedvl.guidance import check_strength, preset_name
+    from unimedvl.guidance import check_strength
 
     if args.strength is not None:  # None: the checkpoint's editing preset
         check_strength(args.strength)  # before the model loads
-    if args.preset is not None:
-        preset_name(args.preset)  # a misspelt name before the model loads
+    _check_preset(args)
     model = load_model(args)
     return _run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
@@ -241,10 +248,7 @@ def run_edit(args) -> int:
 
 
 def run_generate(args) -> int:
-    from unimedvl.guidance import preset_name
-
-    if args.preset is not None:
-        preset_name(args.preset)  # a misspelt name before the model loads
+    _check_preset(args)
     model = load_model(args)
     return _run_image(args, lambda progress: model.generate(
         args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
