@@ -38,8 +38,8 @@ def custom(tmp_path_factory):
     """(checkpoint dir, input image path): presets and image sizes in the checkpoint, so no front end needs a flag."""
     path = make_checkpoint(tmp_path_factory.mktemp("custom") / "ckpt")
     config = InferenceConfig.load(path).with_sizes(**SMALL)
-    presets = {**evaluated_presets(5, 5), "editing": CUSTOM, "restoration": CUSTOM}
-    presets["text_to_image"] = dataclasses.replace(presets["text_to_image"], num_timesteps=5)
+    presets = {"editing": CUSTOM, "restoration": CUSTOM, "text_to_image": dataclasses.replace(TEXT_TO_IMAGE,
+                                                                                               num_timesteps=5)}
     config = dataclasses.replace(config, guidance=presets)
     config.save(path)
     obj = json.loads((path / "inference_config.json").read_text())
