@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
-from unimedvl.commands.options import add_guidance_arguments, guidance_from_args
+from unimedvl.commands.options import add_guidance_arguments, guidance_overrides
 from unimedvl.metrics.image import paired_image_metrics
 from unimedvl.guidance import RESTORATION as RESTORATION_PRESET
 from unimedvl.inference.api import UniMedVL
@@ -68,7 +67,7 @@ def main() -> None:
     api = UniMedVL.from_pretrained(args.model, device="cpu", dtype="fp32")
     inf = api.inferencer
     # 20 schedule points unless --num-timesteps says otherwise (the demo's evaluation setting)
-    guidance = guidance_from_args(args, replace(inf.config.preset("eval"), num_timesteps=20))
+    guidance = inf.config.guidance_for("eval", {"num_timesteps": 20, **guidance_overrides(args)})
     stride = inf.model.config.vae_image_stride
     print(f"machine: {machine()}")
     print(f"model {args.model}; data {data}; preset {guidance}")

@@ -20,7 +20,7 @@ PACKAGE = Path(unimedvl.__file__).parent
 # Bottom to top. "" is the package's own __init__ (the version and the lazy public API).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("", "_moved", "errors", "config", "fileio", "distributed", "tokenizer", "run_lock", "threads",
-                    "progress", "guidance")),
+                    "progress", "guidance", "defaults")),
     ("building blocks", ("imaging", "models", "sampling", "metrics")),
     ("checkpoints and data", ("checkpoint", "data")),
     ("inference and benchmarks", ("inference", "benchmarks")),

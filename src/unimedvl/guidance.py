@@ -15,7 +15,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from unimedvl.errors import ConfigError, capped
 
@@ -185,5 +185,53 @@ def reference_preset(name: str) -> GuidanceConfig:
     return GUIDANCE_PRESETS[name.removesuffix(FAST_SUFFIX)]
 
 
-# Inference task -> its default preset.
-TASK_GUIDANCE: dict[str, GuidanceConfig] = {"edit": EDITING, "generate": TEXT_TO_IMAGE}
+# Inference task -> the preset it samples with (the only copy of this table; ``eval`` is the medical batch test).
+TASK_PRESETS: dict[str, str] = {"edit": "editing", "generate": "text_to_image", "eval": "restoration"}
+# The tasks a user runs one request at a time (the CLI's edit/generate, the app, the HTTP API) -> the release's preset.
+TASK_GUIDANCE: dict[str, GuidanceConfig] = {task: GUIDANCE_PRESETS[TASK_PRESETS[task]] for task in ("edit", "generate")}
+GUIDANCE_FIELDS = tuple(f.name for f in dataclasses.fields(GuidanceConfig))  # every setting a front end may override
+
+
+def preset_name(task_or_preset: str) -> str:
+    """The preset a task (edit, generate, eval), a task's fast variant (``edit_fast``) or a preset name
+    (``editing``, ``editing_fast``) stands for; ConfigError for anything else."""
+    stem = task_or_preset.removesuffix(FAST_SUFFIX)
+    name = TASK_PRESETS.get(stem, stem) + (FAST_SUFFIX if task_or_preset.endswith(FAST_SUFFIX) else "")
+    if name not in PRESET_NAMES:
+        raise ConfigError(f"no guidance preset {task_or_preset!r}; presets: {', '.join(PRESET_NAMES)} (or a task: "
+                          f"{', '.join(TASK_PRESETS)}, each also as TASK_fast)")
+    return name
+
+
+def task_preset_names(task: str, presets: Mapping[str, GuidanceConfig] | None = None) -> list[str]:
+    """The presets a user may pick for ``task``: its own, then its fast variant when ``presets`` (a checkpoint's
+    guidance table; None: the release's, which has none) carries one."""
+    name = preset_name(task)
+    return [name] + ([name + FAST_SUFFIX] if name + FAST_SUFFIX in (presets or {}) else [])
+
+
+def resolve_guidance(task: str, presets: Mapping[str, GuidanceConfig] | None = None,
+                     overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+                     source: str = "the release presets") -> GuidanceConfig:  # fmt: skip
+    """The guidance a request samples with: the checkpoint's preset for ``task`` (or the named ``preset``),
+    with the user's ``overrides`` over it. The one merge every front end uses (CLI flags, the Python API, the
+    HTTP API, the app, evaluation), so the same checkpoint and the same settings sample the same way everywhere.
+
+    ``presets``: the checkpoint's guidance table (``InferenceConfig.guidance``; None: the release's); a preset
+    missing from it takes the release's. ``preset``: a preset name or task (``editing_fast``, ``edit_fast``, ...)
+    that replaces the task's; a fast one must be in ``presets``. ``overrides``: GuidanceConfig field -> value,
+    None meaning "not given" (a list interval becomes a tuple). ``source`` names the table in errors.
+    """
+    name = preset_name(preset or task)
+    presets = GUIDANCE_PRESETS if presets is None else presets
+    if name.endswith(FAST_SUFFIX) and name not in presets:
+        raise ConfigError(f"{source}: no fast preset {name!r} (add it to the guidance of inference_config.json: a "
+                          "solver and cache measured with bench/generation_speed.py)")
+    base = presets.get(name) or GUIDANCE_PRESETS[name]
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(GUIDANCE_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown guidance setting(s) {unknown}; known: {', '.join(GUIDANCE_FIELDS)}")
+    if isinstance(given.get("cfg_interval"), list):
+        given["cfg_interval"] = tuple(given["cfg_interval"])
+    return dataclasses.replace(base, **given) if given else base

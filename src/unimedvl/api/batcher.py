@@ -40,6 +40,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 from unimedvl.api.metrics import ServerMetrics
+from unimedvl.defaults import SERVER_QUEUE_SIZE
 from unimedvl.errors import UserError
 from unimedvl.inference.inferencer import Request, Result
 
@@ -153,7 +154,7 @@ class Batcher:
     """The queue and the worker thread that serves it (see the module docstring)."""
 
     def __init__(self, run: RunBatch, metrics: ServerMetrics, max_batch: int = 8, window_s: float = 0.02,
-                 queue_size: int = 64, stepper: "StepBatch | None" = None):  # fmt: skip
+                 queue_size: int = SERVER_QUEUE_SIZE, stepper: "StepBatch | None" = None):  # fmt: skip
         self._run = run
         self._stepper = stepper  # step-level batching of reference-sampler image requests (None: off)
         self._members: dict[int, _Item] = {}  # id(member of the stepper) -> its queue item

@@ -3,7 +3,9 @@
 Both answer ``{"created", "data": [{"b64_json", "revised_prompt": null, "seed"}], "size",
 "output_format"}``; images are never stored on the server, so ``response_format`` is
 ``b64_json`` only. Extension fields: ``seed`` (image ``i`` uses ``seed + i``) and the
-:class:`~unimedvl.guidance.GuidanceConfig` names (``cfg_text_scale``, ``num_timesteps``, ...);
+:class:`~unimedvl.guidance.GuidanceConfig` names (``cfg_text_scale``, ``num_timesteps``, ``strength`` of an
+edit, ...) over the checkpoint's preset for the task, and ``preset``, another of its presets to start
+from (e.g. ``editing_fast``; ``GET /v1/models`` lists them);
 in an edit they are form fields, which is where the official client puts ``extra_body``. An edit
 takes one or several images (``image``, repeated ``image`` or ``image[]``) and DICOM/NIfTI view
 fields (``window``, ``slice``, ...); its output has the last input image's size after the
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import io
 import time
 from typing import Sequence
@@ -33,7 +34,6 @@ from unimedvl.api.errors import bad_request
 from unimedvl.api.schemas import ImageRequest
 from unimedvl.api.service import Service
 from unimedvl.api.uploads import VIEW_KEYS, image_from_upload, view_options
-from unimedvl.guidance import GuidanceConfig
 from unimedvl.inference.inferencer import Request, Result
 
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -49,11 +49,6 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(height), int(width)
 
 
-def _guidance(base: GuidanceConfig, overrides: dict) -> GuidanceConfig:
-    # The checkpoint's preset for the task with the request's extension fields over it (GuidanceConfig validates).
-    return dataclasses.replace(base, **overrides)
-
-
 def image_requests(service: Service, body: ImageRequest, task: str, inputs: Sequence) -> list[Request]:
     """The ``n`` inference requests of an image call, checked against the server's limits."""
     settings = service.settings
@@ -66,7 +61,11 @@ def image_requests(service: Service, body: ImageRequest, task: str, inputs: Sequ
     if body.mask is not None:
         raise bad_request("masked edits are not supported; leave mask out (the instruction says what to change)",
                           "mask")  # fmt: skip
-    guidance = _guidance(service.inferencer.config.preset(task), body.guidance_overrides())
+    if task != "edit" and body.strength is not None and body.strength != 1:
+        raise bad_request(f"strength={body.strength:g} starts from an input image: it is an edit setting; leave it "
+                          "out of a generation", "strength")  # fmt: skip
+    # The checkpoint's preset for the task (or the one the request names) with the request's fields over it.
+    guidance = service.inferencer.config.guidance_for(task, body.guidance_overrides(), body.preset)
     if guidance.num_timesteps > settings.max_timesteps:
         raise bad_request(f"num_timesteps={guidance.num_timesteps} is more than this server allows "
                           f"({settings.max_timesteps})", "num_timesteps")  # fmt: skip

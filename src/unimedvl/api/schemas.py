@@ -10,9 +10,13 @@ fields whose meaning this server cannot honour are refused by the routes instead
 from __future__ import annotations
 
 import json
+import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from unimedvl.defaults import TEMPERATURE, TOP_P
+from unimedvl.guidance import GUIDANCE_FIELDS, GuidanceConfig
 
 
 class _Lenient(BaseModel):
@@ -63,8 +67,8 @@ class ChatRequest(_Lenient):
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)  # answer length limit (reasoning included in thinking mode)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name; the smaller of the two wins
-    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0 (the default here): greedy
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(TEMPERATURE, ge=0.0, le=2.0)  # 0 (the default here): greedy
+    top_p: float = Field(TOP_P, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=2**62)  # choice i uses seed + i; same seed -> same answer
     n: int = Field(1, ge=1)
     stream: bool = False
@@ -76,24 +80,10 @@ class ChatRequest(_Lenient):
     response_format: dict[str, Any] | None = None
 
 
-class GuidanceFields(_Lenient):
-    """Extension fields: the GuidanceConfig knobs (None keeps the task's preset)."""
+class _GuidanceFieldsBase(_Lenient):
+    """What the generated :class:`GuidanceFields` share: the interval's text forms and the overrides."""
 
-    cfg_text_scale: float | None = None
-    cfg_img_scale: float | None = None
-    cfg_interval: tuple[float, float] | None = None  # JSON [lo, hi]; in a form also "lo,hi"
-    cfg_renorm_type: str | None = None
-    cfg_renorm_min: float | None = None
-    timestep_shift: float | None = None
-    num_timesteps: int | None = Field(None, ge=2)
-    solver: str | None = None  # fast sampling (unimedvl.sampling): euler | heun | dpm++2m
-    cache: str | None = None  # none | teacache | taylorseer
-    cache_threshold: float | None = None
-    cache_interval: int | None = None
-    cache_order: int | None = None
-    cache_warmup: int | None = None
-
-    @field_validator("cfg_interval", mode="before")
+    @field_validator("cfg_interval", mode="before", check_fields=False)
     @classmethod
     def _interval_text(cls, value: Any) -> Any:
         if isinstance(value, str):  # multipart fields are strings: "[0.4, 1]" or "0.4,1"
@@ -102,13 +92,27 @@ class GuidanceFields(_Lenient):
         return value
 
     def guidance_overrides(self) -> dict[str, Any]:
-        """The guidance fields the client set, to merge over the task's preset."""
-        return {name: getattr(self, name) for name in GuidanceFields.model_fields if getattr(self, name) is not None}
+        """The guidance fields the request gave (the ``overrides`` of ``InferenceConfig.guidance_for``)."""
+        return {name: getattr(self, name) for name in GUIDANCE_FIELDS if getattr(self, name) is not None}
 
 
-class ImageRequest(GuidanceFields):
+def _guidance_fields() -> dict[str, Any]:
+    """One optional field per GuidanceConfig field, of its type (None keeps the preset's value): never typed here,
+    so a new sampler setting reaches the HTTP API with the dataclass. GuidanceConfig checks the values."""
+    hints = typing.get_type_hints(GuidanceConfig)
+    return {name: (hints[name] | None, None) for name in GUIDANCE_FIELDS}
+
+
+# Extension fields: the GuidanceConfig knobs (cfg_text_scale, ..., num_timesteps, the fast-sampling solver and
+# cache settings, strength for edits); cfg_interval is JSON [lo, hi], in a form also "lo,hi".
+GuidanceFields = create_model("GuidanceFields", __base__=_GuidanceFieldsBase, __module__=__name__,
+                              **_guidance_fields())  # fmt: skip
+
+
+class ImageRequest(GuidanceFields):  # type: ignore[misc, valid-type]
     """``POST /v1/images/generations`` (JSON) and the text fields of ``/v1/images/edits`` (multipart)."""
 
+    preset: str | None = None  # extension: the checkpoint's preset to start from, e.g. editing_fast (GET /v1/models)
     prompt: str = Field(min_length=1)
     model: str | None = None
     n: int = Field(1, ge=1)

@@ -49,6 +49,7 @@ def model_info(inferencer: Inferencer, settings: ServerSettings) -> dict:
         "max_output_size": None if cfg.interpolate_pos else cfg.max_latent_size * stride,
         "default_output_size": inferencer.default_size,
         "guidance": {task: inferencer.config.preset(task).to_json() for task in TASK_GUIDANCE},  # the checkpoint's
+        "presets": {task: inferencer.config.preset_names(task) for task in TASK_GUIDANCE},  # a request's "preset"
         "limits": {"max_tokens": settings.max_tokens, "max_timesteps": settings.max_timesteps,
                    "max_n": settings.max_n, "max_images": settings.max_images,
                    "max_image_pixels": settings.max_image_pixels, "max_body_mb": settings.max_body_mb,

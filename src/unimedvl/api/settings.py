@@ -1,30 +1,37 @@
-"""How the HTTP API is served and what it accepts (``unimedvl api`` flags)."""
+"""How the HTTP API is served and what it accepts (``unimedvl api`` flags); the limits it shares with the
+web app are :mod:`unimedvl.defaults`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unimedvl.defaults import (
+    LOCAL_HOSTS,
+    MAX_NEW_TOKENS,
+    SERVER_HOST,
+    SERVER_MAX_IMAGE_PIXELS,
+    SERVER_MAX_UPLOAD_MB,
+    SERVER_QUEUE_SIZE,
+)
 from unimedvl.errors import ConfigError
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
 class ServerSettings:
     """Binding, batching and the limits every request is checked against."""
 
-    host: str = "127.0.0.1"  # interface to bind; 0.0.0.0 exposes the API to the network
+    host: str = SERVER_HOST  # interface to bind; 0.0.0.0 exposes the API to the network
     port: int = 8000  # TCP port (0: any free port, for tests)
     api_key: str | None = None  # required as "Authorization: Bearer KEY" on every route but /health
     max_batch: int = 8  # inference requests served together in one Inferencer.run
     batch_window_ms: float = 20.0  # how long the oldest waiting request waits for company
-    queue_size: int = 64  # inference requests that may wait; more are answered 503 with Retry-After
+    queue_size: int = SERVER_QUEUE_SIZE  # inference requests that may wait; more are answered 503 with Retry-After
     step_batching: bool = True  # image requests (reference sampler) join the running denoising batch between steps
-    max_body_mb: float = 20.0  # largest request body (JSON with base64 images, or multipart)
-    max_image_pixels: int = 40_000_000  # largest decoded input image (width x height), checked from headers
+    max_body_mb: float = SERVER_MAX_UPLOAD_MB  # largest request body (JSON with base64 images, or multipart)
+    max_image_pixels: int = SERVER_MAX_IMAGE_PIXELS  # largest decoded input image (width x height), checked from headers
     max_images: int = 16  # input images per request
     max_tokens: int = 1024  # largest max_tokens a chat request may ask for
-    default_max_tokens: int = 512  # max_tokens when a request gives none (at most max_tokens)
+    default_max_tokens: int = MAX_NEW_TOKENS  # max_tokens when a request gives none (at most max_tokens)
     max_timesteps: int = 100  # largest num_timesteps an image request may ask for
     max_n: int = 8  # largest n (choices or images) per request
 

@@ -14,16 +14,17 @@ import time
 import unicodedata
 import uuid
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from unimedvl.app.presets import EDITING, TEXT_TO_IMAGE, AppSettings
+from unimedvl.app.presets import AppSettings
 from unimedvl.app.uploads import ViewOptions, check_upload, describe, load_view
+from unimedvl.checkpoint.inference_config import InferenceConfig
 from unimedvl.errors import DataError
-from unimedvl.sampling.flow import GuidanceConfig
+from unimedvl.guidance import GuidanceConfig
 
 THUMBNAIL = 256  # longest side of the image copies shown in the chat
 OUTPUT_TTL_S = 3600  # result files older than this are deleted when a new one is written
@@ -58,6 +59,30 @@ class Backend:
         self.upload_roots = [Path(r) for r in upload_roots]
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- guidance ----------------------------------------------------------------------------
+
+    @property
+    def inference_config(self) -> InferenceConfig:
+        """The loaded checkpoint's inference_config.json (its presets: what the panels start from)."""
+        return self.model.inferencer.config
+
+    def guidance(self, task: str, *panel, preset: str | None = None) -> GuidanceConfig:
+        """:func:`make_guidance` on the loaded checkpoint's presets."""
+        return make_guidance(task, *panel, config=self.inference_config, preset=preset)
+
+    def panel_values(self, task: str, preset: str | None = None,
+                     guidance: GuidanceConfig | None = None) -> dict[str, Any]:  # fmt: skip
+        """What the Advanced panel (and the Edit tab's strength slider) show for the checkpoint's preset of ``task``
+        (or the chosen ``preset``, or ``guidance`` itself), named as the app's edit/generate parameters, in the
+        panel's order; the app's --num-timesteps, when given, replaces the steps."""
+        g = guidance or self.inference_config.guidance_for(task, preset=preset or None)
+        values = dict(cfg_text=g.cfg_text_scale, cfg_img=g.cfg_img_scale, interval_lo=g.cfg_interval[0],
+                      interval_hi=g.cfg_interval[1], renorm_type=g.cfg_renorm_type, renorm_min=g.cfg_renorm_min,
+                      shift=g.timestep_shift, num_timesteps=self.settings.num_timesteps or g.num_timesteps,
+                      solver=g.solver, cache=g.cache, cache_threshold=g.cache_threshold,
+                      cache_interval=g.cache_interval)  # fmt: skip
+        return {**values, "strength": g.strength} if task == "edit" else values
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -167,18 +192,20 @@ def printable(text: str) -> str:
 
 def make_guidance(task: str, cfg_text: float, cfg_img: float, interval_lo: float, interval_hi: float,
                   renorm_type: str, renorm_min: float, shift: float, num_timesteps: int, solver: str = "euler",
-                  cache: str = "none", cache_threshold: float = 0.1,
-                  cache_interval: int = 3) -> GuidanceConfig:  # fmt: skip
-    """A GuidanceConfig from the Advanced panel's values (validated by GuidanceConfig itself)."""
-    base = EDITING if task == "edit" else TEXT_TO_IMAGE
+                  cache: str = "none", cache_threshold: float = 0.1, cache_interval: int = 3, *,
+                  config: InferenceConfig | None = None, preset: str | None = None) -> GuidanceConfig:  # fmt: skip
+    """The Advanced panel's values over the checkpoint's preset for ``task`` (or the chosen ``preset``, e.g.
+    ``editing_fast``): ``config`` is the loaded checkpoint's InferenceConfig (None: the release's). The merge is
+    :meth:`InferenceConfig.guidance_for`, as in ``edit``, ``api`` and ``eval``; GuidanceConfig checks the values."""
     try:
-        return replace(base, cfg_text_scale=float(cfg_text), cfg_img_scale=float(cfg_img),
-                       cfg_interval=(float(interval_lo), float(interval_hi)), cfg_renorm_type=str(renorm_type),
-                       cfg_renorm_min=float(renorm_min), timestep_shift=float(shift),
-                       num_timesteps=int(num_timesteps), solver=str(solver), cache=str(cache),
-                       cache_threshold=float(cache_threshold), cache_interval=int(cache_interval))  # fmt: skip
+        panel = dict(cfg_text_scale=float(cfg_text), cfg_img_scale=float(cfg_img),
+                     cfg_interval=(float(interval_lo), float(interval_hi)), cfg_renorm_type=str(renorm_type),
+                     cfg_renorm_min=float(renorm_min), timestep_shift=float(shift), num_timesteps=int(num_timesteps),
+                     solver=str(solver), cache=str(cache), cache_threshold=float(cache_threshold),
+                     cache_interval=int(cache_interval))  # fmt: skip
     except (TypeError, ValueError) as err:
         raise DataError(f"advanced settings: {err}") from None
+    return (config or InferenceConfig()).guidance_for(task, panel, preset or None)
 
 
 def _guidance_kwargs(guidance: GuidanceConfig) -> dict:

@@ -1,6 +1,9 @@
-"""What the web app offers: its settings, the task templates and the guidance presets.
+"""What the web app offers: its settings and the task templates.
 
-Plain data, no gradio: the UI (``ui.py``) and the tests read the same tables.
+Plain data, no gradio: the UI (``ui.py``) and the tests read the same tables. The guidance the panels
+start from is the loaded checkpoint's (its inference_config.json presets: ``Backend.panel_values``), as
+in ``edit``, ``api`` and ``eval``; ``EDITING`` and ``TEXT_TO_IMAGE`` (the release's) stay importable from here.
+The limits the app shares with the HTTP API are :mod:`unimedvl.defaults`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,13 @@ from dataclasses import dataclass
 
 from unimedvl.imaging.formats import UPLOAD_SUFFIXES as ALLOWED_EXTENSIONS  # uploads: the only file types read
 from unimedvl.imaging.medical_io import WINDOW_MODES, WINDOW_PRESETS
+from unimedvl.defaults import (
+    MAX_NEW_TOKENS,
+    SERVER_HOST,
+    SERVER_MAX_IMAGE_PIXELS,
+    SERVER_MAX_UPLOAD_MB,
+    SERVER_QUEUE_SIZE,
+)
 from unimedvl.errors import ConfigError
 from unimedvl.guidance import EDITING, RENORM_TYPES, TEXT_TO_IMAGE, GuidanceConfig
 
@@ -76,16 +86,16 @@ def default_steps() -> int | None:
 class AppSettings:
     """How the app is built and served (``unimedvl serve`` flags)."""
 
-    host: str = "127.0.0.1"  # interface to bind; 0.0.0.0 exposes the app to the network
+    host: str = SERVER_HOST  # interface to bind; 0.0.0.0 exposes the app to the network
     port: int | None = 7860  # None: gradio picks a free port from 7860 on
     auth: tuple[str, str] | None = None  # (user, password) required to open the page
-    max_upload_mb: float = 20.0  # uploads above this size are refused by the server
+    max_upload_mb: float = SERVER_MAX_UPLOAD_MB  # uploads above this size are refused by the server
     concurrency: int = 1  # model calls running at once (the rest wait in the queue)
-    queue_size: int | None = 64  # requests waiting at most; more are refused with a message
+    queue_size: int | None = SERVER_QUEUE_SIZE  # requests waiting at most; more are refused with a message
     num_timesteps: int | None = None  # default steps in the Advanced panels; None: default_steps(), else the presets
     image_size: int | None = None  # default text-to-image side; None: the model's default size
-    max_image_pixels: int = 40_000_000  # uploads whose image has more pixels are refused before decoding
-    max_new_tokens: int = 512  # default answer length limit
+    max_image_pixels: int = SERVER_MAX_IMAGE_PIXELS  # uploads whose image has more pixels are refused before decoding
+    max_new_tokens: int = MAX_NEW_TOKENS  # default answer length limit
     examples: bool = True  # build the example images at startup
     title: str = "UniMedVL"
 

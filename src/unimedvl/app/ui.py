@@ -24,7 +24,7 @@ from typing import Callable
 
 import gradio as gr
 
-from unimedvl.app.backend import Backend, make_guidance
+from unimedvl.app.backend import Backend
 from unimedvl.app.examples import build_examples, generate_prompts
 from unimedvl.app.presets import (
     ALLOWED_EXTENSIONS,
@@ -36,6 +36,7 @@ from unimedvl.app.presets import (
     AppSettings,
 )  # fmt: skip
 from unimedvl.app.uploads import ViewOptions, without_paths
+from unimedvl.defaults import LOCAL_HOSTS, TEMPERATURE, TOP_P
 from unimedvl.errors import UserError
 from unimedvl.guidance import CACHE_METHODS, SOLVERS
 
@@ -176,7 +177,7 @@ def _image_input(backend: Backend, prefix: str) -> ImageInput:
 
 
 def _guidance_panel(defaults, steps: int, prefix: str) -> list:
-    """The Advanced accordion's guidance controls, in make_guidance's order (then the seed)."""
+    """The Advanced accordion's guidance controls, in make_guidance's order (the seed after the timesteps)."""
     with gr.Accordion("Advanced", open=False, elem_id=f"{prefix}-advanced"):
         with gr.Row():
             cfg_text = gr.Slider(1.0, 10.0, value=defaults.cfg_text_scale, step=0.5, label="Text guidance (cfg_text)")
@@ -198,6 +199,14 @@ def _guidance_panel(defaults, steps: int, prefix: str) -> list:
                                   label="Cache threshold (teacache)")
             interval = gr.Slider(1, 10, value=defaults.cache_interval, step=1, label="Cache interval (taylorseer)")
     return [cfg_text, cfg_img, lo, hi, renorm, renorm_min, shift, steps_, seed, solver, cache, threshold, interval]
+
+
+def _preset_choice(names: list[str], prefix: str) -> gr.Dropdown:
+    """The checkpoint's guidance presets for a task (its own, then its fast variant when it has one); shown only
+    when there is a choice. Picking one sets the Advanced panel to its values."""
+    return gr.Dropdown(names, value=names[0], label="Guidance preset (the checkpoint's)", visible=len(names) > 1,
+                       elem_id=f"{prefix}-guidance-preset",
+                       info="a _fast preset samples with fewer passes (a solver and step cache)")  # fmt: skip
 
 
 def _image_outputs(prefix: str) -> tuple:
@@ -245,7 +254,8 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
     largest = model.model.config.max_latent_size * stride
     gen_size = settings.image_size or inferencer.default_size
     # The checkpoint's presets (a demo model's: the strength and steps its report used); --num-timesteps wins.
-    edit_defaults, gen_defaults = inferencer.config.preset("edit"), inferencer.config.preset("generate")
+    config = backend.inference_config
+    edit_defaults, gen_defaults = config.preset("edit"), config.preset("generate")
     steps = settings.num_timesteps or edit_defaults.num_timesteps
     gen_steps = settings.num_timesteps or gen_defaults.num_timesteps
     first_preset = next(iter(EDIT_PRESETS))
@@ -276,9 +286,10 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                             with gr.Row():
                                 max_new = gr.Slider(8, 2048, value=settings.max_new_tokens, step=8,
                                                     label="Max new tokens")  # fmt: skip
-                                temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0: greedy)")
+                                temperature = gr.Slider(0.0, 1.5, value=TEMPERATURE, step=0.05,
+                                                        label="Temperature (0: greedy)")  # fmt: skip
                             with gr.Row():
-                                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
+                                top_p = gr.Slider(0.05, 1.0, value=TOP_P, step=0.05, label="Top-p")
                                 ask_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                 ask_examples = [[str(e.path), e.ask_task] for e in examples if e.ask_task]
                 if ask_examples:
@@ -322,6 +333,7 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="edit-strength",
                                              label="Strength: 1 draws from noise; lower starts from the input "
                                                    "(keeps its anatomy, changes it less, faster)")  # fmt: skip
+                        edit_choice = _preset_choice(config.preset_names("edit"), "edit")
                         edit_guidance = _guidance_panel(EDIT_PRESETS[first_preset].guidance or edit_defaults, steps,
                                                         "edit")  # fmt: skip
                         edit_out = _image_outputs("edit")
@@ -331,31 +343,37 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                                 label="Examples (click to load)",
                                 example_labels=[e.label for e in edit_examples])  # fmt: skip
 
-                def on_preset(name):
+                def on_preset(name, guidance_preset):
                     chosen = EDIT_PRESETS.get(name)
                     if chosen is None:
-                        return [gr.update()] * 9
-                    g = chosen.guidance or edit_defaults
-                    return (chosen.instruction, g.cfg_text_scale, g.cfg_img_scale, g.cfg_interval[0], g.cfg_interval[1],
-                            g.cfg_renorm_type, g.cfg_renorm_min, g.timestep_shift, steps)  # fmt: skip
+                        return [gr.update()] * 14
+                    values = backend.panel_values("edit", guidance_preset, chosen.guidance)
+                    return (chosen.instruction, *values.values())
 
-                preset.change(on_preset, preset, [instruction, *edit_guidance[:8]], api_visibility="private",
-                              queue=False)  # fmt: skip
+                def on_guidance_preset(name):  # the panel shows the chosen preset (an edit sends the panel)
+                    return tuple(backend.panel_values("edit", name).values())
+
+                edit_panel = [*edit_guidance[:8], *edit_guidance[9:]]  # the values a preset sets (not the seed)
+                preset.change(on_preset, [preset, edit_choice], [instruction, *edit_panel, strength],
+                              api_visibility="private", queue=False)  # fmt: skip
+                edit_choice.change(_page_errors(on_guidance_preset), edit_choice, [*edit_panel, strength],
+                                   api_visibility="private", queue=False)  # fmt: skip
                 edit_think.change(lambda on: gr.update(visible=bool(on)), edit_think, edit_out[2],
                                   api_visibility="private", queue=False)  # fmt: skip
 
                 def edit(image, window, axis, slice_index, volume, frame, instruction, think, cfg_text, cfg_img,
                          interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed, solver="euler",
-                         cache="none", cache_threshold=0.1, cache_interval=3, strength=1.0,
+                         cache="none", cache_threshold=0.1, cache_interval=3, strength=1.0, guidance_preset=None,
                          progress=gr.Progress()):  # fmt: skip
-                    guidance = make_guidance("edit", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                             renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
-                                             cache_interval)  # fmt: skip
+                    guidance = backend.guidance("edit", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
+                                                renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
+                                                cache_interval, preset=guidance_preset)  # fmt: skip
                     out = backend.edit(image, _view(window, axis, slice_index, volume, frame), instruction, think,
                                        guidance, seed or 0, _progress_callback(progress), strength)  # fmt: skip
                     return out.image, str(out.png), out.thinking, out.info
 
-                edit_inputs = [edit_in.file, *edit_in.view_inputs, instruction, edit_think, *edit_guidance, strength]
+                edit_inputs = [edit_in.file, *edit_in.view_inputs, instruction, edit_think, *edit_guidance, strength,
+                               edit_choice]  # fmt: skip
                 edit_btn.click(_page_errors(edit), edit_inputs, list(edit_out), api_name="edit", **model_events)
 
             # -- Generate --------------------------------------------------------------------
@@ -371,6 +389,7 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         with gr.Row():
                             gen_think = gr.Checkbox(False, label="Thinking (plan the image first)", scale=2)
                             gen_btn = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
+                        gen_choice = _preset_choice(config.preset_names("generate"), "generate")
                         gen_guidance = _guidance_panel(gen_defaults, gen_steps, "generate")
                         gr.Examples([[p] for p in generate_prompts()], [prompt], label="Example prompts")
                     with gr.Column(scale=6):
@@ -378,18 +397,24 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                 gen_think.change(lambda on: gr.update(visible=bool(on)), gen_think, gen_out[2],
                                  api_visibility="private", queue=False)  # fmt: skip
 
+                def on_gen_preset(name):
+                    return tuple(backend.panel_values("generate", name).values())
+
+                gen_choice.change(_page_errors(on_gen_preset), gen_choice, [*gen_guidance[:8], *gen_guidance[9:]],
+                                  api_visibility="private", queue=False)  # fmt: skip
+
                 def generate(prompt, height, width, think, cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
                              renorm_min, shift, num_timesteps, seed, solver="euler", cache="none", cache_threshold=0.1,
-                             cache_interval=3, progress=gr.Progress()):  # fmt: skip
-                    guidance = make_guidance("generate", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                             renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
-                                             cache_interval)  # fmt: skip
+                             cache_interval=3, guidance_preset=None, progress=gr.Progress()):  # fmt: skip
+                    guidance = backend.guidance("generate", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
+                                                renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
+                                                cache_interval, preset=guidance_preset)  # fmt: skip
                     out = backend.generate(prompt, height, width, think, guidance, seed or 0,
                                            _progress_callback(progress))  # fmt: skip
                     return out.image, str(out.png), out.thinking, out.info
 
-                gen_btn.click(_page_errors(generate), [prompt, height, width, gen_think, *gen_guidance], list(gen_out),
-                              api_name="generate", **model_events)  # fmt: skip
+                gen_btn.click(_page_errors(generate), [prompt, height, width, gen_think, *gen_guidance, gen_choice],
+                              list(gen_out), api_name="generate", **model_events)  # fmt: skip
 
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.unimedvl_workdir = workdir  # keeps the example and output folders alive as long as the app
@@ -400,7 +425,7 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
 def launch(demo: gr.Blocks, settings: AppSettings | None = None, prevent_thread_lock: bool = False):
     """Serve ``demo`` as ``settings`` say (127.0.0.1 unless a host is given); returns gradio's (app, url, share)."""
     settings = settings or AppSettings()
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.auth is None:
+    if settings.host not in LOCAL_HOSTS and settings.auth is None:
         log.warning("serving on %s without --auth: anyone who can reach this port can use the model", settings.host)
     return demo.launch(
         server_name=settings.host, server_port=settings.port, auth=settings.auth,

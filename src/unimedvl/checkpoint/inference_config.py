@@ -44,11 +44,13 @@ from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import ConfigError
 from unimedvl.fileio import atomic_write_text
 from unimedvl.guidance import (
-    FAST_SUFFIX,
     GUIDANCE_PRESETS,
     PRESET_NAMES,
+    TASK_PRESETS as TASK_PRESETS,  # re-exported: the old home of the table
     GuidanceConfig,
     reference_preset,
+    resolve_guidance,
+    task_preset_names,
 )
 
 INFERENCE_CONFIG_FILE = "inference_config.json"
@@ -66,8 +68,7 @@ RELEASE_VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min
 RELEASE_VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378,
                                        max_pixels=RELEASE_MAX_PIXELS)
 
-# Inference task -> the guidance preset it samples with.
-TASK_PRESETS = {"edit": "editing", "generate": "text_to_image", "eval": "restoration"}
+# Inference task -> the guidance preset it samples with: unimedvl.guidance.TASK_PRESETS (re-exported here).
 THINK_TASKS = ("understand", "generate")
 _KEYS = ("format", "version", "vae_transform", "vit_transform", "guidance", "think_prompts")
 
@@ -166,15 +167,18 @@ class InferenceConfig:
     def preset(self, task: str) -> GuidanceConfig:
         """The guidance defaults of an inference task (edit, generate, eval) or a preset name; TASK_fast
         (e.g. ``edit_fast``) is the checkpoint's fast variant, when it carries one."""
-        stem = task.removesuffix(FAST_SUFFIX)
-        name = TASK_PRESETS.get(stem, stem) + (FAST_SUFFIX if task.endswith(FAST_SUFFIX) else "")
-        if name not in PRESET_NAMES:
-            raise ConfigError(f"no guidance preset for {task!r}; tasks: {list(TASK_PRESETS)} (each also as "
-                              "TASK_fast)")
-        if name.endswith(FAST_SUFFIX) and name not in self.guidance:
-            raise ConfigError(f"{self.source}: no fast preset {name!r} (add it to the guidance of "
-                              "inference_config.json: a solver and cache measured with bench/generation_speed.py)")
-        return self.guidance.get(name, GUIDANCE_PRESETS.get(name))
+        return self.guidance_for(task)
+
+    def guidance_for(self, task: str, overrides: Mapping[str, Any] | None = None,
+                     preset: str | None = None) -> GuidanceConfig:  # fmt: skip
+        """The guidance a ``task`` request samples with: this checkpoint's preset for it (or the named
+        ``preset``, e.g. ``editing_fast``) with the user's ``overrides`` (None values: not given) over it.
+        :func:`unimedvl.guidance.resolve_guidance` does the merge; every front end calls this."""
+        return resolve_guidance(task, self.guidance, overrides, preset, self.source)
+
+    def preset_names(self, task: str) -> list[str]:
+        """The presets a user may pick for ``task``: its own, then its fast variant when this checkpoint has one."""
+        return task_preset_names(task, self.guidance)
 
     @property
     def image_size(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unimedvl.config import ModelConfig
+from unimedvl.defaults import MAX_NEW_TOKENS
 from unimedvl.errors import ConfigError
 from unimedvl.checkpoint.memory_plan import LoadPlan, candidate_plans, format_bytes, understanding_config
 
@@ -35,7 +36,7 @@ class Workload:
     """One request, as the runtime estimate assumes it."""
 
     image_size: int = 512  # side of the square input image in pixels (before the checkpoint's transforms)
-    answer_tokens: int = 512  # tokens of the answer (or reasoning) decoded
+    answer_tokens: int = MAX_NEW_TOKENS  # tokens of the answer (or reasoning) decoded
     prompt_tokens: int = 64  # tokens of the question or instruction
 
     def __post_init__(self) -> None:

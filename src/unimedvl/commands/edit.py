@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unimedvl.commands.inference import (
+    check_preset,
     image_options,
     inference_parser,
     load_model,
@@ -27,8 +28,9 @@ def run(args) -> int:
 
     if args.strength is not None:  # None: the checkpoint's editing preset
         check_strength(args.strength)  # before the model loads
+    check_preset(args)
     model = load_model(args)
     return run_image(args, lambda progress: model.edit(
         args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, strength=args.strength, **guidance_overrides(args),
+        max_think_tokens=args.max_new_tokens, strength=args.strength, preset=args.preset, **guidance_overrides(args),
     ))  # fmt: skip

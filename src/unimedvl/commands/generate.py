@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unimedvl.commands.inference import (
+    check_preset,
     image_options,
     inference_parser,
     load_model,
@@ -23,8 +24,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``unimedvl generate``; the exit status."""
+    check_preset(args)
     model = load_model(args)
     return run_image(args, lambda progress: model.generate(
         args.prompt, height=args.height, width=args.width, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, **guidance_overrides(args),
+        max_think_tokens=args.max_new_tokens, preset=args.preset, **guidance_overrides(args),
     ))  # fmt: skip

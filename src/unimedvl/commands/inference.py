@@ -25,11 +25,13 @@ from unimedvl.commands.options import (
     add_device_arguments,
     add_image_pixels_argument,
     add_memory_arguments,
+    add_preset_argument,
     add_size_arguments,
     add_text_arguments,
     memory_overrides,
     size_overrides,
 )
+from unimedvl.defaults import MAX_NEW_TOKENS
 from unimedvl.errors import DataError
 
 # The options, model loading and output the ask, edit, generate and chat commands share (one module each:
@@ -74,9 +76,10 @@ def image_options(parser: argparse.ArgumentParser, task: str) -> None:
 
     parser.add_argument("--out", required=True, help="output image file (.png, .jpg, ...)")
     parser.add_argument("--think", action="store_true", help="reason in text first (printed with the result)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="reasoning length limit (--think)")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="reasoning length limit (--think)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--no-progress", action="store_true", help="hide the denoising progress bar")
+    add_preset_argument(parser, task)
     preset = {"edit": "the editing preset", "generate": "the text-to-image preset"}[task]
     add_guidance_arguments(parser, TASK_GUIDANCE[task], preset)
 
@@ -161,3 +164,11 @@ def run_image(args, call: Callable) -> int:
     plain = (f"Thinking: {thinking}\n" if thinking else "") + f"wrote {path} ({image.width}x{image.height})"
     emit(args, payload, plain)
     return 0
+
+
+def check_preset(args) -> None:
+    """A misspelt ``--preset`` is refused before the model loads (a missing fast preset: once it is loaded)."""
+    from unimedvl.guidance import preset_name
+
+    if args.preset is not None:
+        preset_name(args.preset)

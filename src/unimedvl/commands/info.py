@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unimedvl import __version__
 from unimedvl.config import MODEL_SIZES, model_config
+from unimedvl.defaults import MAX_NEW_TOKENS
 from unimedvl.errors import UserError
 from unimedvl.checkpoint.model_card import human_count
 
@@ -248,7 +249,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--budget", metavar="SIZE", default=None, help="device memory, e.g. 24GB or 16GiB (default: none)")
     g.add_argument("--image-size", type=int, default=None, metavar="PX",
                    help="side of the input image assumed (default: the checkpoint's image size; 512 for --size)")
-    g.add_argument("--answer-tokens", type=int, default=512, metavar="N", help="answer length assumed")
+    g.add_argument("--answer-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N", help="answer length assumed")
     g.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
                    help="compute dtype of the weights (default: bf16 on cuda, fp32 on cpu, as loading uses)")
     g.add_argument("--device", default=None, choices=["cuda", "cpu"],

@@ -13,7 +13,8 @@ import typing
 from typing import Any
 
 from unimedvl.config import field_docs
-from unimedvl.guidance import CACHE_METHODS, RENORM_TYPES, SOLVERS, GuidanceConfig
+from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
+from unimedvl.guidance import CACHE_METHODS, FAST_SUFFIX, RENORM_TYPES, SOLVERS, GuidanceConfig, preset_name
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 # Spellings of earlier releases: hidden, they still work for one release and say what replaced them.
@@ -142,11 +143,21 @@ def memory_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in MEMORY_FIELDS if getattr(args, name, None) is not None}
 
 
-def add_text_arguments(parser, max_new_tokens: int = 512) -> None:
-    """Answer decoding: ``--max-new-tokens``, ``--temperature``, ``--top-p``."""
+def add_text_arguments(parser, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+    """Answer decoding: ``--max-new-tokens``, ``--temperature``, ``--top-p`` (defaults: :mod:`unimedvl.defaults`)."""
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="answer (or reasoning) length limit")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
+    parser.add_argument("--temperature", type=float, default=TEMPERATURE, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=TOP_P, help="nucleus sampling mass (with --temperature > 0)")
+
+
+def add_preset_argument(parser, task: str) -> None:
+    """``--preset NAME``: the checkpoint's guidance preset to start from instead of the task's (e.g. its fast
+    variant, ``editing_fast``); the guidance flags still override it."""
+    name = preset_name(task)
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help=f"the checkpoint's guidance preset to start from, e.g. {name}{FAST_SUFFIX} (its fast "
+                             "variant: a solver and step cache, when the checkpoint carries one; `unimedvl info "
+                             f"--model DIR` lists them); the guidance flags still apply (default: {name})")  # fmt: skip
 
 
 STRENGTH_HELP = ("SDEdit start in (0, 1]: 1 samples from pure noise (the reference); below 1 sampling starts from "
@@ -203,15 +214,11 @@ def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceCo
 
 
 def guidance_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The guidance fields given on the command line (the rest keep the command's defaults)."""
+    """The guidance fields given on the command line (the rest keep the command's defaults): the ``overrides``
+    of :func:`unimedvl.guidance.resolve_guidance` (``InferenceConfig.guidance_for``)."""
     out = {}
     for f in _flag_fields():
         value = getattr(args, f.name, None)
         if value is not None:
             out[f.name] = tuple(value) if f.name == "cfg_interval" else value
     return out
-
-
-def guidance_from_args(args: argparse.Namespace, base: GuidanceConfig) -> GuidanceConfig:
-    """``base`` with the flags given on the command line applied (validated by GuidanceConfig)."""
-    return dataclasses.replace(base, **guidance_overrides(args))

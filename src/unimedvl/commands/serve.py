@@ -22,12 +22,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="start the web app (ask, edit, generate) on a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     model_options(p, AppSettings.max_image_pixels, " for a server; the library's is 16384 x 16384")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    defaults = AppSettings  # the field defaults (an instance would read $UNIMEDVL_APP_NUM_TIMESTEPS)
+    p.add_argument("--host", default=defaults.host,
+                   help=f"interface to bind (default {defaults.host}: this machine only)")  # fmt: skip
+    p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
     p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page (default: no password, localhost only)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
-    p.add_argument("--concurrency", type=int, default=1, help="model calls at once (default 1; others queue)")
-    p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default 64)")
+    p.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb,
+                   help=f"largest accepted upload (default {defaults.max_upload_mb:g} MB)")  # fmt: skip
+    p.add_argument("--concurrency", type=int, default=defaults.concurrency,
+                   help=f"model calls at once (default {defaults.concurrency}; others queue)")  # fmt: skip
+    p.add_argument("--queue-size", type=int, default=defaults.queue_size,
+                   help=f"requests that may wait in the queue (default {defaults.queue_size})")  # fmt: skip
     p.add_argument("--num-timesteps", type=int, default=None,
                    help="default timesteps in the Advanced panels "
                         "(default: $UNIMEDVL_APP_NUM_TIMESTEPS, else the checkpoint's presets: 50 for the "

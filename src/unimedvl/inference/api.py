@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,9 +33,9 @@ import torch
 from PIL import Image
 
 from unimedvl.checkpoint.release import load_model, parse_dtype
+from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import CheckpointError, DataError
-from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.inferencer import (
     ImageInput,
@@ -110,11 +110,6 @@ def _size_arguments(sizes: dict, deprecated: dict) -> dict:
         if value is not None and sizes[_OLD_SIZE_NAMES[old]] is None:
             sizes[_OLD_SIZE_NAMES[old]] = value
     return sizes
-
-
-def _guidance(base: GuidanceConfig, overrides: dict) -> GuidanceConfig:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    return replace(base, **values)
 
 
 class UniMedVL:
@@ -208,9 +203,9 @@ class UniMedVL:
         question: str,
         *,
         think: bool = False,
-        max_new_tokens: int = 512,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        temperature: float = TEMPERATURE,
+        top_p: float = TOP_P,
         seed: int | None = None,
     ) -> str | Answer:
         """Answer ``question`` about the image(s) (None for a text-only question). Greedy by default.
@@ -238,8 +233,9 @@ class UniMedVL:
         height: int | None = None,
         width: int | None = None,
         progress: Callable[[int, int], None] | None = None,
-        max_think_tokens: int = 512,
+        max_think_tokens: int = MAX_NEW_TOKENS,
         strength: float | None = None,
+        preset: str | None = None,
         **guidance,
     ) -> Image.Image | ImageAnswer:
         """Edit an image following ``instruction``; output size = the input's size after the VAE rule.
@@ -256,13 +252,16 @@ class UniMedVL:
         part of the schedule (about ``strength * num_timesteps`` steps). Lower keeps more of the
         input (its anatomy, its intensities) and is faster, but can change it less: good for
         restoration by a small model, less so for edits that redraw the image.
+
+        ``preset``: another of the checkpoint's presets to start from, e.g. ``"editing_fast"`` (its fast
+        variant, when it carries one: ``InferenceConfig.preset_names("edit")``); ``guidance`` still applies.
         """
         _check_text(instruction, "instruction")
         images = _images(image)
         if not images:
             raise DataError("edit needs an input image")
         request = Request(images + [instruction], "edit", think, max_think_tokens, height=height, width=width,
-                          guidance=_guidance(self.inferencer.config.preset("edit"), guidance), seed=seed,
+                          guidance=self.inferencer.config.guidance_for("edit", guidance, preset), seed=seed,
                           strength=strength)
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
@@ -275,18 +274,19 @@ class UniMedVL:
         think: bool = False,
         seed: int | None = None,
         progress: Callable[[int, int], None] | None = None,
-        max_think_tokens: int = 512,
+        max_think_tokens: int = MAX_NEW_TOKENS,
+        preset: str | None = None,
         **guidance,
     ) -> Image.Image | ImageAnswer:
         """Generate an image from ``prompt`` (default size: the largest side the checkpoint is fed, 1024 for the
         release).
 
         ``guidance`` overrides the checkpoint's text-to-image preset (release: 4.0, 1.0, [0.4, 1], global, 0,
-        3.0, 50).
+        3.0, 50); ``preset`` starts from another of its presets instead (e.g. ``"text_to_image_fast"``).
         """
         _check_text(prompt, "prompt")
         request = Request([prompt], "generate", think, max_think_tokens, height=height, width=width,
-                          guidance=_guidance(self.inferencer.config.preset("generate"), guidance), seed=seed)
+                          guidance=self.inferencer.config.guidance_for("generate", guidance, preset), seed=seed)
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
@@ -339,8 +339,8 @@ class ChatSession:
         self.pool.add([self.context], self.inferencer.image_splits(pil, generation=False)[0])
         self.turns.append(("image", pil))
 
-    def ask(self, question: str, *, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
-            seed: int | None = None) -> str | Answer:  # fmt: skip
+    def ask(self, question: str, *, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = TEMPERATURE,
+            top_p: float = TOP_P, seed: int | None = None) -> str | Answer:  # fmt: skip
         """Ask within the conversation; the answer joins the context for later turns."""
         _check_text(question, "question")
         notice = missing_image_warning(sum(kind == "image" for kind, _ in self.turns), question, self.attach_hint)

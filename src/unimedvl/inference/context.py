@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
 from unimedvl.errors import DataError
 from unimedvl.models.kv_cache import KVCache
 from unimedvl.models.packed_batch import PackedBatch, SplitSpec, TextSplit, VaeImageSplit, build_packed_batch
@@ -41,9 +42,9 @@ class Context:
 class TextOptions:
     """How one context's text is decoded (greedy when temperature is 0)."""
 
-    max_new_tokens: int = 512  # stop after this many tokens if <|im_end|> has not come
-    temperature: float = 0.0  # 0: greedy; > 0: sample from softmax(logits / temperature)
-    top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much mass
+    max_new_tokens: int = MAX_NEW_TOKENS  # stop after this many tokens if <|im_end|> has not come
+    temperature: float = TEMPERATURE  # 0: greedy; > 0: sample from softmax(logits / temperature)
+    top_p: float = TOP_P  # nucleus sampling: keep the smallest set of tokens with this much mass
     generator: torch.Generator | None = None  # CPU generator for sampling (per request)
     on_token: Callable[[int], None] | None = None  # called with each answer token as it is decoded (streaming)
     stop: Callable[[], bool] | None = None  # checked after each token: True ends this answer there (cancelled)

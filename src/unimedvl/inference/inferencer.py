@@ -41,6 +41,7 @@ from unimedvl.imaging.formats import has_image_suffix
 from unimedvl.imaging.medical_io import image_size, load_image
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
+from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
 from unimedvl.errors import ConfigError, DataError
 from unimedvl.sampling.flow import GuidanceConfig, check_strength, start_from_image
 from unimedvl.inference.context import Context, ContextPool, TextOptions
@@ -84,9 +85,9 @@ class Request:
     inputs: list[Any]  # texts (str) and images (PIL, numpy, [3,H,W] tensor in [-1,1], pathlib.Path), in order
     task: str = "understand"  # understand (text out) | edit | generate (image out)
     think: bool = False  # reason first (system prompt); the reasoning is returned
-    max_new_tokens: int = 512  # answer / reasoning length limit
-    temperature: float = 0.0  # 0: greedy decoding
-    top_p: float = 1.0  # nucleus sampling mass (with temperature > 0)
+    max_new_tokens: int = MAX_NEW_TOKENS  # answer / reasoning length limit
+    temperature: float = TEMPERATURE  # 0: greedy decoding
+    top_p: float = TOP_P  # nucleus sampling mass (with temperature > 0)
     guidance: GuidanceConfig | None = None  # image requests; None: the checkpoint's preset for the task
     height: int | None = None  # output size in pixels (image requests); None: the last input
     width: int | None = None  # image's size after the VAE transform, else the default size

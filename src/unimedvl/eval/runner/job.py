@@ -9,7 +9,6 @@ results and writes statistics.json with its provenance.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -89,7 +88,7 @@ def model_settings(options: EvalOptions, cuda: bool, model_path: Path | None = N
     inference = checkpoint.with_sizes(**_sizes(options))
     vae, vit = inference.vae_transform, inference.vit_transform
     plan = plan or load_plan(options)
-    guidance = dataclasses.replace(inference.preset("eval"), **options.guidance)
+    guidance = inference.guidance_for("eval", options.guidance)
     return EvalSettings(
         dtype=options.dtype or default_dtype("cuda" if cuda else "cpu"), weights=options.weights,
         vae_min_size=vae.min_image_size, vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size,
