@@ -46,6 +46,35 @@ def test_requests_joining_at_later_steps_get_the_images_they_get_alone(api):
         assert results[k].model_passes == expected.model_passes and results[k].seed == expected.seed
 
 
+def test_members_finishing_at_the_same_step_are_decoded_together_and_match_alone(api):
+    inf = api.inferencer
+    requests = [Request([random_image(32, 32, 50 + k), "Remove the noise."], "edit", guidance=EDIT, seed=10 + k)
+                for k in range(3)]  # fmt: skip
+    alone = [inf.run([r])[0] for r in requests]
+    stepper = StepBatch(inf)
+    decodes, finished = [], []  # images per VAE decode call; requests finishing per step
+    decode = inf.decode_latents
+    inf.decode_latents = lambda latents, grids: (decodes.append(len(grids)), decode(latents, grids))[1]
+    results = {}
+    try:
+        for k, m in enumerate(stepper.admit(requests[:2])):  # admitted together: one prefill
+            m.index = k
+        while stepper.active:
+            if len(finished) == 1:  # the third arrives one step later, so it finishes one step later
+                (m,) = stepper.admit(requests[2:])
+                m.index = 2
+            done = stepper.step()
+            finished.append(len(done))
+            results.update((m.index, r) for m, r in done)
+    finally:
+        del inf.decode_latents
+    assert [n for n in finished if n] == [2, 1] and decodes == [2, 1]
+    for k, expected in enumerate(alone):
+        got = np.asarray(results[k].image).astype(int)
+        assert np.abs(got - np.asarray(expected.image).astype(int)).max() <= 1, k  # fp32 round-off
+        assert results[k].model_passes == expected.model_passes
+
+
 def test_only_reference_sampler_image_requests_are_stepped(api):
     inf = api.inferencer
     assert steppable(_requests()[0], inf) and steppable(Request(["x"], "generate"), inf)

@@ -6,8 +6,10 @@ denoised as *members*, each at its own step of its own schedule, and advances al
 step per :meth:`StepBatch.step`: one forward of the language model over the latent query of every
 member, under the guidance branches that member needs at its current time. Between steps,
 :meth:`StepBatch.admit` prepares newly arrived requests (their contexts, one prefill) and adds
-their key/value rows to the shared cache, so they share the next step. A finished member is
-decoded and leaves.
+their key/value rows to the shared cache, so they share the next step: the requests admitted
+together have their contexts prefilled in one batch (one forward per round of ``Inferencer.prepare``).
+The members that finish at the same step are VAE-decoded together (one decode per output size) and
+leave.
 
 Who shares a step: every request sampled with the reference sampler (Euler, no step cache), and
 it may differ from the others in step count, guidance, SDEdit strength and output size (each
@@ -170,21 +172,28 @@ class StepBatch:
             branches[k][name] = v
         for m, ss in zip(members, slots):
             m.passes += len(ss)
-        finished = []
         for m, v in zip(members, branches):
             guided = combine_guidance(v, m.guidance, m.seg, 1)
             t, t_next = m.schedule[m.step], m.schedule[m.step + 1]
             m.x = m.x - guided * (t - t_next)
             m.step += 1
-            if m.done:
-                (image,) = self.inferencer.decode_latents(m.x, [m.grid])
-                result = m.job.result
-                result.image, result.seed, result.model_passes = image, m.job.seed, m.passes
-                finished.append((m, result))
+        finished = self._finish([m for m in members if m.done])
         if finished:
             done = {id(m) for m, _ in finished}
             self.members = [m for m in self.members if id(m) not in done]
             self._compact()
+        return finished
+
+    def _finish(self, done: list[Member]) -> list[tuple[Member, Result]]:
+        """Decode the members that finished this step, one VAE decode per output size for all of them."""
+        if not done:
+            return []
+        images = self.inferencer.decode_latents(torch.cat([m.x for m in done]), [m.grid for m in done])
+        finished = []
+        for m, image in zip(done, images):
+            result = m.job.result
+            result.image, result.seed, result.model_passes = image, m.job.seed, m.passes
+            finished.append((m, result))
         return finished
 
     @staticmethod
