@@ -110,10 +110,11 @@ def finetune(base: Path, mix: Path, info: Path, out: Path, method: str, steps: i
     return out / method / f"step_{steps:07d}", losses, seconds
 
 
-def evaluate(step: Path, test: list[dict], src: Path, question: str) -> list[float]:
+def evaluate(step: Path, test: list[dict], src: Path, question: str, quantize: str | None = None) -> list[float]:
+    """0/1 scores of the adapters in ``step`` on the base they name, held as loaded or quantised (``quantize``)."""
     from unimedvl.inference.api import UniMedVL
 
-    model = UniMedVL.from_pretrained(step, device="cpu")  # the base the adapter names + the adapter
+    model = UniMedVL.from_pretrained(step, device="cpu", quantize=quantize)  # the base the adapter names + adapter
     scores = []
     for r in test:
         answer = model.ask(str(src / r["input_img"][0]["path"]), question, max_new_tokens=8)
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs --out/results.json already holds (no training); evaluate what is missing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from _machine import machine
@@ -144,17 +147,23 @@ def main() -> None:
     mix, info, train, test = build_task(demo, out / "data", args.task)
     test = test[: args.test or None]
     top, baseline = majority(train, test)
-    results = {}
+    store = out / "results.json"
+    results = json.loads(store.read_text()) if args.reuse and store.is_file() else {}
+    src = demo / "data" / "medsynth"
     for method in args.methods.split(","):
-        step, losses, seconds = finetune(base, mix, info, out, method, args.steps, args.seed, args.lr,
-                                         args.targets.split(","))
-        scores = evaluate(step, test, demo / "data" / "medsynth", question)
-        results[method] = {"losses": losses, "seconds": seconds, "accuracy": mean_estimate(scores),
-                           "final_loss": sum(losses[-10:]) / len(losses[-10:])}
-        print(f"{method}: {seconds:.0f} s, final loss {results[method]['final_loss']:.4f}, "
-              f"accuracy {results[method]['accuracy']}", flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    methods = list(results)
+        if method not in results:
+            step, losses, seconds = finetune(base, mix, info, out, method, args.steps, args.seed, args.lr,
+                                             args.targets.split(","))
+            results[method] = {"losses": losses, "seconds": seconds, "final_loss": sum(losses[-10:]) / 10,
+                               "accuracy": mean_estimate(evaluate(step, test, src, question))}
+            print(f"{method}: {seconds:.0f} s, final loss {results[method]['final_loss']:.4f}, "
+                  f"accuracy {results[method]['accuracy']}", flush=True)
+        if method == "int8" and "accuracy_on_trained_base" not in results[method]:
+            # The adapters on the base they were trained against (int8 inference runs on a CPU; nf4 needs CUDA).
+            step = out / method / f"step_{args.steps:07d}"
+            results[method]["accuracy_on_trained_base"] = mean_estimate(evaluate(step, test, src, question, "int8"))
+        store.write_text(json.dumps(results, indent=2))
+    methods = [m for m in METHODS if m in results]
     print(f"\nmachine: {machine()}; lr {args.lr}, LoRA rank 8 on {args.targets}")
     print(f"base {base}; task {args.task}: {question!r}; train {len(train)} records, test {len(test)}; "
           f"{args.steps} steps, seed {args.seed}; load {os.getloadavg()[0]:.2f}")
@@ -169,8 +178,12 @@ def main() -> None:
         r = results[m]
         acc = r["accuracy"]
         ratio = f"{r['final_loss'] / ref['final_loss']:.3f}" if ref else "-"
-        print(f"{LABELS[m]}: final loss {r['final_loss']:.4f} (x{ratio} of LoRA), accuracy {acc['value']:.3f} "
-              f"[{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']}), {r['seconds']:.0f} s training")
+        print(f"{LABELS[m]}: final loss {r['final_loss']:.4f} (x{ratio} of LoRA), accuracy on the float base "
+              f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']}), {r['seconds']:.0f} s training")
+        if "accuracy_on_trained_base" in r:
+            acc = r["accuracy_on_trained_base"]
+            print(f"{LABELS[m]}: accuracy on the {m} base it trained on {acc['value']:.3f} "
+                  f"[{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']})")
 
 
 if __name__ == "__main__":
