@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.data import validate
+from unimedvl.commands import validate_data
 from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.data.validate import validate_jsonl, validate_sources
 from unimedvl.errors import UserError
@@ -194,7 +194,7 @@ def test_several_sources_and_whole_file_problems(dataset):
 
 def cli(argv):
     parser = argparse.ArgumentParser(prog="unimedvl")
-    validate.register(parser.add_subparsers(dest="command"))
+    validate_data.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -93,14 +93,14 @@ def test_chat_reads_piped_stdin(api, checkpoint, tmp_path, capsys, monkeypatch):
 
 
 def test_ask_think_labels_an_empty_reasoning_and_answer(checkpoint, tmp_path, capsys, monkeypatch):
-    from unimedvl.commands import inference as inference_cli
+    from unimedvl.commands import ask as ask_command
     from unimedvl.inference.api import Answer
 
     class Silent:  # a model that writes nothing (the demo model often closes its reasoning at once)
         def ask(self, *args, **kwargs):
             return Answer("", "")
 
-    monkeypatch.setattr(inference_cli, "load_model", lambda args: Silent())
+    monkeypatch.setattr(ask_command, "load_model", lambda args: Silent())
     code, out, _ = _main(capsys, "ask", "--model", checkpoint, "--question", "What is this?", "--think")
     assert code == 0 and out.startswith("Thinking: (none: the model wrote no reasoning") and "\nAnswer: (empty" in out
 
