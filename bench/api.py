@@ -21,17 +21,18 @@ import io
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
-QUESTIONS = ("What imaging modality is this?", "Is there a lesion?", "Where is the lesion?",
-             "Describe the findings.")  # fmt: skip
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+QUESTIONS = ("What imaging modality is this?", "Is there a lesion?", "Where is the lesion?", "Describe the findings.")
 # The sizes `unimedvl demo` trains at (README): 64 px VAE rule, 56..70 px ViT.
 DEMO_SIZES = dict(min_image_size=64, max_image_size=64, vit_min_image_size=56, vit_max_image_size=70)
 
@@ -56,8 +57,13 @@ def one_client(url: str, client_index: int, requests: int, max_tokens: int) -> l
     out = []
     for k in range(requests):
         seed = client_index * 100 + k
-        message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(seed)}},
-                                               {"type": "text", "text": QUESTIONS[k % len(QUESTIONS)]}]}  # fmt: skip
+        message = {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url(seed)}},
+                {"type": "text", "text": QUESTIONS[k % len(QUESTIONS)]},
+            ],
+        }
         start = time.perf_counter()
         reply = client.chat.completions.create(model="demo", messages=[message], max_tokens=max_tokens)
         out.append((reply.choices[0].message.content, time.perf_counter() - start))
@@ -69,8 +75,9 @@ def measure(inferencer, max_batch: int, args) -> dict:
     from unimedvl.api.server import BackgroundServer, create_app
     from unimedvl.api.settings import ServerSettings
 
-    settings = ServerSettings(port=0, api_key="bench", max_batch=max_batch, batch_window_ms=args.window_ms,
-                              queue_size=max(64, args.clients))  # fmt: skip
+    settings = ServerSettings(
+        port=0, api_key="bench", max_batch=max_batch, batch_window_ms=args.window_ms, queue_size=max(64, args.clients)
+    )
     with BackgroundServer(create_app(inferencer, settings, model_id="demo")) as server:
         one_client(server.url, 999, 1, args.max_tokens)  # warm-up: first-call costs out of the timing
         out = run_clients(args.clients, lambda c: one_client(server.url, c, args.requests, args.max_tokens))
@@ -79,8 +86,8 @@ def measure(inferencer, max_batch: int, args) -> dict:
 
 def load_model(checkpoint: str | None):
     """The checkpoint at the demo's sizes, CPU fp32 (None: a random demo-size one, made in a temporary folder)."""
-    from unimedvl.inference.api import UniMedVL
     from unimedvl.checkpoint.create import init_checkpoint
+    from unimedvl.inference.api import UniMedVL
 
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint
@@ -97,9 +104,14 @@ def run_clients(clients: int, one: Callable[[int], list[tuple[Any, float]]]) -> 
         per_client = list(pool.map(one, range(clients)))
     wall = time.perf_counter() - start
     latencies = [s for results in per_client for _, s in results]
-    return {"outputs": [a for results in per_client for a, _ in results], "wall": wall,
-            "rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
-            "mean": sum(latencies) / len(latencies)}  # fmt: skip
+    return {
+        "outputs": [a for results in per_client for a, _ in results],
+        "wall": wall,
+        "rps": len(latencies) / wall,
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "mean": sum(latencies) / len(latencies),
+    }
 
 
 def main() -> int:
@@ -117,8 +129,10 @@ def main() -> int:
 
     model = load_model(args.checkpoint)
     total = args.clients * args.requests
-    print(f"API batching: demo-size model (random weights), CPU fp32, {args.clients} clients x {args.requests} VQA "
-          f"requests, {args.max_tokens} new tokens each, window {args.window_ms:g} ms")  # fmt: skip
+    print(
+        f"API batching: demo-size model (random weights), CPU fp32, {args.clients} clients x {args.requests} VQA "
+        f"requests, {args.max_tokens} new tokens each, window {args.window_ms:g} ms"
+    )
     runs: dict[int, list[dict]] = {8: [], 1: []}
     for _ in range(args.rounds):
         for max_batch in (1, 8):
@@ -129,11 +143,15 @@ def main() -> int:
         best = max(results, key=lambda r: r["rps"])  # the least disturbed round of each
         summary[max_batch] = best
         rounds = ", ".join(f"{r['rps']:.2f}" for r in results)
-        print(f"--max-batch {max_batch}: {best['rps']:6.2f} requests/s ({total} in {best['wall']:.2f} s)   "
-              f"p50 {best['p50']:.3f} s   p95 {best['p95']:.3f} s   (rounds: {rounds} req/s)")  # fmt: skip
+        print(
+            f"--max-batch {max_batch}: {best['rps']:6.2f} requests/s ({total} in {best['wall']:.2f} s)   "
+            f"p50 {best['p50']:.3f} s   p95 {best['p95']:.3f} s   (rounds: {rounds} req/s)"
+        )
     ratio = summary[8]["rps"] / summary[1]["rps"]
-    print(f"batched / one by one: {ratio:.2f}x requests/s (goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}); "
-          f"answers identical: {identical}")  # fmt: skip
+    print(
+        f"batched / one by one: {ratio:.2f}x requests/s (goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}); "
+        f"answers identical: {identical}"
+    )
     print(f"machine: {machine()}")
     return 0 if identical else 1
 

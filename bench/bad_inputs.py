@@ -26,15 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def _text(repeats: int) -> None:
     import drill_support as ds
-
     from unimedvl.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.offline_qwen()
     text = ds.huge_text(10)
     _ = tokenizer.max_token_bytes  # computed once per tokenizer, as in a long-running process
     rows = {}
-    for name, fn in (("tokenise (before)", lambda: len(tokenizer.encode(text)) > 16384),
-                     ("bound (now)", lambda: tokenizer.tokens_exceed(text, 16384))):
+    for name, fn in (
+        ("tokenise (before)", lambda: len(tokenizer.encode(text)) > 16384),
+        ("bound (now)", lambda: tokenizer.tokens_exceed(text, 16384)),
+    ):
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
@@ -42,15 +43,17 @@ def _text(repeats: int) -> None:
             best = min(best, time.perf_counter() - start)
         rows[name] = best
     tokens = len(tokenizer.encode(text))
-    print(f"10 MB question ({tokens} tokens; bound {tokenizer.min_tokens(text)}): "
-          + ", ".join(f"{k} {v:.3f} s" for k, v in rows.items())
-          + f", ratio {rows['tokenise (before)'] / rows['bound (now)']:.1f}x")
+    print(
+        f"10 MB question ({tokens} tokens; bound {tokenizer.min_tokens(text)}): "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in rows.items())
+        + f", ratio {rows['tokenise (before)'] / rows['bound (now)']:.1f}x"
+    )
 
 
 def _decode(path: str, reduced: bool) -> None:
     """One variant in this process: print (seconds, peak RSS MB, size fed to the model)."""
-    from unimedvl.imaging.medical_io import image_size, load_image
     from unimedvl.checkpoint.inference_config import RELEASE_VAE_TRANSFORM as vae
+    from unimedvl.imaging.medical_io import image_size, load_image
 
     start = time.perf_counter()
     if reduced:
@@ -66,14 +69,16 @@ def _decode(path: str, reduced: bool) -> None:
 def _make(folder: Path) -> None:
     """The two 12000 x 12000 test images (in their own process: a parent holding gigabytes would hand
     its resident size to the children it starts, and their peaks would include it)."""
-    import drill_support as ds
     import numpy as np
     from PIL import Image
 
+    import drill_support as ds
+
     ds.png_bomb(folder / "large.png", 12000, 12000)
     gradient = np.linspace(0, 255, 12000, dtype=np.uint8)
-    Image.fromarray(np.broadcast_to(gradient, (12000, 12000)).copy()).convert("RGB").save(folder / "large.jpg",
-                                                                                          quality=85)
+    Image.fromarray(np.broadcast_to(gradient, (12000, 12000)).copy()).convert("RGB").save(
+        folder / "large.jpg", quality=85
+    )
 
 
 def _images(folder: Path) -> None:
@@ -81,13 +86,19 @@ def _images(folder: Path) -> None:
     for path in (folder / "large.png", folder / "large.jpg"):
         out = {}
         for reduced in (False, True):
-            done = subprocess.run([sys.executable, __file__, "--decode", str(path), str(int(reduced))],
-                                  capture_output=True, text=True, check=True)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, __file__, "--decode", str(path), str(int(reduced))],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             out[reduced] = json.loads(done.stdout.strip().splitlines()[-1])
         full, now = out[False], out[True]
-        print(f"ask on {path.name} (12000x12000 -> {tuple(now['size'])}): full decode {full['seconds']:.2f} s, "
-              f"peak {full['peak_mb']:.0f} MB; reduced {now['seconds']:.2f} s, peak {now['peak_mb']:.0f} MB; "
-              f"time ratio {full['seconds'] / now['seconds']:.1f}x, memory ratio {full['peak_mb'] / now['peak_mb']:.1f}x")
+        print(
+            f"ask on {path.name} (12000x12000 -> {tuple(now['size'])}): full decode {full['seconds']:.2f} s, "
+            f"peak {full['peak_mb']:.0f} MB; reduced {now['seconds']:.2f} s, peak {now['peak_mb']:.0f} MB; "
+            f"time ratio {full['seconds'] / now['seconds']:.1f}x, memory ratio {full['peak_mb'] / now['peak_mb']:.1f}x"
+        )
 
 
 def main() -> None:

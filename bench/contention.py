@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOP = ("import torch, time\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\n"
-        "while True:\n    a = torch.tanh(a @ a)\n")
+LOOP = (
+    "import torch, time\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\nwhile True:\n    a = torch.tanh(a @ a)\n"
+)
 
 
 def child(out: str, steps: int, mode: str) -> None:
@@ -66,10 +67,19 @@ def run_copies(prepared: Path, work: Path, copies: int, steps: int, mode: str, l
         folder = work / f"{mode}-{copies}-{int(loop)}-{k}"
         shutil.rmtree(folder, ignore_errors=True)
         # the prepared stages (data, tokenizer, autoencoder, initial model), not a previous copy's training
-        shutil.copytree(prepared, folder, ignore=lambda where, names: {"train", "eval", "report"}
-                        if Path(where) == prepared else set())  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, __file__, "--child", str(folder), "--steps", str(steps),
-                                       "--modes", mode], env=_env(mode), stdout=subprocess.PIPE, text=True))
+        shutil.copytree(
+            prepared,
+            folder,
+            ignore=lambda where, names: {"train", "eval", "report"} if Path(where) == prepared else set(),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", str(folder), "--steps", str(steps), "--modes", mode],
+                env=_env(mode),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     spinner = subprocess.Popen([sys.executable, "-c", LOOP], env=_env("torch")) if loop else None
     results = []
     try:
@@ -98,7 +108,6 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     sys.path.insert(0, str(ROOT / "src"))
     from _machine import machine
-
     from unimedvl.demo import Demo, DemoConfig
 
     print(machine())
@@ -114,9 +123,12 @@ def main() -> None:
         ae = demo._stage("autoencoder", lambda f: demo._autoencoder(f, data))
         demo._stage("model_init", lambda f: demo._model_init(f, tokenizer, ae))
         for mode in args.modes.split(","):
-            (alone, threads), = run_copies(prepared, work, 1, args.steps, mode, loop=False)
+            ((alone, threads),) = run_copies(prepared, work, 1, args.steps, mode, loop=False)
             print(f"{mode}: alone {alone:.1f} s ({threads} threads)", flush=True)
-            for label, copies, loop in (("two copies at once", 2, False), ("two copies beside the matmul loop", 2, True)):
+            for label, copies, loop in (
+                ("two copies at once", 2, False),
+                ("two copies beside the matmul loop", 2, True),
+            ):
                 runs = run_copies(prepared, work, copies, args.steps, mode, loop)
                 ratios = ", ".join(f"{s:.1f} s = {s / alone:.2f}x ({t} threads)" for s, t in runs)
                 print(f"{mode}: {label}: {ratios}; load {os.getloadavg()[0]:.2f}", flush=True)

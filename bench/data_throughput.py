@@ -20,11 +20,11 @@ import tempfile
 import time
 
 import torch
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.config import model_config
 from unimedvl.data.loader import DataConfig, build_loader
-from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.tokenizer import Tokenizer
@@ -78,27 +78,36 @@ def main() -> None:
         t0 = time.perf_counter()
         generate_medsynth(tmp, n_train=args.records, n_test=0, seed=0, image_size=64)
         print(f"MedSynth: {args.records} records at 64 px in {time.perf_counter() - t0:.1f} s")
-        common = dict(expected_num_tokens=args.tokens, max_num_tokens=args.tokens + args.tokens // 4,
-                      max_num_tokens_per_sample=args.tokens // 2)
+        common = dict(
+            expected_num_tokens=args.tokens,
+            max_num_tokens=args.tokens + args.tokens // 4,
+            max_num_tokens_per_sample=args.tokens // 2,
+        )
         results = {}
         for workers in (0, 2):
             cfg = DataConfig(os.path.join(tmp, "mix.yaml"), num_workers=workers, **common)
             results[workers] = measure_loader(cfg, model_cfg, tokenizer, args.batches)
             startup, rec_s, tok_s, _ = results[workers]
-            print(f"loader, {workers} workers: {rec_s:8.1f} records/s  {tok_s:9.0f} tokens/s  "
-                  f"(first pack after {startup:.2f} s)")
+            print(
+                f"loader, {workers} workers: {rec_s:8.1f} records/s  {tok_s:9.0f} tokens/s  "
+                f"(first pack after {startup:.2f} s)"
+            )
         packs = results[0][3]
         torch.manual_seed(0)
         model = UnifiedModel(model_cfg)
         packs = packs[: args.train_packs + 1]
         train_tok_s = measure_training(model, packs)
         mean_len = sum(p.sequence_length for p in packs[1:]) / (len(packs) - 1)
-        print(f"training (debug model, fwd+bwd+AdamW): {train_tok_s:9.0f} tokens/s  "
-              f"({len(packs) - 1} packs of {mean_len:.0f} tokens on average)")
+        print(
+            f"training (debug model, fwd+bwd+AdamW): {train_tok_s:9.0f} tokens/s  "
+            f"({len(packs) - 1} packs of {mean_len:.0f} tokens on average)"
+        )
         for workers in (0, 2):
             ratio = results[workers][2] / train_tok_s
-            print(f"loader tokens/s / training tokens/s, {workers} workers: {ratio:.1f}  "
-                  f"(target >= 5: {'met' if ratio >= 5 else 'NOT met'})")
+            print(
+                f"loader tokens/s / training tokens/s, {workers} workers: {ratio:.1f}  "
+                f"(target >= 5: {'met' if ratio >= 5 else 'NOT met'})"
+            )
 
 
 if __name__ == "__main__":

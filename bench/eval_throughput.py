@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.medsynth.generator import generate_medsynth
 
@@ -40,26 +40,34 @@ ROOT = Path(__file__).resolve().parents[1]
 RANK_LINE = re.compile(r"rank (\d+): (\d+) sample\(s\) in ([0-9.]+) s")
 
 
-
-
 def run_eval(label: str, launcher: list[str], eval_args: list[str], threads: int | None) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(ROOT / "src"),
-                                                                            os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     else:
         env.pop("OMP_NUM_THREADS", None)
     start = time.perf_counter()
-    proc = subprocess.run([*launcher, "-m", "unimedvl.commands.eval", *eval_args], env=env, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [*launcher, "-m", "unimedvl.commands.eval", *eval_args], env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{label} failed:\n{proc.stderr[-3000:]}")
     ranks = {int(r): (int(n), float(t)) for r, n, t in RANK_LINE.findall(proc.stderr)}
     samples = sum(n for n, _ in ranks.values())
     loop = max(t for _, t in ranks.values())
-    return {"label": label, "samples": samples, "loop_s": loop, "wall_s": wall, "loop_rate": 60.0 * samples / loop,
-            "wall_rate": 60.0 * samples / wall}  # fmt: skip
+    return {
+        "label": label,
+        "samples": samples,
+        "loop_s": loop,
+        "wall_s": wall,
+        "loop_rate": 60.0 * samples / loop,
+        "wall_rate": 60.0 * samples / wall,
+    }
 
 
 def main() -> None:
@@ -67,17 +75,35 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=24, help="MedSynth test records (shared across the 9 tasks)")
     parser.add_argument("--num-timesteps", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--default-threads", action="store_true",
-                        help="also time one process with torch's default thread count")
+    parser.add_argument(
+        "--default-threads", action="store_true", help="also time one process with torch's default thread count"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = init_checkpoint("debug", tmp / "debug", seed=0)
         generate_medsynth(tmp / "medsynth", n_train=0, n_test=opts.n_test, image_size=64)
-        common = ["--model", str(ckpt), "--data", str(tmp / "medsynth" / "test.jsonl"), "--device", "cpu",
-                  "--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-                  "--num-timesteps", str(opts.num_timesteps), "--max-new-tokens", str(opts.max_new_tokens),
-                  "--no-progress"]  # fmt: skip
+        common = [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tmp / "medsynth" / "test.jsonl"),
+            "--device",
+            "cpu",
+            "--vae-min-size",
+            "64",
+            "--vae-max-size",
+            "64",
+            "--vit-min-size",
+            "56",
+            "--vit-max-size",
+            "70",
+            "--num-timesteps",
+            str(opts.num_timesteps),
+            "--max-new-tokens",
+            str(opts.max_new_tokens),
+            "--no-progress",
+        ]
         python = [sys.executable]
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
         runs = [
@@ -85,19 +111,33 @@ def main() -> None:
             run_eval("2 processes (torchrun, 1 thread each)", torchrun, [*common, "--out", str(tmp / "two")], 1),
         ]
         if opts.default_threads:
-            runs.append(run_eval(f"1 process ({torch.get_num_threads()} threads)", python,
-                                 [*common, "--out", str(tmp / "threads")], None))  # fmt: skip
-        psnr = [json.loads((tmp / d / "debug" / "test" / "statistics.json").read_text())["overall"]["psnr_mean"]
-                for d in ("one", "two", "threads")[: len(runs)]]  # fmt: skip
-    print(f"eval throughput: debug model, CPU fp32, MedSynth {opts.n_test} records at 64 px (all 9 tasks), "
-          f"{opts.num_timesteps} timesteps, {opts.max_new_tokens} new tokens, batch size 1")  # fmt: skip
+            runs.append(
+                run_eval(
+                    f"1 process ({torch.get_num_threads()} threads)",
+                    python,
+                    [*common, "--out", str(tmp / "threads")],
+                    None,
+                )
+            )
+        psnr = [
+            json.loads((tmp / d / "debug" / "test" / "statistics.json").read_text())["overall"]["psnr_mean"]
+            for d in ("one", "two", "threads")[: len(runs)]
+        ]
+    print(
+        f"eval throughput: debug model, CPU fp32, MedSynth {opts.n_test} records at 64 px (all 9 tasks), "
+        f"{opts.num_timesteps} timesteps, {opts.max_new_tokens} new tokens, batch size 1"
+    )
     print(f"machine: {machine()}")
     for r in runs:
-        print(f"{r['label']:<40} loop {r['loop_rate']:7.1f} samples/min ({r['loop_s']:6.2f} s)   "
-              f"end-to-end {r['wall_rate']:6.1f} samples/min ({r['wall_s']:6.2f} s)")  # fmt: skip
+        print(
+            f"{r['label']:<40} loop {r['loop_rate']:7.1f} samples/min ({r['loop_s']:6.2f} s)   "
+            f"end-to-end {r['wall_rate']:6.1f} samples/min ({r['wall_s']:6.2f} s)"
+        )
     one, two = runs[:2]
-    print(f"ratio 2 processes / 1 process: loop {two['loop_rate'] / one['loop_rate']:.2f}, "
-          f"end-to-end {two['wall_rate'] / one['wall_rate']:.2f}")  # fmt: skip
+    print(
+        f"ratio 2 processes / 1 process: loop {two['loop_rate'] / one['loop_rate']:.2f}, "
+        f"end-to-end {two['wall_rate'] / one['wall_rate']:.2f}"
+    )
     print(f"psnr_mean per run: {', '.join(f'{p:.6f}' for p in psnr)}")
 
 

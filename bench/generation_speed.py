@@ -38,13 +38,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
-from unimedvl.metrics.image import paired_image_metrics
-from unimedvl.metrics.uncertainty import mean_estimate
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
+from unimedvl.metrics.image import paired_image_metrics
+from unimedvl.metrics.uncertainty import mean_estimate
 
 RESTORATION = ("denoising", "deblurring", "super_resolution", "motion_correction")
 # label -> GuidanceConfig overrides (on the task's preset); "euler50" is the reference.
@@ -77,8 +77,9 @@ def demo_requests(inf, data: Path, per_task: int, prompts: int) -> tuple[list, l
         if task in RESTORATION and seen.get(task, 0) < per_task and record.get("input_img"):
             seen[task] = seen.get(task, 0) + 1
             load = lambda key, record=record: Image.open(data.parent / record[key][0]["path"]).convert("RGB")  # noqa: E731
-            edits.append((record["message"][0]["value"].replace("<image>", "").strip(), load("input_img"),
-                          load("output_img")))  # fmt: skip
+            edits.append(
+                (record["message"][0]["value"].replace("<image>", "").strip(), load("input_img"), load("output_img"))
+            )
         elif task == "text_to_image" and len(texts) < prompts:
             texts.append((record["message"][0]["value"].strip(), None, None))
     return edits, texts
@@ -86,8 +87,10 @@ def demo_requests(inf, data: Path, per_task: int, prompts: int) -> tuple[list, l
 
 def release_requests(size: int, images: int) -> tuple[list, list]:
     rng = np.random.default_rng(0)
-    edits = [("Remove the noise.", Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), None)
-             for _ in range(images)]  # fmt: skip
+    edits = [
+        ("Remove the noise.", Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), None)
+        for _ in range(images)
+    ]
     return edits, [("An axial chest CT image.", None, None)] * images
 
 
@@ -96,11 +99,22 @@ def run_setting(inf, edits, texts, overrides: dict, size: int | None):
     requests = []
     edit_preset, text_preset = inf.config.preset("eval"), inf.config.preset("generate")
     for k, (text, source, _) in enumerate(edits):
-        requests.append(Request([source, text], "edit", guidance=dataclasses.replace(edit_preset, **overrides),
-                                seed=k, max_new_tokens=1))  # fmt: skip
+        requests.append(
+            Request(
+                [source, text], "edit", guidance=dataclasses.replace(edit_preset, **overrides), seed=k, max_new_tokens=1
+            )
+        )
     for k, (text, _, _) in enumerate(texts):
-        requests.append(Request([text], "generate", guidance=dataclasses.replace(text_preset, **overrides),
-                                seed=1000 + k, height=size, width=size))  # fmt: skip
+        requests.append(
+            Request(
+                [text],
+                "generate",
+                guidance=dataclasses.replace(text_preset, **overrides),
+                seed=1000 + k,
+                height=size,
+                width=size,
+            )
+        )
     plan = inf.prepare(requests)
     inf.decode_text(plan)
     start = time.perf_counter()
@@ -119,8 +133,21 @@ def write_release_checkpoint(work: Path, layers: int) -> Path:
         cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, num_hidden_layers=layers))
         work.mkdir(parents=True, exist_ok=True)
         save_yaml(to_dict(cfg), work / f"{ckpt.name}.yaml")
-        subprocess.run([sys.executable, "-m", "unimedvl.cli", "init-checkpoint", "--size",
-                        str(work / f"{ckpt.name}.yaml"), "--out", str(ckpt), "--dtype", "bf16"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "unimedvl.cli",
+                "init-checkpoint",
+                "--size",
+                str(work / f"{ckpt.name}.yaml"),
+                "--out",
+                str(ckpt),
+                "--dtype",
+                "bf16",
+            ],
+            check=True,
+        )
     return ckpt
 
 
@@ -158,8 +185,10 @@ def main() -> None:
     print(f"model {ckpt if args.release_random else args.model}: {len(edits)} edits, {len(texts)} prompts")
     run_setting(inf, edits[:1], texts[:1], SETTINGS["euler10"], size)  # warm-up (allocations, kernels)
     reference = None
-    header = (f"{'setting':<18} {'passes':>7} {'x fewer':>7} {'time s':>7} {'x faster':>8} {'PSNR vs ref':>17} "
-              f"{'SSIM vs ref':>11} {'edit PSNR vs truth [95% CI]':>30} {'inside':>6}")
+    header = (
+        f"{'setting':<18} {'passes':>7} {'x fewer':>7} {'time s':>7} {'x faster':>8} {'PSNR vs ref':>17} "
+        f"{'SSIM vs ref':>11} {'edit PSNR vs truth [95% CI]':>30} {'inside':>6}"
+    )
     print(header)
     for label in labels:
         images, passes, seconds = run_setting(inf, edits, texts, SETTINGS[label], size)
@@ -171,12 +200,16 @@ def main() -> None:
         task = mean_estimate(truth) if truth else None
         if label == "euler50":
             ref_task = task
-        inside = "-" if task is None else ("yes" if ref_task["ci95"][0] <= task["value"] <= ref_task["ci95"][1]
-                                           else "no")  # fmt: skip
+        inside = (
+            "-" if task is None else ("yes" if ref_task["ci95"][0] <= task["value"] <= ref_task["ci95"][1] else "no")
+        )
         task_text = "-" if task is None else f"{task['value']:.2f} [{task['ci95'][0]:.2f}, {task['ci95'][1]:.2f}]"
-        print(f"{label:<18} {np.mean(passes):>7.1f} {np.mean(reference[1]) / np.mean(passes):>7.2f} {seconds:>7.2f} "
-              f"{reference[2] / seconds:>8.2f} {np.mean(agree_psnr):>8.2f} (min {min(agree_psnr):>5.2f}) "
-              f"{np.mean([m['ssim'] for m in agree]):>11.4f} {task_text:>30} {inside:>6}", flush=True)  # fmt: skip
+        print(
+            f"{label:<18} {np.mean(passes):>7.1f} {np.mean(reference[1]) / np.mean(passes):>7.2f} {seconds:>7.2f} "
+            f"{reference[2] / seconds:>8.2f} {np.mean(agree_psnr):>8.2f} (min {min(agree_psnr):>5.2f}) "
+            f"{np.mean([m['ssim'] for m in agree]):>11.4f} {task_text:>30} {inside:>6}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,11 +27,23 @@ import yaml
 from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 
 MOT_1B = {
-    "llm": {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 12,
-            "num_attention_heads": 16, "num_key_value_heads": 4, "rope_theta": 1_000_000.0,
-            "max_position_embeddings": 32768},
-    "vit": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-            "image_size": 980},
+    "llm": {
+        "vocab_size": 32000,
+        "hidden_size": 2048,
+        "intermediate_size": 5504,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "rope_theta": 1_000_000.0,
+        "max_position_embeddings": 32768,
+    },
+    "vit": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "image_size": 980,
+    },
     "max_latent_size": 64,
     "vit_max_num_patch_per_side": 70,
 }
@@ -56,8 +68,13 @@ class SyntheticLoader:
             if k % 3 == 2:
                 src = torch.rand(3, self.image, self.image, generator=self.g) * 2 - 1
                 tgt = torch.rand(3, self.image, self.image, generator=self.g) * 2 - 1
-                sample = [VaeImageSplit(image=src), VitImageSplit(src[:, :vit, :vit]), TextSplit(self._ids(48)),
-                          TextSplit(self._ids(96), loss=True), VaeImageSplit(image=tgt, noised=True)]
+                sample = [
+                    VaeImageSplit(image=src),
+                    VitImageSplit(src[:, :vit, :vit]),
+                    TextSplit(self._ids(48)),
+                    TextSplit(self._ids(96), loss=True),
+                    VaeImageSplit(image=tgt, noised=True),
+                ]
                 n = 2 * (self.image // 16) ** 2 + (vit // 14) ** 2 + 160
             else:
                 n = min(2048, self.tokens - total)
@@ -102,8 +119,16 @@ def main() -> None:
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --dry-run on a CPU")
-        size, device, dtype, attn, steps, warm, tokens, image = (None, "cuda", "bf16", args.attn, args.steps, 3,
-                                                                 args.tokens, args.image)
+        size, device, dtype, attn, steps, warm, tokens, image = (
+            None,
+            "cuda",
+            "bf16",
+            args.attn,
+            args.steps,
+            3,
+            args.tokens,
+            args.image,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if size is None:
@@ -111,12 +136,25 @@ def main() -> None:
             size = str(tmp / "mot_1b.yaml")
         ckpt = init_checkpoint(size, tmp / "ckpt", seed=0)
         (tmp / "mix.yaml").write_text("synthetic: {}\n")
-        cfg = TrainConfig(dataset_config_file=str(tmp / "mix.yaml"), model_path=str(ckpt),
-                          checkpoint_dir=str(tmp / "run"), total_steps=warm + steps, save_every=10**6,
-                          warmup_steps=0, lr=1e-5, attn_backend=attn, dtype=dtype, device=device,
-                          gradient_checkpointing=args.gradient_checkpointing, progress_bar=False, tensorboard=False,
-                          ema=0.999, expected_num_tokens=tokens, max_num_tokens=tokens * 2,
-                          max_num_tokens_per_sample=tokens)
+        cfg = TrainConfig(
+            dataset_config_file=str(tmp / "mix.yaml"),
+            model_path=str(ckpt),
+            checkpoint_dir=str(tmp / "run"),
+            total_steps=warm + steps,
+            save_every=10**6,
+            warmup_steps=0,
+            lr=1e-5,
+            attn_backend=attn,
+            dtype=dtype,
+            device=device,
+            gradient_checkpointing=args.gradient_checkpointing,
+            progress_bar=False,
+            tensorboard=False,
+            ema=0.999,
+            expected_num_tokens=tokens,
+            max_num_tokens=tokens * 2,
+            max_num_tokens_per_sample=tokens,
+        )
 
         def factory(data_cfg, model_cfg, tokenizer, rank=0, world_size=1, state=None):
             return SyntheticLoader(model_cfg, tokenizer.special, tokens, image, seed=rank, state=state)
@@ -124,17 +162,21 @@ def main() -> None:
         t = Trainer(cfg, loader_factory=factory).setup()
         n_params = sum(p.numel() for p in t.model.parameters()) / 1e6
         dev_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-        print(f"device: {dev_name}; model: {n_params:.1f}M parameters; attention {attn}; dtype {dtype}; "
-              f"{tokens} tokens per pack; peak bf16 FLOP/s: {t.peak or 'unknown'}")
+        print(
+            f"device: {dev_name}; model: {n_params:.1f}M parameters; attention {attn}; dtype {dtype}; "
+            f"{tokens} tokens per pack; peak bf16 FLOP/s: {t.peak or 'unknown'}"
+        )
         results = []
         for i in range(warm + steps):
             m = t.train_step()
             t.step += 1
             mfu = m.get("mfu")
             tag = "warm-up" if i < warm else "timed"
-            print(f"step {i + 1:>3} ({tag}): loss {m['loss']:.4f}  {m['tokens_per_s']:>9.0f} tok/s  "
-                  f"MFU {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}  peak mem {m['peak_mem_gb']:.2f} GB  "
-                  f"step {m['step_time']:.3f}s")
+            print(
+                f"step {i + 1:>3} ({tag}): loss {m['loss']:.4f}  {m['tokens_per_s']:>9.0f} tok/s  "
+                f"MFU {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}  peak mem {m['peak_mem_gb']:.2f} GB  "
+                f"step {m['step_time']:.3f}s"
+            )
             if i >= warm:
                 results.append(m)
         tps = statistics.median(r["tokens_per_s"] for r in results)

@@ -24,21 +24,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.config import model_config
 from unimedvl.imaging.transforms import ImageTransform
-from unimedvl.sampling.flow import GuidanceConfig, euler_sample
 from unimedvl.inference.inferencer import VIT_TRANSFORM, GuidedVelocity, Inferencer, Request
-from unimedvl.checkpoint.create import BUILTIN_CORPUS
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.models.unified import UnifiedModel
+from unimedvl.sampling.flow import GuidanceConfig, euler_sample
 from unimedvl.tokenizer import Tokenizer
 
 
@@ -84,8 +84,9 @@ class ConcatStep:
         c.keys[layer] = torch.cat([c.keys[layer], k[:, :, None]], dim=2)  # k: (rows, Hkv, D)
         c.values[layer] = torch.cat([c.values[layer], v[:, :, None]], dim=2)
         rows, heads, dim = q.shape
-        out = F.scaled_dot_product_attention(q[:, :, None], c.keys[layer], c.values[layer],
-                                             enable_gqa=heads != k.shape[1])  # fmt: skip
+        out = F.scaled_dot_product_attention(
+            q[:, :, None], c.keys[layer], c.values[layer], enable_gqa=heads != k.shape[1]
+        )
         return out.reshape(rows, heads, dim)
 
     def commit(self) -> None:
@@ -116,9 +117,11 @@ def bench_guidance(inf: Inferencer, side: int, steps: int, repeats: int) -> None
     err = (a - b).abs().max().item()
     t = interleaved(fns, repeats)
     ctx = [plan.pool.length(c) for c in (job.full, job.cfg_text, job.cfg_img)]
-    print(f"  image editing {job.size[0]}x{job.size[1]} ({grid[0] * grid[1]} latent tokens, contexts {ctx} tokens), "
-          f"{steps - 1} steps x 3 branches: batched {t['batched']:.3f} s, per-branch {t['per-branch']:.3f} s, "
-          f"ratio per-branch/batched {t['per-branch'] / t['batched']:.2f} (max |latent diff| {err:.1e})")  # fmt: skip
+    print(
+        f"  image editing {job.size[0]}x{job.size[1]} ({grid[0] * grid[1]} latent tokens, contexts {ctx} tokens), "
+        f"{steps - 1} steps x 3 branches: batched {t['batched']:.3f} s, per-branch {t['per-branch']:.3f} s, "
+        f"ratio per-branch/batched {t['per-branch'] / t['batched']:.2f} (max |latent diff| {err:.1e})"
+    )
 
 
 def compare_caches(lm, prefilled: Callable[[], tuple], first_pos: int, new_tokens: int, repeats: int):
@@ -148,9 +151,11 @@ def compare_caches(lm, prefilled: Callable[[], tuple], first_pos: int, new_token
 
 
 def report_decoding(what: str, new_tokens: int, same: bool, t: dict[str, float]) -> None:
-    print(f"  decode {new_tokens} tokens {what}: preallocated {new_tokens / t['preallocated']:.1f} tok/s, "
-          f"concat-every-step {new_tokens / t['concat']:.1f} tok/s, ratio {t['concat'] / t['preallocated']:.2f} "
-          f"(same tokens: {same})")  # fmt: skip
+    print(
+        f"  decode {new_tokens} tokens {what}: preallocated {new_tokens / t['preallocated']:.1f} tok/s, "
+        f"concat-every-step {new_tokens / t['concat']:.1f} tok/s, ratio {t['concat'] / t['preallocated']:.2f} "
+        f"(same tokens: {same})"
+    )
 
 
 @torch.no_grad()
@@ -180,8 +185,16 @@ def bench_release_kv(context: int, new_tokens: int, repeats: int) -> None:
     from unimedvl.config import LLMConfig
     from unimedvl.models.language import LanguageModel
 
-    cfg = LLMConfig(vocab_size=1024, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
-                    num_attention_heads=28, num_key_value_heads=4, head_dim=128, layer_module="Qwen2DecoderLayer")
+    cfg = LLMConfig(
+        vocab_size=1024,
+        hidden_size=512,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        head_dim=128,
+        layer_module="Qwen2DecoderLayer",
+    )
     torch.manual_seed(0)
     lm = LanguageModel(cfg).eval()
     keys = [torch.randn(1, 4, context, 128) for _ in range(2 * cfg.num_hidden_layers)]
@@ -196,17 +209,27 @@ def bench_release_kv(context: int, new_tokens: int, repeats: int) -> None:
         return cache, last
 
     same, t = compare_caches(lm, prefilled, context + 1, new_tokens, repeats)
-    report_decoding(f"after {context} cached positions, release KV width (4 layers, 4 KV heads x 128)",
-                    new_tokens, same, t)  # fmt: skip
+    report_decoding(
+        f"after {context} cached positions, release KV width (4 layers, 4 KV heads x 128)", new_tokens, same, t
+    )
 
 
 def bench_vqa(inf: Inferencer, new_tokens: int, repeats: int) -> None:
-    questions = ["What imaging modality is this?", "Is there a lesion?", "Where is the lesion located?",
-                 "How many lesions are there?", "Is this a CT scan?", "Describe the findings.",
-                 "Is there a pleural effusion?", "What is the impression?"]  # fmt: skip
+    questions = [
+        "What imaging modality is this?",
+        "Is there a lesion?",
+        "Where is the lesion located?",
+        "How many lesions are there?",
+        "Is this a CT scan?",
+        "Describe the findings.",
+        "Is there a pleural effusion?",
+        "What is the impression?",
+    ]
     sides = [192, 224, 256, 160, 224, 256, 192, 240]
-    requests = [Request([image(side, 10 + i), q], max_new_tokens=new_tokens)
-                for i, (side, q) in enumerate(zip(sides, questions))]  # fmt: skip
+    requests = [
+        Request([image(side, 10 + i), q], max_new_tokens=new_tokens)
+        for i, (side, q) in enumerate(zip(sides, questions))
+    ]
 
     def batched():
         return [r.token_ids for r in inf.run(requests)]
@@ -217,9 +240,11 @@ def bench_vqa(inf: Inferencer, new_tokens: int, repeats: int) -> None:
     same = batched() == single()
     t = interleaved({"batched": batched, "single": single}, repeats)
     tokens = sum(len(ids) for ids in batched())
-    print(f"  8 VQA requests (images 160-256 px, up to {new_tokens} new tokens, {tokens} generated): batched "
-          f"{t['batched']:.3f} s, one by one {t['single']:.3f} s, ratio {t['single'] / t['batched']:.2f} "
-          f"(same answers: {same})")  # fmt: skip
+    print(
+        f"  8 VQA requests (images 160-256 px, up to {new_tokens} new tokens, {tokens} generated): batched "
+        f"{t['batched']:.3f} s, one by one {t['single']:.3f} s, ratio {t['single'] / t['batched']:.2f} "
+        f"(same answers: {same})"
+    )
 
 
 def main() -> None:
@@ -246,8 +271,10 @@ def main() -> None:
         vit = ImageTransform(14, min(980, cfg.vit_max_num_patch_per_side * 14), 224, VIT_TRANSFORM.max_pixels)
         inf = Inferencer(model, tokenizer, vae, vit)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{size}: {params:.1f}M parameters (LLM hidden {cfg.llm.hidden_size}, {cfg.llm.num_hidden_layers} "
-              f"layers), fp32, VAE min/max 256, ViT min 224")  # fmt: skip
+        print(
+            f"{size}: {params:.1f}M parameters (LLM hidden {cfg.llm.hidden_size}, {cfg.llm.num_hidden_layers} "
+            f"layers), fp32, VAE min/max 256, ViT min 224"
+        )
         with torch.no_grad():
             bench_guidance(inf, 256, args.steps, args.repeats)
             bench_decoding(inf, args.new_tokens, args.repeats)

@@ -19,9 +19,9 @@ import tempfile
 import time
 
 import torch
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.models.language import LanguageModel
 
 SHAPE = dict(
@@ -39,8 +39,6 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
 
 
 def main() -> None:
@@ -104,12 +102,16 @@ def main() -> None:
     print(f"model: hidden 512, 8 layers, 8 heads / 2 KV heads, vocab 32000, fp32; batch {B} x {L} tokens")
     print(f"max |logits diff| prefill {diff:.2e}, full forward {full_diff:.2e}; greedy tokens identical: {same_tokens}")
     ours_ms, hf_ms = med["our_prefill"] * 1e3, med["hf_prefill"] * 1e3
-    print(f"prefill (cache + last logits): ours {ours_ms:.1f} ms, transformers {hf_ms:.1f} ms, "
-          f"ratio ours/transformers {ours_ms / hf_ms:.3f} (target <= 1.1)")  # fmt: skip
+    print(
+        f"prefill (cache + last logits): ours {ours_ms:.1f} ms, transformers {hf_ms:.1f} ms, "
+        f"ratio ours/transformers {ours_ms / hf_ms:.3f} (target <= 1.1)"
+    )
     ours_ms, hf_ms = med["our_full"] * 1e3, med["hf_full"] * 1e3
     print(f"full forward (all logits): ours {ours_ms:.1f} ms, transformers {hf_ms:.1f} ms, ratio {ours_ms / hf_ms:.3f}")
-    print(f"greedy decode {N} tokens x {B}: ours {our_tps:.1f} tok/s, transformers generate {hf_tps:.1f} tok/s, "
-          f"ratio ours/transformers {our_tps / hf_tps:.3f} (target >= 1.0)")  # fmt: skip
+    print(
+        f"greedy decode {N} tokens x {B}: ours {our_tps:.1f} tok/s, transformers generate {hf_tps:.1f} tok/s, "
+        f"ratio ours/transformers {our_tps / hf_tps:.3f} (target >= 1.0)"
+    )
 
 
 if __name__ == "__main__":

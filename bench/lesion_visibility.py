@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.config import model_config
 from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.medsynth import images as si
@@ -72,11 +72,14 @@ def probe(train, test, steps: int, batch: int, lr: float, seed: int) -> dict:
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        pred = torch.cat([logits(tx[i:i + 100]).argmax(-1) for i in range(0, len(tx), 100)])
+        pred = torch.cat([logits(tx[i : i + 100]).argmax(-1) for i in range(0, len(tx), 100)])
     hit = (pred == ty).float()
     per = {m: float(hit[[j for j, x in enumerate(tm) if x == m]].mean()) for m in si.MODALITIES}
-    return {"accuracy": float(hit.mean()), "majority": float(max(ty.float().mean(), 1 - ty.float().mean())),
-            "per_modality": per}
+    return {
+        "accuracy": float(hit.mean()),
+        "majority": float(max(ty.float().mean(), 1 - ty.float().mean())),
+        "per_modality": per,
+    }
 
 
 def main() -> None:
@@ -89,18 +92,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data and probe seed (default: 0)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"probe: demo ViT from scratch, {args.steps} steps x {args.batch} images, lr {args.lr:g}; "
-          f"{args.train} train / {args.test} test images of {IMAGE_SIZE} px at ViT {vit_sizes(IMAGE_SIZE)['max_image_size']} px")
-    print(f"{'lesion radii (fraction of side)':<36} {'accuracy':>8} {'majority':>8}  " + " ".join(
-        f"{m:>9}" for m in si.MODALITIES) + "  seconds")
-    for name, sizes in (("previous 0.035-0.085", PREVIOUS_SIZES),
-                        (f"rule >= {si.LESION_MIN_RADIUS:g} (current)", si.LESION_SIZES)):
+    print(
+        f"probe: demo ViT from scratch, {args.steps} steps x {args.batch} images, lr {args.lr:g}; "
+        f"{args.train} train / {args.test} test images of {IMAGE_SIZE} px at ViT {vit_sizes(IMAGE_SIZE)['max_image_size']} px"
+    )
+    print(
+        f"{'lesion radii (fraction of side)':<36} {'accuracy':>8} {'majority':>8}  "
+        + " ".join(f"{m:>9}" for m in si.MODALITIES)
+        + "  seconds"
+    )
+    for name, sizes in (
+        ("previous 0.035-0.085", PREVIOUS_SIZES),
+        (f"rule >= {si.LESION_MIN_RADIUS:g} (current)", si.LESION_SIZES),
+    ):
         start = time.perf_counter()
         train = images(args.train, 1000 + args.seed, sizes)
         test = images(args.test, 2000 + args.seed, sizes)
         result = probe(train, test, args.steps, args.batch, args.lr, args.seed)
-        print(f"{name:<36} {result['accuracy']:>8.1%} {result['majority']:>8.1%}  " + " ".join(
-            f"{result['per_modality'][m]:>9.1%}" for m in si.MODALITIES) + f"  {time.perf_counter() - start:.0f}")
+        print(
+            f"{name:<36} {result['accuracy']:>8.1%} {result['majority']:>8.1%}  "
+            + " ".join(f"{result['per_modality'][m]:>9.1%}" for m in si.MODALITIES)
+            + f"  {time.perf_counter() - start:.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -91,11 +91,21 @@ def child(args: argparse.Namespace) -> None:
     after_load = status_bytes("VmHWM")
     total, per_layer, layers = loaded_weight_bytes(model.model)
     _, tokens = _ask(model, args.answer_tokens)
-    print(json.dumps({
-        "plan": args.child, "base": base, "load_s": load_s, "after_load": after_load,
-        "peak": status_bytes("VmHWM"), "weight_bytes": total, "layer_bytes": per_layer, "layers": layers,
-        "tokens": tokens,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "plan": args.child,
+                "base": base,
+                "load_s": load_s,
+                "after_load": after_load,
+                "peak": status_bytes("VmHWM"),
+                "weight_bytes": total,
+                "layer_bytes": per_layer,
+                "layers": layers,
+                "tokens": tokens,
+            }
+        )
+    )
 
 
 def timing_child(args: argparse.Namespace) -> None:
@@ -114,8 +124,10 @@ def timing_child(args: argparse.Namespace) -> None:
                 seconds, tokens = _ask(model, n)
                 times.setdefault((name, n), []).append(seconds)
                 answers.setdefault(name, tokens)
-    per_token = {name: (min(times[name, args.answer_tokens]) - min(times[name, 1])) / max(len(answers[name]) - 1, 1)
-                 for name in models}  # fmt: skip
+    per_token = {
+        name: (min(times[name, args.answer_tokens]) - min(times[name, 1])) / max(len(answers[name]) - 1, 1)
+        for name in models
+    }
     print(json.dumps({"plan": args.time, "s_per_token": per_token[args.time], "reference": per_token["all-bf16"]}))
 
 
@@ -124,10 +136,10 @@ def naive_load(path: str):
     import torch
     from safetensors.torch import load_file
 
+    from unimedvl.checkpoint.inference_config import InferenceConfig
     from unimedvl.checkpoint.release import VAE_PREFIX, read_model_config
     from unimedvl.inference.api import UniMedVL
     from unimedvl.inference.inferencer import Inferencer
-    from unimedvl.checkpoint.inference_config import InferenceConfig
     from unimedvl.models.embeddings import PositionEmbedding
     from unimedvl.models.unified import UnifiedModel
     from unimedvl.tokenizer import Tokenizer
@@ -161,15 +173,43 @@ def write_checkpoint(work: Path, layers: int) -> Path:
     yaml_file = work / f"release_widths_{layers}_layers.yaml"
     save_yaml(to_dict(cfg), yaml_file)
     print(f"writing {ckpt} (bf16) with unimedvl init-checkpoint ...", flush=True)
-    subprocess.run([sys.executable, "-m", "unimedvl.cli", "init-checkpoint", "--size", str(yaml_file), "--out",
-                    str(ckpt), "--dtype", "bf16"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unimedvl.cli",
+            "init-checkpoint",
+            "--size",
+            str(yaml_file),
+            "--out",
+            str(ckpt),
+            "--dtype",
+            "bf16",
+        ],
+        check=True,
+    )
     return ckpt
 
 
 def run_child(plan: str, ckpt: Path, args: argparse.Namespace, mode: str = "--child") -> dict:
-    out = subprocess.run([sys.executable, __file__, mode, plan, "--model", str(ckpt), "--threads",
-                          str(args.threads), "--answer-tokens", str(args.answer_tokens), "--repeats", str(args.repeats)],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            mode,
+            plan,
+            "--model",
+            str(ckpt),
+            "--threads",
+            str(args.threads),
+            "--answer-tokens",
+            str(args.answer_tokens),
+            "--repeats",
+            str(args.repeats),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise SystemExit(f"{plan} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -177,9 +217,9 @@ def run_child(plan: str, ckpt: Path, args: argparse.Namespace, mode: str = "--ch
 
 def extrapolation(cfg_layers: int, results: dict[str, dict]) -> list[str]:
     """Measured bytes scaled to the release's 28 layers, beside info --memory's estimate."""
-    from unimedvl.config import model_config
     from unimedvl.checkpoint.memory_estimate import weight_bytes
     from unimedvl.checkpoint.memory_plan import LoadPlan
+    from unimedvl.config import model_config
 
     release = model_config("bagel-7b-mot")
     lines = [f"{'plan':<22} {'measured, 28 layers':>20} {'info --memory':>14} {'difference':>11}"]
@@ -189,8 +229,10 @@ def extrapolation(cfg_layers: int, results: dict[str, dict]) -> list[str]:
         per_layer = r["layer_bytes"] / r["layers"]
         measured = r["weight_bytes"] - r["layer_bytes"] + RELEASE_LAYERS * per_layer
         _, estimate, _ = weight_bytes(release, LoadPlan(**PLANS[name]), 2)
-        lines.append(f"{name:<22} {measured / 1e9:>17.2f} GB {estimate / 1e9:>11.2f} GB "
-                     f"{(estimate - measured) / measured:>+10.2%}")  # fmt: skip
+        lines.append(
+            f"{name:<22} {measured / 1e9:>17.2f} GB {estimate / 1e9:>11.2f} GB "
+            f"{(estimate - measured) / measured:>+10.2%}"
+        )
     return lines
 
 
@@ -203,8 +245,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed asks of each length (the fastest counts)")
     parser.add_argument("--naive", action="store_true", help="also measure a plain state-dict load (baseline)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint (default: deleted at the end)")
-    parser.add_argument("--memory-only", action="store_true",
-                        help="skip the timing (which holds two models at once: too large for --layers 12 in 24 GB)")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="skip the timing (which holds two models at once: too large for --layers 12 in 24 GB)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--time", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -228,25 +273,36 @@ def main() -> None:
     results = {}
     for plan in plans:
         results[plan] = run_child(plan, ckpt, args)
-        print(f"  {plan}: memory measured (load {results[plan]['load_s']:.1f} s, load average "
-              f"{os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+        print(
+            f"  {plan}: memory measured (load {results[plan]['load_s']:.1f} s, load average {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
     timing = {}
     for plan in [] if args.memory_only else list(PLANS)[1:]:
         timing[plan] = run_child(plan, ckpt, args, mode="--time")
         print(f"  {plan}: timed beside all-bf16 (load average {os.getloadavg()[0]:.2f})", flush=True)
     ref = results["all-bf16"]
-    print(f"\n{'plan':<20} {'weights':>9} {'peak RSS':>9} {'peak/weights':>12} {'peak/all-bf16':>13} "
-          f"{'s/token':>8} {'all-bf16':>8} {'ratio':>6} {'same tokens':>11}")  # fmt: skip
+    print(
+        f"\n{'plan':<20} {'weights':>9} {'peak RSS':>9} {'peak/weights':>12} {'peak/all-bf16':>13} "
+        f"{'s/token':>8} {'all-bf16':>8} {'ratio':>6} {'same tokens':>11}"
+    )
     for plan, r in results.items():
         same = sum(a == b for a, b in zip(r["tokens"], ref["tokens"]))
         t = timing.get(plan)
-        speed = (f"{t['s_per_token']:>8.3f} {t['reference']:>8.3f} {t['s_per_token'] / t['reference']:>5.2f}x"
-                 if t else f"{'':>8} {'':>8} {'':>6}")  # fmt: skip
-        print(f"{plan:<20} {r['weight_bytes'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>6.2f} GB "
-              f"{r['peak'] / r['weight_bytes']:>12.3f} {r['peak'] / ref['peak']:>13.3f} {speed} "
-              f"{same:>4}/{len(ref['tokens'])}")  # fmt: skip
-    print(f"(process base after imports: {ref['base'] / 1e9:.2f} GB, included in the peak; s/token: the plan and "
-          "all-bf16 timed in one process, interleaved, fastest of --repeats)")
+        speed = (
+            f"{t['s_per_token']:>8.3f} {t['reference']:>8.3f} {t['s_per_token'] / t['reference']:>5.2f}x"
+            if t
+            else f"{'':>8} {'':>8} {'':>6}"
+        )
+        print(
+            f"{plan:<20} {r['weight_bytes'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>6.2f} GB "
+            f"{r['peak'] / r['weight_bytes']:>12.3f} {r['peak'] / ref['peak']:>13.3f} {speed} "
+            f"{same:>4}/{len(ref['tokens'])}"
+        )
+    print(
+        f"(process base after imports: {ref['base'] / 1e9:.2f} GB, included in the peak; s/token: the plan and "
+        "all-bf16 timed in one process, interleaved, fastest of --repeats)"
+    )
     print(f"\nextrapolated to {RELEASE_LAYERS} layers (weight bytes):")
     print("\n".join(extrapolation(args.layers, results)))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")

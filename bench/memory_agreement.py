@@ -37,27 +37,40 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from _machine import machine
-
     from unimedvl.eval.runner.job import model_settings
     from unimedvl.eval.runner.options import EvalOptions
     from unimedvl.eval.statistics.plan_agreement import compare_plan
 
     torch.set_num_threads(args.threads)
-    sizes = {"vae_min_size": args.vae_min_size, "vae_max_size": args.vae_max_size,
-             "vit_min_size": args.vit_min_size, "vit_max_size": args.vit_max_size}  # fmt: skip
-    options = EvalOptions(models=[Path(args.model)], out="", dtype="bf16", sizes=sizes,
-                          max_new_tokens=args.max_new_tokens, strength=args.strength,
-                          guidance={"num_timesteps": args.num_timesteps})
+    sizes = {
+        "vae_min_size": args.vae_min_size,
+        "vae_max_size": args.vae_max_size,
+        "vit_min_size": args.vit_min_size,
+        "vit_max_size": args.vit_max_size,
+    }
+    options = EvalOptions(
+        models=[Path(args.model)],
+        out="",
+        dtype="bf16",
+        sizes=sizes,
+        max_new_tokens=args.max_new_tokens,
+        strength=args.strength,
+        guidance={"num_timesteps": args.num_timesteps},
+    )
     settings = model_settings(options, cuda=False, model_path=Path(args.model))
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     start = time.perf_counter()
     plan = {"quantize": args.quantize, "components": args.components}
     result = compare_plan(args.model, args.data, plan, settings, max_edits=args.edits)
-    print(f"plan {args.components}-{args.quantize} vs {args.components}-bf16 on {args.model} "
-          f"({time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at the end)")
+    print(
+        f"plan {args.components}-{args.quantize} vs {args.components}-bf16 on {args.model} "
+        f"({time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.2f} at the end)"
+    )
     print(f"questions: {result['questions']}, identical greedy answers: {result['agreement']:.1%} (goal >= 90%)")
-    print(f"edits: {result['edits']}, mean PSNR bf16 {result['psnr_reference']:.3f} dB, {args.quantize} "
-          f"{result['psnr_plan']:.3f} dB, difference {result['psnr_difference']:+.3f} dB (goal within 0.5 dB)")
+    print(
+        f"edits: {result['edits']}, mean PSNR bf16 {result['psnr_reference']:.3f} dB, {args.quantize} "
+        f"{result['psnr_plan']:.3f} dB, difference {result['psnr_difference']:+.3f} dB (goal within 0.5 dB)"
+    )
     if result["failed"]:
         print(f"failed samples: {len(result['failed'])}")
     for sample_id, ref, got in result["disagreements"][:10]:

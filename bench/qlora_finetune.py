@@ -68,16 +68,36 @@ def build_task(demo: Path, out: Path, task: str) -> tuple[Path, Path, list[dict]
             answer = answer_of(r) if r.get("input_img") else None
             if answer is None:
                 continue
-            rows.append({**r, "sample_id": f"{r['sample_id']}_{task}", "question_type": task, "answer": answer,
-                         "message": [{"from": "human", "value": "<image>\n" + question},
-                                     {"from": "gpt", "value": answer}]})
+            rows.append(
+                {
+                    **r,
+                    "sample_id": f"{r['sample_id']}_{task}",
+                    "question_type": task,
+                    "answer": answer,
+                    "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
+                }
+            )
         (out / f"{split}_{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         records[split] = rows
-    info = {"vlm_sft": {f"{task}_{split}": {"data_dir": str(src), "jsonl_path": str(out / f"{split}_{task}.jsonl"),
-                                            "num_total_samples": len(records[split])} for split in ("train", "test")}}
+    info = {
+        "vlm_sft": {
+            f"{task}_{split}": {
+                "data_dir": str(src),
+                "jsonl_path": str(out / f"{split}_{task}.jsonl"),
+                "num_total_samples": len(records[split]),
+            }
+            for split in ("train", "test")
+        }
+    }
     demo_mix = yaml.safe_load((src / "mix.yaml").read_text())["vlm_sft"]
-    mix = {"vlm_sft": {**demo_mix, "dataset_names": [f"{task}_train"], "weight": {f"{task}_train": 1},
-                       "num_used_data": {f"{task}_train": [0, 0]}}}
+    mix = {
+        "vlm_sft": {
+            **demo_mix,
+            "dataset_names": [f"{task}_train"],
+            "weight": {f"{task}_train": 1},
+            "num_used_data": {f"{task}_train": [0, 0]},
+        }
+    }
     (out / "dataset_info.yaml").write_text(yaml.safe_dump(info))
     (out / "mix.yaml").write_text(yaml.safe_dump(mix))
     return out / "mix.yaml", out / "dataset_info.yaml", records["train"], records["test"]
@@ -91,17 +111,39 @@ def majority(train: list[dict], test: list[dict]) -> tuple[str, dict]:
     return top, mean_estimate([float(r["answer"] == top) for r in test])
 
 
-def finetune(base: Path, mix: Path, info: Path, out: Path, method: str, steps: int, seed: int, lr: float,
-             targets: list[str]) -> tuple[Path, list, float]:  # fmt: skip
+def finetune(
+    base: Path, mix: Path, info: Path, out: Path, method: str, steps: int, seed: int, lr: float, targets: list[str]
+) -> tuple[Path, list, float]:
     from unimedvl.train.config import TrainConfig
     from unimedvl.train.trainer import Trainer
 
-    cfg = TrainConfig(model_path=str(base), dataset_config_file=str(mix), dataset_info_file=str(info),
-                      checkpoint_dir=str(out / method), total_steps=steps, save_every=steps, warmup_steps=20,
-                      lr=lr, lora_target_modules=targets, lr_scheduler="constant", seed=seed, ema=0.0, lora_rank=8, lora_alpha=16.0,
-                      quantize_base=method, freeze_llm=True, freeze_vit=True, visual_gen=False,
-                      expected_num_tokens=512, max_num_tokens=1024, max_num_tokens_per_sample=1024,
-                      gradient_checkpointing=False, progress_bar=False, tensorboard=False, log_every=1)
+    cfg = TrainConfig(
+        model_path=str(base),
+        dataset_config_file=str(mix),
+        dataset_info_file=str(info),
+        checkpoint_dir=str(out / method),
+        total_steps=steps,
+        save_every=steps,
+        warmup_steps=20,
+        lr=lr,
+        lora_target_modules=targets,
+        lr_scheduler="constant",
+        seed=seed,
+        ema=0.0,
+        lora_rank=8,
+        lora_alpha=16.0,
+        quantize_base=method,
+        freeze_llm=True,
+        freeze_vit=True,
+        visual_gen=False,
+        expected_num_tokens=512,
+        max_num_tokens=1024,
+        max_num_tokens_per_sample=1024,
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        log_every=1,
+    )
     start = time.perf_counter()
     Trainer(cfg).train()
     seconds = time.perf_counter() - start
@@ -133,12 +175,14 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep the runs --out/results.json already holds (no training); evaluate what is missing")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the runs --out/results.json already holds (no training); evaluate what is missing",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from _machine import machine
-
     from unimedvl.metrics.uncertainty import mean_estimate
 
     demo, out = Path(args.demo), Path(args.out)
@@ -152,12 +196,20 @@ def main() -> None:
     src = demo / "data" / "medsynth"
     for method in args.methods.split(","):
         if method not in results:
-            step, losses, seconds = finetune(base, mix, info, out, method, args.steps, args.seed, args.lr,
-                                             args.targets.split(","))
-            results[method] = {"losses": losses, "seconds": seconds, "final_loss": sum(losses[-10:]) / 10,
-                               "accuracy": mean_estimate(evaluate(step, test, src, question))}
-            print(f"{method}: {seconds:.0f} s, final loss {results[method]['final_loss']:.4f}, "
-                  f"accuracy {results[method]['accuracy']}", flush=True)
+            step, losses, seconds = finetune(
+                base, mix, info, out, method, args.steps, args.seed, args.lr, args.targets.split(",")
+            )
+            results[method] = {
+                "losses": losses,
+                "seconds": seconds,
+                "final_loss": sum(losses[-10:]) / 10,
+                "accuracy": mean_estimate(evaluate(step, test, src, question)),
+            }
+            print(
+                f"{method}: {seconds:.0f} s, final loss {results[method]['final_loss']:.4f}, "
+                f"accuracy {results[method]['accuracy']}",
+                flush=True,
+            )
         if method == "int8" and "accuracy_on_trained_base" not in results[method]:
             # The adapters on the base they were trained against (int8 inference runs on a CPU; nf4 needs CUDA).
             step = out / method / f"step_{args.steps:07d}"
@@ -165,25 +217,35 @@ def main() -> None:
         store.write_text(json.dumps(results, indent=2))
     methods = [m for m in METHODS if m in results]
     print(f"\nmachine: {machine()}; lr {args.lr}, LoRA rank 8 on {args.targets}")
-    print(f"base {base}; task {args.task}: {question!r}; train {len(train)} records, test {len(test)}; "
-          f"{args.steps} steps, seed {args.seed}; load {os.getloadavg()[0]:.2f}")
-    print(f"majority baseline ({top!r}): {baseline['value']:.3f} [{baseline['ci95'][0]:.3f}, {baseline['ci95'][1]:.3f}]")
+    print(
+        f"base {base}; task {args.task}: {question!r}; train {len(train)} records, test {len(test)}; "
+        f"{args.steps} steps, seed {args.seed}; load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"majority baseline ({top!r}): {baseline['value']:.3f} [{baseline['ci95'][0]:.3f}, {baseline['ci95'][1]:.3f}]"
+    )
     print("| steps | " + " | ".join(LABELS[m] for m in methods) + " |")
     print("|---" * (len(methods) + 1) + "|")
     for k in range(0, args.steps, 10):
-        cells = [f"{sum(results[m]['losses'][k:k + 10]) / len(results[m]['losses'][k:k + 10]):.4f}" for m in methods]
+        cells = [
+            f"{sum(results[m]['losses'][k : k + 10]) / len(results[m]['losses'][k : k + 10]):.4f}" for m in methods
+        ]
         print(f"| {k + 1}-{min(k + 10, args.steps)} | " + " | ".join(cells) + " |")
     ref = results.get("none")
     for m in methods:
         r = results[m]
         acc = r["accuracy"]
         ratio = f"{r['final_loss'] / ref['final_loss']:.3f}" if ref else "-"
-        print(f"{LABELS[m]}: final loss {r['final_loss']:.4f} (x{ratio} of LoRA), accuracy on the float base "
-              f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']}), {r['seconds']:.0f} s training")
+        print(
+            f"{LABELS[m]}: final loss {r['final_loss']:.4f} (x{ratio} of LoRA), accuracy on the float base "
+            f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']}), {r['seconds']:.0f} s training"
+        )
         if "accuracy_on_trained_base" in r:
             acc = r["accuracy_on_trained_base"]
-            print(f"{LABELS[m]}: accuracy on the {m} base it trained on {acc['value']:.3f} "
-                  f"[{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']})")
+            print(
+                f"{LABELS[m]}: accuracy on the {m} base it trained on {acc['value']:.3f} "
+                f"[{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] (n={acc['n']})"
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.eval.statistics import run_statistics
 from unimedvl.eval.statistics.comparison import compare_split
 from unimedvl.eval.statistics.stats_csv import StatsEntry
@@ -37,25 +37,66 @@ def lines(seed: int) -> list[dict]:
     for i in range(2000):
         kind = "open" if i % 5 == 4 else "closed"
         gold = ["yes", "no", "ct", "mri"][i % 4] if kind == "closed" else " ".join(rng.choice(WORDS, 3))
-        out.append({"sample_id": f"q{i}", "task_type": "image_understanding", "kind": "question", "gold": gold,
-                    "answer": gold if rng.random() < 0.6 else "no", "question_type": f"type{i % 4}",
-                    "metrics": {"answer_kind": kind, "correct": bool(rng.random() < 0.6),
-                                **({"recall": float(rng.random())} if kind == "open" else {})},
-                    "inference_time": 0.1, "error": None})  # fmt: skip
+        out.append(
+            {
+                "sample_id": f"q{i}",
+                "task_type": "image_understanding",
+                "kind": "question",
+                "gold": gold,
+                "answer": gold if rng.random() < 0.6 else "no",
+                "question_type": f"type{i % 4}",
+                "metrics": {
+                    "answer_kind": kind,
+                    "correct": bool(rng.random() < 0.6),
+                    **({"recall": float(rng.random())} if kind == "open" else {}),
+                },
+                "inference_time": 0.1,
+                "error": None,
+            }
+        )
     for i in range(500):
-        out.append({"sample_id": f"m{i}", "task_type": "multiple_choice", "kind": "question", "gold": "A",
-                    "answer": "A", "metrics": {"answer_kind": "multiple_choice", "correct": bool(rng.random() < 0.5),
-                                               "n_options": 4}, "inference_time": 0.1, "error": None})  # fmt: skip
+        out.append(
+            {
+                "sample_id": f"m{i}",
+                "task_type": "multiple_choice",
+                "kind": "question",
+                "gold": "A",
+                "answer": "A",
+                "metrics": {"answer_kind": "multiple_choice", "correct": bool(rng.random() < 0.5), "n_options": 4},
+                "inference_time": 0.1,
+                "error": None,
+            }
+        )
     for i in range(300):
-        out.append({"sample_id": f"e{i}", "task_type": ["denoising", "super_resolution", "deblurring"][i % 3],
-                    "kind": "edit", "baseline": "identity", "metrics": {
-                        "psnr": float(rng.normal(25, 3)), "ssim": float(rng.uniform(0.4, 0.9)),
-                        "baseline_psnr": float(rng.normal(23, 3)), "baseline_ssim": float(rng.uniform(0.4, 0.9))},
-                    "inference_time": 2.0, "error": None})  # fmt: skip
+        out.append(
+            {
+                "sample_id": f"e{i}",
+                "task_type": ["denoising", "super_resolution", "deblurring"][i % 3],
+                "kind": "edit",
+                "baseline": "identity",
+                "metrics": {
+                    "psnr": float(rng.normal(25, 3)),
+                    "ssim": float(rng.uniform(0.4, 0.9)),
+                    "baseline_psnr": float(rng.normal(23, 3)),
+                    "baseline_ssim": float(rng.uniform(0.4, 0.9)),
+                },
+                "inference_time": 2.0,
+                "error": None,
+            }
+        )
     for i in range(200):
-        out.append({"sample_id": f"r{i}", "task_type": "report_generation", "kind": "report",
-                    "gold": " ".join(rng.choice(WORDS, 12)), "answer": " ".join(rng.choice(WORDS, 10)), "metrics": {},
-                    "inference_time": 1.0, "error": None})  # fmt: skip
+        out.append(
+            {
+                "sample_id": f"r{i}",
+                "task_type": "report_generation",
+                "kind": "report",
+                "gold": " ".join(rng.choice(WORDS, 12)),
+                "answer": " ".join(rng.choice(WORDS, 10)),
+                "metrics": {},
+                "inference_time": 1.0,
+                "error": None,
+            }
+        )
     return out
 
 
@@ -87,7 +128,9 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     print(f"run: {n} result lines (2000 VQA, 500 multiple choice, 300 edits, 200 reports); best of {args.repeats}")
     print(f"build_statistics without estimates (baseline)   {min(without):7.2f} s")
-    print(f"build_statistics with estimates                 {min(with_):7.2f} s   ratio {min(with_) / min(without):.2f}")
+    print(
+        f"build_statistics with estimates                 {min(with_):7.2f} s   ratio {min(with_) / min(without):.2f}"
+    )
     print(f"compare_split, two such runs (paired)           {min(compare):7.2f} s")
 
 

@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from PIL import Image
 
+from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from unimedvl.commands.options import add_guidance_arguments, guidance_overrides
-from unimedvl.metrics.image import paired_image_metrics
 from unimedvl.guidance import RESTORATION as RESTORATION_PRESET
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
+from unimedvl.metrics.image import paired_image_metrics
 
 RESTORATION = ("denoising", "deblurring", "super_resolution", "motion_correction")
 
@@ -86,8 +86,9 @@ def main() -> None:
         text = inf.run([Request([source, instruction], max_new_tokens=24, seed=k)])[0].text
         for strength in strengths:
             start = time.perf_counter()
-            out = inf.run([Request([source, f"{instruction}\n\n{text}"], "edit", guidance=guidance, seed=k,
-                                   strength=strength)])[0].image  # fmt: skip
+            out = inf.run(
+                [Request([source, f"{instruction}\n\n{text}"], "edit", guidance=guidance, seed=k, strength=strength)]
+            )[0].image
             seconds.setdefault(f"s={strength:g}", []).append(time.perf_counter() - start)
             row.setdefault(f"s={strength:g}", []).append(paired_image_metrics(out, truth)["psnr"])
     columns = ["identity", "vae", *[f"s={s:g}" for s in strengths]]

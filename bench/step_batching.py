@@ -43,9 +43,10 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from PIL import Image
+
 from _machine import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 from api import load_model, run_clients  # noqa: E402  (bench/api.py)
-from PIL import Image
 
 
 def png(seed: int) -> bytes:
@@ -58,8 +59,12 @@ def png(seed: int) -> bytes:
 def edit(client, seed: int, args) -> tuple[np.ndarray, float]:
     """One edit over HTTP: (image, seconds from send to answer)."""
     start = time.perf_counter()
-    reply = client.images.edit(model="demo", image=("scan.png", png(seed), "image/png"), prompt="Denoise this image.",
-                               extra_body={"seed": seed, "num_timesteps": args.num_timesteps})  # fmt: skip
+    reply = client.images.edit(
+        model="demo",
+        image=("scan.png", png(seed), "image/png"),
+        prompt="Denoise this image.",
+        extra_body={"seed": seed, "num_timesteps": args.num_timesteps},
+    )
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply.data[0].b64_json))).convert("RGB"))
     return image, time.perf_counter() - start
 
@@ -90,8 +95,14 @@ def measure(inferencer, step_batching: bool, arrivals: str, stagger: float, args
     from unimedvl.api.server import BackgroundServer, create_app
     from unimedvl.api.settings import ServerSettings
 
-    settings = ServerSettings(port=0, api_key="bench", max_batch=args.clients, batch_window_ms=args.window_ms,
-                              step_batching=step_batching, queue_size=max(64, args.clients * args.requests))  # fmt: skip
+    settings = ServerSettings(
+        port=0,
+        api_key="bench",
+        max_batch=args.clients,
+        batch_window_ms=args.window_ms,
+        step_batching=step_batching,
+        queue_size=max(64, args.clients * args.requests),
+    )
     with BackgroundServer(create_app(inferencer, settings, model_id="demo")) as server:
         warm = argparse.Namespace(**{**vars(args), "requests": 1})
         closed_client(server.url, 999, 0.0, warm)  # warm-up
@@ -107,8 +118,12 @@ def ceiling(inferencer, args) -> float:
     from unimedvl.inference.inferencer import Request
 
     def request(seed: int) -> Request:
-        return Request([Image.open(io.BytesIO(png(seed))), "Denoise this image."], "edit", seed=seed,
-                       guidance=replace(inferencer.config.preset("edit"), num_timesteps=args.num_timesteps))  # fmt: skip
+        return Request(
+            [Image.open(io.BytesIO(png(seed))), "Denoise this image."],
+            "edit",
+            seed=seed,
+            guidance=replace(inferencer.config.preset("edit"), num_timesteps=args.num_timesteps),
+        )
 
     def timed(n: int) -> float:
         best = float("inf")
@@ -120,10 +135,12 @@ def ceiling(inferencer, args) -> float:
 
     one, rest, every = timed(1), timed(args.clients - 1), timed(args.clients)
     bound = (one + rest) / every
-    print(f"bound on this machine (library, no HTTP): run(1) {one:.2f} s + run({args.clients - 1}) {rest:.2f} s = "
-          f"{one + rest:.2f} s (today's best case) vs run({args.clients}) {every:.2f} s (step-level's best case): "
-          f"{bound:.2f}x requests/s, the most step-level can gain where the other {args.clients - 1} edits arrive while "
-          f"the first is denoised")  # fmt: skip
+    print(
+        f"bound on this machine (library, no HTTP): run(1) {one:.2f} s + run({args.clients - 1}) {rest:.2f} s = "
+        f"{one + rest:.2f} s (today's best case) vs run({args.clients}) {every:.2f} s (step-level's best case): "
+        f"{bound:.2f}x requests/s, the most step-level can gain where the other {args.clients - 1} edits arrive while "
+        f"the first is denoised"
+    )
     return bound
 
 
@@ -132,10 +149,19 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="checkpoint directory (default: a random demo-size one, made here)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1, help="edits per client")
-    parser.add_argument("--arrivals", choices=("open", "closed"), default="open",
-                        help="open: edits sent at fixed staggered times; closed: each client waits for its answer")
-    parser.add_argument("--stagger", type=float, nargs="+", default=[0.1, 0.25, 0.5],
-                        help="seconds between arrivals (open) or between the clients' starts (closed); one scenario each")
+    parser.add_argument(
+        "--arrivals",
+        choices=("open", "closed"),
+        default="open",
+        help="open: edits sent at fixed staggered times; closed: each client waits for its answer",
+    )
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.25, 0.5],
+        help="seconds between arrivals (open) or between the clients' starts (closed); one scenario each",
+    )
     parser.add_argument("--num-timesteps", type=int, default=50)
     parser.add_argument("--window-ms", type=float, default=20.0, help="the batcher's gathering window")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two configurations")
@@ -147,9 +173,11 @@ def main() -> int:
     model = load_model(args.checkpoint)
     path = args.checkpoint or "a random demo-size checkpoint"
     total = args.clients * args.requests
-    print(f"step-level batching: {path}, CPU fp32, {args.arrivals} arrivals, {args.clients} clients x {args.requests} "
-          f"edits (64 px, {args.num_timesteps} points, reference sampler), max_batch {args.clients}, "
-          f"window {args.window_ms:g} ms")  # fmt: skip
+    print(
+        f"step-level batching: {path}, CPU fp32, {args.arrivals} arrivals, {args.clients} clients x {args.requests} "
+        f"edits (64 px, {args.num_timesteps} points, reference sampler), max_batch {args.clients}, "
+        f"window {args.window_ms:g} ms"
+    )
     if args.bound:
         ceiling(model.inferencer, args)
     worst, ratios = 0, []
@@ -159,23 +187,34 @@ def main() -> int:
             for step_batching in (False, True):
                 runs[step_batching].append(measure(model.inferencer, step_batching, args.arrivals, stagger, args))
         reference = runs[False][0]["images"]
-        worst = max([worst] + [int(np.abs(a.astype(int) - b.astype(int)).max()) for rs in runs.values() for r in rs
-                               for a, b in zip(r["images"], reference)])  # fmt: skip
+        worst = max(
+            [worst]
+            + [
+                int(np.abs(a.astype(int) - b.astype(int)).max())
+                for rs in runs.values()
+                for r in rs
+                for a, b in zip(r["images"], reference)
+            ]
+        )
         print(f"-- {args.arrivals} arrivals, stagger {stagger:g} s:")
         summary = {}
         for step_batching, results in runs.items():
             best = max(results, key=lambda r: r["rps"])  # the least disturbed round of each
             summary[step_batching] = best
             rounds = ", ".join(f"{r['rps']:.2f}" for r in results)
-            print(f"  {'step-level' if step_batching else 'whole batches':<13}: {best['rps']:6.2f} requests/s ({total} in "
-                  f"{best['wall']:.2f} s)   mean latency {best['mean']:.2f} s   p50 {best['p50']:.2f} s   "
-                  f"p95 {best['p95']:.2f} s   (rounds: {rounds} req/s)")  # fmt: skip
+            print(
+                f"  {'step-level' if step_batching else 'whole batches':<13}: {best['rps']:6.2f} requests/s ({total} in "
+                f"{best['wall']:.2f} s)   mean latency {best['mean']:.2f} s   p50 {best['p50']:.2f} s   "
+                f"p95 {best['p95']:.2f} s   (rounds: {rounds} req/s)"
+            )
         ratio = summary[True]["rps"] / summary[False]["rps"]
         paired = ", ".join(f"{s['rps'] / w['rps']:.2f}" for w, s in zip(runs[False], runs[True]))
         ratios.append(ratio)
         print(f"  mean latency, step-level / whole batches: {summary[True]['mean'] / summary[False]['mean']:.2f}x")
-        print(f"  step-level / whole batches: {ratio:.2f}x requests/s, best rounds (each round: {paired}); "
-              f"goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}")  # fmt: skip
+        print(
+            f"  step-level / whole batches: {ratio:.2f}x requests/s, best rounds (each round: {paired}); "
+            f"goal >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}"
+        )
     print(f"largest pixel difference between any two runs of a scenario: {worst} grey level(s)")
     print(f"machine: {machine()}")
     return 0 if worst <= 1 else 1

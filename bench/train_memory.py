@@ -59,12 +59,30 @@ def train_config(plan: str, ckpt: Path, data: dict, work: Path, tokens: int):
     from unimedvl.train.config import TrainConfig
 
     lora = plan != "full"
-    return TrainConfig(dataset_config_file=data["mix"], dataset_info_file=data["dataset_info"], model_path=str(ckpt),
-                       checkpoint_dir=str(work / f"run_{plan}"), total_steps=1000, save_every=1000, warmup_steps=0,
-                       lr=1e-4, attn_backend="sdpa", gradient_checkpointing=True, progress_bar=False,
-                       tensorboard=False, expected_num_tokens=tokens, max_num_tokens=tokens,
-                       max_num_tokens_per_sample=tokens, ema=0.999, freeze_llm=lora, freeze_vit=lora,
-                       lora_target_modules=TARGETS, dtype="fp32", device="cpu", **PLANS[plan])  # fmt: skip
+    return TrainConfig(
+        dataset_config_file=data["mix"],
+        dataset_info_file=data["dataset_info"],
+        model_path=str(ckpt),
+        checkpoint_dir=str(work / f"run_{plan}"),
+        total_steps=1000,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-4,
+        attn_backend="sdpa",
+        gradient_checkpointing=True,
+        progress_bar=False,
+        tensorboard=False,
+        expected_num_tokens=tokens,
+        max_num_tokens=tokens,
+        max_num_tokens_per_sample=tokens,
+        ema=0.999,
+        freeze_llm=lora,
+        freeze_vit=lora,
+        lora_target_modules=TARGETS,
+        dtype="fp32",
+        device="cpu",
+        **PLANS[plan],
+    )
 
 
 def medsynth(work: Path) -> dict:
@@ -105,8 +123,19 @@ def child(args: argparse.Namespace) -> None:
         trainer.train_step()
         trainer.step += 1
         seconds.append(time.perf_counter() - t0)
-    print(json.dumps({"plan": args.child, "layers": args.layers, "load_s": load_s, "load_peak": after_load,
-                      "peak": status_bytes("VmHWM"), "step_s": seconds, "packs": packs}))
+    print(
+        json.dumps(
+            {
+                "plan": args.child,
+                "layers": args.layers,
+                "load_s": load_s,
+                "load_peak": after_load,
+                "peak": status_bytes("VmHWM"),
+                "step_s": seconds,
+                "packs": packs,
+            }
+        )
+    )
 
 
 def planner_total(plan: str, layers: int, packs: list | None, tokens: int) -> int:
@@ -115,9 +144,15 @@ def planner_total(plan: str, layers: int, packs: list | None, tokens: int) -> in
 
     cfg = model_config(layers)
     t, ce, vit = (max(p[i] for p in packs) for i in range(3)) if packs else (tokens, None, None)
-    setup = TrainSetup(tokens=t, ce_tokens=ce, vit_tokens=vit, dtype="fp32", cuda=False,
-                       lora_rank={"und": 16, "gen": 16, "vit": 16}, lora_targets=dict.fromkeys(("und", "gen", "vit"),
-                                                                                               tuple(TARGETS)))  # fmt: skip
+    setup = TrainSetup(
+        tokens=t,
+        ce_tokens=ce,
+        vit_tokens=vit,
+        dtype="fp32",
+        cuda=False,
+        lora_rank={"und": 16, "gen": 16, "vit": 16},
+        lora_targets=dict.fromkeys(("und", "gen", "vit"), tuple(TARGETS)),
+    )
     return estimate_train_plan(cfg, TrainPlan(plan, checkpointing=True, ema=True), setup).total
 
 
@@ -142,13 +177,35 @@ def run_plan(plan: str, layers: int, args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     estimate, free = planner_total(plan, layers, None, args.tokens), available_bytes()
     if estimate > 0.9 * free and not args.force:
-        return {"plan": plan, "layers": layers, "not_run": f"the planner needs {estimate / 1e9:.1f} GB, "
-                f"{free / 1e9:.1f} GB available"}  # fmt: skip
+        return {
+            "plan": plan,
+            "layers": layers,
+            "not_run": f"the planner needs {estimate / 1e9:.1f} GB, {free / 1e9:.1f} GB available",
+        }
     ckpt = write_checkpoint(work, layers)
     medsynth(work)
-    out = subprocess.run([sys.executable, __file__, "--child", plan, "--model", str(ckpt), "--layers", str(layers),
-                          "--work", str(work), "--tokens", str(args.tokens), "--steps", str(args.steps),
-                          "--threads", str(args.threads)], capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            plan,
+            "--model",
+            str(ckpt),
+            "--layers",
+            str(layers),
+            "--work",
+            str(work),
+            "--tokens",
+            str(args.tokens),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]
         return {"plan": plan, "layers": layers, "not_run": f"failed: {tail[0][:300]} (exit {out.returncode})"}
@@ -156,8 +213,10 @@ def run_plan(plan: str, layers: int, args: argparse.Namespace) -> dict:
 
 
 def report(results: dict) -> list[str]:
-    lines = [f"{'plan':<11} {'layers':>6} {'load peak':>9} {'steps peak':>10} {'/ full':>7} {'s/step':>7} "
-             f"{'/ LoRA':>7} {'planner':>8} {'largest pack (tokens, loss, ViT)':>33}"]
+    lines = [
+        f"{'plan':<11} {'layers':>6} {'load peak':>9} {'steps peak':>10} {'/ full':>7} {'s/step':>7} "
+        f"{'/ LoRA':>7} {'planner':>8} {'largest pack (tokens, loss, ViT)':>33}"
+    ]
     for _key, r in sorted(results.items(), key=lambda kv: (kv[1]["layers"], list(PLANS).index(kv[1]["plan"]))):
         if "not_run" in r:
             lines.append(f"{r['plan']:<11} {r['layers']:>6} not run: {r['not_run']}")
@@ -168,24 +227,32 @@ def report(results: dict) -> list[str]:
         ratio = f"{r['peak'] / full['peak']:.2f}" if "peak" in full else "-"
         t_ratio = f"{step / statistics.median(lora['step_s']):.2f}" if "step_s" in lora else "-"
         pack = tuple(max(p[i] for p in r["packs"]) for i in range(3))
-        lines.append(f"{r['plan']:<11} {r['layers']:>6} {r['load_peak'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>7.2f} GB "
-                     f"{ratio:>7} {step:>7.1f} {t_ratio:>7} "
-                     f"{planner_total(r['plan'], r['layers'], r['packs'], 0) / 1e9:>5.2f} GB {str(pack):>33}")
+        lines.append(
+            f"{r['plan']:<11} {r['layers']:>6} {r['load_peak'] / 1e9:>6.2f} GB {r['peak'] / 1e9:>7.2f} GB "
+            f"{ratio:>7} {step:>7.1f} {t_ratio:>7} "
+            f"{planner_total(r['plan'], r['layers'], r['packs'], 0) / 1e9:>5.2f} GB {str(pack):>33}"
+        )
     lines.append("")
-    lines.append(f"{'plan':<11} {'measured, 28 layers':>20} {'planner, same packs':>20} {'difference':>10} "
-                 f"{'planner GPU bf16 2048':>22}")
+    lines.append(
+        f"{'plan':<11} {'measured, 28 layers':>20} {'planner, same packs':>20} {'difference':>10} "
+        f"{'planner GPU bf16 2048':>22}"
+    )
     for plan in PLANS:
         runs = sorted((r for r in results.values() if r["plan"] == plan and "peak" in r), key=lambda r: r["layers"])
         if len(runs) < 2:
-            lines.append(f"{plan:<11} needs two layer counts measured (has {[r['layers'] for r in runs]}); "
-                         f"planner GPU: {gpu_total(plan) / 1e9:.2f} GB")
+            lines.append(
+                f"{plan:<11} needs two layer counts measured (has {[r['layers'] for r in runs]}); "
+                f"planner GPU: {gpu_total(plan) / 1e9:.2f} GB"
+            )
             continue
         a, b = runs[0], runs[-1]
         slope = (b["peak"] - a["peak"]) / (b["layers"] - a["layers"])
         measured = b["peak"] + (RELEASE_LAYERS - b["layers"]) * slope
         estimate = planner_total(plan, RELEASE_LAYERS, a["packs"] + b["packs"], 0)
-        lines.append(f"{plan:<11} {measured / 1e9:>17.2f} GB {estimate / 1e9:>17.2f} GB "
-                     f"{(estimate - measured) / measured:>+10.1%} {gpu_total(plan) / 1e9:>19.2f} GB")
+        lines.append(
+            f"{plan:<11} {measured / 1e9:>17.2f} GB {estimate / 1e9:>17.2f} GB "
+            f"{(estimate - measured) / measured:>+10.1%} {gpu_total(plan) / 1e9:>19.2f} GB"
+        )
     return lines
 
 

@@ -16,7 +16,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -71,13 +71,16 @@ def bench_autoencoder(size: int, repeats: int) -> None:
         diff = (run_ours() - run_ref()).abs().max().item()  # also the warm-up run of each
         med = _interleaved({"ours": run_ours, "diffusers": run_ref}, repeats)
     print(f"autoencoder encode+decode {size}x{size} (ch 128, mult 1,2,4,4), median of {repeats}:")
-    print(f"  ours {med['ours']:.3f} s   diffusers {med['diffusers']:.3f} s   "
-          f"ratio ours/diffusers = {med['ours'] / med['diffusers']:.3f} (target <= 1.1)   max |diff| {diff:.2e}")
+    print(
+        f"  ours {med['ours']:.3f} s   diffusers {med['diffusers']:.3f} s   "
+        f"ratio ours/diffusers = {med['ours'] / med['diffusers']:.3f} (target <= 1.1)   max |diff| {diff:.2e}"
+    )
 
 
 def bench_vision(repeats: int) -> None:
-    cfg = ViTConfig(hidden_size=384, intermediate_size=1536, num_attention_heads=6, num_hidden_layers=6,
-                    image_size=14 * 32)
+    cfg = ViTConfig(
+        hidden_size=384, intermediate_size=1536, num_attention_heads=6, num_hidden_layers=6, image_size=14 * 32
+    )
     torch.manual_seed(0)
     model = VisionEncoder(cfg).eval()
     sizes = [(224, 224), (168, 336), (392, 196), (112, 112)]
@@ -94,10 +97,13 @@ def bench_vision(repeats: int) -> None:
     with torch.inference_mode():
         diff = (run_packed() - torch.cat(run_single())).abs().max().item()  # also the warm-up run of each
         med = _interleaved({"packed": run_packed, "single": run_single}, repeats)
-    print(f"vision encoder (hidden 384, 6 layers), 4 images {sizes} = {packed.token_counts} tokens, "
-          f"median of {repeats}:")
-    print(f"  packed {med['packed'] * 1e3:.1f} ms   one-by-one {med['single'] * 1e3:.1f} ms   "
-          f"ratio packed/one-by-one = {med['packed'] / med['single']:.3f}   max |diff| {diff:.2e}")
+    print(
+        f"vision encoder (hidden 384, 6 layers), 4 images {sizes} = {packed.token_counts} tokens, median of {repeats}:"
+    )
+    print(
+        f"  packed {med['packed'] * 1e3:.1f} ms   one-by-one {med['single'] * 1e3:.1f} ms   "
+        f"ratio packed/one-by-one = {med['packed'] / med['single']:.3f}   max |diff| {diff:.2e}"
+    )
 
 
 def main() -> None:
@@ -106,12 +112,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="autoencoder image side in pixels")
     args = parser.parse_args()
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError):
         commit = "uncommitted"
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, commit {commit}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, commit {commit}"
+    )
     bench_autoencoder(args.size, args.repeats)
     bench_vision(max(args.repeats, 5))
 

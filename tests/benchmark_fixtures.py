@@ -38,11 +38,25 @@ def vqa_rad_release(root: Path) -> Path:
         ("6", "freeform", "synpic1.jpg", "Is this a CT?", "yes", "CLOSED", "MODALITY"),
         ("7", "para", "synpic2.jpg", "What plane?", "axial", "OPEN", "PLANE"),
     ]
-    records = [{"qid": qid, "phrase_type": phrase, "qid_linked_id": f"L{qid}", "image_case_url": "http://x",
-                "image_name": image, "image_organ": "CHEST", "evaluation": "given", "question": q,
-                "question_rephrase": "NULL", "question_relation": "NULL", "question_frame": "NULL",
-                "question_type": qtype, "answer": a, "answer_type": atype}
-               for qid, phrase, image, q, a, atype, qtype in rows]  # fmt: skip
+    records = [
+        {
+            "qid": qid,
+            "phrase_type": phrase,
+            "qid_linked_id": f"L{qid}",
+            "image_case_url": "http://x",
+            "image_name": image,
+            "image_organ": "CHEST",
+            "evaluation": "given",
+            "question": q,
+            "question_rephrase": "NULL",
+            "question_relation": "NULL",
+            "question_frame": "NULL",
+            "question_type": qtype,
+            "answer": a,
+            "answer_type": atype,
+        }
+        for qid, phrase, image, q, a, atype, qtype in rows
+    ]
     root.mkdir(parents=True, exist_ok=True)
     (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(records, indent=1))
     for i, name in enumerate(("synpic1.jpg", "synpic2.jpg")):
@@ -55,8 +69,13 @@ def _parquet(path: Path, rows: list[tuple[bytes, str, str]]) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"image": [{"bytes": b, "path": None} for b, _, _ in rows],
-                      "question": [q for _, q, _ in rows], "answer": [a for _, _, a in rows]})  # fmt: skip
+    table = pa.table(
+        {
+            "image": [{"bytes": b, "path": None} for b, _, _ in rows],
+            "question": [q for _, q, _ in rows],
+            "answer": [a for _, _, a in rows],
+        }
+    )
     pq.write_table(table, path)
 
 
@@ -71,17 +90,25 @@ def hf_snapshot(root: Path, splits: dict[str, list[list[tuple[bytes, str, str]]]
 def vqa_rad_parquet(root: Path) -> Path:
     """test: 2 shards, 4 rows (2 yes/no, 2 open; one repeats an image; one row's bytes are broken); train: 1 row."""
     a, b = image_bytes(10), image_bytes(200, "JPEG")
-    test = [[(a, "is there a fracture?", "yes"), (a, "where is the fracture?", "left femur")],
-            [(b, "is the heart enlarged?", "No"), (b"\x89PNG-not-really", "what is shown?", "lung")]]
+    test = [
+        [(a, "is there a fracture?", "yes"), (a, "where is the fracture?", "left femur")],
+        [(b, "is the heart enlarged?", "No"), (b"\x89PNG-not-really", "what is shown?", "lung")],
+    ]
     return hf_snapshot(root, {"test": test, "train": [[(b, "is this an mri?", "no")]]})
 
 
 def path_vqa_parquet(root: Path) -> Path:
     """validation: 2 rows, test: 3 rows (2 yes/no)."""
     img = image_bytes(90)
-    return hf_snapshot(root, {"validation": [[(img, "is this h&e?", "yes"), (img, "what stain?", "h&e")]],
-                              "test": [[(img, "is there necrosis?", "yes"), (img, "are nuclei large?", "no"),
-                                        (img, "what organ?", "kidney")]]})  # fmt: skip
+    return hf_snapshot(
+        root,
+        {
+            "validation": [[(img, "is this h&e?", "yes"), (img, "what stain?", "h&e")]],
+            "test": [
+                [(img, "is there necrosis?", "yes"), (img, "are nuclei large?", "no"), (img, "what organ?", "kidney")]
+            ],
+        },
+    )
 
 
 def slake(root: Path) -> Path:
@@ -89,15 +116,28 @@ def slake(root: Path) -> Path:
     base = root / "Slake1.0"
 
     def rec(qid, lang, q, a, atype, content="Organ", modality="CT", img="xmlab1/source.jpg"):
-        return {"img_id": 1, "img_name": img, "question": q, "answer": a, "q_lang": lang, "location": "Lung",
-                "modality": modality, "answer_type": atype, "base_type": "vqa", "content_type": content,
-                "triple": ["vhead", "_", "_"], "qid": qid}  # fmt: skip
+        return {
+            "img_id": 1,
+            "img_name": img,
+            "question": q,
+            "answer": a,
+            "q_lang": lang,
+            "location": "Lung",
+            "modality": modality,
+            "answer_type": atype,
+            "base_type": "vqa",
+            "content_type": content,
+            "triple": ["vhead", "_", "_"],
+            "qid": qid,
+        }
 
-    test = [rec(1, "en", "What modality is used?", "CT", "OPEN", "Modality"),
-            rec(2, "en", "Which organ is abnormal?", "Left Lung", "OPEN"),
-            rec(3, "en", "Is the lesion on the left or right?", "Left", "CLOSED", "Position", "MRI", "xmlab2/source.jpg"),
-            rec(4, "zh", "这是什么模态?", "CT", "OPEN", "Modality"),
-            rec(5, "zh", "有病变吗?", "是", "CLOSED", "Abnormality")]  # fmt: skip
+    test = [
+        rec(1, "en", "What modality is used?", "CT", "OPEN", "Modality"),
+        rec(2, "en", "Which organ is abnormal?", "Left Lung", "OPEN"),
+        rec(3, "en", "Is the lesion on the left or right?", "Left", "CLOSED", "Position", "MRI", "xmlab2/source.jpg"),
+        rec(4, "zh", "这是什么模态?", "CT", "OPEN", "Modality"),
+        rec(5, "zh", "有病变吗?", "是", "CLOSED", "Abnormality"),
+    ]
     base.mkdir(parents=True, exist_ok=True)
     (base / "test.json").write_text(json.dumps(test, ensure_ascii=False))
     (base / "validate.json").write_text(json.dumps([rec(10, "en", "Is this a CT?", "Yes", "CLOSED")]))
@@ -113,23 +153,39 @@ def omnimedvqa(root: Path) -> Path:
     base = root / "OmniMedVQA"
 
     def rec(qid, q, gt, opts, image, qtype="Disease Diagnosis", modality_key="modality_type"):
-        r = {"dataset": "ACRIMA", "question_id": qid, "question_type": qtype, "question": q, "gt_answer": gt,
-             "image_path": image, modality_key: "Fundus Photography"}  # fmt: skip
+        r = {
+            "dataset": "ACRIMA",
+            "question_id": qid,
+            "question_type": qtype,
+            "question": q,
+            "gt_answer": gt,
+            "image_path": image,
+            modality_key: "Fundus Photography",
+        }
         r.update({f"option_{k}": v for k, v in zip("ABCD", opts)})
         return r
 
-    open_access = [rec("acrima_1", "Is there glaucoma?", "Glaucoma", ["Normal", "Glaucoma"], "Images/ACRIMA/a.png"),
-                   rec("acrima_2", "What is shown?", "Optic disc", ["Macula", "Optic disc", "Vessel", "Lens"],
-                       "Images/ACRIMA/b.png", "Anatomy Identification", "modality"),
-                   rec("acrima_3", "Which modality?", "C", ["CT", "MRI", "Fundus"], "Images/ACRIMA/a.png",
-                       "Modality Recognition"),
-                   rec("acrima_4", "Grade?", "Grade 9", ["Grade 1", "Grade 2"], "Images/ACRIMA/a.png")]  # fmt: skip
+    open_access = [
+        rec("acrima_1", "Is there glaucoma?", "Glaucoma", ["Normal", "Glaucoma"], "Images/ACRIMA/a.png"),
+        rec(
+            "acrima_2",
+            "What is shown?",
+            "Optic disc",
+            ["Macula", "Optic disc", "Vessel", "Lens"],
+            "Images/ACRIMA/b.png",
+            "Anatomy Identification",
+            "modality",
+        ),
+        rec("acrima_3", "Which modality?", "C", ["CT", "MRI", "Fundus"], "Images/ACRIMA/a.png", "Modality Recognition"),
+        rec("acrima_4", "Grade?", "Grade 9", ["Grade 1", "Grade 2"], "Images/ACRIMA/a.png"),
+    ]
     qa = base / "QA_information"
     (qa / "Open-access").mkdir(parents=True)
     (qa / "Open-access" / "ACRIMA.json").write_text(json.dumps(open_access))
     (qa / "Restricted-access").mkdir(parents=True)
-    (qa / "Restricted-access" / "Private.json").write_text(json.dumps(
-        [rec("p_1", "Lesion?", "Yes", ["Yes", "No"], "Images/Private/x.png")]))  # fmt: skip
+    (qa / "Restricted-access" / "Private.json").write_text(
+        json.dumps([rec("p_1", "Lesion?", "Yes", ["Yes", "No"], "Images/Private/x.png")])
+    )
     _image(base / "Images" / "ACRIMA" / "a.png", 30)
     _image(base / "Images" / "ACRIMA" / "b.png", 130)
     return root
@@ -139,20 +195,122 @@ def vlmevalkit_tsv(path: Path, *, broken_row: bool = True) -> Path:
     """GMAI-style TSV: 5 rows (one forward and one backward image reference, one row with options A-C only,
     one without an answer) and, with ``broken_row``, a sixth whose base64 is broken."""
     img0, img1 = (base64.b64encode(image_bytes(s, size=16)).decode() for s in (50, 150))
-    header = ["index", "image", "question", "hint", "A", "B", "C", "D", "E", "answer", "category", "l2-category",
-              "split", "clinical VQA task", "department", "perceptual granularity", "modality"]  # fmt: skip
+    header = [
+        "index",
+        "image",
+        "question",
+        "hint",
+        "A",
+        "B",
+        "C",
+        "D",
+        "E",
+        "answer",
+        "category",
+        "l2-category",
+        "split",
+        "clinical VQA task",
+        "department",
+        "perceptual granularity",
+        "modality",
+    ]
     rows = [
-        ["0", img0, "What modality?", "", "CT", "MRI", "X-ray", "PET", "", "B", "MRI", "Modality", "VAL",
-         "Modality Recognition", "Radiology", "Image Level", "MRI"],
-        ["1", "3", "Which organ?", "Axial slice.", "Liver", "Kidney", "Spleen", "", "", "A", "Liver", "Organ", "VAL",
-         "Organ Recognition", "Radiology", "Image Level", "CT"],
-        ["2", "0", "Is there a lesion?", "", "Yes", "No", "nan", "", "", "B", "No", "Lesion", "VAL",
-         "Lesion Recognition", "Oncology", "Region Level", "MRI"],
-        ["3", img1, "What stain?", "", "H&E", "IHC", "PAS", "Trichrome", "Silver", "A", "H&E", "Stain", "VAL",
-         "Stain Recognition", "Pathology", "Image Level", "Pathology"],
-        ["4", img1, "Grade?", "", "1", "2", "3", "4", "", "", "2", "Grade", "TEST",
-         "Grading", "Pathology", "Image Level", "Pathology"],
-    ]  # fmt: skip
+        [
+            "0",
+            img0,
+            "What modality?",
+            "",
+            "CT",
+            "MRI",
+            "X-ray",
+            "PET",
+            "",
+            "B",
+            "MRI",
+            "Modality",
+            "VAL",
+            "Modality Recognition",
+            "Radiology",
+            "Image Level",
+            "MRI",
+        ],
+        [
+            "1",
+            "3",
+            "Which organ?",
+            "Axial slice.",
+            "Liver",
+            "Kidney",
+            "Spleen",
+            "",
+            "",
+            "A",
+            "Liver",
+            "Organ",
+            "VAL",
+            "Organ Recognition",
+            "Radiology",
+            "Image Level",
+            "CT",
+        ],
+        [
+            "2",
+            "0",
+            "Is there a lesion?",
+            "",
+            "Yes",
+            "No",
+            "nan",
+            "",
+            "",
+            "B",
+            "No",
+            "Lesion",
+            "VAL",
+            "Lesion Recognition",
+            "Oncology",
+            "Region Level",
+            "MRI",
+        ],
+        [
+            "3",
+            img1,
+            "What stain?",
+            "",
+            "H&E",
+            "IHC",
+            "PAS",
+            "Trichrome",
+            "Silver",
+            "A",
+            "H&E",
+            "Stain",
+            "VAL",
+            "Stain Recognition",
+            "Pathology",
+            "Image Level",
+            "Pathology",
+        ],
+        [
+            "4",
+            img1,
+            "Grade?",
+            "",
+            "1",
+            "2",
+            "3",
+            "4",
+            "",
+            "",
+            "2",
+            "Grade",
+            "TEST",
+            "Grading",
+            "Pathology",
+            "Image Level",
+            "Pathology",
+        ],
+    ]
     if broken_row:
         rows.append(["5", "@" * 80, "Broken?", "", "a", "b", "", "", "", "A", "a", "X", "VAL", "X", "X", "X", "X"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,11 +326,18 @@ def llava_med(root: Path) -> Path:
     base = root / "data_RAD"
 
     def rec(qid, question, answer, atype, key="conversations"):
-        return {"id": qid, "image": f"synpic{qid}.jpg", "answer_type": atype,
-                key: [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]}
+        return {
+            "id": qid,
+            "image": f"synpic{qid}.jpg",
+            "answer_type": atype,
+            key: [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+        }
 
-    records = [rec(1, "Is there a mass?", "yes", "CLOSED"), rec(2, "What organ?", "liver", "OPEN", "conversatons"),
-               rec(3, "Is it normal?", "no", "yes/no")]  # fmt: skip
+    records = [
+        rec(1, "Is there a mass?", "yes", "CLOSED"),
+        rec(2, "What organ?", "liver", "OPEN", "conversatons"),
+        rec(3, "Is it normal?", "no", "yes/no"),
+    ]
     base.mkdir(parents=True, exist_ok=True)
     (base / "test.json").write_text(json.dumps(records))
     for i in (1, 2, 3):
@@ -187,8 +352,13 @@ def _hf_table(rows: list[tuple[bytes, str, str]]):
     import pyarrow as pa
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    return pa.table({"image": pa.array([{"bytes": b, "path": None} for b, _, _ in rows], type=image),
-                     "question": [q for _, q, _ in rows], "answer": [a for _, _, a in rows]})  # fmt: skip
+    return pa.table(
+        {
+            "image": pa.array([{"bytes": b, "path": None} for b, _, _ in rows], type=image),
+            "question": [q for _, q, _ in rows],
+            "answer": [a for _, _, a in rows],
+        }
+    )
 
 
 def _arrow_stream(path: Path, rows: list[tuple[bytes, str, str]]) -> None:
@@ -203,13 +373,23 @@ def _arrow_stream(path: Path, rows: list[tuple[bytes, str, str]]) -> None:
 
 
 def _info(folder: Path, name: str) -> None:
-    (folder / "dataset_info.json").write_text(json.dumps({"dataset_name": name, "features": {
-        "image": {"_type": "Image"}, "question": {"dtype": "string", "_type": "Value"},
-        "answer": {"dtype": "string", "_type": "Value"}}}))  # fmt: skip
+    (folder / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "dataset_name": name,
+                "features": {
+                    "image": {"_type": "Image"},
+                    "question": {"dtype": "string", "_type": "Value"},
+                    "answer": {"dtype": "string", "_type": "Value"},
+                },
+            }
+        )
+    )
 
 
-def hf_arrow_cache(cache_dir: Path, repo: str, splits: dict[str, list[tuple[bytes, str, str]]],
-                   stale: bool = True) -> Path:  # fmt: skip
+def hf_arrow_cache(
+    cache_dir: Path, repo: str, splits: dict[str, list[tuple[bytes, str, str]]], stale: bool = True
+) -> Path:
     """What ``load_dataset(repo, cache_dir=cache_dir)`` leaves: ``<org>___<name>/default/0.0.0/<hash>/<name>-<split>.arrow``
     (and, with ``stale``, an older hash folder holding one wrong row, which must not be read)."""
     import os
@@ -234,8 +414,9 @@ def hf_save_to_disk(folder: Path, splits: dict[str, list[tuple[bytes, str, str]]
     for split, rows in splits.items():
         _arrow_stream(folder / split / "data-00000-of-00001.arrow", rows)
         _info(folder / split, "x")
-        (folder / split / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
-                                                               "_split": split}))  # fmt: skip
+        (folder / split / "state.json").write_text(
+            json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": split})
+        )
     (folder / "dataset_dict.json").write_text(json.dumps({"splits": sorted(splits)}))
     return folder
 
@@ -247,8 +428,10 @@ def hf_hub_cache(cache_dir: Path, repo: str, splits: dict[str, list[tuple[bytes,
     sha = "a" * 40
     for split, rows in splits.items():
         _parquet(folder / "snapshots" / sha / "data" / f"{split}-00000-of-00001.parquet", rows)
-    _parquet(folder / "snapshots" / ("b" * 40) / "data" / "test-00000-of-00001.parquet",
-             [(image_bytes(2), "old revision?", "old")])  # fmt: skip
+    _parquet(
+        folder / "snapshots" / ("b" * 40) / "data" / "test-00000-of-00001.parquet",
+        [(image_bytes(2), "old revision?", "old")],
+    )
     (folder / "blobs").mkdir(parents=True)
     (folder / "blobs" / "0f1e2d").write_bytes(b"blob")
     (folder / "refs").mkdir()
@@ -274,9 +457,11 @@ def pvqa_release(root: Path) -> Path:
     import pickle
 
     base = root / "pvqa"
-    test = [{"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},
-            {"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},  # the release keeps repeats
-            {"image": "test_0001", "question": "What organ is this?", "answer": "Kidney"}]  # fmt: skip
+    test = [
+        {"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},
+        {"image": "test_0000", "question": "Is there necrosis?", "answer": "yes"},  # the release keeps repeats
+        {"image": "test_0001", "question": "What organ is this?", "answer": "Kidney"},
+    ]
     (base / "qas" / "test").mkdir(parents=True)
     (base / "qas" / "test" / "test_qa.pkl").write_bytes(pickle.dumps(test))
     (base / "qas" / "val_qa.pkl").write_bytes(pickle.dumps([{"image": "val_0000", "question": "q?", "answer": "no"}]))

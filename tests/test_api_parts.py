@@ -56,12 +56,15 @@ def test_png_data_url_decodes_to_the_same_pixels():
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
 
 
-@pytest.mark.parametrize("url, code", [
-    ("https://example.org/cxr.png", "remote_url_refused"),
-    ("http://127.0.0.1:8000/etc/passwd", "remote_url_refused"),
-    ("file:///etc/passwd", "invalid_image_url"),
-    ("/etc/passwd", "invalid_image_url"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("https://example.org/cxr.png", "remote_url_refused"),
+        ("http://127.0.0.1:8000/etc/passwd", "remote_url_refused"),
+        ("file:///etc/passwd", "invalid_image_url"),
+        ("/etc/passwd", "invalid_image_url"),
+    ],
+)
 def test_remote_urls_and_paths_are_refused_without_fetching(url, code):
     with pytest.raises(APIError) as err:
         parse_data_url(url, "messages[0].content[0].image_url")
@@ -109,8 +112,17 @@ def test_dicom_and_nifti_data_urls_with_view_parameters(tmp_path):
 # -- answers ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["  <think> a b\n </think>  The answer is 3.  ", "<think>x</think>y",
-                                  "plain answer  with  spaces ", "", "<thi", "<think></think> ok"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  <think> a b\n </think>  The answer is 3.  ",
+        "<think>x</think>y",
+        "plain answer  with  spaces ",
+        "",
+        "<thi",
+        "<think></think> ok",
+    ],
+)
 def test_thinking_split_agrees_with_the_library_on_well_formed_answers(text):
     fields = split_answer(text, think=True)
     assert (fields["reasoning_content"], fields["content"]) == split_thinking(text)
@@ -121,7 +133,7 @@ def test_thinking_split_is_the_same_whatever_the_pieces():
     whole = split_answer(text, think=True)
     for cut in range(1, 6):
         splitter = ThinkSplitter()
-        pieces = [text[i:i + cut] for i in range(0, len(text), cut)]
+        pieces = [text[i : i + cut] for i in range(0, len(text), cut)]
         out = [p for piece in pieces for p in splitter.feed(piece)] + splitter.finish()
         joined = {"content": "", "reasoning_content": ""}
         for field, piece in out:

@@ -75,18 +75,23 @@ def _multiframe_dicom(path: Path, frames: int = 3) -> Path:
 def server(tmp_path_factory, one_thread):
     """(url, model, settings, files) of an app served for this module."""
     from unimedvl.app.ui import build_app, launch
-    from unimedvl.inference.api import UniMedVL
     from unimedvl.checkpoint.create import init_checkpoint
+    from unimedvl.inference.api import UniMedVL
 
     tmp = tmp_path_factory.mktemp("app")
     init_checkpoint("debug", tmp / "ckpt", seed=0)
     model = UniMedVL.from_pretrained(tmp / "ckpt", vae_min_size=32, vae_max_size=SIZE, vit_min_size=56)
-    settings = AppSettings(host="127.0.0.1", port=_free_port(), num_timesteps=STEPS, image_size=SIZE,
-                           max_upload_mb=1.0, max_new_tokens=16)  # fmt: skip
+    settings = AppSettings(
+        host="127.0.0.1", port=_free_port(), num_timesteps=STEPS, image_size=SIZE, max_upload_mb=1.0, max_new_tokens=16
+    )
     demo = build_app(model, settings, examples_dir=tmp / "examples")
     _, url, _ = launch(demo, settings, prevent_thread_lock=True)
-    files = {"a": _png(tmp / "a.png", 1), "b": _png(tmp / "b.png", 2), "nii": _nifti(tmp / "vol.nii.gz"),
-             "dcm": _multiframe_dicom(tmp / "cine.dcm")}  # fmt: skip
+    files = {
+        "a": _png(tmp / "a.png", 1),
+        "b": _png(tmp / "b.png", 2),
+        "nii": _nifti(tmp / "vol.nii.gz"),
+        "dcm": _multiframe_dicom(tmp / "cine.dcm"),
+    }
     (tmp / "text.png").write_text("this is not an image\n")
     (tmp / "tool.exe").write_bytes(b"MZ\x90\x00" + b"\0" * 60)
     files["text_png"], files["exe"] = tmp / "text.png", tmp / "tool.exe"
@@ -111,13 +116,15 @@ def _chat_texts(messages) -> list[str]:
 
 def test_ask_answers_and_keeps_the_conversation(client, server):
     files = server[4]
-    chat, answer, reasoning = client.predict(image=handle_file(str(files["a"])), question="What is shown?",
-                                             max_new_tokens=8, api_name="/ask")  # fmt: skip
+    chat, answer, reasoning = client.predict(
+        image=handle_file(str(files["a"])), question="What is shown?", max_new_tokens=8, api_name="/ask"
+    )
     assert isinstance(answer, str) and reasoning == ""
     assert _chat_texts(chat)[0] == "What is shown?"
     assert any(part.get("type") == "file" for m in chat for part in m["content"])  # the image's thumbnail
-    chat, _, _ = client.predict(image=handle_file(str(files["a"])), question="And where?", max_new_tokens=8,
-                                api_name="/ask")  # fmt: skip
+    chat, _, _ = client.predict(
+        image=handle_file(str(files["a"])), question="And where?", max_new_tokens=8, api_name="/ask"
+    )
     texts = _chat_texts(chat)
     assert texts[0] == "What is shown?" and "And where?" in texts  # second turn of the same session
     assert sum(part.get("type") == "file" for m in chat for part in m["content"]) == 1  # same image: attached once
@@ -127,11 +134,24 @@ def test_ask_answers_and_keeps_the_conversation(client, server):
 
 def test_ask_reads_dicom_frames_and_nifti_slices(client, server):
     files = server[4]
-    _, answer, _ = client.predict(image=handle_file(str(files["dcm"])), window="minmax", frame=2,
-                                  question="What is this?", max_new_tokens=8, api_name="/ask")  # fmt: skip
+    _, answer, _ = client.predict(
+        image=handle_file(str(files["dcm"])),
+        window="minmax",
+        frame=2,
+        question="What is this?",
+        max_new_tokens=8,
+        api_name="/ask",
+    )
     assert isinstance(answer, str)
-    _, answer, _ = client.predict(image=handle_file(str(files["nii"])), window="minmax", axis=1, slice_index=3,
-                                  question="What is this?", max_new_tokens=8, api_name="/ask")  # fmt: skip
+    _, answer, _ = client.predict(
+        image=handle_file(str(files["nii"])),
+        window="minmax",
+        axis=1,
+        slice_index=3,
+        question="What is this?",
+        max_new_tokens=8,
+        api_name="/ask",
+    )
     assert isinstance(answer, str)
     with pytest.raises(AppError, match="frame=7"):
         client.predict(image=handle_file(str(files["dcm"])), frame=7, question="What?", api_name="/ask")
@@ -139,25 +159,40 @@ def test_ask_reads_dicom_frames_and_nifti_slices(client, server):
 
 def test_edit_returns_a_png_file(client, server):
     image, download, reasoning, info = client.predict(
-        image=handle_file(str(server[4]["b"])), instruction=EDIT_PRESETS["Denoising"].instruction,
-        num_timesteps=STEPS, seed=3, api_name="/edit",
-    )  # fmt: skip
+        image=handle_file(str(server[4]["b"])),
+        instruction=EDIT_PRESETS["Denoising"].instruction,
+        num_timesteps=STEPS,
+        seed=3,
+        api_name="/edit",
+    )
     assert download.endswith(".png") and Path(download).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(download) as out:
         assert out.size == (SIZE, SIZE)
     assert Path(image).is_file() and reasoning == ""
     assert "seed 3" in info and f"{STEPS} timesteps" in info and "strength" not in info
-    _, _, _, info = client.predict(image=handle_file(str(server[4]["b"])), instruction="Denoise.",
-                                   num_timesteps=STEPS, strength=0.5, api_name="/edit")  # fmt: skip
+    _, _, _, info = client.predict(
+        image=handle_file(str(server[4]["b"])),
+        instruction="Denoise.",
+        num_timesteps=STEPS,
+        strength=0.5,
+        api_name="/edit",
+    )
     assert "strength 0.5" in info
-    _, _, _, info = client.predict(image=handle_file(str(server[4]["b"])), instruction="Denoise.",
-                                   num_timesteps=STEPS, solver="heun", cache="taylorseer", api_name="/edit")  # fmt: skip
+    _, _, _, info = client.predict(
+        image=handle_file(str(server[4]["b"])),
+        instruction="Denoise.",
+        num_timesteps=STEPS,
+        solver="heun",
+        cache="taylorseer",
+        api_name="/edit",
+    )
     assert "heun solver" in info and "taylorseer cache" in info
 
 
 def test_generate_returns_a_png_file(client):
-    _, download, _, _ = client.predict(prompt="An axial brain MRI.", height=SIZE, width=SIZE // 2,
-                                       num_timesteps=STEPS, api_name="/generate")  # fmt: skip
+    _, download, _, _ = client.predict(
+        prompt="An axial brain MRI.", height=SIZE, width=SIZE // 2, num_timesteps=STEPS, api_name="/generate"
+    )
     with Image.open(download) as out:
         assert out.format == "PNG" and out.size == (SIZE // 2, SIZE)
 
@@ -167,8 +202,11 @@ def test_guidance_defaults_match_the_spec(client, server):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
 
     def defaults(endpoint):
-        return {p["parameter_name"]: p["parameter_default"] for p in api[endpoint]["parameters"]
-                if p.get("parameter_has_default")}  # fmt: skip
+        return {
+            p["parameter_name"]: p["parameter_default"]
+            for p in api[endpoint]["parameters"]
+            if p.get("parameter_has_default")
+        }
 
     edit, gen = defaults("/edit"), defaults("/generate")
     assert (edit["cfg_text"], edit["cfg_img"], edit["interval_lo"], edit["interval_hi"]) == (4.0, 2.0, 0.0, 1.0)
@@ -196,8 +234,9 @@ def test_bad_uploads_give_an_error_and_the_server_keeps_serving(client, server):
         client.predict(image=handle_file(str(files["text_png"])), instruction="Denoise.", api_name="/edit")
     with pytest.raises(AppError, match="empty"):
         client.predict(prompt="   ", api_name="/generate")
-    _, answer, _ = client.predict(image=handle_file(str(files["a"])), question="What?", max_new_tokens=8,
-                                  api_name="/ask")  # fmt: skip
+    _, answer, _ = client.predict(
+        image=handle_file(str(files["a"])), question="What?", max_new_tokens=8, api_name="/ask"
+    )
     assert isinstance(answer, str)
 
 
@@ -230,13 +269,15 @@ def test_concurrent_clients_get_their_own_answers(server):
     expected = {}
     for key, question in jobs.items():  # one at a time first: the reference answers
         _, expected[key], _ = Client(url, verbose=False).predict(
-            image=handle_file(str(files[key])), question=question, max_new_tokens=8, api_name="/ask")
+            image=handle_file(str(files[key])), question=question, max_new_tokens=8, api_name="/ask"
+        )
     results, errors = {}, []
 
     def run(key):
         try:
             results[key] = Client(url, verbose=False).predict(
-                image=handle_file(str(files[key])), question=jobs[key], max_new_tokens=8, api_name="/ask")
+                image=handle_file(str(files[key])), question=jobs[key], max_new_tokens=8, api_name="/ask"
+            )
         except Exception as err:  # reported below with the key
             errors.append((key, err))
 
@@ -346,8 +387,7 @@ def test_settings_and_cli_defaults(monkeypatch):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["serve", "--model", "ckpt"])
-    assert (args.host, args.port, args.max_upload_mb, args.concurrency, args.auth) == ("127.0.0.1", 7860, 20.0, 1,
-                                                                                          None)  # fmt: skip
+    assert (args.host, args.port, args.max_upload_mb, args.concurrency, args.auth) == ("127.0.0.1", 7860, 20.0, 1, None)
     assert AppSettings().host == "127.0.0.1"
     assert parse_auth("ann:pa:ss") == ("ann", "pa:ss")
     with pytest.raises(ConfigError, match="USER:PASSWORD"):

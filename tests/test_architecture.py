@@ -19,8 +19,23 @@ import unimedvl
 PACKAGE = Path(unimedvl.__file__).parent
 # Bottom to top. "" is the package's own __init__ (the version and the lazy public API).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("", "_moved", "errors", "config", "fileio", "distributed", "tokenizer", "run_lock", "threads",
-                    "progress", "guidance", "defaults")),
+    (
+        "foundation",
+        (
+            "",
+            "_moved",
+            "errors",
+            "config",
+            "fileio",
+            "distributed",
+            "tokenizer",
+            "run_lock",
+            "threads",
+            "progress",
+            "guidance",
+            "defaults",
+        ),
+    ),
     ("building blocks", ("imaging", "models", "sampling", "metrics")),
     ("checkpoints and data", ("checkpoint", "data")),
     ("inference and benchmarks", ("inference", "benchmarks")),
@@ -28,7 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("applications", ("train", "app", "api", "medsynth", "demo")),
     ("commands", ("commands",)),
     ("entry point", ("cli", "cli_docs")),
-)  # fmt: skip
+)
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}
 # Allowed upward arrows, each with its reason (goal: none but the public facade).
 EXCEPTIONS = {
@@ -129,8 +144,12 @@ def _lazy_exports(path: Path) -> set[str]:
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{m} imports {d}" for m, deps in sorted(graph.items()) for d in sorted(deps)
-            if RANK[_layer(d)] > RANK[_layer(m)] and (m, d) not in EXCEPTIONS]  # fmt: skip
+    return [
+        f"{m} imports {d}"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if RANK[_layer(d)] > RANK[_layer(m)] and (m, d) not in EXCEPTIONS
+    ]
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:

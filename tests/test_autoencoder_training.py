@@ -8,13 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from unimedvl.checkpoint.release import latent_stats_config, trained_latent_patch_size, trained_vae_config, vae_config_from_file
+from unimedvl.checkpoint.release import (
+    latent_stats_config,
+    trained_latent_patch_size,
+    trained_vae_config,
+    vae_config_from_file,
+)
+from unimedvl.commands.train_autoencoder import register
 from unimedvl.config import VAEConfig
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.train.autoencoder import AutoencoderTrainConfig, blur_baseline, ssim_torch, train_autoencoder
-from unimedvl.commands.train_autoencoder import register
 
 # Narrowest FLUX layout with 8x downsampling; 32-px views keep a step to a few tens of ms.
 TINY = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=16)
@@ -28,9 +33,18 @@ def medsynth(tmp_path_factory):
 
 
 def _cfg(medsynth, tmp_path, name="ae", **kw):
-    base = {"data": (str(medsynth / "train.jsonl"),), "out": str(tmp_path / name / "ae.safetensors"), "vae": TINY,
-            "image_size": 32, "steps": 4, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "heldout_fraction": 0.2,
-            "log_every": 0}
+    base = {
+        "data": (str(medsynth / "train.jsonl"),),
+        "out": str(tmp_path / name / "ae.safetensors"),
+        "vae": TINY,
+        "image_size": 32,
+        "steps": 4,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "heldout_fraction": 0.2,
+        "log_every": 0,
+    }
     base.update(kw)
     return AutoencoderTrainConfig(**base)
 
@@ -87,14 +101,17 @@ def test_ssim_term_is_one_for_identical_images_and_trains(medsynth, tmp_path):
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert float(ssim_torch(x, x)) == pytest.approx(1.0, abs=1e-5)
     assert float(ssim_torch(x, -x)) < 0.5
-    report = train_autoencoder(_cfg(medsynth, tmp_path, ssim_weight=0.5, mse_weight=1.0, steps=2, log_every=1),
-                               progress=False).report
+    report = train_autoencoder(
+        _cfg(medsynth, tmp_path, ssim_weight=0.5, mse_weight=1.0, steps=2, log_every=1), progress=False
+    ).report
     assert {"ssim", "mse", "l1", "kl"} <= set(report["history"][-1])
 
 
 def test_same_seed_same_weights_other_seed_differs(medsynth, tmp_path):
-    runs = [train_autoencoder(_cfg(medsynth, tmp_path, name=f"s{i}", seed=seed, steps=2), progress=False)
-            for i, seed in enumerate((5, 5, 6))]
+    runs = [
+        train_autoencoder(_cfg(medsynth, tmp_path, name=f"s{i}", seed=seed, steps=2), progress=False)
+        for i, seed in enumerate((5, 5, 6))
+    ]
     a, b, c = (r.model.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -104,8 +121,17 @@ def test_same_seed_same_weights_other_seed_differs(medsynth, tmp_path):
 def test_init_continues_from_an_existing_vae_and_keeps_its_layout(medsynth, tmp_path):
     first = train_autoencoder(_cfg(medsynth, tmp_path, name="first", steps=6), progress=False)
     # a different `vae` is ignored: the layout comes from the file; zero steps reproduce its quality
-    again = train_autoencoder(_cfg(medsynth, tmp_path, name="again", steps=0, init=first.report["weights"],
-                                   vae=VAEConfig(ch=64, ch_mult=(1, 2, 2, 2))), progress=False)
+    again = train_autoencoder(
+        _cfg(
+            medsynth,
+            tmp_path,
+            name="again",
+            steps=0,
+            init=first.report["weights"],
+            vae=VAEConfig(ch=64, ch_mult=(1, 2, 2, 2)),
+        ),
+        progress=False,
+    )
     assert again.model.config.ch == 32
     assert again.report["heldout_psnr_initial"] == pytest.approx(first.report["heldout_psnr"], abs=1e-6)
     with pytest.raises(CheckpointError, match="no such ae.safetensors"):
@@ -114,8 +140,23 @@ def test_init_continues_from_an_existing_vae_and_keeps_its_layout(medsynth, tmp_
 
 def test_cli_writes_weights_and_report(medsynth, tmp_path, capsys):
     out = tmp_path / "cli" / "ae.safetensors"
-    status = _cli(["--images", str(medsynth / "images"), "--out", str(out), "--steps", "2", "--batch-size", "2",
-                   "--image-size", "32", "--ch-mult", "1,1,1,1", "--no-progress"])
+    status = _cli(
+        [
+            "--images",
+            str(medsynth / "images"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            "--ch-mult",
+            "1,1,1,1",
+            "--no-progress",
+        ]
+    )
     assert status == 0 and out.is_file() and out.with_suffix(".json").is_file()
     assert "held-out PSNR" in capsys.readouterr().out
     assert vae_config_from_file(out).ch_mult == (1, 1, 1, 1)
@@ -133,11 +174,14 @@ def test_a_4x_layout_needs_latent_patch_size_4(medsynth, tmp_path):
         trained_latent_patch_size(tmp_path / "elsewhere" / "ae.safetensors")
 
 
-@pytest.mark.parametrize("ch_mult, match", [
-    ("1,x,2,2", "comma-separated positive integers"),
-    ("1,0,2,2", "comma-separated positive integers"),
-    ("1,2", "8x"),  # two levels: 2x downsampling, the unified model needs 8x
-])
+@pytest.mark.parametrize(
+    "ch_mult, match",
+    [
+        ("1,x,2,2", "comma-separated positive integers"),
+        ("1,0,2,2", "comma-separated positive integers"),
+        ("1,2", "8x"),  # two levels: 2x downsampling, the unified model needs 8x
+    ],
+)
 def test_bad_ch_mult_is_a_clear_error(medsynth, tmp_path, ch_mult, match):
     with pytest.raises(ConfigError, match=match):
         _cli(["--data", str(medsynth / "train.jsonl"), "--out", str(tmp_path / "ae.safetensors"), "--ch-mult", ch_mult])
@@ -152,14 +196,20 @@ def test_no_images_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="holds no images"):
-        train_autoencoder(AutoencoderTrainConfig(images=(str(tmp_path / "empty"),), out=str(tmp_path / "a.st"),
-                                                 vae=TINY), progress=False)
+        train_autoencoder(
+            AutoencoderTrainConfig(images=(str(tmp_path / "empty"),), out=str(tmp_path / "a.st"), vae=TINY),
+            progress=False,
+        )
     with pytest.raises(DataError, match="no such file or folder"):
-        train_autoencoder(AutoencoderTrainConfig(images=(str(tmp_path / "nope"),), out=str(tmp_path / "a.st"),
-                                                 vae=TINY), progress=False)
+        train_autoencoder(
+            AutoencoderTrainConfig(images=(str(tmp_path / "nope"),), out=str(tmp_path / "a.st"), vae=TINY),
+            progress=False,
+        )
     with pytest.raises(DataError, match="matches no files"):
-        train_autoencoder(AutoencoderTrainConfig(images=(str(tmp_path / "*.png"),), out=str(tmp_path / "a.st"),
-                                                 vae=TINY), progress=False)
+        train_autoencoder(
+            AutoencoderTrainConfig(images=(str(tmp_path / "*.png"),), out=str(tmp_path / "a.st"), vae=TINY),
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="no training images"):
         AutoencoderTrainConfig(out=str(tmp_path / "a.st"))
 
@@ -170,8 +220,12 @@ def test_image_smaller_than_a_latent_cell_is_a_clear_error(tmp_path):
     Image.new("L", (64, 64), 128).save(folder / "ok.png")
     Image.new("L", (6, 40), 128).save(folder / "tiny.png")
     with pytest.raises(DataError, match=r"tiny\.png.*6x40 px.*8-px"):
-        train_autoencoder(AutoencoderTrainConfig(images=(str(folder),), out=str(tmp_path / "ae.safetensors"),
-                                                 vae=TINY, image_size=32, steps=1), progress=False)
+        train_autoencoder(
+            AutoencoderTrainConfig(
+                images=(str(folder),), out=str(tmp_path / "ae.safetensors"), vae=TINY, image_size=32, steps=1
+            ),
+            progress=False,
+        )
 
 
 def test_image_size_must_be_a_multiple_of_8(tmp_path):
@@ -182,8 +236,11 @@ def test_image_size_must_be_a_multiple_of_8(tmp_path):
 
 
 def test_latent_stats_config_refuses_another_layout(tmp_path):
-    report = {"vae": {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 16},
-              "shift_factor": 0.1, "scale_factor": 2.0}
+    report = {
+        "vae": {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 16},
+        "shift_factor": 0.1,
+        "scale_factor": 2.0,
+    }
     cfg = latent_stats_config(TINY, report)
     assert (cfg.shift_factor, cfg.scale_factor, cfg.ch_mult) == (0.1, 2.0, (1, 1, 1, 1))
     with pytest.raises(ConfigError, match="z_channels=16"):

@@ -17,17 +17,21 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import drill_support as ds  # noqa: E402
-
-from unimedvl.imaging.medical_io import image_size, load_array, load_image  # noqa: E402
 from unimedvl.data.records import outside_data_dir, parse_line, read_jsonl  # noqa: E402
 from unimedvl.data.validate import TokenLimit, validate_jsonl  # noqa: E402
 from unimedvl.errors import DataError  # noqa: E402
+from unimedvl.imaging.medical_io import image_size, load_array, load_image  # noqa: E402
 from unimedvl.tokenizer import Tokenizer  # noqa: E402
 
 
 def _record(sample_id, image, question="<image>\nWhat is shown?", **extra):
-    return {"main_task_type": "image_understanding", "sample_id": sample_id, "input_img": [{"path": image}],
-            "message": [{"from": "human", "value": question}, {"from": "gpt", "value": "a CT"}], **extra}
+    return {
+        "main_task_type": "image_understanding",
+        "sample_id": sample_id,
+        "input_img": [{"path": image}],
+        "message": [{"from": "human", "value": question}, {"from": "gpt", "value": "a CT"}],
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------------------- pixels
@@ -36,8 +40,11 @@ def _record(sample_id, image, question="<image>\nWhat is shown?", **extra):
 @pytest.mark.parametrize("reader", [image_size, load_array, load_image])
 def test_a_png_bomb_is_refused_from_its_header(tmp_path, reader):
     bomb = ds.png_bomb(tmp_path / "bomb.png", 20000, 20000, rows=2)  # header says 400 MP; nothing decoded
-    with pytest.raises(DataError, match=r"bomb.png: image is 20000x20000 = 400,000,000 pixels, over the default "
-                       r"limit of 16384 x 16384.*--max-image-pixels"):
+    with pytest.raises(
+        DataError,
+        match=r"bomb.png: image is 20000x20000 = 400,000,000 pixels, over the default "
+        r"limit of 16384 x 16384.*--max-image-pixels",
+    ):
         reader(bomb)
 
 
@@ -120,9 +127,14 @@ def test_validate_reports_long_texts_and_bombs_and_warns_about_outside_images(tm
     ds.png_bomb(data / "bomb.png", 20000, 20000, rows=2)
     Image.new("RGB", (64, 64)).save(tmp_path / "outside.png")
     (data / "link.png").symlink_to(tmp_path / "outside.png")
-    records = [_record("bomb", "bomb.png"), _record("long", "ok.png", "<image>\n" + ds.huge_text(10)),
-               _record("dots", "../outside.png"), _record("abs", str(tmp_path / "outside.png")),
-               _record("link", "link.png"), _record("fine", "ok.png")]
+    records = [
+        _record("bomb", "bomb.png"),
+        _record("long", "ok.png", "<image>\n" + ds.huge_text(10)),
+        _record("dots", "../outside.png"),
+        _record("abs", str(tmp_path / "outside.png")),
+        _record("link", "link.png"),
+        _record("fine", "ok.png"),
+    ]
     path = data / "test.jsonl"
     path.write_text("\ufeff" + "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")  # with a BOM
     tokens = TokenLimit(qwen, 16384, "max_num_tokens_per_sample=16384")
@@ -164,14 +176,15 @@ def _mix_with_long_texts(tmp_path):
     (tmp_path / "info.yaml").write_text(f"vlm_sft:\n  med:\n    jsonl_path: {tmp_path / 'train.jsonl'}\n")
     (tmp_path / "mix.yaml").write_text(
         "vlm_sft:\n  dataset_names: [med]\n  vit_image_transform_args: {image_stride: 14, max_image_size: 56, "
-        "min_image_size: 28}\n  num_used_data: [0]\n  shuffle_lines: false\n")
+        "min_image_size: 28}\n  num_used_data: [0]\n  shuffle_lines: false\n"
+    )
     return tmp_path / "mix.yaml", tmp_path / "info.yaml"
 
 
 def test_validate_counts_a_mix_sample_as_the_packer_does(tmp_path):
+    from unimedvl.checkpoint.create import default_tokenizer
     from unimedvl.config import model_config
     from unimedvl.data.validate import validate_mix
-    from unimedvl.checkpoint.create import default_tokenizer
 
     mix, info = _mix_with_long_texts(tmp_path)
     cfg = model_config("debug")
@@ -187,11 +200,11 @@ def test_validate_counts_a_mix_sample_as_the_packer_does(tmp_path):
 
 
 def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(tmp_path, caplog, monkeypatch):
+    from unimedvl.checkpoint.create import default_tokenizer
     from unimedvl.config import model_config
     from unimedvl.data.config import DataConfig
     from unimedvl.data.mixing import load_mix
     from unimedvl.data.packing import Packer
-    from unimedvl.checkpoint.create import default_tokenizer
 
     _mix_with_long_texts(tmp_path)
     cfg = model_config("debug")
@@ -203,8 +216,13 @@ def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(t
         return encode(text)
 
     monkeypatch.setattr(tokenizer, "encode", guarded)
-    data = DataConfig(str(tmp_path / "mix.yaml"), str(tmp_path / "info.yaml"), expected_num_tokens=64,
-                      max_num_tokens=256, max_num_tokens_per_sample=256)
+    data = DataConfig(
+        str(tmp_path / "mix.yaml"),
+        str(tmp_path / "info.yaml"),
+        expected_num_tokens=64,
+        max_num_tokens=256,
+        max_num_tokens_per_sample=256,
+    )
     packer = Packer(load_mix(data.dataset_config_file, data.dataset_info_file, cfg), cfg, tokenizer, data)
     with caplog.at_level(logging.WARNING, logger="unimedvl.data"):
         for _ in range(3):
@@ -212,4 +230,3 @@ def test_the_packer_skips_a_huge_sample_without_tokenising_it_and_says_so_once(t
     assert packer.stats["skipped_too_long"] >= 2
     notices = [r.message for r in caplog.records if "skipped" in r.message]
     assert len(notices) == 1 and "train.jsonl:1" in notices[0] and "at least" in notices[0]
-

@@ -3,18 +3,23 @@
 import pickle
 import shutil
 
-import benchmark_fixtures as F
 import pytest
 
+import benchmark_fixtures as F
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark
 from unimedvl.benchmarks.pvqa_release import load_plain_pickle
 from unimedvl.benchmarks.reader import ReadOptions
 from unimedvl.cli import main as cli_main
 from unimedvl.errors import DataError, UserError
 
-ROWS = {"test": [(F.image_bytes(10), "is there a fracture?", "yes"), (F.image_bytes(20), "where?", "left femur"),
-                 (F.image_bytes(30), "is the heart enlarged?", "no")],
-        "train": [(F.image_bytes(40), "is this an mri?", "no")]}  # fmt: skip
+ROWS = {
+    "test": [
+        (F.image_bytes(10), "is there a fracture?", "yes"),
+        (F.image_bytes(20), "where?", "left femur"),
+        (F.image_bytes(30), "is the heart enlarged?", "no"),
+    ],
+    "train": [(F.image_bytes(40), "is this an mri?", "no")],
+}
 
 
 def _read(name, path, split=None, tmp=None, options=None):
@@ -90,8 +95,10 @@ def test_omnimedvqa_validates_the_splits_present_and_finds_restricted_images_und
     root = F.omnimedvqa(tmp_path / "omni")
     shutil.rmtree(root / "OmniMedVQA" / "QA_information" / "Open-access")
     F._image(tmp_path / "originals" / "Images" / "Private" / "x.png", 70)
-    assert cli_main(["validate-data", "--benchmark", "omnimedvqa", str(root), "--data-dir",
-                     str(tmp_path / "originals")]) == 0
+    assert (
+        cli_main(["validate-data", "--benchmark", "omnimedvqa", str(root), "--data-dir", str(tmp_path / "originals")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "restricted-access: 1" in out and "splits read: restricted-access" in out
     source, conv = _read("omnimedvqa", root)  # the only access folder present is the default

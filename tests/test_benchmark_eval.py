@@ -2,14 +2,27 @@
 
 import json
 
-import benchmark_fixtures as F
 import pytest
 
-from unimedvl.cli import main as cli_main
+import benchmark_fixtures as F
 from unimedvl.checkpoint.create import init_checkpoint
+from unimedvl.cli import main as cli_main
 
-FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--max-new-tokens", "8", "--device", "cpu", "--no-progress"]  # fmt: skip
+FAST = [
+    "--vae-min-size",
+    "64",
+    "--vae-max-size",
+    "64",
+    "--vit-min-size",
+    "56",
+    "--vit-max-size",
+    "70",
+    "--max-new-tokens",
+    "8",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,8 +35,20 @@ def run(tmp_path_factory):
     tsv = F.vlmevalkit_tsv(tmp / "gmai" / "GMAI-MMBench_VAL.tsv")
     omni = F.omnimedvqa(tmp / "omni")
     out = tmp / "out"
-    argv = ["eval", "--model", str(ckpt), "--benchmark", f"vqa-rad={rad}", "--benchmark", f"gmai-mmbench={tsv}",
-            "--benchmark", f"slake={omni}", "--out", str(out), *FAST]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(ckpt),
+        "--benchmark",
+        f"vqa-rad={rad}",
+        "--benchmark",
+        f"gmai-mmbench={tsv}",
+        "--benchmark",
+        f"slake={omni}",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     return argv, out
 
 
@@ -55,8 +80,9 @@ def test_two_benchmarks_in_one_run_then_stats(run, capsys):
     assert sum(gmai["multiple_choice_matched_by"].values()) == 4
     lines = [json.loads(l) for l in (out / "debug" / "gmai-mmbench-val" / "results.jsonl").read_text().splitlines()]
     answered = [l for l in lines if not l["error"]]
-    assert all(l["instruction"].endswith("Answer with the option's letter from the given choices directly.")
-               for l in answered)  # fmt: skip
+    assert all(
+        l["instruction"].endswith("Answer with the option's letter from the given choices directly.") for l in answered
+    )
     assert all(l["metrics"].get("choice") in (*"ABCDEZ", None) for l in answered)
 
     # The same command again: the conversion gives the same data, so every sample is already done.

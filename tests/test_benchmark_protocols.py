@@ -7,41 +7,49 @@ import pytest
 
 from benchmark_fixtures import vlmevalkit_tsv, vqa_rad_parquet, vqa_rad_release
 from unimedvl import cli
-from unimedvl.metrics import text as T
+from unimedvl.benchmarks.protocols import PROTOCOLS, correct, get_protocol, vlmevalkit_choice
 from unimedvl.benchmarks.scoring import score_fields
 from unimedvl.commands.score import read_predictions
-from unimedvl.benchmarks.protocols import PROTOCOLS, correct, get_protocol, vlmevalkit_choice
 from unimedvl.errors import ConfigError, DataError
+from unimedvl.metrics import text as T
 
 OPTIONS = {"A": "CT", "B": "MRI", "C": "X-ray", "D": "Ultrasound"}
 
 
-@pytest.mark.parametrize("kind, gold, prediction, expected", [
-    # (unimedvl, llava-med, multimedeval, medevalkit, vlmevalkit)
-    ("closed", "no", "There is no evidence of that", (False, True, True, True, False)),
-    ("closed", "yes", "Yes, clearly.", (True, True, True, True, True)),
-    ("closed", "no", "nodule present", (False, True, False, True, False)),  # substring rules read "no" in "nodule"
-    ("closed", "yes", "yes or no", (True, True, True, False, True)),  # MedEvalKit: both words, no answer
-    ("closed", "Left", "The left lung", (False, True, True, False, False)),  # a closed answer that is not yes/no
-    ("open", "left lung", "the left lung", (True, True, True, False, True)),  # MedEvalKit: raw exact match
-    ("open", "pleural effusion", "small effusion", (False, False, False, False, False)),
-    ("open", "left lower lobe", "lobe lower left", (False, False, True, False, False)),  # recall 1 >= 0.75
-    ("open", "liver", "The answer is: liver.", (False, True, True, False, False)),  # MedEvalKit keeps ": liver."
-    ("open", "liver", "<answer>Liver</answer>", (False, True, True, True, False)),  # ... and reads <answer> tags
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, gold, prediction, expected",
+    [
+        # (unimedvl, llava-med, multimedeval, medevalkit, vlmevalkit)
+        ("closed", "no", "There is no evidence of that", (False, True, True, True, False)),
+        ("closed", "yes", "Yes, clearly.", (True, True, True, True, True)),
+        ("closed", "no", "nodule present", (False, True, False, True, False)),  # substring rules read "no" in "nodule"
+        ("closed", "yes", "yes or no", (True, True, True, False, True)),  # MedEvalKit: both words, no answer
+        ("closed", "Left", "The left lung", (False, True, True, False, False)),  # a closed answer that is not yes/no
+        ("open", "left lung", "the left lung", (True, True, True, False, True)),  # MedEvalKit: raw exact match
+        ("open", "pleural effusion", "small effusion", (False, False, False, False, False)),
+        ("open", "left lower lobe", "lobe lower left", (False, False, True, False, False)),  # recall 1 >= 0.75
+        ("open", "liver", "The answer is: liver.", (False, True, True, False, False)),  # MedEvalKit keeps ": liver."
+        ("open", "liver", "<answer>Liver</answer>", (False, True, True, True, False)),  # ... and reads <answer> tags
+    ],
+)
 def test_each_protocol_scores_hand_edited_answers_as_its_harness(kind, gold, prediction, expected):
-    got = tuple(correct(PROTOCOLS[n], kind, prediction, gold) for n in
-                ("unimedvl", "llava-med", "multimedeval", "medevalkit", "vlmevalkit"))
+    got = tuple(
+        correct(PROTOCOLS[n], kind, prediction, gold)
+        for n in ("unimedvl", "llava-med", "multimedeval", "medevalkit", "vlmevalkit")
+    )
     assert got == expected
 
 
-@pytest.mark.parametrize("prediction, current, legacy", [
-    ("B", "B", "B"),
-    ("B, no, ultrasound image here", "D", "B"),  # the letter is not among the last five tokens
-    ("The correct answer is C because of the bones", "C", "C"),
-    ("I would say A or maybe the answer is B", "B", None),  # two letters: "answer is B" decides
-    ("mri " * 30, None, "B"),  # text rule skipped for an answer much longer than the options
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "prediction, current, legacy",
+    [
+        ("B", "B", "B"),
+        ("B, no, ultrasound image here", "D", "B"),  # the letter is not among the last five tokens
+        ("The correct answer is C because of the bones", "C", "C"),
+        ("I would say A or maybe the answer is B", "B", None),  # two letters: "answer is B" decides
+        ("mri " * 30, None, "B"),  # text rule skipped for an answer much longer than the options
+    ],
+)
 def test_vlmevalkit_current_matching_differs_from_the_legacy_path(prediction, current, legacy):
     letter, _ = vlmevalkit_choice(prediction, OPTIONS)
     assert (letter if letter != "Z" else None) == current
@@ -68,13 +76,31 @@ def test_the_record_protocol_sets_correct_and_every_protocol_is_kept():
 def test_score_rescores_llava_med_style_predictions_without_a_model(tmp_path, capsys):
     root = vqa_rad_release(tmp_path / "vqa_rad")  # test qids 1..5: Yes, no, Left, the liver, pleural effusion
     preds = tmp_path / "answers.jsonl"
-    rows = [{"question_id": "1", "text": "Yes"}, {"question_id": "2", "text": "There is no mass"},
-            {"question_id": "3", "text": "The left side"}, {"question_id": "4", "text": "liver"},
-            {"question_id": "5", "text": "effusion"}]  # fmt: skip
+    rows = [
+        {"question_id": "1", "text": "Yes"},
+        {"question_id": "2", "text": "There is no mass"},
+        {"question_id": "3", "text": "The left side"},
+        {"question_id": "4", "text": "liver"},
+        {"question_id": "5", "text": "effusion"},
+    ]
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "score.json"
-    assert cli.main(["score", "--predictions", str(preds), "--benchmark", f"vqa-rad={root}", "--protocol",
-                     "llava-med", "--out", str(out)]) == 0  # the missing image does not matter here
+    assert (
+        cli.main(
+            [
+                "score",
+                "--predictions",
+                str(preds),
+                "--benchmark",
+                f"vqa-rad={root}",
+                "--protocol",
+                "llava-med",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )  # the missing image does not matter here
     text = capsys.readouterr().out
     assert "vqa-rad-test: 5 question(s) scored, 0 without a prediction, 0 prediction id(s)" in text
     block = json.loads(out.read_text())["benchmark"]

@@ -4,9 +4,9 @@ import base64
 import json
 from pathlib import Path
 
-import benchmark_fixtures as F
 import pytest
 
+import benchmark_fixtures as F
 from unimedvl.benchmarks import get_reader
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark, write_jsonl
 from unimedvl.benchmarks.items import answer_type_of, letter_of, yes_no_rule
@@ -19,8 +19,9 @@ from unimedvl.errors import ConfigError, UserError
 
 def _convert(name, path, split=None, language="en", tmp=None, keep_failed=False):
     source = open_benchmark(name, path, split, ReadOptions(language=language))
-    return convert_benchmark(source, image_dir=None if tmp is None else tmp / "images", out_dir=tmp,
-                             keep_failed=keep_failed)  # fmt: skip
+    return convert_benchmark(
+        source, image_dir=None if tmp is None else tmp / "images", out_dir=tmp, keep_failed=keep_failed
+    )
 
 
 def _counts(conv):
@@ -29,7 +30,13 @@ def _counts(conv):
 
 def test_answer_type_rules():
     assert [answer_type_of(v, "x") for v in ("CLOSED", " closed ", "Open", "yes/no", "other", "number")] == [
-        "closed", "closed", "open", "closed", "open", "open"]  # fmt: skip
+        "closed",
+        "closed",
+        "open",
+        "closed",
+        "open",
+        "open",
+    ]
     assert answer_type_of(None, "Yes.") == "closed" and answer_type_of("", "left lung") == "open"
     assert yes_no_rule("No") == "closed" and yes_no_rule("nodule") == "open" and yes_no_rule(None) == "open"
     assert letter_of("(B)", {"A": "x", "B": "y"}) == "B" and letter_of("y", {"A": "x", "B": "y"}) == "B"
@@ -43,7 +50,9 @@ def test_vqa_rad_release_test_split_by_phrase_type(tmp_path):
     # 5 test questions: the one whose image is missing fails; " closed " and the non-yes/no "Left" are closed.
     assert _counts(conv) == {"test/closed": 3, "test/open": 1} and conv.failed == 1
     (problem,) = conv.problems
-    assert str(problem).startswith(f"{root / 'VQA_RAD Dataset Public.json'}:5: ") and "synpic_missing.jpg" in str(problem)
+    assert str(problem).startswith(f"{root / 'VQA_RAD Dataset Public.json'}:5: ") and "synpic_missing.jpg" in str(
+        problem
+    )
     by_id = {r["question_id"]: r for r in conv.records}
     assert by_id["3"]["answer_type"] == "closed" and by_id["3"]["answer"] == "Left"
     assert by_id["1"]["category"] == "PRES" and by_id["1"]["groups"]["organ"] == "CHEST"
@@ -93,7 +102,10 @@ def test_omnimedvqa_options_and_gold_text(tmp_path):
     assert by_id["acrima_1"]["answer"] == "B" and by_id["acrima_1"]["options"] == {"A": "Normal", "B": "Glaucoma"}
     assert by_id["acrima_2"]["modality"] == "Fundus Photography"  # read from the 'modality' spelling too
     assert by_id["acrima_3"]["answer"] == "C" and list(by_id["acrima_3"]["options"]) == ["A", "B", "C"]
-    assert "Options:\nA. CT\nB. MRI\nC. Fundus\nAnswer with the option's letter" in by_id["acrima_3"]["message"][0]["value"]
+    assert (
+        "Options:\nA. CT\nB. MRI\nC. Fundus\nAnswer with the option's letter"
+        in by_id["acrima_3"]["message"][0]["value"]
+    )
     assert conv.failed == 1 and "'Grade 9' is none of the options" in str(conv.problems[0])
     restricted = _convert("omnimedvqa", root, "restricted")
     assert restricted.failed == 1 and "not found" in str(restricted.problems[0])  # images not distributed

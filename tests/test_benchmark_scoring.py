@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from unimedvl.benchmarks.scoring import benchmark_statistics, line_fields
 from unimedvl.data.records import parse_record
 from unimedvl.eval.runner.batch import build_statistics, score_answer
-from unimedvl.benchmarks.scoring import benchmark_statistics, line_fields
 from unimedvl.metrics.choice_matching import choose, match_choice
 from unimedvl.metrics.uncertainty import bootstrap_ci, paired_bootstrap_ci
 
@@ -14,21 +14,42 @@ OPTIONS = {"A": "CT", "B": "MRI", "C": "X-ray", "D": "Ultrasound"}
 
 def _record(answer, answer_type, options=None, category="cat", **extra):
     msg = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "a training target, not the gold"}]
-    obj = {"main_task_type": "image_understanding", "message": msg, "benchmark": "vqa-rad", "split": "test",
-           "question_id": "1", "question": "Q?", "answer": answer, "answer_type": answer_type, "options": options,
-           "groups": {"category": category}, "prompt_template": "short_answer", "paper_column": "VQA-RAD", **extra}  # fmt: skip
+    obj = {
+        "main_task_type": "image_understanding",
+        "message": msg,
+        "benchmark": "vqa-rad",
+        "split": "test",
+        "question_id": "1",
+        "question": "Q?",
+        "answer": answer,
+        "answer_type": answer_type,
+        "options": options,
+        "groups": {"category": category},
+        "prompt_template": "short_answer",
+        "paper_column": "VQA-RAD",
+        **extra,
+    }
     return parse_record(obj)
 
 
-@pytest.mark.parametrize("prediction, letter", [
-    ("B", "B"), ("(B)", "B"), ("The answer is B.", "B"), ("B. MRI", "B"), ("**C**", "C"),
-    ("b", None),  # letters count only in upper case ...
-    ("mri", "B"),  # ... but option text matches case-insensitively
-    ("A or B", None), ("It is an MRI, not a CT", None),  # two letters / two option texts: no answer
-    ("Cannot determine the answer", "Z"), ("Z", "Z"),
-    ("A mass is seen", "A"),  # VLMEvalKit's default path reads the article as the letter A
-    ("Ultrasound image", "D"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "prediction, letter",
+    [
+        ("B", "B"),
+        ("(B)", "B"),
+        ("The answer is B.", "B"),
+        ("B. MRI", "B"),
+        ("**C**", "C"),
+        ("b", None),  # letters count only in upper case ...
+        ("mri", "B"),  # ... but option text matches case-insensitively
+        ("A or B", None),
+        ("It is an MRI, not a CT", None),  # two letters / two option texts: no answer
+        ("Cannot determine the answer", "Z"),
+        ("Z", "Z"),
+        ("A mass is seen", "A"),  # VLMEvalKit's default path reads the article as the letter A
+        ("Ultrasound image", "D"),
+    ],
+)
 def test_vlmevalkit_choice_matching(prediction, letter):
     assert match_choice(prediction, OPTIONS) == letter
 
@@ -59,12 +80,30 @@ def test_scorer_on_hand_made_predictions_with_known_accuracy_and_recall():
     for i, (gold, kind, prediction, correct, recall) in enumerate(cases):
         scored = score_answer(_record(gold, kind, category="pos" if i < 4 else "organ"), prediction)
         assert scored["correct"] is correct and scored.get("recall") == (pytest.approx(recall) if recall else None)
-        lines.append({"sample_id": str(i), "task_type": "image_understanding", "kind": "question", "answer": prediction,
-                      "gold": scored.pop("gold"), "question_type": scored.pop("question_type"), "metrics": scored,
-                      "benchmark": line_fields(_record(gold, kind, category="pos" if i < 4 else "organ")),
-                      "inference_time": 0.1, "error": None})  # fmt: skip
-    lines.append({"sample_id": "bad", "task_type": "image_understanding", "kind": "invalid", "metrics": {},
-                  "error": "x.parquet:3: image missing", "inference_time": None})  # fmt: skip
+        lines.append(
+            {
+                "sample_id": str(i),
+                "task_type": "image_understanding",
+                "kind": "question",
+                "answer": prediction,
+                "gold": scored.pop("gold"),
+                "question_type": scored.pop("question_type"),
+                "metrics": scored,
+                "benchmark": line_fields(_record(gold, kind, category="pos" if i < 4 else "organ")),
+                "inference_time": 0.1,
+                "error": None,
+            }
+        )
+    lines.append(
+        {
+            "sample_id": "bad",
+            "task_type": "image_understanding",
+            "kind": "invalid",
+            "metrics": {},
+            "error": "x.parquet:3: image missing",
+            "inference_time": None,
+        }
+    )
     block = build_statistics(lines)["benchmark"]
     overall = block["overall"]
     assert overall["accuracy"]["value"] == pytest.approx(4 / 7) and overall["accuracy"]["n"] == 7
@@ -85,8 +124,17 @@ def test_multiple_choice_statistics_and_judge_rescoring():
     for i, pred in enumerate(preds):
         record = _record("B", "multiple_choice", OPTIONS, prompt_template="multiple_choice")
         scored = score_answer(record, pred)
-        lines.append({"sample_id": str(i), "kind": "question", "answer": pred, "gold": scored.pop("gold"),
-                      "metrics": scored, "benchmark": line_fields(record), "error": None})  # fmt: skip
+        lines.append(
+            {
+                "sample_id": str(i),
+                "kind": "question",
+                "answer": pred,
+                "gold": scored.pop("gold"),
+                "metrics": scored,
+                "benchmark": line_fields(record),
+                "error": None,
+            }
+        )
     block = benchmark_statistics(lines)
     assert block["overall"]["multiple_choice_accuracy"]["value"] == pytest.approx(2 / 5)
     assert block["multiple_choice_matched_by"] == {"letter": 3, "none": 1, "text": 1}
@@ -147,6 +195,7 @@ def test_a_bootstrap_clustered_by_image_is_wider_when_an_image_decides_its_quest
     images = [i // 5 for i in range(60)]
     plain, clustered = mean_estimate(values), clustered_mean_estimate(values, images)
     assert clustered["value"] == plain["value"] == 0.5 and clustered["clusters"] == 12
+
     def width(e):
         return e["ci95"][1] - e["ci95"][0]
 

@@ -3,20 +3,28 @@
 import csv
 from pathlib import Path
 
-import benchmark_fixtures as F
 import pytest
 
+import benchmark_fixtures as F
 from unimedvl.benchmarks.convert import convert_benchmark, open_benchmark
 from unimedvl.benchmarks.vlmevalkit import paper_column_of
 from unimedvl.eval.report.benchmark_table import paper_table
 from unimedvl.eval.statistics.stats_csv import StatsEntry
 
 
-@pytest.mark.parametrize("name, column", [
-    ("OmniMedVQA", "OmniMedVQA"), ("SLAKE_EN_TEST", "SLAKE"), ("PathVQA_VAL", "PathVQA"), ("PathVQA_TEST", "PathVQA"),
-    ("VQA_RAD_TEST", "VQA-RAD"), ("GMAI-MMBench_VAL", "GMAI-MMBench"), ("GMAI_mm_bench_TEST_part_3", "GMAI-MMBench"),
-    ("MMBench_DEV_EN", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, column",
+    [
+        ("OmniMedVQA", "OmniMedVQA"),
+        ("SLAKE_EN_TEST", "SLAKE"),
+        ("PathVQA_VAL", "PathVQA"),
+        ("PathVQA_TEST", "PathVQA"),
+        ("VQA_RAD_TEST", "VQA-RAD"),
+        ("GMAI-MMBench_VAL", "GMAI-MMBench"),
+        ("GMAI_mm_bench_TEST_part_3", "GMAI-MMBench"),
+        ("MMBench_DEV_EN", None),
+    ],
+)
 def test_vlmevalkit_names_map_to_paper_columns(name, column):
     assert paper_column_of(name) == column
 

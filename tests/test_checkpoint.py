@@ -127,8 +127,17 @@ def test_not_a_checkpoint(tmp_path):
 def test_init_checkpoint_cli_writes_release_layout(tmp_path, capsys):
     assert cli_main(["init-checkpoint", "--size", "debug", "--out", str(tmp_path / "c"), "--seed", "3"]) == 0
     names = {p.name for p in (tmp_path / "c").iterdir()}
-    expected = {"llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors", "tokenizer.json",
-                "vocab.json", "merges.txt", "tokenizer_config.json", CONFIG_FILE}
+    expected = {
+        "llm_config.json",
+        "vit_config.json",
+        "ae.safetensors",
+        "ema.safetensors",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        CONFIG_FILE,
+    }
     assert expected <= names
     model = load_model(tmp_path / "c")
     assert model.config == model_config("debug")

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from unimedvl import cli
-from unimedvl.config import ModelConfig, from_dict
-from unimedvl.imaging.transforms import ImageTransform, to_pil
-from unimedvl.errors import ConfigError
-from unimedvl.checkpoint.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig, for_model
 from unimedvl.checkpoint.create import init_checkpoint
+from unimedvl.checkpoint.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig, for_model
+from unimedvl.config import ModelConfig, from_dict
+from unimedvl.errors import ConfigError
+from unimedvl.imaging.transforms import ImageTransform, to_pil
 from unimedvl.medsynth.generator import generate_medsynth
 from unimedvl.train.config import TrainConfig
 from unimedvl.train.trainer import Trainer
@@ -31,10 +31,24 @@ def trained_64px(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt64")
     synth = generate_medsynth(root / "synth", 8, 4, seed=0, image_size=64)
     base = init_checkpoint("debug", root / "base", seed=0)
-    cfg = TrainConfig(dataset_config_file=synth["mix"], dataset_info_file=synth["dataset_info"], model_path=str(base),
-                      checkpoint_dir=str(root / "run"), total_steps=2, save_every=1000, warmup_steps=0, lr=1e-3,
-                      attn_backend="sdpa", ema=0.0, gradient_checkpointing=False, progress_bar=False,
-                      tensorboard=False, expected_num_tokens=256, max_num_tokens=512, max_num_tokens_per_sample=512)
+    cfg = TrainConfig(
+        dataset_config_file=synth["mix"],
+        dataset_info_file=synth["dataset_info"],
+        model_path=str(base),
+        checkpoint_dir=str(root / "run"),
+        total_steps=2,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        ema=0.0,
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        expected_num_tokens=256,
+        max_num_tokens=512,
+        max_num_tokens_per_sample=512,
+    )
     Trainer(cfg).train()
     return root / "run" / "step_0000002", synth
 
@@ -82,30 +96,98 @@ def test_ask_edit_eval_and_serve_feed_64px_without_size_flags(trained_64px, tmp_
     step_dir, synth = trained_64px
     png = _image(tmp_path / "scan.png")
     sizes = _Sizes(monkeypatch)
-    assert cli.main(["ask", "--model", str(step_dir), "--image", str(png), "--question", "What is this?",
-                     "--max-new-tokens", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "ask",
+                "--model",
+                str(step_dir),
+                "--image",
+                str(png),
+                "--question",
+                "What is this?",
+                "--max-new-tokens",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert sizes.vae() == {(64, 64)} and max(max(s) for s in sizes.vit()) <= 70
     sizes.seen.clear()
-    assert cli.main(["edit", "--model", str(step_dir), "--image", str(png), "--instruction", "Denoise.", "--out",
-                     str(tmp_path / "out.png"), "--num-timesteps", STEPS, "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "edit",
+                "--model",
+                str(step_dir),
+                "--image",
+                str(png),
+                "--instruction",
+                "Denoise.",
+                "--out",
+                str(tmp_path / "out.png"),
+                "--num-timesteps",
+                STEPS,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sizes.vae() == {(64, 64)} and Image.open(tmp_path / "out.png").size == (64, 64)
     # An explicit flag overrides the checkpoint's value.
     sizes.seen.clear()
-    assert cli.main(["edit", "--model", str(step_dir), "--image", str(png), "--instruction", "Denoise.", "--out",
-                     str(tmp_path / "out2.png"), "--num-timesteps", STEPS, "--no-progress",
-                     "--vae-min-size", "32", "--vae-max-size", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "edit",
+                "--model",
+                str(step_dir),
+                "--image",
+                str(png),
+                "--instruction",
+                "Denoise.",
+                "--out",
+                str(tmp_path / "out2.png"),
+                "--num-timesteps",
+                STEPS,
+                "--no-progress",
+                "--vae-min-size",
+                "32",
+                "--vae-max-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert sizes.vae() == {(32, 32)}
     # eval: no size flags; run_info records the checkpoint's sizes.
     sizes.seen.clear()
     out = tmp_path / "eval"
-    assert cli.main(["eval", "--model", str(step_dir), "--data", synth["jsonl"]["test"], "--out", str(out),
-                     "--num-timesteps", STEPS, "--max-new-tokens", "4", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                str(step_dir),
+                "--data",
+                synth["jsonl"]["test"],
+                "--out",
+                str(out),
+                "--num-timesteps",
+                STEPS,
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     settings = json.loads((out / step_dir.name / "test" / "run_info.json").read_text())["settings"]
     assert (settings["vae_min_size"], settings["vae_max_size"], settings["vit_max_size"]) == (64, 64, 70)
     assert sizes.vae() == {(64, 64)}
     # serve: the app loads through the same options; the Generate tab defaults to the model's own size.
-    from unimedvl.commands.serve import register as register_serve
     from unimedvl.commands.inference import load_model
+    from unimedvl.commands.serve import register as register_serve
 
     args = _parse(register_serve, ["serve", "--model", str(step_dir)])
     model = load_model(args)
@@ -126,8 +208,26 @@ def test_old_spellings_still_work_and_warn(trained_64px, tmp_path, monkeypatch, 
     png = _image(tmp_path / "scan.png")
     sizes = _Sizes(monkeypatch)
     capsys.readouterr()
-    assert cli.main(["ask", "--model", str(step_dir), "--image", str(png), "--question", "What is this?",
-                     "--max-new-tokens", "2", "--min-image-size", "48", "--max-image-size", "48"]) == 0
+    assert (
+        cli.main(
+            [
+                "ask",
+                "--model",
+                str(step_dir),
+                "--image",
+                str(png),
+                "--question",
+                "What is this?",
+                "--max-new-tokens",
+                "2",
+                "--min-image-size",
+                "48",
+                "--max-image-size",
+                "48",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: --min-image-size is deprecated; use --vae-min-size" in err
     assert sizes.vae() == {(48, 48)}
@@ -157,9 +257,19 @@ def test_very_elongated_images_get_the_release_sizes_and_a_checkpoint_keeps_its_
     release.save(tmp_path)
     assert json.loads(path.read_text())["vae_transform"]["max_pixels"] == 1_806_336  # recorded in the file
     own = {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512}
-    path.write_text(json.dumps({"vae_transform": {**own, "max_pixels": None},
-                                "vit_transform": {"image_stride": 14, "max_image_size": 980, "min_image_size": 378,
-                                                  "max_pixels": 2_007_040}}))
+    path.write_text(
+        json.dumps(
+            {
+                "vae_transform": {**own, "max_pixels": None},
+                "vit_transform": {
+                    "image_stride": 14,
+                    "max_image_size": 980,
+                    "min_image_size": 378,
+                    "max_pixels": 2_007_040,
+                },
+            }
+        )
+    )
     kept = InferenceConfig.load(tmp_path)
     assert kept.vae_transform.max_pixels is None and kept.vae_transform.target_size(21, 882) == (32, 1024)
     assert kept.vit_transform.max_pixels == 2_007_040
@@ -210,8 +320,12 @@ def test_validate_data_accepts_a_checkpoint_directory(trained_64px, capsys):
 def test_ask_without_an_image_on_an_image_question_warns_once(trained_64px, capsys):
     step_dir, _ = trained_64px
     capsys.readouterr()
-    assert cli.main(["ask", "--model", str(step_dir), "--question", "Is there a lesion in this scan?",
-                     "--max-new-tokens", "2"]) == 0
+    assert (
+        cli.main(
+            ["ask", "--model", str(step_dir), "--question", "Is there a lesion in this scan?", "--max-new-tokens", "2"]
+        )
+        == 0
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert [line for line in err if "no image was given" in line] == [err[-1]] and err[-1].startswith("warning: ")
     assert cli.main(["ask", "--model", str(step_dir), "--question", "What is a CT scan?", "--max-new-tokens", "2"]) == 0

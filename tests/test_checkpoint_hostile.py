@@ -13,7 +13,6 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
 from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
 
@@ -49,7 +48,6 @@ def test_absurd_hidden_size_is_refused_from_the_headers_before_any_allocation(de
 
 def test_trainer_checks_the_shapes_before_allocating(debug_ckpt, tmp_path):
     from test_train_run import make_cfg
-
     from unimedvl.train.trainer import Trainer
 
     bad = _copy(debug_ckpt, tmp_path / "bad", hidden_size=10**7, head_dim=2_500_000)
@@ -71,8 +69,10 @@ def _index_to(ckpt: Path, target: str) -> None:
     (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "../other/ema.safetensors", "shards/../../other/ema.safetensors",
-                                    "C:\\weights\\ema.safetensors"])
+@pytest.mark.parametrize(
+    "target",
+    ["/etc/passwd", "../other/ema.safetensors", "shards/../../other/ema.safetensors", "C:\\weights\\ema.safetensors"],
+)
 def test_an_index_naming_a_file_outside_the_folder_is_refused(debug_ckpt, tmp_path, target):
     shutil.copytree(debug_ckpt, tmp_path / "other")  # a real checkpoint there: before, it was loaded silently
     ckpt = tmp_path / "ckpt"

@@ -62,8 +62,10 @@ def test_no_library_package_builds_a_subcommand():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr == "add_parser":
                 found.append(f"{path.relative_to(root)}:{node.lineno}: add_parser")
-            elif isinstance(node, ast.FunctionDef) and node.name.startswith("register") and any(
-                a.arg == "subparsers" for a in node.args.args
+            elif (
+                isinstance(node, ast.FunctionDef)
+                and node.name.startswith("register")
+                and any(a.arg == "subparsers" for a in node.args.args)
             ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}: {node.name}(subparsers)")
     assert found == []

@@ -53,11 +53,13 @@ def test_every_flag_says_what_it_does_and_its_default(name):
 
 def test_help_does_not_import_torch_or_gradio():
     # `unimedvl COMMAND --help` must be instant: no heavy import happens before the arguments are parsed.
-    code = ("import sys\nfrom unimedvl.cli import main\n"
-            f"for name in {COMMANDS!r}:\n"
-            "    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('torch', 'gradio', 'fastapi', 'transformers') if m in sys.modules]\n"
-            "print('HEAVY', heavy)\n")
+    code = (
+        "import sys\nfrom unimedvl.cli import main\n"
+        f"for name in {COMMANDS!r}:\n"
+        "    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('torch', 'gradio', 'fastapi', 'transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"

@@ -78,3 +78,21 @@ def test_size_key_as_base(tmp_path):
     path.write_text("size: debug\nllm:\n  num_hidden_layers: 3\n")
     cfg = load_model_config(path)
     assert cfg.llm.num_hidden_layers == 3 and cfg.llm.hidden_size == model_config("debug").llm.hidden_size
+
+
+def test_field_docs_reads_one_line_and_formatter_wrapped_comments():
+    from dataclasses import dataclass
+
+    from unimedvl.config import field_docs
+
+    @dataclass
+    class Options:
+        short: int = 1  # a short field
+        # longer than 120 columns: ruff format wraps it as it wraps such fields in the config modules
+        wrapped: str | None = (
+            None  # a field whose line is longer than the formatter's 120 columns, so ruff format wraps it
+        )
+        undocumented: int = 2
+
+    WRAPPED_DOC = "a field whose line is longer than the formatter's 120 columns, so ruff format wraps it"
+    assert field_docs(Options) == {"short": "a short field", "wrapped": WRAPPED_DOC}

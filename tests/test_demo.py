@@ -60,8 +60,8 @@ def test_quick_demo_keeps_three_checkpoints_and_reports_the_curve(quick_demo):
 
 
 def test_the_demo_checkpoint_carries_the_settings_its_report_used(quick_demo):
-    from unimedvl.guidance import RESTORATION
     from unimedvl.checkpoint.inference_config import InferenceConfig
+    from unimedvl.guidance import RESTORATION
 
     out, summary = quick_demo
     cfg = DemoConfig.quick(str(out))
@@ -69,8 +69,11 @@ def test_the_demo_checkpoint_carries_the_settings_its_report_used(quick_demo):
     evaluated = json.loads((out / "eval" / "step_0000150" / "medsynth" / "run_info.json").read_text())["settings"]
     for task in ("edit", "eval"):  # `unimedvl edit`, the app's Edit tab, the API's edits, `unimedvl eval`
         preset = inference.preset(task)
-        assert (preset.strength, preset.num_timesteps) == (cfg.strength, cfg.num_timesteps) == (
-            evaluated["strength"], evaluated["num_timesteps"])
+        assert (
+            (preset.strength, preset.num_timesteps)
+            == (cfg.strength, cfg.num_timesteps)
+            == (evaluated["strength"], evaluated["num_timesteps"])
+        )
         assert preset.timestep_shift == RESTORATION.timestep_shift == evaluated["timestep_shift"]
     generate = inference.preset("generate")
     assert (generate.strength, generate.num_timesteps) == (1.0, cfg.num_timesteps)
@@ -99,10 +102,18 @@ def test_int8_gives_the_bf16_answers_and_edits_of_the_trained_model(quick_demo):
 
     out, _ = quick_demo
     checkpoint = latest_checkpoint(out / "train" / "run")
-    settings = EvalSettings(dtype="bf16", vae_min_size=64, vae_max_size=64, vit_min_size=56, vit_max_size=70,
-                            max_new_tokens=8, guidance=dataclasses.replace(RESTORATION, num_timesteps=4))
-    result = compare_plan(checkpoint, out / "data" / "medsynth" / "test.jsonl", {"quantize": "int8"}, settings,
-                          max_edits=10)  # fmt: skip
+    settings = EvalSettings(
+        dtype="bf16",
+        vae_min_size=64,
+        vae_max_size=64,
+        vit_min_size=56,
+        vit_max_size=70,
+        max_new_tokens=8,
+        guidance=dataclasses.replace(RESTORATION, num_timesteps=4),
+    )
+    result = compare_plan(
+        checkpoint, out / "data" / "medsynth" / "test.jsonl", {"quantize": "int8"}, settings, max_edits=10
+    )
     assert result["questions"] >= 50 and result["edits"] == 10 and not result["failed"]
     assert result["agreement"] >= 0.9, result["disagreements"]
     assert abs(result["psnr_difference"]) <= 0.5, result
@@ -128,16 +139,21 @@ def _quoted_figures() -> dict[str, tuple[float, float]]:
 def test_the_quick_demo_figures_quoted_in_benchmarks_are_what_it_gives(quick_demo):
     _, summary = quick_demo
     medsynth = summary["results"]["medsynth"]
-    given = {f"VQA {kind} accuracy (%)": medsynth["by_question_type"][kind]["accuracy"]
-             for kind in ("modality", "presence", "location", "count")}  # fmt: skip
+    given = {
+        f"VQA {kind} accuracy (%)": medsynth["by_question_type"][kind]["accuracy"]
+        for kind in ("modality", "presence", "location", "count")
+    }
     given["denoising PSNR (dB)"] = medsynth["by_task_type"]["denoising"]["psnr"]
     quoted, wrong, table = _quoted_figures(), [], []
     for label, estimate in given.items():
         value, baseline = estimate["value"], estimate["baseline"]["value"]
         if "%" in label:  # the summary holds fractions
             value, baseline = 100 * value, 100 * baseline
-        table.append(f"| {label} | {value:.1f} | {baseline:.1f} |" if "%" in label else
-                     f"| {label} | {value:.2f} | {baseline:.2f} |")  # fmt: skip
+        table.append(
+            f"| {label} | {value:.1f} | {baseline:.1f} |"
+            if "%" in label
+            else f"| {label} | {value:.2f} | {baseline:.2f} |"
+        )
         # Thread counts change float sums: a question or two, a few hundredths of a dB, not 68% for 40%.
         tolerance = 4.0 if "%" in label else 0.1
         model_q, baseline_q = quoted.get(label, (float("nan"), float("nan")))
@@ -145,4 +161,5 @@ def test_the_quick_demo_figures_quoted_in_benchmarks_are_what_it_gives(quick_dem
             wrong.append(label)
     assert not wrong and set(quoted) == set(given), (
         f"BENCHMARKS.md's quick demo figures disagree with its summary ({', '.join(wrong) or 'rows'}); the summary "
-        "gives:\n" + "\n".join(table))
+        "gives:\n" + "\n".join(table)
+    )

@@ -19,11 +19,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import drill_support as ds  # noqa: E402
 import train_support as ts  # noqa: E402
-
 from unimedvl import fileio  # noqa: E402
 from unimedvl.cli import main as cli_main  # noqa: E402
-from unimedvl.errors import CheckpointError, DiskFullError  # noqa: E402
 from unimedvl.commands import eval as eval_command  # noqa: E402
+from unimedvl.errors import CheckpointError, DiskFullError  # noqa: E402
 from unimedvl.eval.runner import job as eval_job  # noqa: E402
 from unimedvl.eval.runner.result_files import ResultWriter  # noqa: E402
 from unimedvl.fileio import is_disk_full  # noqa: E402
@@ -33,8 +32,23 @@ from unimedvl.train.metrics_log import RunLogger  # noqa: E402
 from unimedvl.train.trainer import Trainer  # noqa: E402
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
-FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress"]  # fmt: skip
+FAST = [
+    "--vae-min-size",
+    "64",
+    "--vae-max-size",
+    "64",
+    "--vit-min-size",
+    "56",
+    "--vit-max-size",
+    "70",
+    "--num-timesteps",
+    "3",
+    "--max-new-tokens",
+    "8",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -44,10 +58,22 @@ def debug_ckpt(tmp_path_factory):
 
 
 def _cfg(tmp_path, ckpt, **overrides):
-    values = dict(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen"]),
-                  model_path=str(ckpt), checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=1,
-                  warmup_steps=0, lr=1e-3, attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False,
-                  tensorboard=False, log_every=1, ema=0.9, keep_last=0)  # fmt: skip
+    values = dict(
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen"]),
+        model_path=str(ckpt),
+        checkpoint_dir=str(tmp_path / "run"),
+        total_steps=2,
+        save_every=1,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        log_every=1,
+        ema=0.9,
+        keep_last=0,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -91,8 +117,10 @@ def test_a_full_disk_while_saving_is_one_line_and_the_rerun_continues(tmp_path, 
     with pytest.raises(DiskFullError) as err:
         Trainer(cfg, loader_factory=ts.build_loader).train()
     run = Path(cfg.checkpoint_dir)
-    assert str(err.value) == (f"disk full while saving step 2 in {run}; step 1 is intact (step_0000001); free "
-                              "space and rerun with --auto_resume True")
+    assert str(err.value) == (
+        f"disk full while saving step 2 in {run}; step 1 is intact (step_0000001); free "
+        "space and rerun with --auto_resume True"
+    )
     assert not list(run.glob(".tmp-*")) and sorted(p.name for p in run.glob("step_*")) == ["step_0000001"]
     monkeypatch.setattr(trainer_module, "save_model", real_save)
     cfg.auto_resume = True
@@ -100,27 +128,52 @@ def test_a_full_disk_while_saving_is_one_line_and_the_rerun_continues(tmp_path, 
     assert _steps(run) == [1, 2, 3]  # step 2 was logged before the failed save, then redone: once each
 
 
-def test_a_full_disk_in_torch_distributed_checkpoint_and_the_cli_prints_one_line(tmp_path, debug_ckpt, monkeypatch,
-                                                                                   capsys):
+def test_a_full_disk_in_torch_distributed_checkpoint_and_the_cli_prints_one_line(
+    tmp_path, debug_ckpt, monkeypatch, capsys
+):
     from torch.distributed.checkpoint.api import CheckpointException
 
     def fails(path, *args):
         (path / "train_state").mkdir()
-        raise CheckpointException("write", {0: (RuntimeError("[enforce fail at inline_container.cc:672] . "
-                                                             "unexpected pos 704 vs 598"), [])})  # fmt: skip
+        raise CheckpointException(
+            "write", {0: (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), [])}
+        )
 
     monkeypatch.setattr(trainer_module.ckpt, "save_train_state", fails)
     monkeypatch.setattr(fileio, "free_bytes", lambda folder: 0)
     cfg = _cfg(tmp_path, debug_ckpt, total_steps=1)
-    args = ["train", "--model_path", cfg.model_path, "--dataset_config_file", cfg.dataset_config_file,
-            "--checkpoint_dir", cfg.checkpoint_dir, "--loader", ts.LOADER, "--total_steps", "1",
-            "--warmup_steps", "0", "--gradient_checkpointing", "False", "--attn_backend", "sdpa",
-            "--progress_bar", "False", "--tensorboard", "False", "--ema", "0"]  # fmt: skip
+    args = [
+        "train",
+        "--model_path",
+        cfg.model_path,
+        "--dataset_config_file",
+        cfg.dataset_config_file,
+        "--checkpoint_dir",
+        cfg.checkpoint_dir,
+        "--loader",
+        ts.LOADER,
+        "--total_steps",
+        "1",
+        "--warmup_steps",
+        "0",
+        "--gradient_checkpointing",
+        "False",
+        "--attn_backend",
+        "sdpa",
+        "--progress_bar",
+        "False",
+        "--tensorboard",
+        "False",
+        "--ema",
+        "0",
+    ]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
-    assert last == (f"error: disk full while saving step 1 in {cfg.checkpoint_dir}; no earlier checkpoint exists, "
-                    "so the rerun starts from step 0; free space and rerun with --auto_resume True")
+    assert last == (
+        f"error: disk full while saving step 1 in {cfg.checkpoint_dir}; no earlier checkpoint exists, "
+        "so the rerun starts from step 0; free space and rerun with --auto_resume True"
+    )
     assert "Traceback" not in err and not list(Path(cfg.checkpoint_dir).glob(".tmp-*"))
 
 
@@ -179,7 +232,8 @@ def test_a_loader_worker_dies_with_its_parent(tmp_path):
         "def child():\n    _die_with_parent()\n    time.sleep(60)\n"
         "if __name__ == '__main__':\n"
         "    p = multiprocessing.get_context('fork').Process(target=child)\n    p.start()\n"
-        "    print(p.pid, flush=True)\n    time.sleep(60)\n")
+        "    print(p.pid, flush=True)\n    time.sleep(60)\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
     child = int(parent.stdout.readline())
@@ -210,25 +264,35 @@ def bad_data(tmp_path_factory):
     Image.new("RGB", (64, 64), (90, 90, 90)).save(folder / "ok.png")
     ds.png_bomb(folder / "bomb.png", 20000, 20000, rows=2)
     records = [
-        {"main_task_type": "image_understanding", "sample_id": sid, "input_img": [{"path": image}],
-         "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": "CT"}]}
-        for sid, image, question in (("fine", "ok.png", "What modality is this?"),
-                                     ("bomb", "bomb.png", "What modality is this?"),
-                                     ("long", "ok.png", ds.huge_text(10)))]  # fmt: skip
+        {
+            "main_task_type": "image_understanding",
+            "sample_id": sid,
+            "input_img": [{"path": image}],
+            "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": "CT"}],
+        }
+        for sid, image, question in (
+            ("fine", "ok.png", "What modality is this?"),
+            ("bomb", "bomb.png", "What modality is this?"),
+            ("long", "ok.png", ds.huge_text(10)),
+        )
+    ]
     path = folder / "bad.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
 def _eval(ckpt, data, out, *extra):
-    return eval_command.run(eval_command.parse_args(["--model", str(ckpt), "--data", str(data), "--out", str(out), *FAST,
-                                               *extra]))  # fmt: skip
+    return eval_command.run(
+        eval_command.parse_args(["--model", str(ckpt), "--data", str(data), "--out", str(out), *FAST, *extra])
+    )
 
 
 def test_bad_samples_fail_alone_and_strict_says_so(debug_ckpt, bad_data, tmp_path, capsys):
     assert _eval(debug_ckpt, bad_data, tmp_path) == 0
-    lines = {json.loads(line)["sample_id"]: json.loads(line)
-             for line in (tmp_path / "debug" / "bad" / "results.jsonl").read_text().splitlines()}
+    lines = {
+        json.loads(line)["sample_id"]: json.loads(line)
+        for line in (tmp_path / "debug" / "bad" / "results.jsonl").read_text().splitlines()
+    }
     assert lines["fine"]["error"] is None
     assert "20000x20000" in lines["bomb"]["error"] and "--max-image-pixels" in lines["bomb"]["error"]
     assert "tokens, more than this model's context" in lines["long"]["error"]
@@ -259,16 +323,20 @@ def test_a_full_disk_while_writing_results_cuts_the_partial_line(tmp_path, monke
     writer.write({"sample_id": "a"})
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(ENOSPC))
-    with pytest.raises(DiskFullError, match=r"disk full while writing results in .*; 1 result line\(s\) of this "
-                       "process are saved and intact; free space and rerun"):
+    with pytest.raises(
+        DiskFullError,
+        match=r"disk full while writing results in .*; 1 result line\(s\) of this "
+        "process are saved and intact; free space and rerun",
+    ):
         writer.write({"sample_id": "b", "answer": "x" * 5000})
     monkeypatch.setattr(os, "fsync", real_fsync)
     writer.close()
     assert (tmp_path / "results.jsonl").read_text() == '{"sample_id": "a"}\n'
 
 
-def test_a_full_disk_during_eval_stops_with_one_line_and_the_rerun_completes(debug_ckpt, bad_data, tmp_path,
-                                                                             monkeypatch, capsys):
+def test_a_full_disk_during_eval_stops_with_one_line_and_the_rerun_completes(
+    debug_ckpt, bad_data, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(ENOSPC))
     args = ["eval", "--model", str(debug_ckpt), "--data", str(bad_data), "--out", str(tmp_path), *FAST]
     assert cli_main(args) == 2

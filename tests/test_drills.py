@@ -39,20 +39,42 @@ import drill_support as ds  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.drill]
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress",
-        "--batch-size", "1"]  # fmt: skip  # a resumed run compared bit for bit: the same batching (not auto)
+FAST = [
+    "--vae-min-size",
+    "64",
+    "--vae-max-size",
+    "64",
+    "--vit-min-size",
+    "56",
+    "--vit-max-size",
+    "70",
+    "--num-timesteps",
+    "3",
+    "--max-new-tokens",
+    "8",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--batch-size",
+    "1",
+]  # a resumed run compared bit for bit: the same batching (not auto)
 TIMING = ("inference_time", "understanding_time", "generation_time")
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]), OMP_NUM_THREADS="1",
-                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
 
 
 def _cli(*args, timeout=600):
-    return subprocess.run([PYTHON, "-m", "unimedvl.cli", *map(str, args)], env=_env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [PYTHON, "-m", "unimedvl.cli", *map(str, args)], env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _one_line_error(done, *needles):
@@ -94,8 +116,12 @@ def hostile(tmp_path_factory):
 
 
 def _record(sample_id, image, question):
-    return {"main_task_type": "image_understanding", "sample_id": sample_id, "input_img": [{"path": image}],
-            "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": "CT"}]}
+    return {
+        "main_task_type": "image_understanding",
+        "sample_id": sample_id,
+        "input_img": [{"path": image}],
+        "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": "CT"}],
+    }
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
@@ -104,50 +130,97 @@ def _record(sample_id, image, question):
 def test_drill_bomb_and_huge_text_through_validate_ask_and_eval(ckpt, hostile, tmp_path):
     question = (hostile / "question.txt").read_text()
     data = hostile / "hostile.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in (
-        _record("fine", "ok.png", "What modality is this?"), _record("bomb", "bomb.png", "What modality is this?"),
-        _record("long", "ok.png", question))))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in (
+                _record("fine", "ok.png", "What modality is this?"),
+                _record("bomb", "bomb.png", "What modality is this?"),
+                _record("long", "ok.png", question),
+            )
+        )
+    )
     checked = _cli("validate-data", data, "--model", ckpt)
     assert checked.returncode == 1 and "Traceback" not in checked.stderr
     assert "hostile.jsonl:2: input image 1 (bomb.png)" in checked.stdout and "20000x20000" in checked.stdout
     assert "hostile.jsonl:3: the record's text alone is at least" in checked.stdout
 
-    _one_line_error(_cli("ask", "--model", ckpt, "--image", hostile / "bomb.png", "--question", "What?", *FAST[:6]),
-                    "bomb.png", "20000x20000", "--max-image-pixels")
+    _one_line_error(
+        _cli("ask", "--model", ckpt, "--image", hostile / "bomb.png", "--question", "What?", *FAST[:6]),
+        "bomb.png",
+        "20000x20000",
+        "--max-image-pixels",
+    )
     # One command-line argument holds at most 128 KiB (Linux MAX_ARG_STRLEN): ask gets 120 KB, chat the 10 MB.
-    _one_line_error(_cli("ask", "--model", ckpt, "--image", hostile / "ok.png", "--question", question[:120_000],
-                         *FAST[:6]), "tokens, more than this model's context")  # fmt: skip
+    _one_line_error(
+        _cli("ask", "--model", ckpt, "--image", hostile / "ok.png", "--question", question[:120_000], *FAST[:6]),
+        "tokens, more than this model's context",
+    )
     start = time.monotonic()
-    chat = subprocess.run([PYTHON, "-m", "unimedvl.cli", "chat", "--model", str(ckpt), *FAST[:6],
-                           "--max-new-tokens", "4"], input=f"/image {hostile / 'ok.png'}\n{question}\nWhat?\n",
-                          env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    chat = subprocess.run(
+        [PYTHON, "-m", "unimedvl.cli", "chat", "--model", str(ckpt), *FAST[:6], "--max-new-tokens", "4"],
+        input=f"/image {hostile / 'ok.png'}\n{question}\nWhat?\n",
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     refused_s = time.monotonic() - start
     assert chat.returncode == 0 and "Traceback" not in chat.stderr, chat.stderr[-3000:]
     assert "error: an input text is at least" in chat.stderr and len(chat.stdout.strip().splitlines()) == 1
-    large = _cli("ask", "--model", ckpt, "--image", hostile / "large.png", "--question", "What?", "--json",
-                 "--max-new-tokens", "4", *FAST[:6])  # fmt: skip
+    large = _cli(
+        "ask",
+        "--model",
+        ckpt,
+        "--image",
+        hostile / "large.png",
+        "--question",
+        "What?",
+        "--json",
+        "--max-new-tokens",
+        "4",
+        *FAST[:6],
+    )
     assert large.returncode == 0, large.stderr[-3000:]
     assert "answer" in json.loads(large.stdout)
 
     for _attempt in range(2):  # the rerun resumes; neither run crashes at the bad samples
         done = _cli("eval", "--model", ckpt, "--data", data, "--out", tmp_path / "eval", *FAST)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    lines = {json.loads(l)["sample_id"]: json.loads(l)
-             for l in (tmp_path / "eval" / "debug" / "hostile" / "results.jsonl").read_text().splitlines()}
+    lines = {
+        json.loads(l)["sample_id"]: json.loads(l)
+        for l in (tmp_path / "eval" / "debug" / "hostile" / "results.jsonl").read_text().splitlines()
+    }
     assert lines["fine"]["error"] is None and "20000x20000" in lines["bomb"]["error"]
     assert "more than this model's context" in lines["long"]["error"]
     strict = _cli("eval", "--model", ckpt, "--data", data, "--out", tmp_path / "eval", "--strict", *FAST)
     assert strict.returncode == 1 and "2 sample(s) failed" in strict.stderr
-    print(f"drill: chat refused a 10 MB question and answered the next in {refused_s:.1f} s (process start "
-          "included)")
+    print(f"drill: chat refused a 10 MB question and answered the next in {refused_s:.1f} s (process start included)")
 
 
 def _train_args(tmp_path, ckpt, mix, info, run, steps, **extra):
-    values = dict(model_path=str(ckpt), dataset_config_file=str(mix), dataset_info_file=str(info),
-                  checkpoint_dir=str(run), total_steps=steps, save_every=2, keep_last=0, warmup_steps=0, lr=1e-3,
-                  attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=True,
-                  log_every=1, ema=0.9, expected_num_tokens=256, max_num_tokens=512, max_num_tokens_per_sample=512,
-                  num_workers=1, seed=0)  # fmt: skip
+    values = dict(
+        model_path=str(ckpt),
+        dataset_config_file=str(mix),
+        dataset_info_file=str(info),
+        checkpoint_dir=str(run),
+        total_steps=steps,
+        save_every=2,
+        keep_last=0,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=True,
+        log_every=1,
+        ema=0.9,
+        expected_num_tokens=256,
+        max_num_tokens=512,
+        max_num_tokens_per_sample=512,
+        num_workers=1,
+        seed=0,
+    )
     values.update(extra)
     config = tmp_path / f"{Path(run).name}.yaml"
     config.write_text(yaml.safe_dump(values))
@@ -160,23 +233,46 @@ def test_drill_bomb_and_huge_text_in_training_data(ckpt, medsynth, hostile, tmp_
     good = [json.loads(line) for line in train.read_text().splitlines()]
     vqa = [r for r in good if r["main_task_type"] == "image_understanding"]
     images = Path(medsynth["out_dir"])
-    hostile_records = [_record("bomb", str(hostile / "bomb.png"), "What?"),
-                       {**vqa[0], "sample_id": "long", "message": [{"from": "human", "value": "<image>\n" + question},
-                                                                   {"from": "gpt", "value": "CT"}]}]  # fmt: skip
+    hostile_records = [
+        _record("bomb", str(hostile / "bomb.png"), "What?"),
+        {
+            **vqa[0],
+            "sample_id": "long",
+            "message": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": "CT"}],
+        },
+    ]
     jsonl = tmp_path / "hostile_train.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in hostile_records + vqa))
     info = tmp_path / "info.yaml"
     info.write_text(yaml.safe_dump({"vlm_sft": {"hostile": {"jsonl_path": str(jsonl), "data_dir": str(images)}}}))
     mix = tmp_path / "mix.yaml"
-    mix.write_text(yaml.safe_dump({"vlm_sft": {"dataset_names": ["hostile"], "num_used_data": [0],
-                                               "shuffle_lines": False, "vit_image_transform_args": {
-                                                   "image_stride": 14, "max_image_size": 70, "min_image_size": 56}}}))
-    failed = subprocess.run(_train_args(tmp_path, ckpt, mix, info, tmp_path / "fail", 2, visual_gen=False,
-                                        num_workers=0), env=_env(), capture_output=True, text=True, timeout=600)
+    mix.write_text(
+        yaml.safe_dump(
+            {
+                "vlm_sft": {
+                    "dataset_names": ["hostile"],
+                    "num_used_data": [0],
+                    "shuffle_lines": False,
+                    "vit_image_transform_args": {"image_stride": 14, "max_image_size": 70, "min_image_size": 56},
+                }
+            }
+        )
+    )
+    failed = subprocess.run(
+        _train_args(tmp_path, ckpt, mix, info, tmp_path / "fail", 2, visual_gen=False, num_workers=0),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     _one_line_error(failed, "hostile_train.jsonl:1", "20000x20000", "bad_record_policy='skip'")
-    skipped = subprocess.run(_train_args(tmp_path, ckpt, mix, info, tmp_path / "skip", 2, visual_gen=False,
-                                         bad_record_policy="skip"), env=_env(), capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
+    skipped = subprocess.run(
+        _train_args(tmp_path, ckpt, mix, info, tmp_path / "skip", 2, visual_gen=False, bad_record_policy="skip"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert skipped.stderr.count("tokens skipped (max_num_tokens_per_sample=512)") == 1  # said once, then counted
     assert "hostile_train.jsonl:2: sample of at least" in skipped.stderr
@@ -238,8 +334,13 @@ def test_drill_sigkill_training_at_five_points(ckpt, medsynth, tmp_path):
 
     steps = 10
     reference = tmp_path / "reference"
-    done = subprocess.run(_train_args(tmp_path, ckpt, medsynth["mix"], medsynth["dataset_info"], reference, steps),
-                          env=_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        _train_args(tmp_path, ckpt, medsynth["mix"], medsynth["dataset_info"], reference, steps),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     crashed = tmp_path / "crashed"
     cmd = _train_args(tmp_path, ckpt, medsynth["mix"], medsynth["dataset_info"], crashed, steps, auto_resume=True)
@@ -249,8 +350,11 @@ def test_drill_sigkill_training_at_five_points(ckpt, medsynth, tmp_path):
     points.insert(rng.randrange(len(points) + 1), ("inside a save", None))
     killed = []
     for name, step in points:
-        condition = _in_a_new_save(crashed) if step is None else _written_by_this_run(
-            crashed / "metrics.jsonl", lambda k=step: len(_metrics(crashed)) >= k)
+        condition = (
+            _in_a_new_save(crashed)
+            if step is None
+            else _written_by_this_run(crashed / "metrics.jsonl", lambda k=step: len(_metrics(crashed)) >= k)
+        )
         _kill_when(cmd, condition)
         killed.append((name, len(_metrics(crashed)), sorted(p.name for p in crashed.glob(".tmp-step_*"))))
     finished = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
@@ -269,8 +373,10 @@ def test_drill_sigkill_training_at_five_points(ckpt, medsynth, tmp_path):
 
 
 def _results(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (run_dir / "results.jsonl").read_text().splitlines()
+    ]
 
 
 def _images(run_dir: Path) -> dict:
@@ -306,13 +412,15 @@ def test_drill_disk_full_while_training(ckpt, medsynth, tmp_path):
 
     mix, info = medsynth["mix"], medsynth["dataset_info"]
     reference = tmp_path / "reference"
-    done = subprocess.run(_train_args(tmp_path, ckpt, mix, info, reference, 4), env=_env(), capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        _train_args(tmp_path, ckpt, mix, info, reference, 4), env=_env(), capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with ds.small_filesystem(tmp_path / "small", 40 * 1024) as disk:
         run = disk / "run"
-        first = subprocess.run(_train_args(tmp_path, ckpt, mix, info, run, 2), env=_env(), capture_output=True,
-                               text=True, timeout=900)  # fmt: skip
+        first = subprocess.run(
+            _train_args(tmp_path, ckpt, mix, info, run, 2), env=_env(), capture_output=True, text=True, timeout=900
+        )
         assert first.returncode == 0, first.stderr[-3000:]
         save_size = sum(f.stat().st_size for f in (run / "step_0000002").rglob("*") if f.is_file())
         ballast = ds.fill(disk, leave_bytes=save_size // 3)
@@ -366,9 +474,21 @@ def _slow_run_config(tmp_path, ckpt, steps, **extra):
     import train_support as ts
 
     mix = ts.write_mix(tmp_path / "slow_mix.yaml", kinds=["und", "gen", "edit"], delay=0.3)
-    values = dict(dataset_config_file=mix, model_path=str(ckpt), loader=ts.LOADER, total_steps=steps,
-                  save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", gradient_checkpointing=False,
-                  log_every=1, progress_bar=False, tensorboard=False, ema=0.9)  # fmt: skip
+    values = dict(
+        dataset_config_file=mix,
+        model_path=str(ckpt),
+        loader=ts.LOADER,
+        total_steps=steps,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        log_every=1,
+        progress_bar=False,
+        tensorboard=False,
+        ema=0.9,
+    )
     values.update(extra)
     config = tmp_path / "slow_run.yaml"
     config.write_text(yaml.safe_dump(values))
@@ -378,8 +498,15 @@ def _slow_run_config(tmp_path, ckpt, steps, **extra):
 def test_drill_two_runs_one_folder(ckpt, medsynth, tmp_path):
     """Item 1: a second train / eval into a folder a live run writes is refused naming its PID."""
     run = tmp_path / "run"
-    cmd = [PYTHON, "-m", "unimedvl.train", "--config", str(_slow_run_config(tmp_path, ckpt, 30, save_every=10)),
-           "--checkpoint_dir", str(run)]  # fmt: skip
+    cmd = [
+        PYTHON,
+        "-m",
+        "unimedvl.train",
+        "--config",
+        str(_slow_run_config(tmp_path, ckpt, 30, save_every=10)),
+        "--checkpoint_dir",
+        str(run),
+    ]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait(lambda: (run / "metrics.jsonl").is_file(), first, "step 1")
     second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
@@ -391,8 +518,23 @@ def test_drill_two_runs_one_folder(ckpt, medsynth, tmp_path):
 
     data, out = medsynth["jsonl"]["test"], tmp_path / "eval"
     results = out / "debug" / "test" / "results.jsonl"
-    eval_cmd = [PYTHON, "-m", "unimedvl.cli", "eval", "--model", str(ckpt), "--data", str(data), "--out", str(out),
-                *FAST, "--num-timesteps", "200", "--batch-size", "1"]  # slow enough to start a second one meanwhile
+    eval_cmd = [
+        PYTHON,
+        "-m",
+        "unimedvl.cli",
+        "eval",
+        "--model",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *FAST,
+        "--num-timesteps",
+        "200",
+        "--batch-size",
+        "1",
+    ]  # slow enough to start a second one meanwhile
     first = subprocess.Popen(eval_cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait(lambda: results.is_file() and results.stat().st_size > 0, first, "the first result line")
     second = subprocess.run(eval_cmd, env=_env(), capture_output=True, text=True, timeout=600)
@@ -410,21 +552,33 @@ def test_drill_sigterm_under_torchrun_and_autoencoder_kill(ckpt, medsynth, tmp_p
     import torch
 
     config = _slow_run_config(tmp_path, ckpt, 6, sharding_strategy="FULL_SHARD")
-    torchrun = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unimedvl.train",
-                "--config", str(config), "--checkpoint_dir"]  # fmt: skip
+    torchrun = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "unimedvl.train",
+        "--config",
+        str(config),
+        "--checkpoint_dir",
+    ]
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     done = subprocess.run([*torchrun, str(reference)], env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    agent = subprocess.Popen([*torchrun, str(stopped)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    agent = subprocess.Popen(
+        [*torchrun, str(stopped)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     _wait(lambda: (stopped / "metrics.jsonl").is_file() and len(_metrics(stopped)) >= 2, agent, "step 2")
     agent.send_signal(signal.SIGTERM)  # as SLURM / Kubernetes do; torchrun forwards it to every rank
     err = agent.communicate(timeout=300)[1]
     k = len(_metrics(stopped))
     assert 2 <= k < 6 and f"stopped by SIGTERM after step {k} of 6" in err, err[-3000:]
     assert (stopped / f"step_{k:07d}" / "checkpoint.json").is_file()
-    resumed = subprocess.run([*torchrun, str(stopped), "--auto_resume", "True"], env=_env(), capture_output=True,
-                             text=True, timeout=900)  # fmt: skip
+    resumed = subprocess.run(
+        [*torchrun, str(stopped), "--auto_resume", "True"], env=_env(), capture_output=True, text=True, timeout=900
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _weights(reference / "step_0000006"), _weights(stopped / "step_0000006")
     for name in a:
@@ -432,13 +586,36 @@ def test_drill_sigterm_under_torchrun_and_autoencoder_kill(ckpt, medsynth, tmp_p
     assert [m["step"] for m in _metrics(stopped)] == list(range(1, 7))
 
     images = Path(medsynth["out_dir"]) / "images"
-    ae = ["train-autoencoder", "--images", str(images), "--steps", "8", "--batch-size", "2", "--image-size", "32",
-          "--ch", "32", "--ch-mult", "1,1,1,1", "--log-every", "0", "--no-progress", "--save-every", "2"]
+    ae = [
+        "train-autoencoder",
+        "--images",
+        str(images),
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "32",
+        "--ch",
+        "32",
+        "--ch-mult",
+        "1,1,1,1",
+        "--log-every",
+        "0",
+        "--no-progress",
+        "--save-every",
+        "2",
+    ]
     assert _cli(*ae, "--out", tmp_path / "ae_ref" / "ae.safetensors").returncode == 0
     out = tmp_path / "ae" / "ae.safetensors"
     state = out.with_name("ae.safetensors.train-state.pt")
-    proc = subprocess.Popen([PYTHON, "-m", "unimedvl.cli", *ae, "--out", str(out)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "unimedvl.cli", *ae, "--out", str(out)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait(state.is_file, proc, "the first saved state")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -462,8 +639,13 @@ def test_drill_hostile_inputs_round_two(ckpt, medsynth, tmp_path):
     lines = ['l0: &l0 ["lol"]'] + [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 10) + "]" for k in range(1, 10)]
     bomb.write_text("\n".join(lines) + "\nvlm_sft:\n  dataset_names: *l9\n  weight: *l9\n  shuffle_seed: *l9\n")
     start = time.monotonic()
-    refused = subprocess.run(_train_args(tmp_path, ckpt, bomb, medsynth["dataset_info"], tmp_path / "r", 2),
-                             env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    refused = subprocess.run(
+        _train_args(tmp_path, ckpt, bomb, medsynth["dataset_info"], tmp_path / "r", 2),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     bomb_s = time.monotonic() - start
     # A mix's problems are listed one per line under one "error:" line (the mix checker's format).
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
@@ -477,8 +659,11 @@ def test_drill_hostile_inputs_round_two(ckpt, medsynth, tmp_path):
     (huge / "unimedvl_config.yaml").write_text(yaml.safe_dump(cfg))
     image = Path(medsynth["out_dir"]) / "images"
     some_image = sorted(image.rglob("*.png"))[0]
-    _one_line_error(_cli("ask", "--model", huge, "--image", some_image, "--question", "What?", *FAST[:6]),
-                    "has shape", "the config implies")
+    _one_line_error(
+        _cli("ask", "--model", huge, "--image", some_image, "--question", "What?", *FAST[:6]),
+        "has shape",
+        "the config implies",
+    )
 
     outside = tmp_path / "outside"
     shutil.copytree(ckpt, outside)
@@ -488,18 +673,48 @@ def test_drill_hostile_inputs_round_two(ckpt, medsynth, tmp_path):
     with safe_open(str(ckpt / "ema.safetensors"), framework="pt") as f:
         keys = list(f.keys())
     (outside / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: "/etc/passwd" for k in keys}}))
-    _one_line_error(_cli("ask", "--model", outside, "--image", some_image, "--question", "What?", *FAST[:6]),
-                    "model.safetensors.index.json", "inside")
+    _one_line_error(
+        _cli("ask", "--model", outside, "--image", some_image, "--question", "What?", *FAST[:6]),
+        "model.safetensors.index.json",
+        "inside",
+    )
 
-    _one_line_error(_cli("generate", "--model", ckpt, "--prompt", "x-ray", "--out", tmp_path / "g.png",
-                         "--cfg-text-scale", "nan", *FAST[:2]), "cfg_text_scale")  # fmt: skip
-    _one_line_error(_cli("generate", "--model", ckpt, "--prompt", "x-ray", "--out", tmp_path / "g.png",
-                         "--timestep-shift", "1e308", *FAST[:2]), "timestep_shift")  # fmt: skip
+    _one_line_error(
+        _cli(
+            "generate",
+            "--model",
+            ckpt,
+            "--prompt",
+            "x-ray",
+            "--out",
+            tmp_path / "g.png",
+            "--cfg-text-scale",
+            "nan",
+            *FAST[:2],
+        ),
+        "cfg_text_scale",
+    )
+    _one_line_error(
+        _cli(
+            "generate",
+            "--model",
+            ckpt,
+            "--prompt",
+            "x-ray",
+            "--out",
+            tmp_path / "g.png",
+            "--timestep-shift",
+            "1e308",
+            *FAST[:2],
+        ),
+        "timestep_shift",
+    )
 
     os.symlink(tmp_path / "b.png", tmp_path / "a.png")
     os.symlink(tmp_path / "a.png", tmp_path / "b.png")
-    _one_line_error(_cli("ask", "--model", ckpt, "--image", tmp_path / "a.png", "--question", "What?", *FAST[:6]),
-                    "symlink loop")
+    _one_line_error(
+        _cli("ask", "--model", ckpt, "--image", tmp_path / "a.png", "--question", "What?", *FAST[:6]), "symlink loop"
+    )
 
     pydicom = pytest.importorskip("pydicom")
     jpeg_ls = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "JPEGLSNearLossless_08.dcm"
@@ -535,10 +750,15 @@ def test_drill_idle_connection_to_the_api_is_closed(ckpt):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([PYTHON, "-m", "unimedvl.cli", "api", "--model", str(ckpt), "--device", "cpu",
-                               "--port", str(port)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [PYTHON, "-m", "unimedvl.cli", "api", "--model", str(ckpt), "--device", "cpu", "--port", str(port)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def listening():
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -5,22 +5,42 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.metrics import text as T
-from unimedvl.eval.statistics.baselines import MAJORITY_UPPER_BOUND, constant_report, image_baseline_name, image_baseline_prediction, question_baselines
 from unimedvl.eval.runner.batch import build_statistics
+from unimedvl.eval.statistics.baselines import (
+    MAJORITY_UPPER_BOUND,
+    constant_report,
+    image_baseline_name,
+    image_baseline_prediction,
+    question_baselines,
+)
+from unimedvl.metrics import text as T
 from unimedvl.metrics.uncertainty import bootstrap_ci, bootstrap_ci_of_sums, paired_bootstrap_ci
 
 
 def _question(i, gold, correct, qtype, kind="closed", **metrics):
-    return {"sample_id": f"q{i}", "task_type": "vqa", "kind": "question", "answer": "a", "gold": gold,
-            "question_type": qtype, "metrics": {"answer_kind": kind, "correct": correct, **metrics},
-            "inference_time": 1.0, "error": None}  # fmt: skip
+    return {
+        "sample_id": f"q{i}",
+        "task_type": "vqa",
+        "kind": "question",
+        "answer": "a",
+        "gold": gold,
+        "question_type": qtype,
+        "metrics": {"answer_kind": kind, "correct": correct, **metrics},
+        "inference_time": 1.0,
+        "error": None,
+    }
 
 
 def _edit(i, task, psnr, baseline_psnr, ssim=0.5, baseline_ssim=0.4, baseline="identity"):
-    return {"sample_id": f"e{i}", "task_type": task, "kind": "edit", "baseline": baseline,
-            "metrics": {"psnr": psnr, "ssim": ssim, "baseline_psnr": baseline_psnr, "baseline_ssim": baseline_ssim},
-            "inference_time": 2.0, "error": None}  # fmt: skip
+    return {
+        "sample_id": f"e{i}",
+        "task_type": task,
+        "kind": "edit",
+        "baseline": baseline,
+        "metrics": {"psnr": psnr, "ssim": ssim, "baseline_psnr": baseline_psnr, "baseline_ssim": baseline_ssim},
+        "inference_time": 2.0,
+        "error": None,
+    }
 
 
 def test_image_baseline_is_the_input_at_the_prediction_size():
@@ -37,18 +57,25 @@ def test_image_baseline_is_the_input_at_the_prediction_size():
 
 
 def test_question_baselines_majority_per_type_and_chance():
-    lines = [_question(0, "yes", True, "presence"), _question(1, "Yes.", False, "presence"),
-             _question(2, "no", True, "presence"), _question(3, "ct", True, "modality"),
-             _question(4, "mri", False, "modality"), _question(5, "mri", False, "modality"),
-             _question(6, "left lung", False, "location", kind="open", recall=0.5),
-             _question(7, "left lung", True, "location", kind="open", recall=1.0),
-             _question(8, "right lobe", False, "location", kind="open", recall=0.0),
-             _question(9, "B", True, None, kind="multiple_choice", n_options=4),
-             {**_question(10, "A", False, None, kind="multiple_choice"), "benchmark": {"options": {"A": 1, "B": 2}}}]
+    lines = [
+        _question(0, "yes", True, "presence"),
+        _question(1, "Yes.", False, "presence"),
+        _question(2, "no", True, "presence"),
+        _question(3, "ct", True, "modality"),
+        _question(4, "mri", False, "modality"),
+        _question(5, "mri", False, "modality"),
+        _question(6, "left lung", False, "location", kind="open", recall=0.5),
+        _question(7, "left lung", True, "location", kind="open", recall=1.0),
+        _question(8, "right lobe", False, "location", kind="open", recall=0.0),
+        _question(9, "B", True, None, kind="multiple_choice", n_options=4),
+        {**_question(10, "A", False, None, kind="multiple_choice"), "benchmark": {"options": {"A": 1, "B": 2}}},
+    ]
     base = question_baselines(lines)
     # presence: "yes" twice (normalised) of 3; modality: "mri" twice of 3; location: "left lung" 2 of 3
     assert [base[f"q{i}"]["correct"] for i in range(9)] == [1, 1, 0, 0, 1, 1, 1, 1, 0]
-    assert base["q0"]["answer"] == "yes" and base["q3"]["answer"] == "mri" and base["q6"]["name"] == MAJORITY_UPPER_BOUND
+    assert (
+        base["q0"]["answer"] == "yes" and base["q3"]["answer"] == "mri" and base["q6"]["name"] == MAJORITY_UPPER_BOUND
+    )
     assert base["q8"]["recall"] == 0.0 and base["q6"]["recall"] == 1.0  # "left lung" recalls nothing of "right lobe"
     assert base["q9"] == {"name": "chance", "correct": 0.25} and base["q10"]["correct"] == 0.5
 
@@ -70,15 +97,23 @@ def test_question_baselines_majority_per_type_and_chance():
 
 
 def test_image_estimates_pair_the_model_with_its_baseline_and_skip_infinite_scores():
-    lines = [_edit(0, "denoising", 24.0, 22.0), _edit(1, "denoising", 26.0, 23.0),
-             _edit(2, "denoising", 21.0, "inf", baseline_ssim=1.0),
-             _edit(3, "super_resolution", 30.0, 31.0, baseline="bicubic"),
-             {"sample_id": "bad", "task_type": "denoising", "kind": "edit", "metrics": {}, "error": "boom"}]
+    lines = [
+        _edit(0, "denoising", 24.0, 22.0),
+        _edit(1, "denoising", 26.0, 23.0),
+        _edit(2, "denoising", 21.0, "inf", baseline_ssim=1.0),
+        _edit(3, "super_resolution", 30.0, 31.0, baseline="bicubic"),
+        {"sample_id": "bad", "task_type": "denoising", "kind": "edit", "metrics": {}, "error": "boom"},
+    ]
     est = build_statistics(lines)["estimates"]
     den = est["by_task_type"]["denoising"]["psnr"]
     assert den["value"] == pytest.approx(71 / 3) and den["n"] == 3
-    assert den["baseline"] == {**den["baseline"], "name": "identity", "value": pytest.approx(22.5), "n": 2,
-                               "n_infinite": 1}  # fmt: skip
+    assert den["baseline"] == {
+        **den["baseline"],
+        "name": "identity",
+        "value": pytest.approx(22.5),
+        "n": 2,
+        "n_infinite": 1,
+    }
     assert den["minus_baseline"]["value"] == pytest.approx(2.5) and den["minus_baseline"]["n"] == 2
     low, high = den["ci95"]
     assert 21.0 <= low <= den["value"] <= high <= 26.0
@@ -91,8 +126,19 @@ def test_image_estimates_pair_the_model_with_its_baseline_and_skip_infinite_scor
 def test_report_estimates_equal_the_corpus_metrics_and_the_constant_baseline():
     golds = ["heart normal size", "heart normal size", "a mass in the lung", "no lesion seen"]
     answers = ["the heart is normal", "lung mass", "a mass in the lung", "lesion"]
-    lines = [{"sample_id": f"r{i}", "task_type": "report_generation", "kind": "report", "answer": a, "gold": g,
-              "metrics": {}, "inference_time": 1.0, "error": None} for i, (a, g) in enumerate(zip(answers, golds))]
+    lines = [
+        {
+            "sample_id": f"r{i}",
+            "task_type": "report_generation",
+            "kind": "report",
+            "answer": a,
+            "gold": g,
+            "metrics": {},
+            "inference_time": 1.0,
+            "error": None,
+        }
+        for i, (a, g) in enumerate(zip(answers, golds))
+    ]
     stats = build_statistics(lines)
     est = stats["estimates"]["by_task_type"]["report_generation"]
     for key, value in T.report_metrics(answers, golds).items():

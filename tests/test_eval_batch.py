@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.cli import main as cli_main
-from unimedvl.imaging.medical_io import LoadedImage
+from unimedvl.commands.eval import parse_args, run
 from unimedvl.data.records import parse_record
 from unimedvl.errors import ConfigError, UserError
 from unimedvl.eval.runner.batch import (
@@ -29,18 +30,33 @@ from unimedvl.eval.runner.batch import (
     native_prediction,
     score_answer,
 )
-from unimedvl.commands.eval import parse_args, run
 from unimedvl.eval.runner.result_files import consolidate, read_lines
 from unimedvl.eval.runner.run_folder import model_ids
 from unimedvl.eval.runner.selection import parse_task_limits, select_samples
-from unimedvl.checkpoint.create import init_checkpoint
+from unimedvl.imaging.medical_io import LoadedImage
 from unimedvl.medsynth.generator import generate_medsynth
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 12
-FAST = ["--vae-min-size", "64", "--vae-max-size", "64", "--vit-min-size", "56", "--vit-max-size", "70",
-        "--num-timesteps", "3", "--max-new-tokens", "8", "--device", "cpu", "--no-progress",
-        "--batch-size", "1"]  # fmt: skip
+FAST = [
+    "--vae-min-size",
+    "64",
+    "--vae-max-size",
+    "64",
+    "--vit-min-size",
+    "56",
+    "--vit-max-size",
+    "70",
+    "--num-timesteps",
+    "3",
+    "--max-new-tokens",
+    "8",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--batch-size",
+    "1",
+]
 # One sample at a time (not the default auto) in the runs compared to 1e-9: batches of other sizes give the same
 # answers, with image metrics equal up to float rounding (test_batch_size_does_not_change_results).
 OVERALL_KEYS = {"total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "avg_inference_time"}
@@ -155,8 +171,12 @@ def test_killed_process_restarts_without_loss_or_duplicates(ckpt, medsynth, tmp_
     data = medsynth / "test.jsonl"
     args = ["--model", str(ckpt), "--data", str(data), "--out", str(tmp_path), *FAST, "--num-timesteps", "6"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "unimedvl.commands.eval", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unimedvl.commands.eval", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     results = tmp_path / "debug" / "test" / "results.jsonl"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -205,11 +225,35 @@ def test_bad_samples_are_recorded_not_fatal(ckpt, medsynth, tmp_path):
     ]
     data = tmp_path / "bad.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in bad) + '{"sample_id": "broken", "message": [\n')
-    assert run(parse_args(["--model", str(ckpt), "--data", str(data), "--data-dir", str(medsynth),
-                           "--out", str(tmp_path / "out"), *FAST, "--batch-size", "3"])) == 0  # fmt: skip
+    assert (
+        run(
+            parse_args(
+                [
+                    "--model",
+                    str(ckpt),
+                    "--data",
+                    str(data),
+                    "--data-dir",
+                    str(medsynth),
+                    "--out",
+                    str(tmp_path / "out"),
+                    *FAST,
+                    "--batch-size",
+                    "3",
+                ]
+            )
+        )
+        == 0
+    )
     lines = {l["sample_id"]: l for l in _lines(tmp_path / "out" / "debug" / "bad")}
-    assert list(lines) == ["missing_input", "missing_gt", "no_output_img", "resized_gt", vqa["sample_id"],
-                           "bad.jsonl:6"]  # fmt: skip
+    assert list(lines) == [
+        "missing_input",
+        "missing_gt",
+        "no_output_img",
+        "resized_gt",
+        vqa["sample_id"],
+        "bad.jsonl:6",
+    ]
     assert "nope.png" in lines["missing_input"]["error"] and "nope_gt.png" in lines["missing_gt"]["error"]
     assert "output image" in lines["no_output_img"]["error"] and "malformed JSON" in lines["bad.jsonl:6"]["error"]
     ok = lines["resized_gt"]
@@ -223,9 +267,22 @@ def test_bad_samples_are_recorded_not_fatal(ckpt, medsynth, tmp_path):
 @pytest.mark.distributed
 def test_two_processes_match_one_process(ckpt, medsynth, base_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "unimedvl.commands.eval", "--model", str(ckpt), "--data", str(medsynth / "test.jsonl"),
-           "--out", str(tmp_path), *FAST]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "unimedvl.commands.eval",
+        "--model",
+        str(ckpt),
+        "--data",
+        str(medsynth / "test.jsonl"),
+        "--out",
+        str(tmp_path),
+        *FAST,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two, one = _lines(tmp_path / "debug" / "test"), _lines(base_run)
@@ -243,8 +300,21 @@ def test_two_processes_match_one_process(ckpt, medsynth, base_run, tmp_path):
 def test_several_models_one_after_another(ckpt, medsynth, tmp_path):
     other = tmp_path / "copy" / "debug"
     shutil.copytree(ckpt, other)
-    args = ["--model", str(ckpt), "--model", str(other), "--data", str(medsynth / "test.jsonl"), "--out",
-            str(tmp_path / "out"), "--split", "test", *FAST, "--limit", "2"]  # fmt: skip
+    args = [
+        "--model",
+        str(ckpt),
+        "--model",
+        str(other),
+        "--data",
+        str(medsynth / "test.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--split",
+        "test",
+        *FAST,
+        "--limit",
+        "2",
+    ]
     assert run(parse_args(args)) == 0
     ids = model_ids([Path(ckpt), other])
     assert ids[0] != ids[1] and all(i.endswith("debug") for i in ids)
@@ -279,12 +349,24 @@ def test_answer_scoring():
 
 def test_statistics_majority_baseline_and_failures():
     def line(i, gold, correct, qtype):
-        return {"sample_id": str(i), "task_type": "vqa", "kind": "question", "answer": "a", "gold": gold,
-                "question_type": qtype, "metrics": {"answer_kind": "closed", "correct": correct},
-                "inference_time": 1.0, "error": None}  # fmt: skip
+        return {
+            "sample_id": str(i),
+            "task_type": "vqa",
+            "kind": "question",
+            "answer": "a",
+            "gold": gold,
+            "question_type": qtype,
+            "metrics": {"answer_kind": "closed", "correct": correct},
+            "inference_time": 1.0,
+            "error": None,
+        }
 
-    lines = [line(0, "yes", True, "presence"), line(1, "yes", False, "presence"), line(2, "no", True, "presence"),
-             {"sample_id": "3", "task_type": "vqa", "metrics": {}, "error": "boom", "inference_time": None}]
+    lines = [
+        line(0, "yes", True, "presence"),
+        line(1, "yes", False, "presence"),
+        line(2, "no", True, "presence"),
+        {"sample_id": "3", "task_type": "vqa", "metrics": {}, "error": "boom", "inference_time": None},
+    ]
     stats = build_statistics(lines)
     presence = stats["vqa"]["by_question_type"]["presence"]
     assert presence["majority_answer"] == "yes" and presence["majority_baseline"] == pytest.approx(2 / 3)
@@ -351,8 +433,20 @@ def test_failed_batch_is_retried_one_by_one(tmp_path):
 
     data = tmp_path / "q.jsonl"
     questions = ["Is it fine?", "boom?", "Where?"]
-    data.write_text("".join(json.dumps({"main_task_type": "vqa", "sample_id": f"q{i}", "answer": "yes", "message": [
-        {"from": "human", "value": q}, {"from": "gpt", "value": "yes"}]}) + "\n" for i, q in enumerate(questions)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "main_task_type": "vqa",
+                    "sample_id": f"q{i}",
+                    "answer": "yes",
+                    "message": [{"from": "human", "value": q}, {"from": "gpt", "value": "yes"}],
+                }
+            )
+            + "\n"
+            for i, q in enumerate(questions)
+        )
+    )
     lines = BatchEvaluator(_FailingModel(), EvalSettings(), tmp_path).evaluate(load_samples(data))
     assert [l["error"] for l in lines] == [None, "boom in this request", None]
     assert lines[0]["answer"] == "answer 1" and lines[2]["inference_time"] >= 0
@@ -412,8 +506,9 @@ def test_strength_is_a_setting_of_the_run_and_changes_only_the_edits(ckpt, medsy
         EvalSettings(strength=1.5)
 
 
-def test_understanding_only_answers_like_the_full_model_and_fails_image_records_one_by_one(ckpt, medsynth, base_run,
-                                                                                           tmp_path):  # fmt: skip
+def test_understanding_only_answers_like_the_full_model_and_fails_image_records_one_by_one(
+    ckpt, medsynth, base_run, tmp_path
+):
     data = medsynth / "test.jsonl"
     assert _eval(ckpt, data, tmp_path, "--components", "understanding") == 0
     run_dir = tmp_path / "debug" / "test"

@@ -19,11 +19,37 @@ def test_eval_options_defaults_are_the_flags_defaults(tmp_path):
 
 
 def test_flags_and_options_give_the_same_settings(tmp_path):
-    argv = ["--model", str(tmp_path), "--data", "t.jsonl", "--out", "o", "--num-timesteps", "4", "--strength", "0.1",
-            "--max-new-tokens", "8", "--vae-min-size", "64", "--vae-max-size", "64", "--seed", "3"]
+    argv = [
+        "--model",
+        str(tmp_path),
+        "--data",
+        "t.jsonl",
+        "--out",
+        "o",
+        "--num-timesteps",
+        "4",
+        "--strength",
+        "0.1",
+        "--max-new-tokens",
+        "8",
+        "--vae-min-size",
+        "64",
+        "--vae-max-size",
+        "64",
+        "--seed",
+        "3",
+    ]
     from_flags = options_from_args(parse_args(argv))
-    direct = EvalOptions(models=[Path(tmp_path)], data="t.jsonl", out="o", guidance={"num_timesteps": 4},
-                         strength=0.1, max_new_tokens=8, sizes={"vae_min_size": 64, "vae_max_size": 64}, seed=3)
+    direct = EvalOptions(
+        models=[Path(tmp_path)],
+        data="t.jsonl",
+        out="o",
+        guidance={"num_timesteps": 4},
+        strength=0.1,
+        max_new_tokens=8,
+        sizes={"vae_min_size": 64, "vae_max_size": 64},
+        seed=3,
+    )
     flags_settings = model_settings(from_flags, cuda=False, model_path=tmp_path)
     assert flags_settings == model_settings(direct, cuda=False, model_path=tmp_path)
     assert (flags_settings.guidance.num_timesteps, flags_settings.strength, flags_settings.vae_min_size) == (4, 0.1, 64)

@@ -26,7 +26,6 @@ def _one_line_error(capsys) -> str:
 
 def test_request_is_exported_and_a_path_string_in_it_is_flagged(tmp_path):
     import unimedvl
-
     from unimedvl.inference.inferencer import Request
 
     assert unimedvl.Request is Request and unimedvl.Result.__name__ == "Result"
@@ -53,8 +52,9 @@ def test_a_busy_port_is_one_line_before_the_model_loads(command, tmp_path, capsy
 
 def test_a_missing_extra_names_the_pip_command(tmp_path, capsys, monkeypatch):
     real = preflight.importlib.util.find_spec
-    monkeypatch.setattr(preflight.importlib.util, "find_spec",
-                        lambda name: None if name in ("gradio", "uvicorn") else real(name))
+    monkeypatch.setattr(
+        preflight.importlib.util, "find_spec", lambda name: None if name in ("gradio", "uvicorn") else real(name)
+    )
     assert cli.main(["serve", "--model", str(tmp_path)]) == 2
     assert "pip install -e '.[app]'" in _one_line_error(capsys)
     assert cli.main(["api", "--model", str(tmp_path)]) == 2
@@ -69,8 +69,10 @@ def test_init_checkpoint_help_lists_every_size(capsys):
 
 
 def test_info_does_not_import_gradio_or_transformers():
-    code = ("import sys; from unimedvl.cli import main; main(['info']); "
-            "print(sorted(m for m in ('gradio', 'transformers', 'fastapi') if m in sys.modules))")
+    code = (
+        "import sys; from unimedvl.cli import main; main(['info']); "
+        "print(sorted(m for m in ('gradio', 'transformers', 'fastapi') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"  # versions come from the package metadata
     assert "gradio" in out  # still listed with its version
@@ -90,14 +92,36 @@ def test_the_cpu_recipe_writes_only_ignored_folders():
 def test_train_autoencoder_warns_when_the_warmup_outlasts_the_run(tmp_path, capsys, monkeypatch):
     from unimedvl.train import autoencoder
 
-    report = {"heldout_psnr": 30.0, "heldout_psnr_initial": 10.0, "heldout_psnr_blur_baseline": 25.0,
-              "shift_factor": 0.0, "scale_factor": 1.0}
-    monkeypatch.setattr(autoencoder, "train_autoencoder",
-                        lambda cfg, progress: SimpleNamespace(report=report))  # fmt: skip
-    assert cli.main(["train-autoencoder", "--images", str(tmp_path), "--out", str(tmp_path / "ae.safetensors"),
-                     "--steps", "10"]) == 0
+    report = {
+        "heldout_psnr": 30.0,
+        "heldout_psnr_initial": 10.0,
+        "heldout_psnr_blur_baseline": 25.0,
+        "shift_factor": 0.0,
+        "scale_factor": 1.0,
+    }
+    monkeypatch.setattr(autoencoder, "train_autoencoder", lambda cfg, progress: SimpleNamespace(report=report))
+    assert (
+        cli.main(
+            ["train-autoencoder", "--images", str(tmp_path), "--out", str(tmp_path / "ae.safetensors"), "--steps", "10"]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: warmup_steps 20 >= steps 10" in err and "--warmup-steps 1" in err
-    assert cli.main(["train-autoencoder", "--images", str(tmp_path), "--out", str(tmp_path / "ae.safetensors"),
-                     "--steps", "10", "--warmup-steps", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "train-autoencoder",
+                "--images",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "ae.safetensors"),
+                "--steps",
+                "10",
+                "--warmup-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "warning" not in capsys.readouterr().err

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -61,8 +60,7 @@ def test_euler_reaches_analytic_answer():
 def test_strength_keeps_the_schedule_below_it_and_one_is_the_full_schedule():
     for shift in (1.0, 3.0):
         assert torch.equal(sampling_schedule(9, shift, strength=1.0), sampling_schedule(9, shift))
-    torch.testing.assert_close(sampling_schedule(11, 1.0, strength=0.45),
-                               torch.tensor([0.45, 0.4, 0.3, 0.2, 0.1, 0.0]))
+    torch.testing.assert_close(sampling_schedule(11, 1.0, strength=0.45), torch.tensor([0.45, 0.4, 0.3, 0.2, 0.1, 0.0]))
     shifted = sampling_schedule(11, 3.0, strength=0.45)
     torch.testing.assert_close(shifted, shift_timesteps(torch.tensor([0.45, 0.4, 0.3, 0.2, 0.1, 0.0]), 3.0))
     assert len(sampling_schedule(11, 1.0, strength=0.01)) == 2  # always at least one step

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
 from unimedvl.errors import ConfigError  # noqa: E402
 from unimedvl.train.stop_request import EXIT_STATUS  # noqa: E402
 
@@ -28,8 +27,12 @@ PYTHON = sys.executable
 
 def _env():
     env = dict(os.environ)
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src"), env.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     return env
 
 
@@ -72,8 +75,13 @@ stop_distributed()
 def test_torchrun_ranks_agree_when_only_one_got_the_signal(tmp_path):
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
-    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(re.findall(r"rank \d: \w+ \w+", proc.stdout)) == ["rank 0: False True", "rank 1: False True"]
 
@@ -88,9 +96,21 @@ def debug_ckpt(tmp_path_factory):
 
 def _config(tmp_path, ckpt, steps):
     mix = ts.write_mix(tmp_path / "slow_mix.yaml", kinds=["und", "gen", "edit"], delay=0.3)
-    values = dict(dataset_config_file=mix, model_path=str(ckpt), loader=ts.LOADER, total_steps=steps,
-                  save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", gradient_checkpointing=False,
-                  log_every=1, progress_bar=False, tensorboard=False, ema=0.9)
+    values = dict(
+        dataset_config_file=mix,
+        model_path=str(ckpt),
+        loader=ts.LOADER,
+        total_steps=steps,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        log_every=1,
+        progress_bar=False,
+        tensorboard=False,
+        ema=0.9,
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -108,8 +128,9 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_with_the_uninterrupted_weight
     done = subprocess.run([*cmd, str(reference)], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    proc = subprocess.Popen([*cmd, str(stopped)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*cmd, str(stopped)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 240
     while _steps_logged(stopped) < 2:
         assert proc.poll() is None and time.time() < deadline, "the run ended before step 2"
@@ -123,8 +144,9 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_with_the_uninterrupted_weight
     assert f"stopped by SIGTERM after step {k} of {steps}" in err and "--auto_resume True" in err
     assert (stopped / f"step_{k:07d}" / "checkpoint.json").is_file()  # complete, resumable
 
-    resumed = subprocess.run([*cmd, str(stopped), "--auto_resume", "True"], env=_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, str(stopped), "--auto_resume", "True"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {k}" in resumed.stderr
     for name in ("model.safetensors", "ema.safetensors"):
@@ -150,9 +172,31 @@ def images(tmp_path_factory):
 def _ae_cli(images, out, *extra):
     from unimedvl.cli import main
 
-    return main(["train-autoencoder", "--images", str(images), "--out", str(out), "--steps", "6", "--batch-size",
-                 "2", "--image-size", "32", "--ch", "32", "--ch-mult", "1,1,1,1", "--log-every", "0", "--no-progress",
-                 "--save-every", "2", *extra])
+    return main(
+        [
+            "train-autoencoder",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--steps",
+            "6",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            "--ch",
+            "32",
+            "--ch-mult",
+            "1,1,1,1",
+            "--log-every",
+            "0",
+            "--no-progress",
+            "--save-every",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_autoencoder_sigterm_resume_and_no_silent_overwrite(images, tmp_path, capsys, monkeypatch):
@@ -198,8 +242,9 @@ def test_autoencoder_state_from_another_program_is_refused_in_one_line(images, t
     from unimedvl.train.autoencoder_config import AutoencoderTrainConfig
     from unimedvl.train.autoencoder_state import load_state, state_path
 
-    cfg = AutoencoderTrainConfig(images=(str(images),), out=str(tmp_path / "ae.safetensors"), resume=True,
-                                 image_size=32)
+    cfg = AutoencoderTrainConfig(
+        images=(str(images),), out=str(tmp_path / "ae.safetensors"), resume=True, image_size=32
+    )
     state_path(cfg.out).write_bytes(b"not a torch file")
     with pytest.raises(Exception, match="not a readable train state") as err:
         load_state(state_path(cfg.out), cfg)

@@ -34,19 +34,33 @@ def test_cfg_interval_is_two_numbers_in_the_unit_interval(interval):
 def test_the_presets_and_ordinary_values_pass_and_replace_checks_again():
     import dataclasses
 
-    for good in (GuidanceConfig(), EDITING, GuidanceConfig(cfg_text_scale=7.5, timestep_shift=1.0, num_timesteps=2,
-                                                           cfg_interval=[0, 1], cfg_renorm_min=1)):
+    for good in (
+        GuidanceConfig(),
+        EDITING,
+        GuidanceConfig(cfg_text_scale=7.5, timestep_shift=1.0, num_timesteps=2, cfg_interval=[0, 1], cfg_renorm_min=1),
+    ):
         check_guidance_values(good)
     with pytest.raises(ConfigError, match="timestep_shift"):
         dataclasses.replace(EDITING, timestep_shift=math.nan)  # the API builds its config this way
 
 
 def test_cli_refuses_nan_guidance_in_one_line_before_loading(tmp_path, capsys):
-    from unimedvl.cli import main
     from unimedvl.checkpoint.create import init_checkpoint
+    from unimedvl.cli import main
 
     ckpt = init_checkpoint("debug", tmp_path / "debug", seed=0)
-    status = main(["generate", "--model", str(ckpt), "--prompt", "x-ray", "--out", str(tmp_path / "o.png"),
-                   "--cfg-text-scale", "nan"])
+    status = main(
+        [
+            "generate",
+            "--model",
+            str(ckpt),
+            "--prompt",
+            "x-ray",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--cfg-text-scale",
+            "nan",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith("error: ") and "cfg_text_scale" in err and "\n" not in err

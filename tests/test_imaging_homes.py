@@ -61,12 +61,21 @@ def image_reads(tree: ast.AST) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "PIL.Image":
             found += [f"from PIL.Image import {a.name}" for a in node.names if a.name == "open"]
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        )
         found += [f"import {n}" for n in names if n.split(".")[0] in ("imageio", "cv2") or n == "skimage.io"]
     for _, name in _calls(tree):
-        if name in ("Image.open", "PIL.Image.open", "np.load", "numpy.load", "nibabel.load", "nib.load") or \
-                name.endswith("dcmread"):  # fmt: skip
+        if name in (
+            "Image.open",
+            "PIL.Image.open",
+            "np.load",
+            "numpy.load",
+            "nibabel.load",
+            "nib.load",
+        ) or name.endswith("dcmread"):
             found.append(name)
     return found
 
@@ -78,8 +87,11 @@ def suffix_lists(tree: ast.AST) -> list[int]:
         items = node.keys + node.values if isinstance(node, ast.Dict) else getattr(node, "elts", None)
         if not isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)) or items is None:
             continue
-        hits = [i for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)
-                and i.value.lower() in IMAGE_SUFFIX]  # fmt: skip
+        hits = [
+            i
+            for i in items
+            if isinstance(i, ast.Constant) and isinstance(i.value, str) and i.value.lower() in IMAGE_SUFFIX
+        ]
         if len(hits) >= 2:
             lines.append(node.lineno)
     return lines
@@ -87,9 +99,13 @@ def suffix_lists(tree: ast.AST) -> list[int]:
 
 def resizes(tree: ast.AST) -> list[str]:
     """Resize calls: PIL's resize / thumbnail / reduce and torch's interpolate."""
-    return [name.rsplit(".", 1)[-1] for _, name in _calls(tree)  # method calls: bare names are our helpers
-            if "." in name and name.rsplit(".", 1)[-1] in ("resize", "thumbnail", "reduce", "interpolate")
-            and not name.startswith(("transforms.", "self.vae_transform"))]  # fmt: skip
+    return [
+        name.rsplit(".", 1)[-1]
+        for _, name in _calls(tree)  # method calls: bare names are our helpers
+        if "." in name
+        and name.rsplit(".", 1)[-1] in ("resize", "thumbnail", "reduce", "interpolate")
+        and not name.startswith(("transforms.", "self.vae_transform"))
+    ]
 
 
 def test_no_module_outside_imaging_reads_image_files_itself():
@@ -109,8 +125,10 @@ def test_resizing_lives_in_imaging_transforms():
 
 
 def test_the_rules_can_fail():
-    bad = ast.parse("from PIL import Image\nim = Image.open('x.png')\nimport cv2\nEXT = ('.png', '.dcm')\n"
-                    "small = im.resize((2, 2))\nimport numpy as np\nnp.load('a.npy')\n")  # fmt: skip
+    bad = ast.parse(
+        "from PIL import Image\nim = Image.open('x.png')\nimport cv2\nEXT = ('.png', '.dcm')\n"
+        "small = im.resize((2, 2))\nimport numpy as np\nnp.load('a.npy')\n"
+    )
     assert image_reads(bad) == ["import cv2", "Image.open", "np.load"]
     assert suffix_lists(bad) == [4] and resizes(bad) == ["resize"]
 
@@ -120,6 +138,7 @@ def test_the_rules_can_fail():
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares ``width x height`` grey pixels but holds almost none (a decompression bomb's header)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -170,7 +189,11 @@ def test_upload_bytes_decode_as_the_file_does_and_write_nothing(tmp_path, monkey
     pydicom = pytest.importorskip("pydicom")
     files = _files(tmp_path)
     files["dcm"] = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
-    views = {"nii": ViewOptions(axis=1, slice=3), "nii2": ViewOptions(window="minmax"), "dcm": ViewOptions(window="lung")}
+    views = {
+        "nii": ViewOptions(axis=1, slice=3),
+        "nii2": ViewOptions(window="minmax"),
+        "dcm": ViewOptions(window="lung"),
+    }
 
     def no_temp_files(*args, **kwargs):
         raise AssertionError("an upload was written to a temporary file")

@@ -17,22 +17,44 @@ diffusers = pytest.importorskip("diffusers")
 def components(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
-    qwen = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
-        vocab_size=151700, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-    ))
+    qwen = transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(
+            vocab_size=151700,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+        )
+    )
     qwen.save_pretrained(root / "qwen")
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
         shutil.copy(offline_qwen_dir() / name, root / "qwen" / name)
-    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=3, image_size=14 * 8,
-        patch_size=14, vision_use_head=False,
-    ))
+    siglip = transformers.SiglipVisionModel(
+        transformers.SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=3,
+            image_size=14 * 8,
+            patch_size=14,
+            vision_use_head=False,
+        )
+    )
     siglip.save_pretrained(root / "siglip")
     vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
-        latent_channels=16, norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     )
     vae.save_pretrained(root / "vae")
     return root, qwen, siglip
@@ -41,8 +63,17 @@ def components(tmp_path_factory):
 def test_assembled_checkpoint_matches_its_parts(components, tmp_path):
     root, qwen, siglip = components
     out = tmp_path / "assembled"
-    args = ["init-from-components", "--llm", str(root / "qwen"), "--vit", str(root / "siglip"),
-            "--vae", str(root / "vae"), "--out", str(out)]
+    args = [
+        "init-from-components",
+        "--llm",
+        str(root / "qwen"),
+        "--vit",
+        str(root / "siglip"),
+        "--vae",
+        str(root / "vae"),
+        "--out",
+        str(out),
+    ]
     assert cli_main(args) == 0
     model = load_model(out)
     cfg = model.config
@@ -81,13 +112,27 @@ def test_a_trained_autoencoder_brings_its_layout_factors_and_patch_size(componen
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
     layout = VAEConfig(ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=4)
-    report = train_autoencoder(AutoencoderTrainConfig(
-        images=(str(images),), out=str(tmp_path / "ae" / "ae.safetensors"), vae=layout, latent_patch_size=4,
-        image_size=32, steps=1, batch_size=2, heldout_fraction=0.25, stats_images=2,
-    ), progress=False).report
+    report = train_autoencoder(
+        AutoencoderTrainConfig(
+            images=(str(images),),
+            out=str(tmp_path / "ae" / "ae.safetensors"),
+            vae=layout,
+            latent_patch_size=4,
+            image_size=32,
+            steps=1,
+            batch_size=2,
+            heldout_fraction=0.25,
+            stats_images=2,
+        ),
+        progress=False,
+    ).report
     out = tmp_path / "assembled"
-    assert cli_main(["init-from-components", "--llm", str(root / "qwen"), "--vae", str(tmp_path / "ae"),
-                     "--out", str(out)]) == 0
+    assert (
+        cli_main(
+            ["init-from-components", "--llm", str(root / "qwen"), "--vae", str(tmp_path / "ae"), "--out", str(out)]
+        )
+        == 0
+    )
     cfg = load_model(out).config
     assert cfg.latent_patch_size == 4 and cfg.vae.downsample == 4 and cfg.vae.z_channels == 4
     assert cfg.vae.shift_factor == pytest.approx(report["shift_factor"])

@@ -14,8 +14,15 @@ from unimedvl.models.attention import PackedLayout
 from unimedvl.models.kv_cache import KVCache
 from unimedvl.models.language import LanguageModel, Routing
 
-TINY = dict(vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, rope_theta=10000.0)  # fmt: skip
+TINY = dict(
+    vocab_size=101,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=10000.0,
+)
 
 
 def tiny_model(layer_module="Qwen2MoTDecoderLayer", qk_norm=True, perturb_gen=False, **kw) -> LanguageModel:
@@ -95,8 +102,11 @@ def test_sharded_checkpoint_and_release_names(tmp_path):
             pre = f"language_model.model.layers.{i}."
             for p in "qkv":
                 expected |= {f"{pre}self_attn.{p}_proj{s}.weight", f"{pre}self_attn.{p}_proj{s}.bias"}
-            expected |= {f"{pre}self_attn.o_proj{s}.weight", f"{pre}input_layernorm{s}.weight",
-                         f"{pre}post_attention_layernorm{s}.weight"}  # fmt: skip
+            expected |= {
+                f"{pre}self_attn.o_proj{s}.weight",
+                f"{pre}input_layernorm{s}.weight",
+                f"{pre}post_attention_layernorm{s}.weight",
+            }
             expected |= {f"{pre}mlp{s}.{m}_proj.weight" for m in ("gate", "up", "down")}
     assert names == expected  # qk_norm is off for a Qwen2 checkpoint
     sd = ours.state_dict()
@@ -264,8 +274,12 @@ def test_contexts_of_different_lengths_in_one_batch():
     ref_a, ref_b = model.forward_text(a)[0], model.forward_text(b)[0]
     cache = model.new_cache(rows=2)
     # Prefill rows with different lengths in one call, then decode one token per row.
-    h = model.forward_cached(model.embed(torch.cat([a[0, :6], b[0, :2]])),
-                             torch.cat([torch.arange(6), torch.arange(2)]), cache, query_lens=[6, 2])  # fmt: skip
+    h = model.forward_cached(
+        model.embed(torch.cat([a[0, :6], b[0, :2]])),
+        torch.cat([torch.arange(6), torch.arange(2)]),
+        cache,
+        query_lens=[6, 2],
+    )
     torch.testing.assert_close(model.logits(h[:6]), ref_a[:6], atol=1e-5, rtol=0)
     torch.testing.assert_close(model.logits(h[6:]), ref_b[:2], atol=1e-5, rtol=0)
     for t in range(2):
@@ -295,13 +309,26 @@ def test_denoising_query_reads_without_writing_and_forks():
     model.forward_cached(model.embed(text[:2]), torch.tensor([7, 8]), cache, rows=[uncond])  # diverges
     assert cache.lengths == [7, 9]
     for _ in range(2):  # repeated denoising steps see the same context
-        out = model.forward_cached(latents, torch.full((5,), 7), cache, rows=[0], mode="full", write=False,
-                                   routing=torch.ones(5, dtype=torch.bool))  # fmt: skip
+        out = model.forward_cached(
+            latents,
+            torch.full((5,), 7),
+            cache,
+            rows=[0],
+            mode="full",
+            write=False,
+            routing=torch.ones(5, dtype=torch.bool),
+        )
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     assert cache.lengths == [7, 9]
     # Both branches in one batched call (different context lengths, same query length).
-    both = model.forward_cached(torch.cat([latents, latents]), torch.tensor([7] * 5 + [9] * 5), cache,
-                                mode="full", write=False, routing=torch.ones(10, dtype=torch.bool))  # fmt: skip
+    both = model.forward_cached(
+        torch.cat([latents, latents]),
+        torch.tensor([7] * 5 + [9] * 5),
+        cache,
+        mode="full",
+        write=False,
+        routing=torch.ones(10, dtype=torch.bool),
+    )
     torch.testing.assert_close(both[:5], ref, atol=1e-5, rtol=0)
     assert (both[5:] - ref).abs().max() > 1e-4
     sub = cache.select([1])

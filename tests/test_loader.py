@@ -65,8 +65,12 @@ def test_batches_stats_and_trainer_checks(medsynth, tokenizer):
     loader = build_loader(data_cfg(medsynth), DEBUG, tokenizer)
     batches = take(loader, 6)  # enough for every dataset type of the mix to come up
     kinds = set(itertools.chain.from_iterable(b.sample_kinds for b in batches))
-    assert kinds == {"vlm_sft", "MedicalImageEditingIterableDataset", "CounterfactualMedicalIterableDataset_ver1",
-                     "t2i"}
+    assert kinds == {
+        "vlm_sft",
+        "MedicalImageEditingIterableDataset",
+        "CounterfactualMedicalIterableDataset_ver1",
+        "t2i",
+    }
     assert all(b.sequence_length <= 600 for b in batches) and any(b.sequence_length >= 400 for b in batches)
     stats = loader.stats
     assert stats["batches"] == 6 and stats["samples"] == sum(len(b.sample_kinds) for b in batches)
@@ -83,8 +87,13 @@ def test_batches_stats_and_trainer_checks(medsynth, tokenizer):
     mix = yaml.safe_load((medsynth / "mix.yaml").read_text())
     del mix["t2i"]
     (medsynth / "und_mix.yaml").write_text(yaml.safe_dump(mix))
-    cfg = DataConfig(str(medsynth / "und_mix.yaml"), dataset_info_file=str(medsynth / "dataset_info.yaml"),
-                     expected_num_tokens=400, max_num_tokens=600, max_num_tokens_per_sample=300)
+    cfg = DataConfig(
+        str(medsynth / "und_mix.yaml"),
+        dataset_info_file=str(medsynth / "dataset_info.yaml"),
+        expected_num_tokens=400,
+        max_num_tokens=600,
+        max_num_tokens_per_sample=300,
+    )
     loader = build_loader(cfg, und_only, tokenizer)
     batch = take(loader, 1)[0]
     assert not batch.vae_inputs and batch.vit_token_lens and batch.num_ce_tokens
@@ -98,7 +107,7 @@ def test_resume_gives_the_uninterrupted_stream(medsynth, tokenizer):
     # Stop where a sample waits in the overflow queue (the hard case to resume); a second iter()
     # continues where the first stopped, so batches are taken one at a time.
     for k in range(1, 11):
-        assert_same_batches(take(first, 1), reference[k - 1:k])
+        assert_same_batches(take(first, 1), reference[k - 1 : k])
         state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
         worker = state["workers"]["0"]
         if worker["pending"]:
@@ -106,9 +115,9 @@ def test_resume_gives_the_uninterrupted_stream(medsynth, tokenizer):
     assert state["batches"] == k and worker["pending"], "no state in 10 batches held a sample in the overflow queue"
     assert any(g["epoch"] > 0 for g in worker["groups"].values()), "some group should be past its first epoch"
     resumed = build_loader(cfg, DEBUG, tokenizer, state=state)
-    assert_same_batches(take(resumed, 3), reference[k:k + 3])
+    assert_same_batches(take(resumed, 3), reference[k : k + 3])
     assert resumed.stats["batches"] == k + 3
-    assert_same_batches(take(first, 3), reference[k:k + 3])
+    assert_same_batches(take(first, 3), reference[k : k + 3])
     with pytest.raises(ConfigError, match="saved with num_workers=0 but this run has num_workers=2"):
         build_loader(data_cfg(medsynth, num_workers=2), DEBUG, tokenizer, state=state)
     with pytest.raises(ConfigError, match="saved with seed=5 but this run has seed=6"):
@@ -129,9 +138,15 @@ def test_resume_with_two_workers(medsynth, tokenizer):
 
 
 def test_ranks_read_disjoint_records(tmp_path, tokenizer):
-    lines = [json.dumps({"main_task_type": "text_only", "message": [{"from": "human", "value": str(i)},
-                                                                    {"from": "gpt", "value": "ok"}]})
-             for i in range(10)]
+    lines = [
+        json.dumps(
+            {
+                "main_task_type": "text_only",
+                "message": [{"from": "human", "value": str(i)}, {"from": "gpt", "value": "ok"}],
+            }
+        )
+        for i in range(10)
+    ]
     (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
     (tmp_path / "dataset_info.yaml").write_text(yaml.safe_dump({"text_only": {"t": {"jsonl_path": "t.jsonl"}}}))
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"text_only": {"dataset_names": ["t"], "shuffle_lines": True}}))
@@ -151,8 +166,13 @@ def test_a_bad_record_in_a_worker_is_one_clear_error(tmp_path, tokenizer):
     (tmp_path / "t.jsonl").write_text(json.dumps(good) + "\n" + '{"message": 3}\n')
     (tmp_path / "dataset_info.yaml").write_text(yaml.safe_dump({"text_only": {"t": {"jsonl_path": "t.jsonl"}}}))
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"text_only": {"dataset_names": ["t"]}}))
-    cfg = DataConfig(str(tmp_path / "mix.yaml"), expected_num_tokens=64, max_num_tokens=64,
-                     max_num_tokens_per_sample=64, num_workers=1)
+    cfg = DataConfig(
+        str(tmp_path / "mix.yaml"),
+        expected_num_tokens=64,
+        max_num_tokens=64,
+        max_num_tokens_per_sample=64,
+        num_workers=1,
+    )
     with pytest.raises(DataError) as err:
         take(build_loader(cfg, DEBUG, tokenizer), 1)
     message = str(err.value)

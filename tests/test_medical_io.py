@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.imaging.medical_io import WINDOW_PRESETS, LoadedImage, image_size, load_array, load_image, parse_path_spec
 from unimedvl.errors import DataError
+from unimedvl.imaging.medical_io import WINDOW_PRESETS, LoadedImage, image_size, load_array, load_image, parse_path_spec
 
 pydicom = pytest.importorskip("pydicom")
 nibabel = pytest.importorskip("nibabel")
@@ -66,8 +66,9 @@ def test_lung_window_maps_minus_600_hu_to_mid_grey():
     assert np.abs(shown - expected).max() <= 0.5 + 1e-6
 
 
-@pytest.mark.parametrize("name, centre, width", [("brain", 40, 80), ("bone", 400, 1800), ("abdomen", 50, 400),
-                                                  ("mediastinum", 50, 350)])
+@pytest.mark.parametrize(
+    "name, centre, width", [("brain", 40, 80), ("bone", 400, 1800), ("abdomen", 50, 400), ("mediastinum", 50, 350)]
+)
 def test_named_presets_match_centre_width_syntax(name, centre, width):
     assert WINDOW_PRESETS[name] == (centre, width)
     by_name = np.asarray(load_image(dcm("CT_small.dcm"), window=name))
@@ -246,8 +247,15 @@ def test_grey_8_bit_png_becomes_rgb(tmp_path):
 
 @pytest.mark.parametrize(
     "spec",
-    ["CT_small.dcm", "MR_small.dcm", "examples_rgb_color.dcm", "examples_palette.dcm",
-     "examples_ybr_color.dcm#frame=2", "anatomical.nii#axis=1", "example4d.nii.gz#t=1&axis=0&slice=5"],
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "examples_rgb_color.dcm",
+        "examples_palette.dcm",
+        "examples_ybr_color.dcm#frame=2",
+        "anatomical.nii#axis=1",
+        "example4d.nii.gz#t=1&axis=0&slice=5",
+    ],
 )
 def test_image_size_matches_loaded_size(spec):
     name, _, fragment = spec.partition("#")

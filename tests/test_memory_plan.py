@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unimedvl.checkpoint.inference_config import for_model
+from unimedvl.checkpoint.memory_estimate import Workload, choose_plan, estimate_plans, weight_bytes
+from unimedvl.checkpoint.memory_plan import (
+    LoadPlan,
+    candidate_plans,
+    is_generation_key,
+    parse_memory,
+    understanding_config,
+)
+from unimedvl.checkpoint.placement import parse_device_map, preset_device_map
 from unimedvl.cli import main
 from unimedvl.config import model_config
 from unimedvl.errors import ConfigError
-from unimedvl.checkpoint.inference_config import for_model
-from unimedvl.checkpoint.memory_estimate import Workload, choose_plan, estimate_plans, weight_bytes
-from unimedvl.checkpoint.memory_plan import LoadPlan, candidate_plans, is_generation_key, parse_memory, understanding_config
 from unimedvl.models.unified import UnifiedModel
-from unimedvl.checkpoint.placement import parse_device_map, preset_device_map
 
 RELEASE = model_config("bagel-7b-mot")
 
@@ -82,20 +88,28 @@ def test_the_planner_picks_the_cheapest_plan_that_fits_and_names_the_smallest_wh
 
 def test_the_runtime_estimate_grows_with_the_image_and_the_answer():
     base = _release_estimates(components="understanding")[0].runtime
-    bigger = estimate_plans(RELEASE, for_model(RELEASE), Workload(image_size=1024, answer_tokens=2048), "bf16",
-                            cuda=True, components="understanding")[0].runtime  # fmt: skip
+    bigger = estimate_plans(
+        RELEASE,
+        for_model(RELEASE),
+        Workload(image_size=1024, answer_tokens=2048),
+        "bf16",
+        cuda=True,
+        components="understanding",
+    )[0].runtime
     assert bigger > base > 0
 
 
 def test_device_maps_from_json_name_layer_ranges_and_every_mistake_in_one_line():
     assert parse_device_map('{"0-2": "cpu", "3": "cpu"}', 4) == [torch.device("cpu")] * 4
-    for spec, words in [('{"0-1": "cpu"}', "leaves layer(s) 2-3 without a device"),
-                        ('{"0-3": "cpu", "2": "cpu"}', "places layer 2 twice"),
-                        ('{"0-7": "cpu"}', "decoder layers 0 to 3"),
-                        ('{"0-3": "tpu:0"}', "not a device"),
-                        ('{"0-3": "cuda:7"}', "cuda:7"),
-                        ("[1, 2]", "JSON must be an object"),
-                        ("everywhere", "neither auto, balanced nor JSON")]:  # fmt: skip
+    for spec, words in [
+        ('{"0-1": "cpu"}', "leaves layer(s) 2-3 without a device"),
+        ('{"0-3": "cpu", "2": "cpu"}', "places layer 2 twice"),
+        ('{"0-7": "cpu"}', "decoder layers 0 to 3"),
+        ('{"0-3": "tpu:0"}', "not a device"),
+        ('{"0-3": "cuda:7"}', "cuda:7"),
+        ("[1, 2]", "JSON must be an object"),
+        ("everywhere", "neither auto, balanced nor JSON"),
+    ]:
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")) as err:
             parse_device_map(spec, 4)
         assert "\n" not in str(err.value)

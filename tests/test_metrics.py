@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from unimedvl.errors import ConfigError, DataError
 from unimedvl import metrics as M
+from unimedvl.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)
 
@@ -18,8 +18,9 @@ RNG = np.random.default_rng(0)
 def _noisy_pair(shape, sigma=20.0):
     a = RNG.integers(0, 256, shape, dtype=np.uint8)
     # smooth so SSIM is not dominated by noise
-    a = np.asarray(Image.fromarray(a).resize((shape[1] // 4, shape[0] // 4)).resize(
-        (shape[1], shape[0]), Image.Resampling.BICUBIC))
+    a = np.asarray(
+        Image.fromarray(a).resize((shape[1] // 4, shape[0] // 4)).resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
+    )
     b = np.clip(a + RNG.normal(0, sigma, a.shape), 0, 255).astype(np.uint8)
     return a, b
 
@@ -46,8 +47,7 @@ def test_reference_mode_grayscale_and_paths(tmp_path):
     Image.fromarray(a).save(tmp_path / "a.png")
     out = M.paired_image_metrics(tmp_path / "a.png", b)
     a3, b3 = np.repeat(a[..., None], 3, -1), np.repeat(b[..., None], 3, -1)
-    assert out["ssim"] == pytest.approx(
-        structural_similarity(a3, b3, channel_axis=-1, data_range=255), abs=1e-9)
+    assert out["ssim"] == pytest.approx(structural_similarity(a3, b3, channel_axis=-1, data_range=255), abs=1e-9)
     assert out["psnr"] == pytest.approx(peak_signal_noise_ratio(b, a, data_range=255), abs=1e-9)
 
 
@@ -55,14 +55,13 @@ def test_native_mode_on_hu_scale_resizes_prediction_to_gt():
     gt = np.cumsum(RNG.normal(0, 30, (40, 52)), axis=1) - 500.0  # HU-like, smooth along rows
     pred_small = gt[::2, ::2] + RNG.normal(0, 20, (20, 26))
     out = M.paired_image_metrics(pred_small, gt, mode="native", data_range=2000.0)
-    pred = np.asarray(Image.fromarray(pred_small.astype(np.float32)).resize(
-        (52, 40), Image.Resampling.BICUBIC), dtype=np.float64)
+    pred = np.asarray(
+        Image.fromarray(pred_small.astype(np.float32)).resize((52, 40), Image.Resampling.BICUBIC), dtype=np.float64
+    )
     assert out["metric_mode"] == "native" and (out["height"], out["width"]) == (40, 52)
     assert out["data_range"] == 2000.0
-    assert out["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=2000),
-                                        abs=1e-9)
-    assert out["ssim"] == pytest.approx(structural_similarity(gt, pred, data_range=2000),
-                                        abs=1e-9)
+    assert out["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=2000), abs=1e-9)
+    assert out["ssim"] == pytest.approx(structural_similarity(gt, pred, data_range=2000), abs=1e-9)
 
 
 def test_native_mode_integer_default_range_and_errors():
@@ -77,8 +76,7 @@ def test_native_mode_integer_default_range_and_errors():
     with pytest.raises(DataError, match="uint8"):
         M.paired_image_metrics(a.astype(float), a.astype(float), mode="reference")
     with pytest.raises(DataError, match="channel"):
-        M.paired_image_metrics(np.zeros((32, 32, 3)), a.astype(float), mode="native",
-                               data_range=1.0)
+        M.paired_image_metrics(np.zeros((32, 32, 3)), a.astype(float), mode="native", data_range=1.0)
     with pytest.raises(ConfigError, match="mode"):
         M.paired_image_metrics(a, a, mode="hu")
 
@@ -104,7 +102,7 @@ def _ms_ssim_by_definition(x, y, data_range):
     from scipy.ndimage import correlate1d
 
     weights = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
-    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
     g /= g.sum()
 
     def filt(img):  # separable Gaussian, keep only fully covered ("valid") positions
@@ -115,14 +113,14 @@ def _ms_ssim_by_definition(x, y, data_range):
     result = 1.0
     for j, w in enumerate(weights):
         mx, my = filt(x), filt(y)
-        vx, vy, vxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+        vx, vy, vxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
         cs = (2 * vxy + c2) / (vx + vy + c2)
         if j < 4:
             result *= max(cs.mean(), 0.0) ** w
             x = x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2).mean(axis=(1, 3))
             y = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2).mean(axis=(1, 3))
         else:
-            lum = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1)
+            lum = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
             result *= max((lum * cs).mean(), 0.0) ** w
     return result
 
@@ -130,8 +128,7 @@ def _ms_ssim_by_definition(x, y, data_range):
 def test_ms_ssim_matches_its_definition():
     a, b = _noisy_pair((192, 192, 3), sigma=15.0)
     ours = M.paired_image_metrics(a, b, with_ms_ssim=True)["ms_ssim"]
-    ref = np.mean([_ms_ssim_by_definition(a[..., c].astype(float), b[..., c].astype(float), 255)
-                   for c in range(3)])
+    ref = np.mean([_ms_ssim_by_definition(a[..., c].astype(float), b[..., c].astype(float), 255) for c in range(3)])
     assert 0.5 < ours < 1.0
     assert ours == pytest.approx(ref, abs=1e-6)
     assert M.ms_ssim(a.astype(float), a.astype(float), 255.0) == pytest.approx(1.0)
@@ -147,37 +144,42 @@ def test_ms_ssim_close_to_torchmetrics():
     ours = M.paired_image_metrics(a, b, with_ms_ssim=True)["ms_ssim"]
     ta = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].double()
     tb = torch.from_numpy(b.copy()).permute(2, 0, 1)[None].double()
-    ref = multiscale_structural_similarity_index_measure(tb, ta, data_range=255.0,
-                                                         normalize=None).item()
+    ref = multiscale_structural_similarity_index_measure(tb, ta, data_range=255.0, normalize=None).item()
     assert ours == pytest.approx(ref, abs=2e-3)  # the libraries differ slightly at borders
 
 
 # ---------------------------------------------------------------- VQA / multiple choice
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("The Left Lung.", "left lung"),
-    ("Two lesions", "2 lesions"),
-    ("an MRI, T2-weighted!", "mri t2 weighted"),
-    ("1,000 cells", "1000 cells"),
-    ("2.5 cm.", "2.5 cm"),
-    ("  Twenty  ", "20"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("The Left Lung.", "left lung"),
+        ("Two lesions", "2 lesions"),
+        ("an MRI, T2-weighted!", "mri t2 weighted"),
+        ("1,000 cells", "1000 cells"),
+        ("2.5 cm.", "2.5 cm"),
+        ("  Twenty  ", "20"),
+    ],
+)
 def test_normalize_answer(text, expected):
     assert M.normalize_answer(text) == expected
 
 
-@pytest.mark.parametrize("pred,gt,ok", [
-    ("Yes, there is a mass in the left lung.", "yes", True),
-    ("yes", "Yes", True),
-    ("No.", "no", True),
-    ("No, the heart is normal", "yes", False),
-    ("There is no effusion", "no", False),  # yes/no is read from the first word only
-    ("Correct", "yes", True),
-    ("The CT", "ct", True),
-    ("MRI", "ct", False),
-    ("two", "2", True),
-])
+@pytest.mark.parametrize(
+    "pred,gt,ok",
+    [
+        ("Yes, there is a mass in the left lung.", "yes", True),
+        ("yes", "Yes", True),
+        ("No.", "no", True),
+        ("No, the heart is normal", "yes", False),
+        ("There is no effusion", "no", False),  # yes/no is read from the first word only
+        ("Correct", "yes", True),
+        ("The CT", "ct", True),
+        ("MRI", "ct", False),
+        ("two", "2", True),
+    ],
+)
 def test_closed_question_matching(pred, gt, ok):
     assert M.closed_correct(pred, gt) is ok
 
@@ -187,11 +189,18 @@ def test_open_recall_exact_match_and_vqa_scores():
     assert M.open_recall("right lung", "right upper lobe") == pytest.approx(1 / 3)
     assert M.exact_match("The right upper lobe.", "right upper lobe")
     assert not M.exact_match("right upper lobe mass", "right upper lobe")
-    scores = M.vqa_scores(["Yes, it is", "no", "left lung", "liver"],
-                          ["yes", "yes", "the left lung", "spleen"],
-                          ["CLOSED", "closed", "open", "OPEN"])
-    assert scores == {"closed_accuracy": 0.5, "closed_count": 2, "open_recall": 0.5,
-                      "open_exact_match": 0.5, "open_count": 2}
+    scores = M.vqa_scores(
+        ["Yes, it is", "no", "left lung", "liver"],
+        ["yes", "yes", "the left lung", "spleen"],
+        ["CLOSED", "closed", "open", "OPEN"],
+    )
+    assert scores == {
+        "closed_accuracy": 0.5,
+        "closed_count": 2,
+        "open_recall": 0.5,
+        "open_exact_match": 0.5,
+        "open_count": 2,
+    }
     inferred = M.vqa_scores(["yes", "heart"], ["yes", "heart"])
     assert inferred["closed_count"] == 1 and inferred["open_count"] == 1
 
@@ -199,23 +208,26 @@ def test_open_recall_exact_match_and_vqa_scores():
 OPTIONS = {"A": "Pneumonia", "B": "Pleural effusion", "C": "Pneumothorax", "D": "Normal"}
 
 
-@pytest.mark.parametrize("text,letter", [
-    ("(B)", "B"),
-    ("B.", "B"),
-    ("B", "B"),
-    ("b) pleural effusion", "B"),
-    ("Answer: B", "B"),
-    ("The answer is c because the lung edge is visible", "C"),
-    ("the answer is (D).", "D"),
-    ("I think the correct option is (A)", "A"),
-    ("Pleural effusion", "B"),
-    ("The image shows a pneumothorax on the right.", "C"),
-    ("A. Pneumonia", "A"),
-    ("A chest film with pleural effusion", "B"),  # the article 'A' is not an option letter
-    ("the answer is a large pleural effusion", "B"),
-    ("E", None),
-    ("I cannot tell", None),
-])
+@pytest.mark.parametrize(
+    "text,letter",
+    [
+        ("(B)", "B"),
+        ("B.", "B"),
+        ("B", "B"),
+        ("b) pleural effusion", "B"),
+        ("Answer: B", "B"),
+        ("The answer is c because the lung edge is visible", "C"),
+        ("the answer is (D).", "D"),
+        ("I think the correct option is (A)", "A"),
+        ("Pleural effusion", "B"),
+        ("The image shows a pneumothorax on the right.", "C"),
+        ("A. Pneumonia", "A"),
+        ("A chest film with pleural effusion", "B"),  # the article 'A' is not an option letter
+        ("the answer is a large pleural effusion", "B"),
+        ("E", None),
+        ("I cannot tell", None),
+    ],
+)
 def test_extract_choice(text, letter):
     assert M.extract_choice(text, OPTIONS) == letter
 
@@ -224,20 +236,23 @@ def test_extract_choice_prefers_the_longest_option_text_and_list_options():
     opts = ["pneumonia", "viral pneumonia"]
     assert M.extract_choice("This is viral pneumonia.", opts) == "B"
     assert M.extract_choice("pneumonia", opts) == "A"
-    assert M.multiple_choice_accuracy(["(A)", "B", "no idea"], ["A", "(b)", "A"],
-                                      [opts] * 3) == pytest.approx(2 / 3)
+    assert M.multiple_choice_accuracy(["(A)", "B", "no idea"], ["A", "(b)", "A"], [opts] * 3) == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------- report metrics
 
-HYPS = ["The heart is normal in size. No pleural effusion.",
-        "no focal consolidation is seen in the lungs",
-        "There is a small left pleural effusion with adjacent atelectasis.",
-        "Mild cardiomegaly, lungs are clear."]
-REFS = [["Heart size is normal. There is no pleural effusion.", "The heart is normal"],
-        ["The lungs are clear without focal consolidation."],
-        ["Small left pleural effusion is present, with atelectasis at the left base."],
-        ["The heart is mildly enlarged. The lungs are clear."]]
+HYPS = [
+    "The heart is normal in size. No pleural effusion.",
+    "no focal consolidation is seen in the lungs",
+    "There is a small left pleural effusion with adjacent atelectasis.",
+    "Mild cardiomegaly, lungs are clear.",
+]
+REFS = [
+    ["Heart size is normal. There is no pleural effusion.", "The heart is normal"],
+    ["The lungs are clear without focal consolidation."],
+    ["Small left pleural effusion is present, with atelectasis at the left base."],
+    ["The heart is mildly enlarged. The lungs are clear."],
+]
 
 
 def test_bleu_matches_nltk_corpus_bleu():
@@ -254,8 +269,13 @@ def test_bleu_matches_nltk_corpus_bleu():
     assert short["bleu_1"] == pytest.approx(math.exp(1 - 4 / 2))
     # no 4-gram in common -> BLEU-4 is 0 without smoothing, BLEU-1 is not
     assert M.corpus_bleu(["a b c d"], ["a b x c d"]) == pytest.approx(
-        {"bleu_1": 1.0 * math.exp(1 - 5 / 4), "bleu_2": math.exp(1 - 5 / 4) * math.sqrt(2 / 3),
-         "bleu_3": 0.0, "bleu_4": 0.0})
+        {
+            "bleu_1": 1.0 * math.exp(1 - 5 / 4),
+            "bleu_2": math.exp(1 - 5 / 4) * math.sqrt(2 / 3),
+            "bleu_3": 0.0,
+            "bleu_4": 0.0,
+        }
+    )
 
 
 def test_rouge_l_matches_rouge_score():
@@ -289,11 +309,9 @@ def test_meteor_exact_matches_nltk_without_stems_or_synonyms():
 
     # sentences without repeated words, so the alignment is unique and both must agree
     hyps = ["heart size normal lungs clear", "small left effusion seen", "no acute findings"]
-    refs = [["the heart size is normal and lungs are clear"], ["left small effusion"],
-            ["normal chest"]]
+    refs = [["the heart size is normal and lungs are clear"], ["left small effusion"], ["normal chest"]]
     for h, rs in zip(hyps, refs):
-        ref = meteor_score([M.tokenize(r) for r in rs], M.tokenize(h), wordnet=_NoSynonyms(),
-                           stemmer=_NoStem())
+        ref = meteor_score([M.tokenize(r) for r in rs], M.tokenize(h), wordnet=_NoSynonyms(), stemmer=_NoStem())
         assert M.meteor_exact([h], [rs]) == pytest.approx(ref, abs=1e-12)
 
 
@@ -304,7 +322,8 @@ def test_meteor_exact_hand_case_keeps_phrases_whole():
     # P = 2/3, R = 2/2: Fmean = PR / (0.9 P + 0.1 R); one chunk
     p, r = 2 / 3, 1.0
     assert M.meteor_exact(["left effusion small"], ["left effusion"]) == pytest.approx(
-        p * r / (0.9 * p + 0.1 * r) * (1 - 0.5 * (1 / 2) ** 3))
+        p * r / (0.9 * p + 0.1 * r) * (1 - 0.5 * (1 / 2) ** 3)
+    )
 
 
 def test_cider_d_hand_computed():
@@ -337,8 +356,7 @@ def test_cider_d_properties():
 
 def test_report_metrics_keys():
     out = M.report_metrics(HYPS, REFS)
-    assert set(out) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor_exact",
-                        "cider_d"}
+    assert set(out) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor_exact", "cider_d"}
     with pytest.raises(DataError):
         M.report_metrics(HYPS, REFS[:2])
 
@@ -363,8 +381,7 @@ def test_frechet_distance_identical_and_shifted_gaussians():
 
 def _images(n, seed, offset=0):
     rng = np.random.default_rng(seed)
-    return [np.clip(rng.normal(120 + offset, 40, (24, 24, 3)), 0, 255).astype(np.uint8)
-            for _ in range(n)]
+    return [np.clip(rng.normal(120 + offset, 40, (24, 24, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
 
 
 def test_compute_fid_default_is_labelled_pixelstats():
@@ -396,8 +413,7 @@ def test_load_torchscript_and_safetensors_extractors(tmp_path, monkeypatch):
     imgs = _images(8, 3)
     feats = M.extract_features(imgs, ext)
     batch = torch.stack([torch.from_numpy(i).permute(2, 0, 1).float() / 255 for i in imgs])
-    batch = torch.nn.functional.interpolate(batch, size=(16, 16), mode="bilinear",
-                                            align_corners=False, antialias=True)
+    batch = torch.nn.functional.interpolate(batch, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(torch.from_numpy(feats), net(batch).double().detach())
     res = M.compute_fid(imgs, _images(8, 4), ext)
     assert res["metric"] == "fid" and res["feature_extractor"] == ext.name
@@ -412,10 +428,12 @@ def test_load_torchscript_and_safetensors_extractors(tmp_path, monkeypatch):
         "    def forward(self, x):\n"
         "        return self.conv(x).mean(dim=(2, 3))\n\n"
         "def build():\n"
-        "    return TinyNet()\n")
+        "    return TinyNet()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    ext2 = M.load_feature_extractor(tmp_path / "tiny.safetensors", "tinynet_mod:build",
-                                    input_size=(16, 16), name="tiny-net")
+    ext2 = M.load_feature_extractor(
+        tmp_path / "tiny.safetensors", "tinynet_mod:build", input_size=(16, 16), name="tiny-net"
+    )
     assert ext2.name == "tiny-net"
     np.testing.assert_allclose(M.extract_features(imgs, ext2), feats, atol=1e-6)
     with pytest.raises(ConfigError, match="module_spec"):

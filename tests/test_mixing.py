@@ -26,9 +26,16 @@ def medsynth(tmp_path_factory):
 
 
 def text_jsonl(path, n, prefix="r"):
-    lines = [json.dumps({"main_task_type": "text_only", "sample_id": f"{prefix}{i}",
-                         "message": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]})
-             for i in range(n)]
+    lines = [
+        json.dumps(
+            {
+                "main_task_type": "text_only",
+                "sample_id": f"{prefix}{i}",
+                "message": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}],
+            }
+        )
+        for i in range(n)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -46,9 +53,16 @@ def text_mix(tmp_path):
     text_jsonl(data / "a.jsonl", 10, "a")
     text_jsonl(data / "b.jsonl", 6, "b")
     text_jsonl(data / "c.jsonl", 4, "c")
-    info = dump(data / "info.yaml", {"text_only": {"a": {"jsonl_path": "a.jsonl"}, "b": {"jsonl_path": "b.jsonl",
-                                                                                         "data_dir": "."},
-                                                   "c": {"jsonl_path": "c.jsonl", "num_total_samples": 4}}})
+    info = dump(
+        data / "info.yaml",
+        {
+            "text_only": {
+                "a": {"jsonl_path": "a.jsonl"},
+                "b": {"jsonl_path": "b.jsonl", "data_dir": "."},
+                "c": {"jsonl_path": "c.jsonl", "num_total_samples": 4},
+            }
+        },
+    )
     return tmp_path, info
 
 
@@ -61,21 +75,40 @@ def problems_of(tmp_path, info, entry, model=DEBUG):
 
 def test_medsynth_mix_as_written(medsynth):
     mix = load_mix(medsynth / "mix.yaml", model_cfg=DEBUG)  # dataset_info.yaml beside the mix is found
-    assert [g.dataset_type for g in mix.groups] == ["vlm_sft", "MedicalImageEditingIterableDataset",
-                                                    "CounterfactualMedicalIterableDataset_ver1", "t2i"]
+    assert [g.dataset_type for g in mix.groups] == [
+        "vlm_sft",
+        "MedicalImageEditingIterableDataset",
+        "CounterfactualMedicalIterableDataset_ver1",
+        "t2i",
+    ]
     assert [g.weight for g in mix.groups] == [4.0, 10.0, 2.0, 2.0]
     assert all(g.shuffle_lines and g.vae_transform.max_image_size == 64 for g in mix.groups)
-    assert mix.groups[1].read(0).task_type in ("denoising", "deblurring", "super_resolution", "motion_correction",
-                                               "stain_translation")
+    assert mix.groups[1].read(0).task_type in (
+        "denoising",
+        "deblurring",
+        "super_resolution",
+        "motion_correction",
+        "stain_translation",
+    )
 
 
 def test_grouped_form_relative_paths_and_ranges(text_mix):
     tmp_path, info = text_mix
-    mix = dump(tmp_path / "mix.yaml", {
-        "dataset_info": "data/info.yaml",
-        "text_only": {"dataset_names": {"ab": ["a", "b"], "c": "c"}, "weight": {"ab": 2, "c": 0.5},
-                      "num_used_data": {"ab": [[2, 5], 3], "c": [1]}, "is_mandatory": True, "shuffle_lines": True,
-                      "shuffle_seed": 7, "frame_sampler_args": {"ignored": 1}}})
+    mix = dump(
+        tmp_path / "mix.yaml",
+        {
+            "dataset_info": "data/info.yaml",
+            "text_only": {
+                "dataset_names": {"ab": ["a", "b"], "c": "c"},
+                "weight": {"ab": 2, "c": 0.5},
+                "num_used_data": {"ab": [[2, 5], 3], "c": [1]},
+                "is_mandatory": True,
+                "shuffle_lines": True,
+                "shuffle_seed": 7,
+                "frame_sampler_args": {"ignored": 1},
+            },
+        },
+    )
     resolved = load_mix(mix, model_cfg=DEBUG)
     ab, c = resolved.groups
     assert (ab.key, ab.num_records, ab.weight, c.num_records, c.weight) == ("text_only/ab", 6, 2.0, 3, 0.5)
@@ -85,18 +118,31 @@ def test_grouped_form_relative_paths_and_ranges(text_mix):
     # JSON info file, flat list, [0] and [0, 0] mean everything, BAGEL's per-group list form.
     json_info = tmp_path / "data" / "info.json"
     json_info.write_text(json.dumps(yaml.safe_load((tmp_path / "data" / "info.yaml").read_text())))
-    flat = dump(tmp_path / "flat.yaml", {"text_only": {"dataset_names": ["a", "b", "c"], "weight": [1, 2, 3],
-                                                       "num_used_data": [0, [0], [0, 0]]}})
+    flat = dump(
+        tmp_path / "flat.yaml",
+        {"text_only": {"dataset_names": ["a", "b", "c"], "weight": [1, 2, 3], "num_used_data": [0, [0], [0, 0]]}},
+    )
     resolved = load_mix(flat, json_info, DEBUG)
-    assert [(g.group, g.num_records, g.weight) for g in resolved.groups] == [("a", 10, 1.0), ("b", 6, 2.0),
-                                                                             ("c", 4, 3.0)]
+    assert [(g.group, g.num_records, g.weight) for g in resolved.groups] == [
+        ("a", 10, 1.0),
+        ("b", 6, 2.0),
+        ("c", 4, 3.0),
+    ]
     assert resolved.info_path == str(json_info)
 
 
 def test_each_mistake_is_one_clear_line(text_mix, tmp_path):
     _, info = text_mix
-    lines = problems_of(tmp_path, info, {"dataset_names": ["a", "nope"], "weight": {"a": -1, "nope": 1},
-                                         "num_used_data": {"a": [0, 50], "nope": 0}, "bogus": 1})
+    lines = problems_of(
+        tmp_path,
+        info,
+        {
+            "dataset_names": ["a", "nope"],
+            "weight": {"a": -1, "nope": 1},
+            "num_used_data": {"a": [0, 50], "nope": 0},
+            "bogus": 1,
+        },
+    )
     text = "\n".join(lines)
     assert any("unknown key(s) bogus" in line for line in lines)
     assert any("unknown dataset 'nope'; known datasets: a, b, c" in line for line in lines)
@@ -104,10 +150,14 @@ def test_each_mistake_is_one_clear_line(text_mix, tmp_path):
     assert any("num_used_data [0, 50] is outside the file (10 records" in line for line in lines)
     assert all("\n" not in line for line in lines) and str(tmp_path / "mix.yaml") in text
     assert any("every weight is zero" in p for p in problems_of(tmp_path, info, {"dataset_names": ["a"], "weight": 0}))
-    assert any("[5, 3] is empty" in p for p in problems_of(tmp_path, info, {"dataset_names": ["a"],
-                                                                             "num_used_data": {"a": [5, 3]}}))
-    assert any("is not a group of this entry" in p for p in problems_of(tmp_path, info, {"dataset_names": ["a"],
-                                                                                          "weight": {"x": 1}}))
+    assert any(
+        "[5, 3] is empty" in p
+        for p in problems_of(tmp_path, info, {"dataset_names": ["a"], "num_used_data": {"a": [5, 3]}})
+    )
+    assert any(
+        "is not a group of this entry" in p
+        for p in problems_of(tmp_path, info, {"dataset_names": ["a"], "weight": {"x": 1}})
+    )
     (tmp_path / "data" / "a.jsonl").unlink()
     assert any("a.jsonl not found" in p for p in problems_of(tmp_path, info, {"dataset_names": ["a"]}))
     bad_type = dump(tmp_path / "mix2.yaml", {"nonsense_type": {"dataset_names": ["a"]}})
@@ -119,20 +169,34 @@ def test_each_mistake_is_one_clear_line(text_mix, tmp_path):
 
 
 def test_declared_count_and_model_checks(medsynth, tmp_path):
-    info = dump(tmp_path / "info.yaml", {"t2i": {"t": {"jsonl_path": str(medsynth / "train_t2i.jsonl"),
-                                                       "data_dir": str(medsynth), "num_total_samples": 99}}})
+    info = dump(
+        tmp_path / "info.yaml",
+        {
+            "t2i": {
+                "t": {
+                    "jsonl_path": str(medsynth / "train_t2i.jsonl"),
+                    "data_dir": str(medsynth),
+                    "num_total_samples": 99,
+                }
+            }
+        },
+    )
     lines = problems_of(tmp_path, info, {"dataset_names": ["t"]})  # under text_only: found in another group
     assert any("num_total_samples=99 but" in line for line in lines)
-    info = dump(tmp_path / "info.yaml", {"t2i": {"t": {"jsonl_path": str(medsynth / "train_t2i.jsonl"),
-                                                       "data_dir": str(medsynth)}}})
+    info = dump(
+        tmp_path / "info.yaml",
+        {"t2i": {"t": {"jsonl_path": str(medsynth / "train_t2i.jsonl"), "data_dir": str(medsynth)}}},
+    )
     mix = dump(tmp_path / "mix.yaml", {"t2i": {"dataset_names": ["t"], "image_transform_args": VAE}})
     assert load_mix(mix, info, DEBUG).groups[0].num_records == 2
     no_gen = model_config("debug")
     no_gen.visual_gen = False
     _, problems = check_mix(mix, info, no_gen)
     assert len(problems) == 1 and "needs the generation path (visual_gen)" in problems[0]
-    big = dump(tmp_path / "big.yaml", {"t2i": {"dataset_names": ["t"],
-                                               "image_transform_args": {**VAE, "max_image_size": 1024}}})
+    big = dump(
+        tmp_path / "big.yaml",
+        {"t2i": {"dataset_names": ["t"], "image_transform_args": {**VAE, "max_image_size": 1024}}},
+    )
     _, problems = check_mix(big, info, DEBUG)
     assert any("beyond the model's max_latent_size=32; lower it to <= 512" in p for p in problems)
     _, problems = check_mix(dump(tmp_path / "none.yaml", {"t2i": {"dataset_names": ["t"]}}), info, DEBUG)
@@ -153,7 +217,8 @@ def test_register_dataset_type():
         DATASET_REGISTRY.pop("my_captions")
     assert get_dataset_type("t2i_pretrain") is get_dataset_type("t2i")
     assert get_dataset_type("CounterfactualMedicalIterableDataset") is get_dataset_type(
-        "CounterfactualMedicalIterableDataset_ver1")
+        "CounterfactualMedicalIterableDataset_ver1"
+    )
     with pytest.raises(ConfigError, match="unknown dataset type 'x'; known types: vlm_sft, vlm_sft_recon"):
         get_dataset_type("x")
 

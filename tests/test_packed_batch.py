@@ -43,8 +43,9 @@ def test_layout_rope_ids_and_labels():
 
 
 def test_samples_restart_rope_and_sqrt_weighting():
-    b = build_packed_batch([[TextSplit([5, 6, 7], loss=True)], [TextSplit([8], close=True)]], SPECIAL, CFG,
-                           ce_weighting="sqrt_split")
+    b = build_packed_batch(
+        [[TextSplit([5, 6, 7], loss=True)], [TextSplit([8], close=True)]], SPECIAL, CFG, ce_weighting="sqrt_split"
+    )
     assert b.position_ids.tolist() == [0, 1, 2, 3, 0, 1, 2]
     assert b.text_ids.tolist() == [1, 5, 6, 7, 1, 8, 2]
     assert torch.allclose(b.ce_weights, torch.full((4,), 0.5))
@@ -56,7 +57,14 @@ def test_latent_token_inputs_for_denoising():
     b = build_packed_batch([[VaeImageSplit(tokens=tokens, grid=(2, 3), noised=True, timestep=0.7)]], SPECIAL, CFG)
     assert b.vae_inputs[0] is tokens and b.vae_grids == [(2, 3)]
     assert b.vae_timesteps.tolist() == pytest.approx([0.7])
-    assert b.vae_position_ids.tolist() == [0, 1, 2, CFG.max_latent_size, CFG.max_latent_size + 1, CFG.max_latent_size + 2]
+    assert b.vae_position_ids.tolist() == [
+        0,
+        1,
+        2,
+        CFG.max_latent_size,
+        CFG.max_latent_size + 1,
+        CFG.max_latent_size + 2,
+    ]
 
 
 def test_too_large_and_misaligned_images_are_rejected_clearly():

@@ -30,9 +30,18 @@ def write_text_set(folder, sizes, name="t", bad_lines=()):
         if i in bad_lines:
             lines.append("{not json")
             continue
-        lines.append(json.dumps({"main_task_type": "text_only", "sample_id": f"{name}{i}",
-                                 "message": [{"from": "human", "value": f"{i}"},
-                                             {"from": "gpt", "value": " ".join(["word"] * size)}]}))
+        lines.append(
+            json.dumps(
+                {
+                    "main_task_type": "text_only",
+                    "sample_id": f"{name}{i}",
+                    "message": [
+                        {"from": "human", "value": f"{i}"},
+                        {"from": "gpt", "value": " ".join(["word"] * size)},
+                    ],
+                }
+            )
+        )
     path = folder / f"{name}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -60,7 +69,7 @@ def sample_ids(batch, tokenizer):
     out, text = [], batch.text_ids.tolist()
     starts = np.cumsum([0] + batch.layout.sample_lens)
     for s in starts[:-1]:
-        out.append(int(tokenizer.decode(text[s + 1: s + 1 + 3]).split("word")[0].strip() or -1))
+        out.append(int(tokenizer.decode(text[s + 1 : s + 1 + 3]).split("word")[0].strip() or -1))
     return out
 
 
@@ -109,13 +118,24 @@ def test_mandatory_group_opens_every_pack_and_weights_are_followed(tmp_path, tok
         write_text_set(tmp_path, [2] * n, name=name)
     info = {"text_only": {n: {"jsonl_path": f"{n}.jsonl"} for n in "ab"}, "vlm_sft": {"m": {"jsonl_path": "m.jsonl"}}}
     # The mandatory entry needs its own type key (flags are per entry); vlm_sft accepts text records.
-    mix = {"text_only": {"dataset_names": ["a", "b"], "weight": {"a": 3, "b": 1}},
-           "vlm_sft": {"dataset_names": ["m"], "weight": 0, "is_mandatory": True,
-                       "vit_image_transform_args": {"image_stride": 14, "max_image_size": 70, "min_image_size": 28}}}
+    mix = {
+        "text_only": {"dataset_names": ["a", "b"], "weight": {"a": 3, "b": 1}},
+        "vlm_sft": {
+            "dataset_names": ["m"],
+            "weight": 0,
+            "is_mandatory": True,
+            "vit_image_transform_args": {"image_stride": 14, "max_image_size": 70, "min_image_size": 28},
+        },
+    }
     (tmp_path / "info.yaml").write_text(yaml.safe_dump(info))
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(mix))
-    p = packer(load_mix(tmp_path / "mix.yaml", tmp_path / "info.yaml", DEBUG), tokenizer, expected_num_tokens=60,
-               max_num_tokens=80, max_num_tokens_per_sample=80)
+    p = packer(
+        load_mix(tmp_path / "mix.yaml", tmp_path / "info.yaml", DEBUG),
+        tokenizer,
+        expected_num_tokens=60,
+        max_num_tokens=80,
+        max_num_tokens_per_sample=80,
+    )
     for _ in range(40):
         batch = p.next_batch()
         assert batch.sample_kinds[0] == "vlm_sft" and batch.sample_kinds.count("vlm_sft") == 1

@@ -20,8 +20,8 @@ from unimedvl.data.plans import (
     TextItem,
 )
 from unimedvl.data.records import parse_record
-from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.models.packed_batch import TextSplit, VaeImageSplit, VitImageSplit, build_packed_batch
 from unimedvl.tokenizer import Tokenizer
 
@@ -33,8 +33,9 @@ VIT_T = ImageTransform(14, 70, 28, 4900)
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer.train_bpe(["Assessment: the CT image is noisy. Remove the noise. What is this? A lesion."],
-                               vocab_size=300)
+    return Tokenizer.train_bpe(
+        ["Assessment: the CT image is noisy. Remove the noise. What is this? A lesion."], vocab_size=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,15 @@ def images(tmp_path_factory):
 
 def rec(images, human, gpt, inputs=(), outputs=(), extra_turns=()):
     msg = [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}, *extra_turns]
-    return parse_record({"main_task_type": "x", "input_img": [{"path": p} for p in inputs],
-                         "output_img": [{"path": p} for p in outputs], "message": msg}, images)
+    return parse_record(
+        {
+            "main_task_type": "x",
+            "input_img": [{"path": p} for p in inputs],
+            "output_img": [{"path": p} for p in outputs],
+            "message": msg,
+        },
+        images,
+    )
 
 
 def shape(items):
@@ -64,8 +72,13 @@ def shape(items):
 
 
 def test_vlm_sft_places_images_at_placeholders_and_losses_on_gpt(images):
-    r = rec(images, "Compare <image> with <image> please.", "Left is noisier.", inputs=["a.png", "b.png"],
-            extra_turns=[{"from": "human", "value": "Why?"}, {"from": "gpt", "value": "More noise."}])
+    r = rec(
+        images,
+        "Compare <image> with <image> please.",
+        "Left is noisier.",
+        inputs=["a.png", "b.png"],
+        extra_turns=[{"from": "human", "value": "Why?"}, {"from": "gpt", "value": "More noise."}],
+    )
     items = VLM_SFT.plan(r, Drops(), BOTH)
     assert shape(items) == "tVtVtTtT"
     assert [i.ref.rel_path for i in items if isinstance(i, ImageItem)] == ["a.png", "b.png"]
@@ -75,8 +88,13 @@ def test_vlm_sft_places_images_at_placeholders_and_losses_on_gpt(images):
 
 
 def test_medical_editing_assess_then_restore(images):
-    r = rec(images, "<image>\nRemove the noise.", "Assessment: CT image with mild noise. <image>",
-            inputs=["a.png"], outputs=["c.png"])
+    r = rec(
+        images,
+        "<image>\nRemove the noise.",
+        "Assessment: CT image with mild noise. <image>",
+        inputs=["a.png"],
+        outputs=["c.png"],
+    )
     items = MEDICAL_EDITING.plan(r, Drops(), BOTH)
     assert shape(items) == "EVtTN"
     assert items[3].text == "Assessment: CT image with mild noise."
@@ -89,8 +107,13 @@ def test_medical_editing_assess_then_restore(images):
 
 
 def test_counterfactual_noised_target_then_clean_copy_at_same_rope(images, tokenizer):
-    r = rec(images, "<image>\nRemove the lesion, then explain.", "<image>\nThe lesion was removed.",
-            inputs=["a.png"], outputs=["c.png"])
+    r = rec(
+        images,
+        "<image>\nRemove the lesion, then explain.",
+        "<image>\nThe lesion was removed.",
+        inputs=["a.png"],
+        outputs=["c.png"],
+    )
     items = COUNTERFACTUAL.plan(r, Drops(), BOTH)
     assert shape(items) == "EVtNET"
     assert items[3].ref == items[4].ref  # the copy is the counterfactual image itself
@@ -109,8 +132,14 @@ def test_counterfactual_noised_target_then_clean_copy_at_same_rope(images, token
 
 
 def test_unified_edit_multi_step_copies_intermediate_targets(images):
-    r = rec(images, "<image>\nDenoise.", "<image>", inputs=["a.png"], outputs=["b.png", "c.png"],
-            extra_turns=[{"from": "human", "value": "Now sharpen."}, {"from": "gpt", "value": "<image>"}])
+    r = rec(
+        images,
+        "<image>\nDenoise.",
+        "<image>",
+        inputs=["a.png"],
+        outputs=["b.png", "c.png"],
+        extra_turns=[{"from": "human", "value": "Now sharpen."}, {"from": "gpt", "value": "<image>"}],
+    )
     items = UNIFIED_EDIT.plan(r, Drops(), BOTH)
     assert shape(items) == "EVtNEVtN"
     assert [i.ref.rel_path for i in items if isinstance(i, ImageItem)] == ["a.png"] * 2 + ["b.png"] * 3 + ["c.png"]
@@ -158,8 +187,9 @@ def test_token_count_before_loading_equals_the_packed_length(plan, images, token
     elif plan in (VLM_SFT, VLM_SFT_RECON):
         r = rec(images, "<image>\nWhat is this?", "A lesion.", inputs=["b.png"])
     else:
-        r = rec(images, "<image>\nRemove the noise.", "<image>\nAssessment: noisy.", inputs=["b.png"],
-                outputs=["a.png"])
+        r = rec(
+            images, "<image>\nRemove the noise.", "<image>\nAssessment: noisy.", inputs=["b.png"], outputs=["a.png"]
+        )
     builder = SampleBuilder(tokenizer, CFG, VAE_T, VIT_T)
     measured = builder.measure(plan.plan(r, Drops(), BOTH))  # sizes from the file header: nothing decoded
     splits, n = builder.materialize(measured)

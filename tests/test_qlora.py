@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
 from unimedvl.checkpoint.adapters import base_fingerprint, merge_adapter, read_adapter  # noqa: E402
 from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
@@ -29,10 +28,23 @@ def debug_ckpt(tmp_path_factory):
 def make_cfg(tmp_path, ckpt, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
     values = dict(
-        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen", "edit"]), model_path=str(ckpt),
-        checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=1000, warmup_steps=0, lr=1e-2,
-        attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False, log_every=1,
-        ema=0.9, lora_rank=4, lora_alpha=8.0, freeze_llm=True, freeze_vit=True,
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen", "edit"]),
+        model_path=str(ckpt),
+        checkpoint_dir=str(tmp_path / "run"),
+        total_steps=2,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-2,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        log_every=1,
+        ema=0.9,
+        lora_rank=4,
+        lora_alpha=8.0,
+        freeze_llm=True,
+        freeze_vit=True,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -66,9 +78,26 @@ def test_quantised_linear_matches_dequantised_weight_forward_and_backward(method
 
 
 def test_flags_and_bad_config():
-    cfg = parse_train_args(["--model", "m", "--dataset_config_file", "d", "--lora_rank", "8", "--quantize_base",
-                            "nf4", "--lora_rank_gen", "16", "--lora_alpha_gen", "32", "--lora_rank_vit", "0",
-                            "--lora_targets_und", "q_proj,v_proj"])
+    cfg = parse_train_args(
+        [
+            "--model",
+            "m",
+            "--dataset_config_file",
+            "d",
+            "--lora_rank",
+            "8",
+            "--quantize_base",
+            "nf4",
+            "--lora_rank_gen",
+            "16",
+            "--lora_alpha_gen",
+            "32",
+            "--lora_rank_vit",
+            "0",
+            "--lora_targets_und",
+            "q_proj,v_proj",
+        ]
+    )
     assert (cfg.quantize_base, cfg.lora_rank_gen, cfg.lora_alpha_gen, cfg.lora_rank_vit) == ("nf4", 16, 32.0, 0)
     assert cfg.lora_targets_und == ["q_proj", "v_proj"] and cfg.lora_rank_und is None
     with pytest.raises(ConfigError, match="--quantize_base nf4 needs LoRA: add --lora_rank"):
@@ -81,8 +110,16 @@ def test_flags_and_bad_config():
 
 
 def test_lora_per_part_ranks_and_targets(tmp_path, debug_ckpt):
-    cfg = make_cfg(tmp_path, debug_ckpt, lora_rank=2, lora_rank_gen=6, lora_alpha_gen=3.0, lora_rank_vit=0,
-                   lora_targets_und=["q_proj", "down_proj"], total_steps=1)
+    cfg = make_cfg(
+        tmp_path,
+        debug_ckpt,
+        lora_rank=2,
+        lora_rank_gen=6,
+        lora_alpha_gen=3.0,
+        lora_rank_vit=0,
+        lora_targets_und=["q_proj", "down_proj"],
+        total_steps=1,
+    )
     t = trainer(cfg)
     mods = dict(t.model.named_modules())
     layer = "language_model.model.layers.0."
@@ -105,8 +142,10 @@ def test_qlora_trains_adapters_through_a_quantised_base(tmp_path, debug_ckpt, me
     assert is_quantized(mods["vit_model.vision_model.encoder.layers.0.mlp.fc1"].weight)
     assert not is_quantized(mods["language_model.lm_head"].weight)  # only decoder and ViT layers
     trainable = {n: p for n, p in t.model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.endswith((".lora_A", ".lora_B")) or n.startswith(("connector.", "time_embedder.",
-                             "vae2llm.", "llm2vae.")) for n in trainable)
+    assert trainable and all(
+        n.endswith((".lora_A", ".lora_B")) or n.startswith(("connector.", "time_embedder.", "vae2llm.", "llm2vae."))
+        for n in trainable
+    )
     assert all(p.dtype == torch.float32 for p in trainable.values())
     # The first step sees the same batch: the loss of a quantised base is close to the float one.
     first = t.train_step()
@@ -176,7 +215,9 @@ def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt, 
         torch.testing.assert_close(value, expect.detach(), rtol=1e-5, atol=1e-6, msg=key)
     monkeypatch.setattr(adapters, "SHARD_BYTES", 200_000)  # streamed into several shards + an index
     sharded_dir = merge_adapter(step, tmp_path / "sharded")
-    assert len(list(sharded_dir.glob("ema-*.safetensors"))) > 3 and (sharded_dir / "ema.safetensors.index.json").is_file()
+    assert (
+        len(list(sharded_dir.glob("ema-*.safetensors"))) > 3 and (sharded_dir / "ema.safetensors.index.json").is_file()
+    )
     sharded = load_model(sharded_dir).state_dict()
     assert all(torch.equal(sharded[k], merged[k]) for k in merged)
 
@@ -184,8 +225,10 @@ def test_merge_and_adapter_loading_give_the_trained_model(tmp_path, debug_ckpt, 
     direct = UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step)
     via_step = UniMedVL.from_pretrained(step, device="cpu")  # a step directory names its base
     whole = UniMedVL.from_pretrained(merged_dir, device="cpu")
-    with pytest.raises(CheckpointError, match="trained language_model.lm_head.weight in full, which this plan holds "
-                                              "quantised; merge it first"):
+    with pytest.raises(
+        CheckpointError,
+        match="trained language_model.lm_head.weight in full, which this plan holds quantised; merge it first",
+    ):
         UniMedVL.from_pretrained(debug_ckpt, device="cpu", adapter=step, quantize="int8")
     x = torch.randn(4, lora[Q].in_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -19,18 +19,30 @@ def _bench():
 
 
 def _record(i: int, modality: str, sizes: list[str], image: bool = True) -> dict:
-    return {"sample_id": f"r{i}", "modality": modality, "question_type": "presence", "answer": "yes",
-            "input_img": [{"path": f"images/r{i}.png", "height": 64, "width": 64}] if image else [],
-            "lesions": [{"region": "left lung", "size": s} for s in sizes],
-            "message": [{"from": "human", "value": "<image>\nIs there a lesion in this image?"},
-                        {"from": "gpt", "value": "yes"}]}  # fmt: skip
+    return {
+        "sample_id": f"r{i}",
+        "modality": modality,
+        "question_type": "presence",
+        "answer": "yes",
+        "input_img": [{"path": f"images/r{i}.png", "height": 64, "width": 64}] if image else [],
+        "lesions": [{"region": "left lung", "size": s} for s in sizes],
+        "message": [
+            {"from": "human", "value": "<image>\nIs there a lesion in this image?"},
+            {"from": "gpt", "value": "yes"},
+        ],
+    }
 
 
 def _demo(tmp_path: Path) -> Path:
     src = tmp_path / "demo" / "data" / "medsynth"
     src.mkdir(parents=True)
-    train = [_record(0, "ct", ["small"]), _record(1, "x-ray", []), _record(2, "mri", ["large", "small"]),
-             _record(3, "fundus", ["large"]), _record(4, "histology", [], image=False)]  # fmt: skip
+    train = [
+        _record(0, "ct", ["small"]),
+        _record(1, "x-ray", []),
+        _record(2, "mri", ["large", "small"]),
+        _record(3, "fundus", ["large"]),
+        _record(4, "histology", [], image=False),
+    ]
     test = [_record(5, "ct", []), _record(6, "histology", ["large"])]
     for split, rows in (("train", train), ("test", test)):
         (src / f"{split}_understanding.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -41,9 +53,11 @@ def _demo(tmp_path: Path) -> Path:
 def test_each_task_asks_its_new_question_with_answers_from_the_record(tmp_path):
     bench = _bench()
     demo = _demo(tmp_path)
-    expected = {"anatomy": (["chest", "chest", "brain", "eye"], ["chest", "tissue"]),
-                "normal": (["abnormal", "normal", "abnormal", "abnormal"], ["normal", "abnormal"]),
-                "size": (["small", "large"], ["large"])}  # fmt: skip
+    expected = {
+        "anatomy": (["chest", "chest", "brain", "eye"], ["chest", "tissue"]),
+        "normal": (["abnormal", "normal", "abnormal", "abnormal"], ["normal", "abnormal"]),
+        "size": (["small", "large"], ["large"]),
+    }
     for task, (train_answers, test_answers) in expected.items():
         mix, info, train, test = bench.build_task(demo, tmp_path / task, task)
         assert [r["answer"] for r in train] == train_answers, task  # the record without an image is skipped
@@ -51,7 +65,8 @@ def test_each_task_asks_its_new_question_with_answers_from_the_record(tmp_path):
         question = bench.TASKS[task][0]
         written = [json.loads(line) for line in (tmp_path / task / f"train_{task}.jsonl").read_text().splitlines()]
         assert [r["message"] for r in written] == [
-            [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": a}] for a in train_answers]
+            [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": a}] for a in train_answers
+        ]
         mixed = yaml.safe_load(mix.read_text())["vlm_sft"]
         assert mixed["dataset_names"] == [f"{task}_train"] and mixed["is_mandatory"] is True
         datasets = yaml.safe_load(info.read_text())["vlm_sft"]

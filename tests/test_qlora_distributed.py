@@ -21,15 +21,44 @@ def debug_ckpt(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["nf4", "int8"])
 def test_qlora_two_gloo_processes_match_one(tmp_path, debug_ckpt, method):
-    config = td._run_config(tmp_path, debug_ckpt, quantize_base=method, lora_rank=4, lora_alpha=8.0,
-                            freeze_llm=True, freeze_vit=True, lr=1e-2)
+    config = td._run_config(
+        tmp_path,
+        debug_ckpt,
+        quantize_base=method,
+        lora_rank=4,
+        lora_alpha=8.0,
+        freeze_llm=True,
+        freeze_vit=True,
+        lr=1e-2,
+    )
     one, two = tmp_path / "one", tmp_path / "two"
-    td._check(subprocess.run([td.PYTHON, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(one),
-                              "--gradient_accumulation_steps", "2"], env=td._env(), capture_output=True, text=True,
-                             timeout=300))
+    td._check(
+        subprocess.run(
+            [
+                td.PYTHON,
+                "-m",
+                "unimedvl.train",
+                "--config",
+                str(config),
+                "--checkpoint_dir",
+                str(one),
+                "--gradient_accumulation_steps",
+                "2",
+            ],
+            env=td._env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
     torchrun = [td.PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = subprocess.run([*torchrun, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(two)],
-                          env=td._env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*torchrun, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(two)],
+        env=td._env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     td._check(proc)
     m1, m2 = td._metrics(one), td._metrics(two)
     assert [m["step"] for m in m1] == [m["step"] for m in m2] == [1, 2, 3]

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unimedvl.errors import ConfigError
 from unimedvl.checkpoint.memory_estimate import stored_bytes
 from unimedvl.checkpoint.quantization import (
     Int8Linear,
@@ -17,6 +16,7 @@ from unimedvl.checkpoint.quantization import (
     quantize_linear,
     quantized_weight_bytes,
 )
+from unimedvl.errors import ConfigError
 
 
 def _linear(dtype, out_features=96, in_features=64):
@@ -38,7 +38,7 @@ def test_int8_from_row_blocks_is_torchaos_int8_weight_only_of_the_whole_matrix(d
     quantize_(reference, Int8WeightOnlyConfig(set_inductor_config=False))
     blocks = Int8RowQuantizer(tuple(weight.shape), weight.dtype, weight.device)
     for start in range(0, 96, 40):  # uneven blocks
-        blocks.add(weight[start:start + 40])
+        blocks.add(weight[start : start + 40])
     ours = blocks.finish()
     assert isinstance(ours, Int8Tensor) and ours.dtype == dtype
     assert torch.equal(ours.qdata, reference.weight.qdata) and torch.equal(ours.scale, reference.weight.scale)
@@ -78,8 +78,13 @@ def test_which_layers_are_quantised():
     assert is_quantized_linear("language_model.model.layers.3.mlp.down_proj")
     assert is_quantized_linear("language_model.lm_head")
     assert is_quantized_linear("vit_model.vision_model.encoder.layers.0.mlp.fc1")
-    for name in ("connector.fc1", "vae2llm", "llm2vae", "time_embedder.mlp.0",
-                 "vit_model.vision_model.embeddings.patch_embedding"):  # fmt: skip
+    for name in (
+        "connector.fc1",
+        "vae2llm",
+        "llm2vae",
+        "time_embedder.mlp.0",
+        "vit_model.vision_model.embeddings.patch_embedding",
+    ):
         assert not is_quantized_linear(name)
 
 

@@ -70,10 +70,21 @@ def test_several_images_are_taken_in_reading_order_across_turns(tmp_path):
 
 def test_llava_form_single_and_list_images_and_text_only(tmp_path):
     rows = [
-        {"id": "q1", "image": "cxr.png", "conversations": [
-            {"from": "human", "value": "<image>\nIs there an effusion?"}, {"from": "gpt", "value": "No."}]},
-        {"image": ["a.png", "b.png"], "conversations": [
-            {"from": "human", "value": "<image><image> Which is newer?"}, {"from": "gpt", "value": "The second."}]},
+        {
+            "id": "q1",
+            "image": "cxr.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nIs there an effusion?"},
+                {"from": "gpt", "value": "No."},
+            ],
+        },
+        {
+            "image": ["a.png", "b.png"],
+            "conversations": [
+                {"from": "human", "value": "<image><image> Which is newer?"},
+                {"from": "gpt", "value": "The second."},
+            ],
+        },
         {"conversations": [{"from": "human", "value": "What is MRI?"}, {"from": "gpt", "value": "Imaging."}]},
     ]
     one, two, text = read_jsonl(write_jsonl(tmp_path / "llava.jsonl", rows), data_dir="imgs")
@@ -104,8 +115,10 @@ def test_unknown_top_level_keys_are_kept(tmp_path):
         ('{"main_task_type": "x", "message": [', "malformed JSON"),
         ("[1, 2]", "expected a JSON object"),
         ({"main_task_type": "x"}, "missing 'message'"),
-        ({"message": EDIT["message"], "input_img": EDIT["input_img"], "output_img": EDIT["output_img"]},
-         "'main_task_type' must be a non-empty string"),
+        (
+            {"message": EDIT["message"], "input_img": EDIT["input_img"], "output_img": EDIT["output_img"]},
+            "'main_task_type' must be a non-empty string",
+        ),
         (dict(EDIT, input_img=[]), "1 <image> placeholder(s) in human turns but 0 input images"),
         (dict(EDIT, output_img=[]), "1 <image> placeholder(s) in gpt turns but 0 output images"),
         (dict(EDIT, input_img=EDIT["input_img"] * 2), "1 <image> placeholder(s) in human turns but 2 input"),
@@ -116,8 +129,10 @@ def test_unknown_top_level_keys_are_kept(tmp_path):
         (dict(EDIT, input_img=[{"height": 4}]), "'input_img'[0] needs a non-empty string 'path'"),
         (dict(EDIT, input_img=[{"path": "a.png", "height": "512"}]), "'input_img'[0].height must be a positive"),
         ({"image": 5, "conversations": [{"from": "human", "value": "<image>"}]}, "'image' must be a path"),
-        ({"image": "a.png", "conversations": [{"from": "human", "value": "no placeholder"}]},
-         "0 <image> placeholder(s) in human turns but 1 input images"),
+        (
+            {"image": "a.png", "conversations": [{"from": "human", "value": "no placeholder"}]},
+            "0 <image> placeholder(s) in human turns but 1 input images",
+        ),
     ],
 )
 def test_bad_records_raise_with_path_and_line(tmp_path, row, expected):

@@ -15,28 +15,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unimedvl.errors import DataError, UserError
 from unimedvl.commands import stats as stats_command
+from unimedvl.errors import DataError, UserError
 from unimedvl.eval.report import writer as report
 from unimedvl.eval.statistics.stats_csv import compute_statistics, csv_header, identify
 
-HEAD = ["model_id", "split", "total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
-        "avg_inference_time"]
+HEAD = ["model_id", "split", "total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "avg_inference_time"]
 
 
 def _task(count, psnr, ssim):
-    return {"count": count, "psnr_mean": psnr, "psnr_std": 1.5, "ssim_mean": ssim,
-            "ssim_std": 0.05}
+    return {"count": count, "psnr_mean": psnr, "psnr_std": 1.5, "ssim_mean": ssim, "ssim_std": 0.05}
 
 
 def _write_stats(run_dir: Path, tasks: dict, **overall_extra) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    overall = {"total_samples": sum(t["count"] for t in tasks.values()), "psnr_mean": 25.5,
-               "psnr_std": 2.25, "ssim_mean": 0.75, "ssim_std": 0.125,
-               "avg_inference_time": 12.5, **overall_extra}
+    overall = {
+        "total_samples": sum(t["count"] for t in tasks.values()),
+        "psnr_mean": 25.5,
+        "psnr_std": 2.25,
+        "ssim_mean": 0.75,
+        "ssim_std": 0.125,
+        "avg_inference_time": 12.5,
+        **overall_extra,
+    }
     path = run_dir / "statistics.json"
-    path.write_text(json.dumps({"overall": overall, "by_task_type": tasks,
-                                "timestamp": "2025-01-02T03:04:05"}))
+    path.write_text(json.dumps({"overall": overall, "by_task_type": tasks, "timestamp": "2025-01-02T03:04:05"}))
     return path
 
 
@@ -56,9 +59,14 @@ def _read_csv(path):
 def results_tree(tmp_path):
     root = tmp_path / "results"
     # task order in the file is not alphabetical on purpose
-    _write_stats(root / "ckpt_a" / "test", {"super_resolution": _task(4, 27.25, 0.875),
-                                            "denoising": _task(3, 30.5, 0.9),
-                                            "cross_modal_synthesis": _task(3, 21.0, 0.5)})
+    _write_stats(
+        root / "ckpt_a" / "test",
+        {
+            "super_resolution": _task(4, 27.25, 0.875),
+            "denoising": _task(3, 30.5, 0.9),
+            "cross_modal_synthesis": _task(3, 21.0, 0.5),
+        },
+    )
     tasks_b = {"denoising": _task(5, 29.0, 0.8)}
     tasks_b["denoising"]["ssim_std"] = None
     _write_stats(root / "ckpt_b" / "val", tasks_b)
@@ -69,17 +77,45 @@ def test_csv_layout_header_order_and_padding(results_tree, tmp_path):
     out = tmp_path / "summary.csv"
     assert _cli([results_tree, "-o", out]) == 0
     rows = _read_csv(out)
-    task_cols = [f"task{i}_{f}" for i in (1, 2, 3)
-                 for f in ("type", "count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std")]
+    task_cols = [
+        f"task{i}_{f}" for i in (1, 2, 3) for f in ("type", "count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std")
+    ]
     assert rows[0] == HEAD + task_cols
     assert rows[0] == csv_header(3)
-    assert rows[1] == ["ckpt_a", "test", "10", "25.5", "2.25", "0.75", "0.125", "12.5",
-                       "cross_modal_synthesis", "3", "21.0", "1.5", "0.5", "0.05",
-                       "denoising", "3", "30.5", "1.5", "0.9", "0.05",
-                       "super_resolution", "4", "27.25", "1.5", "0.875", "0.05"]
+    assert rows[1] == [
+        "ckpt_a",
+        "test",
+        "10",
+        "25.5",
+        "2.25",
+        "0.75",
+        "0.125",
+        "12.5",
+        "cross_modal_synthesis",
+        "3",
+        "21.0",
+        "1.5",
+        "0.5",
+        "0.05",
+        "denoising",
+        "3",
+        "30.5",
+        "1.5",
+        "0.9",
+        "0.05",
+        "super_resolution",
+        "4",
+        "27.25",
+        "1.5",
+        "0.875",
+        "0.05",
+    ]
     # one task: its null ssim_std is blank, and two whole task groups of blank cells follow
-    assert rows[2] == ["ckpt_b", "val", "5", "25.5", "2.25", "0.75", "0.125", "12.5",
-                       "denoising", "5", "29.0", "1.5", "0.8", ""] + [""] * 12
+    assert (
+        rows[2]
+        == ["ckpt_b", "val", "5", "25.5", "2.25", "0.75", "0.125", "12.5", "denoising", "5", "29.0", "1.5", "0.8", ""]
+        + [""] * 12
+    )
     assert len(rows) == 3
 
 
@@ -88,8 +124,7 @@ def test_model_id_and_split_rule(results_tree, tmp_path):
     assert identify(r, r / "statistics.json") == ("results", "results")
     assert identify(r, r / "test" / "statistics.json") == ("results", "test")
     assert identify(r, r / "ckpt" / "test" / "statistics.json") == ("ckpt", "test")
-    assert identify(r, r / "model" / "step_1000" / "test" / "statistics.json") == (
-        "model/step_1000", "test")
+    assert identify(r, r / "model" / "step_1000" / "test" / "statistics.json") == ("model/step_1000", "test")
     # naming the checkpoint directory or the results directory gives the same row labels
     out = tmp_path / "one.csv"
     assert _cli([results_tree / "ckpt_a", "-o", out]) == 0
@@ -108,13 +143,17 @@ def test_malformed_statistics_are_skipped_with_a_warning(results_tree, tmp_path,
     no_overall = results_tree / "ckpt_d" / "test" / "statistics.json"
     no_overall.parent.mkdir(parents=True)
     no_overall.write_text(json.dumps({"overall": [], "by_task_type": {}}))
-    bad_value = _write_stats(results_tree / "ckpt_e" / "test",
-                             {"denoising": {**_task(1, 20.0, 0.5), "psnr_mean": "high"}})
+    bad_value = _write_stats(
+        results_tree / "ckpt_e" / "test", {"denoising": {**_task(1, 20.0, 0.5), "psnr_mean": "high"}}
+    )
     out = tmp_path / "summary.csv"
     assert _cli([results_tree, "-o", out]) == 0
     err = capsys.readouterr().err
-    for path, why in [(bad_json, "unreadable JSON"), (no_overall, "overall"),
-                      (bad_value, "by_task_type.denoising.psnr_mean")]:
+    for path, why in [
+        (bad_json, "unreadable JSON"),
+        (no_overall, "overall"),
+        (bad_value, "by_task_type.denoising.psnr_mean"),
+    ]:
         assert re.search(rf"warning: {re.escape(str(path))}: .*{re.escape(why)}", err), err
     assert [r[0] for r in _read_csv(out)[1:]] == ["ckpt_a", "ckpt_b"]
 
@@ -135,16 +174,39 @@ def test_no_statistics_is_an_error_with_exit_1(tmp_path, capsys):
 
 def test_compute_statistics_and_csv_roundtrip(tmp_path):
     results = [
-        {"sample_id": "a", "task_type": "denoising", "psnr": 30.0, "ssim": 0.9,
-         "inference_time": 10.0, "metric_mode": "reference"},
-        {"sample_id": "b", "task_type": "denoising", "psnr": math.inf, "ssim": 1.0,
-         "inference_time": 12.0, "metric_mode": "reference"},
-        {"sample_id": "c", "task_type": "denoising", "psnr": 34.0, "ssim": 0.8,
-         "inference_time": 14.0, "metric_mode": "reference"},
-        {"sample_id": "d", "main_task_type": "image_understanding", "psnr": None, "ssim": None,
-         "inference_time": 2.0, "vqa_correct": True},
-        {"sample_id": "e", "main_task_type": "image_understanding", "inference_time": 4.0,
-         "vqa_correct": False},
+        {
+            "sample_id": "a",
+            "task_type": "denoising",
+            "psnr": 30.0,
+            "ssim": 0.9,
+            "inference_time": 10.0,
+            "metric_mode": "reference",
+        },
+        {
+            "sample_id": "b",
+            "task_type": "denoising",
+            "psnr": math.inf,
+            "ssim": 1.0,
+            "inference_time": 12.0,
+            "metric_mode": "reference",
+        },
+        {
+            "sample_id": "c",
+            "task_type": "denoising",
+            "psnr": 34.0,
+            "ssim": 0.8,
+            "inference_time": 14.0,
+            "metric_mode": "reference",
+        },
+        {
+            "sample_id": "d",
+            "main_task_type": "image_understanding",
+            "psnr": None,
+            "ssim": None,
+            "inference_time": 2.0,
+            "vqa_correct": True,
+        },
+        {"sample_id": "e", "main_task_type": "image_understanding", "inference_time": 4.0, "vqa_correct": False},
     ]
     stats = compute_statistics(results)
     datetime.fromisoformat(stats["timestamp"])
@@ -170,8 +232,7 @@ def test_compute_statistics_and_csv_roundtrip(tmp_path):
     assert rows[1][14:18] == ["image_understanding", "2", "", ""]
 
     with pytest.raises(DataError, match="metric modes"):
-        compute_statistics([{"psnr": 1.0, "metric_mode": "reference"},
-                            {"psnr": 1.0, "metric_mode": "native"}])
+        compute_statistics([{"psnr": 1.0, "metric_mode": "reference"}, {"psnr": 1.0, "metric_mode": "native"}])
 
 
 def _png(color, size=(32, 24)):
@@ -181,8 +242,7 @@ def _png(color, size=(32, 24)):
 def test_plot_and_html_report_of_statistics_without_intervals(tmp_path):
     # statistics.json files from before intervals existed: means without intervals, cards from the images.
     run = tmp_path / "res" / "ckpt" / "test"
-    _write_stats(run, {"denoising": _task(3, 30.0, 0.9), "super_resolution": _task(1, 25.0, 0.7)},
-                 vqa_accuracy=0.625)
+    _write_stats(run, {"denoising": _task(3, 30.0, 0.9), "super_resolution": _task(1, 25.0, 0.7)}, vqa_accuracy=0.625)
     _write_stats(tmp_path / "res" / "ckpt2" / "test", {"denoising": _task(3, 28.0, 0.85)})
     images = run / "images"
     images.mkdir()
@@ -190,14 +250,19 @@ def test_plot_and_html_report_of_statistics_without_intervals(tmp_path):
     for i, task in enumerate(["denoising", "denoising", "denoising", "super_resolution"]):
         for j, kind in enumerate(("input", "GT", "pred")):
             _png((60 * i, 80 * j, 200)).save(images / f"s{i}_{kind}.png")
-        lines.append(json.dumps({"sample_id": f"s{i}", "task_type": task, "psnr": 30.0 + i,
-                                 "understanding_text": f"<b>finding {i}</b>"}))
+        lines.append(
+            json.dumps(
+                {"sample_id": f"s{i}", "task_type": task, "psnr": 30.0 + i, "understanding_text": f"<b>finding {i}</b>"}
+            )
+        )
     lines.insert(1, "{broken")
     (run / "results.jsonl").write_text("\n".join(lines) + "\n")
 
     plots, page = tmp_path / "plots", tmp_path / "report" / "index.html"
-    assert _cli([tmp_path / "res", "-o", tmp_path / "s.csv", "--plot", plots, "--html", page,
-                 "--samples-per-task", "2"]) == 0
+    assert (
+        _cli([tmp_path / "res", "-o", tmp_path / "s.csv", "--plot", plots, "--html", page, "--samples-per-task", "2"])
+        == 0
+    )
     names = sorted(p.name for p in plots.glob("*.png"))
     # psnr and ssim differ between the runs; accuracy has one bar and time per sample is a cost: no chart
     assert names == ["psnr.png", "ssim.png"]
@@ -211,7 +276,7 @@ def test_plot_and_html_report_of_statistics_without_intervals(tmp_path):
     for sid in ("s0", "s1", "s3"):
         for kind in ("input", "GT", "pred"):
             assert f'alt="{sid} {kind}"' in text
-    assert 's2 GT' not in text
+    assert "s2 GT" not in text
     assert "&lt;b&gt;finding 1&lt;/b&gt;" in text and "<b>finding" not in text
     assert "1 unreadable line(s)" in text
     assert "No sample images found." in text  # ckpt2 has none
@@ -245,8 +310,22 @@ def test_train_log_loss_curves_in_plots_and_html(results_tree, tmp_path):
     (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n{truncated\n")
     assert report.read_train_log(run) == rows  # the killed-mid-write last line is skipped
     plots, page = tmp_path / "plots", tmp_path / "r.html"
-    assert _cli([results_tree, "-o", tmp_path / "s.csv", "--plot", plots, "--html", page,
-                 "--train-log", run / "metrics.jsonl"]) == 0
+    assert (
+        _cli(
+            [
+                results_tree,
+                "-o",
+                tmp_path / "s.csv",
+                "--plot",
+                plots,
+                "--html",
+                page,
+                "--train-log",
+                run / "metrics.jsonl",
+            ]
+        )
+        == 0
+    )
     curves = Image.open(plots / "loss_curves.png")
     assert curves.width > 2 * curves.height  # three panels side by side: loss, ce, mse
     text = page.read_text()
@@ -259,8 +338,13 @@ def test_preface_sections_come_first(results_tree, tmp_path):
     from unimedvl.eval.statistics.stats_csv import load_statistics
 
     entries, _ = load_statistics([results_tree])
-    written = report.write_report(entries, tmp_path / "s.csv", html_path=tmp_path / "r.html",
-                                  preface=[("Goals", report.html_table(["a"], [["<x>"]]))], out=lambda _: None)
+    written = report.write_report(
+        entries,
+        tmp_path / "s.csv",
+        html_path=tmp_path / "r.html",
+        preface=[("Goals", report.html_table(["a"], [["<x>"]]))],
+        out=lambda _: None,
+    )
     text = written["html"].read_text()
     assert text.index("<h2>Goals</h2>") < text.index("<h2>Split: test</h2>")
     assert "&lt;x&gt;" in text
@@ -268,9 +352,8 @@ def test_preface_sections_come_first(results_tree, tmp_path):
 
 def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_curves(tmp_path, capsys):
     from report_fixtures import make_eval_tree, result_lines
-
-    from unimedvl.metrics.info import format_difference
     from unimedvl.eval.statistics.stats_csv import load_statistics, summary_table
+    from unimedvl.metrics.info import format_difference
 
     root = make_eval_tree(tmp_path / "eval", steps=(100, 200), splits=("test", "val"))
     out, plots, page = tmp_path / "out" / "summary.csv", tmp_path / "out" / "plots", tmp_path / "out" / "report.html"
@@ -279,12 +362,13 @@ def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_c
 
     # The CSV: the reference's columns byte-identical to what they were without intervals, then the extras.
     entries, _ = load_statistics([root])
-    legacy = [type(e)(e.path, e.model_id, e.split, {k: v for k, v in e.stats.items() if k != "estimates"})
-              for e in entries]  # fmt: skip
+    legacy = [
+        type(e)(e.path, e.model_id, e.split, {k: v for k, v in e.stats.items() if k != "estimates"}) for e in entries
+    ]
     legacy_header, legacy_rows = summary_table(legacy)
     rows = _read_csv(out)
     width = len(legacy_header)
-    assert rows[0][:width] == legacy_header and rows[0][width:width + 2] == ["training_step", "psnr_ci95_low"]
+    assert rows[0][:width] == legacy_header and rows[0][width : width + 2] == ["training_step", "psnr_ci95_low"]
     assert [r[:width] for r in rows[1:]] == legacy_rows
     assert out.read_text().splitlines()[1].startswith(",".join(legacy_rows[0]) + ",")
     by_label = {(r[0], r[1]): dict(zip(rows[0], r)) for r in rows[1:]}
@@ -313,8 +397,11 @@ def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_c
 
     # The paired difference of the later checkpoint, as computed by hand from the two runs' lines.
     later, earlier = result_lines(200, "test"), result_lines(100, "test")
-    diffs = [a["metrics"]["psnr"] - b["metrics"]["psnr"] for a, b in zip(later, earlier)
-             if a.get("task_type") == "denoising" and a["kind"] == "edit"]  # fmt: skip
+    diffs = [
+        a["metrics"]["psnr"] - b["metrics"]["psnr"]
+        for a, b in zip(later, earlier)
+        if a.get("task_type") == "denoising" and a["kind"] == "edit"
+    ]
     expected = format_difference("psnr", {"value": float(np.mean(diffs)), "ci95": None}, unit=False)
     assert re.search(rf"\| denoising \| PSNR \(dB\) \| {re.escape(expected)} \[", md), expected
 
@@ -331,14 +418,14 @@ def test_two_checkpoints_on_two_splits_give_both_models_in_every_table_and_the_c
 
 def test_curves_keep_training_runs_apart_and_mixed_data_is_flagged(tmp_path):
     from report_fixtures import write_run
-
     from unimedvl.eval.report.charts import curve_series
     from unimedvl.eval.statistics.stats_csv import load_statistics
 
     for run in ("run_a", "run_b"):
         for step in (100, 200):
-            write_run(tmp_path / "eval" / run / f"step_{step:07d}" / "test", step, "test",
-                      tmp_path / run / f"step_{step:07d}")  # fmt: skip
+            write_run(
+                tmp_path / "eval" / run / f"step_{step:07d}" / "test", step, "test", tmp_path / run / f"step_{step:07d}"
+            )
     entries, _ = load_statistics([tmp_path / "eval"])
     series = curve_series(entries)
     assert {k: [s for s, _ in v] for k, v in series.items()} == {"run_a/test": [100, 200], "run_b/test": [100, 200]}

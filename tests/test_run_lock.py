@@ -12,13 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
 from unimedvl.cli import main as cli_main  # noqa: E402
 from unimedvl.run_lock import FolderInUse, RunLock, run_lock  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-HOLD = ("import sys, time\nfrom unimedvl.run_lock import RunLock\n"
-        "lock = RunLock(sys.argv[1], sys.argv[2], *sys.argv[3:]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+HOLD = (
+    "import sys, time\nfrom unimedvl.run_lock import RunLock\n"
+    "lock = RunLock(sys.argv[1], sys.argv[2], *sys.argv[3:]).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n"
+)
 
 
 class Holder:
@@ -78,7 +79,6 @@ def test_a_file_lock_leaves_the_rest_of_the_folder_free(tmp_path, holder):
 
 def test_train_refuses_before_touching_the_folder(tmp_path, holder):
     from test_train_run import make_cfg
-
     from unimedvl.train.trainer import Trainer
 
     cfg = make_cfg(tmp_path, ts.debug_checkpoint(tmp_path / "ckpt"))
@@ -117,16 +117,27 @@ def test_cli_commands_refuse_a_folder_in_use(tmp_path, holder, capsys, command):
 
 
 def test_eval_refuses_a_run_folder_in_use(tmp_path, holder):
-    from unimedvl.commands.eval import parse_args, run
     from unimedvl.checkpoint.create import init_checkpoint
+    from unimedvl.commands.eval import parse_args, run
     from unimedvl.medsynth.generator import generate_medsynth
 
     ckpt = init_checkpoint("debug", tmp_path / "debug", seed=0)
     generate_medsynth(tmp_path / "data", n_train=0, n_test=2, image_size=64)
     out = tmp_path / "out"
     h = holder(out / "debug" / "test", "eval")
-    args = parse_args(["--model", str(ckpt), "--data", str(tmp_path / "data" / "test.jsonl"), "--out", str(out),
-                       "--device", "cpu", "--no-progress"])
+    args = parse_args(
+        [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(tmp_path / "data" / "test.jsonl"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     with pytest.raises(FolderInUse, match=f"PID {h.pid}"):
         run(args)
     assert sorted(p.name for p in (out / "debug" / "test").iterdir()) == [".unimedvl.lock"]

@@ -7,8 +7,8 @@ import torch
 
 from unimedvl import sampling
 from unimedvl.errors import ConfigError
-from unimedvl.sampling.flow import GuidanceConfig, combine_guidance, euler_sample
 from unimedvl.sampling import newton_forecast, sample
+from unimedvl.sampling.flow import GuidanceConfig, euler_sample
 
 BRANCH_SHIFT = {"cond": 0.0, "text_uncond": 0.3, "img_uncond": -0.2}
 
@@ -29,8 +29,9 @@ class TokenwiseVelocity:
 
 
 def _cfg(**kw):
-    base = dict(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0), cfg_renorm_type="text_channel",
-                num_timesteps=12)
+    base = dict(
+        cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0), cfg_renorm_type="text_channel", num_timesteps=12
+    )
     return GuidanceConfig(**{**base, **kw})
 
 
@@ -126,8 +127,9 @@ def test_heun_with_a_forecasting_cache_stays_close_to_heun():
     cfg = GuidanceConfig(cfg_text_scale=1.0, num_timesteps=16, solver="heun")
     x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(5))
     exact, _ = sample(_gaussian_velocity(0.5), x1, [8], cfg)
-    fast, passes = sample(_gaussian_velocity(0.5), x1, [8], dataclasses.replace(cfg, cache="taylorseer",
-                                                                               cache_order=2, cache_warmup=3))  # fmt: skip
+    fast, passes = sample(
+        _gaussian_velocity(0.5), x1, [8], dataclasses.replace(cfg, cache="taylorseer", cache_order=2, cache_warmup=3)
+    )
     assert torch.isfinite(fast).all() and passes[0] < 30 and float((fast - exact).abs().max()) < 0.05
 
 
@@ -168,15 +170,18 @@ def test_dpm_first_step_and_heun_at_sdedit_strength_run():
     assert passes[0] == 10
 
 
-@pytest.mark.parametrize("kw, words", [
-    ({"solver": "rk4"}, ["solver='rk4'", "euler, heun, dpm++2m"]),
-    ({"cache": "fast"}, ["cache='fast'", "none, teacache, taylorseer"]),
-    ({"cache_threshold": 0.0}, ["cache_threshold=0.0", "(0, 1]"]),
-    ({"cache_threshold": 3.0}, ["cache_threshold=3.0", "(0, 1]"]),
-    ({"cache_interval": 0}, ["cache_interval=0", "from 1 to 10"]),
-    ({"cache_order": 3}, ["cache_order=3", "from 1 to 2"]),
-    ({"solver": "dpm++2m", "num_timesteps": 2}, ["num_timesteps=2", "dpm++2m", "at least 3"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"solver": "rk4"}, ["solver='rk4'", "euler, heun, dpm++2m"]),
+        ({"cache": "fast"}, ["cache='fast'", "none, teacache, taylorseer"]),
+        ({"cache_threshold": 0.0}, ["cache_threshold=0.0", "(0, 1]"]),
+        ({"cache_threshold": 3.0}, ["cache_threshold=3.0", "(0, 1]"]),
+        ({"cache_interval": 0}, ["cache_interval=0", "from 1 to 10"]),
+        ({"cache_order": 3}, ["cache_order=3", "from 1 to 2"]),
+        ({"solver": "dpm++2m", "num_timesteps": 2}, ["num_timesteps=2", "dpm++2m", "at least 3"]),
+    ],
+)
 def test_bad_speed_options_are_one_line_naming_the_option(kw, words):
     with pytest.raises(ConfigError) as err:
         GuidanceConfig(**kw)
@@ -189,8 +194,9 @@ def test_a_checkpoint_may_carry_a_fast_preset_next_to_the_reference(tmp_path):
 
     from unimedvl.checkpoint.inference_config import INFERENCE_CONFIG_FILE, InferenceConfig
 
-    (tmp_path / INFERENCE_CONFIG_FILE).write_text(json.dumps(
-        {"guidance": {"editing_fast": {"solver": "dpm++2m", "num_timesteps": 16, "cache": "taylorseer"}}}))
+    (tmp_path / INFERENCE_CONFIG_FILE).write_text(
+        json.dumps({"guidance": {"editing_fast": {"solver": "dpm++2m", "num_timesteps": 16, "cache": "taylorseer"}}})
+    )
     config = InferenceConfig.load(tmp_path)
     fast, reference = config.preset("edit_fast"), config.preset("edit")
     assert (fast.solver, fast.num_timesteps, fast.cache, fast.cfg_img_scale) == ("dpm++2m", 16, "taylorseer", 2.0)
@@ -212,8 +218,12 @@ def test_every_front_end_speaks_the_speed_options(capsys):
     for command in ("edit", "generate", "eval"):
         args = build_parser(command).parse_args(
             [command, "--model", "m", "--solver", "dpm++2m", "--cache", "taylorseer", "--cache-interval", "4"]
-            + {"edit": ["--image", "a.png", "--instruction", "x", "--out", "o.png"],
-               "generate": ["--prompt", "x", "--out", "o.png"], "eval": ["--data", "d.jsonl", "--out", "o"]}[command])
+            + {
+                "edit": ["--image", "a.png", "--instruction", "x", "--out", "o.png"],
+                "generate": ["--prompt", "x", "--out", "o.png"],
+                "eval": ["--data", "d.jsonl", "--out", "o"],
+            }[command]
+        )
         assert (args.solver, args.cache, args.cache_interval) == ("dpm++2m", "taylorseer", 4), command
     with pytest.raises(SystemExit):
         build_parser("edit").parse_args(["edit", "--cache", "fastest"])

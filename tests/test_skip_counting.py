@@ -14,7 +14,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
 from test_packing import make_mix, packer, write_text_set  # noqa: E402
-
 from unimedvl.data.packing import MAX_SKIP_NOTES  # noqa: E402
 from unimedvl.errors import DataError  # noqa: E402
 from unimedvl.tokenizer import Tokenizer  # noqa: E402
@@ -53,8 +52,11 @@ def test_skip_log_says_each_record_once_and_counts_in_the_metrics(caplog):
     loader.stats.update(skipped_bad_records=2, skip_notes=["a.jsonl:3: malformed JSON", "a.jsonl:7: no image"])
     with caplog.at_level(logging.WARNING, logger="unimedvl.train"):
         skips.update(metrics)
-        loader.stats.update(skipped_bad_records=3, skipped_too_long=1,
-                            skip_notes=["a.jsonl:3: malformed JSON", "a.jsonl:7: no image", "a.jsonl:9: 900 tokens"])
+        loader.stats.update(
+            skipped_bad_records=3,
+            skipped_too_long=1,
+            skip_notes=["a.jsonl:3: malformed JSON", "a.jsonl:7: no image", "a.jsonl:9: 900 tokens"],
+        )
         skips.update(metrics)
     said = [r.getMessage() for r in caplog.records]
     assert said == ["skipped a.jsonl:3: malformed JSON", "skipped a.jsonl:7: no image", "skipped a.jsonl:9: 900 tokens"]
@@ -71,12 +73,28 @@ def test_a_training_run_names_every_skipped_record_and_counts_them(tmp_path):
     path = write_text_set(tmp_path, [3] * 17, bad_lines=bad)
     (tmp_path / "info.yaml").write_text(yaml.safe_dump({"text_only": {"t": {"jsonl_path": str(path)}}}))
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump({"text_only": {"dataset_names": ["t"]}}))
-    cfg = TrainConfig(model_path=str(ckpt), dataset_config_file=str(tmp_path / "mix.yaml"),
-                      dataset_info_file=str(tmp_path / "info.yaml"), checkpoint_dir=str(tmp_path / "run"),
-                      total_steps=5, save_every=1000, warmup_steps=0, visual_gen=False, visual_und=False,
-                      attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False,
-                      log_every=1, ema=0, expected_num_tokens=64, max_num_tokens=96, max_num_tokens_per_sample=96,
-                      num_workers=0, bad_record_policy="skip")
+    cfg = TrainConfig(
+        model_path=str(ckpt),
+        dataset_config_file=str(tmp_path / "mix.yaml"),
+        dataset_info_file=str(tmp_path / "info.yaml"),
+        checkpoint_dir=str(tmp_path / "run"),
+        total_steps=5,
+        save_every=1000,
+        warmup_steps=0,
+        visual_gen=False,
+        visual_und=False,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        log_every=1,
+        ema=0,
+        expected_num_tokens=64,
+        max_num_tokens=96,
+        max_num_tokens_per_sample=96,
+        num_workers=0,
+        bad_record_policy="skip",
+    )
     Trainer(cfg).train()
     log_text = (tmp_path / "run" / "train.log").read_text()
     for line in bad:
@@ -94,7 +112,7 @@ def test_a_corrupt_dicom_is_one_line_without_pydicom_traceback(tmp_path, capsys,
     source = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "SC_rgb_jpeg_dcmtk.dcm"
     data = bytearray(source.read_bytes())
     start = data.find(b"\xff\xd8")
-    data[start + 2:start + 40] = b"\x11" * 38  # the JPEG stream's header garbled, the DICOM structure intact
+    data[start + 2 : start + 40] = b"\x11" * 38  # the JPEG stream's header garbled, the DICOM structure intact
     corrupt = tmp_path / "corrupt.dcm"
     corrupt.write_bytes(bytes(data))
     with caplog.at_level(logging.DEBUG), pytest.raises(DataError, match="cannot decode the pixel data"):

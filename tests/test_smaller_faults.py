@@ -34,8 +34,8 @@ def test_validate_without_decode_reports_a_transfer_syntax_without_decoder(tmp_p
     pydicom = pytest.importorskip("pydicom")
     from pydicom.pixels import get_decoder
 
-    from unimedvl.imaging.medical_io import image_size
     from unimedvl.data.validate import validate_jsonl
+    from unimedvl.imaging.medical_io import image_size
 
     source = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "JPEGLSNearLossless_08.dcm"
     syntax = pydicom.dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID
@@ -44,8 +44,12 @@ def test_validate_without_decode_reports_a_transfer_syntax_without_decoder(tmp_p
     (tmp_path / "scan.dcm").write_bytes(source.read_bytes())
     with pytest.raises(DataError, match="JPEG-LS.*needs a pixel decoder that is not installed"):
         image_size(str(tmp_path / "scan.dcm"))  # from the header: nothing decoded
-    record = {"main_task_type": "image_understanding", "sample_id": "a", "input_img": ["scan.dcm"],
-              "message": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "CT"}]}
+    record = {
+        "main_task_type": "image_understanding",
+        "sample_id": "a",
+        "input_img": ["scan.dcm"],
+        "message": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "CT"}],
+    }
     (tmp_path / "test.jsonl").write_text(json.dumps(record) + "\n")
     report = validate_jsonl(tmp_path / "test.jsonl")  # no --decode
     text = json.dumps(report.__dict__, default=str)
@@ -63,8 +67,11 @@ def test_idle_http_connections_are_closed():
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           **{**server_options(), "http": with_timeout(0.5)}))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", **{**server_options(), "http": with_timeout(0.5)}
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -90,16 +97,16 @@ def test_idle_http_connections_are_closed():
 def test_the_api_servers_use_the_idle_timeout():
     import inspect
 
-    import unimedvl.commands.api as api_cli
     import unimedvl.api.server as api_server
+    import unimedvl.commands.api as api_cli
 
     for module in (api_cli, api_server):
         assert "**server_options()" in inspect.getsource(module)
 
 
 def test_a_symlink_loop_is_named_as_such(tmp_path):
-    from unimedvl.imaging.medical_io import load_image
     from unimedvl.data.records import read_jsonl
+    from unimedvl.imaging.medical_io import load_image
 
     os.symlink(tmp_path / "b.png", tmp_path / "a.png")
     os.symlink(tmp_path / "a.png", tmp_path / "b.png")

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from unimedvl.errors import ConfigError, DataError
 from unimedvl.commands import synth as synth_cli
+from unimedvl.errors import ConfigError, DataError
 from unimedvl.medsynth import degradations as degrade
 from unimedvl.medsynth import generator as syn
 from unimedvl.medsynth import images as si
@@ -31,8 +31,11 @@ def _img(root: Path, ref: dict) -> np.ndarray:
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.suffix in (".png", ".jsonl")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in (".png", ".jsonl")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +74,9 @@ def test_a_task_does_not_depend_on_which_other_tasks_are_generated(bench, tmp_pa
     alone = _records(tmp_path / "train.jsonl")
     together = _by_task(_records(bench / "train.jsonl"), "text_to_image")
     assert alone == together
-    assert (tmp_path / alone[0]["output_img"][0]["path"]).read_bytes() == \
-        (bench / alone[0]["output_img"][0]["path"]).read_bytes()
+    assert (tmp_path / alone[0]["output_img"][0]["path"]).read_bytes() == (
+        bench / alone[0]["output_img"][0]["path"]
+    ).read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +114,10 @@ def test_task_formats(records):
     for r in _by_task(records, "image_understanding"):
         assert r["question_type"] in syn.QUESTION_TYPES and r["message"][1]["value"] == r["answer"]
     restore = [r for r in records if r["main_task_type"] in RESTORATION]
-    assert all(r["message"][1]["value"].startswith("Assessment: ") and r["message"][1]["value"].endswith("<image>")
-               for r in restore)
+    assert all(
+        r["message"][1]["value"].startswith("Assessment: ") and r["message"][1]["value"].endswith("<image>")
+        for r in restore
+    )
     assert {r["degrade_type"] for r in _by_task(records, "super_resolution")} == {"sr_x2", "sr_x4"}
     for r in _by_task(records, "counterfactual_generation"):
         assert r["message"][1]["value"].startswith("<image>\nThe ") and "removed" in r["message"][1]["value"]
@@ -133,8 +139,12 @@ def test_answers_and_reports_match_the_ground_truth(records):
     assert {r["question_type"] for r in vqa} == set(syn.QUESTION_TYPES)
     for r in vqa:
         n, answer = len(r["lesions"]), r["answer"]
-        expected = {"modality": r["modality"], "presence": "yes" if n else "no", "count": str(n),
-                    "location": r["lesions"][0]["region"] if n == 1 else None}[r["question_type"]]
+        expected = {
+            "modality": r["modality"],
+            "presence": "yes" if n else "no",
+            "count": str(n),
+            "location": r["lesions"][0]["region"] if n == 1 else None,
+        }[r["question_type"]]
         assert answer == expected, r
     for r in _by_task(records, "report_generation"):
         assert r["message"][1]["value"] == syn.report_text(r["modality"], _lesions(r))
@@ -205,14 +215,24 @@ def test_modalities_are_distinguishable_from_simple_image_statistics():
         rgb = rgb.astype(float) / 255
         body = rgb.mean(-1) >= 0.08
         # colour, contrast, background share, and the body's shape (a chest is wider than tall, a head taller)
-        return np.r_[rgb.mean((0, 1)), rgb.std((0, 1)), 1 - body.mean(), body.any(0).mean() - body.any(1).mean(),
-                     float(img.ndim == 3)]
+        return np.r_[
+            rgb.mean((0, 1)),
+            rgb.std((0, 1)),
+            1 - body.mean(),
+            body.any(0).mean() - body.any(1).mean(),
+            float(img.ndim == 3),
+        ]
 
-    feats = {m: np.array([features(si.render(si.make_scene(m, SIZE, np.random.default_rng([k, 9]), k % 4)))
-                          for k in range(16)]) for m in si.MODALITIES}
+    feats = {
+        m: np.array(
+            [features(si.render(si.make_scene(m, SIZE, np.random.default_rng([k, 9]), k % 4))) for k in range(16)]
+        )
+        for m in si.MODALITIES
+    }
     centroids = {m: f[:8].mean(0) for m, f in feats.items()}
-    hits = [min(centroids, key=lambda c: np.linalg.norm(x - centroids[c])) == m
-            for m, f in feats.items() for x in f[8:]]
+    hits = [
+        min(centroids, key=lambda c: np.linalg.norm(x - centroids[c])) == m for m, f in feats.items() for x in f[8:]
+    ]
     assert np.mean(hits) >= 0.95
 
 
@@ -269,8 +289,19 @@ def test_dataset_info_and_mix(bench):
 def test_cli_subcommand(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="unimedvl")
     synth_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "s"), "--n-train", "6", "--n-test", "2",
-                              "--tasks", "text_to_image,report_generation"])
+    args = parser.parse_args(
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "s"),
+            "--n-train",
+            "6",
+            "--n-test",
+            "2",
+            "--tasks",
+            "text_to_image,report_generation",
+        ]
+    )
     assert args.func(args) == 0
     recs = _records(tmp_path / "s" / "train.jsonl")
     # interleaved round-robin, so a prefix (eval --limit) covers every task
@@ -282,12 +313,15 @@ def test_cli_subcommand(tmp_path, capsys):
     assert args.func(args) == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"image_size": 80 + 4}, "multiple of 16"),
-    ({"image_size": 32}, "at least 64"),
-    ({"tasks": ["segmentation"]}, "unknown MedSynth task"),
-    ({"n_train": -1}, "n_train"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": 80 + 4}, "multiple of 16"),
+        ({"image_size": 32}, "at least 64"),
+        ({"tasks": ["segmentation"]}, "unknown MedSynth task"),
+        ({"n_train": -1}, "n_train"),
+    ],
+)
 def test_bad_arguments_name_the_fix(tmp_path, kwargs, match):
     args = {"n_train": 2, "n_test": 0, "seed": 0, "image_size": 64, **kwargs}
     with pytest.raises(ConfigError, match=match):
@@ -319,7 +353,7 @@ def test_real_eval_set_builds_from_installed_packages(tmp_path):
         assert not np.array_equal(degraded, clean) and clean.std() > 10
     assert any("CT_small.dcm" in r["source"] for r in recs)
     again = real_samples.build_real_eval_set(tmp_path / "again", image_size=SIZE, seed=0)
-    assert (Path(again["jsonl"]).read_bytes() == (tmp_path / "test.jsonl").read_bytes())
+    assert Path(again["jsonl"]).read_bytes() == (tmp_path / "test.jsonl").read_bytes()
 
 
 def test_real_eval_set_skips_missing_sources(tmp_path, monkeypatch):
@@ -336,16 +370,24 @@ def test_real_eval_set_skips_missing_sources(tmp_path, monkeypatch):
 
 
 def test_task_weights_share_records_and_prefixes_stay_mixed(tmp_path):
-    summary = syn.generate_medsynth(tmp_path / "w", n_train=10, n_test=5, seed=1, image_size=SIZE,
-                                    tasks=["vqa", "denoising"], task_weights={"vqa": 4})
+    summary = syn.generate_medsynth(
+        tmp_path / "w",
+        n_train=10,
+        n_test=5,
+        seed=1,
+        image_size=SIZE,
+        tasks=["vqa", "denoising"],
+        task_weights={"vqa": 4},
+    )
     assert summary["counts"]["train"] == {"image_understanding": 8, "denoising": 2}
     assert summary["counts"]["test"] == {"image_understanding": 4, "denoising": 1}
     tasks = [r["main_task_type"] for r in _records(tmp_path / "w" / "train.jsonl")]
     assert tasks[:4] == ["image_understanding", "denoising"] * 2 and tasks[4:] == ["image_understanding"] * 6
 
 
-@pytest.mark.parametrize("weights, message", [({"nope": 2}, "nope"), ({"vqa": 0}, "positive"),
-                                               ({"denoising": 1}, "chosen tasks")])
+@pytest.mark.parametrize(
+    "weights, message", [({"nope": 2}, "nope"), ({"vqa": 0}, "positive"), ({"denoising": 1}, "chosen tasks")]
+)
 def test_bad_task_weights_are_refused(tmp_path, weights, message):
     with pytest.raises(ConfigError, match=message):
         syn.generate_medsynth(tmp_path / "x", 4, 1, tasks=["vqa"], task_weights=weights)

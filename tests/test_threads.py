@@ -38,8 +38,10 @@ def test_heavy_commands_take_threads(command):
 
 
 def test_a_fresh_process_waits_passively_with_the_threads_chosen():
-    code = ("import os; from unimedvl import threads; threads.prepare(1); import torch; "
-            "print(os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'], torch.get_num_threads())")
+    code = (
+        "import os; from unimedvl import threads; threads.prepare(1); import torch; "
+        "print(os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'], torch.get_num_threads())"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["PASSIVE", "0", "1"]

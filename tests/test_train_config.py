@@ -16,11 +16,31 @@ from unimedvl.train.params import lr_at, lr_multiplier, no_decay, param_groups
 
 
 def test_flags_accept_both_spellings_and_bool_words():
-    cfg = parse_train_args([
-        "--freeze_llm", "False", "--freeze-vit", "true", "--visual_gen", "--visual-und", "0",
-        "--lr", "1e-5", "--total-steps", "7", "--sharding_strategy", "no_shard", "--resume_from", "None",
-        "--lr_mult", "connector=10", "--lr-mult", "vit=0.1,llm_gen=2", "--lora_target_modules", "q_proj,v_proj",
-    ])
+    cfg = parse_train_args(
+        [
+            "--freeze_llm",
+            "False",
+            "--freeze-vit",
+            "true",
+            "--visual_gen",
+            "--visual-und",
+            "0",
+            "--lr",
+            "1e-5",
+            "--total-steps",
+            "7",
+            "--sharding_strategy",
+            "no_shard",
+            "--resume_from",
+            "None",
+            "--lr_mult",
+            "connector=10",
+            "--lr-mult",
+            "vit=0.1,llm_gen=2",
+            "--lora_target_modules",
+            "q_proj,v_proj",
+        ]
+    )
     assert cfg.freeze_llm is False and cfg.freeze_vit is True and cfg.visual_gen is True and cfg.visual_und is False
     assert cfg.lr == 1e-5 and cfg.total_steps == 7 and cfg.sharding_strategy == "NO_SHARD"
     assert cfg.resume_from is None
@@ -165,8 +185,18 @@ def test_subcommand_registration_and_one_line_errors(tmp_path):
     args = parser.parse_args(["train", "--freeze-llm", "false", "--total_steps", "3"])
     assert args.func is run and config_from_args(args).total_steps == 3
     proc = subprocess.run(
-        [sys.executable, "-m", "unimedvl.train", "--dataset_config_file", str(tmp_path / "missing.yaml"),
-         "--model_path", str(tmp_path)], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "unimedvl.train",
+            "--dataset_config_file",
+            str(tmp_path / "missing.yaml"),
+            "--model_path",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -28,16 +28,32 @@ def debug_ckpt(tmp_path_factory):
 
 def _env():
     env = dict(os.environ)
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src"), env.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     return env
 
 
 def _run_config(tmp_path, ckpt, **overrides):
-    values = dict(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen", "edit"]),
-                  model_path=str(ckpt), loader=ts.LOADER, total_steps=3, save_every=1000, warmup_steps=0,
-                  lr=1e-3, attn_backend="sdpa", gradient_checkpointing=True, log_every=1, progress_bar=False,
-                  tensorboard=False, ema=0.9, sharding_strategy="FULL_SHARD")
+    values = dict(
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=["und", "gen", "edit"]),
+        model_path=str(ckpt),
+        loader=ts.LOADER,
+        total_steps=3,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=True,
+        log_every=1,
+        progress_bar=False,
+        tensorboard=False,
+        ema=0.9,
+        sharding_strategy="FULL_SHARD",
+    )
     values.update(overrides)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -55,12 +71,35 @@ def _check(proc):
 def _one_vs_two(tmp_path, ckpt, strategy):
     config = _run_config(tmp_path, ckpt, sharding_strategy=strategy)
     one, two = tmp_path / "one", tmp_path / "two"
-    _check(subprocess.run([PYTHON, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(one),
-                           "--gradient_accumulation_steps", "2"], env=_env(), capture_output=True, text=True,
-                          timeout=300))
+    _check(
+        subprocess.run(
+            [
+                PYTHON,
+                "-m",
+                "unimedvl.train",
+                "--config",
+                str(config),
+                "--checkpoint_dir",
+                str(one),
+                "--gradient_accumulation_steps",
+                "2",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
     torchrun = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _check(subprocess.run([*torchrun, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(two)],
-                          env=_env(), capture_output=True, text=True, timeout=300))
+    _check(
+        subprocess.run(
+            [*torchrun, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir", str(two)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
     m1, m2 = _metrics(one), _metrics(two)
     assert [m["step"] for m in m1] == [m["step"] for m in m2] == [1, 2, 3]
     for a, b in zip(m1, m2):
@@ -88,8 +127,15 @@ def test_other_strategies_match_one_process(tmp_path, debug_ckpt, strategy):
 
 def test_sigkill_then_auto_resume_ends_with_the_same_weights(tmp_path, debug_ckpt):
     mix = ts.write_mix(tmp_path / "slow_mix.yaml", kinds=["und", "gen", "edit"], delay=0.25)
-    config = _run_config(tmp_path, debug_ckpt, dataset_config_file=mix, total_steps=6, save_every=2,
-                         keep_last=0, gradient_checkpointing=False)
+    config = _run_config(
+        tmp_path,
+        debug_ckpt,
+        dataset_config_file=mix,
+        total_steps=6,
+        save_every=2,
+        keep_last=0,
+        gradient_checkpointing=False,
+    )
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     cmd = [PYTHON, "-m", "unimedvl.train", "--config", str(config), "--checkpoint_dir"]
     _check(subprocess.run([*cmd, str(reference)], env=_env(), capture_output=True, text=True, timeout=300))
@@ -104,8 +150,9 @@ def test_sigkill_then_auto_resume_ends_with_the_same_weights(tmp_path, debug_ckp
     assert proc.returncode == -signal.SIGKILL
     assert not (crashed / "step_0000006").exists(), "killed too late: the run had already finished"
 
-    resumed = subprocess.run([*cmd, str(crashed), "--auto_resume", "True"], env=_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, str(crashed), "--auto_resume", "True"], env=_env(), capture_output=True, text=True, timeout=300
+    )
     _check(resumed)
     assert "resumed from" in resumed.stderr
     for name in ("model.safetensors", "ema.safetensors"):

@@ -7,33 +7,57 @@ import pytest
 
 from benchmark_fixtures import vqa_rad_release
 from unimedvl.benchmarks.reader import ReadOptions
-from unimedvl.eval.statistics.baselines import MAJORITY, MAJORITY_UPPER_BOUND, question_baselines
-from unimedvl.eval.runner.batch import build_statistics
 from unimedvl.eval.report.tables import baseline_table, headline, markdown_table, results_table
+from unimedvl.eval.runner.batch import build_statistics
+from unimedvl.eval.statistics.baselines import MAJORITY, MAJORITY_UPPER_BOUND, question_baselines
 from unimedvl.eval.statistics.stats_csv import StatsEntry, metrics_rows
-from unimedvl.eval.statistics.train_majority import (benchmark_train_majority, jsonl_train_majority, majority_table,
-                                          sibling_train_file)
+from unimedvl.eval.statistics.train_majority import (
+    benchmark_train_majority,
+    jsonl_train_majority,
+    majority_table,
+    sibling_train_file,
+)
 
 
 def _question(i, gold, correct, qtype="presence"):
-    return {"sample_id": f"q{i}", "task_type": "vqa", "kind": "question", "answer": "a", "gold": gold,
-            "question_type": qtype, "metrics": {"answer_kind": "closed", "correct": correct},
-            "inference_time": 1.0, "error": None}  # fmt: skip
+    return {
+        "sample_id": f"q{i}",
+        "task_type": "vqa",
+        "kind": "question",
+        "answer": "a",
+        "gold": gold,
+        "question_type": qtype,
+        "metrics": {"answer_kind": "closed", "correct": correct},
+        "inference_time": 1.0,
+        "error": None,
+    }
 
 
 # test set: "yes" 3 of 4 (its own majority scores 75%); training split: "no" (scores 25% on the test set)
-TEST_LINES = [_question(0, "yes", True), _question(1, "Yes", True), _question(2, "yes", False), _question(3, "no", True)]
+TEST_LINES = [
+    _question(0, "yes", True),
+    _question(1, "Yes", True),
+    _question(2, "yes", False),
+    _question(3, "no", True),
+]
 
 
 def _vqa_record(i, answer, qtype="presence"):
-    return {"sample_id": f"s{i}", "main_task_type": "image_understanding", "input_img": [{"path": "a.png"}],
-            "question_type": qtype, "answer_type": "closed",
-            "message": [{"from": "human", "value": "<image>\nIs there a lesion?"}, {"from": "gpt", "value": answer}]}
+    return {
+        "sample_id": f"s{i}",
+        "main_task_type": "image_understanding",
+        "input_img": [{"path": "a.png"}],
+        "question_type": qtype,
+        "answer_type": "closed",
+        "message": [{"from": "human", "value": "<image>\nIs there a lesion?"}, {"from": "gpt", "value": answer}],
+    }
 
 
 def test_train_majority_is_scored_on_the_test_set():
-    train = {"source": "train.jsonl", "answers": majority_table([("presence", "closed", a) for a in
-                                                                 ("no", "No.", "yes", "no")])}  # fmt: skip
+    train = {
+        "source": "train.jsonl",
+        "answers": majority_table([("presence", "closed", a) for a in ("no", "No.", "yes", "no")]),
+    }
     assert train["answers"] == {"presence": {"closed": "no"}}
     base = question_baselines(TEST_LINES, train["answers"])
     assert [base[f"q{i}"]["correct"] for i in range(4)] == [0, 0, 0, 1] and base["q0"]["name"] == MAJORITY

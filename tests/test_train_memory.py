@@ -10,11 +10,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
-from unimedvl.config import model_config  # noqa: E402
-from unimedvl.errors import ConfigError  # noqa: E402
-from unimedvl.models.unified import UnifiedModel  # noqa: E402
-from unimedvl.train.config import TrainConfig, config_from_args  # noqa: E402
 from unimedvl.checkpoint.train_memory import (  # noqa: E402
     TrainPlan,
     TrainSetup,
@@ -25,6 +20,10 @@ from unimedvl.checkpoint.train_memory import (  # noqa: E402
     estimate_train_plans,
     plan_of_config,
 )
+from unimedvl.config import model_config  # noqa: E402
+from unimedvl.errors import ConfigError  # noqa: E402
+from unimedvl.models.unified import UnifiedModel  # noqa: E402
+from unimedvl.train.config import TrainConfig, config_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = model_config("bagel-7b-mot")
@@ -70,6 +69,7 @@ def test_plans_order_and_what_each_lever_saves():
 
 def test_which_plan_fits_which_hardware_at_release_size():
     """The README's table: 1 x 24 GB -> QLoRA with checkpointing; 1 x 80 GB -> LoRA on a bf16 base; 8 x 80 GB -> full."""
+
     def first(gpus, budget):
         return choose_train_plan(estimate_train_plans(RELEASE, TrainSetup(tokens=2048, gpus=gpus)), budget, gpus)
 
@@ -92,8 +92,11 @@ def test_the_24gb_recipe_fits_one_24gb_gpu():
 def test_a_budget_no_plan_fits_names_the_smallest():
     estimates = estimate_train_plans(RELEASE, TrainSetup(tokens=2048))
     smallest = min(estimates, key=lambda e: e.total)
-    with pytest.raises(ConfigError, match=rf"no training plan fits 8.0 GB .* the smallest, {re.escape(smallest.plan.label)}, "
-                       rf"needs {smallest.total / 1e9:.1f} GB"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"no training plan fits 8.0 GB .* the smallest, {re.escape(smallest.plan.label)}, "
+        rf"needs {smallest.total / 1e9:.1f} GB",
+    ):
         choose_train_plan(estimates, 8 * GB)
 
 
@@ -117,8 +120,13 @@ def test_max_memory_refuses_before_anything_is_written(tmp_path):
     from unimedvl.train.trainer import Trainer
 
     ckpt = ts.debug_checkpoint(tmp_path / "debug")
-    cfg = TrainConfig(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"), model_path=str(ckpt),
-                      checkpoint_dir=str(tmp_path / "run"), max_memory="1MB", device="cpu")
+    cfg = TrainConfig(
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"),
+        model_path=str(ckpt),
+        checkpoint_dir=str(tmp_path / "run"),
+        max_memory="1MB",
+        device="cpu",
+    )
     with pytest.raises(ConfigError, match="no training plan fits 1 MB per GPU on 1 GPU.*the smallest, qlora-nf4"):
         Trainer(cfg, loader_factory=ts.build_loader).setup()
     assert not (tmp_path / "run").exists()
@@ -142,8 +150,26 @@ def test_one_process_lora_holds_its_frozen_base_in_the_compute_dtype():
 
 
 def test_info_memory_train_prints_every_plan():
-    out = subprocess.run([sys.executable, "-m", "unimedvl.cli", "info", "--memory", "--train", "--size", "debug",
-                          "--budget", "1GB", "--gpus", "2", "--tokens", "512"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unimedvl.cli",
+            "info",
+            "--memory",
+            "--train",
+            "--size",
+            "debug",
+            "--budget",
+            "1GB",
+            "--gpus",
+            "2",
+            "--tokens",
+            "512",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "2 GPU(s) with FSDP2" in out.stdout and "packs of 512 tokens" in out.stdout
     for label in ("full+ema", "lora+ckpt+ema", "qlora-int8+ckpt", "qlora-nf4"):
@@ -158,11 +184,26 @@ def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
     from unimedvl.train.trainer import Trainer
 
     ckpt = ts.debug_checkpoint(tmp_path / "debug")
-    cfg = TrainConfig(dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"), model_path=str(ckpt),
-                      checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=2, warmup_steps=0, lr=1e-2,
-                      attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False,
-                      ema=0.0, lora_rank=2, lora_alpha=4.0, freeze_llm=True, freeze_vit=True, device="cpu",
-                      dtype="bf16")  # fmt: skip
+    cfg = TrainConfig(
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml"),
+        model_path=str(ckpt),
+        checkpoint_dir=str(tmp_path / "run"),
+        total_steps=2,
+        save_every=2,
+        warmup_steps=0,
+        lr=1e-2,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        ema=0.0,
+        lora_rank=2,
+        lora_alpha=4.0,
+        freeze_llm=True,
+        freeze_vit=True,
+        device="cpu",
+        dtype="bf16",
+    )
     t = Trainer(cfg, loader_factory=ts.build_loader).setup()
     params = dict(t.model.named_parameters())
     assert params["language_model.model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
-
 from unimedvl.checkpoint.release import load_model  # noqa: E402
 from unimedvl.errors import CheckpointError, ConfigError  # noqa: E402
 from unimedvl.train.config import TrainConfig  # noqa: E402
@@ -24,9 +23,18 @@ def debug_ckpt(tmp_path_factory):
 
 def make_cfg(tmp_path, ckpt, kinds=("und", "gen", "edit"), **overrides):
     values = dict(
-        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=list(kinds)), model_path=str(ckpt),
-        checkpoint_dir=str(tmp_path / "run"), total_steps=2, save_every=1000, warmup_steps=0, lr=1e-3,
-        attn_backend="sdpa", gradient_checkpointing=False, progress_bar=False, tensorboard=False, log_every=1,
+        dataset_config_file=ts.write_mix(tmp_path / "mix.yaml", kinds=list(kinds)),
+        model_path=str(ckpt),
+        checkpoint_dir=str(tmp_path / "run"),
+        total_steps=2,
+        save_every=1000,
+        warmup_steps=0,
+        lr=1e-3,
+        attn_backend="sdpa",
+        gradient_checkpointing=False,
+        progress_bar=False,
+        tensorboard=False,
+        log_every=1,
         ema=0.9,
     )
     values.update(overrides)
@@ -38,8 +46,10 @@ def trainer(cfg):
 
 
 def _initial(ckpt):
-    return {**load_file(str(Path(ckpt) / "ema.safetensors")),
-            **{"vae." + k: v for k, v in load_file(str(Path(ckpt) / "ae.safetensors")).items()}}
+    return {
+        **load_file(str(Path(ckpt) / "ema.safetensors")),
+        **{"vae." + k: v for k, v in load_file(str(Path(ckpt) / "ae.safetensors")).items()},
+    }
 
 
 def test_freeze_flags_hold_and_export_loads(tmp_path, debug_ckpt):
@@ -76,8 +86,16 @@ def test_ema_follows_its_formula(tmp_path, debug_ckpt):
 
 
 def test_pixel_and_ssim_gradients_reach_the_language_model(tmp_path, debug_ckpt):
-    cfg = make_cfg(tmp_path, debug_ckpt, kinds=("gen",), ce_weight=0.0, mse_weight=0.0, pixel_loss_weight=0.0,
-                   ssim_loss_weight=1.0, ssim_loss_max_t=1.0)
+    cfg = make_cfg(
+        tmp_path,
+        debug_ckpt,
+        kinds=("gen",),
+        ce_weight=0.0,
+        mse_weight=0.0,
+        pixel_loss_weight=0.0,
+        ssim_loss_weight=1.0,
+        ssim_loss_max_t=1.0,
+    )
     t = trainer(cfg)
     with torch.no_grad():  # a fresh llm2vae is zero and would block every gradient below it
         t.model.llm2vae.weight.normal_(generator=torch.Generator().manual_seed(0))
@@ -150,9 +168,17 @@ def test_bad_inputs_stop_before_step_one(tmp_path, debug_ckpt, monkeypatch):
 
 
 def test_checkpoints_resume_prune_and_skip_incomplete(tmp_path, debug_ckpt, caplog):
-    cfg = make_cfg(tmp_path, debug_ckpt, total_steps=3, save_every=1, keep_last=2, val_every=2,
-                   val_dataset_config_file=ts.write_mix(tmp_path / "val.yaml", kinds=["edit"]), val_batches=1,
-                   tensorboard=True)
+    cfg = make_cfg(
+        tmp_path,
+        debug_ckpt,
+        total_steps=3,
+        save_every=1,
+        keep_last=2,
+        val_every=2,
+        val_dataset_config_file=ts.write_mix(tmp_path / "val.yaml", kinds=["edit"]),
+        val_batches=1,
+        tensorboard=True,
+    )
     first = trainer(cfg)
     first.train()
     run = Path(cfg.checkpoint_dir)
@@ -190,8 +216,11 @@ def test_resume_model_only_from_ema_and_lora(tmp_path, debug_ckpt):
     merged = load_model(merged_dir).state_dict()
     assert not torch.equal(merged[q], base[q])  # adapters were merged into the release weights
     ema_dir = merge_adapter(step_dir, tmp_path / "merged_ema")
-    cfg2 = make_cfg(tmp_path / "b", debug_ckpt, resume_from=str(ema_dir), resume_model_only=True,
-                    finetune_from_ema=True) if (tmp_path / "b").mkdir() is None else None
+    cfg2 = (
+        make_cfg(tmp_path / "b", debug_ckpt, resume_from=str(ema_dir), resume_model_only=True, finetune_from_ema=True)
+        if (tmp_path / "b").mkdir() is None
+        else None
+    )
     t2 = trainer(cfg2)
     ema = load_file(str(ema_dir / "ema.safetensors"))
     assert t2.step == 0 and torch.equal(t2.model.state_dict()[q], ema[q])
@@ -203,11 +232,25 @@ def test_medsynth_with_the_real_loader_resumes_exactly(tmp_path, debug_ckpt):
     synth = generate_medsynth(tmp_path / "synth", 8, 1, seed=0, image_size=64)
 
     def cfg(run, steps, **kw):
-        return TrainConfig(dataset_config_file=synth["mix"], dataset_info_file=synth["dataset_info"],
-                           model_path=str(debug_ckpt), checkpoint_dir=str(tmp_path / run), total_steps=steps,
-                           save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", ema=0.9,
-                           gradient_checkpointing=False, progress_bar=False, tensorboard=False,
-                           expected_num_tokens=256, max_num_tokens=512, max_num_tokens_per_sample=512, **kw)
+        return TrainConfig(
+            dataset_config_file=synth["mix"],
+            dataset_info_file=synth["dataset_info"],
+            model_path=str(debug_ckpt),
+            checkpoint_dir=str(tmp_path / run),
+            total_steps=steps,
+            save_every=1000,
+            warmup_steps=0,
+            lr=1e-3,
+            attn_backend="sdpa",
+            ema=0.9,
+            gradient_checkpointing=False,
+            progress_bar=False,
+            tensorboard=False,
+            expected_num_tokens=256,
+            max_num_tokens=512,
+            max_num_tokens_per_sample=512,
+            **kw,
+        )
 
     Trainer(cfg("straight", 2)).train()
     Trainer(cfg("split", 1)).train()
@@ -227,11 +270,25 @@ def test_cached_latents_train_like_fresh_encodings(tmp_path, debug_ckpt):
     synth = generate_medsynth(tmp_path / "synth", 6, 1, seed=0, image_size=64, tasks=["denoising", "t2i"])
 
     def run(name, **kw):
-        cfg = TrainConfig(dataset_config_file=synth["mix"], dataset_info_file=synth["dataset_info"],
-                          model_path=str(debug_ckpt), checkpoint_dir=str(tmp_path / name), total_steps=4,
-                          save_every=1000, warmup_steps=0, lr=1e-3, attn_backend="sdpa", ema=0.0,
-                          gradient_checkpointing=False, progress_bar=False, tensorboard=False,
-                          expected_num_tokens=128, max_num_tokens=256, max_num_tokens_per_sample=256, **kw)
+        cfg = TrainConfig(
+            dataset_config_file=synth["mix"],
+            dataset_info_file=synth["dataset_info"],
+            model_path=str(debug_ckpt),
+            checkpoint_dir=str(tmp_path / name),
+            total_steps=4,
+            save_every=1000,
+            warmup_steps=0,
+            lr=1e-3,
+            attn_backend="sdpa",
+            ema=0.0,
+            gradient_checkpointing=False,
+            progress_bar=False,
+            tensorboard=False,
+            expected_num_tokens=128,
+            max_num_tokens=256,
+            max_num_tokens_per_sample=256,
+            **kw,
+        )
         t = Trainer(cfg).setup()
         losses = [t.train_step()["loss"] for t.step in range(4)]
         return t, losses

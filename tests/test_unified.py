@@ -93,7 +93,8 @@ def test_debug_model_overfits_one_editing_pair():
         with torch.no_grad():
             fixed = build_packed_batch(
                 [_edit_sample(source, target)[:-1] + [VaeImageSplit(image=target, noised=True, timestep=0.5)]],
-                SPECIAL, cfg,
+                SPECIAL,
+                cfg,
             )
             out = model(fixed, generator=torch.Generator().manual_seed(123))
         return out["ce"].item(), out["mse"].item()

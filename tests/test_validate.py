@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from unimedvl.commands import validate_data
-from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.data.validate import validate_jsonl, validate_sources
 from unimedvl.errors import UserError
+from unimedvl.imaging.transforms import ImageTransform
 
 
 def write_jsonl(path, rows):
@@ -32,8 +32,11 @@ def edit(sample_id, src, dst, src_size=(64, 48), dst_size=(64, 48), task="denois
 
 
 def vqa(sample_id, image):
-    return {"id": sample_id, "image": image,
-            "conversations": [{"from": "human", "value": "<image> Normal?"}, {"from": "gpt", "value": "Yes."}]}
+    return {
+        "id": sample_id,
+        "image": image,
+        "conversations": [{"from": "human", "value": "<image> Normal?"}, {"from": "gpt", "value": "Yes."}],
+    }
 
 
 @pytest.fixture
@@ -50,11 +53,14 @@ def dataset(tmp_path):
 
 def test_clean_file_reports_counts_and_ranges(dataset):
     root, data_dir = dataset
-    path = write_jsonl(root / "train.jsonl", [
-        edit("a", "noisy.png", "clean.png"),
-        edit("b", "t1.npy", "clean.png", src_size=(40, 32)),
-        vqa("c", "wide.png"),
-    ])
+    path = write_jsonl(
+        root / "train.jsonl",
+        [
+            edit("a", "noisy.png", "clean.png"),
+            edit("b", "t1.npy", "clean.png", src_size=(40, 32)),
+            vqa("c", "wide.png"),
+        ],
+    )
     report = validate_jsonl(path, data_dir)
     assert report.ok and report.problems == []
     assert report.records == 3 and report.bad_records == 0
@@ -68,17 +74,20 @@ def test_clean_file_reports_counts_and_ranges(dataset):
 
 def test_problems_are_listed_with_path_and_line_in_order(dataset):
     root, data_dir = dataset
-    path = write_jsonl(root / "train.jsonl", [
-        edit("a", "noisy.png", "clean.png"),            # 1 fine
-        '{"main_task_type": "denoising", "message": [',  # 2 malformed JSON
-        {"main_task_type": "x"},                         # 3 missing message
-        edit("d", "missing.png", "clean.png"),           # 4 image file missing
-        vqa("e", ["noisy.png", "clean.png"]),            # 5 two images, one placeholder
-        edit("f", "noisy.png", "clean.png", dst_size=(512, 512)),  # 6 declared size is wrong
-        edit("a", "noisy.png", "clean.png"),             # 7 duplicate sample id
-        "",                                              # blank line: ignored
-        edit("h", "noisy.png", "clean.png"),             # 9 fine
-    ])
+    path = write_jsonl(
+        root / "train.jsonl",
+        [
+            edit("a", "noisy.png", "clean.png"),  # 1 fine
+            '{"main_task_type": "denoising", "message": [',  # 2 malformed JSON
+            {"main_task_type": "x"},  # 3 missing message
+            edit("d", "missing.png", "clean.png"),  # 4 image file missing
+            vqa("e", ["noisy.png", "clean.png"]),  # 5 two images, one placeholder
+            edit("f", "noisy.png", "clean.png", dst_size=(512, 512)),  # 6 declared size is wrong
+            edit("a", "noisy.png", "clean.png"),  # 7 duplicate sample id
+            "",  # blank line: ignored
+            edit("h", "noisy.png", "clean.png"),  # 9 fine
+        ],
+    )
     report = validate_jsonl(path, data_dir)
     assert not report.ok
     assert [p.line for p in report.problems] == [2, 3, 4, 5, 6, 7]
@@ -96,9 +105,13 @@ def test_problems_are_listed_with_path_and_line_in_order(dataset):
 
 def test_every_fault_of_a_record_is_reported_in_one_run(dataset):
     root, data_dir = dataset
-    five = {"main_task_type": "image_understading", "sample_id": 3.5, "input_imgs": [],
-            "input_img": [{"path": "missing.png", "width": "64"}],
-            "message": [{"from": "human", "value": "<image> What is this?"}, {"from": "gpt", "value": 7}]}
+    five = {
+        "main_task_type": "image_understading",
+        "sample_id": 3.5,
+        "input_imgs": [],
+        "input_img": [{"path": "missing.png", "width": "64"}],
+        "message": [{"from": "human", "value": "<image> What is this?"}, {"from": "gpt", "value": 7}],
+    }
     llava_in_medical = dict(edit("b", "noisy.png", "clean.png"), image="noisy.png")
     path = write_jsonl(root / "train.jsonl", [five, llava_in_medical, edit("c", "gone.png", "gone2.png")])
     report = validate_jsonl(path, data_dir)
@@ -113,16 +126,21 @@ def test_every_fault_of_a_record_is_reported_in_one_run(dataset):
     assert "'sample_id' must be a string or an integer, got 3.5" in first
     assert any(m.startswith("input image 1 (missing.png): ") and "file not found" in m for m in first)
     assert len(first) == 6
-    assert by_line[2] == ["key 'image' belongs to the LLaVA form, not to this medical record; use the medical "
-                          "form's keys (degrade_type, input_img, main_task_type, message, output_img, sample_id)"]
+    assert by_line[2] == [
+        "key 'image' belongs to the LLaVA form, not to this medical record; use the medical "
+        "form's keys (degrade_type, input_img, main_task_type, message, output_img, sample_id)"
+    ]
     assert len(by_line[3]) == 2  # both images missing, one run
     assert report.records == 2 and report.bad_records == 1
 
 
 def test_a_new_task_type_or_extra_metadata_is_no_problem(dataset):
     root, data_dir = dataset
-    row = dict(edit("a", "noisy.png", "clean.png", task="metal_artifact_reduction"), question_type="open",
-               source_dataset="in-house")  # fmt: skip
+    row = dict(
+        edit("a", "noisy.png", "clean.png", task="metal_artifact_reduction"),
+        question_type="open",
+        source_dataset="in-house",
+    )
     report = validate_jsonl(write_jsonl(root / "train.jsonl", [row]), data_dir)
     assert report.ok and report.task_counts == {"metal_artifact_reduction": 1}
 
@@ -157,11 +175,14 @@ def test_medical_formats_are_checked_from_headers(tmp_path):
     ct = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
     if not os.path.isfile(ct):
         pytest.skip("CT_small.dcm not bundled")
-    path = write_jsonl(tmp_path / "ct.jsonl", [
-        vqa("ok", f"{ct}#window=lung"),
-        vqa("bad-window", f"{ct}#window=lungs"),
-        vqa("bad-frame", f"{ct}#frame=3"),
-    ])
+    path = write_jsonl(
+        tmp_path / "ct.jsonl",
+        [
+            vqa("ok", f"{ct}#window=lung"),
+            vqa("bad-window", f"{ct}#window=lungs"),
+            vqa("bad-frame", f"{ct}#frame=3"),
+        ],
+    )
     report = validate_jsonl(path)
     assert report.image_sizes["input"].max_width == 128
     assert [p.line for p in report.problems] == [2, 3]
@@ -212,8 +233,27 @@ def test_cli_exit_status_and_output(dataset, capsys):
     # The debug model's latent table is 32 per side: a 1024-pixel VAE max does not fit.
     assert cli(["validate-data", str(good), "--data-dir", str(data_dir), "--model", "debug"]) == 1
     assert "beyond max_latent_size=32" in capsys.readouterr().out
-    assert cli(["validate-data", str(good), "--data-dir", str(data_dir), "--model", "debug", "--vae-max-size", "512",
-                "--vae-min-size", "256", "--vit-max-size", "448", "--vit-min-size", "224"]) == 0
+    assert (
+        cli(
+            [
+                "validate-data",
+                str(good),
+                "--data-dir",
+                str(data_dir),
+                "--model",
+                "debug",
+                "--vae-max-size",
+                "512",
+                "--vae-min-size",
+                "256",
+                "--vit-max-size",
+                "448",
+                "--vit-min-size",
+                "224",
+            ]
+        )
+        == 0
+    )
 
 
 def test_cli_mix_form_reports_a_missing_mix(tmp_path, capsys):

@@ -40,8 +40,13 @@ def _hf_model(seed: int = 0):
 
 
 def _ours_from_hf(hf) -> VisionEncoder:
-    cfg = ViTConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                    num_hidden_layers=HF_LAYERS - 1, image_size=14 * SIDE)
+    cfg = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_hidden_layers=HF_LAYERS - 1,
+        image_size=14 * SIDE,
+    )
     model = VisionEncoder(cfg).eval()
     model.load_state_dict(vit_state_dict_from_hf(hf.state_dict(), cfg.num_hidden_layers), strict=True)
     return model
@@ -117,8 +122,11 @@ def test_from_hf_pretrained_keeps_all_but_the_last_layer(tmp_path):
 
 
 def test_checkpoint_names_under_vit_model():
-    keys = set(VisionEncoder(ViTConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                                       num_hidden_layers=1, image_size=56)).state_dict())
+    keys = set(
+        VisionEncoder(
+            ViTConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1, image_size=56)
+        ).state_dict()
+    )
     assert "vision_model.embeddings.patch_embedding.weight" in keys
     assert "vision_model.embeddings.position_embedding.weight" in keys
     assert "vision_model.encoder.layers.0.self_attn.out_proj.bias" in keys
@@ -137,8 +145,9 @@ def test_image_size_errors_name_the_limit_and_fix():
     with pytest.raises(DataError, match=r"980 pixels per side.*vit_max_num_patch_per_side"):
         vit_position_ids(994, 28, max_side=70)
     vit_position_ids(994, 28, max_side=70, interpolate=True)  # interpolation maps any size
-    ours = VisionEncoder(ViTConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                                   num_hidden_layers=1, image_size=56))
+    ours = VisionEncoder(
+        ViTConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1, image_size=56)
+    )
     with pytest.raises(DataError, match="56 pixels per side"):
         ours.encode_images([torch.zeros(3, 70, 14)])
     # ids computed for a bigger table fail with a message, not inside the embedding kernel

@@ -54,8 +54,9 @@ def test_a_large_value_below_the_limit_gives_a_short_message(tmp_path):
     levels = 5  # 10^5 values: loads, but must never be printed whole
     assert 10**levels < MAX_YAML_NODES
     mix = tmp_path / "mix.yaml"
-    mix.write_text(laughs(levels) + f"vlm_sft:\n  shuffle_seed: *l{levels}\n  weight: *l{levels}\n"
-                   f"  dataset_names: *l{levels}\n")
+    mix.write_text(
+        laughs(levels) + f"vlm_sft:\n  shuffle_seed: *l{levels}\n  weight: *l{levels}\n  dataset_names: *l{levels}\n"
+    )
     start = time.perf_counter()
     _, problems = check_mix(mix)
     assert problems and all(len(p) < 600 for p in problems), [len(p) for p in problems]

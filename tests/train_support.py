@@ -39,8 +39,13 @@ def make_sample(kind: str, g: torch.Generator, vocab: int, side: int):
         return [TextSplit(ids(6)), VaeImageSplit(image=_image(g, side), noised=True)]
     if kind == "edit":
         src, tgt = _image(g, side), _image(g, side)
-        return [VaeImageSplit(image=src), VitImageSplit(src[:, :vit_side, :vit_side]), TextSplit(ids(4)),
-                TextSplit(ids(3), loss=True), VaeImageSplit(image=tgt, noised=True)]
+        return [
+            VaeImageSplit(image=src),
+            VitImageSplit(src[:, :vit_side, :vit_side]),
+            TextSplit(ids(4)),
+            TextSplit(ids(3), loss=True),
+            VaeImageSplit(image=tgt, noised=True),
+        ]
     if kind == "text":
         return [TextSplit(ids(4)), TextSplit(ids(6), loss=True)]
     raise ValueError(kind)

@@ -53,8 +53,9 @@ def _default(action: argparse.Action) -> str:
 def _flags(action: argparse.Action) -> str:
     names = " ".join(f"`{s}`" for s in action.option_strings) or f"`{action.dest}`"
     if action.option_strings and action.nargs != 0:
-        metavar = action.metavar or (f"{{{','.join(map(str, action.choices))}}}" if action.choices else
-                                     action.dest.upper())  # fmt: skip
+        metavar = action.metavar or (
+            f"{{{','.join(map(str, action.choices))}}}" if action.choices else action.dest.upper()
+        )
         if isinstance(metavar, tuple):
             metavar = " ".join(metavar)
         names += f" {metavar}"

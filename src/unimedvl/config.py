@@ -13,9 +13,10 @@ import difflib
 import inspect
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -70,8 +71,7 @@ class LLMConfig:
         _check(self.head_dim % 2 == 0, f"llm.head_dim={self.head_dim} must be even for RoPE")
         _check(
             self.layer_module in LAYER_MODULES,
-            f"llm.layer_module={quoted(self.layer_module)} is unknown; choose one of "
-            f"{', '.join(LAYER_MODULES)}",
+            f"llm.layer_module={quoted(self.layer_module)} is unknown; choose one of {', '.join(LAYER_MODULES)}",
         )
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
             _check(getattr(self, name) > 0, f"llm.{name} must be positive, got {getattr(self, name)}")
@@ -106,8 +106,7 @@ class ViTConfig:
             self.image_size % self.patch_size == 0,
             f"vit.image_size={self.image_size} must be a multiple of vit.patch_size={self.patch_size}",
         )
-        _check(self.hidden_act in ACTIVATIONS,
-               f"vit.hidden_act={quoted(self.hidden_act)}; choose one of {ACTIVATIONS}")
+        _check(self.hidden_act in ACTIVATIONS, f"vit.hidden_act={quoted(self.hidden_act)}; choose one of {ACTIVATIONS}")
 
     @property
     def num_patches_per_side(self) -> int:
@@ -191,7 +190,7 @@ class ModelConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> ModelConfig:
         return from_dict(cls, data, source)
 
 
@@ -240,7 +239,8 @@ def field_docs(cls: type) -> dict[str, str]:
     """Field name -> the one-line comment after its definition, for a dataclass and its bases.
 
     Config classes document each field with a trailing comment; ``--help`` texts are built from
-    these, so the comment is the one place a field is described.
+    these, so the comment is the one place a field is described. A definition the formatter wrapped
+    (``name: T = (`` then ``value  # comment`` on the next line) counts as written on one line.
     """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
@@ -250,15 +250,19 @@ def field_docs(cls: type) -> dict[str, str]:
             lines = inspect.getsource(klass).splitlines()
         except (OSError, TypeError):  # no source (frozen app, interactive class)
             continue
-        for line in lines:
+        for line, following in zip(lines, [*lines[1:], ""]):
             match = _FIELD_LINE.match(line)
             if match:
                 docs[match.group(1)] = match.group(2).strip()
+            elif (start := _WRAPPED_FIELD.match(line)) and (comment := _COMMENT.search(following)):
+                docs[start.group(1)] = comment.group(1).strip()
     names = {f.name for f in fields(cls)}
     return {name: doc for name, doc in docs.items() if name in names}
 
 
 _FIELD_LINE = re.compile(r"^\s+([A-Za-z_]\w*)\s*:[^#]*#\s*(.+)$")
+_WRAPPED_FIELD = re.compile(r"^\s+([A-Za-z_]\w*)\s*:[^#=]*=\s*\(\s*$")
+_COMMENT = re.compile(r"#\s*(.+)$")
 
 
 def unknown_keys_message(unknown, known, prefix: str = "") -> str:
@@ -346,8 +350,10 @@ def _bounded_safe_load(text: str, path: Path) -> Any:
         if node is None:
             return None
         if _expanded_size(node) > MAX_YAML_NODES:
-            raise ConfigError(f"{path}: its aliases (*name) expand to more than {MAX_YAML_NODES:,} values, which no "
-                              "config needs (a \"billion laughs\" file?); write the values out or use fewer aliases")
+            raise ConfigError(
+                f"{path}: its aliases (*name) expand to more than {MAX_YAML_NODES:,} values, which no "
+                'config needs (a "billion laughs" file?); write the values out or use fewer aliases'
+            )
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -363,8 +369,11 @@ def _expanded_size(root: yaml.Node) -> float:
         key = id(node)
         if key in sizes:
             continue
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
-            node.value if isinstance(node, yaml.SequenceNode) else [])
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else (node.value if isinstance(node, yaml.SequenceNode) else [])
+        )
         if children_done:
             open_nodes.discard(key)
             total = 1 + sum(sizes[id(child)] for child in children)

@@ -19,8 +19,9 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterator
+from typing import Any
 
 from unimedvl.errors import CheckpointError, DiskFullError, capped
 
@@ -196,10 +197,19 @@ def shard_files(index: Path, weight_map: object) -> dict[str, Path]:
     for key, name in weight_map.items():
         if not isinstance(name, str) or name not in checked:
             posix, windows = (PurePosixPath(name), PureWindowsPath(name)) if isinstance(name, str) else (None, None)
-            if (posix is None or not posix.parts or posix.is_absolute() or windows.is_absolute() or windows.drive
-                    or ".." in posix.parts or ".." in windows.parts):
-                raise CheckpointError(f"{index}: the shard {capped(name)!r} of {capped(key)} is not a file name inside "
-                                      f"{folder}; an index may name only files in its own folder (fix or remove it)")
+            if (
+                posix is None
+                or not posix.parts
+                or posix.is_absolute()
+                or windows.is_absolute()
+                or windows.drive
+                or ".." in posix.parts
+                or ".." in windows.parts
+            ):
+                raise CheckpointError(
+                    f"{index}: the shard {capped(name)!r} of {capped(key)} is not a file name inside "
+                    f"{folder}; an index may name only files in its own folder (fix or remove it)"
+                )
             checked[name] = folder / name
         out[key] = checked[name]
     return out

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from unimedvl.errors import ConfigError, capped
 
@@ -29,8 +30,10 @@ CACHE_METHODS = ("none", "teacache", "taylorseer")
 def check_strength(strength: float) -> None:
     """ConfigError unless 0 < strength <= 1 (the SDEdit start of an edit; ``unimedvl.sampling.flow.sampling_schedule``)."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise ConfigError(f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
-                          "start from the noised input image (e.g. 0.5)")
+        raise ConfigError(
+            f"strength={strength!r} must be in (0, 1]: 1 samples from pure noise, smaller values "
+            "start from the noised input image (e.g. 0.5)"
+        )
 
 
 @dataclass
@@ -115,11 +118,17 @@ def check_guidance_values(cfg: GuidanceConfig) -> None:
             raise ConfigError(f"{name}={capped(value, 40)} must be a finite number in [{lo:g}, {hi:g}]")
     n = cfg.num_timesteps
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_TIMESTEPS:
-        raise ConfigError(f"num_timesteps={capped(n, 40)} must be an integer in [2, {MAX_TIMESTEPS}] (one Euler step "
-                          "needs two points)")
+        raise ConfigError(
+            f"num_timesteps={capped(n, 40)} must be an integer in [2, {MAX_TIMESTEPS}] (one Euler step "
+            "needs two points)"
+        )
     interval = cfg.cfg_interval
-    if (not isinstance(interval, (tuple, list)) or len(interval) != 2 or not all(_number(x) for x in interval)
-            or not 0.0 <= interval[0] <= interval[1] <= 1.0):
+    if (
+        not isinstance(interval, (tuple, list))
+        or len(interval) != 2
+        or not all(_number(x) for x in interval)
+        or not 0.0 <= interval[0] <= interval[1] <= 1.0
+    ):
         raise ConfigError(f"cfg_interval={capped(interval, 60)} must be two numbers lo <= hi in [0, 1]")
 
 
@@ -132,8 +141,10 @@ def check_speed_options(cfg: GuidanceConfig) -> None:
     if cfg.solver not in SOLVERS:
         raise ConfigError(f"solver={cfg.solver!r}; choose one of {', '.join(SOLVERS)}")
     if cfg.num_timesteps < SOLVERS[cfg.solver]:
-        raise ConfigError(f"num_timesteps={cfg.num_timesteps} is too few for solver={cfg.solver!r}: it needs at least "
-                          f"{SOLVERS[cfg.solver]} (or choose solver='euler')")
+        raise ConfigError(
+            f"num_timesteps={cfg.num_timesteps} is too few for solver={cfg.solver!r}: it needs at least "
+            f"{SOLVERS[cfg.solver]} (or choose solver='euler')"
+        )
     if cfg.cache not in CACHE_METHODS:
         raise ConfigError(f"cache={cfg.cache!r}; choose one of {', '.join(CACHE_METHODS)}")
     if isinstance(cfg.cache_threshold, bool) or not 0.0 < cfg.cache_threshold <= 1.0:
@@ -151,12 +162,22 @@ def _warn_about_scales(text_scale: float, img_scale: float) -> None:
     """Say once per kind that a scale is "off" under the release's rule (it would surprise otherwise)."""
     notices = []
     if text_scale < 1.0 or img_scale < 1.0:
-        notices.append(("below", f"a guidance scale below 1 (cfg_text_scale={text_scale:g}, cfg_img_scale="
-                                 f"{img_scale:g}) turns that guidance off, as in the release: it acts like 1"))
+        notices.append(
+            (
+                "below",
+                f"a guidance scale below 1 (cfg_text_scale={text_scale:g}, cfg_img_scale="
+                f"{img_scale:g}) turns that guidance off, as in the release: it acts like 1",
+            )
+        )
     if text_scale <= 1.0 < img_scale:
-        notices.append(("img_without_text", f"cfg_img_scale={img_scale:g} has no effect while cfg_text_scale="
-                                            f"{text_scale:g} <= 1: image guidance runs only with text guidance, "
-                                            "as in the release"))
+        notices.append(
+            (
+                "img_without_text",
+                f"cfg_img_scale={img_scale:g} has no effect while cfg_text_scale="
+                f"{text_scale:g} <= 1: image guidance runs only with text guidance, "
+                "as in the release",
+            )
+        )
     for kind, message in notices:
         if kind not in _warned:
             _warned.add(kind)
@@ -164,15 +185,31 @@ def _warn_about_scales(text_scale: float, img_scale: float) -> None:
 
 
 # The spec's table (unified-model.md section 5).
-TEXT_TO_IMAGE = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=1.0, cfg_interval=(0.4, 1.0),
-                               cfg_renorm_type="global", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
-EDITING = GuidanceConfig(cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0),
-                         cfg_renorm_type="text_channel", cfg_renorm_min=0.0, timestep_shift=3.0, num_timesteps=50)
+TEXT_TO_IMAGE = GuidanceConfig(
+    cfg_text_scale=4.0,
+    cfg_img_scale=1.0,
+    cfg_interval=(0.4, 1.0),
+    cfg_renorm_type="global",
+    cfg_renorm_min=0.0,
+    timestep_shift=3.0,
+    num_timesteps=50,
+)
+EDITING = GuidanceConfig(
+    cfg_text_scale=4.0,
+    cfg_img_scale=2.0,
+    cfg_interval=(0.0, 1.0),
+    cfg_renorm_type="text_channel",
+    cfg_renorm_min=0.0,
+    timestep_shift=3.0,
+    num_timesteps=50,
+)
 # The medical batch test (spec medical.md section 5): the editing settings at shift 1.0.
 RESTORATION = dataclasses.replace(EDITING, timestep_shift=1.0)
 
 GUIDANCE_PRESETS: dict[str, GuidanceConfig] = {
-    "text_to_image": TEXT_TO_IMAGE, "editing": EDITING, "restoration": RESTORATION,
+    "text_to_image": TEXT_TO_IMAGE,
+    "editing": EDITING,
+    "restoration": RESTORATION,
 }
 # A checkpoint's inference_config.json may carry a fast variant of each preset ("editing_fast", ...):
 # the same guidance with a solver / step cache, measured against the reference (bench/generation_speed.py).
@@ -198,8 +235,10 @@ def preset_name(task_or_preset: str) -> str:
     stem = task_or_preset.removesuffix(FAST_SUFFIX)
     name = TASK_PRESETS.get(stem, stem) + (FAST_SUFFIX if task_or_preset.endswith(FAST_SUFFIX) else "")
     if name not in PRESET_NAMES:
-        raise ConfigError(f"no guidance preset {task_or_preset!r}; presets: {', '.join(PRESET_NAMES)} (or a task: "
-                          f"{', '.join(TASK_PRESETS)}, each also as TASK_fast)")
+        raise ConfigError(
+            f"no guidance preset {task_or_preset!r}; presets: {', '.join(PRESET_NAMES)} (or a task: "
+            f"{', '.join(TASK_PRESETS)}, each also as TASK_fast)"
+        )
     return name
 
 
@@ -210,9 +249,13 @@ def task_preset_names(task: str, presets: Mapping[str, GuidanceConfig] | None = 
     return [name] + ([name + FAST_SUFFIX] if name + FAST_SUFFIX in (presets or {}) else [])
 
 
-def resolve_guidance(task: str, presets: Mapping[str, GuidanceConfig] | None = None,
-                     overrides: Mapping[str, Any] | None = None, preset: str | None = None,
-                     source: str = "the release presets") -> GuidanceConfig:  # fmt: skip
+def resolve_guidance(
+    task: str,
+    presets: Mapping[str, GuidanceConfig] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    source: str = "the release presets",
+) -> GuidanceConfig:
     """The guidance a request samples with: the checkpoint's preset for ``task`` (or the named ``preset``),
     with the user's ``overrides`` over it. The one merge every front end uses (CLI flags, the Python API, the
     HTTP API, the app, evaluation), so the same checkpoint and the same settings sample the same way everywhere.
@@ -225,8 +268,10 @@ def resolve_guidance(task: str, presets: Mapping[str, GuidanceConfig] | None = N
     name = preset_name(preset or task)
     presets = GUIDANCE_PRESETS if presets is None else presets
     if name.endswith(FAST_SUFFIX) and name not in presets:
-        raise ConfigError(f"{source}: no fast preset {name!r} (add it to the guidance of inference_config.json: a "
-                          "solver and cache measured with bench/generation_speed.py)")
+        raise ConfigError(
+            f"{source}: no fast preset {name!r} (add it to the guidance of inference_config.json: a "
+            "solver and cache measured with bench/generation_speed.py)"
+        )
     base = presets.get(name) or GUIDANCE_PRESETS[name]
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(given) - set(GUIDANCE_FIELDS))

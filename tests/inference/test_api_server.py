@@ -75,8 +75,17 @@ class Gate:
 @pytest.fixture(scope="module")
 def served(api):
     gate = Gate(api.inferencer.run)
-    settings = ServerSettings(port=0, api_key=KEY, max_batch=8, batch_window_ms=20, queue_size=8, max_body_mb=1,
-                              max_image_pixels=128 * 128, max_tokens=MAX_TOKENS, max_timesteps=50)  # fmt: skip
+    settings = ServerSettings(
+        port=0,
+        api_key=KEY,
+        max_batch=8,
+        batch_window_ms=20,
+        queue_size=8,
+        max_body_mb=1,
+        max_image_pixels=128 * 128,
+        max_tokens=MAX_TOKENS,
+        max_timesteps=50,
+    )
     app = create_app(api.inferencer, settings, model_id="debug", run=gate)
     with BackgroundServer(app) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
@@ -107,8 +116,10 @@ def _data_url(image: Image.Image) -> str:
 
 
 def _user(image, text):
-    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(image)}},
-                                        {"type": "text", "text": text}]}  # fmt: skip
+    return {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": _data_url(image)}}, {"type": "text", "text": text}],
+    }
 
 
 def _decoded(item) -> np.ndarray:
@@ -136,8 +147,12 @@ def held(srv):
     gate.entered.clear()
     gate.open.clear()
     pool = ThreadPoolExecutor(1)
-    blocker = pool.submit(_client(srv).chat.completions.create, model="debug", max_tokens=1,
-                          messages=[{"role": "user", "content": "blocker"}])  # fmt: skip
+    blocker = pool.submit(
+        _client(srv).chat.completions.create,
+        model="debug",
+        max_tokens=1,
+        messages=[{"role": "user", "content": "blocker"}],
+    )
     try:
         assert gate.entered.wait(60)
         yield
@@ -183,18 +198,27 @@ def test_a_dicom_data_url_is_read_with_its_window(srv):
 
     path = get_testdata_file("CT_small.dcm")
     url = "data:application/dicom;window=lung;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                           {"type": "text", "text": "Which window is this?"}]}  # fmt: skip
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": "Which window is this?"},
+        ],
+    }
     reply = srv.client.chat.completions.create(model="debug", messages=[message], max_tokens=6)
-    assert reply.choices[0].message.content == srv.model.ask(load_image(path, window="lung"), "Which window is this?",
-                                                             max_new_tokens=6)  # fmt: skip
+    assert reply.choices[0].message.content == srv.model.ask(
+        load_image(path, window="lung"), "Which window is this?", max_new_tokens=6
+    )
 
 
 def test_streaming_sends_the_answer_token_by_token(srv):
     messages = [_user(random_image(40, 48, 1), "Describe the findings.")]
     whole = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=12)
-    chunks = list(srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=12, stream=True,
-                                                     stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        srv.client.chat.completions.create(
+            model="debug", messages=messages, max_tokens=12, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({c.id for c in chunks}) == 1 and chunks[0].object == "chat.completion.chunk"
     pieces = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
@@ -208,16 +232,18 @@ def test_streaming_sends_the_answer_token_by_token(srv):
 def test_thinking_mode_returns_the_reasoning_apart(srv):
     image, question = random_image(32, 32, 7), "Is there a lesion?"
     messages = [_user(image, question)]
-    reply = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=10,
-                                               extra_body={"think": True})  # fmt: skip
+    reply = srv.client.chat.completions.create(
+        model="debug", messages=messages, max_tokens=10, extra_body={"think": True}
+    )
     expected = srv.model.ask(image, question, think=True, max_new_tokens=10)
     message = reply.choices[0].message
     assert message.content == expected.text
     assert message.model_extra["reasoning_content"] == expected.thinking
     plain = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=10)
     assert plain.choices[0].message.content != message.content  # the thinking prompt changed the context
-    streamed = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=10, stream=True,
-                                                  extra_body={"think": True})  # fmt: skip
+    streamed = srv.client.chat.completions.create(
+        model="debug", messages=messages, max_tokens=10, stream=True, extra_body={"think": True}
+    )
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == message.content
 
 
@@ -225,12 +251,17 @@ def test_multi_turn_messages_rebuild_the_context(srv):
     image = random_image(40, 40, 10)
     first = srv.client.chat.completions.create(model="debug", messages=[_user(image, "What is this?")], max_tokens=5)
     answer = first.choices[0].message.content
-    messages = [{"role": "system", "content": "You are a radiologist."}, _user(image, "What is this?"),
-                {"role": "assistant", "content": answer}, {"role": "user", "content": "Where is the lesion?"}]
+    messages = [
+        {"role": "system", "content": "You are a radiologist."},
+        _user(image, "What is this?"),
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Where is the lesion?"},
+    ]
     second = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=6)
     inf = srv.model.inferencer
-    expected = inf.run([Request(["You are a radiologist.", image, "What is this?", answer, "Where is the lesion?"],
-                                max_new_tokens=6)])[0]  # fmt: skip
+    expected = inf.run(
+        [Request(["You are a radiologist.", image, "What is this?", answer, "Where is the lesion?"], max_new_tokens=6)]
+    )[0]
     assert second.choices[0].message.content == expected.text
     alone = inf.run([Request([image, "Where is the lesion?"], max_new_tokens=6)])[0]
     assert second.choices[0].message.content != alone.text  # the earlier turns are in the context
@@ -238,23 +269,37 @@ def test_multi_turn_messages_rebuild_the_context(srv):
 
 def test_an_edit_through_multipart_equals_the_library_edit(srv):
     image, instruction = random_image(48, 64, 1), "Remove the noise."
-    out = srv.client.images.edit(model="debug", image=("scan.png", _png(image), "image/png"), prompt=instruction,
-                                 extra_body={"seed": 1, "num_timesteps": STEPS})  # fmt: skip
+    out = srv.client.images.edit(
+        model="debug",
+        image=("scan.png", _png(image), "image/png"),
+        prompt=instruction,
+        extra_body={"seed": 1, "num_timesteps": STEPS},
+    )
     expected = srv.model.edit(image, instruction, seed=1, num_timesteps=STEPS)
     got = _decoded(out.data[0])
     assert got.shape == (48, 64, 3)  # the input's size after the resize rule
     assert np.array_equal(got, np.asarray(expected))  # served alone, like the library: exactly equal
     # Raw bytes (sent as application/octet-stream, no file name) and two images (image[]) work too.
     second = random_image(32, 32, 2)
-    both = srv.client.images.edit(model="debug", image=[_png(image), _png(second)], prompt=instruction,
-                                  extra_body={"seed": 1, "num_timesteps": STEPS})  # fmt: skip
+    both = srv.client.images.edit(
+        model="debug",
+        image=[_png(image), _png(second)],
+        prompt=instruction,
+        extra_body={"seed": 1, "num_timesteps": STEPS},
+    )
     assert _decoded(both.data[0]).shape == (32, 32, 3)  # the last input's size
 
 
 def test_a_generation_returns_n_seeded_images(srv):
     prompt = "An axial brain MRI."
-    out = srv.client.images.generate(model="debug", prompt=prompt, size="48x32", n=2, response_format="b64_json",
-                                     extra_body={"seed": 5, "num_timesteps": STEPS})  # fmt: skip
+    out = srv.client.images.generate(
+        model="debug",
+        prompt=prompt,
+        size="48x32",
+        n=2,
+        response_format="b64_json",
+        extra_body={"seed": 5, "num_timesteps": STEPS},
+    )
     first, second = (_decoded(item) for item in out.data)
     assert first.shape == (32, 48, 3)  # size is WIDTHxHEIGHT
     _close_images(first, np.asarray(srv.model.generate(prompt, height=32, width=48, seed=5, num_timesteps=STEPS)))
@@ -287,11 +332,13 @@ def test_another_model_name_is_404_as_from_vllm(srv):
 
 
 def test_a_question_about_this_scan_without_one_comes_back_with_a_warning(srv):
-    reply = srv.client.chat.completions.create(model="debug", max_tokens=1,
-                                               messages=[{"role": "user", "content": "Is there a lesion in this scan?"}])
+    reply = srv.client.chat.completions.create(
+        model="debug", max_tokens=1, messages=[{"role": "user", "content": "Is there a lesion in this scan?"}]
+    )
     assert "no image was given" in reply.model_extra["warning"] and "image_url" in reply.model_extra["warning"]
-    plain = srv.client.chat.completions.create(model="debug", max_tokens=1,
-                                               messages=[{"role": "user", "content": "What is a pneumothorax?"}])
+    plain = srv.client.chat.completions.create(
+        model="debug", max_tokens=1, messages=[{"role": "user", "content": "What is a pneumothorax?"}]
+    )
     assert "warning" not in plain.model_extra
 
 
@@ -306,24 +353,46 @@ def test_a_body_over_the_limit_is_413(srv):
         for _ in range(20):
             yield b"x" * 100_000
 
-    response = httpx.post(srv.url + "/v1/chat/completions", content=chunks(),
-                          headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        srv.url + "/v1/chat/completions",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
 
-@pytest.mark.parametrize("kwargs, param", [
-    (dict(max_tokens=MAX_TOKENS + 1), "max_tokens"),
-    (dict(n=9), "n"),
-    (dict(stop=["\n"]), "stop"),
-    (dict(messages=[{"role": "user", "content": [{"type": "image_url",
-                                                  "image_url": {"url": "https://example.org/x.png"}}]}]),
-     "messages[0].content[0].image_url"),
-    (dict(messages=[{"role": "user", "content": [{"type": "image_url",
-                                                  "image_url": {"url": _data_url(random_image(200, 100, 0))}}]}]),
-     "messages[0].content[0].image_url"),  # 20,000 pixels, over the 16,384 limit
-    (dict(messages=[{"role": "assistant", "content": "hello"}]), "messages[0].role"),
-    (dict(messages=[{"role": "tool", "content": "x"}]), "messages[0].role"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        (dict(max_tokens=MAX_TOKENS + 1), "max_tokens"),
+        (dict(n=9), "n"),
+        (dict(stop=["\n"]), "stop"),
+        (
+            dict(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://example.org/x.png"}}],
+                    }
+                ]
+            ),
+            "messages[0].content[0].image_url",
+        ),
+        (
+            dict(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": _data_url(random_image(200, 100, 0))}}],
+                    }
+                ]
+            ),
+            "messages[0].content[0].image_url",
+        ),  # 20,000 pixels, over the 16,384 limit
+        (dict(messages=[{"role": "assistant", "content": "hello"}]), "messages[0].role"),
+        (dict(messages=[{"role": "tool", "content": "x"}]), "messages[0].role"),
+    ],
+)
 def test_requests_outside_the_limits_are_400_with_the_field(srv, kwargs, param):
     body = {"model": "debug", "messages": [{"role": "user", "content": "hi"}], **kwargs}
     with pytest.raises(openai.BadRequestError) as err:
@@ -332,8 +401,11 @@ def test_requests_outside_the_limits_are_400_with_the_field(srv, kwargs, param):
 
 
 def test_image_requests_outside_the_limits_are_400(srv):
-    for extra, words in ((dict(size="40x32"), "multiple of 16"), (dict(extra_body={"num_timesteps": 51}), "51"),
-                         (dict(response_format="url"), "b64_json")):  # fmt: skip
+    for extra, words in (
+        (dict(size="40x32"), "multiple of 16"),
+        (dict(extra_body={"num_timesteps": 51}), "51"),
+        (dict(response_format="url"), "b64_json"),
+    ):
         with pytest.raises(openai.BadRequestError, match=words):
             srv.client.images.generate(model="debug", prompt="x-ray", **extra)
 
@@ -356,15 +428,19 @@ def test_a_failure_in_the_worker_is_a_400_or_an_error_event(srv):
     stream = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=2, stream=True)
     with pytest.raises(openai.APIError, match="cannot serve 'UNSERVABLE'"):  # after the 200 headers went out
         list(stream)
-    fine = srv.client.chat.completions.create(model="debug", messages=[{"role": "user", "content": "hi"}],
-                                              max_tokens=2)  # fmt: skip
+    fine = srv.client.chat.completions.create(model="debug", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert fine.choices[0].finish_reason == "length"  # the worker lives on
 
 
 def test_a_full_queue_answers_503_with_retry_after(srv):
     with held(srv), ThreadPoolExecutor(1) as pool:
-        eight = pool.submit(_client(srv).chat.completions.create, model="debug", n=8, max_tokens=2,
-                            messages=[{"role": "user", "content": "fill the queue"}])  # fmt: skip
+        eight = pool.submit(
+            _client(srv).chat.completions.create,
+            model="debug",
+            n=8,
+            max_tokens=2,
+            messages=[{"role": "user", "content": "fill the queue"}],
+        )
         _wait_for(lambda: srv.service.batcher.depth == 8, "eight queued requests")
         with pytest.raises(openai.InternalServerError) as err:
             srv.client.chat.completions.create(model="debug", messages=[{"role": "user", "content": "one more"}])
@@ -382,20 +458,28 @@ def _ask(srv, spec):
     """One client's request; returns the answer text (streamed requests joined)."""
     image_seed, question, temperature, seed, stream = spec
     reply = _client(srv).chat.completions.create(
-        model="debug", messages=[_user(random_image(40, 40, image_seed), question)], max_tokens=10,
-        temperature=temperature, seed=seed, stream=stream,
-    )  # fmt: skip
+        model="debug",
+        messages=[_user(random_image(40, 40, image_seed), question)],
+        max_tokens=10,
+        temperature=temperature,
+        seed=seed,
+        stream=stream,
+    )
     if stream:
         return "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
     return reply.choices[0].message.content
 
 
 SPECS = [  # (image seed, question, temperature, seed, stream)
-    (0, "What is this?", 0.0, None, False), (1, "What is this?", 0.0, None, True),
-    (2, "Is there a lesion?", 0.9, 11, False), (2, "Is there a lesion?", 0.9, 12, False),
-    (3, "Describe the findings.", 0.7, 3, True), (4, "Which modality?", 0.0, None, False),
-    (5, "Where is the lesion?", 1.0, 5, False), (6, "Count the lesions.", 0.5, 8, False),
-]  # fmt: skip
+    (0, "What is this?", 0.0, None, False),
+    (1, "What is this?", 0.0, None, True),
+    (2, "Is there a lesion?", 0.9, 11, False),
+    (2, "Is there a lesion?", 0.9, 12, False),
+    (3, "Describe the findings.", 0.7, 3, True),
+    (4, "Which modality?", 0.0, None, False),
+    (5, "Where is the lesion?", 1.0, 5, False),
+    (6, "Count the lesions.", 0.5, 8, False),
+]
 
 
 def test_eight_concurrent_clients_are_batched_and_answered_as_one_by_one(srv):
@@ -411,9 +495,12 @@ def test_eight_concurrent_clients_are_batched_and_answered_as_one_by_one(srv):
     assert sorted(len(requests) for requests, _ in srv.gate.calls) == [1, 8]  # the blocker, then all eight
     assert one_by_one[2] != one_by_one[3]  # the seed matters, so equality above is not vacuous
     text = _metrics(srv)
-    buckets = {le: float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith('unimedvl_api_batch_size_bucket{task="understand"')
-               for le in [line.split('le="')[1].split('"')[0]]}  # fmt: skip
+    buckets = {
+        le: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith('unimedvl_api_batch_size_bucket{task="understand"')
+        for le in [line.split('le="')[1].split('"')[0]]
+    }
     assert buckets["8"] - buckets["4"] >= 1  # the batch of eight is in the histogram
 
 
@@ -422,8 +509,9 @@ def test_concurrent_image_requests_are_batched_and_match_one_by_one(srv):
 
     def generate(spec):
         prompt, size, seed = spec
-        out = _client(srv).images.generate(model="debug", prompt=prompt, size=size,
-                                           extra_body={"seed": seed, "num_timesteps": STEPS})  # fmt: skip
+        out = _client(srv).images.generate(
+            model="debug", prompt=prompt, size=size, extra_body={"seed": seed, "num_timesteps": STEPS}
+        )
         return _decoded(out.data[0])
 
     with held(srv), ThreadPoolExecutor(3) as pool:
@@ -460,8 +548,9 @@ def test_a_running_answer_stops_when_its_client_leaves(srv):
     gate.hold_at_first_token = threading.Event()
     try:
         messages = [{"role": "user", "content": "a long answer"}]
-        stream = srv.client.chat.completions.create(model="debug", messages=messages, max_tokens=MAX_TOKENS,
-                                                    stream=True)
+        stream = srv.client.chat.completions.create(
+            model="debug", messages=messages, max_tokens=MAX_TOKENS, stream=True
+        )
         assert gate.first_token.wait(60)  # decoding has begun
         stream.close()
         _wait_for(lambda: srv.service.metrics.cancelled.value() == cancelled + 1, "the cancellation")
@@ -487,8 +576,10 @@ def test_metrics_count_requests_latency_and_queue(srv):
 
 
 def test_api_help_imports_neither_torch_nor_fastapi():
-    code = ("import sys\nfrom unimedvl.cli import main\ntry:\n    main(['api', '--help'])\nexcept SystemExit:\n"
-            "    pass\nprint(sorted(m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys\nfrom unimedvl.cli import main\ntry:\n    main(['api', '--help'])\nexcept SystemExit:\n"
+        "    pass\nprint(sorted(m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--max-batch" in out and "--api-key" in out
     assert out.strip().splitlines()[-1] == "[]"
@@ -498,8 +589,24 @@ def test_the_api_command_serves_a_checkpoint(api, checkpoint):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "unimedvl.cli", "api", "--model", str(checkpoint), "--port", str(port),
-               "--api-key", KEY, "--min-image-size", "32", "--max-image-size", "64", "--vit-min-image-size", "56"]
+    command = [
+        sys.executable,
+        "-m",
+        "unimedvl.cli",
+        "api",
+        "--model",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--api-key",
+        KEY,
+        "--min-image-size",
+        "32",
+        "--max-image-size",
+        "64",
+        "--vit-min-image-size",
+        "56",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -535,8 +642,12 @@ def test_non_finite_or_absurd_guidance_is_a_400_naming_the_field(srv):
 def test_fast_sampling_fields_of_an_edit_equal_the_library_and_bad_ones_are_400(srv):
     image, instruction = random_image(32, 32, 21), "Remove the noise."
     speed = {"solver": "dpm++2m", "cache": "taylorseer", "cache_interval": 2}
-    out = srv.client.images.edit(model="debug", image=("scan.png", _png(image), "image/png"), prompt=instruction,
-                                 extra_body={"seed": 1, "num_timesteps": 8, **speed})  # fmt: skip
+    out = srv.client.images.edit(
+        model="debug",
+        image=("scan.png", _png(image), "image/png"),
+        prompt=instruction,
+        extra_body={"seed": 1, "num_timesteps": 8, **speed},
+    )
     expected = srv.model.edit(image, instruction, seed=1, num_timesteps=8, **speed)
     assert np.array_equal(_decoded(out.data[0]), np.asarray(expected))
     with pytest.raises(openai.BadRequestError, match="cache='fast'; choose one of none, teacache, taylorseer"):

@@ -8,24 +8,28 @@ import torch
 from inference_support import random_image
 
 from unimedvl.errors import ConfigError
-from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.inferencer import Request
+from unimedvl.sampling.flow import GuidanceConfig
 
 EDIT = GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, 12)
 GENERATE = GuidanceConfig(4.0, 1.0, (0.4, 1.0), "global", 0.0, 3.0, 12)
 
 
 def _requests(guidance, strength=1.0):
-    return [Request([random_image(32, 32, 11), "Remove the noise."], "edit", guidance=guidance, seed=1,
-                    strength=strength),
-            Request([random_image(32, 48, 12), "Sharpen it."], "edit", guidance=guidance, seed=2, strength=strength),
-            Request(["A chest X-ray."], "generate", guidance=replace(GENERATE, **_speed(guidance)), height=32,
-                    width=32, seed=3)]  # fmt: skip
+    return [
+        Request([random_image(32, 32, 11), "Remove the noise."], "edit", guidance=guidance, seed=1, strength=strength),
+        Request([random_image(32, 48, 12), "Sharpen it."], "edit", guidance=guidance, seed=2, strength=strength),
+        Request(
+            ["A chest X-ray."], "generate", guidance=replace(GENERATE, **_speed(guidance)), height=32, width=32, seed=3
+        ),
+    ]
 
 
 def _speed(guidance):
-    return {k: getattr(guidance, k) for k in ("solver", "cache", "cache_threshold", "cache_interval", "cache_order",
-                                              "cache_warmup")}  # fmt: skip
+    return {
+        k: getattr(guidance, k)
+        for k in ("solver", "cache", "cache_threshold", "cache_interval", "cache_order", "cache_warmup")
+    }
 
 
 def _pixels(results):
@@ -43,9 +47,14 @@ def test_a_cache_computing_every_step_gives_the_reference_images_and_passes(api)
     assert reference[0].model_passes == 33 and 11 < reference[2].model_passes < 33
 
 
-@pytest.mark.parametrize("speed", [dict(cache="teacache", cache_threshold=0.3),
-                                   dict(cache="taylorseer", cache_interval=3, cache_order=2),
-                                   dict(solver="dpm++2m", cache="taylorseer", cache_interval=2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "speed",
+    [
+        dict(cache="teacache", cache_threshold=0.3),
+        dict(cache="taylorseer", cache_interval=3, cache_order=2),
+        dict(solver="dpm++2m", cache="taylorseer", cache_interval=2),
+    ],
+)
 def test_each_request_keeps_its_own_cache_in_a_batch(api, speed):
     inf = api.inferencer
     guidance = replace(EDIT, **speed)
@@ -103,11 +112,14 @@ def test_a_memory_plan_samples_the_same_fast_images(api, checkpoint):
 
     from unimedvl.inference.api import UniMedVL
 
-    mapped = UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", device_map='{"0": "cpu", "1": "cpu"}',
-                                      **SMALL)  # fmt: skip
+    mapped = UniMedVL.from_pretrained(
+        checkpoint, device="cpu", dtype="fp32", device_map='{"0": "cpu", "1": "cpu"}', **SMALL
+    )
     image = random_image(32, 32, 14)
-    np.testing.assert_array_equal(np.asarray(mapped.edit(image, "Remove the noise.", seed=2, **FAST)),
-                                  np.asarray(api.edit(image, "Remove the noise.", seed=2, **FAST)))
+    np.testing.assert_array_equal(
+        np.asarray(mapped.edit(image, "Remove the noise.", seed=2, **FAST)),
+        np.asarray(api.edit(image, "Remove the noise.", seed=2, **FAST)),
+    )
 
 
 @pytest.mark.gpu

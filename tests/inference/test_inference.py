@@ -10,21 +10,23 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from inference_support import SMALL, STEPS, random_image
+from PIL import Image
 
-from unimedvl.imaging.transforms import ImageTransform
+from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.errors import CheckpointError, ConfigError, DataError, UserError
-from unimedvl.sampling.flow import GuidanceConfig, combine_guidance
+from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.inference.api import Answer, ImageAnswer, UniMedVL
 from unimedvl.inference.inferencer import GuidedVelocity, Inferencer, Request
-from unimedvl.checkpoint.create import init_checkpoint
 from unimedvl.models.packed_batch import TextSplit, build_packed_batch
+from unimedvl.sampling.flow import GuidanceConfig, combine_guidance
 
 
 def _fast(task, **kw):
-    base = {"edit": GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, STEPS),
-            "generate": GuidanceConfig(4.0, 1.0, (0.4, 1.0), "global", 0.0, 3.0, STEPS)}[task]  # fmt: skip
+    base = {
+        "edit": GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, STEPS),
+        "generate": GuidanceConfig(4.0, 1.0, (0.4, 1.0), "global", 0.0, 3.0, STEPS),
+    }[task]
     return replace(base, **kw)
 
 
@@ -97,8 +99,9 @@ def test_image_inputs_as_path_array_tensor_and_dicom(api, tmp_path):
     from unimedvl.imaging.medical_io import load_image
 
     dcm = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "CT_small.dcm")
-    assert api.ask(dcm + "#window=lung", q, max_new_tokens=5) == api.ask(load_image(dcm, window="lung"), q,
-                                                                         max_new_tokens=5)  # fmt: skip
+    assert api.ask(dcm + "#window=lung", q, max_new_tokens=5) == api.ask(
+        load_image(dcm, window="lung"), q, max_new_tokens=5
+    )
 
 
 # -- contexts ------------------------------------------------------------------------------
@@ -126,8 +129,20 @@ def test_thinking_adds_reasoning_to_the_full_context_only(api):
     inf = api.inferencer
     prompt = "Generate a chest X-ray."
     plain = inf.prepare([Request([prompt], "generate", guidance=_fast("generate"), height=32, width=32)])
-    plan = inf.prepare([Request([prompt], "generate", think=True, max_new_tokens=6, guidance=_fast("generate"),
-                                height=32, width=32, seed=0)])  # fmt: skip
+    plan = inf.prepare(
+        [
+            Request(
+                [prompt],
+                "generate",
+                think=True,
+                max_new_tokens=6,
+                guidance=_fast("generate"),
+                height=32,
+                width=32,
+                seed=0,
+            )
+        ]
+    )
     job, ref = plan.jobs[0], plain.jobs[0]
     length = plan.pool.length
     system = len(inf.tokenizer.encode(inf.think_prompts["generate"])) + 2
@@ -139,8 +154,10 @@ def test_thinking_adds_reasoning_to_the_full_context_only(api):
     inf.decode_text(plan)
     reasoning = job.result.token_ids
     assert len(reasoning) > 0 and isinstance(job.result.thinking, str)
-    assert (length(job.full), job.full.rope) == (before["full"][0] + len(reasoning) + 2,
-                                                 before["full"][1] + len(reasoning) + 2)  # fmt: skip
+    assert (length(job.full), job.full.rope) == (
+        before["full"][0] + len(reasoning) + 2,
+        before["full"][1] + len(reasoning) + 2,
+    )
     assert (length(job.cfg_text), job.cfg_text.rope) == before["cfg_text"]
     assert (length(job.cfg_img), job.cfg_img.rope) == before["cfg_img"]
     inf.generate_images(plan)
@@ -161,8 +178,12 @@ def test_understanding_think_mode_returns_answer_object(api):
 @torch.no_grad()
 def test_guidance_branches_batched_equal_one_by_one_and_scale_one_is_unguided(api):
     inf = api.inferencer
-    plan = inf.prepare([Request([random_image(32, 48, 8), "Remove the noise."], "edit", guidance=_fast("edit")),
-                        Request(["Generate a chest X-ray."], "generate", height=48, width=32)])  # fmt: skip
+    plan = inf.prepare(
+        [
+            Request([random_image(32, 48, 8), "Remove the noise."], "edit", guidance=_fast("edit")),
+            Request(["Generate a chest X-ray."], "generate", height=48, width=32),
+        ]
+    )
     jobs = plan.jobs
     grids = [(2, 3), (3, 2)]
     velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
@@ -208,8 +229,16 @@ def test_strength_starts_from_the_noised_input_and_runs_that_part_of_the_schedul
 
     def edit(strength, **kw):
         steps.clear()
-        out = api.edit(image, text, seed=4, num_timesteps=9, timestep_shift=1.0, strength=strength,
-                       progress=lambda step, total: steps.append(total), **kw)  # fmt: skip
+        out = api.edit(
+            image,
+            text,
+            seed=4,
+            num_timesteps=9,
+            timestep_shift=1.0,
+            strength=strength,
+            progress=lambda step, total: steps.append(total),
+            **kw,
+        )
         return np.asarray(out).astype(int)
 
     # The input's own round trip through the VAE: where a tiny strength must end up.
@@ -255,8 +284,26 @@ def test_a_checkpoint_preset_carries_its_strength_to_edit_the_cli_and_generate(a
     png, out = tmp_path / "in.png", tmp_path / "out.png"
     image.save(png)
     sizes = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
-    assert cli.main(["edit", "--model", str(folder), "--image", str(png), "--instruction", text, "--out", str(out),
-                     "--seed", "2", "--no-progress", *sizes]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "edit",
+                "--model",
+                str(folder),
+                "--image",
+                str(png),
+                "--instruction",
+                text,
+                "--out",
+                str(out),
+                "--seed",
+                "2",
+                "--no-progress",
+                *sizes,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), plain)
     steps.clear()
@@ -358,8 +405,10 @@ def test_batched_latents_equal_single_latents_to_fp32_round_off(api, monkeypatch
         return decode(self, latents, grids)
 
     monkeypatch.setattr(Inferencer, "decode_latents", keep)
-    requests = [Request([random_image(48, 48, 7), "Remove the noise."], "edit", guidance=_fast("edit"), seed=4),
-                Request([random_image(64, 48, 8), "Deblur it."], "edit", guidance=_fast("edit"), seed=5)]
+    requests = [
+        Request([random_image(48, 48, 7), "Remove the noise."], "edit", guidance=_fast("edit"), seed=4),
+        Request([random_image(64, 48, 8), "Deblur it."], "edit", guidance=_fast("edit"), seed=5),
+    ]
     inf.run(requests)
     batched = captured.pop().split([9, 12])  # 48x48 and 64x48 at a 16 px stride: 3x3 and 4x3 latent tokens
     for request, together in zip(requests, batched):
@@ -371,20 +420,103 @@ def test_batched_latents_equal_single_latents_to_fp32_round_off(api, monkeypatch
 
 
 def test_release_thinking_prompts_are_the_default_and_named_alternatives_remain(checkpoint):
-    from unimedvl.inference.inferencer import THINK_PROMPTS
     from unimedvl.checkpoint.inference_config import THINK_PROMPT_SETS, InferenceConfig
+    from unimedvl.inference.inferencer import THINK_PROMPTS
     from unimedvl.tokenizer import Tokenizer
 
     qwen = Tokenizer.offline_qwen()
     # The token ids the released weights see (public BAGEL inferencer's wording, Qwen tokenizer).
     assert qwen.encode(THINK_PROMPTS["understand"]) == [
-        2610, 1265, 1156, 1744, 911, 279, 32711, 1882, 304, 279, 3971, 323, 1221, 3410, 279, 1196, 448, 279, 4226,
-        13, 715, 785, 32711, 1882, 374, 43810, 2878, 220, 151667, 220, 151668, 9492, 11, 600, 1734, 13, 220, 151667,
-        32711, 1882, 1588, 220, 151668, 4226, 1588]  # fmt: skip
+        2610,
+        1265,
+        1156,
+        1744,
+        911,
+        279,
+        32711,
+        1882,
+        304,
+        279,
+        3971,
+        323,
+        1221,
+        3410,
+        279,
+        1196,
+        448,
+        279,
+        4226,
+        13,
+        715,
+        785,
+        32711,
+        1882,
+        374,
+        43810,
+        2878,
+        220,
+        151667,
+        220,
+        151668,
+        9492,
+        11,
+        600,
+        1734,
+        13,
+        220,
+        151667,
+        32711,
+        1882,
+        1588,
+        220,
+        151668,
+        4226,
+        1588,
+    ]
     assert qwen.encode(THINK_PROMPTS["generate"]) == [
-        2610, 1265, 1156, 1744, 911, 279, 9115, 1882, 304, 279, 3971, 323, 1221, 6923, 279, 2168, 13, 715, 785,
-        9115, 1882, 374, 43810, 2878, 220, 151667, 220, 151668, 9492, 11, 600, 1734, 13, 220, 151667, 9115, 1882,
-        1588, 220, 151668, 2168, 1588]  # fmt: skip
+        2610,
+        1265,
+        1156,
+        1744,
+        911,
+        279,
+        9115,
+        1882,
+        304,
+        279,
+        3971,
+        323,
+        1221,
+        6923,
+        279,
+        2168,
+        13,
+        715,
+        785,
+        9115,
+        1882,
+        374,
+        43810,
+        2878,
+        220,
+        151667,
+        220,
+        151668,
+        9492,
+        11,
+        600,
+        1734,
+        13,
+        220,
+        151667,
+        9115,
+        1882,
+        1588,
+        220,
+        151668,
+        2168,
+        1588,
+    ]
     assert set(THINK_PROMPT_SETS) == {"release", "unimedvl", "concise"}
     assert InferenceConfig(think_prompts="concise").think_prompts == THINK_PROMPT_SETS["concise"]
     with pytest.raises(ConfigError, match="unknown prompt set 'verbose'"):
@@ -409,8 +541,10 @@ def test_a_guidance_scale_at_or_below_one_is_off_as_in_the_release(api):
         unguided = run(replace(base, cfg_text_scale=1.0))
         assert np.array_equal(below, unguided)  # 0.5 means "off", exactly like 1.0
         # Image guidance only runs together with text guidance: with text 1.0, image 2.0 changes nothing.
-        assert np.array_equal(run(replace(base, cfg_text_scale=1.0, cfg_img_scale=2.0)),
-                              run(replace(base, cfg_text_scale=1.0, cfg_img_scale=1.0)))
+        assert np.array_equal(
+            run(replace(base, cfg_text_scale=1.0, cfg_img_scale=2.0)),
+            run(replace(base, cfg_text_scale=1.0, cfg_img_scale=1.0)),
+        )
         assert np.array_equal(run(replace(base, cfg_img_scale=0.5)), run(replace(base, cfg_img_scale=1.0)))
     assert not np.array_equal(run(base), unguided)  # text 4 / image 2 does guide
     assert GuidanceConfig(cfg_text_scale=0.5).branches_at(0.5) == ("cond",)

@@ -16,24 +16,26 @@ from torch import nn
 
 from unimedvl import cli
 from unimedvl.checkpoint import weight_stream
+from unimedvl.checkpoint.memory_estimate import loaded_weight_bytes, weight_bytes
+from unimedvl.checkpoint.memory_plan import LoadPlan, PlanNotice, format_bytes, is_generation_key
+from unimedvl.checkpoint.placement import LayerStreamer
+from unimedvl.checkpoint.quantization import Int8Linear
 from unimedvl.checkpoint.release import load_model, read_model_config
 from unimedvl.errors import CheckpointError, ConfigError, DataError
 from unimedvl.inference.api import UniMedVL
 from unimedvl.inference.inferencer import Request
-from unimedvl.checkpoint.memory_estimate import loaded_weight_bytes, weight_bytes
-from unimedvl.checkpoint.memory_plan import LoadPlan, PlanNotice, format_bytes, is_generation_key
 from unimedvl.models.kv_cache import KVCache
-from unimedvl.checkpoint.placement import LayerStreamer
-from unimedvl.checkpoint.quantization import Int8Linear
 
 QUESTION = "What imaging modality is this?"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _requests():
-    return [Request([random_image(40, 48, 1), QUESTION], max_new_tokens=8),
-            Request([random_image(32, 32, 2), "Is there a lesion?"], think=True, max_new_tokens=8),
-            Request(["Describe a normal chest X-ray."], max_new_tokens=8)]  # fmt: skip
+    return [
+        Request([random_image(40, 48, 1), QUESTION], max_new_tokens=8),
+        Request([random_image(32, 32, 2), "Is there a lesion?"], think=True, max_new_tokens=8),
+        Request(["Describe a normal chest X-ray."], max_new_tokens=8),
+    ]
 
 
 def _edit(model):
@@ -45,8 +47,10 @@ def _split_checkpoint(src, dst):
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
     with safe_open(str(src / "ema.safetensors"), "pt") as f:
         tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
-    shards = {"und.safetensors": {k: v for k, v in tensors.items() if not is_generation_key(k)},
-              "gen.safetensors": {k: v for k, v in tensors.items() if is_generation_key(k)}}  # fmt: skip
+    shards = {
+        "und.safetensors": {k: v for k, v in tensors.items() if not is_generation_key(k)},
+        "gen.safetensors": {k: v for k, v in tensors.items() if is_generation_key(k)},
+    }
     for name, part in shards.items():
         save_file(part, str(dst / name))
     weight_map = {k: name for name, part in shards.items() for k in part}
@@ -59,7 +63,8 @@ def test_understanding_only_never_reads_the_generation_weights(checkpoint, api, 
     split = _split_checkpoint(checkpoint, tmp_path / "split")
     und = UniMedVL.from_pretrained(split, device="cpu", dtype="fp32", components="understanding", **SMALL)
     assert und.ask(random_image(40, 48, 1), QUESTION, max_new_tokens=8) == api.ask(
-        random_image(40, 48, 1), QUESTION, max_new_tokens=8)
+        random_image(40, 48, 1), QUESTION, max_new_tokens=8
+    )
     with pytest.raises(CheckpointError, match="gen.safetensors"):
         UniMedVL.from_pretrained(split, device="cpu", dtype="fp32", **SMALL)
 
@@ -81,8 +86,22 @@ def test_generation_on_an_understanding_model_fails_in_one_line_saying_how_to_lo
         _edit(und)
     assert 'components="all"' in str(err.value) and "--components all" in str(err.value)
     random_image(32, 32, 0).save(tmp_path / "x.png")
-    code = cli.main(["edit", "--model", str(checkpoint), "--image", str(tmp_path / "x.png"), "--instruction", "x",
-                     "--out", str(tmp_path / "o.png"), "--components", "understanding", "--no-progress"])  # fmt: skip
+    code = cli.main(
+        [
+            "edit",
+            "--model",
+            str(checkpoint),
+            "--image",
+            str(tmp_path / "x.png"),
+            "--instruction",
+            "x",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--components",
+            "understanding",
+            "--no-progress",
+        ]
+    )
     err_text = capsys.readouterr().err
     assert code == 2 and err_text.strip().count("\n") == 0 and "--components all" in err_text
 
@@ -93,8 +112,9 @@ def test_int8_quantises_the_large_layers_and_keeps_the_rest_in_the_compute_dtype
     assert isinstance(lm.lm_head, Int8Linear)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            big = name.startswith(("language_model.model.layers.", "vit_model.vision_model.encoder.layers.",
-                                   "language_model.lm_head"))  # fmt: skip
+            big = name.startswith(
+                ("language_model.model.layers.", "vit_model.vision_model.encoder.layers.", "language_model.lm_head")
+            )
             assert isinstance(module, Int8Linear) == big, name
             if not big:
                 assert module.weight.dtype == torch.bfloat16, name
@@ -107,8 +127,11 @@ def test_int8_quantises_the_large_layers_and_keeps_the_rest_in_the_compute_dtype
     assert (q - ref).norm() / ref.norm() < 0.05 and not torch.equal(q, ref)
 
 
-@pytest.mark.parametrize("plan", [LoadPlan(), LoadPlan("understanding"), LoadPlan(quantize="int8"),
-                                  LoadPlan("understanding", "int8")], ids=lambda p: p.label())  # fmt: skip
+@pytest.mark.parametrize(
+    "plan",
+    [LoadPlan(), LoadPlan("understanding"), LoadPlan(quantize="int8"), LoadPlan("understanding", "int8")],
+    ids=lambda p: p.label(),
+)
 def test_the_planner_counts_exactly_the_bytes_a_plan_loads(checkpoint, plan):
     model = load_model(checkpoint, "bf16", plan=plan)
     assert loaded_weight_bytes(model)[0] == weight_bytes(read_model_config(checkpoint), plan, 2)[1]
@@ -132,8 +155,9 @@ def test_streaming_in_small_blocks_loads_the_same_weights(checkpoint, monkeypatc
 
 
 def test_a_device_map_routes_activations_and_kv_rows_layer_by_layer(checkpoint, api):
-    mapped = UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", device_map='{"0": "cpu", "1": "cpu"}',
-                                      **SMALL)  # fmt: skip
+    mapped = UniMedVL.from_pretrained(
+        checkpoint, device="cpu", dtype="fp32", device_map='{"0": "cpu", "1": "cpu"}', **SMALL
+    )
     lm = mapped.model.language_model
     assert lm.layer_devices == [torch.device("cpu")] * 2 and lm.new_cache().layer_devices == lm.layer_devices
     assert [r.token_ids for r in mapped.run(_requests())] == [r.token_ids for r in api.run(_requests())]
@@ -156,23 +180,53 @@ def test_max_memory_picks_a_plan_and_says_which(checkpoint, capsys, tmp_path):
         model = UniMedVL.from_pretrained(checkpoint, device="cpu", dtype="fp32", max_memory="8GB", **SMALL)
     assert model.model.load_plan == LoadPlan()
     random_image(32, 32, 0).save(tmp_path / "x.png")
-    code = cli.main(["ask", "--model", str(checkpoint), "--image", str(tmp_path / "x.png"), "--question", QUESTION,
-                     "--max-memory", "8GB", "--components", "understanding", "--max-new-tokens", "2"])  # fmt: skip
+    code = cli.main(
+        [
+            "ask",
+            "--model",
+            str(checkpoint),
+            "--image",
+            str(tmp_path / "x.png"),
+            "--question",
+            QUESTION,
+            "--max-memory",
+            "8GB",
+            "--components",
+            "understanding",
+            "--max-new-tokens",
+            "2",
+        ]
+    )
     assert code == 0 and "memory plan: max_memory=8.0 GB: loading understanding-fp32" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--quantize", "nf4"], "needs a CUDA GPU"),
-    (["--offload", "cpu"], "leave out --offload"),
-    (["--device-map", '{"0-1": "cuda:3"}'], "cuda:3"),
-    (["--max-memory", "1MB"], "the smallest, all-int8"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--quantize", "nf4"], "needs a CUDA GPU"),
+        (["--offload", "cpu"], "leave out --offload"),
+        (["--device-map", '{"0-1": "cuda:3"}'], "cuda:3"),
+        (["--max-memory", "1MB"], "the smallest, all-int8"),
+    ],
+)
 def test_plans_this_machine_cannot_run_fail_in_one_line(checkpoint, tmp_path, capsys, flags, words):
     if torch.cuda.is_available() and flags[0] in ("--quantize", "--offload"):
         pytest.skip("CUDA is here: these plans run")
     random_image(32, 32, 0).save(tmp_path / "x.png")
-    code = cli.main(["ask", "--model", str(checkpoint), "--image", str(tmp_path / "x.png"), "--question", QUESTION,
-                     "--device", "cpu", *flags])  # fmt: skip
+    code = cli.main(
+        [
+            "ask",
+            "--model",
+            str(checkpoint),
+            "--image",
+            str(tmp_path / "x.png"),
+            "--question",
+            QUESTION,
+            "--device",
+            "cpu",
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and words in err
 

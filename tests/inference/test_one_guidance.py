@@ -27,10 +27,20 @@ from unimedvl.inference.inferencer import Inferencer
 
 INSTRUCTION = "Remove the noise from this image."
 # What the checkpoint says: not the release's values anywhere a user would notice.
-CUSTOM = dataclasses.replace(evaluated_presets(strength=0.5, num_timesteps=5)["editing"], cfg_text_scale=3.0,
-                             cfg_img_scale=1.5, timestep_shift=2.0)  # fmt: skip
-FAST = {"solver": "dpm++2m", "num_timesteps": 4, "cache": "taylorseer", "cache_interval": 2, "cache_order": 2,
-        "strength": 0.5}  # fmt: skip
+CUSTOM = dataclasses.replace(
+    evaluated_presets(strength=0.5, num_timesteps=5)["editing"],
+    cfg_text_scale=3.0,
+    cfg_img_scale=1.5,
+    timestep_shift=2.0,
+)
+FAST = {
+    "solver": "dpm++2m",
+    "num_timesteps": 4,
+    "cache": "taylorseer",
+    "cache_interval": 2,
+    "cache_order": 2,
+    "strength": 0.5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +48,11 @@ def custom(tmp_path_factory):
     """(checkpoint dir, input image path): presets and image sizes in the checkpoint, so no front end needs a flag."""
     path = make_checkpoint(tmp_path_factory.mktemp("custom") / "ckpt")
     config = InferenceConfig.load(path).with_sizes(**SMALL)
-    presets = {"editing": CUSTOM, "restoration": CUSTOM, "text_to_image": dataclasses.replace(TEXT_TO_IMAGE,
-                                                                                               num_timesteps=5)}
+    presets = {
+        "editing": CUSTOM,
+        "restoration": CUSTOM,
+        "text_to_image": dataclasses.replace(TEXT_TO_IMAGE, num_timesteps=5),
+    }
     config = dataclasses.replace(config, guidance=presets)
     config.save(path)
     obj = json.loads((path / "inference_config.json").read_text())
@@ -78,8 +91,23 @@ def _pixels(path_or_image) -> np.ndarray:
 def _cli_edit(custom, tmp_path, capsys, *flags):
     ckpt, image = custom
     out = tmp_path / f"cli{len(flags)}.png"
-    code = cli.main(["edit", "--model", str(ckpt), "--image", str(image), "--instruction", INSTRUCTION, "--out",
-                     str(out), "--seed", "0", "--no-progress", *flags])  # fmt: skip
+    code = cli.main(
+        [
+            "edit",
+            "--model",
+            str(ckpt),
+            "--image",
+            str(image),
+            "--instruction",
+            INSTRUCTION,
+            "--out",
+            str(out),
+            "--seed",
+            "0",
+            "--no-progress",
+            *flags,
+        ]
+    )
     capsys.readouterr()
     assert code == 0
     return _pixels(out)
@@ -94,8 +122,11 @@ def _http_edit(model, image, **fields):
     app = create_app(model.inferencer, ServerSettings(port=0))
     with TestClient(app) as client:
         presets = client.get("/v1/models").json()["data"][0]["unimedvl"]["presets"]
-        response = client.post("/v1/images/edits", files={"image": ("scan.png", image.read_bytes(), "image/png")},
-                               data={"prompt": INSTRUCTION, "seed": "0", **fields})  # fmt: skip
+        response = client.post(
+            "/v1/images/edits",
+            files={"image": ("scan.png", image.read_bytes(), "image/png")},
+            data={"prompt": INSTRUCTION, "seed": "0", **fields},
+        )
     assert response.status_code == 200, response.text
     data = base64.b64decode(response.json()["data"][0]["b64_json"])
     return presets, _pixels(io.BytesIO(data))
@@ -121,17 +152,23 @@ def test_custom_presets_give_the_same_edit_through_every_front_end(custom, sampl
     _, url, _ = launch(demo, settings, prevent_thread_lock=True)
     try:
         client = Client(url, verbose=False)
-        _, app_png, _, info = client.predict(image=handle_file(str(image)), instruction=INSTRUCTION, seed=0,
-                                             api_name="/edit")  # fmt: skip
+        _, app_png, _, info = client.predict(
+            image=handle_file(str(image)), instruction=INSTRUCTION, seed=0, api_name="/edit"
+        )
         app_pixels = _pixels(app_png)
         assert "5 timesteps" in info and "strength 0.5" in info and "cfg text 3, image 1.5" in info
         # The checkpoint's fast preset, picked by name in the app (the dropdown fills the Advanced panel with
         # panel_values, which an edit sends), the CLI, the Python API and the HTTP API.
         panel = demo.unimedvl_backend.panel_values("edit", "editing_fast")
         assert (panel["solver"], panel["num_timesteps"], panel["strength"]) == ("dpm++2m", 4, 0.5)
-        _, fast_png, _, fast_info = client.predict(image=handle_file(str(image)), instruction=INSTRUCTION, seed=0,
-                                                   guidance_preset="editing_fast", **panel,
-                                                   api_name="/edit")  # fmt: skip
+        _, fast_png, _, fast_info = client.predict(
+            image=handle_file(str(image)),
+            instruction=INSTRUCTION,
+            seed=0,
+            guidance_preset="editing_fast",
+            **panel,
+            api_name="/edit",
+        )
         assert "dpm++2m solver" in fast_info and "taylorseer cache" in fast_info
     finally:
         demo.close()
@@ -141,14 +178,33 @@ def test_custom_presets_give_the_same_edit_through_every_front_end(custom, sampl
 
     # eval: a one-record restoration set; the checkpoint's restoration preset is its editing one here.
     data = tmp_path / "set.jsonl"
-    record = {"main_task_type": "denoising", "sample_id": "s0",
-              "input_img": [{"path": str(image), "height": 48, "width": 64}],
-              "output_img": [{"path": str(image), "height": 48, "width": 64}],
-              "message": [{"from": "human", "value": "<image>\n" + INSTRUCTION},
-                          {"from": "gpt", "value": "Denoised. <image>"}]}  # fmt: skip
+    record = {
+        "main_task_type": "denoising",
+        "sample_id": "s0",
+        "input_img": [{"path": str(image), "height": 48, "width": 64}],
+        "output_img": [{"path": str(image), "height": 48, "width": 64}],
+        "message": [
+            {"from": "human", "value": "<image>\n" + INSTRUCTION},
+            {"from": "gpt", "value": "Denoised. <image>"},
+        ],
+    }
     data.write_text(json.dumps(record) + "\n")
-    assert cli.main(["eval", "--model", str(ckpt), "--data", str(data), "--out", str(tmp_path / "eval"),
-                     "--max-new-tokens", "2"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "eval"),
+                "--max-new-tokens",
+                "2",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     edits = [(g, s) for task, g, s in sampled if task == "edit"]
@@ -174,7 +230,9 @@ def test_the_merge_takes_the_named_preset_and_refuses_unknown_settings():
     assert resolve_guidance("edit", presets, preset="edit_fast") == presets["editing_fast"]
     assert resolve_guidance("generate", presets) == TEXT_TO_IMAGE  # missing from the table: the release's
     assert resolve_guidance("edit", None, {"cfg_interval": [0.1, 0.9]}).cfg_interval == (0.1, 0.9)
-    assert task_preset_names("edit", presets) == ["editing", "editing_fast"] and task_preset_names("edit") == ["editing"]
+    assert task_preset_names("edit", presets) == ["editing", "editing_fast"] and task_preset_names("edit") == [
+        "editing"
+    ]
     with pytest.raises(ConfigError, match="unknown guidance setting.*cfg_scale"):
         resolve_guidance("edit", presets, {"cfg_scale": 3})
     with pytest.raises(ConfigError, match="no fast preset 'text_to_image_fast'"):
@@ -188,14 +246,16 @@ def test_the_http_fields_are_the_guidance_fields():
 
     names = [f.name for f in dataclasses.fields(GuidanceConfig)]
     assert all(name in ImageRequest.model_fields for name in names)
-    body = ImageRequest.model_validate({"prompt": "x", "cfg_interval": "0.2,1", "strength": "0.5", "cache_order": "2",
-                                        "preset": "editing_fast"})  # fmt: skip
+    body = ImageRequest.model_validate(
+        {"prompt": "x", "cfg_interval": "0.2,1", "strength": "0.5", "cache_order": "2", "preset": "editing_fast"}
+    )
     assert body.guidance_overrides() == {"cfg_interval": (0.2, 1.0), "strength": 0.5, "cache_order": 2}
     assert body.preset == "editing_fast"
 
 
 def test_a_misspelt_preset_is_refused_before_the_model_loads(tmp_path, capsys):
     for command, extra in (("edit", ["--image", "a.png", "--instruction", "x"]), ("generate", ["--prompt", "x"])):
-        code = cli.main([command, "--model", str(tmp_path / "nowhere"), *extra, "--out", "o.png", "--preset",
-                         "fastest"])  # fmt: skip
+        code = cli.main(
+            [command, "--model", str(tmp_path / "nowhere"), *extra, "--out", "o.png", "--preset", "fastest"]
+        )
         assert code == 2 and "no guidance preset 'fastest'" in capsys.readouterr().err

@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 from inference_support import random_image
 
-from unimedvl.sampling.flow import GuidanceConfig
 from unimedvl.inference.inferencer import Request
 from unimedvl.inference.stepping import StepBatch, steppable
+from unimedvl.sampling.flow import GuidanceConfig
 
 EDIT = GuidanceConfig(4.0, 2.0, (0.0, 1.0), "text_channel", 0.0, 3.0, 6)
 GENERATE = GuidanceConfig(4.0, 1.0, (0.4, 1.0), "global", 0.0, 3.0, 8)
@@ -17,11 +17,17 @@ def _requests():
     return [
         Request([random_image(32, 32, 31), "Remove the noise."], "edit", guidance=EDIT, seed=1),
         Request(["A chest X-ray."], "generate", guidance=GENERATE, height=32, width=48, seed=2),
-        Request([random_image(48, 32, 32), "Sharpen it."], "edit", guidance=replace(EDIT, num_timesteps=5), seed=3,
-                strength=0.6),
-        Request(["An axial CT."], "generate", guidance=replace(GENERATE, cfg_text_scale=1.0), height=32, width=32,
-                seed=4),
-    ]  # fmt: skip
+        Request(
+            [random_image(48, 32, 32), "Sharpen it."],
+            "edit",
+            guidance=replace(EDIT, num_timesteps=5),
+            seed=3,
+            strength=0.6,
+        ),
+        Request(
+            ["An axial CT."], "generate", guidance=replace(GENERATE, cfg_text_scale=1.0), height=32, width=32, seed=4
+        ),
+    ]
 
 
 def test_requests_joining_at_later_steps_get_the_images_they_get_alone(api):
@@ -48,8 +54,10 @@ def test_requests_joining_at_later_steps_get_the_images_they_get_alone(api):
 
 def test_members_finishing_at_the_same_step_are_decoded_together_and_match_alone(api):
     inf = api.inferencer
-    requests = [Request([random_image(32, 32, 50 + k), "Remove the noise."], "edit", guidance=EDIT, seed=10 + k)
-                for k in range(3)]  # fmt: skip
+    requests = [
+        Request([random_image(32, 32, 50 + k), "Remove the noise."], "edit", guidance=EDIT, seed=10 + k)
+        for k in range(3)
+    ]
     alone = [inf.run([r])[0] for r in requests]
     stepper = StepBatch(inf)
     decodes, finished = [], []  # images per VAE decode call; requests finishing per step
@@ -117,8 +125,12 @@ def test_http_edits_sent_at_staggered_times_join_the_running_batch_and_match_the
 
         def send(k):
             time.sleep(0.15 * k)
-            out = client.images.edit(model="debug", image=("s.png", png(images[k]), "image/png"), prompt="Denoise.",
-                                     extra_body={"seed": k, "num_timesteps": 30})  # fmt: skip
+            out = client.images.edit(
+                model="debug",
+                image=("s.png", png(images[k]), "image/png"),
+                prompt="Denoise.",
+                extra_body={"seed": k, "num_timesteps": 30},
+            )
             got[k] = np.asarray(Image.open(io.BytesIO(base64.b64decode(out.data[0].b64_json))).convert("RGB"))
 
         threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]

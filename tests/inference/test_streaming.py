@@ -16,10 +16,11 @@ def test_on_token_hears_every_token_in_order_without_changing_results(api):
         Request([random_image(32, 48, 1), "Where is the lesion?"], max_new_tokens=7, temperature=0.9, seed=3),
     ]
     hooked = [
-        Request(r.inputs, max_new_tokens=r.max_new_tokens, temperature=r.temperature, seed=r.seed,
-                on_token=heard[i].append)
+        Request(
+            r.inputs, max_new_tokens=r.max_new_tokens, temperature=r.temperature, seed=r.seed, on_token=heard[i].append
+        )
         for i, r in enumerate(plain)
-    ]  # fmt: skip
+    ]
     expected = [inf.run([r])[0] for r in plain]
     got = inf.run(hooked)  # batched, with the hooks
     for i in range(2):
@@ -37,8 +38,12 @@ def test_stop_ends_one_answer_and_leaves_its_batch_mates_alone(api):
         return count["n"] >= 3
 
     alone = inf.run([Request([image, question], max_new_tokens=12)])[0]
-    stopped, other = inf.run([Request([image, question], max_new_tokens=12, stop=stop_after_three),
-                              Request([image, question], max_new_tokens=12)])  # fmt: skip
+    stopped, other = inf.run(
+        [
+            Request([image, question], max_new_tokens=12, stop=stop_after_three),
+            Request([image, question], max_new_tokens=12),
+        ]
+    )
     assert len(alone.token_ids) == 12  # the debug model does not end on its own this soon
     assert stopped.token_ids == alone.token_ids[:3]
     assert other.token_ids == alone.token_ids

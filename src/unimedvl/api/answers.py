@@ -11,7 +11,7 @@ splitter, so the deltas of a stream join to exactly the message the same request
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from unimedvl.inference.streaming import TextStream
 
@@ -47,7 +47,7 @@ class ThinkSplitter:
                 if not head or (len(head) < len(OPEN) and OPEN.startswith(head)):
                     return out  # could still become <think>
                 if head.startswith(OPEN):
-                    self._state, self._buffer = "reasoning", head[len(OPEN):]
+                    self._state, self._buffer = "reasoning", head[len(OPEN) :]
                 else:
                     self._state, self._buffer = "answer", head
                 self._begun = False
@@ -59,7 +59,7 @@ class ThinkSplitter:
                     out += self._give(REASONING, ready, final=False)
                     return out
                 out += self._give(REASONING, self._buffer[:end], final=True)
-                self._state, self._buffer, self._begun = "answer", self._buffer[end + len(CLOSE):], False
+                self._state, self._buffer, self._begun = "answer", self._buffer[end + len(CLOSE) :], False
             else:
                 ready, self._buffer = self._buffer, ""
                 out += self._give(CONTENT, ready, final=False)
@@ -84,7 +84,7 @@ class ThinkSplitter:
             text = text.rstrip()
         else:
             body = text.rstrip()
-            self._buffer = text[len(body):] + self._buffer
+            self._buffer = text[len(body) :] + self._buffer
             text = body
         if not text:
             return []

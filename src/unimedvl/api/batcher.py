@@ -35,9 +35,10 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from unimedvl.api.metrics import ServerMetrics
 from unimedvl.defaults import SERVER_QUEUE_SIZE
@@ -75,7 +76,7 @@ class _AllCancelled(Exception):
 
 @dataclass
 class _Item:
-    ticket: "Ticket"
+    ticket: Ticket
     index: int  # position in ticket.requests
     arrived: float  # time.monotonic() at submit
 
@@ -87,8 +88,13 @@ class _Item:
 class Ticket:
     """One HTTP call's inference requests, their cancel flag and the events coming back."""
 
-    def __init__(self, requests: Sequence[Request], loop: asyncio.AbstractEventLoop, stream: bool,
-                 on_cancel: Callable[["Ticket"], None]):  # fmt: skip
+    def __init__(
+        self,
+        requests: Sequence[Request],
+        loop: asyncio.AbstractEventLoop,
+        stream: bool,
+        on_cancel: Callable[[Ticket], None],
+    ):
         self.requests = list(requests)
         self.task = self.requests[0].task
         self.loop = loop
@@ -153,8 +159,15 @@ class Ticket:
 class Batcher:
     """The queue and the worker thread that serves it (see the module docstring)."""
 
-    def __init__(self, run: RunBatch, metrics: ServerMetrics, max_batch: int = 8, window_s: float = 0.02,
-                 queue_size: int = SERVER_QUEUE_SIZE, stepper: "StepBatch | None" = None):  # fmt: skip
+    def __init__(
+        self,
+        run: RunBatch,
+        metrics: ServerMetrics,
+        max_batch: int = 8,
+        window_s: float = 0.02,
+        queue_size: int = SERVER_QUEUE_SIZE,
+        stepper: StepBatch | None = None,
+    ):
         self._run = run
         self._stepper = stepper  # step-level batching of reference-sampler image requests (None: off)
         self._members: dict[int, _Item] = {}  # id(member of the stepper) -> its queue item
@@ -295,8 +308,11 @@ class Batcher:
             due: list[_Item] = []
             if others and others[0].arrived + self.window_s <= time.monotonic():
                 first = others[0]
-                due = [item for item in others if item.request.task == first.request.task
-                       and not self._stepper.accepts(item.request)][: self.max_batch]  # fmt: skip
+                due = [
+                    item
+                    for item in others
+                    if item.request.task == first.request.task and not self._stepper.accepts(item.request)
+                ][: self.max_batch]
                 taken |= {id(item) for item in due}
             self._queue = deque(item for item in self._queue if id(item) not in taken)
             self._set_depth()

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from starlette.requests import Request as HTTPRequest
@@ -52,8 +52,9 @@ class TicketStream(StreamingResponse):
     """
 
     def __init__(self, content: AsyncIterator[str], ticket: Ticket):
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         self.ticket = ticket
 
     async def __call__(self, scope, receive, send) -> None:
@@ -66,34 +67,44 @@ class TicketStream(StreamingResponse):
 def check_supported(body: ChatRequest, settings: ServerSettings) -> int:
     """Refuse what this server cannot honour; returns the max_tokens to use."""
     if body.stop:
-        raise bad_request("stop sequences are not supported; leave stop out (an answer ends at the model's "
-                          "end-of-turn token or at max_tokens)", "stop")  # fmt: skip
+        raise bad_request(
+            "stop sequences are not supported; leave stop out (an answer ends at the model's "
+            "end-of-turn token or at max_tokens)",
+            "stop",
+        )
     if body.tools:
         raise bad_request("tools (function calling) are not supported by this model; leave tools out", "tools")
     if body.logprobs:
         raise bad_request("logprobs are not supported; leave logprobs out", "logprobs")
     if body.response_format and body.response_format.get("type", "text") != "text":
-        raise bad_request("only response_format {\"type\": \"text\"} is supported", "response_format")
+        raise bad_request('only response_format {"type": "text"} is supported', "response_format")
     if body.n > settings.max_n:
         raise bad_request(f"n={body.n} is more than this server allows ({settings.max_n})", "n")
     asked = [v for v in (body.max_tokens, body.max_completion_tokens) if v is not None]
     max_tokens = min(asked) if asked else settings.default_max_tokens
     if max_tokens > settings.max_tokens:
-        raise bad_request(f"max_tokens={max_tokens} is more than this server allows ({settings.max_tokens}); ask for "
-                          f"at most {settings.max_tokens}", "max_tokens", "max_tokens_too_large")  # fmt: skip
+        raise bad_request(
+            f"max_tokens={max_tokens} is more than this server allows ({settings.max_tokens}); ask for "
+            f"at most {settings.max_tokens}",
+            "max_tokens",
+            "max_tokens_too_large",
+        )
     return max_tokens
 
 
 def chat_inputs(messages: list[Message], settings: ServerSettings) -> list:
     """The Request inputs of a conversation: one text per message, images where they stand."""
     if messages[-1].role != "user":
-        raise bad_request(f"the last message is the {messages[-1].role}'s; end with a user message (the model "
-                          "answers it)", f"messages[{len(messages) - 1}].role")  # fmt: skip
+        raise bad_request(
+            f"the last message is the {messages[-1].role}'s; end with a user message (the model answers it)",
+            f"messages[{len(messages) - 1}].role",
+        )
     parts = [p for m in messages if isinstance(m.content, list) for p in m.content]
     count = sum(isinstance(p, ImagePart) for p in parts)
     if count > settings.max_images:
-        raise bad_request(f"{count} images is more than this server accepts per request ({settings.max_images})",
-                          "messages")  # fmt: skip
+        raise bad_request(
+            f"{count} images is more than this server accepts per request ({settings.max_images})", "messages"
+        )
     inputs: list = []
     for m, message in enumerate(messages):
         where = f"messages[{m}]"
@@ -109,8 +120,9 @@ def chat_inputs(messages: list[Message], settings: ServerSettings) -> list:
             if isinstance(part, str) or part.type == "text":
                 value = part if isinstance(part, str) else part.text
                 if not value.strip():
-                    raise bad_request(f"{where}.content[{p}] is an empty text; remove it or write something",
-                                      f"{where}.content")  # fmt: skip
+                    raise bad_request(
+                        f"{where}.content[{p}] is an empty text; remove it or write something", f"{where}.content"
+                    )
                 text.append(value)
                 continue
             if message.role != "user":
@@ -128,8 +140,9 @@ def chat_inputs(messages: list[Message], settings: ServerSettings) -> list:
 def no_image_notice(inputs: list) -> str | None:
     """The warning for a conversation whose last question refers to an image ("this scan") when it has none;
     logged, and returned to the client as the extension field ``warning``."""
-    notice = missing_image_warning(sum(not isinstance(item, str) for item in inputs), inputs[-1],
-                                   "an image_url part in the user message")  # fmt: skip
+    notice = missing_image_warning(
+        sum(not isinstance(item, str) for item in inputs), inputs[-1], "an image_url part in the user message"
+    )
     if notice:
         logging.getLogger("unimedvl.api").warning(notice)
     return notice
@@ -145,27 +158,53 @@ def _usage(results: list[Result]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def completion_body(service: Service, results: list[Result], think: bool, max_tokens: int, cid: str,
-                    created: int) -> dict:  # fmt: skip
+def completion_body(
+    service: Service, results: list[Result], think: bool, max_tokens: int, cid: str, created: int
+) -> dict:
     """The ``chat.completion`` object."""
     decode = service.inferencer.tokenizer.decode
     choices = []
     for index, result in enumerate(results):
         fields = split_answer(decode(result.token_ids), think)
-        choices.append({"index": index, "message": {"role": "assistant", **fields},
-                        "finish_reason": _finish_reason(result, max_tokens)})  # fmt: skip
-    return {"id": cid, "object": "chat.completion", "created": created, "model": service.model_id,
-            "choices": choices, "usage": _usage(results)}  # fmt: skip
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", **fields},
+                "finish_reason": _finish_reason(result, max_tokens),
+            }
+        )
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": service.model_id,
+        "choices": choices,
+        "usage": _usage(results),
+    }
 
 
-async def stream_events(service: Service, ticket: Ticket, think: bool, max_tokens: int, include_usage: bool,
-                        cid: str, created: int, notice: str | None = None) -> AsyncIterator[str]:  # fmt: skip
+async def stream_events(
+    service: Service,
+    ticket: Ticket,
+    think: bool,
+    max_tokens: int,
+    include_usage: bool,
+    cid: str,
+    created: int,
+    notice: str | None = None,
+) -> AsyncIterator[str]:
     """The server-sent events of a streamed completion (see the module docstring); ``notice`` goes into
     the first chunk as ``warning``."""
 
     def event(choices: list, **extra) -> str:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": service.model_id,
-                "choices": choices, **extra}  # fmt: skip
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": service.model_id,
+            "choices": choices,
+            **extra,
+        }
         return f"data: {json.dumps(body)}\n\n"
 
     def deltas(index: int, pieces: list) -> list[str]:
@@ -173,8 +212,10 @@ async def stream_events(service: Service, ticket: Ticket, think: bool, max_token
 
     n = len(ticket.requests)
     streams = [AnswerStream(service.inferencer.tokenizer.decode, think) for _ in range(n)]
-    yield event([{"index": i, "delta": {"role": "assistant", CONTENT: ""}, "finish_reason": None} for i in range(n)],
-                **({"warning": notice} if notice else {}))
+    yield event(
+        [{"index": i, "delta": {"role": "assistant", CONTENT: ""}, "finish_reason": None} for i in range(n)],
+        **({"warning": notice} if notice else {}),
+    )
     results: dict[int, Result] = {}
     while len(results) < n:
         try:
@@ -211,10 +252,17 @@ def chat_router(service: Service) -> APIRouter:
         inputs = await asyncio.to_thread(chat_inputs, body.messages, settings)
         notice = no_image_notice(inputs)
         requests = [
-            Request(inputs, "understand", body.think, max_tokens, body.temperature, body.top_p,
-                    seed=None if body.seed is None else body.seed + i)
+            Request(
+                inputs,
+                "understand",
+                body.think,
+                max_tokens,
+                body.temperature,
+                body.top_p,
+                seed=None if body.seed is None else body.seed + i,
+            )
             for i in range(body.n)
-        ]  # fmt: skip
+        ]
         ticket = service.submit(requests, stream=body.stream)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:

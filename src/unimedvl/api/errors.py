@@ -19,8 +19,14 @@ from starlette.requests import Request
 from unimedvl.errors import UserError
 
 # status -> OpenAI's error type for it.
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 503: "server_error"}  # fmt: skip
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    503: "server_error",
+}
 
 
 @dataclass
@@ -81,9 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no route {request.url.path}: see GET /v1/models and the README for the routes",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return APIError(exc.status_code, message, headers=dict(exc.headers or {})).response()  # fmt: skip
+        message = {
+            404: f"no route {request.url.path}: see GET /v1/models and the README for the routes",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return APIError(exc.status_code, message, headers=dict(exc.headers or {})).response()
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError) -> JSONResponse:

@@ -18,7 +18,7 @@ import asyncio
 import base64
 import io
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
@@ -45,7 +45,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
         return None, None
     width, sep, height = size.strip().lower().partition("x")
     if not sep or not width.isdigit() or not height.isdigit():
-        raise bad_request(f"size={size!r}: write it as WIDTHxHEIGHT in pixels (e.g. \"512x512\") or \"auto\"", "size")
+        raise bad_request(f'size={size!r}: write it as WIDTHxHEIGHT in pixels (e.g. "512x512") or "auto"', "size")
     return int(height), int(width)
 
 
@@ -56,27 +56,42 @@ def image_requests(service: Service, body: ImageRequest, task: str, inputs: Sequ
     if body.n > settings.max_n:
         raise bad_request(f"n={body.n} is more than this server allows ({settings.max_n})", "n")
     if body.response_format not in (None, "b64_json"):
-        raise bad_request(f"response_format={body.response_format!r} is not supported: images come back inline as "
-                          "b64_json (nothing is stored on the server)", "response_format")  # fmt: skip
+        raise bad_request(
+            f"response_format={body.response_format!r} is not supported: images come back inline as "
+            "b64_json (nothing is stored on the server)",
+            "response_format",
+        )
     if body.mask is not None:
-        raise bad_request("masked edits are not supported; leave mask out (the instruction says what to change)",
-                          "mask")  # fmt: skip
+        raise bad_request(
+            "masked edits are not supported; leave mask out (the instruction says what to change)", "mask"
+        )
     if task != "edit" and body.strength is not None and body.strength != 1:
-        raise bad_request(f"strength={body.strength:g} starts from an input image: it is an edit setting; leave it "
-                          "out of a generation", "strength")  # fmt: skip
+        raise bad_request(
+            f"strength={body.strength:g} starts from an input image: it is an edit setting; leave it "
+            "out of a generation",
+            "strength",
+        )
     # The checkpoint's preset for the task (or the one the request names) with the request's fields over it.
     guidance = service.inferencer.config.guidance_for(task, body.guidance_overrides(), body.preset)
     if guidance.num_timesteps > settings.max_timesteps:
-        raise bad_request(f"num_timesteps={guidance.num_timesteps} is more than this server allows "
-                          f"({settings.max_timesteps})", "num_timesteps")  # fmt: skip
+        raise bad_request(
+            f"num_timesteps={guidance.num_timesteps} is more than this server allows ({settings.max_timesteps})",
+            "num_timesteps",
+        )
     height, width = parse_size(body.size)
     if height is not None:
         service.inferencer.check_output_size(height, width)
     return [
-        Request(list(inputs), task, guidance=guidance, height=height, width=width,
-                seed=None if body.seed is None else body.seed + i)
+        Request(
+            list(inputs),
+            task,
+            guidance=guidance,
+            height=height,
+            width=width,
+            seed=None if body.seed is None else body.seed + i,
+        )
         for i in range(body.n)
-    ]  # fmt: skip
+    ]
 
 
 def encode_image(image: Image.Image, output_format: str) -> str:
@@ -87,11 +102,14 @@ def encode_image(image: Image.Image, output_format: str) -> str:
 
 
 def _images_body(results: list[Result], output_format: str) -> dict:
-    data = [{"b64_json": encode_image(r.image, output_format), "revised_prompt": None, "seed": r.seed}
-            for r in results]  # fmt: skip
+    data = [{"b64_json": encode_image(r.image, output_format), "revised_prompt": None, "seed": r.seed} for r in results]
     first = results[0].image
-    return {"created": int(time.time()), "data": data, "size": f"{first.width}x{first.height}",
-            "output_format": output_format}  # fmt: skip
+    return {
+        "created": int(time.time()),
+        "data": data,
+        "size": f"{first.width}x{first.height}",
+        "output_format": output_format,
+    }
 
 
 async def _answer(service: Service, requests: list[Request], http: HTTPRequest, output_format: str) -> Response:
@@ -115,15 +133,19 @@ async def _edit_inputs(service: Service, files: list[UploadFile], fields: dict[s
     if not files:
         raise bad_request("an edit needs an image: send it as the multipart file field image (or image[])", "image")
     if len(files) > settings.max_images:
-        raise bad_request(f"{len(files)} images is more than this server accepts per request ({settings.max_images})",
-                          "image")  # fmt: skip
+        raise bad_request(
+            f"{len(files)} images is more than this server accepts per request ({settings.max_images})", "image"
+        )
     view = view_options({k: fields[k] for k in VIEW_KEYS if k in fields}, "image")
     images = []
     for i, upload in enumerate(files):
         data = await upload.read()
         where = f"image[{i}]" if len(files) > 1 else "image"
-        images.append(await asyncio.to_thread(image_from_upload, data, upload.filename, upload.content_type, view,
-                                              settings.max_image_pixels, where))  # fmt: skip
+        images.append(
+            await asyncio.to_thread(
+                image_from_upload, data, upload.filename, upload.content_type, view, settings.max_image_pixels, where
+            )
+        )
     return images
 
 
@@ -133,8 +155,9 @@ def images_router(service: Service) -> APIRouter:
 
     @router.post("/v1/images/generations")
     async def generations(body: ImageRequest, http: HTTPRequest) -> Response:
-        return await _answer(service, image_requests(service, body, "generate", [body.prompt]), http,
-                             body.output_format)  # fmt: skip
+        return await _answer(
+            service, image_requests(service, body, "generate", [body.prompt]), http, body.output_format
+        )
 
     @router.post("/v1/images/edits")
     async def edits(http: HTTPRequest) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -108,7 +108,7 @@ class Histogram(_Metric):
             # Stored per bucket (a value above the last edge lands in +Inf only); cumulated when written.
             index = next((i for i, edge in enumerate(self.buckets) if value <= edge), None)
             if index is not None:
-                per_bucket = per_bucket[:index] + (per_bucket[index] + 1,) + per_bucket[index + 1:]
+                per_bucket = per_bucket[:index] + (per_bucket[index] + 1,) + per_bucket[index + 1 :]
             self._values[key] = (per_bucket, total + value, count + 1)
 
     def count(self, **labels: str) -> int:
@@ -153,19 +153,34 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = Registry()
         add = self.registry.add
-        self.requests = add(Counter("unimedvl_api_requests_total", "HTTP requests answered, by route and status.",
-                                    ("route", "status")))  # fmt: skip
-        self.latency = add(Histogram("unimedvl_api_request_seconds", "Time from request to the end of the answer.",
-                                     LATENCY_BUCKETS, ("route",)))  # fmt: skip
+        self.requests = add(
+            Counter("unimedvl_api_requests_total", "HTTP requests answered, by route and status.", ("route", "status"))
+        )
+        self.latency = add(
+            Histogram(
+                "unimedvl_api_request_seconds",
+                "Time from request to the end of the answer.",
+                LATENCY_BUCKETS,
+                ("route",),
+            )
+        )
         self.queue_depth = add(Gauge("unimedvl_api_queue_depth", "Inference requests waiting for a batch."))
         self.running = add(Gauge("unimedvl_api_running", "Inference requests in the batch being served."))
-        self.batch_size = add(Histogram("unimedvl_api_batch_size", "Inference requests per Inferencer.run, by task.",
-                                        BATCH_BUCKETS, ("task",)))  # fmt: skip
-        self.batch_seconds = add(Histogram("unimedvl_api_batch_seconds", "Time of one Inferencer.run, by task.",
-                                           LATENCY_BUCKETS, ("task",)))  # fmt: skip
+        self.batch_size = add(
+            Histogram(
+                "unimedvl_api_batch_size", "Inference requests per Inferencer.run, by task.", BATCH_BUCKETS, ("task",)
+            )
+        )
+        self.batch_seconds = add(
+            Histogram("unimedvl_api_batch_seconds", "Time of one Inferencer.run, by task.", LATENCY_BUCKETS, ("task",))
+        )
         self.rejected = add(Counter("unimedvl_api_rejected_total", "Requests refused because the queue was full."))
-        self.cancelled = add(Counter("unimedvl_api_cancelled_total", "HTTP requests whose client left before the "
-                                     "answer (their work dropped or stopped)."))  # fmt: skip
+        self.cancelled = add(
+            Counter(
+                "unimedvl_api_cancelled_total",
+                "HTTP requests whose client left before the answer (their work dropped or stopped).",
+            )
+        )
         self.tokens = add(Counter("unimedvl_api_generated_tokens_total", "Text tokens generated."))
 
     def render(self) -> str:

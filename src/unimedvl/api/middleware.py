@@ -16,8 +16,7 @@ from unimedvl.api.errors import APIError
 from unimedvl.api.metrics import ServerMetrics
 
 OPEN_PATHS = ("/health",)  # answered without the API key (load balancers, liveness probes)
-ROUTES = ("/v1/chat/completions", "/v1/images/generations", "/v1/images/edits", "/v1/models", "/health",
-          "/metrics")  # fmt: skip
+ROUTES = ("/v1/chat/completions", "/v1/images/generations", "/v1/images/edits", "/v1/models", "/health", "/metrics")
 
 
 async def _send_error(send, error: APIError) -> None:
@@ -73,12 +72,18 @@ class BearerAuth:
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not token.strip():
-            await _send_error(send, _unauthorized("missing API key: send the header 'Authorization: Bearer KEY' "
-                                                  "(the official client does when given api_key=...)"))  # fmt: skip
+            await _send_error(
+                send,
+                _unauthorized(
+                    "missing API key: send the header 'Authorization: Bearer KEY' "
+                    "(the official client does when given api_key=...)"
+                ),
+            )
             return
         if not hmac.compare_digest(token.strip(), self.key):  # constant time: no key guessing by timing
-            await _send_error(send, _unauthorized("incorrect API key provided: use the key the server was started "
-                                                  "with (--api-key)"))  # fmt: skip
+            await _send_error(
+                send, _unauthorized("incorrect API key provided: use the key the server was started with (--api-key)")
+            )
             return
         await self.app(scope, receive, send)
 
@@ -95,8 +100,12 @@ class BodyLimit:
 
     def _error(self) -> APIError:
         mb = self.max_bytes / (1024 * 1024)
-        return APIError(413, f"the request body is larger than this server accepts ({mb:g} MB, --max-body-mb); send "
-                             "smaller or fewer images", code="request_too_large")  # fmt: skip
+        return APIError(
+            413,
+            f"the request body is larger than this server accepts ({mb:g} MB, --max-body-mb); send "
+            "smaller or fewer images",
+            code="request_too_large",
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -44,7 +44,7 @@ class ImagePart(_Lenient):
     image_url: ImageURL
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class Message(_Lenient):
@@ -105,8 +105,7 @@ def _guidance_fields() -> dict[str, Any]:
 
 # Extension fields: the GuidanceConfig knobs (cfg_text_scale, ..., num_timesteps, the fast-sampling solver and
 # cache settings, strength for edits); cfg_interval is JSON [lo, hi], in a form also "lo,hi".
-GuidanceFields = create_model("GuidanceFields", __base__=_GuidanceFieldsBase, __module__=__name__,
-                              **_guidance_fields())  # fmt: skip
+GuidanceFields = create_model("GuidanceFields", __base__=_GuidanceFieldsBase, __module__=__name__, **_guidance_fields())
 
 
 class ImageRequest(GuidanceFields):  # type: ignore[misc, valid-type]

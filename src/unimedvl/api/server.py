@@ -50,17 +50,30 @@ def model_info(inferencer: Inferencer, settings: ServerSettings) -> dict:
         "default_output_size": inferencer.default_size,
         "guidance": {task: inferencer.config.preset(task).to_json() for task in TASK_GUIDANCE},  # the checkpoint's
         "presets": {task: inferencer.config.preset_names(task) for task in TASK_GUIDANCE},  # a request's "preset"
-        "limits": {"max_tokens": settings.max_tokens, "max_timesteps": settings.max_timesteps,
-                   "max_n": settings.max_n, "max_images": settings.max_images,
-                   "max_image_pixels": settings.max_image_pixels, "max_body_mb": settings.max_body_mb,
-                   "max_batch": settings.max_batch},  # fmt: skip
-        "language_model": {"hidden_size": cfg.llm.hidden_size, "num_hidden_layers": cfg.llm.num_hidden_layers,
-                           "vocab_size": cfg.llm.vocab_size},  # fmt: skip
+        "limits": {
+            "max_tokens": settings.max_tokens,
+            "max_timesteps": settings.max_timesteps,
+            "max_n": settings.max_n,
+            "max_images": settings.max_images,
+            "max_image_pixels": settings.max_image_pixels,
+            "max_body_mb": settings.max_body_mb,
+            "max_batch": settings.max_batch,
+        },
+        "language_model": {
+            "hidden_size": cfg.llm.hidden_size,
+            "num_hidden_layers": cfg.llm.num_hidden_layers,
+            "vocab_size": cfg.llm.vocab_size,
+        },
     }
 
 
-def create_app(inferencer: Inferencer, settings: ServerSettings | None = None, model_id: str = "unimedvl",
-               created: int | None = None, run: RunBatch | None = None) -> FastAPI:  # fmt: skip
+def create_app(
+    inferencer: Inferencer,
+    settings: ServerSettings | None = None,
+    model_id: str = "unimedvl",
+    created: int | None = None,
+    run: RunBatch | None = None,
+) -> FastAPI:
     """The application serving ``inferencer``.
 
     ``run`` serves one batch (default ``inferencer.run``); tests pass a wrapper around it.
@@ -70,18 +83,27 @@ def create_app(inferencer: Inferencer, settings: ServerSettings | None = None, m
     for task in TASK_GUIDANCE:
         preset = inferencer.config.preset(task)
         if preset.num_timesteps > settings.max_timesteps:  # else every request without num_timesteps fails
-            raise ConfigError(f"max_timesteps={settings.max_timesteps} is below the {task} preset's "
-                              f"{preset.num_timesteps} timesteps; raise --max-timesteps to at least that")  # fmt: skip
+            raise ConfigError(
+                f"max_timesteps={settings.max_timesteps} is below the {task} preset's "
+                f"{preset.num_timesteps} timesteps; raise --max-timesteps to at least that"
+            )
     metrics = ServerMetrics()
     stepper = None
     if settings.step_batching and run is None:  # a custom ``run`` (tests) sees every batch whole
         from unimedvl.inference.stepping import StepBatch
 
         stepper = StepBatch(inferencer)
-    batcher = Batcher(run or inferencer.run, metrics, settings.max_batch, settings.batch_window_ms / 1000.0,
-                      settings.queue_size, stepper)  # fmt: skip
-    service = Service(inferencer, settings, batcher, metrics, model_id, int(created or time.time()),
-                      model_info(inferencer, settings))  # fmt: skip
+    batcher = Batcher(
+        run or inferencer.run,
+        metrics,
+        settings.max_batch,
+        settings.batch_window_ms / 1000.0,
+        settings.queue_size,
+        stepper,
+    )
+    service = Service(
+        inferencer, settings, batcher, metrics, model_id, int(created or time.time()), model_info(inferencer, settings)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -99,8 +121,13 @@ def create_app(inferencer: Inferencer, settings: ServerSettings | None = None, m
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        entry = {"id": model_id, "object": "model", "created": service.created, "owned_by": "unimedvl",
-                 "unimedvl": service.info}  # fmt: skip
+        entry = {
+            "id": model_id,
+            "object": "model",
+            "created": service.created,
+            "owned_by": "unimedvl",
+            "unimedvl": service.info,
+        }
         return JSONResponse({"object": "list", "data": [entry]})
 
     @app.get("/health")
@@ -133,15 +160,22 @@ def checkpoint_identity(path: str) -> tuple[str, int]:
 class BackgroundServer:
     """uvicorn serving an app from a daemon thread; a context manager that stops it on exit."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                 start_timeout_s: float = 60.0):  # fmt: skip
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        start_timeout_s: float = 60.0,
+    ):
         import uvicorn
 
         # A bounded graceful shutdown: a client still waiting must not keep the server up forever.
         from unimedvl.api.idle_timeout import server_options
 
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
-                                **server_options())  # idle sockets are closed (idle_timeout.py)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **server_options()
+        )  # idle sockets are closed (idle_timeout.py)
         self.server = uvicorn.Server(config)
         self.host = host
         self.start_timeout_s = start_timeout_s
@@ -157,7 +191,7 @@ class BackgroundServer:
         """The server's base URL, for clients and tests."""
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         """Start serving in a thread and wait until it accepts connections (or failed to)."""
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout_s
@@ -174,7 +208,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout_s)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

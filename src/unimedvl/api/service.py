@@ -8,8 +8,8 @@ model (an output size it cannot make, ...) a 400, anything else a 500.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from starlette.requests import Request as HTTPRequest
 
@@ -36,20 +36,29 @@ class Service:
     def check_model(self, name: str | None) -> None:
         """A 404 for a model name this server does not serve (as OpenAI and vLLM answer); None: the served one."""
         if name is not None and name != self.model_id:
-            raise APIError(404, f"model {name!r} is not served here; this server serves {self.model_id!r} (GET "
-                           "/v1/models lists it; unimedvl api --served-model-name sets it)", code="model_not_found",
-                           param="model")  # fmt: skip
+            raise APIError(
+                404,
+                f"model {name!r} is not served here; this server serves {self.model_id!r} (GET "
+                "/v1/models lists it; unimedvl api --served-model-name sets it)",
+                code="model_not_found",
+                param="model",
+            )
 
     def submit(self, requests: Sequence[Request], stream: bool = False) -> Ticket:
         """Queue the requests or raise the APIError a client should see."""
         if len(requests) > self.settings.queue_size:
-            raise bad_request(f"n={len(requests)} is more than this server's queue holds ({self.settings.queue_size})",
-                              "n")  # fmt: skip
+            raise bad_request(
+                f"n={len(requests)} is more than this server's queue holds ({self.settings.queue_size})", "n"
+            )
         try:
             return self.batcher.submit(requests, asyncio.get_running_loop(), stream)
         except QueueFull as err:
-            raise APIError(503, f"{err}: the queue holds at most {self.settings.queue_size} requests",
-                           code="queue_full", headers={"Retry-After": str(err.retry_after)}) from None
+            raise APIError(
+                503,
+                f"{err}: the queue holds at most {self.settings.queue_size} requests",
+                code="queue_full",
+                headers={"Retry-After": str(err.retry_after)},
+            ) from None
         except ServerClosing as err:
             raise APIError(503, str(err), code="shutting_down") from None
 

@@ -28,7 +28,9 @@ class ServerSettings:
     queue_size: int = SERVER_QUEUE_SIZE  # inference requests that may wait; more are answered 503 with Retry-After
     step_batching: bool = True  # image requests (reference sampler) join the running denoising batch between steps
     max_body_mb: float = SERVER_MAX_UPLOAD_MB  # largest request body (JSON with base64 images, or multipart)
-    max_image_pixels: int = SERVER_MAX_IMAGE_PIXELS  # largest decoded input image (width x height), checked from headers
+    max_image_pixels: int = (
+        SERVER_MAX_IMAGE_PIXELS  # largest decoded input image (width x height), checked from headers
+    )
     max_images: int = 16  # input images per request
     max_tokens: int = 1024  # largest max_tokens a chat request may ask for
     default_max_tokens: int = MAX_NEW_TOKENS  # max_tokens when a request gives none (at most max_tokens)
@@ -36,8 +38,15 @@ class ServerSettings:
     max_n: int = 8  # largest n (choices or images) per request
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "max_image_pixels", "max_images", "max_tokens", "max_timesteps",
-                     "max_n"):  # fmt: skip
+        for name in (
+            "max_batch",
+            "queue_size",
+            "max_image_pixels",
+            "max_images",
+            "max_tokens",
+            "max_timesteps",
+            "max_n",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
         if self.max_timesteps < 2:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from PIL import Image
 
@@ -46,12 +46,19 @@ def parse_data_url(url: str, where: str) -> DataURL:
     text = url.strip()
     lower = text[:16].lower()
     if lower.startswith(("http://", "https://", "ftp://")):
-        raise bad_request(f"{where}: remote URLs are not fetched (this server downloads nothing); send the image "
-                          "inline as a base64 data URL, data:image/png;base64,...", where,
-                          "remote_url_refused")  # fmt: skip
+        raise bad_request(
+            f"{where}: remote URLs are not fetched (this server downloads nothing); send the image "
+            "inline as a base64 data URL, data:image/png;base64,...",
+            where,
+            "remote_url_refused",
+        )
     if not lower.startswith("data:"):
-        raise bad_request(f"{where}: only base64 data URLs are accepted (data:<mime>;base64,<data>); file paths and "
-                          "other URL schemes are refused", where, "invalid_image_url")  # fmt: skip
+        raise bad_request(
+            f"{where}: only base64 data URLs are accepted (data:<mime>;base64,<data>); file paths and "
+            "other URL schemes are refused",
+            where,
+            "invalid_image_url",
+        )
     header, comma, payload = text[5:].partition(",")
     if not comma:
         raise bad_request(f"{where}: a data URL needs a comma before its data (data:image/png;base64,...)", where)
@@ -77,9 +84,12 @@ def suffix_for(data: bytes, mime: str, filename: str | None, where: str) -> str:
     suffix = bytes_suffix(data, mime, filename)
     if suffix is None:
         accepted = ", ".join(sorted(MIME_SUFFIX))
-        raise bad_request(f"{where}: {mime or 'unknown type'} is not an accepted image type; send one of {accepted} "
-                          f"(or a file named {', '.join(UPLOAD_SUFFIXES)})", where,
-                          "unsupported_image_type")  # fmt: skip
+        raise bad_request(
+            f"{where}: {mime or 'unknown type'} is not an accepted image type; send one of {accepted} "
+            f"(or a file named {', '.join(UPLOAD_SUFFIXES)})",
+            where,
+            "unsupported_image_type",
+        )
     return suffix
 
 
@@ -106,8 +116,9 @@ def image_from_data_url(url: str, max_image_pixels: int, where: str) -> Image.Im
     return decode_image(parsed.data, suffix, view_options(parsed.params, where), max_image_pixels, where)
 
 
-def image_from_upload(data: bytes, filename: str | None, content_type: str | None, view: ViewOptions,
-                      max_image_pixels: int, where: str) -> Image.Image:  # fmt: skip
+def image_from_upload(
+    data: bytes, filename: str | None, content_type: str | None, view: ViewOptions, max_image_pixels: int, where: str
+) -> Image.Image:
     """The image in a multipart file part (the official client names it from the file or sends bytes)."""
     if not data:
         raise bad_request(f"{where}: the uploaded file is empty", where)

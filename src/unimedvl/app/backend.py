@@ -14,9 +14,10 @@ import time
 import unicodedata
 import uuid
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -52,8 +53,13 @@ class ImageResult:
 class Backend:
     """The model plus the folders the app reads from and writes to (see the module docstring)."""
 
-    def __init__(self, model, settings: AppSettings, upload_roots: Sequence[str | os.PathLike[str]],
-                 out_dir: str | os.PathLike[str]):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        settings: AppSettings,
+        upload_roots: Sequence[str | os.PathLike[str]],
+        out_dir: str | os.PathLike[str],
+    ):
         self.model = model  # unimedvl.inference.api.UniMedVL
         self.settings = settings
         self.upload_roots = [Path(r) for r in upload_roots]
@@ -71,17 +77,27 @@ class Backend:
         """:func:`make_guidance` on the loaded checkpoint's presets."""
         return make_guidance(task, *panel, config=self.inference_config, preset=preset)
 
-    def panel_values(self, task: str, preset: str | None = None,
-                     guidance: GuidanceConfig | None = None) -> dict[str, Any]:  # fmt: skip
+    def panel_values(
+        self, task: str, preset: str | None = None, guidance: GuidanceConfig | None = None
+    ) -> dict[str, Any]:
         """What the Advanced panel (and the Edit tab's strength slider) show for the checkpoint's preset of ``task``
         (or the chosen ``preset``, or ``guidance`` itself), named as the app's edit/generate parameters, in the
         panel's order; the app's --num-timesteps, when given, replaces the steps."""
         g = guidance or self.inference_config.guidance_for(task, preset=preset or None)
-        values = dict(cfg_text=g.cfg_text_scale, cfg_img=g.cfg_img_scale, interval_lo=g.cfg_interval[0],
-                      interval_hi=g.cfg_interval[1], renorm_type=g.cfg_renorm_type, renorm_min=g.cfg_renorm_min,
-                      shift=g.timestep_shift, num_timesteps=self.settings.num_timesteps or g.num_timesteps,
-                      solver=g.solver, cache=g.cache, cache_threshold=g.cache_threshold,
-                      cache_interval=g.cache_interval)  # fmt: skip
+        values = dict(
+            cfg_text=g.cfg_text_scale,
+            cfg_img=g.cfg_img_scale,
+            interval_lo=g.cfg_interval[0],
+            interval_hi=g.cfg_interval[1],
+            renorm_type=g.cfg_renorm_type,
+            renorm_min=g.cfg_renorm_min,
+            shift=g.timestep_shift,
+            num_timesteps=self.settings.num_timesteps or g.num_timesteps,
+            solver=g.solver,
+            cache=g.cache,
+            cache_threshold=g.cache_threshold,
+            cache_interval=g.cache_interval,
+        )
         return {**values, "strength": g.strength} if task == "edit" else values
 
     # -- inputs ------------------------------------------------------------------------------
@@ -113,9 +129,18 @@ class Backend:
 
     # -- the three tasks ---------------------------------------------------------------------
 
-    def ask(self, conversation: Conversation | None, file: str | None, view: ViewOptions, question: str,
-            think: bool, max_new_tokens: int, temperature: float, top_p: float,
-            seed: int) -> tuple[Conversation, str, str]:  # fmt: skip
+    def ask(
+        self,
+        conversation: Conversation | None,
+        file: str | None,
+        view: ViewOptions,
+        question: str,
+        think: bool,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> tuple[Conversation, str, str]:
         """Ask within this session's conversation; the image joins it when it is new or changed."""
         if not question or not question.strip():
             raise DataError("the question is empty: pick a task or type a question")
@@ -135,8 +160,13 @@ class Backend:
                 conversation.messages.append({"role": "user", "content": {"path": str(self._write_png(thumb, "chat"))}})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            answer = session.ask(question.strip(), max_new_tokens=int(max_new_tokens),
-                                 temperature=float(temperature), top_p=float(top_p), seed=int(seed))  # fmt: skip
+            answer = session.ask(
+                question.strip(),
+                max_new_tokens=int(max_new_tokens),
+                temperature=float(temperature),
+                top_p=float(top_p),
+                seed=int(seed),
+            )
         text, thinking = (answer.text, answer.thinking) if session.think else (answer, "")
         text, thinking = printable(text), printable(thinking)
         conversation.messages.append({"role": "user", "content": question.strip()})
@@ -144,44 +174,77 @@ class Backend:
             conversation.messages.append({"role": "assistant", "content": thinking, "metadata": {"title": "Reasoning"}})
         conversation.messages.append({"role": "assistant", "content": text or "(empty answer)"})
         for notice in caught:  # e.g. an image question without an image: shown next to the answer
-            conversation.messages.append({"role": "assistant", "content": f"Note: {notice.message}",
-                                          "metadata": {"title": "Warning"}})
+            conversation.messages.append(
+                {"role": "assistant", "content": f"Note: {notice.message}", "metadata": {"title": "Warning"}}
+            )
         return conversation, text, thinking
 
-    def edit(self, file: str | None, view: ViewOptions, instruction: str, think: bool, guidance: GuidanceConfig,
-             seed: int, progress: Callable[[int, int], None] | None = None,
-             strength: float = 1.0) -> ImageResult:  # fmt: skip
+    def edit(
+        self,
+        file: str | None,
+        view: ViewOptions,
+        instruction: str,
+        think: bool,
+        guidance: GuidanceConfig,
+        seed: int,
+        progress: Callable[[int, int], None] | None = None,
+        strength: float = 1.0,
+    ) -> ImageResult:
         """Edit the uploaded image following ``instruction`` (``strength`` < 1: start from the noised input)."""
         if not instruction or not instruction.strip():
             raise DataError("the instruction is empty: pick a preset or type what to change")
         path, loaded = self.read(file, view)
         start = time.perf_counter()
-        result = self.model.edit(loaded.to_pil(), instruction.strip(), think=bool(think), seed=int(seed),
-                                 progress=progress, strength=float(strength), **_guidance_kwargs(guidance))  # fmt: skip
-        return self._image_result(result, think, f"edit-{Path(path.name).stem[:40]}", seed, guidance, start,
-                                  strength)
+        result = self.model.edit(
+            loaded.to_pil(),
+            instruction.strip(),
+            think=bool(think),
+            seed=int(seed),
+            progress=progress,
+            strength=float(strength),
+            **_guidance_kwargs(guidance),
+        )
+        return self._image_result(result, think, f"edit-{Path(path.name).stem[:40]}", seed, guidance, start, strength)
 
-    def generate(self, prompt: str, height: int, width: int, think: bool, guidance: GuidanceConfig, seed: int,
-                 progress: Callable[[int, int], None] | None = None) -> ImageResult:  # fmt: skip
+    def generate(
+        self,
+        prompt: str,
+        height: int,
+        width: int,
+        think: bool,
+        guidance: GuidanceConfig,
+        seed: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImageResult:
         """Generate an image from ``prompt``."""
         if not prompt or not prompt.strip():
             raise DataError("the prompt is empty: describe the image to generate")
         start = time.perf_counter()
-        result = self.model.generate(prompt.strip(), height=int(height), width=int(width), think=bool(think),
-                                     seed=int(seed), progress=progress, **_guidance_kwargs(guidance))  # fmt: skip
+        result = self.model.generate(
+            prompt.strip(),
+            height=int(height),
+            width=int(width),
+            think=bool(think),
+            seed=int(seed),
+            progress=progress,
+            **_guidance_kwargs(guidance),
+        )
         return self._image_result(result, think, "generated", seed, guidance, start)
 
-    def _image_result(self, result, think: bool, stem: str, seed: int, guidance: GuidanceConfig,
-                      start: float, strength: float = 1.0) -> ImageResult:  # fmt: skip
+    def _image_result(
+        self, result, think: bool, stem: str, seed: int, guidance: GuidanceConfig, start: float, strength: float = 1.0
+    ) -> ImageResult:
         image, thinking = (result.image, result.thinking or "") if think else (result, "")
         thinking = printable(thinking)
         png = self._write_png(image, "".join(c if c.isalnum() or c in "-_" else "_" for c in stem))
-        info = (f"{image.width}x{image.height} px | seed {seed} | {guidance.num_timesteps} timesteps | "
-                + (f"strength {strength:g} | " if strength < 1 else "")
-                + (f"{guidance.solver} solver | " if guidance.solver != "euler" else "")
-                + (f"{guidance.cache} cache | " if guidance.cache != "none" else "")
-                + f"cfg text {guidance.cfg_text_scale:g}, image {guidance.cfg_img_scale:g} | "
-                f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+        info = (
+            f"{image.width}x{image.height} px | seed {seed} | {guidance.num_timesteps} timesteps | "
+            + (f"strength {strength:g} | " if strength < 1 else "")
+            + (f"{guidance.solver} solver | " if guidance.solver != "euler" else "")
+            + (f"{guidance.cache} cache | " if guidance.cache != "none" else "")
+            + f"cfg text {guidance.cfg_text_scale:g}, image {guidance.cfg_img_scale:g} | "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         return ImageResult(image, png, thinking, info)
 
 
@@ -190,19 +253,41 @@ def printable(text: str) -> str:
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
 
 
-def make_guidance(task: str, cfg_text: float, cfg_img: float, interval_lo: float, interval_hi: float,
-                  renorm_type: str, renorm_min: float, shift: float, num_timesteps: int, solver: str = "euler",
-                  cache: str = "none", cache_threshold: float = 0.1, cache_interval: int = 3, *,
-                  config: InferenceConfig | None = None, preset: str | None = None) -> GuidanceConfig:  # fmt: skip
+def make_guidance(
+    task: str,
+    cfg_text: float,
+    cfg_img: float,
+    interval_lo: float,
+    interval_hi: float,
+    renorm_type: str,
+    renorm_min: float,
+    shift: float,
+    num_timesteps: int,
+    solver: str = "euler",
+    cache: str = "none",
+    cache_threshold: float = 0.1,
+    cache_interval: int = 3,
+    *,
+    config: InferenceConfig | None = None,
+    preset: str | None = None,
+) -> GuidanceConfig:
     """The Advanced panel's values over the checkpoint's preset for ``task`` (or the chosen ``preset``, e.g.
     ``editing_fast``): ``config`` is the loaded checkpoint's InferenceConfig (None: the release's). The merge is
     :meth:`InferenceConfig.guidance_for`, as in ``edit``, ``api`` and ``eval``; GuidanceConfig checks the values."""
     try:
-        panel = dict(cfg_text_scale=float(cfg_text), cfg_img_scale=float(cfg_img),
-                     cfg_interval=(float(interval_lo), float(interval_hi)), cfg_renorm_type=str(renorm_type),
-                     cfg_renorm_min=float(renorm_min), timestep_shift=float(shift), num_timesteps=int(num_timesteps),
-                     solver=str(solver), cache=str(cache), cache_threshold=float(cache_threshold),
-                     cache_interval=int(cache_interval))  # fmt: skip
+        panel = dict(
+            cfg_text_scale=float(cfg_text),
+            cfg_img_scale=float(cfg_img),
+            cfg_interval=(float(interval_lo), float(interval_hi)),
+            cfg_renorm_type=str(renorm_type),
+            cfg_renorm_min=float(renorm_min),
+            timestep_shift=float(shift),
+            num_timesteps=int(num_timesteps),
+            solver=str(solver),
+            cache=str(cache),
+            cache_threshold=float(cache_threshold),
+            cache_interval=int(cache_interval),
+        )
     except (TypeError, ValueError) as err:
         raise DataError(f"advanced settings: {err}") from None
     return (config or InferenceConfig()).guidance_for(task, panel, preset or None)

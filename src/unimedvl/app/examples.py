@@ -61,14 +61,22 @@ def _synthetic(out: Path, seed: int) -> list[ExampleFile]:
     ct = scene("ct", 1, 0)
     save("medsynth_ct_lesion.png", si.render(ct), "MedSynth CT with a lesion", ask="Visual question answering")
     xray = scene("x-ray", 1, 1)
-    save("medsynth_cxr.png", si.render(xray), "MedSynth chest X-ray", ask="Report writing",
-         edit="Counterfactual (remove lesion)")  # fmt: skip
+    save(
+        "medsynth_cxr.png",
+        si.render(xray),
+        "MedSynth chest X-ray",
+        ask="Report writing",
+        edit="Counterfactual (remove lesion)",
+    )
     mri = si.render(scene("mri", 0, 2))
     noisy = degrade.gaussian_noise(mri, 0.08, np.random.default_rng([seed, 3]))
-    save("medsynth_mri_noisy.png", noisy, "MedSynth MRI with noise", ask="Image quality assessment",
-         edit="Denoising")  # fmt: skip
-    save("medsynth_ct_lowres_x4.png", degrade.down_up(si.render(scene("ct", 0, 4)), 4), "MedSynth CT at 1/4 resolution",
-         edit="4x super-resolution")  # fmt: skip
+    save("medsynth_mri_noisy.png", noisy, "MedSynth MRI with noise", ask="Image quality assessment", edit="Denoising")
+    save(
+        "medsynth_ct_lowres_x4.png",
+        degrade.down_up(si.render(scene("ct", 0, 4)), 4),
+        "MedSynth CT at 1/4 resolution",
+        edit="4x super-resolution",
+    )
     he, _ = si.render_stain_pair(scene("histology", 2, 5))
     save("medsynth_he.png", he, "MedSynth H&E slide", edit="H&E -> IHC (virtual staining)")
     save("medsynth_mri_t1.png", mri, "MedSynth T1 brain MRI", edit="Modality synthesis (T1 -> T2)")
@@ -77,17 +85,47 @@ def _synthetic(out: Path, seed: int) -> list[ExampleFile]:
 
 # (package, path inside it, file name in the example folder, label, ask task, edit preset)
 _REAL = (
-    ("pydicom", ("data", "test_files", "CT_small.dcm"), "pydicom_CT_small.dcm", "Real CT slice (DICOM)",
-     "Visual question answering", "Denoising"),
-    ("pydicom", ("data", "test_files", "MR_small.dcm"), "pydicom_MR_small.dcm", "Real MR slice (DICOM)",
-     "Image quality assessment", "4x super-resolution"),
-    ("pydicom", ("data", "test_files", "examples_ybr_color.dcm"), "pydicom_US_30frames.dcm",
-     "Real ultrasound cine, 30 frames (DICOM)", "Visual question answering", None),
-    ("nibabel", ("tests", "data", "anatomical.nii"), "nibabel_anatomical.nii", "Real brain MRI volume (NIfTI)",
-     "Report writing", "Modality synthesis (T1 -> T2)"),
-    ("dipy", ("data", "files", "t1_coronal_slice.npy"), "dipy_t1_coronal.npy", "Real T1 brain slice (.npy)",
-     "Image quality assessment", "4x super-resolution"),
-)  # fmt: skip
+    (
+        "pydicom",
+        ("data", "test_files", "CT_small.dcm"),
+        "pydicom_CT_small.dcm",
+        "Real CT slice (DICOM)",
+        "Visual question answering",
+        "Denoising",
+    ),
+    (
+        "pydicom",
+        ("data", "test_files", "MR_small.dcm"),
+        "pydicom_MR_small.dcm",
+        "Real MR slice (DICOM)",
+        "Image quality assessment",
+        "4x super-resolution",
+    ),
+    (
+        "pydicom",
+        ("data", "test_files", "examples_ybr_color.dcm"),
+        "pydicom_US_30frames.dcm",
+        "Real ultrasound cine, 30 frames (DICOM)",
+        "Visual question answering",
+        None,
+    ),
+    (
+        "nibabel",
+        ("tests", "data", "anatomical.nii"),
+        "nibabel_anatomical.nii",
+        "Real brain MRI volume (NIfTI)",
+        "Report writing",
+        "Modality synthesis (T1 -> T2)",
+    ),
+    (
+        "dipy",
+        ("data", "files", "t1_coronal_slice.npy"),
+        "dipy_t1_coronal.npy",
+        "Real T1 brain slice (.npy)",
+        "Image quality assessment",
+        "4x super-resolution",
+    ),
+)
 
 
 def _real(out: Path) -> list[ExampleFile]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from unimedvl.imaging.formats import UPLOAD_SUFFIXES as ALLOWED_EXTENSIONS  # uploads: the only file types read
-from unimedvl.imaging.medical_io import WINDOW_MODES, WINDOW_PRESETS
 from unimedvl.defaults import (
     MAX_NEW_TOKENS,
     SERVER_HOST,
@@ -22,6 +20,8 @@ from unimedvl.defaults import (
 )
 from unimedvl.errors import ConfigError
 from unimedvl.guidance import EDITING, RENORM_TYPES, TEXT_TO_IMAGE, GuidanceConfig
+from unimedvl.imaging.formats import UPLOAD_SUFFIXES as ALLOWED_EXTENSIONS  # uploads: the only file types read
+from unimedvl.imaging.medical_io import WINDOW_MODES, WINDOW_PRESETS
 
 # Environment variable that overrides the default number of timesteps (tests, slow CPUs).
 STEPS_ENV = "UNIMEDVL_APP_NUM_TIMESTEPS"
@@ -119,6 +119,17 @@ def parse_auth(text: str) -> tuple[str, str]:
 
 
 __all__ = [
-    "ALLOWED_EXTENSIONS", "ASK_TASKS", "AppSettings", "EDIT_PRESETS", "EDITING", "EditPreset", "GENERATE_PROMPT",
-    "RENORM_TYPES", "STEPS_ENV", "TEXT_TO_IMAGE", "WINDOW_CHOICES", "default_steps", "parse_auth",
-]  # fmt: skip
+    "ALLOWED_EXTENSIONS",
+    "ASK_TASKS",
+    "AppSettings",
+    "EDIT_PRESETS",
+    "EDITING",
+    "EditPreset",
+    "GENERATE_PROMPT",
+    "RENORM_TYPES",
+    "STEPS_ENV",
+    "TEXT_TO_IMAGE",
+    "WINDOW_CHOICES",
+    "default_steps",
+    "parse_auth",
+]

@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 
@@ -34,7 +34,7 @@ from unimedvl.app.presets import (
     RENORM_TYPES,
     WINDOW_CHOICES,
     AppSettings,
-)  # fmt: skip
+)
 from unimedvl.app.uploads import ViewOptions, without_paths
 from unimedvl.defaults import LOCAL_HOSTS, TEMPERATURE, TOP_P
 from unimedvl.errors import UserError
@@ -73,16 +73,21 @@ def _page_errors(fn: Callable) -> Callable:
             raise gr.Error(without_paths(str(err)), duration=None) from None
         except Exception as err:  # a bug or an out-of-memory must not take the server down; the log has the trace
             log.exception("request failed")
-            raise gr.Error(without_paths(f"internal error ({type(err).__name__}: {err}); see the server log"),
-                           duration=None) from None
+            raise gr.Error(
+                without_paths(f"internal error ({type(err).__name__}: {err}); see the server log"), duration=None
+            ) from None
 
     return wrapper
 
 
 def _view(window, axis, slice_index, volume, frame, slice_known: bool = True) -> ViewOptions:
-    return ViewOptions(window=window or "auto", axis=int(axis if axis is not None else 2),
-                       slice=int(slice_index) if slice_known and slice_index is not None else None,
-                       t=int(volume or 0), frame=int(frame or 0))  # fmt: skip
+    return ViewOptions(
+        window=window or "auto",
+        axis=int(axis if axis is not None else 2),
+        slice=int(slice_index) if slice_known and slice_index is not None else None,
+        t=int(volume or 0),
+        frame=int(frame or 0),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,15 +113,33 @@ class ImageInput:
 
 
 def _image_input(backend: Backend, prefix: str) -> ImageInput:
-    file = gr.File(label="Image file: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .npy", type="filepath",
-                   file_count="single", file_types=[*ALLOWED_EXTENSIONS, ".gz"], height=110,
-                   elem_id=f"{prefix}-file")  # fmt: skip
-    preview = gr.Image(label="What the model sees", type="pil", interactive=False, height=300, format="png",
-                       elem_id=f"{prefix}-preview", elem_classes=["umv-fit"])  # fmt: skip
+    file = gr.File(
+        label="Image file: PNG, JPEG, TIFF, BMP, DICOM, NIfTI, .npy",
+        type="filepath",
+        file_count="single",
+        file_types=[*ALLOWED_EXTENSIONS, ".gz"],
+        height=110,
+        elem_id=f"{prefix}-file",
+    )
+    preview = gr.Image(
+        label="What the model sees",
+        type="pil",
+        interactive=False,
+        height=300,
+        format="png",
+        elem_id=f"{prefix}-preview",
+        elem_classes=["umv-fit"],
+    )
     info = gr.Markdown("", elem_classes=["umv-info"])
     with gr.Row():
-        window = gr.Dropdown(WINDOW_CHOICES, value="auto", label="Window", allow_custom_value=True, scale=2,
-                             info="CT presets in HU, or CENTRE,WIDTH (e.g. 40,400)")  # fmt: skip
+        window = gr.Dropdown(
+            WINDOW_CHOICES,
+            value="auto",
+            label="Window",
+            allow_custom_value=True,
+            scale=2,
+            info="CT presets in HU, or CENTRE,WIDTH (e.g. 40,400)",
+        )
         axis = gr.Radio([0, 1, 2], value=2, label="NIfTI axis", visible=False, scale=1)
     # Hidden until a file needs them; an upload sets their range to the file's. The wide initial range
     # is what API clients (which send no upload event) are checked against.
@@ -132,12 +155,17 @@ def _image_input(backend: Backend, prefix: str) -> ImageInput:
         frames = int(meta.get("frames", 1))
         return (
             gr.update(visible=nifti, value=axis_value),
-            gr.update(visible=nifti, maximum=max(shape[axis_value] - 1, 1) if nifti else MAX_INDEX,
-                      value=meta.get("slice", 0)),
-            gr.update(visible=nifti and len(shape) == 4,
-                      maximum=max(shape[3] - 1, 1) if len(shape) == 4 else MAX_INDEX, value=meta.get("t", 0)),
-            gr.update(visible=frames > 1, maximum=max(frames - 1, 1) if frames > 1 else MAX_INDEX,
-                      value=meta.get("frame", 0)),
+            gr.update(
+                visible=nifti, maximum=max(shape[axis_value] - 1, 1) if nifti else MAX_INDEX, value=meta.get("slice", 0)
+            ),
+            gr.update(
+                visible=nifti and len(shape) == 4,
+                maximum=max(shape[3] - 1, 1) if len(shape) == 4 else MAX_INDEX,
+                value=meta.get("t", 0),
+            ),
+            gr.update(
+                visible=frames > 1, maximum=max(frames - 1, 1) if frames > 1 else MAX_INDEX, value=meta.get("frame", 0)
+            ),
         )
 
     def on_file(path, window_value):
@@ -166,8 +194,13 @@ def _image_input(backend: Backend, prefix: str) -> ImageInput:
         image, text, _ = backend.preview(path, _view(*view))
         return image, text
 
-    preview_events = dict(concurrency_limit=4, concurrency_id=f"{prefix}-preview", api_visibility="private",
-                          show_progress="minimal", trigger_mode="always_last")  # fmt: skip
+    preview_events = dict(
+        concurrency_limit=4,
+        concurrency_id=f"{prefix}-preview",
+        api_visibility="private",
+        show_progress="minimal",
+        trigger_mode="always_last",
+    )
     file.change(_page_errors(on_file), [file, window], [preview, info, axis, slice_, volume, frame], **preview_events)
     axis.input(_page_errors(on_axis), [file, window, axis, volume], [preview, info, slice_], **preview_events)
     for control in (slice_, volume, frame):
@@ -195,8 +228,9 @@ def _guidance_panel(defaults, steps: int, prefix: str) -> list:
         with gr.Row():  # fast sampling (unimedvl.sampling); Euler without a cache is the reference
             solver = gr.Dropdown(list(SOLVERS), value=defaults.solver, label="Solver")
             cache = gr.Dropdown(list(CACHE_METHODS), value=defaults.cache, label="Step cache")
-            threshold = gr.Slider(0.01, 1.0, value=defaults.cache_threshold, step=0.01,
-                                  label="Cache threshold (teacache)")
+            threshold = gr.Slider(
+                0.01, 1.0, value=defaults.cache_threshold, step=0.01, label="Cache threshold (teacache)"
+            )
             interval = gr.Slider(1, 10, value=defaults.cache_interval, step=1, label="Cache interval (taylorseer)")
     return [cfg_text, cfg_img, lo, hi, renorm, renorm_min, shift, steps_, seed, solver, cache, threshold, interval]
 
@@ -204,15 +238,27 @@ def _guidance_panel(defaults, steps: int, prefix: str) -> list:
 def _preset_choice(names: list[str], prefix: str) -> gr.Dropdown:
     """The checkpoint's guidance presets for a task (its own, then its fast variant when it has one); shown only
     when there is a choice. Picking one sets the Advanced panel to its values."""
-    return gr.Dropdown(names, value=names[0], label="Guidance preset (the checkpoint's)", visible=len(names) > 1,
-                       elem_id=f"{prefix}-guidance-preset",
-                       info="a _fast preset samples with fewer passes (a solver and step cache)")  # fmt: skip
+    return gr.Dropdown(
+        names,
+        value=names[0],
+        label="Guidance preset (the checkpoint's)",
+        visible=len(names) > 1,
+        elem_id=f"{prefix}-guidance-preset",
+        info="a _fast preset samples with fewer passes (a solver and step cache)",
+    )
 
 
 def _image_outputs(prefix: str) -> tuple:
-    image = gr.Image(label="Result", type="pil", format="png", interactive=False, height=380,
-                     buttons=["download", "fullscreen"], elem_id=f"{prefix}-result",
-                     elem_classes=["umv-fit"])  # fmt: skip
+    image = gr.Image(
+        label="Result",
+        type="pil",
+        format="png",
+        interactive=False,
+        height=380,
+        buttons=["download", "fullscreen"],
+        elem_id=f"{prefix}-result",
+        elem_classes=["umv-fit"],
+    )
     file = gr.File(label="Download PNG", interactive=False, elem_id=f"{prefix}-download")
     thinking = gr.Textbox(label="Reasoning", lines=4, interactive=False, visible=False)
     info = gr.Markdown("", elem_classes=["umv-info"])
@@ -232,9 +278,11 @@ def _header(model, settings: AppSettings) -> str:
     params = sum(p.numel() for p in net.parameters())
     first = next(net.parameters())
     size = f"{params / 1e9:.2f} B" if params >= 1e9 else f"{params / 1e6:.1f} M"
-    return (f"# {settings.title}\n<span class='umv-sub'>Unified medical vision-language model: answer, edit and "
-            f"generate medical images. Model: {size} parameters on {first.device} ({str(first.dtype).split('.')[-1]})"
-            f". Research demonstration, not for clinical use.</span>")  # fmt: skip
+    return (
+        f"# {settings.title}\n<span class='umv-sub'>Unified medical vision-language model: answer, edit and "
+        f"generate medical images. Model: {size} parameters on {first.device} ({str(first.dtype).split('.')[-1]})"
+        f". Research demonstration, not for clinical use.</span>"
+    )
 
 
 def build_app(model, settings: AppSettings | None = None, examples_dir: str | Path | None = None) -> gr.Blocks:
@@ -271,52 +319,101 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         ask_in = _image_input(backend, "ask")
                     with gr.Column(scale=6):
                         task = gr.Dropdown(list(ASK_TASKS), value=next(iter(ASK_TASKS)), label="Task")
-                        question = gr.Textbox(next(iter(ASK_TASKS.values())), label="Question", lines=2,
-                                              elem_id="ask-question")  # fmt: skip
+                        question = gr.Textbox(
+                            next(iter(ASK_TASKS.values())), label="Question", lines=2, elem_id="ask-question"
+                        )
                         with gr.Row():
                             think = gr.Checkbox(False, label="Thinking (show the reasoning)", scale=2)
                             ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="ask-button")
                             clear_btn = gr.Button("Clear chat", scale=1)
-                        chat = gr.Chatbot(label="Conversation", height=320, elem_id="ask-chat",
-                                          buttons=["copy"], feedback_options=None)  # fmt: skip
-                        answer = gr.Textbox(label="Answer", lines=3, interactive=False, elem_id="ask-answer",
-                                            buttons=["copy"])  # fmt: skip
+                        chat = gr.Chatbot(
+                            label="Conversation",
+                            height=320,
+                            elem_id="ask-chat",
+                            buttons=["copy"],
+                            feedback_options=None,
+                        )
+                        answer = gr.Textbox(
+                            label="Answer", lines=3, interactive=False, elem_id="ask-answer", buttons=["copy"]
+                        )
                         reasoning = gr.Textbox(label="Reasoning", lines=4, interactive=False, visible=False)
                         with gr.Accordion("Advanced", open=False):
                             with gr.Row():
-                                max_new = gr.Slider(8, 2048, value=settings.max_new_tokens, step=8,
-                                                    label="Max new tokens")  # fmt: skip
-                                temperature = gr.Slider(0.0, 1.5, value=TEMPERATURE, step=0.05,
-                                                        label="Temperature (0: greedy)")  # fmt: skip
+                                max_new = gr.Slider(
+                                    8, 2048, value=settings.max_new_tokens, step=8, label="Max new tokens"
+                                )
+                                temperature = gr.Slider(
+                                    0.0, 1.5, value=TEMPERATURE, step=0.05, label="Temperature (0: greedy)"
+                                )
                             with gr.Row():
                                 top_p = gr.Slider(0.05, 1.0, value=TOP_P, step=0.05, label="Top-p")
                                 ask_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                 ask_examples = [[str(e.path), e.ask_task] for e in examples if e.ask_task]
                 if ask_examples:
-                    gr.Examples(ask_examples, [ask_in.file, task], label="Examples (click to load)",
-                                example_labels=[e.label for e in examples if e.ask_task])  # fmt: skip
+                    gr.Examples(
+                        ask_examples,
+                        [ask_in.file, task],
+                        label="Examples (click to load)",
+                        example_labels=[e.label for e in examples if e.ask_task],
+                    )
 
-                task.change(lambda name: ASK_TASKS.get(name, gr.update()), task, question, api_visibility="private",
-                            queue=False)  # fmt: skip
-                think.change(lambda on: gr.update(visible=bool(on)), think, reasoning, api_visibility="private",
-                             queue=False)  # fmt: skip
+                task.change(
+                    lambda name: ASK_TASKS.get(name, gr.update()), task, question, api_visibility="private", queue=False
+                )
+                think.change(
+                    lambda on: gr.update(visible=bool(on)), think, reasoning, api_visibility="private", queue=False
+                )
 
-                def ask(state, image, window, axis, slice_index, volume, frame, question, think, max_new_tokens,
-                        temperature, top_p, seed):  # fmt: skip
+                def ask(
+                    state,
+                    image,
+                    window,
+                    axis,
+                    slice_index,
+                    volume,
+                    frame,
+                    question,
+                    think,
+                    max_new_tokens,
+                    temperature,
+                    top_p,
+                    seed,
+                ):
                     state, text, thinking = backend.ask(
-                        state, image, _view(window, axis, slice_index, volume, frame), question, think,
-                        max_new_tokens, temperature, top_p, seed,
-                    )  # fmt: skip
+                        state,
+                        image,
+                        _view(window, axis, slice_index, volume, frame),
+                        question,
+                        think,
+                        max_new_tokens,
+                        temperature,
+                        top_p,
+                        seed,
+                    )
                     return state, list(state.messages), text, thinking
 
-                ask_inputs = [conversation, ask_in.file, *ask_in.view_inputs, question, think, max_new, temperature,
-                              top_p, ask_seed]  # fmt: skip
+                ask_inputs = [
+                    conversation,
+                    ask_in.file,
+                    *ask_in.view_inputs,
+                    question,
+                    think,
+                    max_new,
+                    temperature,
+                    top_p,
+                    ask_seed,
+                ]
                 ask_outputs = [conversation, chat, answer, reasoning]
                 model_events = dict(concurrency_limit=settings.concurrency, concurrency_id=MODEL_QUEUE)
                 ask_btn.click(_page_errors(ask), ask_inputs, ask_outputs, api_name="ask", **model_events)
                 question.submit(_page_errors(ask), ask_inputs, ask_outputs, api_visibility="private", **model_events)
-                clear_btn.click(lambda: (None, [], "", ""), None, [conversation, chat, answer, reasoning],
-                                api_name="new_conversation", queue=False)  # fmt: skip
+                clear_btn.click(
+                    lambda: (None, [], "", ""),
+                    None,
+                    [conversation, chat, answer, reasoning],
+                    api_name="new_conversation",
+                    queue=False,
+                )
 
             # -- Edit / translate ----------------------------------------------------------
             with gr.Tab("Edit / translate", id="edit"):
@@ -325,23 +422,32 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         edit_in = _image_input(backend, "edit")
                     with gr.Column(scale=6):
                         preset = gr.Dropdown(list(EDIT_PRESETS), value=first_preset, label="Task preset")
-                        instruction = gr.Textbox(EDIT_PRESETS[first_preset].instruction, label="Instruction",
-                                                 lines=2)  # fmt: skip
+                        instruction = gr.Textbox(EDIT_PRESETS[first_preset].instruction, label="Instruction", lines=2)
                         with gr.Row():
                             edit_think = gr.Checkbox(False, label="Thinking (reason before editing)", scale=2)
                             edit_btn = gr.Button("Run", variant="primary", scale=1, elem_id="edit-button")
-                        strength = gr.Slider(0.05, 1.0, value=edit_defaults.strength, step=0.05, elem_id="edit-strength",
-                                             label="Strength: 1 draws from noise; lower starts from the input "
-                                                   "(keeps its anatomy, changes it less, faster)")  # fmt: skip
+                        strength = gr.Slider(
+                            0.05,
+                            1.0,
+                            value=edit_defaults.strength,
+                            step=0.05,
+                            elem_id="edit-strength",
+                            label="Strength: 1 draws from noise; lower starts from the input "
+                            "(keeps its anatomy, changes it less, faster)",
+                        )
                         edit_choice = _preset_choice(config.preset_names("edit"), "edit")
-                        edit_guidance = _guidance_panel(EDIT_PRESETS[first_preset].guidance or edit_defaults, steps,
-                                                        "edit")  # fmt: skip
+                        edit_guidance = _guidance_panel(
+                            EDIT_PRESETS[first_preset].guidance or edit_defaults, steps, "edit"
+                        )
                         edit_out = _image_outputs("edit")
                 edit_examples = [e for e in examples if e.edit_preset]
                 if edit_examples:
-                    gr.Examples([[str(e.path), e.edit_preset] for e in edit_examples], [edit_in.file, preset],
-                                label="Examples (click to load)",
-                                example_labels=[e.label for e in edit_examples])  # fmt: skip
+                    gr.Examples(
+                        [[str(e.path), e.edit_preset] for e in edit_examples],
+                        [edit_in.file, preset],
+                        label="Examples (click to load)",
+                        example_labels=[e.label for e in edit_examples],
+                    )
 
                 def on_preset(name, guidance_preset):
                     chosen = EDIT_PRESETS.get(name)
@@ -354,26 +460,91 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                     return tuple(backend.panel_values("edit", name).values())
 
                 edit_panel = [*edit_guidance[:8], *edit_guidance[9:]]  # the values a preset sets (not the seed)
-                preset.change(on_preset, [preset, edit_choice], [instruction, *edit_panel, strength],
-                              api_visibility="private", queue=False)  # fmt: skip
-                edit_choice.change(_page_errors(on_guidance_preset), edit_choice, [*edit_panel, strength],
-                                   api_visibility="private", queue=False)  # fmt: skip
-                edit_think.change(lambda on: gr.update(visible=bool(on)), edit_think, edit_out[2],
-                                  api_visibility="private", queue=False)  # fmt: skip
+                preset.change(
+                    on_preset,
+                    [preset, edit_choice],
+                    [instruction, *edit_panel, strength],
+                    api_visibility="private",
+                    queue=False,
+                )
+                edit_choice.change(
+                    _page_errors(on_guidance_preset),
+                    edit_choice,
+                    [*edit_panel, strength],
+                    api_visibility="private",
+                    queue=False,
+                )
+                edit_think.change(
+                    lambda on: gr.update(visible=bool(on)),
+                    edit_think,
+                    edit_out[2],
+                    api_visibility="private",
+                    queue=False,
+                )
 
-                def edit(image, window, axis, slice_index, volume, frame, instruction, think, cfg_text, cfg_img,
-                         interval_lo, interval_hi, renorm_type, renorm_min, shift, num_timesteps, seed, solver="euler",
-                         cache="none", cache_threshold=0.1, cache_interval=3, strength=1.0, guidance_preset=None,
-                         progress=gr.Progress()):  # fmt: skip
-                    guidance = backend.guidance("edit", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                                renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
-                                                cache_interval, preset=guidance_preset)  # fmt: skip
-                    out = backend.edit(image, _view(window, axis, slice_index, volume, frame), instruction, think,
-                                       guidance, seed or 0, _progress_callback(progress), strength)  # fmt: skip
+                def edit(
+                    image,
+                    window,
+                    axis,
+                    slice_index,
+                    volume,
+                    frame,
+                    instruction,
+                    think,
+                    cfg_text,
+                    cfg_img,
+                    interval_lo,
+                    interval_hi,
+                    renorm_type,
+                    renorm_min,
+                    shift,
+                    num_timesteps,
+                    seed,
+                    solver="euler",
+                    cache="none",
+                    cache_threshold=0.1,
+                    cache_interval=3,
+                    strength=1.0,
+                    guidance_preset=None,
+                    progress=gr.Progress(),
+                ):
+                    guidance = backend.guidance(
+                        "edit",
+                        cfg_text,
+                        cfg_img,
+                        interval_lo,
+                        interval_hi,
+                        renorm_type,
+                        renorm_min,
+                        shift,
+                        num_timesteps,
+                        solver,
+                        cache,
+                        cache_threshold,
+                        cache_interval,
+                        preset=guidance_preset,
+                    )
+                    out = backend.edit(
+                        image,
+                        _view(window, axis, slice_index, volume, frame),
+                        instruction,
+                        think,
+                        guidance,
+                        seed or 0,
+                        _progress_callback(progress),
+                        strength,
+                    )
                     return out.image, str(out.png), out.thinking, out.info
 
-                edit_inputs = [edit_in.file, *edit_in.view_inputs, instruction, edit_think, *edit_guidance, strength,
-                               edit_choice]  # fmt: skip
+                edit_inputs = [
+                    edit_in.file,
+                    *edit_in.view_inputs,
+                    instruction,
+                    edit_think,
+                    *edit_guidance,
+                    strength,
+                    edit_choice,
+                ]
                 edit_btn.click(_page_errors(edit), edit_inputs, list(edit_out), api_name="edit", **model_events)
 
             # -- Generate --------------------------------------------------------------------
@@ -382,10 +553,12 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                     with gr.Column(scale=5):
                         prompt = gr.Textbox(GENERATE_PROMPT, label="Prompt", lines=3)
                         with gr.Row():
-                            height = gr.Slider(stride, max(largest, gen_size), value=gen_size, step=stride,
-                                               label="Height (px)")  # fmt: skip
-                            width = gr.Slider(stride, max(largest, gen_size), value=gen_size, step=stride,
-                                              label="Width (px)")  # fmt: skip
+                            height = gr.Slider(
+                                stride, max(largest, gen_size), value=gen_size, step=stride, label="Height (px)"
+                            )
+                            width = gr.Slider(
+                                stride, max(largest, gen_size), value=gen_size, step=stride, label="Width (px)"
+                            )
                         with gr.Row():
                             gen_think = gr.Checkbox(False, label="Thinking (plan the image first)", scale=2)
                             gen_btn = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
@@ -394,27 +567,70 @@ def build_app(model, settings: AppSettings | None = None, examples_dir: str | Pa
                         gr.Examples([[p] for p in generate_prompts()], [prompt], label="Example prompts")
                     with gr.Column(scale=6):
                         gen_out = _image_outputs("generate")
-                gen_think.change(lambda on: gr.update(visible=bool(on)), gen_think, gen_out[2],
-                                 api_visibility="private", queue=False)  # fmt: skip
+                gen_think.change(
+                    lambda on: gr.update(visible=bool(on)), gen_think, gen_out[2], api_visibility="private", queue=False
+                )
 
                 def on_gen_preset(name):
                     return tuple(backend.panel_values("generate", name).values())
 
-                gen_choice.change(_page_errors(on_gen_preset), gen_choice, [*gen_guidance[:8], *gen_guidance[9:]],
-                                  api_visibility="private", queue=False)  # fmt: skip
+                gen_choice.change(
+                    _page_errors(on_gen_preset),
+                    gen_choice,
+                    [*gen_guidance[:8], *gen_guidance[9:]],
+                    api_visibility="private",
+                    queue=False,
+                )
 
-                def generate(prompt, height, width, think, cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                             renorm_min, shift, num_timesteps, seed, solver="euler", cache="none", cache_threshold=0.1,
-                             cache_interval=3, guidance_preset=None, progress=gr.Progress()):  # fmt: skip
-                    guidance = backend.guidance("generate", cfg_text, cfg_img, interval_lo, interval_hi, renorm_type,
-                                                renorm_min, shift, num_timesteps, solver, cache, cache_threshold,
-                                                cache_interval, preset=guidance_preset)  # fmt: skip
-                    out = backend.generate(prompt, height, width, think, guidance, seed or 0,
-                                           _progress_callback(progress))  # fmt: skip
+                def generate(
+                    prompt,
+                    height,
+                    width,
+                    think,
+                    cfg_text,
+                    cfg_img,
+                    interval_lo,
+                    interval_hi,
+                    renorm_type,
+                    renorm_min,
+                    shift,
+                    num_timesteps,
+                    seed,
+                    solver="euler",
+                    cache="none",
+                    cache_threshold=0.1,
+                    cache_interval=3,
+                    guidance_preset=None,
+                    progress=gr.Progress(),
+                ):
+                    guidance = backend.guidance(
+                        "generate",
+                        cfg_text,
+                        cfg_img,
+                        interval_lo,
+                        interval_hi,
+                        renorm_type,
+                        renorm_min,
+                        shift,
+                        num_timesteps,
+                        solver,
+                        cache,
+                        cache_threshold,
+                        cache_interval,
+                        preset=guidance_preset,
+                    )
+                    out = backend.generate(
+                        prompt, height, width, think, guidance, seed or 0, _progress_callback(progress)
+                    )
                     return out.image, str(out.png), out.thinking, out.info
 
-                gen_btn.click(_page_errors(generate), [prompt, height, width, gen_think, *gen_guidance, gen_choice],
-                              list(gen_out), api_name="generate", **model_events)  # fmt: skip
+                gen_btn.click(
+                    _page_errors(generate),
+                    [prompt, height, width, gen_think, *gen_guidance, gen_choice],
+                    list(gen_out),
+                    api_name="generate",
+                    **model_events,
+                )
 
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.unimedvl_workdir = workdir  # keeps the example and output folders alive as long as the app
@@ -428,11 +644,20 @@ def launch(demo: gr.Blocks, settings: AppSettings | None = None, prevent_thread_
     if settings.host not in LOCAL_HOSTS and settings.auth is None:
         log.warning("serving on %s without --auth: anyone who can reach this port can use the model", settings.host)
     return demo.launch(
-        server_name=settings.host, server_port=settings.port, auth=settings.auth,
-        max_file_size=int(settings.max_upload_mb * 1024 * 1024), prevent_thread_lock=prevent_thread_lock,
+        server_name=settings.host,
+        server_port=settings.port,
+        auth=settings.auth,
+        max_file_size=int(settings.max_upload_mb * 1024 * 1024),
+        prevent_thread_lock=prevent_thread_lock,
         # show_error=False: gradio's own errors (e.g. "Cannot move /srv/... to the gradio cache dir" for a forged
         # file path) carry server paths; every handler here raises gr.Error with a cleaned message instead.
-        show_error=False, quiet=prevent_thread_lock, share=False, ssr_mode=False, mcp_server=False,
-        enable_monitoring=False, footer_links=["api", "settings"], css=CSS,
+        show_error=False,
+        quiet=prevent_thread_lock,
+        share=False,
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        footer_links=["api", "settings"],
+        css=CSS,
         theme=gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS),
-    )  # fmt: skip
+    )

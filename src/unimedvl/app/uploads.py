@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from unimedvl.errors import DataError
 from unimedvl.imaging.formats import UPLOAD_SUFFIXES
@@ -68,5 +68,4 @@ def describe(loaded: LoadedImage, name: str) -> str:
     return " | ".join(parts)
 
 
-__all__ = ["ViewOptions", "allowed_extension", "check_upload", "describe", "file_format", "load_view",
-           "without_paths"]  # fmt: skip
+__all__ = ["ViewOptions", "allowed_extension", "check_upload", "describe", "file_format", "load_view", "without_paths"]

@@ -33,8 +33,9 @@ from unimedvl.benchmarks.vlmevalkit import GmaiMmBench, VlmEvalKit
 from unimedvl.benchmarks.vqa_rad import VqaRad
 from unimedvl.errors import ConfigError
 
-READERS: dict[str, type[Reader]] = {r.name: r for r in (VqaRad, Slake, PathVqa, OmniMedVqa, VlmEvalKit,
-                                                        GmaiMmBench, LlavaMed)}  # fmt: skip
+READERS: dict[str, type[Reader]] = {
+    r.name: r for r in (VqaRad, Slake, PathVqa, OmniMedVqa, VlmEvalKit, GmaiMmBench, LlavaMed)
+}
 NAMES = tuple(READERS)
 
 

@@ -81,26 +81,34 @@ class Conversion:
 
     def summary(self) -> str:
         """Counts per split and answer type, failures, images (what the commands print)."""
-        lines = [(f"{self.source.reader.name} ({self.source.layout}) at {self.source.path}: "
-                  f"{self.usable} question(s) usable, {self.failed} failed")]  # fmt: skip
+        lines = [
+            (
+                f"{self.source.reader.name} ({self.source.layout}) at {self.source.path}: "
+                f"{self.usable} question(s) usable, {self.failed} failed"
+            )
+        ]
         for split in sorted({s for s, _ in self.counts}):
             per_type = ", ".join(f"{t} {n}" for (s, t), n in sorted(self.counts.items()) if s == split)
             lines.append(f"  {split}: {sum(n for (s, _), n in self.counts.items() if s == split)} ({per_type})")
         if self.unanswered:
             lines.append(f"  {self.unanswered} question(s) have no published answer (read, not scorable)")
         read = self.usable + self.failed
-        warning = count_warning(self.source.reader.name, self.source.layout, self.source.split,
-                                self.source.options.language, read)  # fmt: skip
+        warning = count_warning(
+            self.source.reader.name, self.source.layout, self.source.split, self.source.options.language, read
+        )
         if warning:
             lines.append(f"  {warning}")
         if self.store is not None and self.store.folder is not None and (self.store.written or self.store.reused):
-            lines.append(f"  images extracted to {self.store.folder}: {self.store.written} new file(s); "
-                         f"{self.store.reused} image(s) were already there (shared or extracted before)")  # fmt: skip
+            lines.append(
+                f"  images extracted to {self.store.folder}: {self.store.written} new file(s); "
+                f"{self.store.reused} image(s) were already there (shared or extracted before)"
+            )
         return "\n".join(lines)
 
 
-def open_benchmark(name: str, path: str | os.PathLike[str], split: str | None = None,
-                   options: ReadOptions | None = None) -> BenchmarkSource:  # fmt: skip
+def open_benchmark(
+    name: str, path: str | os.PathLike[str], split: str | None = None, options: ReadOptions | None = None
+) -> BenchmarkSource:
     """The reader's view of ``path``; UserError naming the expected files when the layout is another.
 
     ``split`` None takes the reader's default (the test split, as papers report); ``all`` reads every split.
@@ -122,8 +130,10 @@ def open_benchmark(name: str, path: str | os.PathLike[str], split: str | None = 
     if chosen is not None and reader.default_split is not None:  # a reader with fixed splits: check the name
         present = reader.splits(path, layout)
         if chosen not in present:
-            raise UserError(f"{path}: no split {chosen!r} in this {reader.name} {layout}; splits here: "
-                            f"{', '.join(present) or 'none'} (or all)")  # fmt: skip
+            raise UserError(
+                f"{path}: no split {chosen!r} in this {reader.name} {layout}; splits here: "
+                f"{', '.join(present) or 'none'} (or all)"
+            )
     return BenchmarkSource(reader, path, layout, chosen, options)
 
 
@@ -132,9 +142,14 @@ def _where(source: str) -> tuple[str, int | None]:
     return (path, int(row)) if row.isdigit() else (source, None)
 
 
-def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str] | None = None,
-                      out_dir: str | os.PathLike[str] | None = None, keep_failed: bool = False,
-                      check_headers: bool = False, check_images: bool = True) -> Conversion:  # fmt: skip
+def convert_benchmark(
+    source: BenchmarkSource,
+    image_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    keep_failed: bool = False,
+    check_headers: bool = False,
+    check_images: bool = True,
+) -> Conversion:
     """Every question of ``source`` as a record (see the module docstring).
 
     ``image_dir``: where image bytes are extracted (None: they are only checked). ``out_dir``: the
@@ -179,15 +194,23 @@ def convert_benchmark(source: BenchmarkSource, image_dir: str | os.PathLike[str]
         if ref in by_index:
             slots[slot] = _record(conv, item, sid, by_index[ref])
         else:
-            _fail(conv, slots, slot, item, sid, f"the image cell refers to index {ref}, which has no image of its "
-                  "own in this file", keep_failed)  # fmt: skip
+            _fail(
+                conv,
+                slots,
+                slot,
+                item,
+                sid,
+                f"the image cell refers to index {ref}, which has no image of its own in this file",
+                keep_failed,
+            )
     conv.records = [r for r in slots if r is not None]
     for problem in reader_problems:  # rows the reader could not read at all
         if problem.line is not None:
             conv.failed += 1
             if keep_failed:
-                conv.records.append(_unusable(source, f"{source.label}:{Path(problem.path).name}:{problem.line}",
-                                              str(problem)))  # fmt: skip
+                conv.records.append(
+                    _unusable(source, f"{source.label}:{Path(problem.path).name}:{problem.line}", str(problem))
+                )
     conv.problems = reader_problems + conv.problems
     if not conv.records and not conv.problems:
         conv.problems.append(Problem(str(source.path), None, f"no questions in split {source.split or 'all'}"))
@@ -220,9 +243,15 @@ def _fail(conv: Conversion, slots: list, slot: int, item: BenchmarkItem, sid: st
 
 def _unusable(source: BenchmarkSource, sid: str, why: str, category: str | None = None) -> dict[str, Any]:
     """A record eval turns into a failed sample (it has no image to show the model)."""
-    return {"main_task_type": TASK_TYPE, "sample_id": sid, "message": [{"from": "human", "value": "(unusable)"}],
-            "benchmark": source.reader.name, "split": source.split or "all", "category": category,
-            "unusable": why}  # fmt: skip
+    return {
+        "main_task_type": TASK_TYPE,
+        "sample_id": sid,
+        "message": [{"from": "human", "value": "(unusable)"}],
+        "benchmark": source.reader.name,
+        "split": source.split or "all",
+        "category": category,
+        "unusable": why,
+    }
 
 
 def _record(conv: Conversion, item: BenchmarkItem, sid: str, paths: list[str]) -> dict[str, Any]:
@@ -232,17 +261,31 @@ def _record(conv: Conversion, item: BenchmarkItem, sid: str, paths: list[str]) -
     message = [{"from": "human", "value": IMAGE_TOKEN * len(paths) + "\n" + render(source.reader.prompt, item)}]
     if item.answer is not None:
         message.append({"from": "gpt", "value": item.answer})
-    groups = {"category": item.category, "modality": item.modality,
-              **{k: item.fields.get(k) for k in source.reader.breakdowns}}  # fmt: skip
+    groups = {
+        "category": item.category,
+        "modality": item.modality,
+        **{k: item.fields.get(k) for k in source.reader.breakdowns},
+    }
     record: dict[str, Any] = {
-        "main_task_type": TASK_TYPE, "sample_id": sid, "input_img": [{"path": p} for p in paths], "message": message,
-        "benchmark": item.benchmark, "split": item.split, "question_id": item.question_id, "question": item.question,
-        "answer": item.answer, "answer_type": item.answer_type, "category": item.category,
-        "question_type": item.category, "modality": item.modality,
+        "main_task_type": TASK_TYPE,
+        "sample_id": sid,
+        "input_img": [{"path": p} for p in paths],
+        "message": message,
+        "benchmark": item.benchmark,
+        "split": item.split,
+        "question_id": item.question_id,
+        "question": item.question,
+        "answer": item.answer,
+        "answer_type": item.answer_type,
+        "category": item.category,
+        "question_type": item.category,
+        "modality": item.modality,
         "groups": {k: v for k, v in groups.items() if v is not None},
-        "prompt_template": source.reader.prompt.name, "paper_column": source.reader.column(source.path),
-        "source": item.source, "image_key": paths[0] if paths else None,  # questions of one image: one cluster
-    }  # fmt: skip
+        "prompt_template": source.reader.prompt.name,
+        "paper_column": source.reader.column(source.path),
+        "source": item.source,
+        "image_key": paths[0] if paths else None,  # questions of one image: one cluster
+    }
     if item.options:
         record["options"] = item.options
     if item.hint:

@@ -70,9 +70,14 @@ def _walk(root: Path, depth: int = 0) -> Iterator[Path]:
     yield from files
     if depth >= _MAX_DEPTH:
         return
-    folders = [p for p in entries if p.is_dir() and p.name not in ("blobs", ".git", "refs") and not p.name.startswith(".")]
-    hashed = [p for p in folders if any(p.glob("*.arrow")) and (p / "dataset_info.json").is_file()
-              and not (p / "state.json").is_file()]  # load_dataset's <hash>/ folders (save_to_disk has state.json)
+    folders = [
+        p for p in entries if p.is_dir() and p.name not in ("blobs", ".git", "refs") and not p.name.startswith(".")
+    ]
+    hashed = [
+        p
+        for p in folders
+        if any(p.glob("*.arrow")) and (p / "dataset_info.json").is_file() and not (p / "state.json").is_file()
+    ]  # load_dataset's <hash>/ folders (save_to_disk has state.json)
     if len(hashed) > 1:
         newest = max(hashed, key=lambda p: p.stat().st_mtime)
         folders = [p for p in folders if p not in hashed or p == newest]
@@ -142,12 +147,19 @@ def rows(path: Path, wanted: list[str], batch_rows: int = 64) -> Iterator[dict[s
         return
     reader = _open_arrow(pa, path)
     present = [c for c in wanted if c in reader.schema.names]
-    batches = reader if hasattr(reader, "read_next_batch") else (reader.get_batch(i) for i in range(reader.num_record_batches))
+    batches = (
+        reader
+        if hasattr(reader, "read_next_batch")
+        else (reader.get_batch(i) for i in range(reader.num_record_batches))
+    )
     for batch in batches:
         yield from batch.select(present).to_pylist()
 
 
 def is_save_to_disk(path: Path) -> bool:
     """A ``save_to_disk`` folder (or a folder holding only a load_dataset cache's metadata JSONs)."""
-    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
-                              or (path / "dataset_info.json").is_file())  # fmt: skip
+    return path.is_dir() and (
+        (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+        or (path / "dataset_info.json").is_file()
+    )

@@ -47,8 +47,7 @@ def _image_source(cell: Any, shard: Path) -> ImageSource | None:
     return None
 
 
-def read_split(root: Path, benchmark: str, split: str | None,
-               problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+def read_split(root: Path, benchmark: str, split: str | None, problems: list[Problem]) -> Iterator[BenchmarkItem]:
     """The questions of one split (None: every split), shard by shard, row by row."""
     counters: dict[str, int] = {}
     for shard in shard_files(root):
@@ -62,8 +61,14 @@ def read_split(root: Path, benchmark: str, split: str | None,
             continue
         missing = [c for c in COLUMNS if c not in names]
         if missing:
-            problems.append(Problem(str(shard), None, f"no column(s) {', '.join(missing)} (columns: "
-                                    f"{', '.join(names)}); expected a {benchmark} snapshot with {', '.join(COLUMNS)}"))  # fmt: skip
+            problems.append(
+                Problem(
+                    str(shard),
+                    None,
+                    f"no column(s) {', '.join(missing)} (columns: "
+                    f"{', '.join(names)}); expected a {benchmark} snapshot with {', '.join(COLUMNS)}",
+                )
+            )
             continue
         for row, record in enumerate(hf_layouts.rows(shard, list(COLUMNS)), start=1):
             index = counters.get(shard_name, 0)
@@ -73,14 +78,28 @@ def read_split(root: Path, benchmark: str, split: str | None,
                 yield item
 
 
-def _item(record: dict, benchmark: str, split: str, index: int, shard: Path, row: int,
-          problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip
+def _item(
+    record: dict, benchmark: str, split: str, index: int, shard: Path, row: int, problems: list[Problem]
+) -> BenchmarkItem | None:
     question, answer = text_field(record.get("question")), text_field(record.get("answer"))
     image = _image_source(record.get("image"), shard)
-    why = "no question text" if question is None else "no answer" if answer is None else (
-        "no image bytes in the image cell" if image is None else None)  # fmt: skip
+    why = (
+        "no question text"
+        if question is None
+        else "no answer"
+        if answer is None
+        else ("no image bytes in the image cell" if image is None else None)
+    )
     if why:
         problems.append(Problem(str(shard), row, why))
         return None
-    return BenchmarkItem(benchmark=benchmark, split=split, question_id=str(index), question=question, answer=answer,
-                         answer_type=yes_no_rule(answer), images=(image,), source=f"{shard}:{row}")  # fmt: skip
+    return BenchmarkItem(
+        benchmark=benchmark,
+        split=split,
+        question_id=str(index),
+        question=question,
+        answer=answer,
+        answer_type=yes_no_rule(answer),
+        images=(image,),
+        source=f"{shard}:{row}",
+    )

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from unimedvl.errors import DataError
+from unimedvl.fileio import atomic_path
 from unimedvl.imaging.formats import PIL_FORMAT_SUFFIX
 from unimedvl.imaging.medical_io import image_size
 from unimedvl.imaging.pixel_limit import raster_size
-from unimedvl.errors import DataError
-from unimedvl.fileio import atomic_path
-
 
 
 def image_format(data: bytes) -> tuple[str, tuple[int, int]]:

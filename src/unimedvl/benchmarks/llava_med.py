@@ -56,8 +56,9 @@ class LlavaMed(Reader):
         here = (path if path.is_dir() else path.parent).resolve().name.lower()
         return next((DATASET_FOLDERS[f] for f in [here, *folders] if f in DATASET_FOLDERS), None)
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         if path.is_file():
             if split is not None and split != path.stem:
                 problems.append(Problem(str(path), None, f"this file holds split {path.stem!r}, not {split!r}"))
@@ -75,8 +76,9 @@ class LlavaMed(Reader):
                 if item is not None:
                     yield item
 
-    def _item(self, record, json_path: Path, row: int, image_dir: Path,
-              problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip
+    def _item(
+        self, record, json_path: Path, row: int, image_dir: Path, problems: list[Problem]
+    ) -> BenchmarkItem | None:
         def problem(message: str) -> None:
             problems.append(Problem(str(json_path), row, message))
 
@@ -99,7 +101,12 @@ class LlavaMed(Reader):
         if not path.is_file() and (image_dir / "images" / image).is_file():
             path = image_dir / "images" / image
         return BenchmarkItem(
-            benchmark=self.name, split=json_path.stem, question_id=str(record.get("id", row - 1)), question=question,
-            answer=answer, answer_type=answer_type_of(record.get("answer_type"), answer),
-            images=(ImageSource(path=str(path)),), source=f"{json_path}:{row}",
-        )  # fmt: skip
+            benchmark=self.name,
+            split=json_path.stem,
+            question_id=str(record.get("id", row - 1)),
+            question=question,
+            answer=answer,
+            answer_type=answer_type_of(record.get("answer_type"), answer),
+            images=(ImageSource(path=str(path)),),
+            source=f"{json_path}:{row}",
+        )

@@ -41,7 +41,11 @@ class OmniMedVqa(Reader):
     name = "omnimedvqa"
     expects = "OmniMedVQA/ with QA_information/Open-access/*.json (and Restricted-access/) and Images/"
     default_split = "open-access"
-    split_aliases: ClassVar[dict[str, str]] = {"test": "open-access", "open": "open-access", "restricted": "restricted-access"}
+    split_aliases: ClassVar[dict[str, str]] = {
+        "test": "open-access",
+        "open": "open-access",
+        "restricted": "restricted-access",
+    }
     prompt = MC_PROMPT
     paper_column = "OmniMedVQA"
     breakdowns = ("dataset",)
@@ -58,8 +62,9 @@ class OmniMedVqa(Reader):
         qa = self.root(path) / "QA_information"
         return [s for s, folder in ACCESS.items() if (qa / folder).is_dir()]
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         root = self.root(path)
         wanted = self.splits(path, layout) if split is None else [split]  # all: the access folders present
         for access in wanted:
@@ -68,10 +73,13 @@ class OmniMedVqa(Reader):
                 problems.append(Problem(str(folder), None, f"no such folder; splits here: {self.splits(path, layout)}"))
                 continue
             for json_path in sorted(folder.glob("*.json")):
-                rows = question_rows(json_path, problems, _REQUIRED, "OmniMedVQA", ("question", "gt_answer", "image_path"))
+                rows = question_rows(
+                    json_path, problems, _REQUIRED, "OmniMedVQA", ("question", "gt_answer", "image_path")
+                )
                 for row, record, texts in rows:
-                    item = self._item(record, texts, self._image_root(root, texts[2], options), access, json_path,
-                                      row, problems)  # fmt: skip
+                    item = self._item(
+                        record, texts, self._image_root(root, texts[2], options), access, json_path, row, problems
+                    )
                     if item is not None:
                         yield item
 
@@ -88,8 +96,9 @@ class OmniMedVqa(Reader):
             return Path(options.image_dir)
         return root
 
-    def _item(self, record, texts: list[str], root: Path, access: str, json_path: Path, row: int,
-              problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip
+    def _item(
+        self, record, texts: list[str], root: Path, access: str, json_path: Path, row: int, problems: list[Problem]
+    ) -> BenchmarkItem | None:
         question, gold, image = texts
         options = {}
         for letter in "ABCD":
@@ -98,14 +107,25 @@ class OmniMedVqa(Reader):
                 options[letter] = text
         letter = letter_of(gold, options)
         if letter is None:
-            problems.append(Problem(str(json_path), row, f"gt_answer {gold!r} is none of the options "
-                                    f"{', '.join(f'{k}={v!r}' for k, v in options.items())}"))  # fmt: skip
+            problems.append(
+                Problem(
+                    str(json_path),
+                    row,
+                    f"gt_answer {gold!r} is none of the options {', '.join(f'{k}={v!r}' for k, v in options.items())}",
+                )
+            )
             return None
         return BenchmarkItem(
-            benchmark=self.name, split=access, question_id=str(record.get("question_id", f"{json_path.stem}-{row}")),
-            question=question, answer=letter, answer_type=MULTIPLE_CHOICE,
-            images=(ImageSource(path=str(root / image)),), source=f"{json_path}:{row}", options=options,
+            benchmark=self.name,
+            split=access,
+            question_id=str(record.get("question_id", f"{json_path.stem}-{row}")),
+            question=question,
+            answer=letter,
+            answer_type=MULTIPLE_CHOICE,
+            images=(ImageSource(path=str(root / image)),),
+            source=f"{json_path}:{row}",
+            options=options,
             category=text_field(record.get("question_type")),
             modality=text_field(record.get("modality_type", record.get("modality"))),
             fields={"dataset": text_field(record.get("dataset")) or json_path.stem, "answer_text": options[letter]},
-        )  # fmt: skip
+        )

@@ -25,8 +25,10 @@ class PathVqa(Reader):
     """PathVQA, parquet snapshot."""
 
     name = "path-vqa"
-    expects = ("the Hugging Face copy (data/<split>-NNNNN-of-NNNNN-<hash>.parquet, its Arrow cache or a save_to_disk "
-               "folder; splits train, validation, test) or the original pvqa/ (qas/<split>_qa.pkl, images/)")
+    expects = (
+        "the Hugging Face copy (data/<split>-NNNNN-of-NNNNN-<hash>.parquet, its Arrow cache or a save_to_disk "
+        "folder; splits train, validation, test) or the original pvqa/ (qas/<split>_qa.pkl, images/)"
+    )
     split_aliases: ClassVar[dict[str, str]] = {"val": "validation", "validate": "validation", "valid": "validation"}
     paper_column = "PathVQA"
 
@@ -48,8 +50,9 @@ class PathVqa(Reader):
         alias = self.split_name(split) or split
         return next((s for s in present if s in (alias, "val" if alias == "validation" else alias)), alias)
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         if layout == "parquet":
             yield from hf_parquet.read_split(path, self.name, split, problems)
             return
@@ -63,17 +66,27 @@ class PathVqa(Reader):
                 problems.append(Problem(str(file), None, str(err).split(": ", 1)[-1]))
                 continue
             if not isinstance(records, list):
-                problems.append(Problem(str(file), None, f"expected a list of question dicts, got {type(records).__name__}"))
+                problems.append(
+                    Problem(str(file), None, f"expected a list of question dicts, got {type(records).__name__}")
+                )
                 continue
             for row, record in enumerate(records, start=1):
-                texts = [text_field(record.get(k)) if isinstance(record, dict) else None
-                         for k in ("image", "question", "answer")]  # fmt: skip
+                texts = [
+                    text_field(record.get(k)) if isinstance(record, dict) else None
+                    for k in ("image", "question", "answer")
+                ]
                 if None in texts:
                     problems.append(Problem(str(file), row, "needs image, question and answer"))
                     continue
                 image, question, answer = texts
                 yield BenchmarkItem(
-                    benchmark=self.name, split=name, question_id=str(row - 1), question=question, answer=answer,
-                    answer_type=yes_no_rule(answer), images=(ImageSource(path=str(pvqa_release.image_path(root, name, image))),),
-                    source=f"{file}:{row}", fields={"image_name": image},
-                )  # fmt: skip
+                    benchmark=self.name,
+                    split=name,
+                    question_id=str(row - 1),
+                    question=question,
+                    answer=answer,
+                    answer_type=yes_no_rule(answer),
+                    images=(ImageSource(path=str(pvqa_release.image_path(root, name, image))),),
+                    source=f"{file}:{row}",
+                    fields={"image_name": image},
+                )

@@ -34,8 +34,9 @@ LETTER_SUFFIX = "Answer with the option's letter from the given choices directly
 
 SHORT_ANSWER = PromptTemplate("short_answer", "{question}\n" + SHORT_ANSWER_SUFFIX)
 MULTIPLE_CHOICE = PromptTemplate(
-    "multiple_choice", "Hint: {hint}   (this line only when the question has a hint)\nQuestion: {question}\n"
-    "Options:\nA. {option A}\nB. {option B}\n...   (one line per option)\n" + LETTER_SUFFIX
+    "multiple_choice",
+    "Hint: {hint}   (this line only when the question has a hint)\nQuestion: {question}\n"
+    "Options:\nA. {option A}\nB. {option B}\n...   (one line per option)\n" + LETTER_SUFFIX,
 )
 TEMPLATES = {t.name: t for t in (SHORT_ANSWER, MULTIPLE_CHOICE)}
 

@@ -48,9 +48,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from unimedvl.errors import ConfigError
 from unimedvl.metrics import text as T
 from unimedvl.metrics.choice_matching import NO_ANSWER, REFUSALS, Judge, choose
-from unimedvl.errors import ConfigError
 
 DEFAULT_PROTOCOL = "unimedvl"
 
@@ -91,8 +91,17 @@ def _mme_recall(pred: str, gold: str, closed: bool = False) -> float:
 
 # -- medevalkit -----------------------------------------------------------------------------------
 
-_MEK_MARKERS = ("**answer**:", "**answer**", "*answer*:", "**answer:**", "answer is", "answer:", "答案:",
-                "final answer", "final answer is")  # fmt: skip
+_MEK_MARKERS = (
+    "**answer**:",
+    "**answer**",
+    "*answer*:",
+    "**answer:**",
+    "answer is",
+    "answer:",
+    "答案:",
+    "final answer",
+    "final answer is",
+)
 
 
 def medevalkit_response(response: str) -> str:
@@ -122,8 +131,9 @@ def _mek_exact(pred: str, gold: str) -> bool:  # judge_open_end_vqa's em
 _ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
-def vlmevalkit_choice(prediction: str, options: Mapping[str, str], question: str = "",
-                      judge: Judge | None = None) -> tuple[str, str]:  # fmt: skip
+def vlmevalkit_choice(
+    prediction: str, options: Mapping[str, str], question: str = "", judge: Judge | None = None
+) -> tuple[str, str]:
     """(letter, how) by VLMEvalKit's current matching (see the module docstring)."""
     text = prediction.strip()
     if any(phrase in text for phrase in REFUSALS):
@@ -159,19 +169,46 @@ def _legacy_choice(prediction: str, options: Mapping[str, str]) -> tuple[str, st
     return choose(prediction, options)
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("unimedvl", "this project (the first-word yes/no rule, exact match otherwise)",
-             T.closed_correct, T.exact_match, _legacy_choice),
-    Protocol("llava-med", "microsoft/LLaVA-Med llava/eval/run_eval_batch.py (evaluate)",
-             _llava_hit, _llava_hit, _legacy_choice),
-    Protocol("multimedeval", "corentin-ryr/MultiMedEval multimedeval/task_families.py (VQA.evaluate)",
-             lambda p, g: _mme_recall(p, g, closed=True) >= 0.4, lambda p, g: _mme_recall(p, g) >= 0.75,
-             _legacy_choice),
-    Protocol("medevalkit", "alibaba-damo-academy/MedEvalKit utils/VQA_RAD/VQA_RAD.py (cal_metrics), utils/utils.py",
-             _mek_closed, _mek_exact, _legacy_choice),
-    Protocol("vlmevalkit", "open-compass/VLMEvalKit vlmeval/utils/matching_util.py (can_infer_option, can_infer_text)",
-             T.closed_correct, T.exact_match, lambda p, o: vlmevalkit_choice(p, o)),
-)}  # fmt: skip
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol(
+            "unimedvl",
+            "this project (the first-word yes/no rule, exact match otherwise)",
+            T.closed_correct,
+            T.exact_match,
+            _legacy_choice,
+        ),
+        Protocol(
+            "llava-med",
+            "microsoft/LLaVA-Med llava/eval/run_eval_batch.py (evaluate)",
+            _llava_hit,
+            _llava_hit,
+            _legacy_choice,
+        ),
+        Protocol(
+            "multimedeval",
+            "corentin-ryr/MultiMedEval multimedeval/task_families.py (VQA.evaluate)",
+            lambda p, g: _mme_recall(p, g, closed=True) >= 0.4,
+            lambda p, g: _mme_recall(p, g) >= 0.75,
+            _legacy_choice,
+        ),
+        Protocol(
+            "medevalkit",
+            "alibaba-damo-academy/MedEvalKit utils/VQA_RAD/VQA_RAD.py (cal_metrics), utils/utils.py",
+            _mek_closed,
+            _mek_exact,
+            _legacy_choice,
+        ),
+        Protocol(
+            "vlmevalkit",
+            "open-compass/VLMEvalKit vlmeval/utils/matching_util.py (can_infer_option, can_infer_text)",
+            T.closed_correct,
+            T.exact_match,
+            lambda p, o: vlmevalkit_choice(p, o),
+        ),
+    )
+}
 NAMES = tuple(PROTOCOLS)
 
 
@@ -199,5 +236,13 @@ def correct(protocol: Protocol, kind: str, prediction: str, gold: str) -> bool:
     return protocol.closed(prediction, gold) if kind == "closed" else protocol.open(prediction, gold)
 
 
-__all__ = ["DEFAULT_PROTOCOL", "NAMES", "PROTOCOLS", "Protocol", "correct", "get_protocol", "medevalkit_response",
-           "vlmevalkit_choice"]
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "NAMES",
+    "PROTOCOLS",
+    "Protocol",
+    "correct",
+    "get_protocol",
+    "medevalkit_response",
+    "vlmevalkit_choice",
+]

@@ -36,16 +36,23 @@ from typing import Any
 # and the published rows (measured with the paper's own protocol and prompts; a reference, not a
 # like-for-like comparison: eval/report/benchmark_table.py's FOOTNOTES say which of our metrics stands in each).
 COLUMNS = ("VQA-RAD", "SLAKE", "PathVQA", "OmniMedVQA", "GMAI-MMBench")
-CITATION = ("Ning et al., \"UniMedVL: Unifying Medical Multimodal Understanding and Generation Through "
-            "Observation-Knowledge-Analysis\", arXiv:2510.15710 [cs.CV], 2025 "
-            "(BibTeX key ning2025unimedvlunifyingmedicalmultimodal)")  # fmt: skip
+CITATION = (
+    'Ning et al., "UniMedVL: Unifying Medical Multimodal Understanding and Generation Through '
+    'Observation-Knowledge-Analysis", arXiv:2510.15710 [cs.CV], 2025 '
+    "(BibTeX key ning2025unimedvlunifyingmedicalmultimodal)"
+)
 PAPER_RESULTS: dict[str, dict[str, float]] = {
     "UniMedVL-14B (published, paper's protocol)": dict(zip(COLUMNS, (61.9, 75.4, 53.5, 85.8, 60.75))),
     "BAGEL-7B (published, paper's protocol)": dict(zip(COLUMNS, (60.09, 58.91, 39.05, 71.13, 48.11))),
 }
 # The split the paper most likely reports per column (used when a model has runs on several).
-PAPER_SPLITS = {"VQA-RAD": "test", "SLAKE": "test", "PathVQA": "test", "OmniMedVQA": "open-access",
-                "GMAI-MMBench": "VAL"}  # fmt: skip
+PAPER_SPLITS = {
+    "VQA-RAD": "test",
+    "SLAKE": "test",
+    "PathVQA": "test",
+    "OmniMedVQA": "open-access",
+    "GMAI-MMBench": "VAL",
+}
 # (benchmark, layout or "any", split, language or None) -> (count, where the number comes from)
 PUBLISHED: dict[tuple[str, str, str, str | None], tuple[int, str]] = {
     ("vqa-rad", "any", "test", None): (451, "the OSF release and the HF copy"),
@@ -78,8 +85,10 @@ def count_warning(benchmark: str, layout: str, split: str | None, language: str,
     if found is None or found[0] == read:
         return None
     count, source = found
-    return (f"warning: {read:,} question(s) in {benchmark} {split}, but {source} has {count:,}: a different or partial "
-            "download, so its accuracy is not the published measurement")  # fmt: skip
+    return (
+        f"warning: {read:,} question(s) in {benchmark} {split}, but {source} has {count:,}: a different or partial "
+        "download, so its accuracy is not the published measurement"
+    )
 
 
 def file_checksums(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:

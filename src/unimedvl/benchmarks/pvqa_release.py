@@ -31,8 +31,9 @@ class PlainUnpickler(pickle.Unpickler):
     """An unpickler for plain data: any class or function lookup is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only lists, dicts, strings and numbers "
-                                     "are read from a question pickle")  # fmt: skip
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: only lists, dicts, strings and numbers are read from a question pickle"
+        )
 
 
 def load_plain_pickle(path: Path) -> Any:
@@ -64,4 +65,6 @@ def image_path(root: Path, split: str, name: str) -> Path:
     base = root / "images" / split / name
     if base.suffix.lower() in IMAGE_SUFFIXES:
         return base
-    return next((base.with_suffix(s) for s in IMAGE_SUFFIXES if base.with_suffix(s).is_file()), base.with_suffix(".jpg"))
+    return next(
+        (base.with_suffix(s) for s in IMAGE_SUFFIXES if base.with_suffix(s).is_file()), base.with_suffix(".jpg")
+    )

@@ -57,8 +57,9 @@ class Reader(abc.ABC):
         """The splits present under ``path``."""
 
     @abc.abstractmethod
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         """The questions of ``split`` (None: all), in file order; Problems for what cannot be used."""
 
     def default_split_for(self, path: Path) -> str | None:
@@ -123,7 +124,9 @@ def json_list(path: Path, problems: list[Problem]) -> list[Any]:
         problems.append(Problem(str(path), None, f"malformed JSON ({err.msg} at line {err.lineno} column {err.colno})"))
         return []
     if not isinstance(data, list):
-        problems.append(Problem(str(path), None, f"expected a JSON list of question records, got {type(data).__name__}"))
+        problems.append(
+            Problem(str(path), None, f"expected a JSON list of question records, got {type(data).__name__}")
+        )
         return []
     return data
 
@@ -135,8 +138,14 @@ def json_records(path: Path, problems: list[Problem], required: tuple[str, ...],
     first = next((r for r in records if isinstance(r, dict)), None)
     if records and (first is None or not any(k in first for k in required)):
         keys = ", ".join(sorted(first)[:12]) if first else "no objects"
-        problems.append(Problem(str(path), None, f"not a {what} file: its records have none of the fields "
-                                f"{', '.join(required)} (first record has: {keys})"))  # fmt: skip
+        problems.append(
+            Problem(
+                str(path),
+                None,
+                f"not a {what} file: its records have none of the fields "
+                f"{', '.join(required)} (first record has: {keys})",
+            )
+        )
         return []
     return records
 
@@ -151,9 +160,14 @@ def record_problem(record: Any, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def question_rows(path: Path, problems: list[Problem], required: tuple[str, ...], what: str, texts: tuple[str, ...],
-                  keep: Callable[[dict[str, Any]], bool] | None = None,
-                  ) -> Iterator[tuple[int, dict[str, Any], list[str]]]:  # fmt: skip
+def question_rows(
+    path: Path,
+    problems: list[Problem],
+    required: tuple[str, ...],
+    what: str,
+    texts: tuple[str, ...],
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
     """(row, record, its ``texts`` fields stripped) for every record of a ``what`` JSON list that has the
     ``required`` fields and non-empty ``texts``; a Problem ``path:row`` for each record that has not.
 

@@ -37,7 +37,7 @@ class ZipImages:
         self.names = set(archive.namelist())
 
     @classmethod
-    def open(cls, path: Path, problems: list[Problem]) -> "ZipImages | None":
+    def open(cls, path: Path, problems: list[Problem]) -> ZipImages | None:
         try:
             return cls(path, zipfile.ZipFile(path))
         except (OSError, zipfile.BadZipFile) as err:
@@ -50,6 +50,7 @@ class ZipImages:
             if entry in self.names:
                 return ImageSource(data=self.archive.read(entry))
         return ImageSource(path=f"{self.path}!imgs/{name}")
+
 
 SPLIT_FILES = {"train": ("train.json",), "validate": ("validate.json", "validation.json"), "test": ("test.json",)}
 _REQUIRED = ("img_name", "question", "answer", "q_lang")
@@ -85,8 +86,9 @@ class Slake(Reader):
         base = super().label(path, split, options)
         return base if options.language == "en" else f"{base}-{options.language}"
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         root = self.root(path)
         images = root / "imgs"
         archive = None if images.is_dir() else ZipImages.open(root / "imgs.zip", problems)
@@ -102,15 +104,25 @@ class Slake(Reader):
                 continue
             json_path = files[0]
             texts = ("question", "answer", "img_name")
-            for row, record, (question, answer, image) in question_rows(json_path, problems, _REQUIRED, "SLAKE",
-                                                                        texts, wanted):  # fmt: skip
+            for row, record, (question, answer, image) in question_rows(
+                json_path, problems, _REQUIRED, "SLAKE", texts, wanted
+            ):
                 qid = record.get("qid", row - 1)
                 yield BenchmarkItem(
-                    benchmark=self.name, split=name, question_id=str(qid), question=question, answer=answer,
+                    benchmark=self.name,
+                    split=name,
+                    question_id=str(qid),
+                    question=question,
+                    answer=answer,
                     answer_type=answer_type_of(record.get("answer_type"), answer),
                     images=(archive.source(image) if archive else ImageSource(path=str(images / image)),),
                     source=f"{json_path}:{row}",
-                    category=text_field(record.get("content_type")), modality=text_field(record.get("modality")),
-                    fields={"language": _language(record), "location": text_field(record.get("location")),
-                            "base_type": text_field(record.get("base_type")), "img_id": record.get("img_id")},
-                )  # fmt: skip
+                    category=text_field(record.get("content_type")),
+                    modality=text_field(record.get("modality")),
+                    fields={
+                        "language": _language(record),
+                        "location": text_field(record.get("location")),
+                        "base_type": text_field(record.get("base_type")),
+                        "img_id": record.get("img_id"),
+                    },
+                )

@@ -47,8 +47,29 @@ from unimedvl.data.records import Problem
 
 REFERENCE_MAX_CHARS = 64  # VLMEvalKit: a shorter image cell is another row's index
 # pandas.read_csv's default NA strings (VLMEvalKit reads TSVs with them): such cells are absent.
-NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})  # fmt: skip
+NA_STRINGS = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 _OPTION = re.compile(r"^[A-Z]$")
 
 
@@ -64,6 +85,7 @@ def tsv_files(path: Path) -> list[Path]:
     """The TSV file, or a folder's TSVs in natural order (part_2 before part_10)."""
     if path.is_file():
         return [path] if path.suffix.lower() == ".tsv" else []
+
     def key(p: Path) -> list:
         return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
@@ -85,8 +107,13 @@ def _natural_stem(files: list[Path]) -> str:
 
 
 # VLMEvalKit's names of the medical TSVs (LMUData/<NAME>.tsv) -> the UniMedVL paper's column.
-PAPER_COLUMNS = (("omnimedvqa", "OmniMedVQA"), ("slake", "SLAKE"), ("pathvqa", "PathVQA"), ("vqarad", "VQA-RAD"),
-                 ("gmai", "GMAI-MMBench"))  # fmt: skip
+PAPER_COLUMNS = (
+    ("omnimedvqa", "OmniMedVQA"),
+    ("slake", "SLAKE"),
+    ("pathvqa", "PathVQA"),
+    ("vqarad", "VQA-RAD"),
+    ("gmai", "GMAI-MMBench"),
+)
 
 
 def paper_column_of(name: str) -> str | None:
@@ -167,20 +194,28 @@ class VlmEvalKit(Reader):
                     reader = csv.reader(handle, delimiter="\t")
                     header = next(reader, None)
                     if not header or "index" not in header or "question" not in header:
-                        problems.append(Problem(str(file), 1, f"not a VLMEvalKit TSV: the header has no index and "
-                                                f"question columns (header: {', '.join((header or [])[:10])})"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                str(file),
+                                1,
+                                f"not a VLMEvalKit TSV: the header has no index and "
+                                f"question columns (header: {', '.join((header or [])[:10])})",
+                            )
+                        )
                         continue
                     for cells in reader:
                         if len(cells) != len(header):
-                            problems.append(Problem(str(file), reader.line_num, f"{len(cells)} cells for "
-                                                    f"{len(header)} columns"))  # fmt: skip
+                            problems.append(
+                                Problem(str(file), reader.line_num, f"{len(cells)} cells for {len(header)} columns")
+                            )
                             continue
                         yield file, header, dict(zip(header, cells)), reader.line_num
             except (OSError, UnicodeDecodeError, csv.Error) as err:
                 problems.append(Problem(str(file), None, f"cannot read as a TSV ({type(err).__name__}: {err})"))
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         for file, header, row, line in self._rows(path, problems):
             row_split = _cell(row, "split") or file.stem
             if split is not None and not split_matches(split, row_split):
@@ -189,8 +224,9 @@ class VlmEvalKit(Reader):
             if item is not None:
                 yield item
 
-    def _item(self, file: Path, header: list[str], row: dict[str, str], line: int, split: str,
-              problems: list[Problem]) -> BenchmarkItem | None:  # fmt: skip
+    def _item(
+        self, file: Path, header: list[str], row: dict[str, str], line: int, split: str, problems: list[Problem]
+    ) -> BenchmarkItem | None:
         def problem(message: str) -> None:
             problems.append(Problem(str(file), line, message))
 
@@ -225,11 +261,21 @@ class VlmEvalKit(Reader):
             kind = yes_no_rule(answer)  # an ImageShortQA TSV (no options), e.g. VLMEvalKit's PathVQA_VAL
         lower = {k.lower(): k for k in header}
         fields = {name: _cell(row, lower[name]) for name in ("l2-category", *self.breakdowns) if name in lower}
-        return BenchmarkItem(benchmark=self.name, split=split, question_id=index, question=question, answer=answer,
-                             answer_type=kind, images=tuple(images), source=f"{file}:{line}", options=options or None,
-                             hint=_cell(row, "hint"), category=_cell(row, "category"),
-                             modality=_cell(row, lower["modality"]) if "modality" in lower else None,
-                             fields=fields)  # fmt: skip
+        return BenchmarkItem(
+            benchmark=self.name,
+            split=split,
+            question_id=index,
+            question=question,
+            answer=answer,
+            answer_type=kind,
+            images=tuple(images),
+            source=f"{file}:{line}",
+            options=options or None,
+            hint=_cell(row, "hint"),
+            category=_cell(row, "category"),
+            modality=_cell(row, lower["modality"]) if "modality" in lower else None,
+            fields=fields,
+        )
 
 
 def _image_file(tsv: Path, name: str) -> str:

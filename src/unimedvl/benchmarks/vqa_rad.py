@@ -38,8 +38,9 @@ class VqaRad(Reader):
     """VQA-RAD, release JSON or parquet snapshot."""
 
     name = "vqa-rad"
-    expects = (f"the OSF release ('{RELEASE_JSON}' + '{IMAGE_FOLDER}/') or the Hugging Face snapshot "
-               "(data/<split>-*.parquet)")  # fmt: skip
+    expects = (
+        f"the OSF release ('{RELEASE_JSON}' + '{IMAGE_FOLDER}/') or the Hugging Face snapshot (data/<split>-*.parquet)"
+    )
     paper_column = "VQA-RAD"
     breakdowns = ("organ",)
 
@@ -61,13 +62,15 @@ class VqaRad(Reader):
     def splits(self, path: Path, layout: str) -> list[str]:
         return ["test", "train"] if layout == "release" else hf_parquet.splits(path)
 
-    def items(self, path: Path, layout: str, split: str | None, options: ReadOptions,
-              problems: list[Problem]) -> Iterator[BenchmarkItem]:  # fmt: skip
+    def items(
+        self, path: Path, layout: str, split: str | None, options: ReadOptions, problems: list[Problem]
+    ) -> Iterator[BenchmarkItem]:
         if layout == "parquet":
             yield from hf_parquet.read_split(path, self.name, split, problems)
             return
         root = self.release_root(path) or path
         json_path = root / RELEASE_JSON
+
         def phrase(record) -> str:
             return str(record["phrase_type"]).strip().lower()
 
@@ -75,20 +78,35 @@ class VqaRad(Reader):
             return split is None or PHRASE_SPLITS.get(phrase(record), split) == split
 
         texts = ("question", "answer", "image_name")
-        for row, record, (question, answer, image) in question_rows(json_path, problems, _REQUIRED,
-                                                                    "VQA-RAD release", texts, in_split):  # fmt: skip
+        for row, record, (question, answer, image) in question_rows(
+            json_path, problems, _REQUIRED, "VQA-RAD release", texts, in_split
+        ):
             record_split = PHRASE_SPLITS.get(phrase(record))
             if record_split is None:
-                problems.append(Problem(str(json_path), row, f"phrase_type {record['phrase_type']!r} is none of "
-                                        f"{', '.join(PHRASE_SPLITS)}; its split is unknown"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        str(json_path),
+                        row,
+                        f"phrase_type {record['phrase_type']!r} is none of "
+                        f"{', '.join(PHRASE_SPLITS)}; its split is unknown",
+                    )
+                )
                 continue
             category = text_field(record.get("question_type"))
             organ = text_field(record.get("image_organ"))
             yield BenchmarkItem(
-                benchmark=self.name, split=record_split, question_id=str(record["qid"]), question=question,
-                answer=answer, answer_type=answer_type_of(record.get("answer_type"), answer),
-                images=(ImageSource(path=str(root / IMAGE_FOLDER / image)),), source=f"{json_path}:{row}",
+                benchmark=self.name,
+                split=record_split,
+                question_id=str(record["qid"]),
+                question=question,
+                answer=answer,
+                answer_type=answer_type_of(record.get("answer_type"), answer),
+                images=(ImageSource(path=str(root / IMAGE_FOLDER / image)),),
+                source=f"{json_path}:{row}",
                 category=category.upper() if category else None,
-                fields={"organ": organ.upper() if organ else None, "phrase_type": phrase(record),
-                        "qid_linked_id": record.get("qid_linked_id")},
-            )  # fmt: skip
+                fields={
+                    "organ": organ.upper() if organ else None,
+                    "phrase_type": phrase(record),
+                    "qid_linked_id": record.get("qid_linked_id"),
+                },
+            )

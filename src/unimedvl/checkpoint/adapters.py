@@ -30,8 +30,8 @@ import hashlib
 import json
 import shutil
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -70,15 +70,24 @@ def base_fingerprint(base_dir: str | Path, prefer: str = "model") -> str:
     return digest.hexdigest()
 
 
-def write_adapter(path: Path, raw: Mapping[str, Tensor], ema: Mapping[str, Tensor] | None, scales: Mapping[str, float],
-                  base_dir: str | Path, prefer: str, fingerprint: str, quantize_base: str, step: int,
-                  side=None) -> None:  # fmt: skip
+def write_adapter(
+    path: Path,
+    raw: Mapping[str, Tensor],
+    ema: Mapping[str, Tensor] | None,
+    scales: Mapping[str, float],
+    base_dir: str | Path,
+    prefer: str,
+    fingerprint: str,
+    quantize_base: str,
+    step: int,
+    side=None,
+) -> None:
     """Write the adapter files of a step directory (``raw``/``ema``: name -> full CPU tensor).
 
     ``side``: (model config, tokenizer, inference config) written beside them: batch evaluation
     reads the model config of what it evaluates, and the trained feeding goes with the adapter."""
-    from unimedvl.checkpoint.release import save_tensors, write_configs
     from unimedvl.checkpoint.inference_config import for_model
+    from unimedvl.checkpoint.release import save_tensors, write_configs
 
     path.mkdir(parents=True, exist_ok=True)
     if side is not None:
@@ -89,10 +98,15 @@ def write_adapter(path: Path, raw: Mapping[str, Tensor], ema: Mapping[str, Tenso
     save_tensors(dict(raw), path / WEIGHTS["model"])
     if ema is not None:
         save_tensors(dict(ema), path / WEIGHTS["ema"])
-    config = {"format": FORMAT, "version": 1, "step": step,
-              "base": {"path": str(Path(base_dir).resolve()), "weights": prefer, "fingerprint": fingerprint},
-              "quantize_base": quantize_base, "scales": dict(sorted(scales.items())),
-              "trained": sorted(k for k in raw if not k.endswith((".lora_A", ".lora_B")))}  # fmt: skip
+    config = {
+        "format": FORMAT,
+        "version": 1,
+        "step": step,
+        "base": {"path": str(Path(base_dir).resolve()), "weights": prefer, "fingerprint": fingerprint},
+        "quantize_base": quantize_base,
+        "scales": dict(sorted(scales.items())),
+        "trained": sorted(k for k in raw if not k.endswith((".lora_A", ".lora_B"))),
+    }
     (path / CONFIG).write_text(json.dumps(config, indent=2))
 
 
@@ -100,8 +114,10 @@ def read_adapter_config(path: str | Path) -> dict:
     path = Path(path)
     file = path / CONFIG
     if not file.is_file():
-        raise CheckpointError(f"--adapter {path}: no {CONFIG}; give a step directory of a LoRA run "
-                              "(step_XXXXXXX holding adapter.safetensors)")
+        raise CheckpointError(
+            f"--adapter {path}: no {CONFIG}; give a step directory of a LoRA run "
+            "(step_XXXXXXX holding adapter.safetensors)"
+        )
     try:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as err:
@@ -139,8 +155,9 @@ def check_base(config: dict, base_dir: str | Path, where: str) -> None:
 def resolve_base(config: dict, base: str | Path | None, where: str) -> Path:
     path = Path(base) if base is not None else Path(config["base"]["path"])
     if not path.is_dir():
-        raise CheckpointError(f"{where}: base checkpoint {path} not found; pass the base the adapter was trained "
-                              "on (--base DIR)")
+        raise CheckpointError(
+            f"{where}: base checkpoint {path} not found; pass the base the adapter was trained on (--base DIR)"
+        )
     check_base(config, path, where)
     return path
 
@@ -201,8 +218,10 @@ def attach_adapter(model: nn.Module, path: str | Path, base_dir: str | Path, wei
         if name not in modules and understanding_only and is_generation_key(name + ".weight"):
             continue  # the generation expert of an understanding-only load
         if a is None or b is None or name not in modules:
-            raise CheckpointError(f"--adapter {path}: no {name} in {'the adapter' if name in modules else 'the model'}"
-                                  "; the adapter belongs to another model configuration")
+            raise CheckpointError(
+                f"--adapter {path}: no {name} in {'the adapter' if name in modules else 'the model'}"
+                "; the adapter belongs to another model configuration"
+            )
         parent, _, child = name.rpartition(".")
         setattr(modules[parent] if parent else model, child, AdapterLinear(modules[name], a, b, scale))
     for key in config.get("trained", []):
@@ -210,8 +229,10 @@ def attach_adapter(model: nn.Module, path: str | Path, base_dir: str | Path, wei
         if target is None:
             continue  # e.g. a generation tensor of an understanding-only load
         if type(target) not in (nn.Parameter, Tensor):
-            raise CheckpointError(f"--adapter {path}: it trained {key} in full, which this plan holds quantised; "
-                                  "merge it first (unimedvl merge-adapter) or load without --quantize")
+            raise CheckpointError(
+                f"--adapter {path}: it trained {key} in full, which this plan holds quantised; "
+                "merge it first (unimedvl merge-adapter) or load without --quantize"
+            )
         with torch.no_grad():
             target.copy_(tensors[key].to(target.dtype))
     return config
@@ -266,7 +287,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base: str | Path | None 
         (out / names[0]).rename(out / "ema.safetensors")
     else:
         (out / "ema.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}, indent=2))
-    vae = {k[len(VAE_PREFIX):]: v for k, v in tensors.items() if k.startswith(VAE_PREFIX)}
+    vae = {k[len(VAE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(VAE_PREFIX)}
     if vae:  # a decoder trained through pixel losses
         with open_file(base_dir / "ae.safetensors") as f:
             ae = {k: vae[k].to(f.get_tensor(k).dtype) if k in vae else f.get_tensor(k) for k in f.keys()}
@@ -286,10 +307,14 @@ def _merged(key: str, value: Tensor, tensors: Mapping[str, Tensor], scales: Mapp
 
 def _copy_side_files(base_dir: Path, adapter: Path, out: Path) -> None:
     for item in base_dir.iterdir():
-        if item.is_file() and (item.suffix != ".safetensors" or item.name == "ae.safetensors") \
-                and not item.name.endswith(".safetensors.index.json"):
+        if (
+            item.is_file()
+            and (item.suffix != ".safetensors" or item.name == "ae.safetensors")
+            and not item.name.endswith(".safetensors.index.json")
+        ):
             shutil.copy2(item, out / item.name)
     for item in adapter.iterdir():
-        if item.is_file() and (item.name == "inference_config.json" or item.name.startswith(("tokenizer", "vocab",
-                                                                                              "merges"))):
+        if item.is_file() and (
+            item.name == "inference_config.json" or item.name.startswith(("tokenizer", "vocab", "merges"))
+        ):
             shutil.copy2(item, out / item.name)

@@ -10,9 +10,10 @@ the connector and latent linears start fresh. The commands: :mod:`unimedvl.comma
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from unimedvl.config import ModelConfig, load_model_config
 from unimedvl.errors import ConfigError
@@ -39,7 +40,7 @@ BUILTIN_CORPUS = (
 )
 
 
-def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> "Tokenizer":
+def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> Tokenizer:
     """The real Qwen tokenizer when the vocabulary fits it, else a small BPE trained on ``texts``."""
     from unimedvl.tokenizer import Tokenizer
 
@@ -50,8 +51,14 @@ def default_tokenizer(cfg: ModelConfig, texts: Iterable[str] | None = None) -> "
     return Tokenizer.train_bpe(corpus, vocab_size=cfg.llm.vocab_size)
 
 
-def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer: "Tokenizer | None" = None,
-                    texts: Iterable[str] | None = None, dtype: str = "fp32") -> Path:
+def init_checkpoint(
+    size: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    tokenizer: Tokenizer | None = None,
+    texts: Iterable[str] | None = None,
+    dtype: str = "fp32",
+) -> Path:
     """Write a randomly initialised model of a named size (or YAML config) in the release layout.
 
     ``dtype``: of the weights written (and of the model while it is built, so a bf16 checkpoint of
@@ -59,8 +66,8 @@ def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer:
     """
     import torch
 
-    from unimedvl.checkpoint.release import parse_dtype, save_model
     from unimedvl.checkpoint.model_card import ModelCard
+    from unimedvl.checkpoint.release import parse_dtype, save_model
     from unimedvl.models.unified import UnifiedModel
 
     cfg = load_model_config(size)
@@ -77,20 +84,30 @@ def init_checkpoint(size: str | Path, out: str | Path, seed: int = 0, tokenizer:
         model = UnifiedModel(cfg)
     finally:
         torch.set_default_dtype(default)
-    card = ModelCard(summary=f"A randomly initialised UniMedVL model of the `{size}` size (seed {seed}).",
-                     notes=["Random weights: its answers and images are meaningless until it is trained. Use it for "
-                            "tests, benchmarks of speed and memory, or as the start of training from scratch."])
+    card = ModelCard(
+        summary=f"A randomly initialised UniMedVL model of the `{size}` size (seed {seed}).",
+        notes=[
+            "Random weights: its answers and images are meaningless until it is trained. Use it for "
+            "tests, benchmarks of speed and memory, or as the start of training from scratch."
+        ],
+    )
     return save_model(model, out, tokenizer, card=card)
 
 
-def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Path | None, out: str | Path,
-                         seed: int = 0, layer_module: str = "Qwen2MoTDecoderLayer") -> Path:
+def init_from_components(
+    llm: str | Path,
+    vit: str | Path | None,
+    vae: str | Path | None,
+    out: str | Path,
+    seed: int = 0,
+    layer_module: str = "Qwen2MoTDecoderLayer",
+) -> Path:
     """Assemble a trainable checkpoint from public parts (see module docstring)."""
     import torch
 
-    from unimedvl.checkpoint.release import save_model
     from unimedvl.checkpoint.inference_config import InferenceConfig
     from unimedvl.checkpoint.model_card import ModelCard
+    from unimedvl.checkpoint.release import save_model
     from unimedvl.models.autoencoder import Autoencoder
     from unimedvl.models.language import LanguageModel
     from unimedvl.models.unified import UnifiedModel
@@ -134,10 +151,15 @@ def init_from_components(llm: str | Path, vit: str | Path | None, vae: str | Pat
         vae_dir = Path(vae) if Path(vae).is_dir() else Path(vae).parent
         # train-autoencoder records the image size its VAE was trained at: feed the model that.
         inference = replace(inference, vae_transform=InferenceConfig.load(vae_dir).vae_transform)
-    parts_text = ", ".join(f"{k}: `{v}`" for k, v in (("language model", llm), ("vision encoder", vit),
-                                                     ("autoencoder", vae)) if v is not None)
-    card = ModelCard(summary=f"A UniMedVL model assembled from public parts ({parts_text}); the connector, "
-                             "time embedder and latent projections are freshly initialised: train it before use.")
+    parts_text = ", ".join(
+        f"{k}: `{v}`"
+        for k, v in (("language model", llm), ("vision encoder", vit), ("autoencoder", vae))
+        if v is not None
+    )
+    card = ModelCard(
+        summary=f"A UniMedVL model assembled from public parts ({parts_text}); the connector, "
+        "time embedder and latent projections are freshly initialised: train it before use."
+    )
     return save_model(model, out, tokenizer, inference_config=inference, card=card)
 
 
@@ -162,10 +184,10 @@ def _resize_vocab(language, vocab_size: int) -> None:
         old = language.model.embed_tokens.weight
         grown = torch.nn.Embedding(vocab_size, old.shape[1], dtype=old.dtype)
         grown.weight[: old.shape[0]] = old
-        grown.weight[old.shape[0]:] = old.mean(0)
+        grown.weight[old.shape[0] :] = old.mean(0)
         language.model.embed_tokens = grown
         head = torch.nn.Linear(old.shape[1], vocab_size, bias=False, dtype=old.dtype)
         head.weight[: old.shape[0]] = language.lm_head.weight
-        head.weight[old.shape[0]:] = language.lm_head.weight.mean(0)
+        head.weight[old.shape[0] :] = language.lm_head.weight.mean(0)
         language.lm_head = head
     language.config.vocab_size = vocab_size

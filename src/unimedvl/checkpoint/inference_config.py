@@ -35,23 +35,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from unimedvl.config import from_dict, unknown_keys_message
-from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import ConfigError
 from unimedvl.fileio import atomic_write_text
 from unimedvl.guidance import (
     GUIDANCE_PRESETS,
     PRESET_NAMES,
-    TASK_PRESETS as TASK_PRESETS,  # re-exported: the old home of the table
     GuidanceConfig,
     reference_preset,
     resolve_guidance,
     task_preset_names,
 )
+from unimedvl.guidance import (
+    TASK_PRESETS as TASK_PRESETS,  # re-exported: the old home of the table
+)
+from unimedvl.imaging.transforms import ImageTransform
 
 INFERENCE_CONFIG_FILE = "inference_config.json"
 FORMAT = "unimedvl-inference-config"
@@ -63,10 +66,12 @@ VERSION = 1
 # decides the size of very elongated images only (aspect 7.5:1 or more at the VAE's min 512; 147 of
 # 6,016 ViT sizes); the training mixes' ViT cap, 2,007,040, stays with the mixes.
 RELEASE_MAX_PIXELS = 14 * 14 * 9 * 1024  # 1,806,336
-RELEASE_VAE_TRANSFORM = ImageTransform(image_stride=16, max_image_size=1024, min_image_size=512,
-                                       max_pixels=RELEASE_MAX_PIXELS)
-RELEASE_VIT_TRANSFORM = ImageTransform(image_stride=14, max_image_size=980, min_image_size=378,
-                                       max_pixels=RELEASE_MAX_PIXELS)
+RELEASE_VAE_TRANSFORM = ImageTransform(
+    image_stride=16, max_image_size=1024, min_image_size=512, max_pixels=RELEASE_MAX_PIXELS
+)
+RELEASE_VIT_TRANSFORM = ImageTransform(
+    image_stride=14, max_image_size=980, min_image_size=378, max_pixels=RELEASE_MAX_PIXELS
+)
 
 # Inference task -> the guidance preset it samples with: unimedvl.guidance.TASK_PRESETS (re-exported here).
 THINK_TASKS = ("understand", "generate")
@@ -117,12 +122,14 @@ THINK_PROMPT_SETS: dict[str, dict[str, str]] = {
 }
 
 
-def resolve_think_prompts(value: "str | Mapping[str, str]", source: str = "think_prompts") -> dict[str, str]:
+def resolve_think_prompts(value: str | Mapping[str, str], source: str = "think_prompts") -> dict[str, str]:
     """A set name (release, unimedvl, concise) or a mapping task -> prompt, as a mapping."""
     if isinstance(value, str):
         if value not in THINK_PROMPT_SETS:
-            raise ConfigError(f"{source}: unknown prompt set {value!r}; choose one of {', '.join(THINK_PROMPT_SETS)} "
-                              "or give {understand: ..., generate: ...}")
+            raise ConfigError(
+                f"{source}: unknown prompt set {value!r}; choose one of {', '.join(THINK_PROMPT_SETS)} "
+                "or give {understand: ..., generate: ...}"
+            )
         return dict(THINK_PROMPT_SETS[value])
     if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
         raise ConfigError(f"{source}: give a prompt set name or map understand/generate to strings")
@@ -152,7 +159,9 @@ class InferenceConfig:
     vae_transform: ImageTransform = RELEASE_VAE_TRANSFORM  # resize rule of every input image (and VAE inputs)
     vit_transform: ImageTransform = RELEASE_VIT_TRANSFORM  # transform of the ViT (understanding) inputs
     guidance: Mapping[str, GuidanceConfig] = field(default_factory=_release_guidance)  # preset name -> settings
-    think_prompts: Mapping[str, str] | None = None  # a set name or task (understand | generate) -> prompt; None: release
+    think_prompts: Mapping[str, str] | None = (
+        None  # a set name or task (understand | generate) -> prompt; None: release
+    )
     source: str = "release defaults"  # where it was read from (not saved)
 
     def __post_init__(self) -> None:
@@ -169,8 +178,9 @@ class InferenceConfig:
         (e.g. ``edit_fast``) is the checkpoint's fast variant, when it carries one."""
         return self.guidance_for(task)
 
-    def guidance_for(self, task: str, overrides: Mapping[str, Any] | None = None,
-                     preset: str | None = None) -> GuidanceConfig:  # fmt: skip
+    def guidance_for(
+        self, task: str, overrides: Mapping[str, Any] | None = None, preset: str | None = None
+    ) -> GuidanceConfig:
         """The guidance a ``task`` request samples with: this checkpoint's preset for it (or the named
         ``preset``, e.g. ``editing_fast``) with the user's ``overrides`` (None values: not given) over it.
         :func:`unimedvl.guidance.resolve_guidance` does the merge; every front end calls this."""
@@ -185,9 +195,14 @@ class InferenceConfig:
         """Side of a generated image when none is asked for: the largest side the model is fed."""
         return self.vae_transform.max_image_size
 
-    def with_sizes(self, vae_min_size: int | None = None, vae_max_size: int | None = None,
-                   vit_min_size: int | None = None, vit_max_size: int | None = None,
-                   max_pixels: int | None = None) -> "InferenceConfig":
+    def with_sizes(
+        self,
+        vae_min_size: int | None = None,
+        vae_max_size: int | None = None,
+        vit_min_size: int | None = None,
+        vit_max_size: int | None = None,
+        max_pixels: int | None = None,
+    ) -> InferenceConfig:
         """A copy with the sizes that were given explicitly (None keeps the checkpoint's)."""
         vae = _resized(self.vae_transform, vae_min_size, vae_max_size, max_pixels)
         vit = _resized(self.vit_transform, vit_min_size, vit_max_size, max_pixels)
@@ -199,25 +214,28 @@ class InferenceConfig:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "vae_transform": dataclasses.asdict(self.vae_transform),
             "vit_transform": dataclasses.asdict(self.vit_transform),
             "guidance": {name: g.to_json() for name, g in self.guidance.items()},
-        }  # fmt: skip
+        }
         if self.think_prompts is not None:
             out["think_prompts"] = dict(self.think_prompts)
         return out
 
     @classmethod
-    def from_json(cls, obj: Any, source: str = "<json>") -> "InferenceConfig":
+    def from_json(cls, obj: Any, source: str = "<json>") -> InferenceConfig:
         if not isinstance(obj, Mapping):
             raise ConfigError(f"{source}: expected a JSON object, got {type(obj).__name__}")
         unknown = sorted(set(obj) - set(_KEYS))
         if unknown:
             raise ConfigError(f"{source}: {unknown_keys_message(unknown, _KEYS)}")
         if obj.get("format", FORMAT) != FORMAT or int(obj.get("version", VERSION)) > VERSION:
-            raise ConfigError(f"{source}: format {obj.get('format')!r} version {obj.get('version')!r} is not one this "
-                              f"unimedvl reads ({FORMAT} <= {VERSION}); upgrade unimedvl")  # fmt: skip
+            raise ConfigError(
+                f"{source}: format {obj.get('format')!r} version {obj.get('version')!r} is not one this "
+                f"unimedvl reads ({FORMAT} <= {VERSION}); upgrade unimedvl"
+            )
         kwargs: dict[str, Any] = {"source": source}
         for key in ("vae_transform", "vit_transform"):
             if key in obj:
@@ -233,7 +251,9 @@ class InferenceConfig:
                 if name not in PRESET_NAMES:
                     raise ConfigError(f"{source}: unknown guidance preset {name!r}; known: {list(PRESET_NAMES)}")
                 base = dataclasses.asdict(reference_preset(name))
-                guidance[name] = from_dict(GuidanceConfig, {**base, **dict(values)}, source=f"{source}: guidance.{name}")
+                guidance[name] = from_dict(
+                    GuidanceConfig, {**base, **dict(values)}, source=f"{source}: guidance.{name}"
+                )
             kwargs["guidance"] = guidance
         if obj.get("think_prompts") is not None:
             kwargs["think_prompts"] = resolve_think_prompts(obj["think_prompts"], f"{source}: think_prompts")
@@ -245,7 +265,7 @@ class InferenceConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> "InferenceConfig":
+    def load(cls, directory: str | os.PathLike[str]) -> InferenceConfig:
         """The config of a checkpoint directory; the release defaults when it has no file."""
         path = Path(directory) / INFERENCE_CONFIG_FILE
         if not path.is_file():

@@ -13,9 +13,18 @@ from unimedvl.checkpoint.memory_plan import LoadPlan, default_dtype
 from unimedvl.checkpoint.release import read_model_config
 
 
-def resolve_load(path, inference, device, dtype=None, *, components: str = "all", quantize: str | None = None,
-                 offload: str | None = None, device_map: str | None = None,
-                 max_memory=None) -> tuple[Any, LoadPlan, str | None]:  # fmt: skip
+def resolve_load(
+    path,
+    inference,
+    device,
+    dtype=None,
+    *,
+    components: str = "all",
+    quantize: str | None = None,
+    offload: str | None = None,
+    device_map: str | None = None,
+    max_memory=None,
+) -> tuple[Any, LoadPlan, str | None]:
     """How the checkpoint at ``path`` is loaded on ``device``: (dtype, LoadPlan, notice).
 
     The dtype is ``dtype``, else :func:`~unimedvl.checkpoint.memory_plan.default_dtype` (bf16 on CUDA,
@@ -25,6 +34,15 @@ def resolve_load(path, inference, device, dtype=None, *, components: str = "all"
     """
     dtype = dtype or default_dtype(device)
     cfg = read_model_config(path) if max_memory is not None else None  # only a budget search needs the sizes
-    plan, notice = resolve_plan(cfg, inference, device, dtype, components=components, quantize=quantize,
-                                offload=offload, device_map=device_map, max_memory=max_memory)
+    plan, notice = resolve_plan(
+        cfg,
+        inference,
+        device,
+        dtype,
+        components=components,
+        quantize=quantize,
+        offload=offload,
+        device_map=device_map,
+        max_memory=max_memory,
+    )
     return dtype, plan, notice

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unimedvl.checkpoint.memory_plan import LoadPlan, candidate_plans, format_bytes, understanding_config
 from unimedvl.config import ModelConfig
 from unimedvl.defaults import MAX_NEW_TOKENS
 from unimedvl.errors import ConfigError
-from unimedvl.checkpoint.memory_plan import LoadPlan, candidate_plans, format_bytes, understanding_config
 
 # Memory a process needs besides weights and activations: on CUDA the context, cuBLAS workspace
 # and allocator slack (typical of recent drivers); on a CPU the interpreter, torch and the
@@ -101,14 +101,13 @@ def tensor_bytes(model, quantize: str, element_bytes: int) -> tuple[int, dict[in
                 continue
             seen.add(id(tensor))
             params += tensor.numel() if is_param else 0
-            if (quantize != "none" and local == "weight" and isinstance(module, nn.Linear)
-                    and is_quantized_linear(name)):  # fmt: skip
+            if quantize != "none" and local == "weight" and isinstance(module, nn.Linear) and is_quantized_linear(name):
                 size = quantized_weight_bytes(*tensor.shape, quantize)
             else:
                 size = tensor.numel() * (element_bytes if tensor.is_floating_point() else tensor.element_size())
             key = prefix + local
             if key.startswith(LAYER_PREFIX):
-                index = int(key[len(LAYER_PREFIX):].split(".", 1)[0])
+                index = int(key[len(LAYER_PREFIX) :].split(".", 1)[0])
                 layers[index] = layers.get(index, 0) + size
             else:
                 other += size
@@ -184,13 +183,17 @@ def runtime_bytes(cfg: ModelConfig, inference, workload: Workload, element_bytes
         n_vit = rows * cols
         v = cfg.vit
         vit_transient = n_vit * (4 * v.hidden_size + 2 * v.intermediate_size) * element_bytes + scores(
-            1, n_vit, n_vit, v.num_attention_heads)
+            1, n_vit, n_vit, v.num_attention_heads
+        )
     text = workload.prompt_tokens + workload.answer_tokens
     ask_context = n_vit + 2 + text
     logits = llm.vocab_size * 4 * 2  # last-token logits in fp32, and their softmax / argmax copy
     # The context's rows and generate_text's scratch copy of them.
-    ask = 2 * ask_context * kv_per_token + max(vit_transient, layer_transient(n_vit + 2)
-                                               + scores(1, n_vit + 2, n_vit + 2, llm.num_attention_heads)) + logits
+    ask = (
+        2 * ask_context * kv_per_token
+        + max(vit_transient, layer_transient(n_vit + 2) + scores(1, n_vit + 2, n_vit + 2, llm.num_attention_heads))
+        + logits
+    )
     if not cfg.visual_gen:
         return ask
     stride = cfg.vae_image_stride
@@ -205,8 +208,15 @@ def runtime_bytes(cfg: ModelConfig, inference, workload: Workload, element_bytes
     return max(ask, edit)
 
 
-def estimate_plans(cfg: ModelConfig, inference, workload: Workload, dtype: str = "bf16", cuda: bool = True,
-                   runnable_cuda: bool = False, components: str | None = None) -> list[PlanEstimate]:  # fmt: skip
+def estimate_plans(
+    cfg: ModelConfig,
+    inference,
+    workload: Workload,
+    dtype: str = "bf16",
+    cuda: bool = True,
+    runnable_cuda: bool = False,
+    components: str | None = None,
+) -> list[PlanEstimate]:
     """Every plan (or those of ``components``), cheapest first, for a ``cuda`` or CPU compute device.
 
     ``runnable_cuda``: whether this machine has CUDA (plans that need it are marked not runnable).
@@ -216,11 +226,18 @@ def estimate_plans(cfg: ModelConfig, inference, workload: Workload, dtype: str =
     for plan in candidate_plans(components, cuda=cuda):
         plan_cfg = understanding_config(cfg) if plan.understanding_only else cfg
         params, device, host = weight_bytes(cfg, plan, element)
-        out.append(PlanEstimate(
-            plan=plan, label=plan.label(dtype), parameters=params, device_weights=device, host_weights=host,
-            runtime=runtime_bytes(plan_cfg, inference, workload, element, cuda),
-            overhead=OVERHEAD_BYTES["cuda" if cuda else "cpu"], runnable=runnable_cuda or not plan.needs_cuda,
-        ))  # fmt: skip
+        out.append(
+            PlanEstimate(
+                plan=plan,
+                label=plan.label(dtype),
+                parameters=params,
+                device_weights=device,
+                host_weights=host,
+                runtime=runtime_bytes(plan_cfg, inference, workload, element, cuda),
+                overhead=OVERHEAD_BYTES["cuda" if cuda else "cpu"],
+                runnable=runnable_cuda or not plan.needs_cuda,
+            )
+        )
     return out
 
 
@@ -239,9 +256,19 @@ def choose_plan(estimates: list[PlanEstimate], budget: int, runnable_only: bool 
     )
 
 
-def resolve_plan(cfg: ModelConfig | None, inference, device, dtype, *, components: str = "all",
-                 quantize: str | None = None, offload: str | None = None, device_map: str | None = None, max_memory=None,
-                 workload: Workload | None = None) -> tuple[LoadPlan, str | None]:  # fmt: skip
+def resolve_plan(
+    cfg: ModelConfig | None,
+    inference,
+    device,
+    dtype,
+    *,
+    components: str = "all",
+    quantize: str | None = None,
+    offload: str | None = None,
+    device_map: str | None = None,
+    max_memory=None,
+    workload: Workload | None = None,
+) -> tuple[LoadPlan, str | None]:
     """The LoadPlan of these arguments and, with ``max_memory``, the cheapest plan that fits it plus a
     one-line notice saying which was chosen (None without ``max_memory``).
 
@@ -255,15 +282,29 @@ def resolve_plan(cfg: ModelConfig | None, inference, device, dtype, *, component
     if max_memory is None:
         return LoadPlan(components, quantize or "none", offload or "none", device_map), None
     if device_map is not None:
-        raise ConfigError("max_memory chooses a plan for one device; with a device_map, give the layers' devices "
-                          "instead (or leave out device_map)")
+        raise ConfigError(
+            "max_memory chooses a plan for one device; with a device_map, give the layers' devices "
+            "instead (or leave out device_map)"
+        )
     budget = parse_memory(max_memory)
     device = torch.device(device)
     name = dtype_name(dtype)
-    estimates = [e for e in estimate_plans(cfg, inference, workload or Workload(), name, cuda=device.type == "cuda",
-                                           runnable_cuda=device.type == "cuda", components=components)
-                 if quantize in (None, e.plan.quantize) and offload in (None, e.plan.offload)]  # fmt: skip
+    estimates = [
+        e
+        for e in estimate_plans(
+            cfg,
+            inference,
+            workload or Workload(),
+            name,
+            cuda=device.type == "cuda",
+            runnable_cuda=device.type == "cuda",
+            components=components,
+        )
+        if quantize in (None, e.plan.quantize) and offload in (None, e.plan.offload)
+    ]
     chosen = choose_plan(estimates, budget)
-    notice = (f"max_memory={format_bytes(budget)}: loading {chosen.label} ({format_bytes(chosen.device_weights)} of "
-              f"weights, {format_bytes(chosen.device_total)} with activations and overhead on {device})")
+    notice = (
+        f"max_memory={format_bytes(budget)}: loading {chosen.label} ({format_bytes(chosen.device_weights)} of "
+        f"weights, {format_bytes(chosen.device_total)} with activations and overhead on {device})"
+    )
     return chosen.plan, notice

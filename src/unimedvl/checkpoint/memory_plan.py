@@ -56,8 +56,10 @@ class LoadPlan:
         if self.offload != "none" and self.device_map is not None:
             raise ConfigError("offload='cpu' and a device_map both place the decoder layers; choose one of them")
         if self.offload != "none" and self.quantize == "nf4":
-            raise ConfigError("nf4 weights cannot be offloaded (bitsandbytes keeps them on the GPU); use "
-                              "quantize='int8' with offload='cpu', or nf4 without offload")
+            raise ConfigError(
+                "nf4 weights cannot be offloaded (bitsandbytes keeps them on the GPU); use "
+                "quantize='int8' with offload='cpu', or nf4 without offload"
+            )
 
     @property
     def understanding_only(self) -> bool:
@@ -107,8 +109,22 @@ def understanding_config(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, llm=llm, visual_gen=False)
 
 
-_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9, "T": 10**12,
-          "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    "KB": 10**3,
+    "M": 10**6,
+    "MB": 10**6,
+    "G": 10**9,
+    "GB": 10**9,
+    "T": 10**12,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*$")
 
 

@@ -25,11 +25,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from unimedvl.errors import ConfigError
 from unimedvl.checkpoint.memory_estimate import LAYER_PREFIX, tensor_bytes
 from unimedvl.checkpoint.memory_plan import DEVICE_MAP_PRESETS, LoadPlan, format_bytes
 from unimedvl.checkpoint.quantization import Int8RowQuantizer, check_quantization, is_quantized_linear, quantize_linear
 from unimedvl.checkpoint.weight_stream import Placement
+from unimedvl.errors import ConfigError
 
 # Share of each GPU's free memory a device map leaves for activations, the KV cache and the
 # allocator (the weights get the rest).
@@ -58,7 +58,7 @@ class Layout:
             if not group.startswith(LAYER_PREFIX):
                 return None
             if self.layer_devices is not None:
-                return self.layer_devices[int(group[len(LAYER_PREFIX):])]
+                return self.layer_devices[int(group[len(LAYER_PREFIX) :])]
             return torch.device("cpu") if to_host else None
 
         def accumulate(key: str, shape, target: torch.dtype, device: torch.device):
@@ -147,10 +147,14 @@ def parse_device_map(spec: str, num_layers: int) -> list[torch.device]:
     try:
         mapping = json.loads(spec)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{where} is neither auto, balanced nor JSON ({err.msg} at column {err.colno}); write e.g. "
-                          '\'{"0-13": "cuda:0", "14-27": "cuda:1"}\'') from None
+        raise ConfigError(
+            f"{where} is neither auto, balanced nor JSON ({err.msg} at column {err.colno}); write e.g. "
+            '\'{"0-13": "cuda:0", "14-27": "cuda:1"}\''
+        ) from None
     if not isinstance(mapping, dict) or not mapping:
-        raise ConfigError(f'{where} JSON must be an object of layer ranges, e.g. {{"0-13": "cuda:0", "14-27": "cuda:1"}}')
+        raise ConfigError(
+            f'{where} JSON must be an object of layer ranges, e.g. {{"0-13": "cuda:0", "14-27": "cuda:1"}}'
+        )
     layers: list[torch.device | None] = [None] * num_layers
     for key, value in mapping.items():
         first, _, last = str(key).partition("-")
@@ -167,8 +171,9 @@ def parse_device_map(spec: str, num_layers: int) -> list[torch.device]:
             layers[i] = device
     missing = [i for i, d in enumerate(layers) if d is None]
     if missing:
-        raise ConfigError(f"{where} leaves layer(s) {_ranges(missing)} without a device "
-                          f"(the model has {num_layers} decoder layers)")
+        raise ConfigError(
+            f"{where} leaves layer(s) {_ranges(missing)} without a device (the model has {num_layers} decoder layers)"
+        )
     return layers  # type: ignore[return-value]
 
 
@@ -183,8 +188,9 @@ def _ranges(indexes: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def preset_device_map(preset: str, layer_bytes: list[int], other_bytes: int,
-                      free: list[int] | None = None) -> list[torch.device]:  # fmt: skip
+def preset_device_map(
+    preset: str, layer_bytes: list[int], other_bytes: int, free: list[int] | None = None
+) -> list[torch.device]:
     """``balanced``: the weights split evenly over every GPU (the main parts count on GPU 0);
     ``auto``: GPUs filled in order, each up to its free memory less ACTIVATION_RESERVE.
 
@@ -192,8 +198,10 @@ def preset_device_map(preset: str, layer_bytes: list[int], other_bytes: int,
     """
     if free is None:
         if not torch.cuda.is_available():
-            raise ConfigError(f"device_map='{preset}' spreads the decoder layers over CUDA GPUs, and this machine "
-                              "has none; leave out --device-map to run on the CPU")
+            raise ConfigError(
+                f"device_map='{preset}' spreads the decoder layers over CUDA GPUs, and this machine "
+                "has none; leave out --device-map to run on the CPU"
+            )
         free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
     n = len(free)
     if preset == "balanced":
@@ -238,7 +246,7 @@ class LayerStreamer:
             [(m, n, True, p) for m in layer.modules() for n, p in m._parameters.items() if p is not None]
             + [(m, n, False, b) for m in layer.modules() for n, b in m._buffers.items() if b is not None]
             for layer in self.layers
-        ]  # fmt: skip
+        ]
         cuda = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if cuda else None
         self._ready: dict[int, tuple[list, object]] = {}

@@ -68,10 +68,14 @@ def check_quantization(method: str, device: torch.device) -> None:
         return
     if method == "nf4":
         if device.type != "cuda":
-            raise ConfigError(f"quantize='nf4' needs a CUDA GPU (bitsandbytes' 4-bit kernels), and the model goes "
-                              f"to {device}; on a CPU use quantize='int8' (--quantize int8)")
-        _require("bitsandbytes", f"quantize='nf4' needs bitsandbytes: pip install {BITSANDBYTES_PIN} "
-                                 "(or the unimedvl[nf4] extra)")
+            raise ConfigError(
+                f"quantize='nf4' needs a CUDA GPU (bitsandbytes' 4-bit kernels), and the model goes "
+                f"to {device}; on a CPU use quantize='int8' (--quantize int8)"
+            )
+        _require(
+            "bitsandbytes",
+            f"quantize='nf4' needs bitsandbytes: pip install {BITSANDBYTES_PIN} (or the unimedvl[nf4] extra)",
+        )
     elif method == "int8":
         _require("torchao", f"quantize='int8' needs torchao: pip install {TORCHAO_PIN}")
     else:
@@ -132,7 +136,7 @@ class Int8RowQuantizer:
 
     def add(self, rows: Tensor) -> None:
         for start in range(0, rows.shape[0], self.step):
-            block = rows[start:start + self.step]
+            block = rows[start : start + self.step]
             n, at = block.shape[0], self.rows
             # torchao: max(-min(amin, 0), max(amax, 0)) / ((127 - -128) / 2), clamped at fp32 eps,
             # computed in the weight's dtype and then stored as fp32.
@@ -142,15 +146,16 @@ class Int8RowQuantizer:
             work = self.work[:n]
             torch.mul(block, 1.0 / scale, out=work)
             work.round_().clamp_(-128, 127)
-            self.qdata[at:at + n].copy_(work)
-            self.scale[at:at + n] = scale
+            self.qdata[at : at + n].copy_(work)
+            self.scale[at : at + n] = scale
             self.rows += n
 
     def finish(self) -> Tensor:
         if self.rows != self.qdata.shape[0]:
             raise ConfigError(f"int8 quantisation got {self.rows} of {self.qdata.shape[0]} rows")
-        return self.int8_tensor(self.qdata, self.scale, [1, self.qdata.shape[1]], self.dtype,
-                                zero_point=self.zero_point)
+        return self.int8_tensor(
+            self.qdata, self.scale, [1, self.qdata.shape[1]], self.dtype, zero_point=self.zero_point
+        )
 
 
 class Int8Linear(nn.Linear):
@@ -203,10 +208,17 @@ def _nf4(linear: nn.Linear, compute_dtype: torch.dtype) -> nn.Module:
 
     device = linear.weight.device
     with torch.device("meta"):
-        out = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=True)
-    out.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False, quant_type="nf4",
-                                   compress_statistics=True, blocksize=NF4_BLOCK)
+        out = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=compute_dtype,
+            quant_type="nf4",
+            compress_statistics=True,
+        )
+    out.weight = bnb.nn.Params4bit(
+        linear.weight.data, requires_grad=False, quant_type="nf4", compress_statistics=True, blocksize=NF4_BLOCK
+    )
     if linear.bias is not None:
         out.bias = nn.Parameter(linear.bias.data, requires_grad=False)
     return out.to(device)  # bitsandbytes quantises here, on the device

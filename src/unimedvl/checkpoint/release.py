@@ -22,22 +22,22 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from unimedvl.checkpoint.memory_plan import LoadPlan, is_generation_key, understanding_config
+from unimedvl.checkpoint.weight_stream import Placement, check_header_shapes, open_file, stream_into
 from unimedvl.config import LLMConfig, ModelConfig, VAEConfig, from_dict, load_yaml, save_yaml, to_dict
 from unimedvl.errors import CheckpointError, ConfigError, capped
-from unimedvl.fileio import atomic_path
-from unimedvl.checkpoint.memory_plan import LoadPlan, is_generation_key, understanding_config
+from unimedvl.fileio import atomic_path, shard_files
 from unimedvl.models.hf_qwen import llm_config_from_hf
 from unimedvl.models.vision import vit_config_from_hf
-from unimedvl.checkpoint.weight_stream import Placement, check_header_shapes, open_file, stream_into
-from unimedvl.fileio import shard_files
 
 CONFIG_FILE = "unimedvl_config.yaml"
 WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
@@ -54,8 +54,14 @@ RELEASE_IMPLIED = {
 # Buffers that are recomputed from the config and may be absent from a file.
 RECOMPUTED_KEYS = ("latent_pos_embed.pos_embed", "vit_pos_embed.pos_embed")
 VAE_PREFIX = "vae."
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -157,8 +163,14 @@ def vae_config_from_file(path: Path) -> VAEConfig:
         out_ch = shapes["decoder.conv_out.weight"][0]
     except KeyError as err:
         raise CheckpointError(f"{path}: not a FLUX autoencoder (missing {err.args[0]})") from None
-    return VAEConfig(in_channels=in_channels, out_ch=out_ch, ch=ch, ch_mult=ch_mult,
-                     num_res_blocks=len(blocks), z_channels=z_channels)
+    return VAEConfig(
+        in_channels=in_channels,
+        out_ch=out_ch,
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=len(blocks),
+        z_channels=z_channels,
+    )
 
 
 # A VAE trained by `unimedvl train-autoencoder`: its report (ae.json beside ae.safetensors) holds what
@@ -193,8 +205,9 @@ def latent_stats_config(vae_cfg: VAEConfig, report: Mapping[str, Any] | str | os
                     f"{source}: the statistics were measured on a VAE with {key}={getattr(measured, key)}, "
                     f"but this config has {key}={getattr(vae_cfg, key)}; use the report written with these weights"
                 )
-    return dataclasses.replace(vae_cfg, shift_factor=float(report["shift_factor"]),
-                               scale_factor=float(report["scale_factor"]))
+    return dataclasses.replace(
+        vae_cfg, shift_factor=float(report["shift_factor"]), scale_factor=float(report["scale_factor"])
+    )
 
 
 def trained_vae_config(weights: str | os.PathLike, report: str | os.PathLike | None = None) -> VAEConfig:
@@ -266,16 +279,26 @@ def find_weights(path: Path, prefer: str = "ema", require_all: bool = True) -> W
             raise CheckpointError(f"{indexes[0]}: shard file(s) missing: {shown}")
         return WeightSource(files)
     if (path / "adapter_config.json").is_file():
-        raise CheckpointError(f"{path}: a LoRA step directory: merge it into its base (unimedvl merge-adapter) or "
-                              "load it with --model / from_pretrained, which add it to the base it names")
+        raise CheckpointError(
+            f"{path}: a LoRA step directory: merge it into its base (unimedvl merge-adapter) or "
+            "load it with --model / from_pretrained, which add it to the base it names"
+        )
     raise CheckpointError(
         f"{path}: no weights; expected ema.safetensors, model.safetensors or a *.safetensors.index.json"
     )
 
 
-def load_into(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype,
-              device: torch.device | str | Placement, exclude: str | None = None, optional: tuple[str, ...] = (),
-              ignore: Callable[[str], bool] | None = None, skip: tuple[str, ...] = ()) -> None:  # fmt: skip
+def load_into(
+    model: nn.Module,
+    source: WeightSource,
+    where: str,
+    dtype: torch.dtype,
+    device: torch.device | str | Placement,
+    exclude: str | None = None,
+    optional: tuple[str, ...] = (),
+    ignore: Callable[[str], bool] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
     """Stream tensors from ``source`` into ``model`` (built on meta) with a strict key check.
 
     Keys under ``exclude`` are loaded elsewhere; keys in ``optional`` may be absent; keys in
@@ -347,9 +370,9 @@ def load_model(
     ``components="understanding"`` the generation tensors and ``ae.safetensors`` are never read.
     The model's ``load_plan`` attribute records the plan.
     """
+    from unimedvl.checkpoint.placement import plan_layout
     from unimedvl.models.embeddings import PositionEmbedding
     from unimedvl.models.unified import UnifiedModel
-    from unimedvl.checkpoint.placement import plan_layout
 
     path = Path(path)
     if not path.is_dir():
@@ -372,8 +395,17 @@ def load_model(
             module._buffers["pos_embed"] = torch.empty_like(module.pos_embed, device=device, dtype=torch_dtype)
             module.reset_parameters()
     ignore = is_generation_key if plan.understanding_only else None
-    load_into(model, source, str(path), torch_dtype, layout.placement(model, plan.quantize, torch_dtype),
-              exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS, ignore=ignore, skip=RECOMPUTED_KEYS)  # fmt: skip
+    load_into(
+        model,
+        source,
+        str(path),
+        torch_dtype,
+        layout.placement(model, plan.quantize, torch_dtype),
+        exclude=VAE_PREFIX,
+        optional=RECOMPUTED_KEYS,
+        ignore=ignore,
+        skip=RECOMPUTED_KEYS,
+    )
     if cfg.visual_gen:
         ae_file = path / "ae.safetensors"
         if not ae_file.is_file():
@@ -392,22 +424,24 @@ def load_model(
 MAX_TABLE_BYTES = 2 << 30  # a recomputed position table above this is a config mistake (the release's: 58 MB)
 
 
-def check_weight_shapes(model: nn.Module, source: WeightSource, where: str,
-                        dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+def check_weight_shapes(model: nn.Module, source: WeightSource, where: str, dtype: torch.dtype = torch.float32) -> None:
     """Before allocation: the model's (meta) tensors against the safetensors headers, and the size of the
     position tables, which no file bounds (``max_latent_size``, ``vit_max_num_patch_per_side``)."""
     from unimedvl.models.embeddings import PositionEmbedding
 
-    check_header_shapes({k: tuple(t.shape) for k, t in model.state_dict().items() if k not in RECOMPUTED_KEYS},
-                        source.files, where)
+    check_header_shapes(
+        {k: tuple(t.shape) for k, t in model.state_dict().items() if k not in RECOMPUTED_KEYS}, source.files, where
+    )
     for name, module in model.named_modules():
         if isinstance(module, PositionEmbedding):
             size = module.pos_embed.numel() * max(dtype.itemsize, 4)
             if size > MAX_TABLE_BYTES:
                 side = module.max_num_patch_per_side
-                raise ConfigError(f"{where}: the position table {name} would take {size / 2**30:.0f} GiB "
-                                  f"({side} x {side} positions x {module.hidden_size}); the config's max_latent_size "
-                                  "/ vit_max_num_patch_per_side or hidden_size is far too large")
+                raise ConfigError(
+                    f"{where}: the position table {name} would take {size / 2**30:.0f} GiB "
+                    f"({side} x {side} positions x {module.hidden_size}); the config's max_latent_size "
+                    "/ vit_max_num_patch_per_side or hidden_size is far too large"
+                )
 
 
 def model_state(model: nn.Module) -> dict[str, Tensor]:
@@ -423,8 +457,14 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def save_model(model, path: str | Path, tokenizer=None, ema_state: Mapping[str, Tensor] | None = None,
-               inference_config=None, card=None) -> Path:
+def save_model(
+    model,
+    path: str | Path,
+    tokenizer=None,
+    ema_state: Mapping[str, Tensor] | None = None,
+    inference_config=None,
+    card=None,
+) -> Path:
     """Write ``model`` in the release layout plus our complete config, inference config and model card.
 
     ``ema.safetensors`` holds ``ema_state`` when given (and ``model.safetensors`` the raw

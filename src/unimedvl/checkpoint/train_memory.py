@@ -44,10 +44,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from unimedvl.config import ModelConfig
-from unimedvl.errors import ConfigError
 from unimedvl.checkpoint.memory_estimate import OVERHEAD_BYTES, dtype_bytes
 from unimedvl.checkpoint.memory_plan import format_bytes
+from unimedvl.config import ModelConfig
+from unimedvl.errors import ConfigError
 
 METHODS = ("full", "lora", "qlora-int8", "qlora-nf4")  # cheapest in quality and time first
 QUANTIZE = {"full": "none", "lora": "none", "qlora-int8": "int8", "qlora-nf4": "nf4"}
@@ -100,7 +100,8 @@ class TrainSetup:
     freeze_vit: bool = False
     lora_rank: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(LORA_PARTS, DEFAULT_LORA_RANK))
     lora_targets: dict = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(LORA_PARTS, ("q_proj", "k_proj", "v_proj", "o_proj")))
+        default_factory=lambda: dict.fromkeys(LORA_PARTS, ("q_proj", "k_proj", "v_proj", "o_proj"))
+    )
     ce_tokens: int | None = None  # text tokens with a loss in the pack (None: all of them, the worst case)
     vit_tokens: int | None = None  # ViT tokens in the pack (None: all of them, the worst case)
 
@@ -110,7 +111,7 @@ class TrainSetup:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
 
     @classmethod
-    def from_config(cls, cfg, gpus: int = 1, cuda: bool = True) -> "TrainSetup":
+    def from_config(cls, cfg, gpus: int = 1, cuda: bool = True) -> TrainSetup:
         """The setup of a TrainConfig: pack size, compute dtype, paths, freezing and LoRA per part.
 
         A part's rank is ``lora_rank_<part>`` when the config has it (None: ``lora_rank``); a run
@@ -124,9 +125,18 @@ class TrainSetup:
             given = getattr(cfg, f"lora_targets_{part}", None)
             targets[part] = tuple(cfg.lora_target_modules if given is None else given)
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bf16" if cuda else "fp32")
-        return cls(tokens=cfg.max_num_tokens, gpus=gpus, dtype=dtype, cuda=cuda, visual_gen=cfg.visual_gen,
-                   visual_und=cfg.visual_und, freeze_llm=cfg.freeze_llm, freeze_vit=cfg.freeze_vit,
-                   lora_rank=ranks, lora_targets=targets)  # fmt: skip
+        return cls(
+            tokens=cfg.max_num_tokens,
+            gpus=gpus,
+            dtype=dtype,
+            cuda=cuda,
+            visual_gen=cfg.visual_gen,
+            visual_und=cfg.visual_und,
+            freeze_llm=cfg.freeze_llm,
+            freeze_vit=cfg.freeze_vit,
+            lora_rank=ranks,
+            lora_targets=targets,
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +167,11 @@ def all_plans(methods=METHODS) -> list[TrainPlan]:
     Per method: no checkpointing, then checkpointing (costs time only), then without the EMA
     (changes what is saved); methods from full to the most compressed base.
     """
-    return [TrainPlan(m, ckpt, ema) for m in methods for ckpt, ema in ((False, True), (True, True), (True, False),
-                                                                       (False, False))]  # fmt: skip
+    return [
+        TrainPlan(m, ckpt, ema)
+        for m in methods
+        for ckpt, ema in ((False, True), (True, True), (True, False), (False, False))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +191,7 @@ class _Tensor:
 def _unit(name: str) -> str:
     for prefix in (LAYERS, VIT_LAYERS):
         if name.startswith(prefix):
-            return prefix + name[len(prefix):].split(".", 1)[0]
+            return prefix + name[len(prefix) :].split(".", 1)[0]
     return "replicated" if name.startswith("vae.") else "root"
 
 
@@ -202,8 +215,9 @@ def _meta_model(cfg: ModelConfig, setup: TrainSetup):
 
     from unimedvl.models.unified import UnifiedModel
 
-    cfg = dataclasses.replace(cfg, visual_gen=setup.visual_gen and cfg.visual_gen,
-                              visual_und=setup.visual_und and cfg.visual_und)  # fmt: skip
+    cfg = dataclasses.replace(
+        cfg, visual_gen=setup.visual_gen and cfg.visual_gen, visual_und=setup.visual_und and cfg.visual_und
+    )
     with torch.device("meta"):
         return UnifiedModel(cfg)
 
@@ -229,8 +243,12 @@ def _inventory(model, plan: TrainPlan, setup: TrainSetup) -> tuple[list[_Tensor]
         for local, p in module.named_parameters(recurse=False):
             name = prefix + local
             trainable = _trainable(name, plan, setup)
-            quantized = (plan.quantize != "none" and local == "weight" and isinstance(module, nn.Linear)
-                         and name.startswith(QUANTIZED_PREFIXES))  # fmt: skip
+            quantized = (
+                plan.quantize != "none"
+                and local == "weight"
+                and isinstance(module, nn.Linear)
+                and name.startswith(QUANTIZED_PREFIXES)
+            )
             if quantized:
                 stored = quantized_weight_bytes(*p.shape, plan.quantize)
             else:
@@ -271,21 +289,31 @@ def _static_bytes(tensors: list[_Tensor], plan: TrainPlan, setup: TrainSetup) ->
         if b < 4:
             weights += b * trainable  # autocast's cached compute copies of the trainable weights
     else:
+
         def gathered(ts):
-            return sum(t.stored if t.quantized else t.numel * b for t in ts if not (t.quantized and
-                                                                                     plan.quantize == "int8"))
+            return sum(
+                t.stored if t.quantized else t.numel * b for t in ts if not (t.quantized and plan.quantize == "int8")
+            )
 
         layer_units = [u for u in units if u not in ("root", "replicated")]
         biggest = sorted((gathered(units[u]) for u in layer_units), reverse=True)[:2]
         weights += gathered(units.get("root", [])) + sum(biggest)
         grads += max((4 * sum(t.numel for t in units[u] if t.trainable) for u in layer_units), default=0)
-    return {"trainable": trainable, "weights": weights, "gradients": grads, "optimizer": 8 * trainable // n,
-            "ema": 4 * trainable // n if plan.ema else 0, "step": 4 * trainable // n}
+    return {
+        "trainable": trainable,
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": 8 * trainable // n,
+        "ema": 4 * trainable // n if plan.ema else 0,
+        "step": 4 * trainable // n,
+    }
 
 
-def _layer_saved(widths: dict, linears: dict[str, tuple[bool, int]], prefix: str, suffix: str, b: int, r: int,
-                 vit: bool) -> int:  # fmt: skip
+def _layer_saved(
+    widths: dict, linears: dict[str, tuple[bool, int]], prefix: str, suffix: str, b: int, r: int, vit: bool
+) -> int:
     """Bytes one token leaves saved for backward in one layer (one expert's path of a decoder layer)."""
+
     def saves(name):
         return linears.get(prefix + name + suffix, (False, 0))
 
@@ -312,16 +340,22 @@ def _layer_saved(widths: dict, linears: dict[str, tuple[bool, int]], prefix: str
     return total
 
 
-def _activation_bytes(model, cfg: ModelConfig, linears, plan: TrainPlan, setup: TrainSetup,
-                      tensors: list[_Tensor]) -> int:  # fmt: skip
+def _activation_bytes(
+    model, cfg: ModelConfig, linears, plan: TrainPlan, setup: TrainSetup, tensors: list[_Tensor]
+) -> int:
     b = dtype_bytes(setup.dtype)
     # The residual stream has the token embeddings' dtype: as stored in one process (fp32 unless cast),
     # the compute dtype under FSDP2 (which gathers in it).
     embed = next(t for t in tensors if t.name == "language_model.model.embed_tokens.weight")
     r = embed.stored // embed.numel if setup.gpus == 1 else b
     llm, t = cfg.llm, setup.tokens
-    widths = {"h": llm.hidden_size, "i": llm.intermediate_size, "q": llm.num_attention_heads * llm.head_dim,
-              "kv": llm.num_key_value_heads * llm.head_dim, "qk_norm": int(llm.qk_norm)}
+    widths = {
+        "h": llm.hidden_size,
+        "i": llm.intermediate_size,
+        "q": llm.num_attention_heads * llm.head_dim,
+        "kv": llm.num_key_value_heads * llm.head_dim,
+        "qk_norm": int(llm.qk_norm),
+    }
     per_layer = []
     for index in range(llm.num_hidden_layers):
         prefix = f"language_model.model.layers.{index}."
@@ -339,10 +373,16 @@ def _activation_bytes(model, cfg: ModelConfig, linears, plan: TrainPlan, setup: 
     image = 0
     if hasattr(model, "vit_model"):
         vit, n_vit = cfg.vit, setup.vit_tokens if setup.vit_tokens is not None else t
-        vw = {"h": vit.hidden_size, "i": vit.intermediate_size, "q": vit.hidden_size, "kv": vit.hidden_size,
-              "qk_norm": 0}
-        vit_layers = [_layer_saved(vw, linears, f"{VIT_LAYERS}{k}.", "", b, b, True)
-                      for k in range(vit.num_hidden_layers)]  # fmt: skip
+        vw = {
+            "h": vit.hidden_size,
+            "i": vit.intermediate_size,
+            "q": vit.hidden_size,
+            "kv": vit.hidden_size,
+            "qk_norm": 0,
+        }
+        vit_layers = [
+            _layer_saved(vw, linears, f"{VIT_LAYERS}{k}.", "", b, b, True) for k in range(vit.num_hidden_layers)
+        ]
         if plan.checkpointing:
             vit_saved = n_vit * (vit.num_hidden_layers * b * vit.hidden_size + max(vit_layers, default=0))
         else:
@@ -360,20 +400,27 @@ def estimate_train_plan(cfg: ModelConfig, plan: TrainPlan, setup: TrainSetup, mo
     tensors, linears = _inventory(model, plan, setup)
     static = _static_bytes(tensors, plan, setup)
     activations = _activation_bytes(model, cfg, linears, plan, setup, tensors)
-    return TrainEstimate(plan=plan, parameters=sum(t.numel for t in tensors if not t.name.startswith("vae.")
-                                                   and t.unit != "replicated") + _vae_params(model),
-                         trainable=static["trainable"], weights=static["weights"], gradients=static["gradients"],
-                         optimizer=static["optimizer"], ema=static["ema"],
-                         activations=max(activations, static["step"]),
-                         overhead=OVERHEAD_BYTES["cuda" if setup.cuda else "cpu"])  # fmt: skip
+    return TrainEstimate(
+        plan=plan,
+        parameters=sum(t.numel for t in tensors if not t.name.startswith("vae.") and t.unit != "replicated")
+        + _vae_params(model),
+        trainable=static["trainable"],
+        weights=static["weights"],
+        gradients=static["gradients"],
+        optimizer=static["optimizer"],
+        ema=static["ema"],
+        activations=max(activations, static["step"]),
+        overhead=OVERHEAD_BYTES["cuda" if setup.cuda else "cpu"],
+    )
 
 
 def _vae_params(model) -> int:
     return sum(p.numel() for p in model.vae.parameters()) if hasattr(model, "vae") else 0
 
 
-def estimate_train_plans(cfg: ModelConfig, setup: TrainSetup, plans: list[TrainPlan] | None = None
-                         ) -> list[TrainEstimate]:  # fmt: skip
+def estimate_train_plans(
+    cfg: ModelConfig, setup: TrainSetup, plans: list[TrainPlan] | None = None
+) -> list[TrainEstimate]:
     """Every plan (or ``plans``), in :func:`all_plans` order."""
     model = _meta_model(cfg, setup)
     return [estimate_train_plan(cfg, plan, setup, model) for plan in (plans or all_plans())]
@@ -398,41 +445,52 @@ def choose_train_plan(estimates: list[TrainEstimate], budget: int, gpus: int = 1
 # The table of ``info --memory --train`` and the choice of ``train --max_memory``.
 
 
-def train_memory_report(cfg: ModelConfig, setup: TrainSetup, budget: int | None, name: str,
-                        run_plan: TrainPlan | None = None) -> list[str]:  # fmt: skip
+def train_memory_report(
+    cfg: ModelConfig, setup: TrainSetup, budget: int | None, name: str, run_plan: TrainPlan | None = None
+) -> list[str]:
     """Every plan's bytes per GPU, and which fit ``budget`` (and ``run_plan``'s, a run's own plan)."""
     from unimedvl.checkpoint.model_card import human_count
 
     estimates = estimate_train_plans(cfg, setup)
     where = "GPU" if setup.cuda else "host RAM (CPU)"
     ranks = ", ".join(f"{part} {setup.lora_rank[part]}" for part in LORA_PARTS)
-    lines = [f"training memory plans: {name}, {setup.gpus} {where}(s){' with FSDP2 FULL_SHARD' if setup.gpus > 1 else ''}, "
-             f"compute in {setup.dtype}, packs of {setup.tokens} tokens" + (f", budget {format_bytes(budget)} per GPU"
-                                                                           if budget else ""),
-             f"LoRA plans: ranks {ranks}; the LLM and ViT bases frozen; +ckpt: activation checkpointing; "
-             "+ema: an EMA of the trainable weights"]  # fmt: skip
-    header = (f"{'plan':<21} {'trainable':>9} {'weights':>9} {'grads':>8} {'AdamW':>8} {'EMA':>8} {'act.':>8} "
-              f"{'overhead':>8} {'total/GPU':>9}")
+    lines = [
+        f"training memory plans: {name}, {setup.gpus} {where}(s){' with FSDP2 FULL_SHARD' if setup.gpus > 1 else ''}, "
+        f"compute in {setup.dtype}, packs of {setup.tokens} tokens"
+        + (f", budget {format_bytes(budget)} per GPU" if budget else ""),
+        f"LoRA plans: ranks {ranks}; the LLM and ViT bases frozen; +ckpt: activation checkpointing; "
+        "+ema: an EMA of the trainable weights",
+    ]
+    header = (
+        f"{'plan':<21} {'trainable':>9} {'weights':>9} {'grads':>8} {'AdamW':>8} {'EMA':>8} {'act.':>8} "
+        f"{'overhead':>8} {'total/GPU':>9}"
+    )
     lines.append(header + ("  fits" if budget else ""))
     for e in estimates:
-        row = (f"{e.plan.label:<21} {human_count(e.trainable):>9} {format_bytes(e.weights):>9} "
-               f"{format_bytes(e.gradients):>8} {format_bytes(e.optimizer):>8} "
-               f"{format_bytes(e.ema) if e.ema else '-':>8} {format_bytes(e.activations):>8} "
-               f"{format_bytes(e.overhead):>8} {format_bytes(e.total):>9}")  # fmt: skip
+        row = (
+            f"{e.plan.label:<21} {human_count(e.trainable):>9} {format_bytes(e.weights):>9} "
+            f"{format_bytes(e.gradients):>8} {format_bytes(e.optimizer):>8} "
+            f"{format_bytes(e.ema) if e.ema else '-':>8} {format_bytes(e.activations):>8} "
+            f"{format_bytes(e.overhead):>8} {format_bytes(e.total):>9}"
+        )
         lines.append(row + (f"  {'yes' if e.fits(budget) else 'no'}" if budget else ""))
     if budget:
         try:
             chosen = choose_train_plan(estimates, budget, setup.gpus)
-            lines.append(f"first plan within {format_bytes(budget)} per GPU (the order train --max_memory tries): "
-                         f"{chosen.plan.label} ({format_bytes(chosen.total)})")
+            lines.append(
+                f"first plan within {format_bytes(budget)} per GPU (the order train --max_memory tries): "
+                f"{chosen.plan.label} ({format_bytes(chosen.total)})"
+            )
         except ConfigError as err:
             lines.append(str(err))
     if run_plan is not None:
         own = next(e for e in estimates if e.plan == run_plan)
         verdict = f": {'fits' if own.fits(budget) else 'does not fit'} {format_bytes(budget)}" if budget else ""
         lines.append(f"this run's plan: {run_plan.label}, {format_bytes(own.total)} per GPU{verdict}")
-    lines.append("act.: activations of one pack (worst case: all text with a loss, or all ViT tokens), or AdamW's "
-                 "step buffer when larger; an estimate with a margin, see unimedvl/checkpoint/train_memory.py")
+    lines.append(
+        "act.: activations of one pack (worst case: all text with a loss, or all ViT tokens), or AdamW's "
+        "step buffer when larger; an estimate with a margin, see unimedvl/checkpoint/train_memory.py"
+    )
     return lines
 
 
@@ -492,5 +550,7 @@ def apply_max_memory(cfg, model_cfg: ModelConfig, gpus: int, cuda: bool) -> str:
     if not plan.ema and cfg.ema > 0:
         cfg.ema = 0.0
         changes.append("ema 0")
-    return (f"max_memory {format_bytes(budget)} per GPU x {gpus}: training plan {plan.label} "
-            f"({format_bytes(chosen.total)} per GPU estimated)" + (f"; set {', '.join(changes)}" if changes else ""))
+    return (
+        f"max_memory {format_bytes(budget)} per GPU x {gpus}: training plan {plan.label} "
+        f"({format_bytes(chosen.total)} per GPU estimated)" + (f"; set {', '.join(changes)}" if changes else "")
+    )

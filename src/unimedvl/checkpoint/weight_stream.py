@@ -69,8 +69,9 @@ def group_of(key: str) -> str:
 def open_file(path: Path):
     """A safetensors handle (mmap), or a CheckpointError naming the file."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: weight file missing; copy it again (a sharded checkpoint needs every shard "
-                              "its index names)")
+        raise CheckpointError(
+            f"{path}: weight file missing; copy it again (a sharded checkpoint needs every shard its index names)"
+        )
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
@@ -128,8 +129,9 @@ class _Files:
                 del self._handles[file]
 
 
-def stream_into(model: nn.Module, files: dict[str, Path], keys: Iterable[str], where: str, dtype: torch.dtype,
-                placement: Placement) -> None:  # fmt: skip
+def stream_into(
+    model: nn.Module, files: dict[str, Path], keys: Iterable[str], where: str, dtype: torch.dtype, placement: Placement
+) -> None:
     """Assign ``keys`` (checked beforehand) from ``files`` (key -> file) into ``model``, module by module.
 
     Floating-point tensors become ``dtype``; integer ones keep theirs. Shapes must match the
@@ -144,8 +146,9 @@ def stream_into(model: nn.Module, files: dict[str, Path], keys: Iterable[str], w
     for owner, owner_keys in by_module.items():
         state = {}
         for key in owner_keys:
-            state[key.rpartition(".")[2]] = _load(reader, files[key], key, tuple(expected[key].shape), where, dtype,
-                                                  placement)  # fmt: skip
+            state[key.rpartition(".")[2]] = _load(
+                reader, files[key], key, tuple(expected[key].shape), where, dtype, placement
+            )
         module = modules[owner] if owner else model
         module.load_state_dict(state, strict=False, assign=True)
         if placement.finish is not None:
@@ -155,8 +158,9 @@ def stream_into(model: nn.Module, files: dict[str, Path], keys: Iterable[str], w
                 setattr(modules[parent] if parent else model, child, replacement)
 
 
-def _load(reader: _Files, file: Path, key: str, shape: tuple[int, ...], where: str, dtype: torch.dtype,
-          placement: Placement) -> Tensor:  # fmt: skip
+def _load(
+    reader: _Files, file: Path, key: str, shape: tuple[int, ...], where: str, dtype: torch.dtype, placement: Placement
+) -> Tensor:
     view = reader.view(file, key)
     if tuple(view.shape) != shape:
         raise CheckpointError(
@@ -177,12 +181,12 @@ def _load(reader: _Files, file: Path, key: str, shape: tuple[int, ...], where: s
         out = torch.empty(shape, dtype=target, device=device)
     rows = max(1, CHUNK_BYTES * shape[0] // max(nbytes, 1))
     for start in range(0, shape[0], rows):
-        block = view[start:start + rows]
+        block = view[start : start + rows]
         if sink is not None:
             # The accumulator reads the mapped rows itself when they are already what it needs.
             sink.add(block if (block.dtype, block.device) == (target, device) else block.to(device, target))
         else:
-            out[start:start + rows].copy_(block)
+            out[start : start + rows].copy_(block)
         del view, block
         reader.consumed(file, CHUNK_BYTES)  # a fresh mapping for the next block
         if start + rows < shape[0]:

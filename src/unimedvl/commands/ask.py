@@ -33,8 +33,15 @@ def run(args) -> int:
     warn_once(missing_image_warning(len(args.image), args.question))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # said once above, as one line
-        answer = model.ask(args.image, args.question, think=args.think, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # fmt: skip
+        answer = model.ask(
+            args.image,
+            args.question,
+            think=args.think,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
     if args.think:
         emit(args, {"answer": answer.text, "thinking": answer.thinking}, thought_out(answer.thinking, answer.text))
     else:

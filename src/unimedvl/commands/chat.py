@@ -69,8 +69,13 @@ def run(args) -> int:
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                answer = session.ask(line, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                     top_p=args.top_p, seed=args.seed + turn)  # fmt: skip
+                answer = session.ask(
+                    line,
+                    max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    seed=args.seed + turn,
+                )
             for notice in caught:
                 warn_once(str(notice.message))
             turn += 1

@@ -30,8 +30,12 @@ from unimedvl.run_lock import RunLock
 
 def add_language_option(parser: argparse.ArgumentParser) -> None:
     """``--language`` (SLAKE's question language)."""
-    parser.add_argument("--language", default="en", choices=LANGUAGES,
-                        help="SLAKE questions to read: en (default, as papers report), zh or all")  # fmt: skip
+    parser.add_argument(
+        "--language",
+        default="en",
+        choices=LANGUAGES,
+        help="SLAKE questions to read: en (default, as papers report), zh or all",
+    )
 
 
 def print_checksums(conv, file=None) -> None:
@@ -44,14 +48,21 @@ def print_checksums(conv, file=None) -> None:
 
 def register(subparsers) -> None:
     """Add the ``convert`` subcommand."""
-    p = subparsers.add_parser("convert", help="a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subparsers.add_parser(
+        "convert",
+        help="a standard benchmark (VQA-RAD, SLAKE, ...) as our JSONL",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--benchmark", required=True, choices=NAMES, help="the benchmark's format")
     p.add_argument("path", metavar="PATH", help="the benchmark folder (or file) as its publisher ships it")
     p.add_argument("--out", required=True, metavar="FILE.jsonl", help="the JSONL to write")
     p.add_argument("--split", help="split to convert (default: the reader's test split; 'all' for every split)")
-    p.add_argument("--image-dir", metavar="DIR", help="where parquet / base64 images are extracted "
-                   "(default: FILE_images/ beside the JSONL)")  # fmt: skip
+    p.add_argument(
+        "--image-dir",
+        metavar="DIR",
+        help="where parquet / base64 images are extracted (default: FILE_images/ beside the JSONL)",
+    )
     add_language_option(p)
     p.add_argument("--max-problems", type=int, default=50, help="problems to print (default 50; 0 = all)")
     p.set_defaults(func=run)
@@ -63,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
     with RunLock.for_file(out, "convert"):  # one run per output file (RELIABILITY.md)
         source = open_benchmark(args.benchmark, args.path, args.split, ReadOptions(language=args.language))
         image_dir = Path(args.image_dir) if args.image_dir else out.with_name(out.stem + "_images")
-        with disk_full_reported("converting", out.parent, "the JSONL is written last and atomically, so the old one "
-                                "(if any) is intact; free space and rerun"):  # fmt: skip
+        with disk_full_reported(
+            "converting",
+            out.parent,
+            "the JSONL is written last and atomically, so the old one (if any) is intact; free space and rerun",
+        ):
             conv = convert_benchmark(source, image_dir=image_dir, out_dir=out.parent)
             write_jsonl(conv.records, out)
     print(conv.summary())

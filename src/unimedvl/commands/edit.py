@@ -30,7 +30,17 @@ def run(args) -> int:
         check_strength(args.strength)  # before the model loads
     check_preset(args)
     model = load_model(args)
-    return run_image(args, lambda progress: model.edit(
-        args.image, args.instruction, think=args.think, seed=args.seed, progress=progress,
-        max_think_tokens=args.max_new_tokens, strength=args.strength, preset=args.preset, **guidance_overrides(args),
-    ))  # fmt: skip
+    return run_image(
+        args,
+        lambda progress: model.edit(
+            args.image,
+            args.instruction,
+            think=args.think,
+            seed=args.seed,
+            progress=progress,
+            max_think_tokens=args.max_new_tokens,
+            strength=args.strength,
+            preset=args.preset,
+            **guidance_overrides(args),
+        ),
+    )

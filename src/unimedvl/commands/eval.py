@@ -79,51 +79,99 @@ DEFAULTS = EvalOptions(models=[], out="")  # the flags' defaults
 
 def register(subparsers) -> None:
     """Add the ``eval`` subcommand."""
-    p = subparsers.add_parser("eval", help="batch evaluation (editing two-pass protocol, VQA, reports); "
-                              "resumable, sharded under torchrun", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--model", action="append", required=True, metavar="DIR",
-                   help="checkpoint directory (repeat to evaluate several, one after another)")  # fmt: skip
-    p.add_argument("--data", metavar="JSONL", help="test set (JSONL records, see README: Data formats); with one "
-                   "--benchmark NAME: that benchmark's folder (default: none, then --benchmark is needed)")  # fmt: skip
+    p = subparsers.add_parser(
+        "eval",
+        help="batch evaluation (editing two-pass protocol, VQA, reports); resumable, sharded under torchrun",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="checkpoint directory (repeat to evaluate several, one after another)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="JSONL",
+        help="test set (JSONL records, see README: Data formats); with one "
+        "--benchmark NAME: that benchmark's folder (default: none, then --benchmark is needed)",
+    )
     p.add_argument("--data-dir", metavar="DIR", help="folder image paths are relative to (default: the JSONL's)")
     p.add_argument("--out", required=True, metavar="DIR", help="results go to OUT/<model_id>/<split>/")
-    p.add_argument("--split", metavar="NAME", help="the split label of the results: `unimedvl stats OUT` reads "
-                   "OUT/<model_id>/<split>/ as model_id and split (default: the --data file's name without "
-                   "extension, e.g. test; a benchmark's own label, e.g. vqa-rad-test)")  # fmt: skip
+    p.add_argument(
+        "--split",
+        metavar="NAME",
+        help="the split label of the results: `unimedvl stats OUT` reads "
+        "OUT/<model_id>/<split>/ as model_id and split (default: the --data file's name without "
+        "extension, e.g. test; a benchmark's own label, e.g. vqa-rad-test)",
+    )
     add_benchmark_arguments(p)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N records (default: all)")
-    p.add_argument("--limit-per-task", action="append", metavar="N|TASK=N",
-                   help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
-                        "task's cap, e.g. --limit-per-task 10 --limit-per-task image_understanding=200 "
-                        "(default: no cap)")  # fmt: skip
-    p.add_argument("--metric-mode", default=DEFAULTS.metric_mode, choices=["reference", "native", "both"],
-                   help="PSNR/SSIM on uint8 RGB at the prediction's size (reference, comparable with published "
-                        "numbers) or at the ground truth's size and intensity scale (native)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace results in OUT/<model_id>/<split> left by a run with another model, data or settings")
+    p.add_argument(
+        "--limit-per-task",
+        action="append",
+        metavar="N|TASK=N",
+        help="evaluate at most N records of each main_task_type (file order); TASK=N sets one "
+        "task's cap, e.g. --limit-per-task 10 --limit-per-task image_understanding=200 "
+        "(default: no cap)",
+    )
+    p.add_argument(
+        "--metric-mode",
+        default=DEFAULTS.metric_mode,
+        choices=["reference", "native", "both"],
+        help="PSNR/SSIM on uint8 RGB at the prediction's size (reference, comparable with published "
+        "numbers) or at the ground truth's size and intensity scale (native)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results in OUT/<model_id>/<split> left by a run with another model, data or settings",
+    )
     p.add_argument("--retry-failed", action="store_true", help="redo samples that failed in an earlier run")
-    p.add_argument("--strict", action="store_true",
-                   help="exit with status 1 when any sample failed (default: 0; the summary counts the failures)")
-    p.add_argument("--confine-data-dir", action="store_true",
-                   help="fail samples whose images lie outside --data-dir ('..', absolute paths, symlinks) "
-                        "(default: a warning; --benchmark sets are not checked: their images stay in the "
-                        "benchmark's folder)")  # fmt: skip
-    p.add_argument("--batch-size", type=_batch_size, default=DEFAULTS.batch_size, metavar="N|auto",
-                   help="samples served together (results do not depend on it); auto: what the device's free "
-                        "memory holds by the memory estimate, at most 8 on a CPU and 32 on a GPU, printed")  # fmt: skip
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when any sample failed (default: 0; the summary counts the failures)",
+    )
+    p.add_argument(
+        "--confine-data-dir",
+        action="store_true",
+        help="fail samples whose images lie outside --data-dir ('..', absolute paths, symlinks) "
+        "(default: a warning; --benchmark sets are not checked: their images stay in the "
+        "benchmark's folder)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=DEFAULTS.batch_size,
+        metavar="N|auto",
+        help="samples served together (results do not depend on it); auto: what the device's free "
+        "memory holds by the memory estimate, at most 8 on a CPU and 32 on a GPU, printed",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     g = p.add_argument_group("model")
     add_device_arguments(g, device_help="under torchrun each rank takes cuda:LOCAL_RANK")
-    g.add_argument("--weights", default=DEFAULTS.weights, choices=["ema", "model"],
-                   help="ema.safetensors (model.safetensors when absent) or the raw model.safetensors: "
-                        "after a short run the EMA may still be close to the initial weights")  # fmt: skip
+    g.add_argument(
+        "--weights",
+        default=DEFAULTS.weights,
+        choices=["ema", "model"],
+        help="ema.safetensors (model.safetensors when absent) or the raw model.safetensors: "
+        "after a short run the EMA may still be close to the initial weights",
+    )
     add_size_arguments(g)
     add_image_pixels_argument(g, why="; a larger image fails its sample")
-    add_memory_arguments(p.add_argument_group("memory (unimedvl info --memory shows what each plan needs; "
-                                              "--components understanding suits VQA and report sets)"))
+    add_memory_arguments(
+        p.add_argument_group(
+            "memory (unimedvl info --memory shows what each plan needs; "
+            "--components understanding suits VQA and report sets)"
+        )
+    )
     g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens, help="understanding pass / answer length limit")
+    g.add_argument(
+        "--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens, help="understanding pass / answer length limit"
+    )
     g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="run seed (each sample's seed derives from it)")
     add_strength_argument(g)
     add_guidance_arguments(p, RESTORATION, "the checkpoint's restoration preset; the release's shown")
@@ -143,15 +191,34 @@ def _batch_size(text: str) -> int | str:
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
     """The run the flags describe (``--benchmark`` items parsed; values checked by :func:`run`)."""
     return EvalOptions(
-        models=[Path(m) for m in args.model], out=args.out, data=args.data, data_dir=args.data_dir, split=args.split,
-        benchmarks=parse_benchmarks(args), language=args.language, protocol=getattr(args, "protocol", None),
-        benchmark_cache=args.benchmark_cache, limit=args.limit, limit_per_task=args.limit_per_task,
-        metric_mode=args.metric_mode, overwrite=args.overwrite, retry_failed=args.retry_failed,
-        confine_data_dir=args.confine_data_dir, batch_size=args.batch_size, progress=not args.no_progress,
-        device=args.device, dtype=args.dtype, weights=args.weights, sizes=size_overrides(args),
-        max_image_pixels=args.max_image_pixels, **memory_overrides(args), max_new_tokens=args.max_new_tokens,
-        seed=args.seed, strength=args.strength, guidance=guidance_overrides(args),
-    )  # fmt: skip
+        models=[Path(m) for m in args.model],
+        out=args.out,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        benchmarks=parse_benchmarks(args),
+        language=args.language,
+        protocol=getattr(args, "protocol", None),
+        benchmark_cache=args.benchmark_cache,
+        limit=args.limit,
+        limit_per_task=args.limit_per_task,
+        metric_mode=args.metric_mode,
+        overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
+        confine_data_dir=args.confine_data_dir,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        device=args.device,
+        dtype=args.dtype,
+        weights=args.weights,
+        sizes=size_overrides(args),
+        max_image_pixels=args.max_image_pixels,
+        **memory_overrides(args),
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        strength=args.strength,
+        guidance=guidance_overrides(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,8 +238,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("pass --data TEST.jsonl, or --benchmark NAME=PATH (repeat for several benchmarks)")
     unreadable, failed = evaluate(options)
     if failed and args.strict:
-        print(f"eval: {failed} sample(s) failed (see the error of each in results.jsonl); exit status 1 "
-              "(--strict)", file=sys.stderr)  # fmt: skip
+        print(
+            f"eval: {failed} sample(s) failed (see the error of each in results.jsonl); exit status 1 (--strict)",
+            file=sys.stderr,
+        )
     return 1 if unreadable or (failed and args.strict) else 0
 
 

@@ -30,20 +30,36 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     from unimedvl.benchmarks import NAMES
 
     g = parser.add_argument_group("standard benchmarks")
-    g.add_argument("--benchmark", action="append", default=[], metavar="NAME=PATH|NAME",
-                   help=f"read a benchmark as its publisher ships it ({', '.join(NAMES)}); repeat NAME=PATH for "
-                        "several in one run, or give one NAME with --data PATH. --split picks its split "
-                        "(default test)")  # fmt: skip
-    g.add_argument("--language", default="en", choices=("en", "zh", "all"),
-                   help="SLAKE question language (default en, as papers report)")  # fmt: skip
+    g.add_argument(
+        "--benchmark",
+        action="append",
+        default=[],
+        metavar="NAME=PATH|NAME",
+        help=f"read a benchmark as its publisher ships it ({', '.join(NAMES)}); repeat NAME=PATH for "
+        "several in one run, or give one NAME with --data PATH. --split picks its split "
+        "(default test)",
+    )
+    g.add_argument(
+        "--language",
+        default="en",
+        choices=("en", "zh", "all"),
+        help="SLAKE question language (default en, as papers report)",
+    )
     from unimedvl.benchmarks.protocols import DEFAULT_PROTOCOL
     from unimedvl.benchmarks.protocols import NAMES as PROTOCOLS
 
-    g.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
-                   help=f"scoring rules of the pooled accuracy (default {DEFAULT_PROTOCOL}; statistics.json also holds "
-                        "every protocol's; BENCHMARKS.md cites each harness's scoring file)")  # fmt: skip
-    g.add_argument("--benchmark-cache", metavar="DIR",
-                   help="where benchmarks are converted and their images extracted (default OUT/_benchmarks)")
+    g.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=PROTOCOLS,
+        help=f"scoring rules of the pooled accuracy (default {DEFAULT_PROTOCOL}; statistics.json also holds "
+        "every protocol's; BENCHMARKS.md cites each harness's scoring file)",
+    )
+    g.add_argument(
+        "--benchmark-cache",
+        metavar="DIR",
+        help="where benchmarks are converted and their images extracted (default OUT/_benchmarks)",
+    )
 
 
 def parse_benchmarks(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -53,8 +69,10 @@ def parse_benchmarks(args: argparse.Namespace) -> list[tuple[str, Path]]:
         name, sep, path = item.partition("=")
         if not sep:
             if not args.data or len(args.benchmark) > 1:
-                raise ConfigError(f"--benchmark {item}: give its folder as --benchmark {item}=PATH (or, for a single "
-                                  "benchmark, --data PATH)")  # fmt: skip
+                raise ConfigError(
+                    f"--benchmark {item}: give its folder as --benchmark {item}=PATH (or, for a single "
+                    "benchmark, --data PATH)"
+                )
             path = args.data
         elif args.data:
             raise ConfigError(f"--benchmark {item} names its folder; drop --data {args.data}")

@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from unimedvl.commands.options import (
     add_device_arguments,
@@ -44,8 +44,9 @@ from unimedvl.errors import DataError
 def inference_parser(subparsers, name: str, help: str) -> argparse.ArgumentParser:
     """The parser of ``unimedvl NAME`` (ask, edit, generate, chat): this module's docstring as its description,
     the model options and ``--json``."""
-    parser = subparsers.add_parser(name, help=help, description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = subparsers.add_parser(
+        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     return parser
@@ -55,11 +56,19 @@ def model_options(parser: argparse.ArgumentParser, max_image_pixels: int | None 
     """--model, --device, --dtype, the image sizes, the pixel limit and the memory plan: shared by
     ask/edit/generate/chat, serve and api (the servers pass their own, lower, ``max_image_pixels`` default)."""
     g = parser.add_argument_group("model")
-    g.add_argument("--model", required=True, help="checkpoint directory (or a hub id when online); a LoRA step "
-                   "directory loads the base it names plus its adapter")
-    g.add_argument("--adapter", default=None, metavar="DIR",
-                   help="a LoRA run's step directory: its adapters applied to --model, which must be the base they "
-                        "were trained on; works with every memory plan (default: none)")
+    g.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory (or a hub id when online); a LoRA step "
+        "directory loads the base it names plus its adapter",
+    )
+    g.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a LoRA run's step directory: its adapters applied to --model, which must be the base they "
+        "were trained on; works with every memory plan (default: none)",
+    )
     add_device_arguments(g)
     add_size_arguments(g)
     add_image_pixels_argument(g, max_image_pixels, why)
@@ -92,15 +101,20 @@ def load_model(args):
     """The UniMedVL that :func:`model_options` describe (sizes: the checkpoint's unless flags say otherwise).
 
     The plan --max-memory chooses is printed as one line on stderr."""
-    from unimedvl.inference.api import UniMedVL
     from unimedvl.checkpoint.memory_plan import PlanNotice
+    from unimedvl.inference.api import UniMedVL
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlanNotice)  # said below, as one line
-        model = UniMedVL.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                         max_image_pixels=args.max_image_pixels, **size_overrides(args),
-                                         adapter=getattr(args, "adapter", None),
-                                         **memory_overrides(args))  # fmt: skip
+        model = UniMedVL.from_pretrained(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            max_image_pixels=args.max_image_pixels,
+            **size_overrides(args),
+            adapter=getattr(args, "adapter", None),
+            **memory_overrides(args),
+        )
     if model.memory_notice:
         print(f"memory plan: {model.memory_notice}", file=sys.stderr)
     return model
@@ -132,8 +146,10 @@ def emit(args, payload: dict, plain: str) -> None:
 
 def thought_out(thinking: str | None, text: str) -> str:
     """A thinking-mode answer as printed: both parts labelled, and said to be empty when they are."""
-    return (f"Thinking: {thinking or '(none: the model wrote no reasoning before its answer)'}\n"
-            f"Answer: {text or '(empty: the model ended without an answer)'}")
+    return (
+        f"Thinking: {thinking or '(none: the model wrote no reasoning before its answer)'}\n"
+        f"Answer: {text or '(empty: the model ended without an answer)'}"
+    )
 
 
 def warn_once(notice: str | None) -> None:
@@ -159,8 +175,7 @@ def run_image(args, call: Callable) -> int:
         progress.close()
     image, thinking = (result.image, result.thinking) if args.think else (result, None)
     path = _save(image, args.out)
-    payload = {"out": str(path), "width": image.width, "height": image.height, "seed": args.seed,
-               "thinking": thinking}  # fmt: skip
+    payload = {"out": str(path), "width": image.width, "height": image.height, "seed": args.seed, "thinking": thinking}
     plain = (f"Thinking: {thinking}\n" if thinking else "") + f"wrote {path} ({image.width}x{image.height})"
     emit(args, payload, plain)
     return 0

@@ -18,10 +18,17 @@ from unimedvl.guidance import CACHE_METHODS, FAST_SUFFIX, RENORM_TYPES, SOLVERS,
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 # Spellings of earlier releases: hidden, they still work for one release and say what replaced them.
-SIZE_ALIASES = {"--min-image-size": "--vae-min-size", "--max-image-size": "--vae-max-size",
-                "--vit-min-image-size": "--vit-min-size", "--vit-max-image-size": "--vit-max-size",
-                "--vae-min": "--vae-min-size", "--vae-max": "--vae-max-size", "--vit-min": "--vit-min-size",
-                "--vit-max": "--vit-max-size", "--vit-max-pixels": "--max-pixels"}  # fmt: skip
+SIZE_ALIASES = {
+    "--min-image-size": "--vae-min-size",
+    "--max-image-size": "--vae-max-size",
+    "--vit-min-image-size": "--vit-min-size",
+    "--vit-max-image-size": "--vit-max-size",
+    "--vae-min": "--vae-min-size",
+    "--vae-max": "--vae-max-size",
+    "--vit-min": "--vit-min-size",
+    "--vit-max": "--vit-max-size",
+    "--vit-max-pixels": "--max-pixels",
+}
 
 
 class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -34,8 +41,15 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default is None or default is False or default is argparse.SUPPRESS
-                or action.required or not action.option_strings or isinstance(action, argparse._HelpAction)):
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or action.required
+            or not action.option_strings
+            or isinstance(action, argparse._HelpAction)
+        ):
             return text
         if isinstance(default, (list, tuple)):
             shown = " ".join(map(str, default)) or "none"
@@ -64,10 +78,16 @@ def add_deprecated_alias(parser, old: str, new: str, **kwargs) -> None:
 
 def add_device_arguments(parser, device_help: str = "") -> None:
     """``--device`` and ``--dtype``, spelled and defaulted the same in every command."""
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu"
-                        + (f"; {device_help}" if device_help else "") + ")")
-    parser.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
-                        help="weights dtype (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu"
+        + (f"; {device_help}" if device_help else "")
+        + ")",
+    )
+    parser.add_argument(
+        "--dtype", default=None, choices=list(DTYPE_CHOICES), help="weights dtype (default: bf16 on cuda, fp32 on cpu)"
+    )
 
 
 def add_size_arguments(parser) -> None:
@@ -76,18 +96,43 @@ def add_size_arguments(parser) -> None:
     from unimedvl.checkpoint.inference_config import RELEASE_VIT_TRANSFORM as vit
 
     where = "default: the checkpoint's inference_config.json, else the release's"
-    parser.add_argument("--vae-min-size", type=int, default=None, metavar="PX",
-                        help=f"short edge of every input image at least this (VAE rule; 512 quality, 256 speed) "
-                             f"({where} {vae.min_image_size})")  # fmt: skip
-    parser.add_argument("--vae-max-size", type=int, default=None, metavar="PX",
-                        help=f"long edge of every input image at most this (VAE rule) ({where} {vae.max_image_size})")
-    parser.add_argument("--vit-min-size", type=int, default=None, metavar="PX",
-                        help=f"short edge of understanding (ViT) inputs at least this ({where} {vit.min_image_size})")
-    parser.add_argument("--vit-max-size", type=int, default=None, metavar="PX",
-                        help=f"long edge of understanding (ViT) inputs at most this ({where} {vit.max_image_size})")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help=f"at most this many pixels per input image, both transforms ({where}: "
-                             f"{vae.max_pixels} for the VAE rule, {vit.max_pixels} for the ViT)")  # fmt: skip
+    parser.add_argument(
+        "--vae-min-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"short edge of every input image at least this (VAE rule; 512 quality, 256 speed) "
+        f"({where} {vae.min_image_size})",
+    )
+    parser.add_argument(
+        "--vae-max-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"long edge of every input image at most this (VAE rule) ({where} {vae.max_image_size})",
+    )
+    parser.add_argument(
+        "--vit-min-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"short edge of understanding (ViT) inputs at least this ({where} {vit.min_image_size})",
+    )
+    parser.add_argument(
+        "--vit-max-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"long edge of understanding (ViT) inputs at most this ({where} {vit.max_image_size})",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"at most this many pixels per input image, both transforms ({where}: "
+        f"{vae.max_pixels} for the VAE rule, {vit.max_pixels} for the ViT)",
+    )
     for old, new in SIZE_ALIASES.items():
         add_deprecated_alias(parser, old, new, type=int)
 
@@ -99,9 +144,14 @@ def add_image_pixels_argument(parser, default: int | None = None, why: str = "")
 
     default = DEFAULT_MAX_IMAGE_PIXELS if default is None else default
     shown = DEFAULT_LIMIT_TEXT if default == DEFAULT_MAX_IMAGE_PIXELS else f"{default:,}"
-    parser.add_argument("--max-image-pixels", type=int, default=default, metavar="N",
-                        help="refuse an input image with more pixels (width x height, read from its header before "
-                             f"anything is decoded: decompression bombs) (default: {shown}{why})")  # fmt: skip
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=default,
+        metavar="N",
+        help="refuse an input image with more pixels (width x height, read from its header before "
+        f"anything is decoded: decompression bombs) (default: {shown}{why})",
+    )
 
 
 SIZE_FIELDS = ("vae_min_size", "vae_max_size", "vit_min_size", "vit_max_size", "max_pixels")
@@ -117,22 +167,42 @@ def add_memory_arguments(parser) -> None:
     ``--device-map``, ``--max-memory``; ``unimedvl info --memory`` shows what each plan needs."""
     from unimedvl.checkpoint.memory_plan import COMPONENTS, OFFLOADS, QUANTIZATIONS
 
-    parser.add_argument("--components", default="all", choices=list(COMPONENTS),
-                        help="what to load: all, or understanding (the understanding tower, ViT and connector only: "
-                             "about 55%% of the release's weights; editing and generation are then refused)")
-    parser.add_argument("--quantize", default=None, choices=list(QUANTIZATIONS),
-                        help="weight-only quantisation of the large Linear layers as they load: int8 (CPU and "
-                             "CUDA) or nf4 (CUDA) (default: none; with --max-memory, whatever fits)")
-    parser.add_argument("--offload", default=None, choices=list(OFFLOADS),
-                        help="cpu: keep the decoder layers in host memory and stream them to the GPU layer by layer "
-                             "(CUDA only; slow but exact) (default: none; with --max-memory, whatever fits)")
-    parser.add_argument("--device-map", default=None, metavar="auto|balanced|JSON",
-                        help="spread the decoder layers over GPUs: auto (fill in order), balanced (even), or JSON "
-                             "such as '{\"0-13\": \"cuda:0\", \"14-27\": \"cuda:1\"}'; the rest goes with "
-                             "layer 0 (default: none, one device)")
-    parser.add_argument("--max-memory", default=None, metavar="SIZE",
-                        help="e.g. 24GB: load the cheapest plan whose weights, activations and KV cache fit this "
-                             "much device memory, and say which (default: none)")
+    parser.add_argument(
+        "--components",
+        default="all",
+        choices=list(COMPONENTS),
+        help="what to load: all, or understanding (the understanding tower, ViT and connector only: "
+        "about 55%% of the release's weights; editing and generation are then refused)",
+    )
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=list(QUANTIZATIONS),
+        help="weight-only quantisation of the large Linear layers as they load: int8 (CPU and "
+        "CUDA) or nf4 (CUDA) (default: none; with --max-memory, whatever fits)",
+    )
+    parser.add_argument(
+        "--offload",
+        default=None,
+        choices=list(OFFLOADS),
+        help="cpu: keep the decoder layers in host memory and stream them to the GPU layer by layer "
+        "(CUDA only; slow but exact) (default: none; with --max-memory, whatever fits)",
+    )
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        metavar="auto|balanced|JSON",
+        help="spread the decoder layers over GPUs: auto (fill in order), balanced (even), or JSON "
+        'such as \'{"0-13": "cuda:0", "14-27": "cuda:1"}\'; the rest goes with '
+        "layer 0 (default: none, one device)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="e.g. 24GB: load the cheapest plan whose weights, activations and KV cache fit this "
+        "much device memory, and say which (default: none)",
+    )
 
 
 MEMORY_FIELDS = ("components", "quantize", "offload", "device_map", "max_memory")
@@ -154,22 +224,33 @@ def add_preset_argument(parser, task: str) -> None:
     """``--preset NAME``: the checkpoint's guidance preset to start from instead of the task's (e.g. its fast
     variant, ``editing_fast``); the guidance flags still override it."""
     name = preset_name(task)
-    parser.add_argument("--preset", default=None, metavar="NAME",
-                        help=f"the checkpoint's guidance preset to start from, e.g. {name}{FAST_SUFFIX} (its fast "
-                             "variant: a solver and step cache, when the checkpoint carries one; `unimedvl info "
-                             f"--model DIR` lists them); the guidance flags still apply (default: {name})")  # fmt: skip
+    parser.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help=f"the checkpoint's guidance preset to start from, e.g. {name}{FAST_SUFFIX} (its fast "
+        "variant: a solver and step cache, when the checkpoint carries one; `unimedvl info "
+        f"--model DIR` lists them); the guidance flags still apply (default: {name})",
+    )
 
 
-STRENGTH_HELP = ("SDEdit start in (0, 1]: 1 samples from pure noise (the reference); below 1 sampling starts from "
-                 "the input image's latent noised to t = strength (shifted by --timestep-shift) and runs only that "
-                 "part of the schedule: it keeps more of the input and is faster, but can change it less")
+STRENGTH_HELP = (
+    "SDEdit start in (0, 1]: 1 samples from pure noise (the reference); below 1 sampling starts from "
+    "the input image's latent noised to t = strength (shifted by --timestep-shift) and runs only that "
+    "part of the schedule: it keeps more of the input and is faster, but can change it less"
+)
 
 
 def add_strength_argument(parser, default: float | None = None) -> None:
     """``--strength`` of image editing (edit, eval): where sampling starts, in (0, 1]; None: the preset's."""
-    parser.add_argument("--strength", type=float, default=default, metavar="S",
-                        help=STRENGTH_HELP + " (default: the checkpoint's preset: 1 for the release, the evaluated "
-                        "strength for a demo checkpoint)")  # fmt: skip
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=default,
+        metavar="S",
+        help=STRENGTH_HELP + " (default: the checkpoint's preset: 1 for the release, the evaluated "
+        "strength for a demo checkpoint)",
+    )
 
 
 def _flag(name: str) -> str:
@@ -201,8 +282,11 @@ def add_guidance_arguments(parser: argparse.ArgumentParser, defaults: GuidanceCo
     docs = field_docs(GuidanceConfig)
     hints = typing.get_type_hints(GuidanceConfig)
     for f in _flag_fields():
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None,
-                                  "help": f"{docs.get(f.name, '')} (default: {_shown(getattr(defaults, f.name))})"}
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": None,
+            "help": f"{docs.get(f.name, '')} (default: {_shown(getattr(defaults, f.name))})",
+        }
         hint = hints[f.name]
         if f.name == "cfg_interval":
             kwargs.update(type=float, nargs=2, metavar=("LO", "HI"))

@@ -30,8 +30,10 @@ def require_extra(extra: str, command: str) -> None:
     """Raise a one-line UserError with the pip command when the modules of ``extra`` are missing."""
     missing = missing_modules(extra)
     if missing:
-        raise UserError(f"{command} needs {', '.join(missing)}, not installed; install it with "
-                        f"pip install -e '.[{extra}]' (from the clone) or pip install 'unimedvl[{extra}]'")
+        raise UserError(
+            f"{command} needs {', '.join(missing)}, not installed; install it with "
+            f"pip install -e '.[{extra}]' (from the clone) or pip install 'unimedvl[{extra}]'"
+        )
 
 
 def check_port(host: str, port: int, flag: str = "--port") -> None:
@@ -49,9 +51,13 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
             sock.bind(address)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise UserError(f"{flag} {port}: port {port} on {host} is in use (another server?); stop it or "
-                                f"choose another port with {flag} N") from None
+                raise UserError(
+                    f"{flag} {port}: port {port} on {host} is in use (another server?); stop it or "
+                    f"choose another port with {flag} N"
+                ) from None
             if err.errno == errno.EACCES:
-                raise UserError(f"{flag} {port}: not allowed to bind port {port} (ports below 1024 need root); "
-                                f"choose one above 1024 with {flag} N") from None
+                raise UserError(
+                    f"{flag} {port}: not allowed to bind port {port} (ports below 1024 need root); "
+                    f"choose one above 1024 with {flag} N"
+                ) from None
             raise UserError(f"--host {host} {flag} {port}: cannot bind ({err.strerror})") from None

@@ -36,23 +36,42 @@ ANSWER_KEYS = ("prediction", "response", "text", "pred", "output", "model_answer
 def register(subparsers) -> None:
     """Add the ``score`` subcommand."""
     from unimedvl.benchmarks import NAMES
-    from unimedvl.commands.convert import add_language_option
     from unimedvl.benchmarks.protocols import DEFAULT_PROTOCOL
     from unimedvl.benchmarks.protocols import NAMES as PROTOCOLS
+    from unimedvl.commands.convert import add_language_option
 
-    p = subparsers.add_parser("score", help="re-score saved or external predictions on a benchmark, without a model",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--predictions", required=True, metavar="FILE", help="JSONL / JSON / CSV / TSV with an id and an "
-                   "answer per question")  # fmt: skip
-    p.add_argument("--benchmark", required=True, metavar="NAME=PATH",
-                   help=f"the benchmark the predictions answer ({', '.join(NAMES)}) and its folder")
+    p = subparsers.add_parser(
+        "score",
+        help="re-score saved or external predictions on a benchmark, without a model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--predictions",
+        required=True,
+        metavar="FILE",
+        help="JSONL / JSON / CSV / TSV with an id and an answer per question",
+    )
+    p.add_argument(
+        "--benchmark",
+        required=True,
+        metavar="NAME=PATH",
+        help=f"the benchmark the predictions answer ({', '.join(NAMES)}) and its folder",
+    )
     p.add_argument("--split", help="its split (default: the reader's test split)")
     add_language_option(p)
-    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=PROTOCOLS,
-                   help=f"the scoring rules the summary leads with (default {DEFAULT_PROTOCOL}; every protocol's "
-                        "accuracy is printed)")  # fmt: skip
-    p.add_argument("--out", metavar="FILE.json", help="write the benchmark block (as in statistics.json) here "
-                   "(default: printed only)")  # fmt: skip
+    p.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=PROTOCOLS,
+        help=f"the scoring rules the summary leads with (default {DEFAULT_PROTOCOL}; every protocol's "
+        "accuracy is printed)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="write the benchmark block (as in statistics.json) here (default: printed only)",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,23 +94,31 @@ def read_predictions(path: Path) -> dict[str, str]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as err:
-                        raise DataError(f"{path}:{number}: malformed JSON ({err.msg}); give JSON Lines, a JSON "
-                                        "list, CSV or TSV") from None  # fmt: skip
+                        raise DataError(
+                            f"{path}:{number}: malformed JSON ({err.msg}); give JSON Lines, a JSON list, CSV or TSV"
+                        ) from None
     out: dict[str, str] = {}
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise DataError(f"{path}: record {number} is a {type(row).__name__}, not an object with an id and an answer")
+            raise DataError(
+                f"{path}: record {number} is a {type(row).__name__}, not an object with an id and an answer"
+            )
         key = next((k for k in ID_KEYS if row.get(k) not in (None, "")), None)
         answer = next((k for k in ANSWER_KEYS if isinstance(row.get(k), (str, int, float))), None)
         if key is None or answer is None:
-            raise DataError(f"{path}: record {number} has no id ({', '.join(ID_KEYS)}) or no answer "
-                            f"({', '.join(ANSWER_KEYS)}); its keys: {', '.join(sorted(row)) or 'none'}")  # fmt: skip
+            raise DataError(
+                f"{path}: record {number} has no id ({', '.join(ID_KEYS)}) or no answer "
+                f"({', '.join(ANSWER_KEYS)}); its keys: {', '.join(sorted(row)) or 'none'}"
+            )
         out[str(row[key]).strip()] = str(row[answer])
     return out
 
 
-def score_records(records: list[dict[str, Any]], predictions: dict[str, str], protocol: str,
-                  ) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
+def score_records(
+    records: list[dict[str, Any]],
+    predictions: dict[str, str],
+    protocol: str,
+) -> tuple[list[dict[str, Any]], int, list[str]]:
     """(result lines as eval writes them, questions without a prediction, prediction ids not in the benchmark)."""
     from unimedvl.benchmarks.scoring import LINE_FIELDS, score_fields
 
@@ -108,8 +135,16 @@ def score_records(records: list[dict[str, Any]], predictions: dict[str, str], pr
         gold = record.get("answer")
         fields = {**record, "protocol": protocol}
         metrics = score_fields(fields, predictions[key], None if gold is None else str(gold))
-        lines.append({"sample_id": sid, "answer": predictions[key], "gold": gold, "error": None,
-                      "benchmark": {k: record.get(k) for k in LINE_FIELDS}, "metrics": metrics})  # fmt: skip
+        lines.append(
+            {
+                "sample_id": sid,
+                "answer": predictions[key],
+                "gold": gold,
+                "error": None,
+                "benchmark": {k: record.get(k) for k in LINE_FIELDS},
+                "metrics": metrics,
+            }
+        )
     return lines, missing, sorted(set(predictions) - used)
 
 
@@ -128,16 +163,20 @@ def run(args: argparse.Namespace) -> int:
     conv = convert_benchmark(source, check_images=False)
     lines, missing, unknown = score_records(conv.records, predictions, args.protocol)
     block = benchmark_statistics(lines)
-    print(f"score: {source.label}: {len(lines)} question(s) scored, {missing} without a prediction, "
-          f"{len(unknown)} prediction id(s) not in the benchmark{': ' + ', '.join(unknown[:5]) if unknown else ''}")
+    print(
+        f"score: {source.label}: {len(lines)} question(s) scored, {missing} without a prediction, "
+        f"{len(unknown)} prediction id(s) not in the benchmark{': ' + ', '.join(unknown[:5]) if unknown else ''}"
+    )
     if block is None or not block["overall"]:
         print("score: no question could be scored", file=sys.stderr)
         return 1
     for protocol, est in (block.get("accuracy_by_protocol") or {}).items():
         low, high = est["ci95"]
         mark = "  <- --protocol" if protocol == args.protocol else ""
-        print(f"  {protocol:13s} accuracy {100 * est['value']:6.2f}% [95% CI {100 * low:.2f}, {100 * high:.2f}] "
-              f"n={est['n']}{mark}")  # fmt: skip
+        print(
+            f"  {protocol:13s} accuracy {100 * est['value']:6.2f}% [95% CI {100 * low:.2f}, {100 * high:.2f}] "
+            f"n={est['n']}{mark}"
+        )
     if args.out:
         atomic_write_text(args.out, json.dumps({"benchmark": block}, indent=2) + "\n")
         print(f"score: wrote {args.out}")

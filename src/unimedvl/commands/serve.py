@@ -19,24 +19,49 @@ from unimedvl.commands.inference import model_options
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="start the web app (ask, edit, generate) on a checkpoint",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subparsers.add_parser(
+        "serve",
+        help="start the web app (ask, edit, generate) on a checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     model_options(p, AppSettings.max_image_pixels, " for a server; the library's is 16384 x 16384")
     defaults = AppSettings  # the field defaults (an instance would read $UNIMEDVL_APP_NUM_TIMESTEPS)
-    p.add_argument("--host", default=defaults.host,
-                   help=f"interface to bind (default {defaults.host}: this machine only)")  # fmt: skip
+    p.add_argument(
+        "--host", default=defaults.host, help=f"interface to bind (default {defaults.host}: this machine only)"
+    )
     p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
-    p.add_argument("--auth", metavar="USER:PASS", help="require this user name and password to open the page (default: no password, localhost only)")
-    p.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb,
-                   help=f"largest accepted upload (default {defaults.max_upload_mb:g} MB)")  # fmt: skip
-    p.add_argument("--concurrency", type=int, default=defaults.concurrency,
-                   help=f"model calls at once (default {defaults.concurrency}; others queue)")  # fmt: skip
-    p.add_argument("--queue-size", type=int, default=defaults.queue_size,
-                   help=f"requests that may wait in the queue (default {defaults.queue_size})")  # fmt: skip
-    p.add_argument("--num-timesteps", type=int, default=None,
-                   help="default timesteps in the Advanced panels "
-                        "(default: $UNIMEDVL_APP_NUM_TIMESTEPS, else the checkpoint's presets: 50 for the "
-                        "release)")  # fmt: skip
+    p.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        help="require this user name and password to open the page (default: no password, localhost only)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=defaults.max_upload_mb,
+        help=f"largest accepted upload (default {defaults.max_upload_mb:g} MB)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        help=f"model calls at once (default {defaults.concurrency}; others queue)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=defaults.queue_size,
+        help=f"requests that may wait in the queue (default {defaults.queue_size})",
+    )
+    p.add_argument(
+        "--num-timesteps",
+        type=int,
+        default=None,
+        help="default timesteps in the Advanced panels "
+        "(default: $UNIMEDVL_APP_NUM_TIMESTEPS, else the checkpoint's presets: 50 for the "
+        "release)",
+    )
     p.add_argument("--no-examples", action="store_true", help="do not build the example images at startup")
     p.set_defaults(func=run)
 
@@ -54,10 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from unimedvl.commands.inference import load_model
 
     settings = AppSettings(
-        host=args.host, port=args.port, auth=parse_auth(args.auth) if args.auth else None,
-        max_upload_mb=args.max_upload_mb, concurrency=args.concurrency, queue_size=args.queue_size,
-        num_timesteps=args.num_timesteps, examples=not args.no_examples, max_image_pixels=args.max_image_pixels,
-    )  # fmt: skip
+        host=args.host,
+        port=args.port,
+        auth=parse_auth(args.auth) if args.auth else None,
+        max_upload_mb=args.max_upload_mb,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        num_timesteps=args.num_timesteps,
+        examples=not args.no_examples,
+        max_image_pixels=args.max_image_pixels,
+    )
     model = load_model(args)
     launch(build_app(model, settings), settings)
     return 0

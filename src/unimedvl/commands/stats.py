@@ -25,22 +25,45 @@ from unimedvl.errors import UserError
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `stats` subcommand."""
     p = subparsers.add_parser(
-        "stats", help="summarise statistics.json files into a CSV (and charts / HTML)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dirs", nargs="+", metavar="DIR",
-                   help="directories searched recursively for statistics.json")
+        "stats",
+        help="summarise statistics.json files into a CSV (and charts / HTML)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="directories searched recursively for statistics.json")
     p.add_argument("-o", "--output", required=True, metavar="CSV", help="summary CSV to write")
-    p.add_argument("--plot", metavar="DIR", help="write the charts here: one PNG per metric with 95%% intervals and "
-                   "baselines, curve_<metric>.png over training steps (default: no charts)")
-    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report here, and its tables as "
-                   "Markdown beside it (FILE with .md) (default: none)")
-    p.add_argument("--markdown", metavar="FILE", help="write the report's tables as Markdown here (default: beside "
-                   "--html, else none)")
-    p.add_argument("--samples-per-task", type=int, default=3, metavar="N",
-                   help="sample cards per task and run in the HTML report (default 3)")
-    p.add_argument("--train-log", action="append", default=[], metavar="PATH",
-                   help="a training run folder or its metrics.jsonl: its loss curves go into --plot "
-                        "(loss_curves.png) and --html (repeat for several runs)")  # fmt: skip
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write the charts here: one PNG per metric with 95%% intervals and "
+        "baselines, curve_<metric>.png over training steps (default: no charts)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a self-contained HTML report here, and its tables as "
+        "Markdown beside it (FILE with .md) (default: none)",
+    )
+    p.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="write the report's tables as Markdown here (default: beside --html, else none)",
+    )
+    p.add_argument(
+        "--samples-per-task",
+        type=int,
+        default=3,
+        metavar="N",
+        help="sample cards per task and run in the HTML report (default 3)",
+    )
+    p.add_argument(
+        "--train-log",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a training run folder or its metrics.jsonl: its loss curves go into --plot "
+        "(loss_curves.png) and --html (repeat for several runs)",
+    )
     p.set_defaults(func=run)
 
 

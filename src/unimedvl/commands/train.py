@@ -12,9 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from unimedvl.train.entry import USAGE
 
     # No abbreviations: with two spellings per flag (--model_path, --model-path) every prefix is ambiguous.
-    parser = subparsers.add_parser("train", help="train the unified model (one process, or under torchrun with FSDP2)",
-                                   description=USAGE.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = subparsers.add_parser(
+        "train",
+        help="train the unified model (one process, or under torchrun with FSDP2)",
+        description=USAGE.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     add_arguments(parser)
     parser.set_defaults(func=run)
 

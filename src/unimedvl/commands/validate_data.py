@@ -25,35 +25,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", help="a .jsonl file, or a YAML training mix (with --dataset-info)")
     parser.add_argument("--data-dir", default=None, help="folder image paths are relative to (default: the file's)")
-    parser.add_argument("--dataset-info", default=None,
-                        help="dataset info YAML/JSON for a mix (default: the mix's dataset_info key, else "
-                        "dataset_info.yaml beside it); the mix's own transforms replace the size flags")
-    parser.add_argument("--model", default="bagel-7b-mot",
-                        help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
-                             "apply) or a model size name / YAML (the release's sizes apply)")  # fmt: skip
+    parser.add_argument(
+        "--dataset-info",
+        default=None,
+        help="dataset info YAML/JSON for a mix (default: the mix's dataset_info key, else "
+        "dataset_info.yaml beside it); the mix's own transforms replace the size flags",
+    )
+    parser.add_argument(
+        "--model",
+        default="bagel-7b-mot",
+        help="a checkpoint directory (its position tables, strides and inference_config.json sizes "
+        "apply) or a model size name / YAML (the release's sizes apply)",
+    )
     from unimedvl.data.config import DataConfig
 
     add_size_arguments(parser)
     add_image_pixels_argument(parser)
     parser.add_argument("--no-size-check", action="store_true", help="skip the transform / position-table check")
-    parser.add_argument("--max-num-tokens-per-sample", type=int, default=DataConfig.max_num_tokens_per_sample,
-                        metavar="N", help="report records longer than this many tokens (training's "
-                        "max_num_tokens_per_sample; the model's context length caps it) (default: "
-                        f"{DataConfig.max_num_tokens_per_sample})")  # fmt: skip
-    parser.add_argument("--no-token-check", action="store_true",
-                        help="do not tokenise the records (skips the token-count check and loading the tokenizer)")
-    parser.add_argument("--confine-data-dir", action="store_true",
-                        help="report images outside the data folder ('..', absolute paths, symlinks) as problems "
-                             "(default: warnings)")  # fmt: skip
+    parser.add_argument(
+        "--max-num-tokens-per-sample",
+        type=int,
+        default=DataConfig.max_num_tokens_per_sample,
+        metavar="N",
+        help="report records longer than this many tokens (training's "
+        "max_num_tokens_per_sample; the model's context length caps it) (default: "
+        f"{DataConfig.max_num_tokens_per_sample})",
+    )
+    parser.add_argument(
+        "--no-token-check",
+        action="store_true",
+        help="do not tokenise the records (skips the token-count check and loading the tokenizer)",
+    )
+    parser.add_argument(
+        "--confine-data-dir",
+        action="store_true",
+        help="report images outside the data folder ('..', absolute paths, symlinks) as problems (default: warnings)",
+    )
     parser.add_argument("--decode", action="store_true", help="decode every image fully (slower; finds truncation)")
-    parser.add_argument("--max-problems", type=int, default=50,
-                        help="problems and warnings to print per file (default 50; 0 = all)")
+    parser.add_argument(
+        "--max-problems", type=int, default=50, help="problems and warnings to print per file (default 50; 0 = all)"
+    )
     bench = parser.add_argument_group("standard benchmarks (SOURCE is the folder its publisher ships)")
-    bench.add_argument("--benchmark", metavar="NAME", help="read SOURCE as this benchmark (vqa-rad, slake, path-vqa, "
-                       "omnimedvqa, vlmevalkit, gmai-mmbench, llava-med): counts per split and type, problems (default: SOURCE is our JSONL or a mix)")
+    bench.add_argument(
+        "--benchmark",
+        metavar="NAME",
+        help="read SOURCE as this benchmark (vqa-rad, slake, path-vqa, "
+        "omnimedvqa, vlmevalkit, gmai-mmbench, llava-med): counts per split and type, problems (default: SOURCE is our JSONL or a mix)",
+    )
     bench.add_argument("--split", help="with --benchmark: only this split (default: all)")
-    bench.add_argument("--language", default="en", choices=("en", "zh", "all"), help="with --benchmark slake: "
-                       "question language (default en)")
+    bench.add_argument(
+        "--language",
+        default="en",
+        choices=("en", "zh", "all"),
+        help="with --benchmark slake: question language (default en)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -82,8 +107,11 @@ def _model(spec: str):
         return read_model_config(spec), InferenceConfig.load(spec)
     model = load_model_config(spec)
     base = InferenceConfig()
-    return model, replace(base, vae_transform=replace(base.vae_transform, image_stride=model.vae_image_stride),
-                          vit_transform=replace(base.vit_transform, image_stride=model.vit.patch_size))
+    return model, replace(
+        base,
+        vae_transform=replace(base.vae_transform, image_stride=model.vae_image_stride),
+        vit_transform=replace(base.vit_transform, image_stride=model.vit.patch_size),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,13 +121,15 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "benchmark", None):
         return run_benchmark(args)
     model, inference = _model(args.model)
-    options = dict(max_image_pixels=args.max_image_pixels, tokens=_token_limit(args, model),
-                   confine_data_dir=args.confine_data_dir)
+    options = dict(
+        max_image_pixels=args.max_image_pixels, tokens=_token_limit(args, model), confine_data_dir=args.confine_data_dir
+    )
     if _is_mix(args.source):
         if args.data_dir is not None:
             raise UserError("--data-dir applies to a JSONL file; a mix takes data_dir from the dataset info")
-        report = validate_mix(args.source, args.dataset_info, model, decode=args.decode,
-                              size_check=not args.no_size_check, **options)
+        report = validate_mix(
+            args.source, args.dataset_info, model, decode=args.decode, size_check=not args.no_size_check, **options
+        )
         print(report.format(max_problems=args.max_problems or None))
         return 0 if report.ok else 1
     sources = _sources(args)

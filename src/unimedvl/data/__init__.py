@@ -12,13 +12,27 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "LoadedImage": "unimedvl.imaging.medical_io", "image_size": "unimedvl.imaging.medical_io", "load_array": "unimedvl.imaging.medical_io", "load_image": "unimedvl.imaging.medical_io",
+    "LoadedImage": "unimedvl.imaging.medical_io",
+    "image_size": "unimedvl.imaging.medical_io",
+    "load_array": "unimedvl.imaging.medical_io",
+    "load_image": "unimedvl.imaging.medical_io",
     "parse_path_spec": "unimedvl.imaging.medical_io",
-    "IMAGE_TOKEN": "unimedvl.data.records", "ImageRef": "unimedvl.data.records", "Problem": "unimedvl.data.records", "Record": "unimedvl.data.records", "Turn": "unimedvl.data.records",
-    "parse_line": "unimedvl.data.records", "parse_record": "unimedvl.data.records", "read_jsonl": "unimedvl.data.records", "read_jsonl_lenient": "unimedvl.data.records",
-    "ImageTransform": "unimedvl.imaging.transforms", "to_pil": "unimedvl.imaging.transforms", "to_tensor": "unimedvl.imaging.transforms",
-    "Report": "unimedvl.data.validate", "validate_jsonl": "unimedvl.data.validate", "validate_sources": "unimedvl.data.validate",
-}  # fmt: skip
+    "IMAGE_TOKEN": "unimedvl.data.records",
+    "ImageRef": "unimedvl.data.records",
+    "Problem": "unimedvl.data.records",
+    "Record": "unimedvl.data.records",
+    "Turn": "unimedvl.data.records",
+    "parse_line": "unimedvl.data.records",
+    "parse_record": "unimedvl.data.records",
+    "read_jsonl": "unimedvl.data.records",
+    "read_jsonl_lenient": "unimedvl.data.records",
+    "ImageTransform": "unimedvl.imaging.transforms",
+    "to_pil": "unimedvl.imaging.transforms",
+    "to_tensor": "unimedvl.imaging.transforms",
+    "Report": "unimedvl.data.validate",
+    "validate_jsonl": "unimedvl.data.validate",
+    "validate_sources": "unimedvl.data.validate",
+}
 
 __all__ = sorted(_EXPORTS)
 

@@ -6,12 +6,13 @@ Its own small module so that the loader, the packer and the trainer's config all
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from unimedvl.config import from_dict
-from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import ConfigError, quoted
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:  # the trainer's --help reads DataConfig without loading torch
     from unimedvl.imaging.transforms import ImageTransform
@@ -23,7 +24,9 @@ class DataConfig:
     """What the training data is and how it is packed."""
 
     dataset_config_file: str = ""  # the YAML data mix (tier 3), keyed by dataset type
-    dataset_info_file: str | None = None  # dataset info YAML (tier 2); None: the mix key dataset_info, else beside the mix
+    dataset_info_file: str | None = (
+        None  # dataset info YAML (tier 2); None: the mix key dataset_info, else beside the mix
+    )
     expected_num_tokens: int = 32768  # a pack is emitted once it holds this many tokens
     max_num_tokens: int = 36864  # a pack never holds more tokens than this
     max_num_tokens_per_sample: int = 16384  # longer samples are skipped (and counted)
@@ -42,18 +45,26 @@ class DataConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
         if self.expected_num_tokens > self.max_num_tokens:
-            raise ConfigError(f"data.expected_num_tokens={self.expected_num_tokens} exceeds data.max_num_tokens="
-                              f"{self.max_num_tokens}; lower it or raise max_num_tokens")
+            raise ConfigError(
+                f"data.expected_num_tokens={self.expected_num_tokens} exceeds data.max_num_tokens="
+                f"{self.max_num_tokens}; lower it or raise max_num_tokens"
+            )
         if self.max_num_tokens_per_sample > self.max_num_tokens:
-            raise ConfigError(f"data.max_num_tokens_per_sample={self.max_num_tokens_per_sample} exceeds "
-                              f"data.max_num_tokens={self.max_num_tokens}: such a sample could never be packed")
+            raise ConfigError(
+                f"data.max_num_tokens_per_sample={self.max_num_tokens_per_sample} exceeds "
+                f"data.max_num_tokens={self.max_num_tokens}: such a sample could never be packed"
+            )
         for name in ("text_cond_dropout_prob", "vit_cond_dropout_prob", "vae_cond_dropout_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be within [0, 1], got {getattr(self, name)}")
-        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) or \
-                self.max_image_pixels < 1:
-            raise ConfigError(f"data.max_image_pixels={quoted(self.max_image_pixels)}"
-                              f" must be a positive number of pixels")
+        if (
+            isinstance(self.max_image_pixels, bool)
+            or not isinstance(self.max_image_pixels, int)
+            or self.max_image_pixels < 1
+        ):
+            raise ConfigError(
+                f"data.max_image_pixels={quoted(self.max_image_pixels)} must be a positive number of pixels"
+            )
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.bad_record_policy not in ("fail", "skip"):
@@ -62,7 +73,7 @@ class DataConfig:
             raise ConfigError(f"data.ce_weighting={quoted(self.ce_weighting)}; choose 'token' or 'sqrt_split'")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "DataConfig":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> DataConfig:
         return from_dict(cls, data, source)
 
 
@@ -70,7 +81,7 @@ class DataConfig:
 class TrainingLoader(Protocol):
     """What the trainer needs of a loader (``build_loader`` returns one; ``TrainConfig.loader`` may name others)."""
 
-    def __iter__(self) -> Iterator["PackedBatch"]: ...
+    def __iter__(self) -> Iterator[PackedBatch]: ...
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position in the stream; the factory's ``state=`` argument resumes from it."""
@@ -93,7 +104,7 @@ class TrainingLoader(Protocol):
         """Some sampled data trains text (cross-entropy)."""
         ...
 
-    def image_transforms(self) -> "tuple[ImageTransform | None, ImageTransform | None]":
+    def image_transforms(self) -> tuple[ImageTransform | None, ImageTransform | None]:
         """The (VAE, ViT) transforms the data is fed with: what the trained checkpoint should be fed
         at inference (None where the data has no such images, or the loader does not know)."""
         ...

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,10 @@ def register_dataset_type(name: str, plan_or_class: SequencePlan | type, replace
     elif isinstance(plan_or_class, SequencePlan):
         plan = plan_or_class
     else:
-        raise ConfigError(f"register_dataset_type({quoted(name)}): expected a SequencePlan or subclass, "
-                          f"got {type(plan_or_class).__name__}")
+        raise ConfigError(
+            f"register_dataset_type({quoted(name)}): expected a SequencePlan or subclass, "
+            f"got {type(plan_or_class).__name__}"
+        )
     if name in DATASET_REGISTRY and not replace:
         raise ConfigError(f"dataset type {quoted(name)} is already registered; pass replace=True to override it")
     DATASET_REGISTRY[name] = plan
@@ -140,8 +143,9 @@ def load_dataset_info(path: str | os.PathLike[str]) -> dict[str, dict[str, Datas
             if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
                 problems.append(f"{where}: num_total_samples must be a non-negative integer, got {quoted(total)}")
                 total = None
-            out.setdefault(str(group), {})[str(name)] = DatasetInfo(str(name), str(group), str(jsonl_abs),
-                                                                    str(data_abs), total)
+            out.setdefault(str(group), {})[str(name)] = DatasetInfo(
+                str(name), str(group), str(jsonl_abs), str(data_abs), total
+            )
     if problems:
         raise ConfigError("\n".join(problems))
     return out
@@ -155,8 +159,9 @@ def find_dataset(info: Mapping[str, Mapping[str, DatasetInfo]], name: str, datas
     if len(hits) == 1:
         return info[hits[0]][name]
     if len(hits) > 1:
-        return (f"dataset {quoted(name)} is in several info groups ({', '.join(hits)}); put it under "
-                f"{quoted(dataset_type)}")
+        return (
+            f"dataset {quoted(name)} is in several info groups ({', '.join(hits)}); put it under {quoted(dataset_type)}"
+        )
     known = sorted(info.get(dataset_type, {})) or sorted(n for datasets in info.values() for n in datasets)
     return f"unknown dataset {quoted(name)}; known datasets: {', '.join(known) or '(none)'}"
 
@@ -208,8 +213,9 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def shard_order(num_records: int, epoch: int, shard: int, num_shards: int, shuffle: bool,
-                seed: Sequence[int] | int) -> np.ndarray:
+def shard_order(
+    num_records: int, epoch: int, shard: int, num_shards: int, shuffle: bool, seed: Sequence[int] | int
+) -> np.ndarray:
     """Record indices (0..num_records-1) that ``shard`` of ``num_shards`` reads in ``epoch``, in order."""
     if shuffle:
         seed_list = [seed] if isinstance(seed, int) else list(seed)
@@ -222,4 +228,3 @@ def shard_order(num_records: int, epoch: int, shard: int, num_shards: int, shuff
 def shard_size(num_records: int, shard: int, num_shards: int) -> int:
     """How many records ``shard`` reads per epoch."""
     return len(range(shard, num_records, num_shards))
-

@@ -35,7 +35,8 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -53,8 +54,14 @@ STATE_FORMAT = "unimedvl-data-state"
 STATE_VERSION = 1
 
 
-def build_loader(data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokenizer, rank: int = 0,
-                 world_size: int = 1, state: Mapping[str, Any] | None = None) -> "PackedLoader":
+def build_loader(
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    tokenizer: Tokenizer,
+    rank: int = 0,
+    world_size: int = 1,
+    state: Mapping[str, Any] | None = None,
+) -> PackedLoader:
     """Check the mix against the model, and return the rank's loader (resumed from ``state`` if given)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank={rank} is not within world_size={world_size}")
@@ -62,11 +69,15 @@ def build_loader(data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokeni
     num_shards = world_size * max(data_cfg.num_workers, 1)
     for g in mix.groups:
         if g.is_mandatory and g.num_records < num_shards:
-            raise ConfigError(f"mandatory group {g.key} has {g.num_records} record(s), fewer than the {num_shards} "
-                              "data shards (world_size x num_workers): every shard needs one; lower num_workers")
+            raise ConfigError(
+                f"mandatory group {g.key} has {g.num_records} record(s), fewer than the {num_shards} "
+                "data shards (world_size x num_workers): every shard needs one; lower num_workers"
+            )
     if not any(g.weight > 0 and g.num_records >= num_shards for g in mix.groups):
-        raise ConfigError(f"no group with a positive weight has at least {num_shards} records (one per data shard: "
-                          "world_size x num_workers); lower num_workers or add data")
+        raise ConfigError(
+            f"no group with a positive weight has at least {num_shards} records (one per data shard: "
+            "world_size x num_workers); lower num_workers or add data"
+        )
     if state is not None:
         _check_state(state, mix, data_cfg, rank, world_size)
     return PackedLoader(mix, data_cfg, model_cfg, tokenizer, rank, world_size, state)
@@ -74,17 +85,23 @@ def build_loader(data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokeni
 
 def _check_state(state: Mapping[str, Any], mix: Mix, cfg: DataConfig, rank: int, world_size: int) -> None:
     if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-        raise ConfigError(f"not a data state of this loader (format {state.get('format')!r}, version "
-                          f"{state.get('version')!r}; expected {STATE_FORMAT!r} version {STATE_VERSION})")
+        raise ConfigError(
+            f"not a data state of this loader (format {state.get('format')!r}, version "
+            f"{state.get('version')!r}; expected {STATE_FORMAT!r} version {STATE_VERSION})"
+        )
     expected = {"rank": rank, "world_size": world_size, "num_workers": cfg.num_workers, "seed": cfg.seed}
     for key, value in expected.items():
         if state.get(key) != value:
-            raise ConfigError(f"the data state was saved with {key}={state.get(key)!r} but this run has "
-                              f"{key}={value!r}; resume with the same {key} (or start the data afresh: state=None)")
+            raise ConfigError(
+                f"the data state was saved with {key}={state.get(key)!r} but this run has "
+                f"{key}={value!r}; resume with the same {key} (or start the data afresh: state=None)"
+            )
     if dict(state["groups"]) != mix.sizes():
-        raise ConfigError(f"the data state was saved for a different mix (groups and record counts "
-                          f"{dict(state['groups'])} vs {mix.sizes()}); resume with the same mix or start the "
-                          "data afresh")
+        raise ConfigError(
+            f"the data state was saved for a different mix (groups and record counts "
+            f"{dict(state['groups'])} vs {mix.sizes()}); resume with the same mix or start the "
+            "data afresh"
+        )
 
 
 class _Failure:
@@ -131,8 +148,17 @@ def _die_with_parent() -> None:
 class _PackStream(IterableDataset):
     """The batches of this rank's workers; each item is (batch, logical worker, worker state after it)."""
 
-    def __init__(self, mix: Mix, data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokenizer, rank: int,
-                 world_size: int, states: dict[int, dict], offset: int):
+    def __init__(
+        self,
+        mix: Mix,
+        data_cfg: DataConfig,
+        model_cfg: ModelConfig,
+        tokenizer: Tokenizer,
+        rank: int,
+        world_size: int,
+        states: dict[int, dict],
+        offset: int,
+    ):
         super().__init__()
         self.mix, self.data_cfg, self.model_cfg, self.tokenizer = mix, data_cfg, model_cfg, tokenizer
         self.rank, self.world_size, self.states, self.offset = rank, world_size, states, offset
@@ -143,8 +169,15 @@ class _PackStream(IterableDataset):
         logical = (self.offset + (info.id if info is not None else 0)) % n
         world_shards = self.world_size * n
         try:
-            packer = Packer(self.mix, self.model_cfg, self.tokenizer, self.data_cfg, shard=self.rank * n + logical,
-                            num_shards=world_shards, state=self.states.get(logical))
+            packer = Packer(
+                self.mix,
+                self.model_cfg,
+                self.tokenizer,
+                self.data_cfg,
+                shard=self.rank * n + logical,
+                num_shards=world_shards,
+                state=self.states.get(logical),
+            )
             while True:
                 batch = packer.next_batch()
                 yield batch, logical, packer.state_dict()
@@ -155,8 +188,16 @@ class _PackStream(IterableDataset):
 class PackedLoader:
     """Endless iterable of PackedBatch for one rank; see the module docstring for state and resume."""
 
-    def __init__(self, mix: Mix, data_cfg: DataConfig, model_cfg: ModelConfig, tokenizer: Tokenizer, rank: int,
-                 world_size: int, state: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        mix: Mix,
+        data_cfg: DataConfig,
+        model_cfg: ModelConfig,
+        tokenizer: Tokenizer,
+        rank: int,
+        world_size: int,
+        state: Mapping[str, Any] | None = None,
+    ):
         self.mix = mix
         self.data_cfg = data_cfg
         self.model_cfg = model_cfg
@@ -180,13 +221,29 @@ class PackedLoader:
     def __iter__(self) -> Iterator[PackedBatch]:
         """Batches from the current state on (a second ``iter`` continues, it does not restart)."""
         n = max(self.data_cfg.num_workers, 1)
-        stream = _PackStream(self.mix, self.data_cfg, self.model_cfg, self.tokenizer, self.rank, self.world_size,
-                             copy.deepcopy(self._states), self._next)
+        stream = _PackStream(
+            self.mix,
+            self.data_cfg,
+            self.model_cfg,
+            self.tokenizer,
+            self.rank,
+            self.world_size,
+            copy.deepcopy(self._states),
+            self._next,
+        )
         if self.data_cfg.num_workers == 0:
             items = iter(stream)
         else:
-            items = iter(DataLoader(stream, batch_size=None, num_workers=self.data_cfg.num_workers,
-                                    collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2))
+            items = iter(
+                DataLoader(
+                    stream,
+                    batch_size=None,
+                    num_workers=self.data_cfg.num_workers,
+                    collate_fn=_identity,
+                    worker_init_fn=_worker_init,
+                    prefetch_factor=2,
+                )
+            )
         for item in items:
             if isinstance(item, _Failure):
                 item.raise_()

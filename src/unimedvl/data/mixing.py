@@ -36,9 +36,10 @@ problem is one line; all are reported together.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,11 +47,19 @@ from unimedvl.config import ModelConfig, load_yaml, unknown_keys_message
 from unimedvl.data.datasets import DATASET_REGISTRY, DatasetInfo, JsonlIndex, find_dataset, load_dataset_info
 from unimedvl.data.plans import ModelPaths, SequencePlan
 from unimedvl.data.records import Record
-from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import ConfigError, quoted
+from unimedvl.imaging.transforms import ImageTransform
 
-ENTRY_KEYS = ("dataset_names", "image_transform_args", "vit_image_transform_args", "weight", "num_used_data",
-              "is_mandatory", "shuffle_lines", "shuffle_seed")
+ENTRY_KEYS = (
+    "dataset_names",
+    "image_transform_args",
+    "vit_image_transform_args",
+    "weight",
+    "num_used_data",
+    "is_mandatory",
+    "shuffle_lines",
+    "shuffle_seed",
+)
 IGNORED_KEYS = ("frame_sampler_args",)
 INFO_KEY = "dataset_info"
 
@@ -152,12 +161,17 @@ def find_dataset_info(mix_path: str | os.PathLike[str], mix: Mapping[str, Any], 
     for name in ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json"):
         if (folder / name).is_file():
             return str(folder / name)
-    raise ConfigError(f"{mix_path}: no dataset info file; pass one (DataConfig.dataset_info_file / --dataset-info), "
-                      f"add '{INFO_KEY}: PATH' to the mix, or put dataset_info.yaml beside the mix")
+    raise ConfigError(
+        f"{mix_path}: no dataset info file; pass one (DataConfig.dataset_info_file / --dataset-info), "
+        f"add '{INFO_KEY}: PATH' to the mix, or put dataset_info.yaml beside the mix"
+    )
 
 
-def load_mix(mix_path: str | os.PathLike[str], info_path: str | os.PathLike[str] | None = None,
-             model_cfg: ModelConfig | None = None) -> Mix:
+def load_mix(
+    mix_path: str | os.PathLike[str],
+    info_path: str | os.PathLike[str] | None = None,
+    model_cfg: ModelConfig | None = None,
+) -> Mix:
     """Resolve and check a YAML mix; ConfigError listing every problem (one line each)."""
     mix, problems = check_mix(mix_path, info_path, model_cfg)
     if problems:
@@ -166,8 +180,11 @@ def load_mix(mix_path: str | os.PathLike[str], info_path: str | os.PathLike[str]
     return mix
 
 
-def check_mix(mix_path: str | os.PathLike[str], info_path: str | os.PathLike[str] | None = None,
-              model_cfg: ModelConfig | None = None) -> tuple[Mix | None, list[str]]:
+def check_mix(
+    mix_path: str | os.PathLike[str],
+    info_path: str | os.PathLike[str] | None = None,
+    model_cfg: ModelConfig | None = None,
+) -> tuple[Mix | None, list[str]]:
     """(resolved mix or None, problems): the non-raising form used by ``validate-data``."""
     mix_path = os.fspath(mix_path)
     try:
@@ -192,8 +209,15 @@ def check_mix(mix_path: str | os.PathLike[str], info_path: str | os.PathLike[str
     return Mix(mix_path, info_file, groups), []
 
 
-def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapping[str, DatasetInfo]],
-           indexes: dict[str, JsonlIndex], model_cfg: ModelConfig | None, problems: list[str]) -> list[MixGroup]:
+def _entry(
+    mix_path: str,
+    dataset_type: str,
+    entry: Any,
+    info: Mapping[str, Mapping[str, DatasetInfo]],
+    indexes: dict[str, JsonlIndex],
+    model_cfg: ModelConfig | None,
+    problems: list[str],
+) -> list[MixGroup]:
     where = f"{mix_path}: {dataset_type}"
     start = len(problems)
     plan = DATASET_REGISTRY.get(dataset_type)
@@ -229,8 +253,9 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
         return []
     group_names = list(named)
     weights = _per_group(entry.get("weight", 1), group_names, f"{where}.weight", problems, list_aligned=True)
-    used = _per_group(entry.get("num_used_data", 0), group_names, f"{where}.num_used_data", problems,
-                      list_aligned=False)
+    used = _per_group(
+        entry.get("num_used_data", 0), group_names, f"{where}.num_used_data", problems, list_aligned=False
+    )
     groups = []
     for group, names in named.items():
         datasets = []
@@ -248,9 +273,20 @@ def _entry(mix_path: str, dataset_type: str, entry: Any, info: Mapping[str, Mapp
             if dataset is not None:
                 datasets.append(dataset)
         if len(datasets) == len(names) and specs is not None:
-            groups.append(MixGroup(dataset_type, group, plan, datasets, float(weight), flags["is_mandatory"],
-                                   flags["shuffle_lines"], flags["shuffle_seed"],
-                                   transforms["image_transform_args"], transforms["vit_image_transform_args"]))
+            groups.append(
+                MixGroup(
+                    dataset_type,
+                    group,
+                    plan,
+                    datasets,
+                    float(weight),
+                    flags["is_mandatory"],
+                    flags["shuffle_lines"],
+                    flags["shuffle_seed"],
+                    transforms["image_transform_args"],
+                    transforms["vit_image_transform_args"],
+                )
+            )
     return groups if len(problems) == start else []
 
 
@@ -267,13 +303,15 @@ def _group_names(value: Any, where: str, problems: list[str]) -> dict[str, list[
         for group, names in value.items():
             names = [names] if isinstance(names, str) else names
             if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                problems.append(f"{where}.{group}: expected a dataset name or a non-empty list of names"
-                                f", got {quoted(names)}")
+                problems.append(
+                    f"{where}.{group}: expected a dataset name or a non-empty list of names, got {quoted(names)}"
+                )
                 return None
             out[str(group)] = names
         return out
-    problems.append(f"{where}: expected a non-empty list of dataset names or a mapping group -> names"
-                    f", got {quoted(value)}")
+    problems.append(
+        f"{where}: expected a non-empty list of dataset names or a mapping group -> names, got {quoted(value)}"
+    )
     return None
 
 
@@ -294,16 +332,19 @@ def _per_group(value: Any, groups: list[str], where: str, problems: list[str], l
     if isinstance(value, list) and not list_aligned:
         if len(groups) > 1 and len(value) == len(groups):
             if len(value) == 2 and all(isinstance(v, int) for v in value) and any(value):
-                problems.append(f"{where}: {quoted(value)}"
-                                f" is ambiguous with two groups (a [start, end] range or one count "
-                                f"per group?); write it as a mapping {{{groups[0]}: ..., {groups[1]}: ...}}")
+                problems.append(
+                    f"{where}: {quoted(value)}"
+                    f" is ambiguous with two groups (a [start, end] range or one count "
+                    f"per group?); write it as a mapping {{{groups[0]}: ..., {groups[1]}: ...}}"
+                )
                 return {}
             return dict(zip(groups, value))
         return {g: value for g in groups}
     if isinstance(value, list):
         if len(value) != len(groups):
-            problems.append(f"{where}: {len(value)} value(s) for {len(groups)} group(s); give one per group "
-                            f"({', '.join(groups)})")
+            problems.append(
+                f"{where}: {len(value)} value(s) for {len(groups)} group(s); give one per group ({', '.join(groups)})"
+            )
             return {}
         return dict(zip(groups, value))
     return {g: value for g in groups}
@@ -320,14 +361,18 @@ def _dataset_ranges(value: Any, n: int, where: str, problems: list[str]) -> list
         ok = True
         if isinstance(spec, int) and not isinstance(spec, bool) and spec >= 0:
             start, end = 0, spec
-        elif (isinstance(spec, list) and 1 <= len(spec) <= 2
-              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in spec)):
+        elif (
+            isinstance(spec, list)
+            and 1 <= len(spec) <= 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in spec)
+        ):
             start, end = spec[0], spec[1] if len(spec) == 2 else 0
         else:
             ok = False
         if not ok:
-            problems.append(f"{where}: expected [start, end], [start] or a count (non-negative integers)"
-                            f", got {quoted(spec)}")
+            problems.append(
+                f"{where}: expected [start, end], [start] or a count (non-negative integers), got {quoted(spec)}"
+            )
             return None
         if end and start >= end:
             problems.append(f"{where}: [{start}, {end}] is empty; end must be above start (or 0 for the end of file)")
@@ -336,8 +381,9 @@ def _dataset_ranges(value: Any, n: int, where: str, problems: list[str]) -> list
     return out
 
 
-def _open_dataset(info: DatasetInfo, spec: tuple[int, int] | None, where: str, indexes: dict[str, JsonlIndex],
-                  problems: list[str]) -> MixDataset | None:
+def _open_dataset(
+    info: DatasetInfo, spec: tuple[int, int] | None, where: str, indexes: dict[str, JsonlIndex], problems: list[str]
+) -> MixDataset | None:
     path = info.jsonl_path
     if not os.path.isfile(path):
         problems.append(f"{where}: JSONL file {path} not found (check jsonl_path in the dataset info)")
@@ -355,8 +401,10 @@ def _open_dataset(info: DatasetInfo, spec: tuple[int, int] | None, where: str, i
     index = indexes[key]
     n = len(index)
     if info.num_total_samples is not None and info.num_total_samples != n:
-        problems.append(f"{where}: the dataset info says num_total_samples={info.num_total_samples} but {path} has "
-                        f"{n} records; fix or remove num_total_samples")
+        problems.append(
+            f"{where}: the dataset info says num_total_samples={info.num_total_samples} but {path} has "
+            f"{n} records; fix or remove num_total_samples"
+        )
         return None
     if n == 0:
         problems.append(f"{where}: {path} has no records")
@@ -364,23 +412,40 @@ def _open_dataset(info: DatasetInfo, spec: tuple[int, int] | None, where: str, i
     start, end = spec if spec is not None else (0, 0)
     end = end or n
     if start >= n or end > n:
-        problems.append(f"{where}: num_used_data [{start}, {end}] is outside the file ({n} records in {path}); "
-                        f"use a range within [0, {n}] or [0, 0] for all")
+        problems.append(
+            f"{where}: num_used_data [{start}, {end}] is outside the file ({n} records in {path}); "
+            f"use a range within [0, {n}] or [0, 0] for all"
+        )
         return None
     return MixDataset(info, index, start, end)
 
 
-def _check_model(where: str, plan: SequencePlan, transforms: dict[str, ImageTransform | None], cfg: ModelConfig,
-                 problems: list[str]) -> None:
+def _check_model(
+    where: str, plan: SequencePlan, transforms: dict[str, ImageTransform | None], cfg: ModelConfig, problems: list[str]
+) -> None:
     paths = ModelPaths.of(cfg)
     reason = plan.unsupported(paths)
     if reason:
         problems.append(f"{where}: {reason}; remove it from the mix or enable that path in the model config")
         return
-    needed = (("image_transform_args", plan.uses_vae(paths), cfg.vae_image_stride, cfg.max_latent_size,
-               "max_latent_size", "VAE"),
-              ("vit_image_transform_args", plan.uses_vit(paths), cfg.vit.patch_size, cfg.vit_max_num_patch_per_side,
-               "vit_max_num_patch_per_side", "ViT"))
+    needed = (
+        (
+            "image_transform_args",
+            plan.uses_vae(paths),
+            cfg.vae_image_stride,
+            cfg.max_latent_size,
+            "max_latent_size",
+            "VAE",
+        ),
+        (
+            "vit_image_transform_args",
+            plan.uses_vit(paths),
+            cfg.vit.patch_size,
+            cfg.vit_max_num_patch_per_side,
+            "vit_max_num_patch_per_side",
+            "ViT",
+        ),
+    )
     for key, used, stride, side, table, label in needed:
         transform = transforms[key]
         if not used:
@@ -389,10 +454,14 @@ def _check_model(where: str, plan: SequencePlan, transforms: dict[str, ImageTran
             problems.append(f"{where}: {key} is missing; this type sends images through the {label}")
             continue
         if transform.image_stride % stride:
-            problems.append(f"{where}.{key}.image_stride={transform.image_stride} is not a multiple of the model's "
-                            f"{label} stride {stride}; use {stride} (or a multiple)")
+            problems.append(
+                f"{where}.{key}.image_stride={transform.image_stride} is not a multiple of the model's "
+                f"{label} stride {stride}; use {stride} (or a multiple)"
+            )
             continue
         largest = (transform.max_image_size // transform.image_stride) * transform.image_stride // stride
         if not cfg.interpolate_pos and largest > side:
-            problems.append(f"{where}.{key}.max_image_size={transform.max_image_size} gives up to {largest} patches "
-                            f"per side, beyond the model's {table}={side}; lower it to <= {side * stride}")
+            problems.append(
+                f"{where}.{key}.max_image_size={transform.max_image_size} gives up to {largest} patches "
+                f"per side, beyond the model's {table}={side}; lower it to <= {side * stride}"
+            )

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -88,8 +89,16 @@ class _Sample:
 class Packer:
     """Draws, measures and packs samples for one data shard; :meth:`next_batch` gives the next pack."""
 
-    def __init__(self, mix: Mix, model_cfg: ModelConfig, tokenizer: Tokenizer, cfg: DataConfig,
-                 shard: int = 0, num_shards: int = 1, state: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        mix: Mix,
+        model_cfg: ModelConfig,
+        tokenizer: Tokenizer,
+        cfg: DataConfig,
+        shard: int = 0,
+        num_shards: int = 1,
+        state: Mapping[str, Any] | None = None,
+    ):
         self.mix = mix
         self.groups: list[MixGroup] = mix.groups
         self.model_cfg = model_cfg
@@ -97,18 +106,24 @@ class Packer:
         self.cfg = cfg
         self.shard, self.num_shards = shard, num_shards
         self.paths = ModelPaths.of(model_cfg)
-        self.builders = [SampleBuilder(tokenizer, model_cfg, g.vae_transform, g.vit_transform, cfg.max_image_pixels)
-                         for g in self.groups]
+        self.builders = [
+            SampleBuilder(tokenizer, model_cfg, g.vae_transform, g.vit_transform, cfg.max_image_pixels)
+            for g in self.groups
+        ]
         self._told: set[str] = set()  # notices already logged by this shard (each is said once)
         self.sizes = [shard_size(g.num_records, shard, num_shards) for g in self.groups]
         for g, size in zip(self.groups, self.sizes):
             if g.is_mandatory and size == 0:
-                raise ConfigError(f"mandatory group {g.key} has {g.num_records} record(s), fewer than the "
-                                  f"{num_shards} data shards (world_size x num_workers); lower num_workers")
+                raise ConfigError(
+                    f"mandatory group {g.key} has {g.num_records} record(s), fewer than the "
+                    f"{num_shards} data shards (world_size x num_workers); lower num_workers"
+                )
         self.weighted = [i for i, (g, size) in enumerate(zip(self.groups, self.sizes)) if g.weight > 0 and size]
         if not self.weighted:
-            raise ConfigError(f"data shard {shard} of {num_shards} has no records of any group with a positive weight; "
-                              "lower num_workers or add data")
+            raise ConfigError(
+                f"data shard {shard} of {num_shards} has no records of any group with a positive weight; "
+                "lower num_workers or add data"
+            )
         weights = np.array([self.groups[i].weight for i in self.weighted], dtype=np.float64)
         self._cumulative = np.cumsum(weights / weights.sum())
         self.mandatory = [i for i, g in enumerate(self.groups) if g.is_mandatory]
@@ -152,8 +167,11 @@ class Packer:
             measured = self.builders[gi].measure(items, limit=limit)  # a huge text is bounded, not tokenised
             if measured.num_tokens > limit:
                 at_least = "" if measured.encoded else "at least "
-                self._tell("too_long", f"{group.where(k)}: sample of {at_least}{measured.num_tokens} tokens skipped "
-                           f"(max_num_tokens_per_sample={limit}); later ones are only counted (skipped_too_long)")
+                self._tell(
+                    "too_long",
+                    f"{group.where(k)}: sample of {at_least}{measured.num_tokens} tokens skipped "
+                    f"(max_num_tokens_per_sample={limit}); later ones are only counted (skipped_too_long)",
+                )
                 return _Sample(gi, k, drops, [], measured.num_tokens)
             splits, num_tokens = self.builders[gi].materialize(measured)
         except DataError as err:
@@ -200,17 +218,22 @@ class Packer:
             if sample.num_tokens > self.cfg.max_num_tokens_per_sample:
                 self.stats["skipped_too_long"] += 1
                 kind["skipped_too_long"] += 1
-                self._note_skip(f"{group.where(k)}: {sample.num_tokens} tokens > max_num_tokens_per_sample="
-                                f"{self.cfg.max_num_tokens_per_sample}")
+                self._note_skip(
+                    f"{group.where(k)}: {sample.num_tokens} tokens > max_num_tokens_per_sample="
+                    f"{self.cfg.max_num_tokens_per_sample}"
+                )
                 continue
             return sample
-        raise DataError(f"group {group.key}: all {self.sizes[gi]} record(s) of data shard {self.shard} were skipped in "
-                        f"a row (too long: {kind['skipped_too_long']}, bad: {kind['skipped_bad_records']} so far); "
-                        f"raise max_num_tokens_per_sample, shrink the images, or fix the records")
+        raise DataError(
+            f"group {group.key}: all {self.sizes[gi]} record(s) of data shard {self.shard} were skipped in "
+            f"a row (too long: {kind['skipped_too_long']}, bad: {kind['skipped_bad_records']} so far); "
+            f"raise max_num_tokens_per_sample, shrink the images, or fix the records"
+        )
 
     def _choose(self) -> int:
-        return self.weighted[int(np.searchsorted(self._cumulative, self.rng.random(), side="right").clip(
-            0, len(self.weighted) - 1))]
+        return self.weighted[
+            int(np.searchsorted(self._cumulative, self.rng.random(), side="right").clip(0, len(self.weighted) - 1))
+        ]
 
     # -- packing ------------------------------------------------------------------------------
 
@@ -245,8 +268,9 @@ class Packer:
             else:
                 self.queue.append(sample)
         kinds = [self.groups[s.group].dataset_type for s in pack]
-        batch = build_packed_batch([s.splits for s in pack], self.special, self.model_cfg,
-                                   ce_weighting=self.cfg.ce_weighting, kinds=kinds)
+        batch = build_packed_batch(
+            [s.splits for s in pack], self.special, self.model_cfg, ce_weighting=self.cfg.ce_weighting, kinds=kinds
+        )
         self.stats["batches"] += 1
         for sample, kind in zip(pack, kinds):
             self.stats["samples"] += 1
@@ -262,10 +286,15 @@ class Packer:
         rng = self.rng.bit_generator.state
         return {
             "groups": {g.key: {"epoch": c[0], "position": c[1]} for g, c in zip(self.groups, self.cursors)},
-            "rng": {"bit_generator": rng["bit_generator"], "state": {k: str(v) for k, v in rng["state"].items()},
-                    "has_uint32": int(rng["has_uint32"]), "uinteger": int(rng["uinteger"])},
-            "pending": [{"group": self.groups[s.group].key, "record": s.record, "drops": s.drops.to_list()}
-                        for s in self.queue],
+            "rng": {
+                "bit_generator": rng["bit_generator"],
+                "state": {k: str(v) for k, v in rng["state"].items()},
+                "has_uint32": int(rng["has_uint32"]),
+                "uinteger": int(rng["uinteger"]),
+            },
+            "pending": [
+                {"group": self.groups[s.group].key, "record": s.record, "drops": s.drops.to_list()} for s in self.queue
+            ],
             "stats": copy.deepcopy(self.stats),
         }
 
@@ -274,14 +303,19 @@ class Packer:
         keys = {g.key: i for i, g in enumerate(self.groups)}
         saved = state["groups"]
         if set(saved) != set(keys):
-            raise ConfigError(f"the data state is for groups {sorted(saved)} but the mix has {sorted(keys)}; "
-                              "resume with the same mix or start the data afresh")
+            raise ConfigError(
+                f"the data state is for groups {sorted(saved)} but the mix has {sorted(keys)}; "
+                "resume with the same mix or start the data afresh"
+            )
         for key, cursor in saved.items():
             self.cursors[keys[key]] = [int(cursor["epoch"]), int(cursor["position"])]
         rng = state["rng"]
-        self.rng.bit_generator.state = {"bit_generator": rng["bit_generator"],
-                                        "state": {k: int(v) for k, v in rng["state"].items()},
-                                        "has_uint32": rng["has_uint32"], "uinteger": rng["uinteger"]}
+        self.rng.bit_generator.state = {
+            "bit_generator": rng["bit_generator"],
+            "state": {k: int(v) for k, v in rng["state"].items()},
+            "has_uint32": rng["has_uint32"],
+            "uinteger": rng["uinteger"],
+        }
         self.queue = []
         for item in state["pending"]:
             gi = keys[item["group"]]

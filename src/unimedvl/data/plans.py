@@ -55,17 +55,17 @@ that no plan ever emits a split the model cannot embed:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence, Union
 
 from PIL import Image
 
 from unimedvl.config import ModelConfig
+from unimedvl.data.records import ImageRef, Record
+from unimedvl.errors import DataError
 from unimedvl.imaging.medical_io import image_size, load_image
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-from unimedvl.data.records import ImageRef, Record
 from unimedvl.imaging.transforms import ImageTransform
-from unimedvl.errors import DataError
 from unimedvl.models.packed_batch import (
     SplitSpec,
     TextSplit,
@@ -98,7 +98,7 @@ class ImageItem:
     noised: bool = False  # flow-loss target (VAE only)
 
 
-PlanItem = Union[TextItem, ImageItem]
+PlanItem = TextItem | ImageItem
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Drops:
         return [self.text, self.vit, self.vae]
 
     @classmethod
-    def from_list(cls, values: Sequence[bool]) -> "Drops":
+    def from_list(cls, values: Sequence[bool]) -> Drops:
         return cls(*(bool(v) for v in values))
 
 
@@ -125,7 +125,7 @@ class ModelPaths:
     gen: bool = True
 
     @classmethod
-    def of(cls, cfg: ModelConfig) -> "ModelPaths":
+    def of(cls, cfg: ModelConfig) -> ModelPaths:
         return cls(und=cfg.visual_und, gen=cfg.visual_gen)
 
 
@@ -163,8 +163,11 @@ class SequencePlan:
         }[self.needs]
         if not missing:
             return None
-        what = {"und": "the understanding path (visual_und)", "gen": "the generation path (visual_gen)",
-                "und_or_gen": "an image path (visual_und or visual_gen)"}[self.needs]
+        what = {
+            "und": "the understanding path (visual_und)",
+            "gen": "the generation path (visual_gen)",
+            "und_or_gen": "an image path (visual_und or visual_gen)",
+        }[self.needs]
         return f"dataset type {self.name!r} needs {what}, which the model is built without"
 
     # -- what the plan emits for a model (used for transform checks and trainer checks) -------
@@ -187,14 +190,18 @@ class SequencePlan:
 
     def check(self, record: Record) -> None:
         """DataError when the record cannot be a sample of this type."""
-        for role, images, rule in (("input", record.input_images, self.inputs),
-                                   ("output", record.output_images, self.outputs)):
+        for role, images, rule in (
+            ("input", record.input_images, self.inputs),
+            ("output", record.output_images, self.outputs),
+        ):
             if rule == "required" and not images:
                 raise DataError(f"dataset type {self.name!r} needs at least one {role} image; the record has none")
             if rule == "forbidden" and images:
                 hint = {"input": "vlm_sft or an editing type", "output": "t2i or an editing type"}[role]
-                raise DataError(f"dataset type {self.name!r} takes no {role} images but the record has "
-                                f"{len(images)}; put it in a {hint} dataset")
+                raise DataError(
+                    f"dataset type {self.name!r} takes no {role} images but the record has "
+                    f"{len(images)}; put it in a {hint} dataset"
+                )
 
     def plan(self, record: Record, drops: Drops, paths: ModelPaths) -> list[PlanItem]:
         """The record as plan items, in sequence order (conditions dropped per ``drops``)."""
@@ -225,8 +232,9 @@ class SequencePlan:
             items.extend(ImageItem(ref, "vae", noised=True) for ref in record.input_images)
         items = self._clean_copies(items, vit=self.target_vit_copy and paths.und)
         if not any(getattr(item, "loss", False) or getattr(item, "noised", False) for item in items):
-            raise DataError(f"dataset type {self.name!r}: the record has nothing to learn from "
-                            "(no gpt text and no output image)")
+            raise DataError(
+                f"dataset type {self.name!r}: the record has nothing to learn from (no gpt text and no output image)"
+            )
         return items
 
     @staticmethod
@@ -246,11 +254,27 @@ VLM_SFT = SequencePlan("vlm_sft", input_vit=True, needs="und")
 VLM_SFT_RECON = SequencePlan("vlm_sft_recon", input_vit=True, inputs="required", recon=True, needs="und")
 TEXT_ONLY = SequencePlan("text_only", inputs="forbidden")
 T2I = SequencePlan("t2i", inputs="forbidden", outputs="required", dropout=True, trains_text=False, needs="gen")
-UNIFIED_EDIT = SequencePlan("unified_edit", input_vit=True, input_vae=True, inputs="required", outputs="required",
-                            target_vit_copy=True, dropout=True, trains_text=False, needs="gen")
-MEDICAL_EDITING = SequencePlan("MedicalImageEditingIterableDataset", input_vit=True, input_vae=True,
-                               inputs="required", outputs="required", dropout=True, ce_needs_input=True,
-                               needs="und_or_gen")
+UNIFIED_EDIT = SequencePlan(
+    "unified_edit",
+    input_vit=True,
+    input_vae=True,
+    inputs="required",
+    outputs="required",
+    target_vit_copy=True,
+    dropout=True,
+    trains_text=False,
+    needs="gen",
+)
+MEDICAL_EDITING = SequencePlan(
+    "MedicalImageEditingIterableDataset",
+    input_vit=True,
+    input_vae=True,
+    inputs="required",
+    outputs="required",
+    dropout=True,
+    ce_needs_input=True,
+    needs="und_or_gen",
+)
 COUNTERFACTUAL = replace(MEDICAL_EDITING, name="CounterfactualMedicalIterableDataset_ver1")
 
 # ---------------------------------------------------------------------------------------------
@@ -270,9 +294,15 @@ class Measured:
 class SampleBuilder:
     """Measures and materialises plan items with one dataset's tokenizer and image transforms."""
 
-    def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, vae_transform: ImageTransform | None,
-                 vit_transform: ImageTransform | None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-                 sizer: Callable[[str], tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        cfg: ModelConfig,
+        vae_transform: ImageTransform | None,
+        vit_transform: ImageTransform | None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        sizer: Callable[[str], tuple[int, int]] | None = None,
+    ):
         """``sizer``: (width, height) of an image path spec (default: its header, within ``max_image_pixels``)."""
         self.tokenizer = tokenizer
         self.cfg = cfg

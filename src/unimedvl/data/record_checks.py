@@ -13,8 +13,9 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from unimedvl.data.records import (
     _LLAVA_KEYS,
@@ -28,7 +29,7 @@ from unimedvl.data.records import (
     _llava_images,
     parse_record,
     resolve_image_path,
-)  # fmt: skip
+)
 from unimedvl.errors import DataError
 
 # main_task_type -> what it means. Others are allowed (a new task keeps its own name in the
@@ -71,8 +72,10 @@ def _key_problems(obj: dict, known: set[str], other: set[str], form: str) -> lis
             continue
         if key in other:
             other_form = "LLaVA" if form == "medical" else "medical"
-            problems.append(f"key '{key}' belongs to the {other_form} form, not to this {form} record; "
-                            f"use the {form} form's keys ({', '.join(sorted(known))})")
+            problems.append(
+                f"key '{key}' belongs to the {other_form} form, not to this {form} record; "
+                f"use the {form} form's keys ({', '.join(sorted(known))})"
+            )
             continue
         match = _close(str(key), known, _KEY_CUTOFF)
         if match:
@@ -113,8 +116,10 @@ def _turn_problems(raw: Any, key: str, inputs: int | None, outputs: int | None) 
             counts[role] += value.count(IMAGE_TOKEN)
     for role, images, what in (("human", inputs, "input images"), ("gpt", outputs, "output images")):
         if images is not None and counts[role] != images:
-            problems.append(f"{counts[role]} {IMAGE_TOKEN} placeholder(s) in {role} turns but {images} {what}: "
-                            f"{role} placeholders take the {what} in order, so the counts must be equal")
+            problems.append(
+                f"{counts[role]} {IMAGE_TOKEN} placeholder(s) in {role} turns but {images} {what}: "
+                f"{role} placeholders take the {what} in order, so the counts must be equal"
+            )
     return problems
 
 
@@ -145,8 +150,10 @@ def record_problems(obj: Any) -> list[str]:
     if form == "medical":
         task = obj.get("main_task_type")
         if not isinstance(task, str) or not task.strip():
-            problems.append(f"'main_task_type' must be a non-empty string, got {task!r} (e.g. "
-                            f"{', '.join(list(TASK_TYPES)[:4])}; README lists the known ones)")
+            problems.append(
+                f"'main_task_type' must be a non-empty string, got {task!r} (e.g. "
+                f"{', '.join(list(TASK_TYPES)[:4])}; README lists the known ones)"
+            )
         elif task not in TASK_TYPES and (match := _close(task, TASK_TYPES, _TASK_CUTOFF)):
             problems.append(f"unknown main_task_type '{task}': did you mean '{match}'?")
         degrade = obj.get("degrade_type")
@@ -186,8 +193,9 @@ def image_refs(obj: Any, data_dir: str | os.PathLike[str]) -> list[tuple[str, in
     return out
 
 
-def read_checked(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None
-                 ) -> Iterator[tuple[int, Any, Record | None, list[str]]]:  # fmt: skip
+def read_checked(
+    path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None
+) -> Iterator[tuple[int, Any, Record | None, list[str]]]:
     """(line, decoded object or None, Record or None, every problem) for each non-blank line of a JSONL file.
 
     The Record is None when the line cannot be used; its problems are then never empty. A usable record may
@@ -205,8 +213,9 @@ def read_checked(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
             continue
         problems = record_problems(obj)
         try:
-            record = parse_record(obj, folder, default_id=f"{Path(path).name}:{number}",
-                                  source=f"{os.fspath(path)}:{number}")  # fmt: skip
+            record = parse_record(
+                obj, folder, default_id=f"{Path(path).name}:{number}", source=f"{os.fspath(path)}:{number}"
+            )
         except DataError as err:
             record, problems = None, problems or [str(err)]
         yield number, obj, record, problems

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from unimedvl.errors import DataError
 from unimedvl.fileio import missing_file_problem
@@ -125,8 +126,10 @@ def confinement_problem(record: Record, data_dir: str | os.PathLike[str]) -> str
     """Why ``record`` reaches outside ``data_dir`` (its first such image), or None when it does not."""
     for ref in record.images:
         if outside_data_dir(ref.path, data_dir):
-            return (f"image {ref.rel_path} lies outside the data folder {os.fspath(data_dir)} (through '..', an "
-                    "absolute path or a symbolic link)")
+            return (
+                f"image {ref.rel_path} lies outside the data folder {os.fspath(data_dir)} (through '..', an "
+                "absolute path or a symbolic link)"
+            )
     return None
 
 
@@ -182,9 +185,7 @@ def _llava_images(obj: Mapping[str, Any], data_dir: str) -> tuple[ImageRef, ...]
     return tuple(ImageRef(p, resolve_image_path(p, data_dir)) for p in paths)
 
 
-def _turns(
-    raw: Any, key: str, inputs: tuple[ImageRef, ...], outputs: tuple[ImageRef, ...]
-) -> tuple[Turn, ...]:
+def _turns(raw: Any, key: str, inputs: tuple[ImageRef, ...], outputs: tuple[ImageRef, ...]) -> tuple[Turn, ...]:
     if not isinstance(raw, list) or not raw:
         raise DataError(f"'{key}' must be a non-empty list of {{from, value}} turns")
     counts = {"human": 0, "gpt": 0}
@@ -214,9 +215,7 @@ def _turns(
     return tuple(turns)
 
 
-def parse_record(
-    obj: Any, data_dir: str | os.PathLike[str] = "", *, default_id: str = "", source: str = ""
-) -> Record:
+def parse_record(obj: Any, data_dir: str | os.PathLike[str] = "", *, default_id: str = "", source: str = "") -> Record:
     """A Record from one decoded JSON object; DataError (no location prefix) when it is invalid.
 
     ``default_id`` is used when the object carries no ``sample_id`` (or LLaVA ``id``).

@@ -9,8 +9,9 @@ fails and ``ask`` refuses. A text already over the budget by its byte count is n
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from unimedvl.data.records import Record
 from unimedvl.errors import DataError
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class TokenLimit:
     """The token budget records are checked against."""
 
-    tokenizer: "Tokenizer"  # the model's tokenizer (a checkpoint's own, or the size's default)
+    tokenizer: Tokenizer  # the model's tokenizer (a checkpoint's own, or the size's default)
     limit: int  # most tokens one sample may have
     name: str  # where the limit comes from, for messages, e.g. "max_num_tokens_per_sample=16384"
 
@@ -33,15 +34,15 @@ class TokenLimit:
         from unimedvl.models.packed_batch import text_tokens
 
         pieces = [p for turn in record.turns for p in turn.parts() if isinstance(p, str)]
-        bounds = [self.tokenizer.min_tokens(p) if self.tokenizer.tokens_exceed(p, self.limit) else None
-                  for p in pieces]
+        bounds = [self.tokenizer.min_tokens(p) if self.tokenizer.tokens_exceed(p, self.limit) else None for p in pieces]
         if any(b is not None for b in bounds):
             return sum(text_tokens(b or 0) for b in bounds), False
         return sum(text_tokens(len(self.tokenizer.encode(p))) for p in pieces), True
 
 
-def sample_token_check(group, paths, model, tokens: TokenLimit,
-                       sizer: Callable[[str], tuple[int, int]]) -> Callable[[Record], None]:
+def sample_token_check(
+    group, paths, model, tokens: TokenLimit, sizer: Callable[[str], tuple[int, int]]
+) -> Callable[[Record], None]:
     """A check that measures a record of ``group`` as the packer would (DataError when over the limit);
     ``sizer`` gives an image's (width, height), raising DataError when it is unreadable."""
     from unimedvl.data.plans import Drops, SampleBuilder
@@ -55,9 +56,11 @@ def sample_token_check(group, paths, model, tokens: TokenLimit,
             return  # a record the type cannot plan, or an unreadable image: reported by the other checks
         if measured.num_tokens > tokens.limit:
             at_least = "" if measured.encoded else "at least "
-            raise DataError(f"the sample is {at_least}{measured.num_tokens} tokens (text and images), over "
-                            f"{tokens.name}: training skips it, eval fails it and ask refuses it; shorten the "
-                            "text or shrink the images")
+            raise DataError(
+                f"the sample is {at_least}{measured.num_tokens} tokens (text and images), over "
+                f"{tokens.name}: training skips it, eval fails it and ask refuses it; shorten the "
+                "text or shrink the images"
+            )
 
     return check
 

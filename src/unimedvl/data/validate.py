@@ -32,16 +32,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
-from unimedvl.imaging.medical_io import image_size, load_array
-from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.data.record_checks import image_refs, read_checked
 from unimedvl.data.records import Problem, Record, _file_problem, outside_data_dir
 from unimedvl.data.token_budget import TokenLimit, sample_token_check
-from unimedvl.imaging.transforms import ImageTransform
 from unimedvl.errors import DataError, UserError
+from unimedvl.imaging.medical_io import image_size, load_array
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.transforms import ImageTransform
 
 if TYPE_CHECKING:
     from unimedvl.config import ModelConfig
@@ -72,8 +73,10 @@ class SizeRange:
     def __str__(self) -> str:
         if not self.count:
             return "none"
-        return (f"{self.count} image(s), width {self.min_width}..{self.max_width}, "
-                f"height {self.min_height}..{self.max_height}")
+        return (
+            f"{self.count} image(s), width {self.min_width}..{self.max_width}, "
+            f"height {self.min_height}..{self.max_height}"
+        )
 
 
 @dataclass
@@ -104,8 +107,10 @@ class Report:
         for key, name in (("vae", "latent tokens"), ("vit", "patches")):
             grid = self.grid_sizes.get(key)
             if grid and grid.count:
-                lines.append(f"after the {_LABELS[key]} transform: {name} per side, "
-                             f"cols {grid.min_width}..{grid.max_width}, rows {grid.min_height}..{grid.max_height}")
+                lines.append(
+                    f"after the {_LABELS[key]} transform: {name} per side, "
+                    f"cols {grid.min_width}..{grid.max_width}, rows {grid.min_height}..{grid.max_height}"
+                )
         lines += _listing("warnings", self.warnings, max_problems)
         lines += _listing("problems", self.problems, max_problems) or ["no problems found"]
         return "\n".join(lines)
@@ -131,8 +136,12 @@ class _Checker:
     """Validates records against image files and size limits, caching one header read per image."""
 
     def __init__(
-        self, report: Report, transforms: dict[str, tuple[ImageTransform, int | None]], decode: bool = False,
-        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, tokens: TokenLimit | None = None,
+        self,
+        report: Report,
+        transforms: dict[str, tuple[ImageTransform, int | None]],
+        decode: bool = False,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        tokens: TokenLimit | None = None,
         confine_data_dir: bool = False,
     ) -> None:
         self.report = report
@@ -177,16 +186,22 @@ class _Checker:
             return
         count, exact = self.tokens.text_tokens(record)
         if count > self.tokens.limit:
-            self.problem(path, line, f"the record's text alone is {'' if exact else 'at least '}{count} tokens, over "
-                         f"{self.tokens.name}: training skips it, eval fails it and ask refuses it; shorten it")
+            self.problem(
+                path,
+                line,
+                f"the record's text alone is {'' if exact else 'at least '}{count} tokens, over "
+                f"{self.tokens.name}: training skips it, eval fails it and ask refuses it; shorten it",
+            )
 
     def check_confinement(self, record: Record, path: str, line: int) -> None:
         if self.data_dir is None:
             return
         for ref in record.images:
             if outside_data_dir(ref.path, self.data_dir):
-                text = (f"image {ref.rel_path} lies outside the data folder {self.data_dir} (through '..', an "
-                        "absolute path or a symbolic link)")
+                text = (
+                    f"image {ref.rel_path} lies outside the data folder {self.data_dir} (through '..', an "
+                    "absolute path or a symbolic link)"
+                )
                 if self.confine_data_dir:
                     self.problem(path, line, f"{text}; move it inside (or leave out --confine-data-dir)")
                 else:
@@ -198,8 +213,12 @@ class _Checker:
         report.task_counts[record.task_type] += 1
         where = self.ids.setdefault(record.sample_id, record.source)
         if where != record.source:
-            self.problem(path, line, f"sample_id {record.sample_id!r} repeats the one at {where}; "
-                         "ids must be unique for resumable evaluation")
+            self.problem(
+                path,
+                line,
+                f"sample_id {record.sample_id!r} repeats the one at {where}; "
+                "ids must be unique for resumable evaluation",
+            )
         if self.record_check is not None:
             try:
                 self.record_check(record)
@@ -221,8 +240,12 @@ class _Checker:
         width, height = size
         self.report.image_sizes.setdefault(role, SizeRange()).add(width, height)
         if (ref.width or width, ref.height or height) != (width, height):
-            self.problem(path, line, f"{label}: record says {ref.width or '?'}x{ref.height or '?'} (width x height) "
-                         f"but the file is {width}x{height}; fix the record's width/height")
+            self.problem(
+                path,
+                line,
+                f"{label}: record says {ref.width or '?'}x{ref.height or '?'} (width x height) "
+                f"but the file is {width}x{height}; fix the record's width/height",
+            )
         self.fit(path, line, label, width, height)
 
     def fit(self, path: str, line: int, label: str, width: int, height: int) -> None:
@@ -233,7 +256,8 @@ class _Checker:
                 new_w, new_h = cols * transform.image_stride, rows * transform.image_stride
                 table = "max_latent_size" if key == "vae" else "vit_max_num_patch_per_side"
                 self.problem(
-                    path, line,
+                    path,
+                    line,
                     f"{label}: {width}x{height} becomes {new_w}x{new_h} after the {_LABELS[key]} transform, "
                     f"{cols}x{rows} patches, beyond {table}={max_side}; lower max_image_size to "
                     f"<= {max_side * transform.image_stride} or raise {table}",
@@ -274,14 +298,17 @@ def validate_sources(
     return report
 
 
-def _read_sources(report: Report, checker: _Checker,
-                  sources: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]]) -> None:
+def _read_sources(
+    report: Report, checker: _Checker, sources: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]]
+) -> None:
     """Read every record of ``sources`` into ``report`` through ``checker``."""
     for jsonl_path, data_dir in sources:
         spath = os.fspath(jsonl_path)
         report.files.append(spath)
         records_before, problems_before = report.records, len(report.problems)
-        checker.data_dir = os.path.abspath(os.fspath(data_dir) if data_dir is not None else os.path.dirname(spath) or ".")
+        checker.data_dir = os.path.abspath(
+            os.fspath(data_dir) if data_dir is not None else os.path.dirname(spath) or "."
+        )
         unreadable = _file_problem(spath)
         if unreadable:
             checker.problem(spath, None, unreadable)
@@ -312,14 +339,15 @@ def validate_jsonl(
 ) -> Report:
     """Validate one JSONL file: every record and every image header (``data_dir``: default its folder);
     ``options``: those of :func:`validate_sources` (max_image_pixels, tokens, confine_data_dir)."""
-    return validate_sources([(path, data_dir)], vae_transform, vit_transform, max_latent_side, max_vit_side, decode,
-                            **options)
+    return validate_sources(
+        [(path, data_dir)], vae_transform, vit_transform, max_latent_side, max_vit_side, decode, **options
+    )
 
 
 def validate_mix(
     mix_path: str | os.PathLike[str],
     info_path: str | os.PathLike[str] | None = None,
-    model: "ModelConfig | None" = None,
+    model: ModelConfig | None = None,
     decode: bool = False,
     size_check: bool = True,
     *,
@@ -355,8 +383,9 @@ def validate_mix(
             side = None if model.interpolate_pos else model.vit_max_num_patch_per_side
             checker.transforms["vit"] = (group.vit_transform, side)
         checker.record_check = _plan_check(group.plan, paths)
-        checker.token_check = None if tokens is None else sample_token_check(group, paths, model, tokens,
-                                                                              checker.known_size)
+        checker.token_check = (
+            None if tokens is None else sample_token_check(group, paths, model, tokens, checker.known_size)
+        )
         sources = [(d.info.jsonl_path, d.info.data_dir) for d in group.datasets]
         _read_sources(report, checker, [s for s in sources if s[0] not in report.files])
     return report

@@ -27,9 +27,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from unimedvl.errors import UserError
 from unimedvl.run_lock import RunLock
@@ -65,11 +65,23 @@ class DemoConfig:
     workers: int = 0  # processes rendering MedSynth (0: one per CPU core; the files are the same for any number)
 
     @classmethod
-    def quick(cls, out: str, seed: int = 0) -> "DemoConfig":
+    def quick(cls, out: str, seed: int = 0) -> DemoConfig:
         """About two minutes on 2 cores (VQA-heavy, 150 small steps): used by the test suite."""
-        return cls(out=out, seed=seed, n_train=500, n_test=200, vqa_weight=8.0, ae_steps=40, train_steps=150,
-                   expected_num_tokens=512, ema=0.95, eval_per_task=2, real_limit=4, num_timesteps=4,
-                   max_new_tokens=8)
+        return cls(
+            out=out,
+            seed=seed,
+            n_train=500,
+            n_test=200,
+            vqa_weight=8.0,
+            ae_steps=40,
+            train_steps=150,
+            expected_num_tokens=512,
+            ema=0.95,
+            eval_per_task=2,
+            real_limit=4,
+            num_timesteps=4,
+            max_new_tokens=8,
+        )
 
     def fingerprint(self) -> str:
         settings = {k: v for k, v in asdict(self).items() if k not in ("out", "workers")}  # neither changes a result
@@ -95,9 +107,7 @@ class Demo:
             if done.get("fingerprint") == self.cfg.fingerprint():
                 self.log(f"[{self._clock()}] {name}: reusing the finished stage in {folder}")
                 return done["result"]
-            raise UserError(
-                f"{folder} holds a demo stage made with other settings; use another --out or --fresh"
-            )
+            raise UserError(f"{folder} holds a demo stage made with other settings; use another --out or --fresh")
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted stage: start it again cleanly
         folder.mkdir(parents=True)
@@ -134,22 +144,33 @@ class Demo:
 
         c = self.cfg
         # VQA weighs more: its questions are the cheapest to evaluate, and the goals need enough of them.
-        synth = generate_medsynth(folder / "medsynth", c.n_train, c.n_test, seed=c.seed, image_size=c.image_size,
-                                  task_weights={"image_understanding": c.vqa_weight},
-                                  workers=c.workers or os.cpu_count() or 1)
+        synth = generate_medsynth(
+            folder / "medsynth",
+            c.n_train,
+            c.n_test,
+            seed=c.seed,
+            image_size=c.image_size,
+            task_weights={"image_understanding": c.vqa_weight},
+            workers=c.workers or os.cpu_count() or 1,
+        )
         real = build_real_eval_set(folder / "real", image_size=c.image_size, seed=c.seed)
-        self.log(f"  MedSynth: {sum(synth['counts']['train'].values())} train / "
-                 f"{sum(synth['counts']['test'].values())} test records; real set: {real['count']} records")
+        self.log(
+            f"  MedSynth: {sum(synth['counts']['train'].values())} train / "
+            f"{sum(synth['counts']['test'].values())} test records; real set: {real['count']} records"
+        )
         return {
-            "mix": str(synth["mix"]), "dataset_info": str(synth["dataset_info"]),
-            "train_jsonl": str(synth["jsonl"]["train"]), "test_jsonl": str(synth["jsonl"]["test"]),
-            "medsynth_dir": str(folder / "medsynth"), "real_jsonl": str(real["jsonl"]),
+            "mix": str(synth["mix"]),
+            "dataset_info": str(synth["dataset_info"]),
+            "train_jsonl": str(synth["jsonl"]["train"]),
+            "test_jsonl": str(synth["jsonl"]["test"]),
+            "medsynth_dir": str(folder / "medsynth"),
+            "real_jsonl": str(real["jsonl"]),
             "real_dir": str(folder / "real"),
         }
 
     def _tokenizer(self, folder: Path, data: dict) -> dict:
-        from unimedvl.config import model_config
         from unimedvl.checkpoint.create import BUILTIN_CORPUS
+        from unimedvl.config import model_config
         from unimedvl.tokenizer import Tokenizer
 
         texts = [BUILTIN_CORPUS]
@@ -170,10 +191,16 @@ class Demo:
         # crops with an extra squared-error term (BENCHMARKS.md: autoencoder layouts).
         model = model_config("demo")
         cfg = AutoencoderTrainConfig(
-            data=(data["train_jsonl"],), out=str(folder / "ae.safetensors"), vae=model.vae,
-            latent_patch_size=model.latent_patch_size, image_size=self.cfg.image_size,
-            crop_size=min(32, self.cfg.image_size), batch_size=8, mse_weight=2.0,
-            steps=self.cfg.ae_steps, seed=self.cfg.seed,
+            data=(data["train_jsonl"],),
+            out=str(folder / "ae.safetensors"),
+            vae=model.vae,
+            latent_patch_size=model.latent_patch_size,
+            image_size=self.cfg.image_size,
+            crop_size=min(32, self.cfg.image_size),
+            batch_size=8,
+            mse_weight=2.0,
+            steps=self.cfg.ae_steps,
+            seed=self.cfg.seed,
         )
         result = train_autoencoder(cfg, progress=True)
         report = result.report
@@ -184,9 +211,9 @@ class Demo:
     def _model_init(self, folder: Path, tokenizer: dict, ae: dict) -> dict:
         import torch
 
+        from unimedvl.checkpoint.inference_config import evaluated_presets, for_model
         from unimedvl.checkpoint.release import save_model, trained_latent_patch_size, trained_vae_config
         from unimedvl.config import model_config
-        from unimedvl.checkpoint.inference_config import evaluated_presets, for_model
         from unimedvl.models.autoencoder import Autoencoder
         from unimedvl.models.unified import UnifiedModel
         from unimedvl.tokenizer import Tokenizer
@@ -213,18 +240,62 @@ class Demo:
         # Rounded up, so that the last one is the final step (1400 // 3 would add a fourth at step 1398).
         save_every = max(-(-c.train_steps // CURVE_POINTS), 1)
         args = [
-            "--model_path", init["path"], "--dataset_config_file", data["mix"],
-            "--dataset_info_file", data["dataset_info"], "--checkpoint_dir", str(folder / "run"),
-            "--total_steps", str(c.train_steps), "--lr", str(c.lr), "--warmup_steps", str(max(c.train_steps // 20, 1)),
-            "--lr_scheduler", c.lr_scheduler, "--min_lr", str(c.lr / 10), "--ce_weight", "1.0", "--mse_weight", "1.0",
-            "--expected_num_tokens", str(c.expected_num_tokens), "--max_num_tokens", str(c.expected_num_tokens * 2),
-            "--max_num_tokens_per_sample", str(c.expected_num_tokens), "--ema", str(c.ema),
-            "--save_every", str(save_every), "--log_every", str(max(c.train_steps // 20, 1)),
-            "--auto_resume", "True", "--seed", str(c.seed), "--keep_last", "1", "--keep_every", str(save_every),
-            "--text_cond_dropout_prob", "0.1", "--vit_cond_dropout_prob", "0.1", "--vae_cond_dropout_prob", "0.1",
+            "--model_path",
+            init["path"],
+            "--dataset_config_file",
+            data["mix"],
+            "--dataset_info_file",
+            data["dataset_info"],
+            "--checkpoint_dir",
+            str(folder / "run"),
+            "--total_steps",
+            str(c.train_steps),
+            "--lr",
+            str(c.lr),
+            "--warmup_steps",
+            str(max(c.train_steps // 20, 1)),
+            "--lr_scheduler",
+            c.lr_scheduler,
+            "--min_lr",
+            str(c.lr / 10),
+            "--ce_weight",
+            "1.0",
+            "--mse_weight",
+            "1.0",
+            "--expected_num_tokens",
+            str(c.expected_num_tokens),
+            "--max_num_tokens",
+            str(c.expected_num_tokens * 2),
+            "--max_num_tokens_per_sample",
+            str(c.expected_num_tokens),
+            "--ema",
+            str(c.ema),
+            "--save_every",
+            str(save_every),
+            "--log_every",
+            str(max(c.train_steps // 20, 1)),
+            "--auto_resume",
+            "True",
+            "--seed",
+            str(c.seed),
+            "--keep_last",
+            "1",
+            "--keep_every",
+            str(save_every),
+            "--text_cond_dropout_prob",
+            "0.1",
+            "--vit_cond_dropout_prob",
+            "0.1",
+            "--vae_cond_dropout_prob",
+            "0.1",
             # A 9M-parameter model needs no activation memory savings, and its frozen VAE encodes each
             # image once: together they halve the CPU step (BENCHMARKS.md).
-            "--gradient_checkpointing", "False", "--cache_latents", "True", "--freeze_vit", str(c.freeze_vit),
+            "--gradient_checkpointing",
+            "False",
+            "--cache_latents",
+            "True",
+            "--freeze_vit",
+            str(c.freeze_vit),
         ]
         if train(args) != 0:  # `unimedvl train ARGS`
             raise UserError("training failed (see the messages above)")
@@ -244,10 +315,18 @@ class Demo:
         # The image sizes the model was trained at (the MedSynth mix's transforms), not the
         # release's 512 / 378 px defaults: a 64 px model would otherwise see 8x upscaled images.
         vit = vit_sizes(c.image_size)
-        common = dict(guidance={"num_timesteps": c.num_timesteps}, max_new_tokens=c.max_new_tokens, seed=c.seed,
-                      strength=c.strength, sizes={"vae_min_size": c.image_size, "vae_max_size": c.image_size,
-                                                  "vit_min_size": vit["min_image_size"],
-                                                  "vit_max_size": vit["max_image_size"]})  # fmt: skip
+        common = dict(
+            guidance={"num_timesteps": c.num_timesteps},
+            max_new_tokens=c.max_new_tokens,
+            seed=c.seed,
+            strength=c.strength,
+            sizes={
+                "vae_min_size": c.image_size,
+                "vae_max_size": c.image_size,
+                "vit_min_size": vit["min_image_size"],
+                "vit_max_size": vit["max_image_size"],
+            },
+        )
         runs = {"root": str(folder)}
         # OUT/eval/<model_id>/<split>/statistics.json: `unimedvl stats` names rows model, split.
         # Every VQA question (cheap); at most eval_per_task records of every other task.
@@ -255,11 +334,20 @@ class Demo:
         limits = {"medsynth": dict(limit_per_task=capped), "real": dict(limit=c.real_limit or None)}
         # Every kept checkpoint on MedSynth (the curves over training), the last one on the real set.
         models = {"medsynth": trained.get("checkpoints", [trained["checkpoint"]]), "real": [trained["checkpoint"]]}
-        for name, jsonl, data_dir in (("medsynth", data["test_jsonl"], data["medsynth_dir"]),
-                                      ("real", data["real_jsonl"], data["real_dir"])):
+        for name, jsonl, data_dir in (
+            ("medsynth", data["test_jsonl"], data["medsynth_dir"]),
+            ("real", data["real_jsonl"], data["real_dir"]),
+        ):
             # `unimedvl eval --model ... --data JSONL --data-dir DIR --out FOLDER --split NAME` with those settings
-            options = EvalOptions(models=[Path(p) for p in models[name]], data=jsonl, data_dir=data_dir,
-                                  out=str(folder), split=name, **common, **limits[name])  # fmt: skip
+            options = EvalOptions(
+                models=[Path(p) for p in models[name]],
+                data=jsonl,
+                data_dir=data_dir,
+                out=str(folder),
+                split=name,
+                **common,
+                **limits[name],
+            )
             try:
                 evaluate(options)
             except UserError as err:  # said as `unimedvl eval` says it
@@ -288,17 +376,31 @@ class Demo:
         verdicts = [line for split in sorted(runs) for line in restoration_verdicts(split, runs[split].stats)]
         verdicts_html = "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in verdicts) + "</ul>"
         logs = {"demo": report.read_train_log(trained["log_dir"])}
-        written = report.write_report(entries, folder / "summary.csv", folder / "plots", folder / "report.html",
-                                      train_logs=logs, preface=[("Goals", goals_html(goals)),
-                                               ("Every image task against its baseline", verdicts_html),
-                                               ("How the images were made", f"<p>{html.escape(sampling)}</p>")],
-                                      out=lambda _: None)  # fmt: skip
+        written = report.write_report(
+            entries,
+            folder / "summary.csv",
+            folder / "plots",
+            folder / "report.html",
+            train_logs=logs,
+            preface=[
+                ("Goals", goals_html(goals)),
+                ("Every image task against its baseline", verdicts_html),
+                ("How the images were made", f"<p>{html.escape(sampling)}</p>"),
+            ],
+            out=lambda _: None,
+        )
         # The printed summary: the results tables (the comparisons are in the report).
         lines = report.summary_text(entries, {}).splitlines() + [sampling]
-        summary = {"checkpoint": trained["checkpoint"], "checkpoints": trained.get("checkpoints", []),
-                   "goals": goals, "lines": lines, "sampling": sampling, "restoration": verdicts,
-                   "results": {split: e.stats.get("estimates") for split, e in runs.items()},
-                   "report": {k: str(v) for k, v in written.items()}}  # fmt: skip
+        summary = {
+            "checkpoint": trained["checkpoint"],
+            "checkpoints": trained.get("checkpoints", []),
+            "goals": goals,
+            "lines": lines,
+            "sampling": sampling,
+            "restoration": verdicts,
+            "results": {split: e.stats.get("estimates") for split, e in runs.items()},
+            "report": {k: str(v) for k, v in written.items()},
+        }
         (folder / "demo_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -327,9 +429,11 @@ def _sampling_note(settings: dict) -> str:
     strength, steps = settings.get("strength", 1.0), settings.get("num_timesteps")
     if strength >= 1.0:
         return f"Edits sampled from pure noise (strength 1, {steps} timesteps)."
-    return (f"Edits start from the latent of the degraded input noised to t = {strength:g} (SDEdit strength "
-            f"{strength:g}: the last {strength:.0%} of a {steps}-point schedule), so the output keeps the anatomy of "
-            f"the input; strength 1 would sample from pure noise.")
+    return (
+        f"Edits start from the latent of the degraded input noised to t = {strength:g} (SDEdit strength "
+        f"{strength:g}: the last {strength:.0%} of a {steps}-point schedule), so the output keeps the anatomy of "
+        f"the input; strength 1 would sample from pure noise."
+    )
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False) -> int:

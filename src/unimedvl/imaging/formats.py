@@ -24,8 +24,16 @@ IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + NPY_SUFFIXE
 # (.dicom, .ima) are left out, so the upload box and its error message list what people send.
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".npy")
 # PIL's format name -> the suffix a file of that format is written with (benchmark image extraction).
-PIL_FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp", "GIF": ".gif",
-                     "WEBP": ".webp", "PPM": ".ppm"}  # fmt: skip
+PIL_FORMAT_SUFFIX = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "TIFF": ".tif",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "PPM": ".ppm",
+}
 
 
 def image_suffix(name: str | os.PathLike[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str | None:

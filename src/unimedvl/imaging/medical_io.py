@@ -77,6 +77,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from unimedvl.errors import DataError
+from unimedvl.fileio import missing_file_problem
 from unimedvl.imaging.formats import format_of
 from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, open_raster, pil_guard_replaced
 from unimedvl.imaging.windowing import (  # noqa: F401 (re-exported: the readers' public names)
@@ -87,8 +89,6 @@ from unimedvl.imaging.windowing import (  # noqa: F401 (re-exported: the readers
     choose_window,
     integer_range,
 )
-from unimedvl.errors import DataError
-from unimedvl.fileio import missing_file_problem
 
 FORMATS = ("dicom", "nifti", "npy", "raster")
 
@@ -156,8 +156,9 @@ def _as_pair(path: str, key: str, value: Any) -> tuple[float, float]:
     return first, second
 
 
-def _options(spec: str | os.PathLike[str], kwargs: dict[str, Any],
-             data: bytes | None = None) -> tuple[str, str, dict[str, Any]]:
+def _options(
+    spec: str | os.PathLike[str], kwargs: dict[str, Any], data: bytes | None = None
+) -> tuple[str, str, dict[str, Any]]:
     """(file path, format, validated options) from a path spec plus keyword overrides; with ``data``
     (the file's bytes), ``spec`` only names them and no file is looked for."""
     path, options = parse_path_spec(spec) if data is None else (os.fspath(spec), {})
@@ -232,8 +233,17 @@ def _dicom_read(path: str, headers_only: bool, source: Any = None):
             return pydicom.dcmread(path if source is None else source, stop_before_pixels=headers_only)
     except InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file (no DICM header); pass format=... if it is another kind") from None
-    except (OSError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
-            NotImplementedError, struct.error) as err:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        NotImplementedError,
+        struct.error,
+    ) as err:
         raise DataError(f"{path}: unreadable DICOM ({type(err).__name__}: {err})") from None
 
 
@@ -244,8 +254,9 @@ def _dicom_frames(ds: Any, path: str, frame: int) -> int:
     return frames
 
 
-def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
-                source: Any = None) -> LoadedImage:
+def _load_dicom(
+    path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None, source: Any = None
+) -> LoadedImage:
     from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
     ds = _dicom_read(path, headers_only=False, source=source)
@@ -276,8 +287,9 @@ def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
         pixels = array.astype(np.float32)
         bits = int(ds.get("BitsStored", 8) or 8)
         full = (0.0, float(2**bits - 1))
-        window = full if window_choice == "auto" else choose_window(pixels, window_choice, options, path,
-                                                                     full_range=full)
+        window = (
+            full if window_choice == "auto" else choose_window(pixels, window_choice, options, path, full_range=full)
+        )
         return LoadedImage(pixels, window, kind="dicom", path=path, meta=meta)
     stored = _stored_range(ds)
     pixels = np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
@@ -286,11 +298,19 @@ def _load_dicom(path: str, options: dict[str, Any], limit: int, reduce_to: tuple
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         ends = sorted((stored[0] * slope + intercept, stored[1] * slope + intercept))
         full = (ends[0], ends[1])
-    window = choose_window(pixels, window_choice, options, path, file_window=_file_window(ds), full_range=full,
-                           auto="file" if _file_window(ds) is not None else "minmax")
+    window = choose_window(
+        pixels,
+        window_choice,
+        options,
+        path,
+        file_window=_file_window(ds),
+        full_range=full,
+        auto="file" if _file_window(ds) is not None else "minmax",
+    )
     units = "HU" if meta["modality"] == "CT" and "RescaleIntercept" in ds else ""
-    return LoadedImage(pixels, window, invert=photometric == "MONOCHROME1", kind="dicom", units=units,
-                       path=path, meta=meta)
+    return LoadedImage(
+        pixels, window, invert=photometric == "MONOCHROME1", kind="dicom", units=units, path=path, meta=meta
+    )
 
 
 def _stored_range(ds: Any) -> tuple[float, float] | None:
@@ -340,12 +360,16 @@ def _check_dicom_decoder(ds: Any, path: str) -> None:
     try:
         decoder = get_decoder(syntax)
     except (NotImplementedError, ValueError):
-        raise DataError(f"{path}: no pixel decoder exists for its transfer syntax {name}; convert the file "
-                        "(e.g. to uncompressed Explicit VR Little Endian)") from None
+        raise DataError(
+            f"{path}: no pixel decoder exists for its transfer syntax {name}; convert the file "
+            "(e.g. to uncompressed Explicit VR Little Endian)"
+        ) from None
     if not decoder.is_available:
         needs = "; ".join(str(m) for m in decoder.missing_dependencies[:3])
-        raise DataError(f"{path}: its transfer syntax {name} needs a pixel decoder that is not installed ({needs}); "
-                        "install one of them or convert the file")
+        raise DataError(
+            f"{path}: its transfer syntax {name} needs a pixel decoder that is not installed ({needs}); "
+            "install one of them or convert the file"
+        )
 
 
 def _nifti_index(path: str, shape: tuple[int, ...], options: dict[str, Any]) -> tuple[tuple, tuple[int, int], dict]:
@@ -393,15 +417,22 @@ def _nifti_open(path: str, source: Any = None):
             raise DataError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
         kind = nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
         return kind.from_file_map(kind.make_file_map({"image": stream, "header": stream}))
-    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, nib.wrapstruct.WrapStructError,
-            OSError, EOFError, ValueError) as err:  # fmt: skip
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        nib.wrapstruct.WrapStructError,
+        OSError,
+        EOFError,
+        ValueError,
+    ) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from None
 
 
-def _load_nifti(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
-                source: Any = None) -> LoadedImage:
+def _load_nifti(
+    path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None, source: Any = None
+) -> LoadedImage:
     image = _nifti_open(path, source)
     key, (first, second), facts = _nifti_index(path, image.shape, options)
     check_pixels(path, first, second, limit)  # from the header: the slice is not read yet
@@ -438,8 +469,9 @@ def _npy_shape(path: str, shape: tuple[int, ...]) -> tuple[int, int]:
     raise DataError(f"{path}: .npy array of shape {shape} is not an image; expected (H, W), (H, W, 1) or (H, W, 3)")
 
 
-def _load_npy(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
-              source: Any = None) -> LoadedImage:
+def _load_npy(
+    path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None, source: Any = None
+) -> LoadedImage:
     array = _npy_open(path, source)  # a file is memory-mapped: only the header has been read
     check_pixels(path, *_npy_shape(path, array.shape), limit)
     if array.ndim == 3 and array.shape[2] == 1:
@@ -490,10 +522,13 @@ def _reduce(image: Image.Image, target: tuple[int, int]) -> Image.Image:
         return image
 
 
-def _load_raster(path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None,
-                 source: Any = None) -> LoadedImage:
-    with pil_guard_replaced(), open_raster(path if source is None else source, path, limit,
-                                           options.get("frame", 0)) as opened:
+def _load_raster(
+    path: str, options: dict[str, Any], limit: int, reduce_to: tuple[int, int] | None, source: Any = None
+) -> LoadedImage:
+    with (
+        pil_guard_replaced(),
+        open_raster(path if source is None else source, path, limit, options.get("frame", 0)) as opened,
+    ):
         try:
             image = opened
             if reduce_to is not None:  # reduced in the stored orientation, before the EXIF rotation
@@ -554,8 +589,13 @@ _SIZERS = {"dicom": _size_dicom, "nifti": _size_nifti, "npy": _size_npy, "raster
 # Public API.
 
 
-def load_array(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               reduce_to: tuple[int, int] | None = None, **options: Any) -> LoadedImage:
+def load_array(
+    path_spec: str | os.PathLike[str],
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    reduce_to: tuple[int, int] | None = None,
+    **options: Any,
+) -> LoadedImage:
     """Decode one 2-D image in its own units (HU for CT) with the window chosen by the options.
 
     An image over ``max_image_pixels`` (width x height, read from the header; default 16384 x 16384)
@@ -567,8 +607,9 @@ def load_array(path_spec: str | os.PathLike[str], *, max_image_pixels: int | Non
     return _LOADERS[fmt](path, parsed, max_image_pixels, reduce_to)
 
 
-def load_bytes(data: bytes, name: str, *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               **options: Any) -> LoadedImage:
+def load_bytes(
+    data: bytes, name: str, *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, **options: Any
+) -> LoadedImage:
     """Decode the bytes of one image file (an upload) as :func:`load_array` decodes a file, without
     writing them anywhere. ``name`` stands for the file in messages, and its suffix picks the reader
     unless ``format=`` is given (else DICOM is sniffed, then raster); the same options and limit apply."""
@@ -576,14 +617,20 @@ def load_bytes(data: bytes, name: str, *, max_image_pixels: int | None = DEFAULT
     return _LOADERS[fmt](path, parsed, max_image_pixels, None, source=io.BytesIO(data))
 
 
-def load_image(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               reduce_to: tuple[int, int] | None = None, **options: Any) -> Image.Image:
+def load_image(
+    path_spec: str | os.PathLike[str],
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    reduce_to: tuple[int, int] | None = None,
+    **options: Any,
+) -> Image.Image:
     """Load any supported medical image as an 8-bit RGB PIL image (windowed, grey replicated)."""
     return load_array(path_spec, max_image_pixels=max_image_pixels, reduce_to=reduce_to, **options).to_pil()
 
 
-def image_size(path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               **options: Any) -> tuple[int, int]:
+def image_size(
+    path_spec: str | os.PathLike[str], *, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, **options: Any
+) -> tuple[int, int]:
     """(width, height) that :func:`load_image` would return, from headers where possible.
 
     Also checks that frame/slice/t options are in range and that the image is within

@@ -19,7 +19,8 @@ import contextlib
 import io
 import threading
 import warnings
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from unimedvl.errors import DataError
 
@@ -62,8 +63,9 @@ def check_limit(max_image_pixels: int | None) -> int:
     if max_image_pixels is None:
         return DEFAULT_MAX_IMAGE_PIXELS
     if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-        raise DataError(f"max_image_pixels={max_image_pixels!r} must be a positive number of pixels "
-                        f"(default {DEFAULT_LIMIT_TEXT})")
+        raise DataError(
+            f"max_image_pixels={max_image_pixels!r} must be a positive number of pixels (default {DEFAULT_LIMIT_TEXT})"
+        )
     return max_image_pixels
 
 
@@ -72,8 +74,11 @@ def check_pixels(where: str, width: int, height: int, max_image_pixels: int | No
     limit = check_limit(max_image_pixels)
     pixels = int(width) * int(height)
     if pixels > limit:
-        which = (f"the default limit of {DEFAULT_LIMIT_TEXT} pixels" if limit == DEFAULT_MAX_IMAGE_PIXELS
-                 else f"the limit of {limit:,} pixels")
+        which = (
+            f"the default limit of {DEFAULT_LIMIT_TEXT} pixels"
+            if limit == DEFAULT_MAX_IMAGE_PIXELS
+            else f"the limit of {limit:,} pixels"
+        )
         raise DataError(
             f"{where}: image is {width}x{height} = {pixels:,} pixels, over {which}; downscale it, or raise "
             "the limit with --max-image-pixels N (max_image_pixels= in the Python API)"
@@ -125,5 +130,7 @@ def raster_size(data: bytes, max_image_pixels: int | None) -> tuple[str | None, 
         except DataError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"the image bytes are not an image PIL can read ({len(data)} bytes starting "
-                            f"{data[:8].hex()}; {type(err).__name__})") from None
+            raise DataError(
+                f"the image bytes are not an image PIL can read ({len(data)} bytes starting "
+                f"{data[:8].hex()}; {type(err).__name__})"
+            ) from None

@@ -43,8 +43,9 @@ def read_array(path: str | os.PathLike[str], max_image_pixels: int | None = DEFA
     return np.array(mapped)
 
 
-def read_stored(path: str | os.PathLike[str],
-                max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image | np.ndarray:
+def read_stored(
+    path: str | os.PathLike[str], max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> Image.Image | np.ndarray:
     """A ``.npy`` file as its array (:func:`read_array`), any other file as a raster image (:func:`read_raster`)."""
     if os.fspath(path).lower().endswith(".npy"):
         return read_array(path, max_image_pixels)

@@ -32,8 +32,9 @@ The YAML mix gives these as ``image_transform_args`` (VAE: stride 16, max 1024, 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -80,7 +81,7 @@ class ImageTransform:
             raise ConfigError(f"max_pixels={self.max_pixels} is below one stride squared ({self.image_stride**2})")
 
     @classmethod
-    def from_config(cls, args: Mapping[str, Any], source: str = "image_transform_args") -> "ImageTransform":
+    def from_config(cls, args: Mapping[str, Any], source: str = "image_transform_args") -> ImageTransform:
         """Build from a YAML dict such as ``image_transform_args``; unknown keys raise ConfigError."""
         try:
             return from_dict(cls, dict(args) if isinstance(args, Mapping) else args, source=source)
@@ -145,12 +146,12 @@ class ImageTransform:
         image = image.convert("RGB")
         return resize(image, self.target_size(*image.size))
 
-    def __call__(self, image: Image.Image) -> "torch.Tensor":
+    def __call__(self, image: Image.Image) -> torch.Tensor:
         """Resized image as a float32 tensor [3, H, W] in [-1, 1]."""
         return to_tensor(self.resize(image))
 
 
-def to_tensor(image: Image.Image) -> "torch.Tensor":
+def to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image as float32 [3, H, W] in [-1, 1] (no resizing)."""
     import torch  # here, not at the top: the CLI reads ImageTransform's defaults without loading torch
 
@@ -158,7 +159,7 @@ def to_tensor(image: Image.Image) -> "torch.Tensor":
     return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
 
 
-def to_pil(tensor: "torch.Tensor", rounding: str = "nearest") -> Image.Image:
+def to_pil(tensor: torch.Tensor, rounding: str = "nearest") -> Image.Image:
     """Inverse of the normalisation: [3, H, W] in [-1, 1] -> RGB PIL via ``(x * 0.5 + 0.5) * 255``.
 
     ``rounding="nearest"`` inverts :func:`to_tensor` exactly (input images given as tensors);
@@ -222,8 +223,10 @@ def resize_array(array: np.ndarray, size: tuple[int, int], method: str = "bicubi
     if array.dtype == np.uint8:
         return np.asarray(resize(Image.fromarray(array), (width, height), method))
     channels = array[..., None] if array.ndim == 2 else array
-    out = [np.asarray(resize(Image.fromarray(channels[..., c].astype(np.float32)), (width, height), method))
-           for c in range(channels.shape[-1])]  # fmt: skip
+    out = [
+        np.asarray(resize(Image.fromarray(channels[..., c].astype(np.float32)), (width, height), method))
+        for c in range(channels.shape[-1])
+    ]
     res = np.stack(out, axis=-1).astype(np.float64)
     return res[..., 0] if array.ndim == 2 else res
 
@@ -243,14 +246,14 @@ def thumbnail(image: Image.Image, max_side: int) -> Image.Image:
     return small
 
 
-def resize_tensor(images: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+def resize_tensor(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) float images to ``size`` = (height, width), antialiased bilinear (no corner alignment)."""
     import torch.nn.functional as F
 
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def blur_down_up(images: "torch.Tensor", factor: int) -> "torch.Tensor":
+def blur_down_up(images: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, C, H, W) images in [-1, 1] area-downsampled by ``factor`` and bicubically upsampled back."""
     import torch.nn.functional as F
 

@@ -14,9 +14,10 @@ upload by its base name (a file) or by the name the caller gives (bytes), never 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from unimedvl.errors import DataError
 from unimedvl.imaging.formats import UPLOAD_SUFFIXES, format_of, image_suffix
@@ -25,10 +26,18 @@ from unimedvl.imaging.medical_io import LoadedImage, load_array, load_bytes
 VIEW_KEYS = ("window", "axis", "slice", "t", "frame")
 # MIME type -> the suffix whose reader opens it. NIfTI has no registered type; these are the usual ones.
 MIME_SUFFIX = {
-    "image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/tiff": ".tif", "image/bmp": ".bmp",
-    "image/x-ms-bmp": ".bmp", "application/dicom": ".dcm", "application/x-nifti": ".nii",
-    "application/nifti": ".nii", "image/x-nifti": ".nii", "application/x-nifti-gz": ".nii.gz",
-}  # fmt: skip
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/tiff": ".tif",
+    "image/bmp": ".bmp",
+    "image/x-ms-bmp": ".bmp",
+    "application/dicom": ".dcm",
+    "application/x-nifti": ".nii",
+    "application/nifti": ".nii",
+    "image/x-nifti": ".nii",
+    "application/x-nifti-gz": ".nii.gz",
+}
 SNIFFED = ("application/octet-stream", "")  # no useful type: the content decides
 
 
@@ -75,8 +84,14 @@ def sniff_suffix(data: bytes) -> str | None:
     """The file suffix the bytes look like (magic numbers), or None."""
     if data[128:132] == b"DICM":  # first: a DICOM preamble may itself be a TIFF header (dual-format files)
         return ".dcm"
-    for magic, suffix in ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"II*\x00", ".tif"),
-                          (b"MM\x00*", ".tif"), (b"BM", ".bmp"), (b"\x93NUMPY", ".npy")):  # fmt: skip
+    for magic, suffix in (
+        (b"\x89PNG", ".png"),
+        (b"\xff\xd8\xff", ".jpg"),
+        (b"II*\x00", ".tif"),
+        (b"MM\x00*", ".tif"),
+        (b"BM", ".bmp"),
+        (b"\x93NUMPY", ".npy"),
+    ):
         if data.startswith(magic):
             return suffix
     if data[:2] == b"\x1f\x8b":
@@ -129,8 +144,9 @@ def decode_view(data: bytes, suffix: str, options: ViewOptions, max_image_pixels
     """Decode the bytes of one uploaded file, read as a ``suffix`` file, as the options say; ``name``
     stands for the file in messages. Nothing is written to disk (see ``medical_io.load_bytes``)."""
     try:
-        return load_bytes(data, name, max_image_pixels=max_image_pixels,
-                          **_load_kwargs(format_of(suffix) or "raster", options))  # fmt: skip
+        return load_bytes(
+            data, name, max_image_pixels=max_image_pixels, **_load_kwargs(format_of(suffix) or "raster", options)
+        )
     except DataError:
         raise
     except (OSError, ValueError, MemoryError) as err:

@@ -72,10 +72,15 @@ class LoadedImage:
         return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
-def choose_window(pixels: np.ndarray, choice: Any, options: dict[str, Any], path: str,
-            file_window: tuple[float, float] | None = None,
-            full_range: tuple[float, float] | None = None,
-            auto: str = "minmax") -> tuple[float, float]:
+def choose_window(
+    pixels: np.ndarray,
+    choice: Any,
+    options: dict[str, Any],
+    path: str,
+    file_window: tuple[float, float] | None = None,
+    full_range: tuple[float, float] | None = None,
+    auto: str = "minmax",
+) -> tuple[float, float]:
     """The (low, high) window for ``choice`` (a (centre, width) pair or a mode name)."""
     if choice == "auto":
         choice = auto
@@ -84,8 +89,10 @@ def choose_window(pixels: np.ndarray, choice: Any, options: dict[str, Any], path
         return centre - width / 2.0, centre + width / 2.0
     if choice == "file":
         if file_window is None:
-            raise DataError(f"{path}: window=file but the file has no WindowCenter/WindowWidth; "
-                            "use a preset, CENTRE,WIDTH, minmax or percentile")
+            raise DataError(
+                f"{path}: window=file but the file has no WindowCenter/WindowWidth; "
+                "use a preset, CENTRE,WIDTH, minmax or percentile"
+            )
         return choose_window(pixels, file_window, options, path)
     if choice == "full":
         if full_range is None:

@@ -25,17 +25,19 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
+from unimedvl.checkpoint.inference_config import InferenceConfig
+from unimedvl.checkpoint.memory_plan import PlanNotice
 from unimedvl.checkpoint.release import load_model, parse_dtype
 from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
-from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.errors import CheckpointError, DataError
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 from unimedvl.inference.context import Context, ContextPool, TextOptions
 from unimedvl.inference.inferencer import (
     ImageInput,
@@ -44,9 +46,7 @@ from unimedvl.inference.inferencer import (
     Result,
     load_input_image,
     split_thinking,
-)  # fmt: skip
-from unimedvl.checkpoint.inference_config import InferenceConfig
-from unimedvl.checkpoint.memory_plan import PlanNotice
+)
 from unimedvl.models.packed_batch import TextSplit
 from unimedvl.tokenizer import Tokenizer
 
@@ -97,16 +97,21 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 # Keyword names of earlier releases -> today's (one spelling everywhere; the old ones warn).
-_OLD_SIZE_NAMES = {"min_image_size": "vae_min_size", "max_image_size": "vae_max_size",
-                   "vit_min_image_size": "vit_min_size", "vit_max_image_size": "vit_max_size"}
+_OLD_SIZE_NAMES = {
+    "min_image_size": "vae_min_size",
+    "max_image_size": "vae_max_size",
+    "vit_min_image_size": "vit_min_size",
+    "vit_max_image_size": "vit_max_size",
+}
 
 
 def _size_arguments(sizes: dict, deprecated: dict) -> dict:
     for old, value in deprecated.items():
         if old not in _OLD_SIZE_NAMES:
             raise TypeError(f"from_pretrained() got an unexpected keyword argument {old!r}")
-        warnings.warn(f"from_pretrained({old}=...) is deprecated; use {_OLD_SIZE_NAMES[old]}=...", FutureWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"from_pretrained({old}=...) is deprecated; use {_OLD_SIZE_NAMES[old]}=...", FutureWarning, stacklevel=3
+        )
         if value is not None and sizes[_OLD_SIZE_NAMES[old]] is None:
             sizes[_OLD_SIZE_NAMES[old]] = value
     return sizes
@@ -141,7 +146,7 @@ class UniMedVL:
         max_memory: str | int | None = None,
         adapter: str | os.PathLike[str] | None = None,
         **deprecated: int | None,
-    ) -> "UniMedVL":
+    ) -> UniMedVL:
         """Load a checkpoint directory (or hub id). device: cuda if available, else cpu; dtype: bf16 on
         cuda, fp32 on cpu. Images are fed the way the checkpoint's ``inference_config.json`` says (the
         release's sizes without one); ``vae_*`` / ``vit_*`` / ``max_pixels`` override it: the VAE resize
@@ -164,8 +169,16 @@ class UniMedVL:
         from unimedvl.checkpoint.loading import resolve_load
         from unimedvl.checkpoint.memory_plan import default_dtype
 
-        sizes = _size_arguments(dict(vae_min_size=vae_min_size, vae_max_size=vae_max_size, vit_min_size=vit_min_size,
-                                     vit_max_size=vit_max_size, max_pixels=max_pixels), deprecated)  # fmt: skip
+        sizes = _size_arguments(
+            dict(
+                vae_min_size=vae_min_size,
+                vae_max_size=vae_max_size,
+                vit_min_size=vit_min_size,
+                vit_max_size=vit_max_size,
+                max_pixels=max_pixels,
+            ),
+            deprecated,
+        )
         path = resolve_checkpoint(name_or_path)
         if adapter is None and is_adapter_dir(path):
             path, adapter = adapter_base(path), path
@@ -175,8 +188,17 @@ class UniMedVL:
         dtype = parse_dtype(dtype or default_dtype(device))
         trained = adapter is not None and (Path(adapter) / "inference_config.json").is_file()
         config = (config or InferenceConfig.load(adapter if trained else path)).with_sizes(**sizes)
-        _, plan, notice = resolve_load(path, config, device, dtype, components=components, quantize=quantize,
-                                       offload=offload, device_map=device_map, max_memory=max_memory)
+        _, plan, notice = resolve_load(
+            path,
+            config,
+            device,
+            dtype,
+            components=components,
+            quantize=quantize,
+            offload=offload,
+            device_map=device_map,
+            max_memory=max_memory,
+        )
         if notice:
             warnings.warn(notice, PlanNotice, stacklevel=2)
         model = load_model(path, dtype=dtype, device=device, prefer=prefer, plan=plan)
@@ -218,8 +240,7 @@ class UniMedVL:
         notice = missing_image_warning(len(loaded), question)
         if notice:
             warnings.warn(notice, UserWarning, stacklevel=2)
-        request = Request(loaded + [question], "understand", think, max_new_tokens, temperature, top_p,
-                          seed=seed)  # fmt: skip
+        request = Request(loaded + [question], "understand", think, max_new_tokens, temperature, top_p, seed=seed)
         result = self.inferencer.run([request])[0]
         return Answer(result.text, result.thinking) if think else result.text
 
@@ -260,9 +281,17 @@ class UniMedVL:
         images = _images(image)
         if not images:
             raise DataError("edit needs an input image")
-        request = Request(images + [instruction], "edit", think, max_think_tokens, height=height, width=width,
-                          guidance=self.inferencer.config.guidance_for("edit", guidance, preset), seed=seed,
-                          strength=strength)
+        request = Request(
+            images + [instruction],
+            "edit",
+            think,
+            max_think_tokens,
+            height=height,
+            width=width,
+            guidance=self.inferencer.config.guidance_for("edit", guidance, preset),
+            seed=seed,
+            strength=strength,
+        )
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def generate(
@@ -285,8 +314,16 @@ class UniMedVL:
         3.0, 50); ``preset`` starts from another of its presets instead (e.g. ``"text_to_image_fast"``).
         """
         _check_text(prompt, "prompt")
-        request = Request([prompt], "generate", think, max_think_tokens, height=height, width=width,
-                          guidance=self.inferencer.config.guidance_for("generate", guidance, preset), seed=seed)
+        request = Request(
+            [prompt],
+            "generate",
+            think,
+            max_think_tokens,
+            height=height,
+            width=width,
+            guidance=self.inferencer.config.guidance_for("generate", guidance, preset),
+            seed=seed,
+        )
         return _image_out(self.inferencer.run([request], progress)[0], think)
 
     def run(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None) -> list[Result]:
@@ -294,7 +331,7 @@ class UniMedVL:
         equal to fp32 round-off (at most one grey level on a few pixels)."""
         return self.inferencer.run(requests, progress)
 
-    def chat(self, think: bool = False) -> "ChatSession":
+    def chat(self, think: bool = False) -> ChatSession:
         """A multi-turn conversation about images (understanding)."""
         return ChatSession(self.inferencer, think)
 
@@ -339,8 +376,15 @@ class ChatSession:
         self.pool.add([self.context], self.inferencer.image_splits(pil, generation=False)[0])
         self.turns.append(("image", pil))
 
-    def ask(self, question: str, *, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = TEMPERATURE,
-            top_p: float = TOP_P, seed: int | None = None) -> str | Answer:  # fmt: skip
+    def ask(
+        self,
+        question: str,
+        *,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        temperature: float = TEMPERATURE,
+        top_p: float = TOP_P,
+        seed: int | None = None,
+    ) -> str | Answer:
         """Ask within the conversation; the answer joins the context for later turns."""
         _check_text(question, "question")
         notice = missing_image_warning(sum(kind == "image" for kind, _ in self.turns), question, self.attach_hint)
@@ -384,11 +428,14 @@ def _check_text(text: object, what: str) -> None:
 _IMAGE_REFERENCE = re.compile(
     r"\b(this|these|the|attached|above|given|following|uploaded)\s+(images?|scans?|pictures?|photos?|photographs?|"
     r"slides?|x-?rays?|radiographs?|films?|ct|mri|studies|study|views?|slices?|frames?)\b|"
-    r"\b(shown|pictured|depicted|in the (image|picture|scan))\b", re.IGNORECASE)
+    r"\b(shown|pictured|depicted|in the (image|picture|scan))\b",
+    re.IGNORECASE,
+)
 
 
-def missing_image_warning(num_images: int, question: str, attach: str = "--image FILE, or images= in the API"
-                          ) -> str | None:  # fmt: skip
+def missing_image_warning(
+    num_images: int, question: str, attach: str = "--image FILE, or images= in the API"
+) -> str | None:
     """The one-line notice for a question that refers to an image when no image was given (else None);
     ``attach`` says how to give one where the question was asked."""
     if num_images or not _IMAGE_REFERENCE.search(question):
@@ -410,5 +457,13 @@ def _image_out(result: Result, think: bool) -> Image.Image | ImageAnswer:
     return ImageAnswer(result.image, result.thinking or "") if think else result.image
 
 
-__all__ = ["Answer", "ChatSession", "ImageAnswer", "Request", "Result", "UniMedVL", "missing_image_warning",
-           "resolve_checkpoint"]
+__all__ = [
+    "Answer",
+    "ChatSession",
+    "ImageAnswer",
+    "Request",
+    "Result",
+    "UniMedVL",
+    "missing_image_warning",
+    "resolve_checkpoint",
+]

@@ -16,8 +16,8 @@ to end its answer early (``stop``, for a cancelled request); neither changes the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -119,11 +119,15 @@ class ContextPool:
         batch, hidden = self.embed([[s] for s in splits])
         rel = batch.position_ids.split(batch.layout.sample_lens)
         self.model.language_model.forward_cached(
-            hidden, self.positions(batch, [c.rope for c in contexts]), self.cache,
-            rows=[c.row for c in contexts], query_lens=batch.layout.sample_lens,
+            hidden,
+            self.positions(batch, [c.rope for c in contexts]),
+            self.cache,
+            rows=[c.row for c in contexts],
+            query_lens=batch.layout.sample_lens,
             mode=["causal" if isinstance(s, TextSplit) else "full" for s in splits],
-            write=True, routing=batch.gen_mask(hidden.device),
-        )  # fmt: skip
+            write=True,
+            routing=batch.gen_mask(hidden.device),
+        )
         for ctx, ids in zip(contexts, rel):
             ctx.rope += int(ids.max()) + 1  # text: one id per token; an image block: one id
 

@@ -29,23 +29,15 @@ import dataclasses
 import os
 import warnings
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from unimedvl.imaging.formats import has_image_suffix
-from unimedvl.imaging.medical_io import image_size, load_image
-from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
-from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
-from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
-from unimedvl.errors import ConfigError, DataError
-from unimedvl.sampling.flow import GuidanceConfig, check_strength, start_from_image
-from unimedvl.inference.context import Context, ContextPool, TextOptions
-from unimedvl.inference.velocity import GuidedVelocity  # noqa: F401 (re-exported)
 from unimedvl.checkpoint.inference_config import (
     RELEASE_VAE_TRANSFORM,
     RELEASE_VIT_TRANSFORM,
@@ -54,10 +46,19 @@ from unimedvl.checkpoint.inference_config import (
     fitted_transform,
     resolve_think_prompts,
 )
+from unimedvl.defaults import MAX_NEW_TOKENS, TEMPERATURE, TOP_P
+from unimedvl.errors import ConfigError, DataError
+from unimedvl.imaging.formats import has_image_suffix
+from unimedvl.imaging.medical_io import image_size, load_image
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl.imaging.transforms import ImageTransform, to_pil, to_tensor
+from unimedvl.inference.context import Context, ContextPool, TextOptions
+from unimedvl.inference.velocity import GuidedVelocity  # noqa: F401 (re-exported)
 from unimedvl.models.embeddings import unpatchify_latent
 from unimedvl.models.packed_batch import SplitSpec, TextSplit, VaeImageSplit, VitImageSplit
 from unimedvl.models.unified import UnifiedModel
 from unimedvl.sampling import sample
+from unimedvl.sampling.flow import GuidanceConfig, check_strength, start_from_image
 from unimedvl.tokenizer import Tokenizer
 
 ImageInput = Union[Image.Image, np.ndarray, Tensor, str, "os.PathLike[str]"]
@@ -109,15 +110,21 @@ class Request:
             if isinstance(item, str) and not item.strip():
                 raise DataError("an input text is empty; give a question, instruction or prompt")
             if isinstance(item, str) and _names_image_file(item):
-                warnings.warn(f"inputs[{index}] {item!r} is read as a text (in a Request a str is a text); "
-                              f"pass Path({item!r}) to give the image", UserWarning, stacklevel=3)
+                warnings.warn(
+                    f"inputs[{index}] {item!r} is read as a text (in a Request a str is a text); "
+                    f"pass Path({item!r}) to give the image",
+                    UserWarning,
+                    stacklevel=3,
+                )
         if self.task != "understand" and not any(isinstance(i, str) for i in self.inputs):
             raise DataError(f"a {self.task} request needs a text (the instruction or prompt)")
         if self.strength is not None:
             check_strength(self.strength)
         if self.strength is not None and self.strength < 1.0 and self.task != "edit":
-            raise ConfigError(f"strength={self.strength} starts from an input image: it is an edit setting, a "
-                              f"{self.task} request takes strength 1")
+            raise ConfigError(
+                f"strength={self.strength} starts from an input image: it is an edit setting, a "
+                f"{self.task} request takes strength 1"
+            )
 
     @property
     def makes_image(self) -> bool:
@@ -147,7 +154,7 @@ class Result:
 class _Fork:
     """Queue marker: copy ``full`` into the job's ``cfg_text`` at this point."""
 
-    job: "_Job"
+    job: _Job
 
 
 @dataclass
@@ -186,8 +193,9 @@ class Plan:
 # Input images.
 
 
-def load_input_image(image: ImageInput, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-                     reduce_to: tuple[int, int] | None = None) -> Image.Image:
+def load_input_image(
+    image: ImageInput, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, reduce_to: tuple[int, int] | None = None
+) -> Image.Image:
     """An RGB PIL image from a PIL image, a numpy array, a [3,H,W] tensor in [-1,1] or a path.
 
     Paths go through ``medical_io.load_image`` (PNG, JPEG, TIFF, DICOM, NIfTI, .npy, with
@@ -212,8 +220,10 @@ def load_input_image(image: ImageInput, max_image_pixels: int | None = DEFAULT_M
         if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or 0 in array.shape:
             raise DataError(f"an image array must be (H, W) or (H, W, 3|4), got shape {image.shape}")
         if array.dtype != np.uint8:
-            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all() or (
-                array.size and (array.min() < 0 or array.max() > 1)
+            if (
+                not np.issubdtype(array.dtype, np.floating)
+                or not np.isfinite(array).all()
+                or (array.size and (array.min() < 0 or array.max() > 1))
             ):
                 raise DataError(
                     f"an image array of dtype {array.dtype} must be uint8 or floats in [0, 1]; window it first "
@@ -289,11 +299,13 @@ class Inferencer:
                 f"{cfg.vit.patch_size}"
             )
         vae_transform = fit_transform(vae_transform, cfg.max_latent_size, "VAE transform", cfg.interpolate_pos)
-        vit_transform = fit_transform(vit_transform, cfg.vit_max_num_patch_per_side, "ViT transform",
-                                      cfg.interpolate_pos)  # fmt: skip
+        vit_transform = fit_transform(
+            vit_transform, cfg.vit_max_num_patch_per_side, "ViT transform", cfg.interpolate_pos
+        )
         prompts = {**THINK_PROMPTS, **(config.think_prompts or {}), **resolve_think_prompts(think_prompts or {})}
-        self.config = dataclasses.replace(config, vae_transform=vae_transform, vit_transform=vit_transform,
-                                          think_prompts=prompts)  # fmt: skip
+        self.config = dataclasses.replace(
+            config, vae_transform=vae_transform, vit_transform=vit_transform, think_prompts=prompts
+        )
 
     @property
     def vae_transform(self) -> ImageTransform:
@@ -337,8 +349,10 @@ class Inferencer:
 
     @staticmethod
     def _too_long(count: str, limit: int) -> None:
-        raise DataError(f"an input text is {count} tokens, more than this model's context of {limit} tokens "
-                        "(max_position_embeddings in llm_config.json); shorten it")
+        raise DataError(
+            f"an input text is {count} tokens, more than this model's context of {limit} tokens "
+            "(max_position_embeddings in llm_config.json); shorten it"
+        )
 
     def load_image(self, image: ImageInput) -> Image.Image:
         """An input image after the VAE resize rule; a file is checked against the pixel limit from its
@@ -395,8 +409,10 @@ class Inferencer:
         if any(r.makes_image for r in requests) and not self.model.config.visual_gen:
             plan = getattr(self.model, "load_plan", None)
             if plan is not None and plan.understanding_only:
-                raise ConfigError('this model was loaded with components="understanding" (no generation weights): '
-                                  'load it with components="all" (--components all) to edit or generate images')
+                raise ConfigError(
+                    'this model was loaded with components="understanding" (no generation weights): '
+                    'load it with components="all" (--components all) to edit or generate images'
+                )
             raise ConfigError(
                 "this checkpoint has no generation weights (visual_gen=False): it can answer questions but "
                 "cannot edit or generate images"
@@ -440,8 +456,10 @@ class Inferencer:
                 self.check_output_size(height, width)
                 job.size = (height, width)
                 if job.strength < 1.0 and job.size != last_size:
-                    raise DataError(f"strength={job.strength:g} starts from the input image, so the output keeps its "
-                                    f"size {last_size[1]}x{last_size[0]}; leave height and width unset")
+                    raise DataError(
+                        f"strength={job.strength:g} starts from the input image, so the output keeps its "
+                        f"size {last_size[1]}x{last_size[0]}; leave height and width unset"
+                    )
                 queues.append((job.cfg_img, img_ops))
             queues.append((job.full, full_ops))
             jobs.append(job)
@@ -464,10 +482,16 @@ class Inferencer:
         """Answers and thinking-mode reasoning, decoded together (phase 2)."""
         jobs = [j for j in plan.jobs if not j.request.makes_image or j.request.think]
         options = [
-            TextOptions(j.request.max_new_tokens, j.request.temperature, j.request.top_p,
-                        torch.Generator().manual_seed(j.seed), j.request.on_token, j.request.stop)
+            TextOptions(
+                j.request.max_new_tokens,
+                j.request.temperature,
+                j.request.top_p,
+                torch.Generator().manual_seed(j.seed),
+                j.request.on_token,
+                j.request.stop,
+            )
             for j in jobs
-        ]  # fmt: skip
+        ]
         generated = plan.pool.generate_text([j.full for j in jobs], options)
         reasoning_jobs, reasoning = [], []
         for job, ids in zip(jobs, generated):
@@ -499,8 +523,7 @@ class Inferencer:
             velocity = GuidedVelocity(plan.pool, [(j.full, j.cfg_text, j.cfg_img) for j in jobs], grids)
             strength = jobs[0].strength
             start = torch.cat([self.initial_latents(j, g, plan.pool.device) for g, j in zip(grids, jobs)])
-            latents, passes = sample(velocity, start, velocity.counts, jobs[0].guidance, progress,
-                                     strength=strength)  # fmt: skip
+            latents, passes = sample(velocity, start, velocity.counts, jobs[0].guidance, progress, strength=strength)
             for job, image, count in zip(jobs, self.decode_latents(latents, grids), passes):
                 job.result.image = image
                 job.result.seed = job.seed
@@ -532,8 +555,9 @@ class Inferencer:
         for i, grid in enumerate(grids):
             by_grid.setdefault(grid, []).append(i)
         for (h, w), indexes in by_grid.items():
-            z = torch.stack([unpatchify_latent(parts[i], h, w, cfg.latent_patch_size, cfg.vae.z_channels)
-                             for i in indexes])  # fmt: skip
+            z = torch.stack(
+                [unpatchify_latent(parts[i], h, w, cfg.latent_patch_size, cfg.vae.z_channels) for i in indexes]
+            )
             pixels = self.model.vae.decode(z)
             for i, image in zip(indexes, pixels):
                 out[i] = to_pil(image, rounding="truncate")  # the release's quantisation

@@ -25,17 +25,17 @@ sum in another order), like any batch of the Inferencer.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from unimedvl.sampling.flow import GuidanceConfig, combine_guidance, sampling_schedule
 from unimedvl.inference.inferencer import Inferencer, Request, Result, _Job
 from unimedvl.inference.velocity import _SLOTS
 from unimedvl.models.packed_batch import PackedBatch, VaeImageSplit, build_packed_batch
 from unimedvl.sampling import is_reference
+from unimedvl.sampling.flow import GuidanceConfig, combine_guidance, sampling_schedule
 
 
 def steppable(request: Request, inferencer: Inferencer) -> bool:
@@ -118,10 +118,12 @@ class StepBatch:
             split = VaeImageSplit(tokens=torch.zeros(grid[0] * grid[1], dim), grid=grid, noised=True, timestep=1.0)
             batch = build_packed_batch([[split]], plan.pool.special, self.model.config).to(device)
             positions = [plan.pool.positions(batch, [c.rope]) for c in contexts]
-            schedule = sampling_schedule(job.guidance.num_timesteps, job.guidance.timestep_shift, device=device,
-                                         strength=job.strength)  # fmt: skip
-            member = Member(job.request, job, rows, batch, positions, grid, schedule,
-                            inf.initial_latents(job, grid, device))  # fmt: skip
+            schedule = sampling_schedule(
+                job.guidance.num_timesteps, job.guidance.timestep_shift, device=device, strength=job.strength
+            )
+            member = Member(
+                job.request, job, rows, batch, positions, grid, schedule, inf.initial_latents(job, grid, device)
+            )
             self.cache.reserve(max(self.cache.lengths) + batch.sequence_length)
             joined.append(member)
         self.members.extend(joined)
@@ -133,11 +135,13 @@ class StepBatch:
         self.members = [m for m in self.members if m is not member]
         self._compact()
 
-    def _query(self, members: list[Member]) -> "_Packed":
+    def _query(self, members: list[Member]) -> _Packed:
         """The latent queries of ``members`` packed as one batch (built once per set of members)."""
         if self._packed is None:  # reset whenever members join or leave
-            splits = [[VaeImageSplit(tokens=torch.zeros(m.x.shape[0], m.x.shape[1]), grid=m.grid, noised=True,
-                                     timestep=1.0)] for m in members]  # fmt: skip
+            splits = [
+                [VaeImageSplit(tokens=torch.zeros(m.x.shape[0], m.x.shape[1]), grid=m.grid, noised=True, timestep=1.0)]
+                for m in members
+            ]
             device = members[0].x.device
             batch = build_packed_batch(splits, self._special, self.model.config).to(device)
             lens = [m.batch.sequence_length for m in members]
@@ -156,16 +160,24 @@ class StepBatch:
             return []
         packed = self._query(members)
         times = [m.schedule[m.step] for m in members]
-        batch = dataclasses.replace(packed.batch, vae_inputs=[m.x for m in members],
-                                    vae_timesteps=torch.stack(times).float())  # fmt: skip
+        batch = dataclasses.replace(
+            packed.batch, vae_inputs=[m.x for m in members], vae_timesteps=torch.stack(times).float()
+        )
         embedded, _ = self.model.embed(batch, self._rng)
-        slots = tuple(tuple(sorted(_SLOTS.index(b) for b in m.guidance.branches_at(float(t))))
-                      for m, t in zip(members, times))  # fmt: skip
+        slots = tuple(
+            tuple(sorted(_SLOTS.index(b) for b in m.guidance.branches_at(float(t)))) for m, t in zip(members, times)
+        )
         lay = self._layout(packed, members, slots)
         out = self.model.language_model.forward_cached(
-            embedded.index_select(0, lay.gather), lay.positions, self.cache, rows=lay.rows, query_lens=lay.query_lens,
-            mode="full", write=False, routing=lay.routing,
-        )  # fmt: skip
+            embedded.index_select(0, lay.gather),
+            lay.positions,
+            self.cache,
+            rows=lay.rows,
+            query_lens=lay.query_lens,
+            mode="full",
+            write=False,
+            routing=lay.routing,
+        )
         velocity = self.model.llm2vae(out.index_select(0, lay.latent)).float().split(lay.counts)
         branches: list[dict[str, Tensor]] = [{} for _ in members]
         for (k, name), v in zip(lay.blocks, velocity):
@@ -197,7 +209,7 @@ class StepBatch:
         return finished
 
     @staticmethod
-    def _layout(packed: "_Packed", members: list[Member], slots: tuple[tuple[int, ...], ...]) -> "_Layout":
+    def _layout(packed: _Packed, members: list[Member], slots: tuple[tuple[int, ...], ...]) -> _Layout:
         """The forward's blocks (member, branch) for the branch slots each member needs now (built once per
         combination: the branches change only where a member crosses its guidance interval)."""
         if slots not in packed.layouts:
@@ -215,8 +227,16 @@ class StepBatch:
                     counts.append(m.x.shape[0])
                     blocks.append((k, _SLOTS[s]))
                     offset += packed.lens[k]
-            packed.layouts[slots] = _Layout(torch.cat(gather), torch.cat(positions), rows, lens, torch.cat(routing),
-                                            torch.cat(latent), counts, blocks)  # fmt: skip
+            packed.layouts[slots] = _Layout(
+                torch.cat(gather),
+                torch.cat(positions),
+                rows,
+                lens,
+                torch.cat(routing),
+                torch.cat(latent),
+                counts,
+                blocks,
+            )
         return packed.layouts[slots]
 
     def _compact(self) -> None:

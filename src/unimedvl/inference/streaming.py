@@ -14,7 +14,7 @@ complete, so every piece it hands out is final text, and the pieces joined are e
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 REPLACEMENT = "\ufffd"  # what a decoder writes for bytes that are not (yet) a whole character
 
@@ -36,7 +36,7 @@ class TextStream:
         text = self._decode(self._pending)
         # Trailing U+FFFD may be an unfinished character: later bytes can turn it into one.
         stable = len(text.rstrip(REPLACEMENT))
-        piece = text[self._sent:stable]
+        piece = text[self._sent : stable]
         if stable == len(text):
             self._pending, self._sent = [], 0
         else:
@@ -45,6 +45,6 @@ class TextStream:
 
     def finish(self) -> str:
         """What is still held back: bytes that never became a character come out as U+FFFD."""
-        piece = self._decode(self._pending)[self._sent:] if self._pending else ""
+        piece = self._decode(self._pending)[self._sent :] if self._pending else ""
         self._pending, self._sent = [], 0
         return piece

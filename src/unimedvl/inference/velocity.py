@@ -8,8 +8,9 @@ request's latent query against its contexts in the KV cache, one forward per cal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,8 +34,9 @@ class GuidedVelocity:
 
     takes_members = True  # unimedvl.sampling.sample may evaluate a subset of the requests
 
-    def __init__(self, pool: ContextPool, contexts: Sequence[tuple[Context, Context, Context]],
-                 grids: Sequence[tuple[int, int]]):
+    def __init__(
+        self, pool: ContextPool, contexts: Sequence[tuple[Context, Context, Context]], grids: Sequence[tuple[int, int]]
+    ):
         """contexts: (full, cfg_text, cfg_img) per request; grids: latent token grid (h, w) per request."""
         self.model = pool.model
         self.pool = pool
@@ -48,7 +50,7 @@ class GuidedVelocity:
         self.counts = query.counts
         self.cache.reserve(max(self.cache.lengths) + max(query.query_lens))
 
-    def _query(self, members: tuple[int, ...]) -> "_Query":
+    def _query(self, members: tuple[int, ...]) -> _Query:
         """The packed latent query of ``members`` (built once per set of requests)."""
         if members not in self._queries:
             dim = self.model.config.patch_latent_dim
@@ -62,12 +64,18 @@ class GuidedVelocity:
             positions = [self.pool.positions(batch, [self.order[s * n + i].rope for i in members]) for s in range(3)]
             counts = [h * w for h, w in grids]
             self._queries[members] = _Query(
-                members, batch, counts, batch.layout.sample_lens, positions, batch.gen_mask(self.pool.device),
-                batch.vae_indexes, torch.tensor([0] + counts[:-1]).cumsum(0),
-            )  # fmt: skip
+                members,
+                batch,
+                counts,
+                batch.layout.sample_lens,
+                positions,
+                batch.gen_mask(self.pool.device),
+                batch.vae_indexes,
+                torch.tensor([0] + counts[:-1]).cumsum(0),
+            )
         return self._queries[members]
 
-    def _embed(self, query: "_Query", x: Tensor, t: Tensor) -> Tensor:
+    def _embed(self, query: _Query, x: Tensor, t: Tensor) -> Tensor:
         t_image = t[query.first_token.to(t.device)].float()
         batch = dataclasses.replace(query.batch, vae_inputs=list(x.split(query.counts)), vae_timesteps=t_image)
         hidden, _ = self.model.embed(batch, self.pool._scratch_rng)
@@ -80,8 +88,9 @@ class GuidedVelocity:
         return self._embed(query, x, t)[query.latent_index].float()
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, t: Tensor, branches: Sequence[str],
-                 members: Sequence[int] | None = None) -> dict[str, Tensor]:
+    def __call__(
+        self, x: Tensor, t: Tensor, branches: Sequence[str], members: Sequence[int] | None = None
+    ) -> dict[str, Tensor]:
         """x: (N, p*p*z) packed latents of the requests (all, or ``members``); t: (N,) per token ->
         {branch: (N, p*p*z)}."""
         query = self._query(tuple(range(self.num_requests)) if members is None else tuple(members))
@@ -89,10 +98,15 @@ class GuidedVelocity:
         hidden = self._embed(query, x, t)
         k, n, T = len(slots), self.num_requests, query.batch.sequence_length
         out = self.model.language_model.forward_cached(
-            hidden.repeat(k, 1), torch.cat([query.positions[s] for s in slots]), self.cache,
-            rows=[s * n + i for s in slots for i in query.members], query_lens=query.query_lens * k,
-            mode="full", write=False, routing=query.gen_mask.repeat(k),
-        )  # fmt: skip
+            hidden.repeat(k, 1),
+            torch.cat([query.positions[s] for s in slots]),
+            self.cache,
+            rows=[s * n + i for s in slots for i in query.members],
+            query_lens=query.query_lens * k,
+            mode="full",
+            write=False,
+            routing=query.gen_mask.repeat(k),
+        )
         v = self.model.llm2vae(out.view(k, T, -1)[:, query.latent_index]).float()  # (k, N, p*p*z)
         return {_SLOTS[s]: v[i] for i, s in enumerate(slots)}
 

@@ -43,8 +43,13 @@ def motion_ghosting(img: np.ndarray, rng: np.random.Generator, fraction: float, 
     along the phase-encode (vertical) direction."""
     x = _unit(img)
     if x.ndim == 3:
-        return np.stack([motion_ghosting(img[..., c], np.random.default_rng(rng.integers(2**31)), fraction, shift)
-                         for c in range(3)], axis=-1)
+        return np.stack(
+            [
+                motion_ghosting(img[..., c], np.random.default_rng(rng.integers(2**31)), fraction, shift)
+                for c in range(3)
+            ],
+            axis=-1,
+        )
     h, w = x.shape
     k = np.fft.fft2(x)
     ang = rng.uniform(0, 2 * np.pi)

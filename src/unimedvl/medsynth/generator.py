@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,9 +67,15 @@ DATASET_TYPES: dict[str, str] = {
     "t2i": "t2i",
 }
 # short names accepted by --tasks / tasks=
-TASK_ALIASES = {"vqa": "image_understanding", "report": "report_generation", "sr": "super_resolution",
-                "motion": "motion_correction", "stain": "stain_translation",
-                "counterfactual": "counterfactual_generation", "t2i": "text_to_image"}
+TASK_ALIASES = {
+    "vqa": "image_understanding",
+    "report": "report_generation",
+    "sr": "super_resolution",
+    "motion": "motion_correction",
+    "stain": "stain_translation",
+    "counterfactual": "counterfactual_generation",
+    "t2i": "text_to_image",
+}
 SPLITS = ("train", "test")
 QUESTION_TYPES = ("modality", "presence", "location", "count")
 
@@ -77,14 +83,27 @@ IMAGE = "<image>"
 _COUNT_P = [0.4, 0.3, 0.15, 0.15]  # lesions per image: 0..3 (60% of images have a lesion)
 _WORDS = ["no", "one", "two", "three"]
 _NAME = {"ct": "CT", "mri": "MRI", "x-ray": "chest X-ray", "histology": "histology", "fundus": "fundus"}
-_REPORT_HEAD = {"ct": "CT image", "mri": "MRI image", "x-ray": "Chest X-ray image",
-                "histology": "H&E histology image", "fundus": "Fundus photograph"}
-_CAPTION_HEAD = {"ct": "An axial chest CT image", "mri": "An axial T1-weighted brain MRI image",
-                 "x-ray": "A frontal chest X-ray", "histology": "An H&E-stained histology image",
-                 "fundus": "A colour fundus photograph"}
-_CLEARED = {"ct": "the lung parenchyma now appears normal", "mri": "the brain now shows normal signal",
-            "x-ray": "the lung fields are now clear", "histology": "the tissue now shows normal nuclear density",
-            "fundus": "the retina is now free of exudates"}
+_REPORT_HEAD = {
+    "ct": "CT image",
+    "mri": "MRI image",
+    "x-ray": "Chest X-ray image",
+    "histology": "H&E histology image",
+    "fundus": "Fundus photograph",
+}
+_CAPTION_HEAD = {
+    "ct": "An axial chest CT image",
+    "mri": "An axial T1-weighted brain MRI image",
+    "x-ray": "A frontal chest X-ray",
+    "histology": "An H&E-stained histology image",
+    "fundus": "A colour fundus photograph",
+}
+_CLEARED = {
+    "ct": "the lung parenchyma now appears normal",
+    "mri": "the brain now shows normal signal",
+    "x-ray": "the lung fields are now clear",
+    "histology": "the tissue now shows normal nuclear density",
+    "fundus": "the retina is now free of exudates",
+}
 _QUESTIONS = {
     "modality": ["What imaging modality is this?", "Which imaging modality was used for this image?"],
     "presence": ["Is there a lesion in this image?", "Does this image show any lesion?"],
@@ -94,10 +113,14 @@ _QUESTIONS = {
 _INSTRUCTIONS = {
     "denoising": ["Remove the noise from this {m} image.", "Denoise this {m} image."],
     "deblurring": ["Remove the blur from this {m} image.", "Sharpen this blurred {m} image."],
-    "super_resolution": ["Increase the resolution of this {m} image {k}x.",
-                         "Restore this {k}x low-resolution {m} image."],
-    "motion_correction": ["Correct the motion artifacts in this {m} image.",
-                          "Remove the motion ghosting from this {m} image."],
+    "super_resolution": [
+        "Increase the resolution of this {m} image {k}x.",
+        "Restore this {k}x low-resolution {m} image.",
+    ],
+    "motion_correction": [
+        "Correct the motion artifacts in this {m} image.",
+        "Remove the motion ghosting from this {m} image.",
+    ],
 }
 
 
@@ -115,8 +138,11 @@ def _where(region: str) -> str:
 def findings(modality: str, lesions: Sequence[si.Lesion], noun: str = "lesion") -> str:
     """The lesions as a phrase, e.g. 'two lesions in the left lung and one lesion in the right lung'."""
     counts = Counter(les.region for les in lesions)
-    return " and ".join(f"{_WORDS[counts[r]]} {noun}{'s' if counts[r] > 1 else ''} {_where(r)}"
-                        for r in si.REGIONS[modality] if counts[r])
+    return " and ".join(
+        f"{_WORDS[counts[r]]} {noun}{'s' if counts[r] > 1 else ''} {_where(r)}"
+        for r in si.REGIONS[modality]
+        if counts[r]
+    )
 
 
 def report_text(modality: str, lesions: Sequence[si.Lesion]) -> str:
@@ -133,8 +159,11 @@ def caption_text(modality: str, lesions: Sequence[si.Lesion]) -> str:
 def removal_text(modality: str, lesions: Sequence[si.Lesion]) -> str:
     """Counterfactual explanation: 'The lesion in the left lung was removed; ...'"""
     counts = Counter(les.region for les in lesions)
-    parts = [f"the lesion {_where(r)}" if counts[r] == 1 else f"the {_WORDS[counts[r]]} lesions {_where(r)}"
-             for r in si.REGIONS[modality] if counts[r]]
+    parts = [
+        f"the lesion {_where(r)}" if counts[r] == 1 else f"the {_WORDS[counts[r]]} lesions {_where(r)}"
+        for r in si.REGIONS[modality]
+        if counts[r]
+    ]
     verb = "was" if len(lesions) == 1 else "were"
     text = " and ".join(parts)
     return f"{text[0].upper() + text[1:]} {verb} removed; {_CLEARED[modality]}."
@@ -166,8 +195,12 @@ def _make_vqa(rng, i, size):
     n = 1 if qtype == "location" else _n_lesions(rng)
     scene = si.make_scene(modality, size, rng, n)
     n = len(scene.lesions)
-    answer = {"modality": modality, "presence": "yes" if n else "no",
-              "location": scene.lesions[0].region if n else "", "count": str(n)}[qtype]
+    answer = {
+        "modality": modality,
+        "presence": "yes" if n else "no",
+        "location": scene.lesions[0].region if n else "",
+        "count": str(n),
+    }[qtype]
     msg = [{"from": "human", "value": f"{IMAGE}\n{_pick(rng, _QUESTIONS[qtype])}"}, {"from": "gpt", "value": answer}]
     rec = {"message": msg, **_gt(scene), "question_type": qtype, "answer": answer}
     return rec, [("", si.render(scene))], []
@@ -176,8 +209,7 @@ def _make_vqa(rng, i, size):
 def _make_report(rng, i, size):
     scene = si.make_scene(_modality(i), size, rng, _n_lesions(rng))
     text = report_text(scene.modality, scene.lesions)
-    msg = [{"from": "human", "value": f"{IMAGE}\nWrite a short report for this image."},
-           {"from": "gpt", "value": text}]
+    msg = [{"from": "human", "value": f"{IMAGE}\nWrite a short report for this image."}, {"from": "gpt", "value": text}]
     return {"message": msg, **_gt(scene), "answer": text}, [("", si.render(scene))], []
 
 
@@ -187,22 +219,38 @@ def _degrade(task: str, clean: np.ndarray, rng, i: int, size: int):
     if task == "denoising":
         if i % 2 == 0:
             sigma = round(float(rng.uniform(0.03, 0.12)), 3)
-            return (degrade.gaussian_noise(clean, sigma, rng), "gaussian_noise", {"sigma": sigma},
-                    f"{_level(sigma, 0.05, 0.09)} Gaussian noise")
+            return (
+                degrade.gaussian_noise(clean, sigma, rng),
+                "gaussian_noise",
+                {"sigma": sigma},
+                f"{_level(sigma, 0.05, 0.09)} Gaussian noise",
+            )
         peak = round(float(rng.uniform(15.0, 200.0)), 1)
-        return (degrade.poisson_noise(clean, peak, rng), "poisson_noise", {"peak": peak},
-                f"{_level(peak, 120.0, 50.0, larger_is_worse=False)} Poisson (photon) noise")
+        return (
+            degrade.poisson_noise(clean, peak, rng),
+            "poisson_noise",
+            {"peak": peak},
+            f"{_level(peak, 120.0, 50.0, larger_is_worse=False)} Poisson (photon) noise",
+        )
     if task == "deblurring":
         sigma = round(float(rng.uniform(0.8, 2.2)) * scale, 2)
-        return (degrade.gaussian_blur(clean, sigma), "gaussian_blur", {"sigma_px": sigma},
-                f"{_level(sigma / scale, 1.2, 1.7)} blur")
+        return (
+            degrade.gaussian_blur(clean, sigma),
+            "gaussian_blur",
+            {"sigma_px": sigma},
+            f"{_level(sigma / scale, 1.2, 1.7)} blur",
+        )
     if task == "super_resolution":
         factor = 2 if i % 2 == 0 else 4
         return degrade.down_up(clean, factor), f"sr_x{factor}", {"factor": factor}, f"{factor}x lower resolution"
     if task == "motion_correction":
         frac, shift = round(float(rng.uniform(0.15, 0.4)), 3), round(float(rng.uniform(1.0, 4.0)) * scale, 2)
-        return (degrade.motion_ghosting(clean, rng, frac, shift), "motion_ghosting",
-                {"fraction": frac, "shift_px": shift}, f"{_level(shift / scale, 1.8, 3.0)} motion ghosting")
+        return (
+            degrade.motion_ghosting(clean, rng, frac, shift),
+            "motion_ghosting",
+            {"fraction": frac, "shift_px": shift},
+            f"{_level(shift / scale, 1.8, 3.0)} motion ghosting",
+        )
     raise AssertionError(task)
 
 
@@ -217,8 +265,10 @@ def restoration_pair(
     degraded, dtype, params, phrase = _degrade(task, clean, rng, index, size)
     m = _NAME[modality]
     instruction = _pick(rng, _INSTRUCTIONS[task]).format(m=m, k=params.get("factor", ""))
-    msg = [{"from": "human", "value": f"{IMAGE}\n{instruction}"},
-           {"from": "gpt", "value": f"Assessment: {m} image with {phrase}. {IMAGE}"}]
+    msg = [
+        {"from": "human", "value": f"{IMAGE}\n{instruction}"},
+        {"from": "gpt", "value": f"Assessment: {m} image with {phrase}. {IMAGE}"},
+    ]
     return degraded, {"degrade_type": dtype, "message": msg, "degrade_params": params}
 
 
@@ -238,10 +288,13 @@ def _restore_maker(task: str) -> Callable:
 def _make_stain(rng, i, size):
     scene = si.make_scene("histology", size, rng, int(rng.choice(3, p=[0.3, 0.4, 0.3])))
     tumour = findings("histology", scene.lesions, noun="tumour cluster") or "no tumour cluster"
-    msg = [{"from": "human", "value": f"{IMAGE}\nTranslate this H&E-stained image into the corresponding "
-                                      "IHC (DAB) stain."},
-           {"from": "gpt", "value": f"Assessment: H&E-stained tissue with {tumour}. "
-                                    f"{IMAGE}"}]
+    msg = [
+        {
+            "from": "human",
+            "value": f"{IMAGE}\nTranslate this H&E-stained image into the corresponding IHC (DAB) stain.",
+        },
+        {"from": "gpt", "value": f"Assessment: H&E-stained tissue with {tumour}. {IMAGE}"},
+    ]
     rec = {"degrade_type": "he_to_ihc", "message": msg, **_gt(scene)}
     he, ihc = si.render_stain_pair(scene)
     return rec, [("_in", he)], [("_out", ihc)]
@@ -250,9 +303,14 @@ def _make_stain(rng, i, size):
 def _make_counterfactual(rng, i, size):
     scene = si.make_scene(_modality(i), size, rng, 1 + int(rng.choice(3, p=[0.5, 0.3, 0.2])))
     what = "lesion" if len(scene.lesions) == 1 else "lesions"
-    msg = [{"from": "human", "value": f"{IMAGE}\nGenerate a counterfactual version of this {_NAME[scene.modality]} "
-                                      f"image with the {what} removed, then explain the change."},
-           {"from": "gpt", "value": f"{IMAGE}\n{removal_text(scene.modality, scene.lesions)}"}]
+    msg = [
+        {
+            "from": "human",
+            "value": f"{IMAGE}\nGenerate a counterfactual version of this {_NAME[scene.modality]} "
+            f"image with the {what} removed, then explain the change.",
+        },
+        {"from": "gpt", "value": f"{IMAGE}\n{removal_text(scene.modality, scene.lesions)}"},
+    ]
     rec = {"message": msg, **_gt(scene)}
     return rec, [("_in", si.render(scene))], [("_out", si.render(scene.without_lesions()))]
 
@@ -339,8 +397,10 @@ def check_image_size(image_size) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size % 16:
         raise ConfigError(f"image_size must be a multiple of 16 (the VAE stride), got {image_size!r}")
     if not MIN_IMAGE_SIZE <= image_size <= 1024:
-        raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} (room for three lesions per region) and at "
-                          f"most 1024, got {image_size}")
+        raise ConfigError(
+            f"image_size must be at least {MIN_IMAGE_SIZE} (room for three lesions per region) and at "
+            f"most 1024, got {image_size}"
+        )
 
 
 def _check(n_train, n_test, image_size, tasks) -> list[str]:
@@ -351,8 +411,9 @@ def _check(n_train, n_test, image_size, tasks) -> list[str]:
     chosen = list(TASKS) if not tasks else [TASK_ALIASES.get(t, t) for t in tasks]
     unknown = [t for t in chosen if t not in TASKS]
     if unknown:
-        raise ConfigError(f"unknown MedSynth task(s) {unknown}; choose from {list(TASKS)} "
-                          f"(short names: {', '.join(TASK_ALIASES)})")
+        raise ConfigError(
+            f"unknown MedSynth task(s) {unknown}; choose from {list(TASKS)} (short names: {', '.join(TASK_ALIASES)})"
+        )
     return [t for t in TASKS if t in chosen]  # canonical order keeps the output independent of argument order
 
 
@@ -365,7 +426,7 @@ def _make_records(jobs: list[tuple[str, str, int]], seed: int, size: int, out: P
     from concurrent.futures import ProcessPoolExecutor
 
     chunk = -(-len(jobs) // (4 * workers))  # a few chunks per worker: even load, little overhead
-    parts = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
+    parts = [jobs[k : k + chunk] for k in range(0, len(jobs), chunk)]
     # fork: workers inherit the imported modules (spawn would import torch-free code again, slower)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         done = pool.map(_make_chunk, parts, [seed] * len(parts), [size] * len(parts), [out] * len(parts))
@@ -376,10 +437,18 @@ def _make_chunk(jobs: list[tuple[str, str, int]], seed: int, size: int, out: Pat
     return [make_record(task, split, i, seed, size, out) for task, split, i in jobs]
 
 
-def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, image_size: int = 64,
-                      tasks: Sequence[str] | None = None, overwrite: bool = False,
-                      task_weights: Mapping[str, float] | None = None, vit_image_size: int | None = None,
-                      workers: int = 1) -> dict:
+def generate_medsynth(
+    out_dir: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    image_size: int = 64,
+    tasks: Sequence[str] | None = None,
+    overwrite: bool = False,
+    task_weights: Mapping[str, float] | None = None,
+    vit_image_size: int | None = None,
+    workers: int = 1,
+) -> dict:
     """Write MedSynth to ``out_dir`` (layout in the module docstring) and return a summary.
 
     ``tasks``: names from :data:`TASKS` or :data:`TASK_ALIASES` (default: all). ``n_train`` /
@@ -394,18 +463,27 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
     """
     chosen = _check(n_train, n_test, image_size, tasks)
     weights = _task_weights(chosen, task_weights)
-    if vit_image_size is not None and (isinstance(vit_image_size, bool) or not isinstance(vit_image_size, int)
-                                       or not 14 <= vit_image_size <= 1024):
-        raise ConfigError(f"vit_image_size must be an integer in [14, 1024] (one 14 px patch at least), "
-                          f"got {vit_image_size!r}")
+    if vit_image_size is not None and (
+        isinstance(vit_image_size, bool) or not isinstance(vit_image_size, int) or not 14 <= vit_image_size <= 1024
+    ):
+        raise ConfigError(
+            f"vit_image_size must be an integer in [14, 1024] (one 14 px patch at least), got {vit_image_size!r}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out_dir).resolve()
     prepare_output_dir(out, overwrite)
-    summary = {"out_dir": str(out), "seed": seed, "image_size": image_size, "tasks": chosen, "counts": {},
-               "jsonl": {}, "datasets": {}}
+    summary = {
+        "out_dir": str(out),
+        "seed": seed,
+        "image_size": image_size,
+        "tasks": chosen,
+        "counts": {},
+        "jsonl": {},
+        "datasets": {},
+    }
     info: dict = {}
     for split, n in (("train", n_train), ("test", n_test)):
         counts = _split_counts(n, chosen, weights)
@@ -423,17 +501,26 @@ def generate_medsynth(out_dir: str | os.PathLike, n_train: int, n_test: int, see
             name = f"medsynth_{DATASET_TYPES[dtype]}_{split}"
             path = out / f"{split}_{DATASET_TYPES[dtype]}.jsonl"
             write_jsonl(path, records)
-            info.setdefault(dtype, {})[name] = {"data_dir": str(out), "jsonl_path": str(path),
-                                                "num_total_samples": len(records)}
+            info.setdefault(dtype, {})[name] = {
+                "data_dir": str(out),
+                "jsonl_path": str(path),
+                "num_total_samples": len(records),
+            }
             summary["datasets"][name] = str(path)
-    write_yaml(out / "dataset_info.yaml", info,
-                "MedSynth dataset info (tier 2): dataset type -> dataset name -> {data_dir, jsonl_path,\n"
-                "num_total_samples}. Paths are ABSOLUTE, resolved when this file was written; if the folder\n"
-                "moves, regenerate it (unimedvl synth) or edit the paths. Image paths inside the JSONL are\n"
-                "relative to data_dir.")
-    write_yaml(out / "mix.yaml", _mix(info, image_size, vit_image_size or image_size, seed),
-                "MedSynth training mix (tier 3), keyed by dataset type; names refer to dataset_info.yaml.\n"
-                "weight = number of train records, so sampling follows the data's proportions.")
+    write_yaml(
+        out / "dataset_info.yaml",
+        info,
+        "MedSynth dataset info (tier 2): dataset type -> dataset name -> {data_dir, jsonl_path,\n"
+        "num_total_samples}. Paths are ABSOLUTE, resolved when this file was written; if the folder\n"
+        "moves, regenerate it (unimedvl synth) or edit the paths. Image paths inside the JSONL are\n"
+        "relative to data_dir.",
+    )
+    write_yaml(
+        out / "mix.yaml",
+        _mix(info, image_size, vit_image_size or image_size, seed),
+        "MedSynth training mix (tier 3), keyed by dataset type; names refer to dataset_info.yaml.\n"
+        "weight = number of train records, so sampling follows the data's proportions.",
+    )
     summary["dataset_info"], summary["mix"] = str(out / "dataset_info.yaml"), str(out / "mix.yaml")
     return summary
 

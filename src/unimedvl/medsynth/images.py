@@ -66,8 +66,12 @@ class Lesion:
 
     def to_json(self) -> dict:
         """The lesion as stored in a record (rounded so the JSONL stays readable)."""
-        return {"region": self.region, "center": [round(self.cy, 2), round(self.cx, 2)],
-                "radius": round(self.r, 2), "size": self.size}
+        return {
+            "region": self.region,
+            "center": [round(self.cy, 2), round(self.cx, 2)],
+            "radius": round(self.r, 2),
+            "size": self.size,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class Scene:
     seed: int  # texture seed: all rendering noise comes from it, in a fixed order
     lesions: tuple[Lesion, ...] = field(default_factory=tuple)
 
-    def without_lesions(self) -> "Scene":
+    def without_lesions(self) -> Scene:
         """The same anatomy and textures with every lesion removed."""
         return replace(self, lesions=())
 
@@ -155,8 +159,7 @@ def lesion_mask(scene: Scene) -> np.ndarray:
 def _quadrant_masks(g) -> dict[str, np.ndarray]:
     yy, xx = g
     up, left = yy < 0.5, xx < 0.5
-    return {"upper left": up & left, "upper right": up & ~left, "lower left": ~up & left,
-            "lower right": ~up & ~left}
+    return {"upper left": up & left, "upper right": up & ~left, "lower left": ~up & left, "lower right": ~up & ~left}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,15 +171,25 @@ _CT_WINDOW = (-350.0, 1400.0)  # level, width: lungs dark grey, soft tissue ligh
 def _ct_sample(rng) -> dict:
     u = rng.uniform
     # Lungs wide enough for two lesions of the design-rule size each (LESION_SIZES).
-    return dict(cy=0.5 + u(-0.02, 0.02), cx=0.5 + u(-0.02, 0.02), ay=u(0.31, 0.35), ax=u(0.41, 0.45),
-                lung_dx=u(0.185, 0.2), lung_ry=u(0.21, 0.24), lung_rx=u(0.135, 0.15), heart=u(0.075, 0.09))
+    return dict(
+        cy=0.5 + u(-0.02, 0.02),
+        cx=0.5 + u(-0.02, 0.02),
+        ay=u(0.31, 0.35),
+        ax=u(0.41, 0.45),
+        lung_dx=u(0.185, 0.2),
+        lung_ry=u(0.21, 0.24),
+        lung_rx=u(0.135, 0.15),
+        heart=u(0.075, 0.09),
+    )
 
 
 def _ct_shapes(a: dict, size: int) -> dict:
     g = _grid(size)
     cy, cx, ay, ax = a["cy"], a["cx"], a["ay"], a["ax"]
-    lungs = {side: _ellipse(g, size, cy - 0.03, cx + sgn * a["lung_dx"], a["lung_ry"], a["lung_rx"])
-             for side, sgn in (("right lung", -1), ("left lung", 1))}  # patient's left = image right
+    lungs = {
+        side: _ellipse(g, size, cy - 0.03, cx + sgn * a["lung_dx"], a["lung_ry"], a["lung_rx"])
+        for side, sgn in (("right lung", -1), ("left lung", 1))
+    }  # patient's left = image right
     ribs = np.zeros((size, size))
     for deg in (-70, -45, -20, 5, 30, 55):
         for sgn in (-1, 1):
@@ -184,13 +197,17 @@ def _ct_shapes(a: dict, size: int) -> dict:
             ry, rx = cy + (ay - 0.03) * np.sin(t), cx + sgn * (ax - 0.035) * np.cos(t)
             ribs = np.maximum(ribs, _ellipse(g, size, ry, rx, 0.018, 0.018))
     return dict(
-        g=g, body=_ellipse(g, size, cy, cx, ay, ax), muscle=_ellipse(g, size, cy, cx, ay - 0.035, ax - 0.04),
-        lungs=lungs, heart=_ellipse(g, size, cy - 0.04, cx + 0.04, a["heart"], a["heart"] * 1.15),
+        g=g,
+        body=_ellipse(g, size, cy, cx, ay, ax),
+        muscle=_ellipse(g, size, cy, cx, ay - 0.035, ax - 0.04),
+        lungs=lungs,
+        heart=_ellipse(g, size, cy - 0.04, cx + 0.04, a["heart"], a["heart"] * 1.15),
         aorta=_ellipse(g, size, cy + 0.1, cx + 0.06, 0.032, 0.032),
         vertebra=_ellipse(g, size, cy + ay - 0.13, cx, 0.055, 0.06),
         marrow=_ellipse(g, size, cy + ay - 0.13, cx, 0.04, 0.045),
         canal=_ellipse(g, size, cy + ay - 0.06, cx, 0.022, 0.022),
-        sternum=_ellipse(g, size, cy - ay + 0.05, cx, 0.02, 0.035), ribs=ribs,
+        sternum=_ellipse(g, size, cy - ay + 0.05, cx, 0.02, 0.035),
+        ribs=ribs,
         table=_segment(g, size, (cy + ay + 0.05, cx - 0.35), (cy + ay + 0.05, cx + 0.35), 0.008),
     )
 
@@ -228,8 +245,16 @@ def _render_ct(scene: Scene) -> np.ndarray:
 
 def _mri_sample(rng) -> dict:
     u = rng.uniform
-    return dict(cy=0.5 + u(-0.02, 0.02), cx=0.5 + u(-0.015, 0.015), ay=u(0.4, 0.44), ax=u(0.32, 0.35),
-                k=int(rng.choice([9, 11, 13])), ph=u(0, 2 * np.pi), ph2=u(0, 2 * np.pi), vent=u(0.8, 1.2))
+    return dict(
+        cy=0.5 + u(-0.02, 0.02),
+        cx=0.5 + u(-0.015, 0.015),
+        ay=u(0.4, 0.44),
+        ax=u(0.32, 0.35),
+        k=int(rng.choice([9, 11, 13])),
+        ph=u(0, 2 * np.pi),
+        ph2=u(0, 2 * np.pi),
+        vent=u(0.8, 1.2),
+    )
 
 
 def _mri_shapes(a: dict, size: int) -> dict:
@@ -238,15 +263,20 @@ def _mri_shapes(a: dict, size: int) -> dict:
     gyri = [(0.05, a["k"], a["ph"]), (0.03, a["k"] + 6, a["ph2"])]
     v = a["vent"]
     yy, xx = g
-    ventricles = np.maximum(_ellipse(g, size, cy - 0.02, cx - 0.04, 0.09 * v, 0.025 * v, theta=0.3),
-                            _ellipse(g, size, cy - 0.02, cx + 0.04, 0.09 * v, 0.025 * v, theta=-0.3))
+    ventricles = np.maximum(
+        _ellipse(g, size, cy - 0.02, cx - 0.04, 0.09 * v, 0.025 * v, theta=0.3),
+        _ellipse(g, size, cy - 0.02, cx + 0.04, 0.09 * v, 0.025 * v, theta=-0.3),
+    )
     fissure = np.exp(-(((xx - cx) / 0.008) ** 2)) * ((yy < cy - 0.14) | (yy > cy + 0.14))
     return dict(
-        g=g, head=_ellipse(g, size, cy, cx, ay, ax), skull=_ellipse(g, size, cy, cx, ay - 0.025, ax - 0.025),
+        g=g,
+        head=_ellipse(g, size, cy, cx, ay, ax),
+        skull=_ellipse(g, size, cy, cx, ay - 0.025, ax - 0.025),
         csf=_ellipse(g, size, cy, cx, ay - 0.045, ax - 0.045),
         gm=_ellipse(g, size, cy, cx, ay - 0.055, ax - 0.055, wobble=[(0.015, a["k"] * 2, a["ph"])]),
         wm=_ellipse(g, size, cy, cx, (ay - 0.055) * 0.8, (ax - 0.055) * 0.76, wobble=gyri),
-        ventricles=ventricles, fissure=fissure,
+        ventricles=ventricles,
+        fissure=fissure,
     )
 
 
@@ -284,8 +314,15 @@ def _render_mri(scene: Scene) -> np.ndarray:
 
 def _xray_sample(rng) -> dict:
     u = rng.uniform
-    return dict(cx=0.5 + u(-0.02, 0.02), top=u(0.15, 0.19), bottom=u(0.74, 0.79), lung_dx=u(0.18, 0.2),
-                lung_rx=u(0.13, 0.15), heart=u(0.13, 0.16), rib0=u(-0.01, 0.01))
+    return dict(
+        cx=0.5 + u(-0.02, 0.02),
+        top=u(0.15, 0.19),
+        bottom=u(0.74, 0.79),
+        lung_dx=u(0.18, 0.2),
+        lung_rx=u(0.13, 0.15),
+        heart=u(0.13, 0.16),
+        rib0=u(-0.01, 0.01),
+    )
 
 
 def _xray_shapes(a: dict, size: int) -> dict:
@@ -305,13 +342,19 @@ def _xray_shapes(a: dict, size: int) -> dict:
         y0 = top + 0.03 + a["rib0"] + i * 0.068
         centre = y0 - 0.05 * np.sin(np.pi * np.clip(u, 0, 1)) + 0.07 * np.clip(u, 0, 1)
         ribs = np.maximum(ribs, np.exp(-(((yy - centre) / 0.012) ** 2)) * inside)
-    clav = np.maximum(_segment(g, size, (0.17, cx - 0.05), (0.12, cx - 0.3), 0.012),
-                      _segment(g, size, (0.17, cx + 0.05), (0.12, cx + 0.3), 0.012))
+    clav = np.maximum(
+        _segment(g, size, (0.17, cx - 0.05), (0.12, cx - 0.3), 0.012),
+        _segment(g, size, (0.17, cx + 0.05), (0.12, cx + 0.3), 0.012),
+    )
     return dict(
-        g=g, body=np.maximum(_ellipse(g, size, 0.72, cx, 0.66, 0.44), _ellipse(g, size, 0.0, cx, 0.2, 0.1)),
-        lungs=lungs, mediastinum=_ellipse(g, size, 0.42, cx, 0.32, 0.06),
+        g=g,
+        body=np.maximum(_ellipse(g, size, 0.72, cx, 0.66, 0.44), _ellipse(g, size, 0.0, cx, 0.2, 0.1)),
+        lungs=lungs,
+        mediastinum=_ellipse(g, size, 0.42, cx, 0.32, 0.06),
         heart=_ellipse(g, size, bottom - 0.1, cx + 0.05, a["heart"] * 0.8, a["heart"]),
-        spine=np.exp(-(((xx - cx) / 0.03) ** 8)), ribs=ribs, clavicles=clav,
+        spine=np.exp(-(((xx - cx) / 0.03) ** 8)),
+        ribs=ribs,
+        clavicles=clav,
     )
 
 
@@ -390,11 +433,21 @@ def _histo_layers(scene: Scene):
         alpha = _lesion_alpha(scene, les, ramp=0.15)
         rng = np.random.default_rng([scene.seed, 1000 + i])  # own stream: lesions never shift textures
         tumour = [np.zeros((n, n)), np.zeros((n, n))]
-        for _ in range(int(8.0 * a["density"] * np.pi * les.r ** 2) + 4):
+        for _ in range(int(8.0 * a["density"] * np.pi * les.r**2) + 4):
             rad, ang = les.r * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)  # uniform over the disc
             nr = rng.uniform(0.03, 0.04) * n
-            _stamp(tumour, n, les.cy + rad * np.sin(ang), les.cx + rad * np.cos(ang), nr, nr * rng.uniform(0.6, 1.0),
-                   rng.uniform(0, np.pi), 1.5 * rng.uniform(0.9, 1.1), int(rng.random() < 0.9), alpha)
+            _stamp(
+                tumour,
+                n,
+                les.cy + rad * np.sin(ang),
+                les.cx + rad * np.cos(ang),
+                nr,
+                nr * rng.uniform(0.6, 1.0),
+                rng.uniform(0, np.pi),
+                1.5 * rng.uniform(0.9, 1.1),
+                int(rng.random() < 0.9),
+                alpha,
+            )
         for j in range(2):
             maps[j] = maps[j] * (1.0 - alpha) + tumour[j]
         eosin = eosin * (1.0 - 0.15 * alpha)
@@ -406,8 +459,11 @@ def _render_histology(scene: Scene, stain: str = "he", layers=None) -> np.ndarra
     if stain == "he":  # haematoxylin on every nucleus, eosin on stroma and cytoplasm
         od = (1.1 * (neg + pos))[..., None] * _HAEMATOXYLIN + (0.4 * eosin + 0.03)[..., None] * _EOSIN
     elif stain == "ihc":  # DAB (brown) on positive nuclei, haematoxylin counterstain elsewhere
-        od = ((0.6 * neg + 0.25 * pos + 0.05)[..., None] * _HAEMATOXYLIN + (1.2 * pos)[..., None] * _DAB
-              + 0.04 * eosin[..., None] * _DAB)
+        od = (
+            (0.6 * neg + 0.25 * pos + 0.05)[..., None] * _HAEMATOXYLIN
+            + (1.2 * pos)[..., None] * _DAB
+            + 0.04 * eosin[..., None] * _DAB
+        )
     else:
         raise ValueError(f"stain must be 'he' or 'ihc', got {stain!r}")
     return to_uint8(np.exp(-(od + 0.02)))
@@ -424,17 +480,26 @@ def _histo_regions(scene: Scene) -> dict[str, np.ndarray]:
 def _fundus_sample(rng) -> dict:
     u = rng.uniform
     side = int(rng.choice([-1, 1]))  # +1: disc on the image right (a right eye)
-    return dict(side=side, disc_y=0.5 + u(-0.03, 0.03), disc_x=0.5 + side * u(0.19, 0.23),
-                disc_r=u(0.055, 0.07), tint=u(0.9, 1.1), bright=u(0.9, 1.05))
+    return dict(
+        side=side,
+        disc_y=0.5 + u(-0.03, 0.03),
+        disc_x=0.5 + side * u(0.19, 0.23),
+        disc_r=u(0.055, 0.07),
+        tint=u(0.9, 1.1),
+        bright=u(0.9, 1.05),
+    )
 
 
 def _fundus_shapes(a: dict, size: int) -> dict:
     g = _grid(size)
     mac_x = 0.5 - a["side"] * 0.04
-    return dict(g=g, field=_ellipse(g, size, 0.5, 0.5, 0.46, 0.46),
-                disc=_ellipse(g, size, a["disc_y"], a["disc_x"], a["disc_r"] * 1.1, a["disc_r"]),
-                cup=_ellipse(g, size, a["disc_y"], a["disc_x"], a["disc_r"] * 0.5, a["disc_r"] * 0.45),
-                macula=np.exp(-(np.hypot(g[0] - 0.5, g[1] - mac_x) / 0.08) ** 2))
+    return dict(
+        g=g,
+        field=_ellipse(g, size, 0.5, 0.5, 0.46, 0.46),
+        disc=_ellipse(g, size, a["disc_y"], a["disc_x"], a["disc_r"] * 1.1, a["disc_r"]),
+        cup=_ellipse(g, size, a["disc_y"], a["disc_x"], a["disc_r"] * 0.5, a["disc_r"] * 0.45),
+        macula=np.exp(-((np.hypot(g[0] - 0.5, g[1] - mac_x) / 0.08) ** 2)),
+    )
 
 
 def _vessel_maps(tex, a: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -496,12 +561,27 @@ def _render_fundus(scene: Scene) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Public API.
 
-_SAMPLERS = {"ct": _ct_sample, "mri": _mri_sample, "x-ray": _xray_sample, "histology": _histo_sample,
-             "fundus": _fundus_sample}
-_REGION_MASKS = {"ct": _ct_regions, "mri": _mri_regions, "x-ray": _xray_regions, "histology": _histo_regions,
-                 "fundus": _fundus_regions}
-_RENDERERS = {"ct": _render_ct, "mri": _render_mri, "x-ray": _render_xray, "histology": _render_histology,
-              "fundus": _render_fundus}
+_SAMPLERS = {
+    "ct": _ct_sample,
+    "mri": _mri_sample,
+    "x-ray": _xray_sample,
+    "histology": _histo_sample,
+    "fundus": _fundus_sample,
+}
+_REGION_MASKS = {
+    "ct": _ct_regions,
+    "mri": _mri_regions,
+    "x-ray": _xray_regions,
+    "histology": _histo_regions,
+    "fundus": _fundus_regions,
+}
+_RENDERERS = {
+    "ct": _render_ct,
+    "mri": _render_mri,
+    "x-ray": _render_xray,
+    "histology": _render_histology,
+    "fundus": _render_fundus,
+}
 
 
 def region_masks(scene: Scene) -> dict[str, np.ndarray]:
@@ -509,8 +589,9 @@ def region_masks(scene: Scene) -> dict[str, np.ndarray]:
     return _REGION_MASKS[scene.modality](scene)
 
 
-def make_scene(modality: str, size: int, rng: np.random.Generator, n_lesions: int = 0,
-               regions: list[str] | None = None) -> Scene:
+def make_scene(
+    modality: str, size: int, rng: np.random.Generator, n_lesions: int = 0, regions: list[str] | None = None
+) -> Scene:
     """A random scene of ``modality`` with ``n_lesions`` non-overlapping lesions inside their regions.
 
     ``regions`` (one per lesion) fixes where each lesion goes. Otherwise each lesion draws a region
@@ -527,15 +608,17 @@ def make_scene(modality: str, size: int, rng: np.random.Generator, n_lesions: in
         lesions = _place_lesions(scene, masks, n_lesions, regions, rng)
         if lesions is not None:
             return replace(scene, lesions=tuple(lesions))
-    raise RuntimeError(f"could not place {n_lesions} lesions in a {size}px {modality} scene "
-                       f"(regions {regions or REGIONS[modality]})")
+    raise RuntimeError(
+        f"could not place {n_lesions} lesions in a {size}px {modality} scene (regions {regions or REGIONS[modality]})"
+    )
 
 
 _LAYOUT_ATTEMPTS = 50
 
 
-def _place_lesions(scene: Scene, masks: dict[str, np.ndarray], n_lesions: int, regions: list[str] | None,
-                   rng: np.random.Generator) -> list[Lesion] | None:
+def _place_lesions(
+    scene: Scene, masks: dict[str, np.ndarray], n_lesions: int, regions: list[str] | None, rng: np.random.Generator
+) -> list[Lesion] | None:
     """One random layout of ``n_lesions`` lesions (see :func:`make_scene`), or None when one did not fit."""
     scale = _LESION_SCALE.get(scene.modality, 1.0)
     lesions: list[Lesion] = []
@@ -563,8 +646,9 @@ def _place_lesions(scene: Scene, masks: dict[str, np.ndarray], n_lesions: int, r
     return lesions
 
 
-def _free_spot(region: np.ndarray, size: int, r: float, lesions: list[Lesion],
-               rng: np.random.Generator) -> tuple[float, float] | None:
+def _free_spot(
+    region: np.ndarray, size: int, r: float, lesions: list[Lesion], rng: np.random.Generator
+) -> tuple[float, float] | None:
     """A random centre (y, x) whose disc of radius ``r`` lies in ``region``, apart from ``lesions``."""
     room = region.copy()
     room[[0, -1], :] = False  # discs stay off the border

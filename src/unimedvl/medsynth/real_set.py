@@ -24,10 +24,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def _crop_foreground(x: np.ndarray, thresh: float = 0.05, margin: float = 0.05) 
     if ys.size == 0:
         return x
     my, mx = int(margin * x.shape[0]) + 1, int(margin * x.shape[1]) + 1
-    return x[max(ys.min() - my, 0):ys.max() + my + 1, max(xs.min() - mx, 0):xs.max() + mx + 1]
+    return x[max(ys.min() - my, 0) : ys.max() + my + 1, max(xs.min() - mx, 0) : xs.max() + mx + 1]
 
 
 def _square(img: np.ndarray, size: int) -> np.ndarray:
@@ -115,8 +115,14 @@ def _from_pydicom(size: int) -> list[RealImage]:
         else:
             x, how = _unit_grey(x), "percentile 0.5-99.5 min-max"
         name = f"pydicom_{fname.split('.')[0].lower()}"
-        out.append(RealImage(name, modality, _square(x, size),
-                             f"pydicom {_version('pydicom')}: pydicom/data/test_files/{fname} ({how})"))
+        out.append(
+            RealImage(
+                name,
+                modality,
+                _square(x, size),
+                f"pydicom {_version('pydicom')}: pydicom/data/test_files/{fname} ({how})",
+            )
+        )
     return out
 
 
@@ -130,18 +136,29 @@ def _from_nibabel(size: int) -> list[RealImage]:
     out = []
     for axis in range(3):
         sl = _crop_foreground(np.rot90(np.take(vol, vol.shape[axis] // 2, axis=axis)))
-        out.append(RealImage(f"nibabel_anatomical_axis{axis}", "mri", _square(sl, size),
-                             f"nibabel {_version('nibabel')}: nibabel/tests/data/anatomical.nii "
-                             f"(middle slice along axis {axis}, volume percentile min-max, cropped to the head)"))
+        out.append(
+            RealImage(
+                f"nibabel_anatomical_axis{axis}",
+                "mri",
+                _square(sl, size),
+                f"nibabel {_version('nibabel')}: nibabel/tests/data/anatomical.nii "
+                f"(middle slice along axis {axis}, volume percentile min-max, cropped to the head)",
+            )
+        )
     return out
 
 
 def _from_dipy(size: int) -> list[RealImage]:
     path = _existing(_package_dir("dipy") / "data" / "files" / "t1_coronal_slice.npy")
     x = read_array(path)
-    return [RealImage("dipy_t1_coronal", "mri", _square(_crop_foreground(np.clip(x, 0, 1)), size),
-                      f"dipy {_version('dipy')}: dipy/data/files/t1_coronal_slice.npy (values in [0, 1]; "
-                      "cropped to the head)")]
+    return [
+        RealImage(
+            "dipy_t1_coronal",
+            "mri",
+            _square(_crop_foreground(np.clip(x, 0, 1)), size),
+            f"dipy {_version('dipy')}: dipy/data/files/t1_coronal_slice.npy (values in [0, 1]; cropped to the head)",
+        )
+    ]
 
 
 def _from_skimage(size: int) -> list[RealImage]:
@@ -151,16 +168,30 @@ def _from_skimage(size: int) -> list[RealImage]:
     ihc = data.immunohistochemistry()
     out = []
     for k, (y, x) in enumerate(((0, 0), (0, 256), (256, 0), (256, 256))):
-        out.append(RealImage(f"skimage_ihc_crop{k}", "histology", _square(ihc[y:y + 256, x:x + 256], size),
-                             f"scikit-image {ver}: skimage.data.immunohistochemistry() "
-                             f"crop [{y}:{y + 256}, {x}:{x + 256}]"))
-    out.append(RealImage("skimage_retina", "fundus", _square(data.retina(), size),
-                         f"scikit-image {ver}: skimage.data.retina() (1411 px, Lanczos-downsized)"))
+        out.append(
+            RealImage(
+                f"skimage_ihc_crop{k}",
+                "histology",
+                _square(ihc[y : y + 256, x : x + 256], size),
+                f"scikit-image {ver}: skimage.data.immunohistochemistry() crop [{y}:{y + 256}, {x}:{x + 256}]",
+            )
+        )
+    out.append(
+        RealImage(
+            "skimage_retina",
+            "fundus",
+            _square(data.retina(), size),
+            f"scikit-image {ver}: skimage.data.retina() (1411 px, Lanczos-downsized)",
+        )
+    )
     return out
 
 
 SOURCES: dict[str, Callable[[int], list[RealImage]]] = {
-    "pydicom": _from_pydicom, "nibabel": _from_nibabel, "dipy": _from_dipy, "skimage": _from_skimage,
+    "pydicom": _from_pydicom,
+    "nibabel": _from_nibabel,
+    "dipy": _from_dipy,
+    "skimage": _from_skimage,
 }
 
 
@@ -176,8 +207,9 @@ def load_real_images(image_size: int = 64) -> tuple[list[RealImage], dict[str, s
     return images, skipped
 
 
-def build_real_eval_set(out_dir: str | os.PathLike, image_size: int = 64, seed: int = 0,
-                        overwrite: bool = False) -> dict:
+def build_real_eval_set(
+    out_dir: str | os.PathLike, image_size: int = 64, seed: int = 0, overwrite: bool = False
+) -> dict:
     """Write the real-image restoration test set to ``out_dir``; return a summary.
 
     Summary: ``{"out_dir", "jsonl", "dataset_info", "count", "counts" {task: n}, "sources"
@@ -186,8 +218,10 @@ def build_real_eval_set(out_dir: str | os.PathLike, image_size: int = 64, seed: 
     check_image_size(image_size)
     images, skipped = load_real_images(image_size)
     if not images:
-        raise DataError("no real medical images found: none of pydicom, nibabel, dipy, scikit-image ships its "
-                        f"sample files here ({skipped}); install them (pip install -r requirements-dev.txt)")
+        raise DataError(
+            "no real medical images found: none of pydicom, nibabel, dipy, scikit-image ships its "
+            f"sample files here ({skipped}); install them (pip install -r requirements-dev.txt)"
+        )
     out = Path(out_dir).resolve()
     prepare_output_dir(out, overwrite, marker="test.jsonl")
     records, counts = [], {}
@@ -201,19 +235,45 @@ def build_real_eval_set(out_dir: str | os.PathLike, image_size: int = 64, seed: 
             sample_id = f"real_{real.name}_{body['degrade_type']}"
             rel = f"images/{real.name}_{body['degrade_type']}.png"
             save_png(out / rel, degraded)
-            records.append({"main_task_type": task, "degrade_type": body["degrade_type"], "sample_id": sample_id,
-                            "input_img": [{"path": rel, "height": image_size, "width": image_size}],
-                            "output_img": [clean_ref], "message": body["message"], "modality": real.modality,
-                            "source": real.source, "degrade_params": body["degrade_params"]})
+            records.append(
+                {
+                    "main_task_type": task,
+                    "degrade_type": body["degrade_type"],
+                    "sample_id": sample_id,
+                    "input_img": [{"path": rel, "height": image_size, "width": image_size}],
+                    "output_img": [clean_ref],
+                    "message": body["message"],
+                    "modality": real.modality,
+                    "source": real.source,
+                    "degrade_params": body["degrade_params"],
+                }
+            )
             counts[task] = counts.get(task, 0) + 1
     jsonl = out / "test.jsonl"
     write_jsonl(jsonl, records)
-    info = {"MedicalImageEditingIterableDataset": {"medreal_restoration_test": {
-        "data_dir": str(out), "jsonl_path": str(jsonl), "num_total_samples": len(records)}}}
-    write_yaml(out / "dataset_info.yaml", info,
-                         "Real-image restoration test set (built from files shipped inside installed packages;\n"
-                         "see each record's 'source'). Paths are ABSOLUTE, resolved when this file was written.")
+    info = {
+        "MedicalImageEditingIterableDataset": {
+            "medreal_restoration_test": {
+                "data_dir": str(out),
+                "jsonl_path": str(jsonl),
+                "num_total_samples": len(records),
+            }
+        }
+    }
+    write_yaml(
+        out / "dataset_info.yaml",
+        info,
+        "Real-image restoration test set (built from files shipped inside installed packages;\n"
+        "see each record's 'source'). Paths are ABSOLUTE, resolved when this file was written.",
+    )
     used = sorted({name for name in SOURCES if name not in skipped})
-    return {"out_dir": str(out), "jsonl": str(jsonl), "dataset_info": str(out / "dataset_info.yaml"),
-            "count": len(records), "counts": counts, "sources": used, "skipped": skipped,
-            "images": [r.name for r in images]}
+    return {
+        "out_dir": str(out),
+        "jsonl": str(jsonl),
+        "dataset_info": str(out / "dataset_info.yaml"),
+        "count": len(records),
+        "counts": counts,
+        "sources": used,
+        "skipped": skipped,
+        "images": [r.name for r in images],
+    }

@@ -29,11 +29,15 @@ def prepare_output_dir(out: Path, overwrite: bool, marker: str = "train.jsonl") 
         raise ConfigError(f"{out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ConfigError(f"{out} is not empty; choose an empty or new folder, or pass --overwrite "
-                              "to replace a previous MedSynth there")
+            raise ConfigError(
+                f"{out} is not empty; choose an empty or new folder, or pass --overwrite "
+                "to replace a previous MedSynth there"
+            )
         if not (out / marker).exists() and not (out / "images").exists():
-            raise ConfigError(f"{out} does not look like a folder written by unimedvl (no {marker} or images/); "
-                              "refusing to overwrite it, choose another --out")
+            raise ConfigError(
+                f"{out} does not look like a folder written by unimedvl (no {marker} or images/); "
+                "refusing to overwrite it, choose another --out"
+            )
         shutil.rmtree(out / "images", ignore_errors=True)
         for f in out.glob("*.jsonl"):
             f.unlink()

@@ -12,9 +12,53 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    **dict.fromkeys(['FeatureExtractor', 'compute_fid', 'extract_features', 'feature_stats', 'fid_from_features', 'frechet_distance', 'load_feature_extractor', 'pixelstats_extractor'], "fid"),
-    **dict.fromkeys(['ImageLike', 'METRIC_MODES', 'mean_std_finite', 'ms_ssim', 'paired_image_metrics', 'psnr', 'rescale_intensity', 'ssim', 'to_rgb_uint8'], "image"),
-    **dict.fromkeys(['RefsLike', 'cider_d', 'closed_correct', 'corpus_bleu', 'exact_match', 'extract_choice', 'meteor_exact', 'multiple_choice_accuracy', 'normalize_answer', 'open_recall', 'report_metrics', 'rouge_l', 'tokenize', 'vqa_scores', 'yes_no'], "text"),
+    **dict.fromkeys(
+        [
+            "FeatureExtractor",
+            "compute_fid",
+            "extract_features",
+            "feature_stats",
+            "fid_from_features",
+            "frechet_distance",
+            "load_feature_extractor",
+            "pixelstats_extractor",
+        ],
+        "fid",
+    ),
+    **dict.fromkeys(
+        [
+            "ImageLike",
+            "METRIC_MODES",
+            "mean_std_finite",
+            "ms_ssim",
+            "paired_image_metrics",
+            "psnr",
+            "rescale_intensity",
+            "ssim",
+            "to_rgb_uint8",
+        ],
+        "image",
+    ),
+    **dict.fromkeys(
+        [
+            "RefsLike",
+            "cider_d",
+            "closed_correct",
+            "corpus_bleu",
+            "exact_match",
+            "extract_choice",
+            "meteor_exact",
+            "multiple_choice_accuracy",
+            "normalize_answer",
+            "open_recall",
+            "report_metrics",
+            "rouge_l",
+            "tokenize",
+            "vqa_scores",
+            "yes_no",
+        ],
+        "text",
+    ),
 }
 __all__ = sorted(_EXPORTS)
 

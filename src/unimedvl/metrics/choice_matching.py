@@ -23,8 +23,12 @@ from collections.abc import Callable, Mapping
 
 NO_ANSWER = "Z"
 _SEPARATORS = ".()[],:;!*#{}"
-REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
-            "I'm sorry, but without the image provided", "Cannot determine the answer")  # fmt: skip
+REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
 
 # judge(question, options, prediction) -> the option letter it reads in the prediction, or None.
 Judge = Callable[[str, Mapping[str, str], str], str | None]
@@ -59,8 +63,9 @@ def match_choice(prediction: str, options: Mapping[str, str]) -> str | None:
     return infer_letter(prediction, options) or infer_text(prediction, options)
 
 
-def choose(prediction: str, options: Mapping[str, str], question: str = "",
-           judge: Judge | None = None) -> tuple[str, str]:  # fmt: skip
+def choose(
+    prediction: str, options: Mapping[str, str], question: str = "", judge: Judge | None = None
+) -> tuple[str, str]:
     """(letter, how): how is ``letter`` / ``text`` (rules), ``judge``, or ``none`` (Z: counted wrong)."""
     prediction = prediction.strip()
     letter = infer_letter(prediction, options)

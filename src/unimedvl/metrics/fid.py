@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import linalg
@@ -17,8 +17,9 @@ from unimedvl.imaging.transforms import resize_tensor
 from unimedvl.metrics.image import ImageLike, to_rgb_uint8
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """||mu1-mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -31,8 +32,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise DataError(f"frechet_distance: sqrtm has a large imaginary part "
-                            f"({np.abs(covmean.imag).max():.3g}); use more samples")
+            raise DataError(
+                f"frechet_distance: sqrtm has a large imaginary part "
+                f"({np.abs(covmean.imag).max():.3g}); use more samples"
+            )
         covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
@@ -64,7 +67,7 @@ class FeatureExtractor:
     input_size: tuple[int, int] | None = None
     metric: str = "fid"
 
-    def __call__(self, batch: "torch.Tensor") -> np.ndarray:  # noqa: F821
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:  # noqa: F821
         import torch
 
         if self.input_size is not None and tuple(batch.shape[-2:]) != tuple(self.input_size):
@@ -78,7 +81,7 @@ class FeatureExtractor:
 class _PixelStats:
     """Not a learned feature: a 4x4 colour thumbnail plus per-channel mean and std (54 dims)."""
 
-    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: F821
         import torch
         import torch.nn.functional as F
 
@@ -91,9 +94,12 @@ def pixelstats_extractor() -> FeatureExtractor:
     return FeatureExtractor(name="pixelstats-4x4", module=_PixelStats(), metric="fid_pixelstats")
 
 
-def load_feature_extractor(path: str | os.PathLike, module_spec: str | None = None,
-                           input_size: tuple[int, int] | None = None,
-                           name: str | None = None) -> FeatureExtractor:
+def load_feature_extractor(
+    path: str | os.PathLike,
+    module_spec: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    name: str | None = None,
+) -> FeatureExtractor:
     """Load a FID feature extractor from a local file (never downloaded).
 
     A TorchScript file (.pt / .pth / .ts) or a torch.export program (.pt2) is loaded as is (give
@@ -105,13 +111,16 @@ def load_feature_extractor(path: str | os.PathLike, module_spec: str | None = No
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: feature extractor file not found (FID weights are never "
-                          "downloaded; give a local TorchScript or safetensors file)")
+        raise ConfigError(
+            f"{p}: feature extractor file not found (FID weights are never "
+            "downloaded; give a local TorchScript or safetensors file)"
+        )
     digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
     if p.suffix == ".safetensors":
         if not module_spec or ":" not in module_spec:
-            raise ConfigError(f"{p}: a safetensors extractor needs module_spec "
-                              "'package.module:factory' naming the module to build")
+            raise ConfigError(
+                f"{p}: a safetensors extractor needs module_spec 'package.module:factory' naming the module to build"
+            )
         import importlib
 
         from safetensors.torch import load_file
@@ -132,27 +141,26 @@ def load_feature_extractor(path: str | os.PathLike, module_spec: str | None = No
         try:
             module = torch.jit.load(str(p), map_location="cpu")
         except RuntimeError as e:
-            raise ConfigError(f"{p}: not a TorchScript file ({e}); for a state dict use "
-                              ".safetensors with module_spec") from e
+            raise ConfigError(
+                f"{p}: not a TorchScript file ({e}); for a state dict use .safetensors with module_spec"
+            ) from e
     if p.suffix != ".pt2":  # exported programs are already in inference form and refuse eval()
         module.eval()
-    return FeatureExtractor(name=name or f"{p.name}@{digest}", module=module,
-                            input_size=input_size)
+    return FeatureExtractor(name=name or f"{p.name}@{digest}", module=module, input_size=input_size)
 
 
-def _image_tensor(img: ImageLike) -> "torch.Tensor":  # noqa: F821
+def _image_tensor(img: ImageLike) -> torch.Tensor:  # noqa: F821
     import torch
 
     return torch.from_numpy(to_rgb_uint8(img).copy()).permute(2, 0, 1).float() / 255.0
 
 
-def _resize_tensor(t: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":  # noqa: F821
+def _resize_tensor(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # noqa: F821
     """Resize one (3, H, W) image to size with antialiased bilinear interpolation."""
     return resize_tensor(t[None], size)[0]
 
 
-def extract_features(images: Sequence[ImageLike], extractor: FeatureExtractor,
-                     batch_size: int = 32) -> np.ndarray:
+def extract_features(images: Sequence[ImageLike], extractor: FeatureExtractor, batch_size: int = 32) -> np.ndarray:
     """(N, D) features of uint8 images; images of different sizes go through one at a time."""
     import torch
 
@@ -176,8 +184,9 @@ def extract_features(images: Sequence[ImageLike], extractor: FeatureExtractor,
     return np.concatenate(feats)
 
 
-def compute_fid(images_a: Sequence[ImageLike], images_b: Sequence[ImageLike],
-                extractor: FeatureExtractor | None = None) -> dict[str, Any]:
+def compute_fid(
+    images_a: Sequence[ImageLike], images_b: Sequence[ImageLike], extractor: FeatureExtractor | None = None
+) -> dict[str, Any]:
     """FID-style distance between two image sets, labelled with the extractor that made it.
 
     Returns {"metric", "value", "feature_extractor", "num_a", "num_b"}; with no extractor the
@@ -185,5 +194,10 @@ def compute_fid(images_a: Sequence[ImageLike], images_b: Sequence[ImageLike],
     """
     ext = extractor or pixelstats_extractor()
     fa, fb = extract_features(images_a, ext), extract_features(images_b, ext)
-    return {"metric": ext.metric, "value": fid_from_features(fa, fb),
-            "feature_extractor": ext.name, "num_a": len(fa), "num_b": len(fb)}
+    return {
+        "metric": ext.metric,
+        "value": fid_from_features(fa, fb),
+        "feature_extractor": ext.name,
+        "num_a": len(fa),
+        "num_b": len(fb),
+    }

@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,7 @@ from unimedvl.errors import ConfigError, DataError
 from unimedvl.imaging.raw import read_stored
 from unimedvl.imaging.transforms import resize_array
 
-ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
+ImageLike = Image.Image | np.ndarray | str | os.PathLike
 METRIC_MODES = ("reference", "native")
 
 
@@ -94,8 +94,7 @@ def ssim(pred: np.ndarray, gt: np.ndarray, data_range: float, win_size: int = 7)
     if min(pred.shape[:2]) < win_size:
         raise DataError(f"ssim: image {pred.shape[:2]} is smaller than the {win_size}px window")
     if pred.ndim == 3:
-        return float(np.mean([ssim(pred[..., c], gt[..., c], data_range, win_size)
-                              for c in range(pred.shape[-1])]))
+        return float(np.mean([ssim(pred[..., c], gt[..., c], data_range, win_size) for c in range(pred.shape[-1])]))
     x, y = pred.astype(np.float64), gt.astype(np.float64)
     n = win_size * win_size
     cov_norm = n / (n - 1)
@@ -117,10 +116,12 @@ def ms_ssim(pred: np.ndarray, gt: np.ndarray, data_range: float) -> float:
     if pred.shape != gt.shape:
         raise DataError(f"ms_ssim: shapes differ {pred.shape} vs {gt.shape}")
     if min(pred.shape[:2]) <= 160:
-        raise DataError(f"ms_ssim needs images larger than 160px a side (5 scales of an 11px "
-                        f"window); got {pred.shape[:2]}: report SSIM instead")
+        raise DataError(
+            f"ms_ssim needs images larger than 160px a side (5 scales of an 11px "
+            f"window); got {pred.shape[:2]}: report SSIM instead"
+        )
 
-    def to_t(a: np.ndarray) -> "torch.Tensor":
+    def to_t(a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a.astype(np.float64))
         return (t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]).contiguous()
 
@@ -142,9 +143,14 @@ def _native_array(img: ImageLike) -> np.ndarray:
     return np.asarray(img) if isinstance(img, Image.Image) else img
 
 
-def paired_image_metrics(pred: ImageLike, gt: ImageLike, *, mode: str = "reference",
-                         data_range: float | None = None,
-                         with_ms_ssim: bool = False) -> dict[str, Any]:
+def paired_image_metrics(
+    pred: ImageLike,
+    gt: ImageLike,
+    *,
+    mode: str = "reference",
+    data_range: float | None = None,
+    with_ms_ssim: bool = False,
+) -> dict[str, Any]:
     """PSNR / SSIM (optionally MS-SSIM) of a prediction against its ground truth.
 
     Returns {"psnr", "ssim", ["ms_ssim"], "metric_mode", "data_range", "height", "width"}
@@ -152,21 +158,23 @@ def paired_image_metrics(pred: ImageLike, gt: ImageLike, *, mode: str = "referen
     """
     if mode == "reference":
         if data_range not in (None, 255, 255.0):
-            raise ConfigError(f"reference mode uses data_range 255 (got {data_range}); "
-                              "use mode='native' for another intensity scale")
+            raise ConfigError(
+                f"reference mode uses data_range 255 (got {data_range}); use mode='native' for another intensity scale"
+            )
         p, g = to_rgb_uint8(pred), to_rgb_uint8(gt)
         g = resize_array(g, (p.shape[1], p.shape[0]))  # ground truth goes to the prediction's size (PIL bicubic)
         rng = 255.0
     elif mode == "native":
         p, g = _native_array(pred), _native_array(gt)
         if p.ndim != g.ndim or (p.ndim == 3 and p.shape[-1] != g.shape[-1]):
-            raise DataError(f"native mode: channel layouts differ (pred {p.shape}, gt {g.shape}); "
-                            "bring the prediction to the ground truth's scale first "
-                            "(e.g. rescale_intensity)")
+            raise DataError(
+                f"native mode: channel layouts differ (pred {p.shape}, gt {g.shape}); "
+                "bring the prediction to the ground truth's scale first "
+                "(e.g. rescale_intensity)"
+            )
         if data_range is None:
             if not np.issubdtype(g.dtype, np.integer):
-                raise ConfigError("native mode on a float image needs data_range "
-                                  "(e.g. the HU window width for CT)")
+                raise ConfigError("native mode on a float image needs data_range (e.g. the HU window width for CT)")
             info = np.iinfo(g.dtype)
             data_range = float(info.max) - float(info.min)
         rng = float(data_range)

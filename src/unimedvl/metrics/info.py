@@ -42,9 +42,16 @@ METRICS: dict[str, MetricInfo] = {
     "inference_time": MetricInfo("time per sample", "s", 2, low=0.0, higher_is_better=False),
 }
 # statistics.json keys of the reference schema and earlier releases -> the metric they hold.
-ALIASES = {"psnr_mean": "psnr", "ssim_mean": "ssim", "psnr_native_mean": "psnr_native",
-           "ssim_native_mean": "ssim_native", "correct_mean": "accuracy", "recall_mean": "open_recall",
-           "avg_inference_time": "inference_time", "vqa_accuracy": "accuracy"}  # fmt: skip
+ALIASES = {
+    "psnr_mean": "psnr",
+    "ssim_mean": "ssim",
+    "psnr_native_mean": "psnr_native",
+    "ssim_native_mean": "ssim_native",
+    "correct_mean": "accuracy",
+    "recall_mean": "open_recall",
+    "avg_inference_time": "inference_time",
+    "vqa_accuracy": "accuracy",
+}
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -117,5 +124,16 @@ def table_label(name: str, difference: bool = False) -> str:
     return f"{info.label} ({unit})" if unit else info.label
 
 
-__all__ = ["ALIASES", "METRICS", "MetricInfo", "clip_to_range", "format_difference", "format_estimate",
-           "format_interval", "format_number", "metric_info", "scaled", "table_label"]
+__all__ = [
+    "ALIASES",
+    "METRICS",
+    "MetricInfo",
+    "clip_to_range",
+    "format_difference",
+    "format_estimate",
+    "format_interval",
+    "format_number",
+    "metric_info",
+    "scaled",
+    "table_label",
+]

@@ -14,7 +14,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -23,11 +22,16 @@ from unimedvl.errors import DataError
 # ---------------------------------------------------------------------------------------------
 # VQA and multiple choice
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
-_NUMBER_WORDS.update({w: str(10 * i) for i, w in enumerate(
-    "thirty forty fifty sixty seventy eighty ninety".split(), start=3)})
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS.update(
+    {w: str(10 * i) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
+)
 _NUMBER_WORDS["hundred"] = "100"
 _ARTICLES = {"a", "an", "the"}
 _YES = {"yes", "yeah", "yep", "yup", "true", "correct", "affirmative"}
@@ -91,8 +95,9 @@ def exact_match(pred: str, gt: str) -> bool:
     return normalize_answer(pred) == normalize_answer(gt)
 
 
-def vqa_scores(preds: Sequence[str], gts: Sequence[str],
-               answer_types: Sequence[str | None] | None = None) -> dict[str, float | int | None]:
+def vqa_scores(
+    preds: Sequence[str], gts: Sequence[str], answer_types: Sequence[str | None] | None = None
+) -> dict[str, float | int | None]:
     """VQA-RAD / SLAKE / PathVQA style scores.
 
     answer_types: "closed" / "open" per question (case-insensitive); None infers closed when the
@@ -116,8 +121,13 @@ def vqa_scores(preds: Sequence[str], gts: Sequence[str],
     def mean(xs: list) -> float | None:
         return float(np.mean(xs)) if xs else None
 
-    return {"closed_accuracy": mean(closed), "closed_count": len(closed),
-            "open_recall": mean(recall), "open_exact_match": mean(em), "open_count": len(recall)}
+    return {
+        "closed_accuracy": mean(closed),
+        "closed_count": len(closed),
+        "open_recall": mean(recall),
+        "open_exact_match": mean(em),
+        "open_count": len(recall),
+    }
 
 
 def _option_map(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
@@ -127,8 +137,11 @@ def _option_map(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
 
 
 # group 1: the letter; group 2: a following word, to tell "answer is a mass" from "answer is a"
-_ANSWER_IS = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*(?:option\s*)?"
-                        r"\(?([A-Za-z])\)?(?![A-Za-z])(\s+[a-z])?", re.IGNORECASE)
+_ANSWER_IS = re.compile(
+    r"(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*(?:option\s*)?"
+    r"\(?([A-Za-z])\)?(?![A-Za-z])(\s+[a-z])?",
+    re.IGNORECASE,
+)
 _LEADING = re.compile(r"^\s*\(?([A-Za-z])(?:\s*[).:,]|\)?\s*$)")
 _PAREN = re.compile(r"\(([A-Z])\)")
 
@@ -165,21 +178,23 @@ def extract_choice(text: str, options: Mapping[str, str] | Sequence[str]) -> str
     return best[0] if len(best) == 1 else None
 
 
-def multiple_choice_accuracy(preds: Sequence[str], answers: Sequence[str],
-                             options: Sequence[Mapping[str, str] | Sequence[str]]) -> float:
+def multiple_choice_accuracy(
+    preds: Sequence[str], answers: Sequence[str], options: Sequence[Mapping[str, str] | Sequence[str]]
+) -> float:
     """Accuracy of `extract_choice` against answer letters (an unparseable answer is wrong)."""
     if not (len(preds) == len(answers) == len(options)) or not preds:
-        raise DataError(f"multiple_choice_accuracy: {len(preds)} predictions, {len(answers)} "
-                        f"answers, {len(options)} option sets (must be equal and non-empty)")
-    hits = [extract_choice(p, o) == a.strip().strip("()").upper()
-            for p, a, o in zip(preds, answers, options)]
+        raise DataError(
+            f"multiple_choice_accuracy: {len(preds)} predictions, {len(answers)} "
+            f"answers, {len(options)} option sets (must be equal and non-empty)"
+        )
+    hits = [extract_choice(p, o) == a.strip().strip("()").upper() for p, a, o in zip(preds, answers, options)]
     return float(np.mean(hits))
 
 
 # ---------------------------------------------------------------------------------------------
 # Report generation metrics (corpus level)
 
-RefsLike = Sequence[Union[str, Sequence[str]]]
+RefsLike = Sequence[str | Sequence[str]]
 
 
 def tokenize(text: str) -> list[str]:
@@ -189,8 +204,7 @@ def tokenize(text: str) -> list[str]:
 
 def _prep(hyps: Sequence[str], refs: RefsLike) -> tuple[list[list[str]], list[list[list[str]]]]:
     if len(hyps) != len(refs) or not hyps:
-        raise DataError(f"{len(hyps)} hypotheses for {len(refs)} reference sets "
-                        "(must be equal and non-empty)")
+        raise DataError(f"{len(hyps)} hypotheses for {len(refs)} reference sets (must be equal and non-empty)")
     ref_sets = [[r] if isinstance(r, str) else list(r) for r in refs]
     if any(not rs for rs in ref_sets):
         raise DataError("every hypothesis needs at least one reference")
@@ -198,7 +212,7 @@ def _prep(hyps: Sequence[str], refs: RefsLike) -> tuple[list[list[str]], list[li
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def bleu_statistics(hyps: Sequence[str], refs: RefsLike, max_n: int = 4) -> np.ndarray:
@@ -315,8 +329,7 @@ def _align_exact(h: list[str], r: list[str]) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
-def _meteor_exact_pair(h: list[str], r: list[str], alpha: float, beta: float,
-                       gamma: float) -> float:
+def _meteor_exact_pair(h: list[str], r: list[str], alpha: float, beta: float, gamma: float) -> float:
     pairs = _align_exact(h, r)
     m = len(pairs)
     if m == 0:
@@ -328,15 +341,17 @@ def _meteor_exact_pair(h: list[str], r: list[str], alpha: float, beta: float,
     return fmean * (1.0 - gamma * (chunks / m) ** beta)
 
 
-def meteor_exact_scores(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0,
-                        gamma: float = 0.5) -> list[float]:
+def meteor_exact_scores(
+    hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0, gamma: float = 0.5
+) -> list[float]:
     """Per-sample :func:`meteor_exact` scores (best reference per sample)."""
     hyp_toks, ref_toks = _prep(hyps, refs)
     return [max(_meteor_exact_pair(h, r, alpha, beta, gamma) for r in rs) for h, rs in zip(hyp_toks, ref_toks)]
 
 
-def meteor_exact(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0,
-                 gamma: float = 0.5) -> float:
+def meteor_exact(
+    hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: float = 3.0, gamma: float = 0.5
+) -> float:
     """METEOR restricted to exact unigram matches (no stems/synonyms: WordNet is not offline).
 
     Fmean = P*R / (alpha*P + (1-alpha)*R), penalty = gamma*(chunks/matches)^beta, score =
@@ -346,8 +361,7 @@ def meteor_exact(hyps: Sequence[str], refs: RefsLike, alpha: float = 0.9, beta: 
     return float(np.mean(meteor_exact_scores(hyps, refs, alpha, beta, gamma)))
 
 
-def cider_d(hyps: Sequence[str], refs: RefsLike, sigma: float = 6.0,
-            max_n: int = 4) -> tuple[float, list[float]]:
+def cider_d(hyps: Sequence[str], refs: RefsLike, sigma: float = 6.0, max_n: int = 4) -> tuple[float, list[float]]:
     """CIDEr-D (Vedantam et al. 2015): corpus score and per-sample scores.
 
     For n = 1..4 each sentence is a vector of n-gram count x idf, idf = log(N / max(1, df)) with
@@ -375,7 +389,7 @@ def cider_d(hyps: Sequence[str], refs: RefsLike, sigma: float = 6.0,
         per_n = np.zeros(max_n)
         for r in rs:
             rv = vectors(r)
-            penalty = math.exp(-((len(h) - len(r)) ** 2) / (2 * sigma ** 2))
+            penalty = math.exp(-((len(h) - len(r)) ** 2) / (2 * sigma**2))
             for n, ((cvec, cnorm), (rvec, rnorm)) in enumerate(zip(hv, rv)):
                 if cnorm and rnorm:
                     dot = sum(min(c, rvec[g]) * rvec[g] for g, c in cvec.items() if g in rvec)

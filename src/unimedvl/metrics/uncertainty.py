@@ -51,8 +51,9 @@ def _resampled_means(arr: np.ndarray, n_resamples: int, rng: np.random.Generator
     return means
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
-                 n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """(low, high) percentile-bootstrap interval of the mean of ``values`` (see the module docstring)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence={confidence} must be between 0 and 1 (e.g. 0.95)")
@@ -67,20 +68,31 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
     return float(low), float(high)
 
 
-def paired_bootstrap_ci(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float] | np.ndarray,
-                        confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def paired_bootstrap_ci(
+    values_a: Sequence[float] | np.ndarray,
+    values_b: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """(low, high) interval of mean(a) - mean(b), resampling questions (a[i] and b[i] score question i)."""
     a, b = _as_scores(values_a, "values_a"), _as_scores(values_b, "values_b")
     if a.shape != b.shape:
-        raise ValueError(f"paired_bootstrap_ci: {a.size} scores for system a but {b.size} for b; pair them per question")
+        raise ValueError(
+            f"paired_bootstrap_ci: {a.size} scores for system a but {b.size} for b; pair them per question"
+        )
     # Resampling question i brings a[i] and b[i] together, so the mean difference of a resample is the
     # mean of the resampled per-question differences.
     return bootstrap_ci(a - b, confidence, n_resamples, seed)
 
 
-def bootstrap_ci_of_sums(rows: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], confidence: float = 0.95,
-                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def bootstrap_ci_of_sums(
+    rows: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """(low, high) percentile-bootstrap interval of ``statistic(rows.sum(axis=0))``.
 
     ``rows``: (n items, k) sufficient statistics per item; ``statistic`` maps (m, k) summed rows to (m,)
@@ -132,8 +144,9 @@ def mean_estimate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES)
     return {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
 
 
-def clustered_mean_estimate(values: Sequence[float], clusters: Sequence[Any],
-                            n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:  # fmt: skip
+def clustered_mean_estimate(
+    values: Sequence[float], clusters: Sequence[Any], n_resamples: int = DEFAULT_RESAMPLES
+) -> dict[str, Any] | None:
     """``{value, ci95, n, clusters}``: the mean with a bootstrap that resamples whole clusters (e.g. the
     questions of one image together: VQA-RAD and SLAKE ask several per image, and their answers are
     correlated, so the per-question interval is too narrow). None for no values."""
@@ -147,14 +160,16 @@ def clustered_mean_estimate(values: Sequence[float], clusters: Sequence[Any],
     if len(index) == 1 or len(set(values)) == 1:
         est = mean_estimate(values, n_resamples)  # one cluster, or every score equal (Wilson for 0% / 100%)
     else:
-        low, high = bootstrap_ci_of_sums(rows, lambda sums: sums[:, 0] / sums[:, 1], CONFIDENCE, n_resamples,
-                                         BOOTSTRAP_SEED)  # fmt: skip
+        low, high = bootstrap_ci_of_sums(
+            rows, lambda sums: sums[:, 0] / sums[:, 1], CONFIDENCE, n_resamples, BOOTSTRAP_SEED
+        )
         est = {"value": float(np.mean(values)), "ci95": [low, high], "n": len(values)}
     return {**est, "clusters": len(index)}
 
 
-def paired_difference(values_a: Sequence[float], values_b: Sequence[float],
-                      n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:  # fmt: skip
+def paired_difference(
+    values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES
+) -> dict[str, Any] | None:
     """``{value, ci95, n}`` of mean(a) - mean(b) over paired items (None for no pairs)."""
     if len(values_a) == 0:
         return None
@@ -163,5 +178,13 @@ def paired_difference(values_a: Sequence[float], values_b: Sequence[float],
     return {"value": float(diff.mean()), "ci95": [low, high], "n": len(diff)}
 
 
-__all__ = ["BOOTSTRAP_SEED", "CONFIDENCE", "DEFAULT_RESAMPLES", "bootstrap_ci", "bootstrap_ci_of_sums", "mean_estimate",
-           "paired_bootstrap_ci", "paired_difference"]
+__all__ = [
+    "BOOTSTRAP_SEED",
+    "CONFIDENCE",
+    "DEFAULT_RESAMPLES",
+    "bootstrap_ci",
+    "bootstrap_ci_of_sums",
+    "mean_estimate",
+    "paired_bootstrap_ci",
+    "paired_difference",
+]

@@ -32,8 +32,8 @@ from __future__ import annotations
 import functools
 import operator
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +75,7 @@ class PackedLayout:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_splits(cls, samples: Sequence[Sequence[tuple[int, str]]]) -> "PackedLayout":
+    def from_splits(cls, samples: Sequence[Sequence[tuple[int, str]]]) -> PackedLayout:
         """Build from ``[[(length, mode), ...] per sample]``; samples are packed in order."""
         if len(samples) == 0:
             raise DataError("PackedLayout.from_splits: samples is empty; pass at least one sample")
@@ -100,8 +100,7 @@ class PackedLayout:
                 length = _positive_int(length)
                 if length is None:
                     raise DataError(
-                        f"PackedLayout.from_splits: sample {i} split {j} length must be a positive int, "
-                        f"got {item[0]!r}"
+                        f"PackedLayout.from_splits: sample {i} split {j} length must be a positive int, got {item[0]!r}"
                     )
                 splits.append(Split(offset, length, mode))
                 offset += length
@@ -109,7 +108,7 @@ class PackedLayout:
         return cls(built)
 
     @classmethod
-    def uniform(cls, lengths: Sequence[int], mode: str = "full") -> "PackedLayout":
+    def uniform(cls, lengths: Sequence[int], mode: str = "full") -> PackedLayout:
         """One split of ``mode`` per sample (e.g. one ``full`` split per image in the ViT)."""
         return cls.from_splits([[(int(n), mode)] for n in lengths])
 
@@ -145,9 +144,7 @@ class PackedLayout:
         key = ("sample", i, str(device))
         if key not in self._cache:
             splits = self.samples[i]
-            split_id = torch.cat(
-                [torch.full((s.length,), j, dtype=torch.long) for j, s in enumerate(splits)]
-            )
+            split_id = torch.cat([torch.full((s.length,), j, dtype=torch.long) for j, s in enumerate(splits)])
             mode = torch.tensor([_MODE_CODE[s.mode] for s in splits])[split_id]
             pos = torch.arange(self.sample_lens[i])
             self._cache[key] = _mask_from_tokens(split_id, mode, pos, split_id, mode, pos).to(device)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -211,8 +211,9 @@ class Autoencoder(nn.Module):
                 f"resize to a multiple of {self.downsample} (the image transforms round to 16)"
             )
 
-    def encode(self, x: Tensor, sample: bool = False, batch_chunk: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def encode(
+        self, x: Tensor, sample: bool = False, batch_chunk: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Images (B, C, H, W) in [-1, 1] -> scaled latents (B, z, H/8, W/8).
 
         Returns the posterior mean (deterministic) unless ``sample=True`` (a training option that
@@ -230,8 +231,9 @@ class Autoencoder(nn.Module):
             z = mean + std * noise
         return (z - self.config.shift_factor) * self.config.scale_factor
 
-    def decode(self, latent: Tensor, batch_chunk: int | None = None, tile_size: int | None = None,
-               tile_overlap: int = 8) -> Tensor:
+    def decode(
+        self, latent: Tensor, batch_chunk: int | None = None, tile_size: int | None = None, tile_overlap: int = 8
+    ) -> Tensor:
         """Scaled latents (B, z, h, w) -> images (B, C, 8h, 8w), roughly in [-1, 1].
 
         ``batch_chunk`` decodes that many latents at a time. ``tile_size`` (in latent cells)
@@ -259,8 +261,9 @@ class Autoencoder(nn.Module):
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, config: VAEConfig | None = None,
-                        map_location: str | torch.device = "cpu") -> "Autoencoder":
+    def from_pretrained(
+        cls, path: str | Path, config: VAEConfig | None = None, map_location: str | torch.device = "cpu"
+    ) -> Autoencoder:
         """Load ``ae.safetensors`` (release keys), a directory holding it, or a diffusers AutoencoderKL directory.
 
         For ``ae.safetensors`` the architecture comes from ``config`` (default: the release
@@ -370,8 +373,11 @@ def _load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    bad_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and state[k].shape != v.shape]
+    bad_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or bad_shape:
         parts = []
         if missing:

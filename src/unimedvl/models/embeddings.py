@@ -130,19 +130,20 @@ class PositionEmbedding(nn.Module):
         # position_ids: (N,) flat ids row*side+col -> (N, hidden)
         return self.pos_embed[position_ids]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key = prefix + "pos_embed"
         value = state_dict.get(key)
         if value is not None and value.shape == self.pos_embed.shape:
-            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                          unexpected_keys, error_msgs)
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+            )
             return
         # Absent or another size: keep the computed table. Hide the key from the default loader
         # so strict loading neither reports it missing nor fails on the shape.
         local = {k: v for k, v in state_dict.items() if k != key}
-        super()._load_from_state_dict(local, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(local, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         missing_keys[:] = [k for k in missing_keys if k != key]
 
 

@@ -21,7 +21,10 @@ _HF_MODEL_TYPES = ("qwen2", "qwen3")
 
 
 def llm_config_from_hf(
-    hf: Mapping[str, Any], source: str, layer_module: str | None = None, qk_norm: bool | None = None,
+    hf: Mapping[str, Any],
+    source: str,
+    layer_module: str | None = None,
+    qk_norm: bool | None = None,
     implied: Mapping[str, Any] | None = None,
 ) -> LLMConfig:
     """LLMConfig from a HF Qwen2/Qwen3 ``config.json`` dict or a release ``llm_config.json``.

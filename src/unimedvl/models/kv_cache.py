@@ -51,8 +51,8 @@ the caller's business (a context's next rope id lives with the context state in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,9 +89,13 @@ class _StepIndexes:
     flat_idx: Tensor | None  # (N,) packed token -> (nb * qmax) grid slot (unequal query lengths)
     mask: Tensor | None  # (nb, 1, qmax, key_len) visibility, or None
 
-    def to(self, device: torch.device) -> "_StepIndexes":
-        return _StepIndexes(*(None if t is None else t.to(device) for t in (
-            self.row_idx, self.pos_idx, self.row_tensor, self.flat_idx, self.mask)))  # fmt: skip
+    def to(self, device: torch.device) -> _StepIndexes:
+        return _StepIndexes(
+            *(
+                None if t is None else t.to(device)
+                for t in (self.row_idx, self.pos_idx, self.row_tensor, self.flat_idx, self.mask)
+            )
+        )
 
 
 class KVCache:
@@ -175,15 +179,20 @@ class KVCache:
         self.lengths[new] = n
         return new
 
-    def select(self, rows: Sequence[int]) -> "KVCache":
+    def select(self, rows: Sequence[int]) -> KVCache:
         """A new cache holding copies of ``rows`` (in that order) as rows 0..len(rows)-1."""
         for r in rows:
             self._check_row(r)
         out = KVCache(
-            self.num_layers, self.num_kv_heads, self.head_dim, rows=len(rows),
-            capacity=max([self.lengths[r] for r in rows] + [1]), dtype=self.dtype, device=self.device,
+            self.num_layers,
+            self.num_kv_heads,
+            self.head_dim,
+            rows=len(rows),
+            capacity=max([self.lengths[r] for r in rows] + [1]),
+            dtype=self.dtype,
+            device=self.device,
             layer_devices=self.layer_devices,
-        )  # fmt: skip
+        )
         idx = _PerDevice(lambda: torch.tensor(list(rows), dtype=torch.long))
         used = max([self.lengths[r] for r in rows] + [0])
         for src, dst in ((self.keys, out.keys), (self.values, out.values)):
@@ -192,7 +201,7 @@ class KVCache:
         out.lengths = [self.lengths[r] for r in rows]
         return out
 
-    def adopt(self, other: "KVCache", rows: Sequence[int]) -> list[int]:
+    def adopt(self, other: KVCache, rows: Sequence[int]) -> list[int]:
         """Append copies of ``other``'s ``rows`` (same layers, heads, dtype, devices) as new rows; their ids."""
         need = max([other.lengths[r] for r in rows] + [1])
         self.reserve(need)
@@ -224,7 +233,7 @@ class KVCache:
         query_lens: Sequence[int] | int = 1,
         mode: str | Sequence[str] = "causal",
         write: bool = True,
-    ) -> "CacheStep":
+    ) -> CacheStep:
         """Prepare one forward of new tokens against this cache (shared by all layers).
 
         rows: contexts that receive new tokens (default: all rows, in order).
@@ -289,8 +298,8 @@ class CacheStep:
         same_past = len(set(self.past)) == 1
         needs_mask = not (same_past and self._equal_q and (qmax == 1 or all(m == "full" for m in modes)))
         # Causal prefill of empty rows: SDPA's is_causal (aligned at the top-left) is exactly right.
-        self.is_causal = needs_mask and same_past and self.past[0] == 0 and self._equal_q and all(
-            m == "causal" for m in modes
+        self.is_causal = (
+            needs_mask and same_past and self.past[0] == 0 and self._equal_q and all(m == "causal" for m in modes)
         )
         needs_mask = needs_mask and not self.is_causal
         mask = None
@@ -308,7 +317,7 @@ class CacheStep:
         self.mask = mask
         self._indexes = {dev: _StepIndexes(row_idx, pos_idx, row_tensor, flat_idx, mask)}
 
-    def _on(self, device: torch.device) -> "_StepIndexes":
+    def _on(self, device: torch.device) -> _StepIndexes:
         """This step's index tensors and mask on ``device`` (copied once per device of a layer)."""
         if device not in self._indexes:
             self._indexes[device] = self._indexes[self.cache.device].to(device)

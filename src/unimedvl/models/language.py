@@ -21,8 +21,9 @@ and ``forward_cached`` for new tokens against a ``KVCache`` (prefill, decoding, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +164,7 @@ class Routing:
             self._inverse = torch.argsort(torch.cat([und_idx, gen_idx]))
 
     @classmethod
-    def build(cls, num_tokens: int, routing: "Routing | Tensor | None") -> "Routing":
+    def build(cls, num_tokens: int, routing: Routing | Tensor | None) -> Routing:
         """From None (all und), a Routing, or a (T,) bool mask that is True for gen tokens."""
         if routing is None:
             return cls(num_tokens, None, None)
@@ -179,13 +180,13 @@ class Routing:
         return cls.from_mask(routing)
 
     @classmethod
-    def from_mask(cls, gen_mask: Tensor) -> "Routing":
+    def from_mask(cls, gen_mask: Tensor) -> Routing:
         """gen_mask: (T,) bool, True where the token uses the generation expert."""
         idx = torch.arange(gen_mask.shape[0], device=gen_mask.device)
         return cls(gen_mask.shape[0], idx[~gen_mask], idx[gen_mask])
 
     @classmethod
-    def from_indices(cls, und_idx: Tensor, gen_idx: Tensor) -> "Routing":
+    def from_indices(cls, und_idx: Tensor, gen_idx: Tensor) -> Routing:
         """Disjoint index tensors that together cover 0..T-1."""
         return cls(und_idx.numel() + gen_idx.numel(), und_idx, gen_idx)
 
@@ -212,7 +213,7 @@ class _Context:
         self.routing, self.rope, self.attend = routing, rope, attend
         self._on_device: dict[torch.device, _Context] = {}
 
-    def to(self, device: torch.device) -> "_Context":
+    def to(self, device: torch.device) -> _Context:
         """This context with its routing indexes and rope tables on ``device`` (copied once per device)."""
         if self.rope[0][0].device == device:
             return self
@@ -444,9 +445,15 @@ class LanguageModel(nn.Module):
         p = self.model.embed_tokens.weight
         c = self.config
         return KVCache(
-            c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
-            rows=rows, capacity=capacity, dtype=p.dtype, device=p.device, layer_devices=self.layer_devices,
-        )  # fmt: skip
+            c.num_hidden_layers,
+            c.num_key_value_heads,
+            c.head_dim,
+            rows=rows,
+            capacity=capacity,
+            dtype=p.dtype,
+            device=p.device,
+            layer_devices=self.layer_devices,
+        )
 
     def forward_text(self, input_ids: Tensor) -> Tensor:
         """Causal LM logits of plain token batches (no padding); input_ids: (B, L) -> (B, L, vocab)."""
@@ -493,7 +500,7 @@ class LanguageModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         attn_backend: str = "auto",
-    ) -> "LanguageModel":
+    ) -> LanguageModel:
         """Load a local HF Qwen2 / Qwen2.5 / Qwen3 directory; the gen expert starts as a copy (init_moe).
 
         ``layer_module`` / ``qk_norm`` override what config.json says (Qwen2 checkpoints carry no

@@ -15,7 +15,7 @@ already kept stay), so memory is bounded however large the data set is.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor
 

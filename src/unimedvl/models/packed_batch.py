@@ -22,8 +22,8 @@ Everything that builds a batch (training packing, inference context updates, tes
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Sequence, Union
 
 import torch
 from torch import Tensor
@@ -67,7 +67,7 @@ class VaeImageSplit:
     timestep: float | None = None  # fixed t for a noised image (inference); None = sampled in training
 
 
-SplitSpec = Union[TextSplit, VitImageSplit, VaeImageSplit]
+SplitSpec = TextSplit | VitImageSplit | VaeImageSplit
 Sample = Sequence[SplitSpec]
 
 
@@ -115,7 +115,7 @@ class PackedBatch:
     def num_ce_tokens(self) -> int:
         return int(self.ce_indexes.numel())
 
-    def to(self, device: torch.device | str) -> "PackedBatch":
+    def to(self, device: torch.device | str) -> PackedBatch:
         """A copy with every tensor on ``device`` (the layout is device-free)."""
         moved = {}
         for f in fields(self):

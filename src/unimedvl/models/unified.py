@@ -20,13 +20,13 @@ from torch import Tensor, nn
 
 from unimedvl.config import ModelConfig
 from unimedvl.errors import ConfigError
-from unimedvl.sampling.flow import interpolate, sample_timesteps, velocity_target
 from unimedvl.models.autoencoder import Autoencoder
 from unimedvl.models.embeddings import MLPconnector, PositionEmbedding, TimestepEmbedder, patchify_latent
 from unimedvl.models.language import LanguageModel
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.models.vision import VisionEncoder
+from unimedvl.sampling.flow import interpolate, sample_timesteps, velocity_target
 
 
 @dataclass
@@ -96,8 +96,9 @@ class UnifiedModel(nn.Module):
         """The compute dtype (of the token embeddings, which are never quantised)."""
         return self.language_model.model.embed_tokens.weight.dtype
 
-    def embed(self, batch: PackedBatch, generator: torch.Generator | None = None,
-              latent_cache: LatentCache | None = None) -> tuple[Tensor, FlowState | None]:
+    def embed(
+        self, batch: PackedBatch, generator: torch.Generator | None = None, latent_cache: LatentCache | None = None
+    ) -> tuple[Tensor, FlowState | None]:
         """Packed input embeddings (T, hidden) and the latent-side state of the batch.
 
         ``latent_cache`` serves VAE encodings of images seen before (training with a frozen encoder).
@@ -137,12 +138,15 @@ class UnifiedModel(nn.Module):
                 out[i] = patchify_latent(latent.float(), self.config.latent_patch_size)
         return out  # type: ignore[return-value]
 
-    def _flow_inputs(self, batch: PackedBatch, generator: torch.Generator | None,
-                     latent_cache: LatentCache | None = None) -> FlowState:
+    def _flow_inputs(
+        self, batch: PackedBatch, generator: torch.Generator | None, latent_cache: LatentCache | None = None
+    ) -> FlowState:
         device = self.vae2llm.weight.device
         pixel = [i for i, x in enumerate(batch.vae_inputs) if x.dim() == 3]
         images = [batch.vae_inputs[i] for i in pixel]
-        latents = self.encode_images(images) if latent_cache is None else latent_cache.encode(images, self.encode_images)
+        latents = (
+            self.encode_images(images) if latent_cache is None else latent_cache.encode(images, self.encode_images)
+        )
         encoded = dict(zip(pixel, latents))
         tokens = [encoded[i] if i in encoded else x.to(device).float() for i, x in enumerate(batch.vae_inputs)]
         counts = torch.tensor([t.shape[0] for t in tokens], device=device)
@@ -163,7 +167,11 @@ class UnifiedModel(nn.Module):
         noise = torch.randn(x_in.shape, generator=generator, device="cpu").to(device)
         x_t = torch.where(apply_noise[:, None], interpolate(x_in, noise, t[:, None]), x_in)
         return FlowState(
-            x0=x_in, x_t=x_t, noise=noise, t=t, image_of_token=image_of_token,
+            x0=x_in,
+            x_t=x_t,
+            noise=noise,
+            t=t,
+            image_of_token=image_of_token,
             loss_mask=apply_noise & (t > 0),
         )
 
@@ -186,8 +194,9 @@ class UnifiedModel(nn.Module):
         ``latent_cache`` reuses the VAE encodings of images seen before (see models/latent_cache.py).
         """
         hidden, flow = self.embed(batch, generator, latent_cache)
-        out = self.language_model(hidden, batch.layout, batch.position_ids.to(hidden.device),
-                                  batch.gen_mask(hidden.device))
+        out = self.language_model(
+            hidden, batch.layout, batch.position_ids.to(hidden.device), batch.gen_mask(hidden.device)
+        )
 
         lm_head = self.language_model.lm_head.weight
         n_ce = batch.num_ce_tokens

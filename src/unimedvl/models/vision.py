@@ -11,9 +11,9 @@ Module names match the checkpoint under ``vit_model.``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -60,8 +60,9 @@ def patchify_image(image: Tensor, patch_size: int = 14) -> Tensor:
     return patchify(image, patch_size)
 
 
-def vit_position_ids(height: int, width: int, patch_size: int = 14, max_side: int = 70,
-                     interpolate: bool = False) -> Tensor:
+def vit_position_ids(
+    height: int, width: int, patch_size: int = 14, max_side: int = 70, interpolate: bool = False
+) -> Tensor:
     """Flat position ids ((H/p)*(W/p),) of an H x W pixel image in the max_side x max_side table.
 
     Extrapolate (default) raises DataError for an image larger than max_side*patch_size pixels
@@ -80,8 +81,9 @@ class PackedImages:
     token_counts: list[int]
 
 
-def pack_images(images: Sequence[Tensor], patch_size: int = 14, max_side: int = 70,
-                interpolate: bool = False) -> PackedImages:
+def pack_images(
+    images: Sequence[Tensor], patch_size: int = 14, max_side: int = 70, interpolate: bool = False
+) -> PackedImages:
     """Patchify images [C, H_i, W_i] (sizes may differ) and concatenate them in order."""
     if len(images) == 0:
         raise DataError("pack_images needs at least one image")
@@ -211,8 +213,13 @@ class VisionEncoder(nn.Module):
         """Side of the learned position table in patches."""
         return self.config.num_patches_per_side
 
-    def forward(self, patches: Tensor, position_ids: Tensor, token_counts: Sequence[int] | Tensor,
-                layout: PackedLayout | None = None) -> Tensor:
+    def forward(
+        self,
+        patches: Tensor,
+        position_ids: Tensor,
+        token_counts: Sequence[int] | Tensor,
+        layout: PackedLayout | None = None,
+    ) -> Tensor:
         """patches (N, p*p*C), position_ids (N,), token_counts (one per image, summing to N) -> (N, hidden).
 
         ``layout`` may be passed to reuse one built elsewhere; by default each image is one
@@ -239,8 +246,13 @@ class VisionEncoder(nn.Module):
         return list(out.split(packed.token_counts))
 
     @classmethod
-    def from_hf_pretrained(cls, path: str | Path, num_layers: int | None = None, attn_backend: str = "auto",
-                           map_location: str | torch.device = "cpu") -> "VisionEncoder":
+    def from_hf_pretrained(
+        cls,
+        path: str | Path,
+        num_layers: int | None = None,
+        attn_backend: str = "auto",
+        map_location: str | torch.device = "cpu",
+    ) -> VisionEncoder:
         """Load a local HF SigLIP checkpoint directory (config.json + *.safetensors).
 
         Accepts SiglipVisionModel (keys with or without ``vision_model.``) and SiglipModel
@@ -273,8 +285,11 @@ class VisionEncoder(nn.Module):
                 f"{path}: SigLIP weights do not fit the vision encoder (missing: {', '.join(missing[:4]) or 'none'}; "
                 f"unexpected: {', '.join(unexpected[:4]) or 'none'})"
             )
-        bad = [f"{k} {tuple(ours[k].shape)} vs {tuple(v.shape)}" for k, v in model.state_dict().items()
-               if ours[k].shape != v.shape]
+        bad = [
+            f"{k} {tuple(ours[k].shape)} vs {tuple(v.shape)}"
+            for k, v in model.state_dict().items()
+            if ours[k].shape != v.shape
+        ]
         if bad:
             raise CheckpointError(f"{path}: weights do not match config.json: {'; '.join(bad[:4])}")
         model.load_state_dict(ours, strict=True)
@@ -321,7 +336,7 @@ def vit_state_dict_from_hf(
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         if name.startswith("head.") or name.startswith("embeddings.position_ids"):
             continue
         if name.startswith("encoder.layers."):

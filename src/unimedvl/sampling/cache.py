@@ -26,7 +26,7 @@ sets the fine detail), and compute whenever a needed branch has no history (guid
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -52,9 +52,11 @@ class StepCache:
 
     def store(self, t: float, values: dict[str, Tensor]) -> None:
         """Keep the branch outputs of a computed evaluation (the last ``keep`` of them)."""
-        if self.keep:  # a second evaluation at the same t (Heun's corrector, then the next predictor) replaces the first
+        if (
+            self.keep
+        ):  # a second evaluation at the same t (Heun's corrector, then the next predictor) replaces the first
             kept = [p for p in self.history if p[0] != t]
-            self.history = (kept + [(t, values)])[-self.keep:]
+            self.history = (kept + [(t, values)])[-self.keep :]
 
     def estimate(self, t: float, branches: Sequence[str]) -> dict[str, Tensor]:
         # cache="none" computes every evaluation (should_compute is always True), so nothing asks this.
@@ -115,7 +117,7 @@ class TaylorSeer(StepCache):
         return False
 
     def estimate(self, t: float, branches: Sequence[str]) -> dict[str, Tensor]:
-        points = self._usable(branches)[-self.keep:]
+        points = self._usable(branches)[-self.keep :]
         return {b: newton_forecast([p[0] for p in points], [p[1][b] for p in points], t) for b in branches}
 
 

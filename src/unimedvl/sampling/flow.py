@@ -9,7 +9,7 @@ receives a ``velocity`` callable that evaluates the guidance branches it asks fo
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -100,9 +100,7 @@ def _segment_norm(x: Tensor, seg_ids: Tensor, n_seg: int) -> Tensor:
     return sq.sqrt()[seg_ids].unsqueeze(-1)
 
 
-def combine_guidance(
-    v: dict[str, Tensor], cfg: GuidanceConfig, seg_ids: Tensor, n_seg: int
-) -> Tensor:
+def combine_guidance(v: dict[str, Tensor], cfg: GuidanceConfig, seg_ids: Tensor, n_seg: int) -> Tensor:
     """Guided velocity from the branches in ``v`` (tokens packed: (N, D); seg_ids maps tokens to samples).
 
     Renorm is computed per sample (``global``: the whole image of that sample; ``channel`` and

@@ -19,14 +19,14 @@ result does not depend on the others in the batch (to fp32 round-off of batched 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from unimedvl.errors import ConfigError
-from unimedvl.sampling.flow import GuidanceConfig, VelocityFn, combine_guidance, euler_sample, sampling_schedule
 from unimedvl.sampling.cache import new_cache
+from unimedvl.sampling.flow import GuidanceConfig, VelocityFn, combine_guidance, euler_sample, sampling_schedule
 from unimedvl.sampling.solvers import STEPS
 
 
@@ -67,11 +67,11 @@ def sample(
 
     def guided(x: Tensor, t: Tensor, final: bool) -> Tensor:
         branches = cfg.branches_at(float(t))
-        parts = [x[bounds[i]:bounds[i + 1]] for i in range(n)]
+        parts = [x[bounds[i] : bounds[i + 1]] for i in range(n)]
         signals: list[Tensor | None] = [None] * n
         if caches[0].needs_signal:
             watched = velocity.step_input(x, t.expand(x.shape[0])) if hasattr(velocity, "step_input") else x
-            signals = [watched[bounds[i]:bounds[i + 1]] for i in range(n)]
+            signals = [watched[bounds[i] : bounds[i + 1]] for i in range(n)]
         # 1. one decision per request, for all of its branches
         compute = [c.should_compute(float(t), branches, final, s) for c, s in zip(caches, signals)]
         members = [i for i in range(n) if compute[i]]
@@ -85,7 +85,7 @@ def sample(
                 fresh = {b: list(out[b].split(sizes)) for b in branches}
             else:
                 out = velocity(x, t.expand(x.shape[0]), branches)
-                fresh = {b: [out[b][bounds[i]:bounds[i + 1]] for i in members] for b in branches}
+                fresh = {b: [out[b][bounds[i] : bounds[i + 1]] for i in members] for b in branches}
         # 3. the others from their caches; 4. the guidance formula on branches of the same step
         values: dict[str, list[Tensor]] = {b: [] for b in branches}
         for i in range(n):

@@ -25,7 +25,7 @@ clean estimate is x0 = x - t v.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

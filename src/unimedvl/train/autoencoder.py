@@ -220,8 +220,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Aut
             return _train(cfg, progress, resume_from, stop)
 
 
-def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None,
-           stop: StopRequest) -> AutoencoderTrainResult:
+def _train(
+    cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None, stop: StopRequest
+) -> AutoencoderTrainResult:
     from unimedvl.checkpoint.release import save_tensors
 
     t_start = time.perf_counter()
@@ -240,8 +241,10 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
         n_held = min(cfg.max_heldout, max(1, round(cfg.heldout_fraction * len(order))), len(order) - 1)
     held_paths = [paths[i] for i in order[:n_held]]
     train_paths = [paths[i] for i in order[n_held:]]
-    train_images = [load_training_image(p, cfg.image_size, cfg.resize, layout.downsample)
-                    for p in _progress(train_paths, progress, "load images")]
+    train_images = [
+        load_training_image(p, cfg.image_size, cfg.resize, layout.downsample)
+        for p in _progress(train_paths, progress, "load images")
+    ]
     held_images = [load_training_image(p, cfg.image_size, cfg.resize, layout.downsample) for p in held_paths]
     # Evaluation views: the centre image_size crop (the whole image in resize mode).
     eval_source = held_images or train_images[: cfg.max_heldout]
@@ -266,12 +269,23 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
         model.eval()
         psnr_initial = _finite_mean(_mean_psnr(_reconstruct(model, eval_x), eval_x))
         psnr_blur = _finite_mean(_mean_psnr(blur_baseline(eval_x), eval_x))
-    _say(progress, f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
-                   f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB")
+    _say(
+        progress,
+        f"{len(train_images)} training / {len(held_images)} held-out images at {cfg.image_size} px; "
+        f"held-out PSNR before training {psnr_initial:.2f} dB, blur baseline {psnr_blur:.2f} dB",
+    )
 
     def save(step: int) -> None:
-        save_state(state_path(out), cfg, step, model, optimizer, gen, batches.order,
-                   {"history": history, "window": window, "psnr_initial": psnr_initial, "psnr_blur": psnr_blur})
+        save_state(
+            state_path(out),
+            cfg,
+            step,
+            model,
+            optimizer,
+            gen,
+            batches.order,
+            {"history": history, "window": window, "psnr_initial": psnr_initial, "psnr_blur": psnr_blur},
+        )
 
     model.train()
     t_train = time.perf_counter()
@@ -297,14 +311,17 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
             row = {"step": step + 1, "lr": _lr_at(step, cfg), **{k: float(np.mean(v)) for k, v in window.items()}}
             history.append(row)
             window = {}
-            _say(progress, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                 bar)
+            _say(
+                progress, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), bar
+            )
         if stop.requested and step + 1 < cfg.steps:
             save(step + 1)
             if bar is not None:
                 bar.close()
-            raise Stopped(f"stopped by SIGTERM after step {step + 1} of {cfg.steps}: the state is saved in "
-                          f"{state_path(out)}; rerun the same command with --resume to continue")
+            raise Stopped(
+                f"stopped by SIGTERM after step {step + 1} of {cfg.steps}: the state is saved in "
+                f"{state_path(out)}; rerun the same command with --resume to continue"
+            )
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save(step + 1)
     if bar is not None:
@@ -349,9 +366,12 @@ def _train(cfg: AutoencoderTrainConfig, progress: bool, resume_from: Path | None
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     state_path(out).unlink(missing_ok=True)  # finished: nothing to resume
     _write_inference_sizes(Path(out).parent, cfg.image_size)
-    _say(progress, f"held-out PSNR {psnr_initial:.2f} -> {psnr_final:.2f} dB (blur baseline {psnr_blur:.2f} dB) "
-                   f"after {cfg.steps} steps in {train_seconds:.0f} s; latent shift {latent_mean:.4f} scale "
-                   f"{1 / latent_std:.4f}; wrote {out} and {report_path}")
+    _say(
+        progress,
+        f"held-out PSNR {psnr_initial:.2f} -> {psnr_final:.2f} dB (blur baseline {psnr_blur:.2f} dB) "
+        f"after {cfg.steps} steps in {train_seconds:.0f} s; latent shift {latent_mean:.4f} scale "
+        f"{1 / latent_std:.4f}; wrote {out} and {report_path}",
+    )
     return AutoencoderTrainResult(model=model, report=report)
 
 

@@ -98,8 +98,10 @@ class AutoencoderTrainConfig:
     def setting_warnings(self) -> list[str]:
         """One line per setting that is legal but almost certainly not what was meant."""
         if self.steps and self.warmup_steps >= self.steps:
-            return [f"warmup_steps {self.warmup_steps} >= steps {self.steps}: the learning rate never reaches lr "
-                    f"{self.lr:g}; use e.g. --warmup-steps {self.steps // 10}"]
+            return [
+                f"warmup_steps {self.warmup_steps} >= steps {self.steps}: the learning rate never reaches lr "
+                f"{self.lr:g}; use e.g. --warmup-steps {self.steps // 10}"
+            ]
         return []
 
     @property

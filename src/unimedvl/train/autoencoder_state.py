@@ -44,12 +44,14 @@ def check_output(cfg) -> Path | None:
         state.unlink(missing_ok=True)
         return None
     if out.exists() and not state.exists():
-        raise ConfigError(f"{out} exists (a finished autoencoder); pass --overwrite to replace it or choose "
-                          "another --out")
+        raise ConfigError(
+            f"{out} exists (a finished autoencoder); pass --overwrite to replace it or choose another --out"
+        )
     if state.exists():
         if not cfg.resume:
-            raise ConfigError(f"{state} holds an interrupted run; pass --resume to continue it or --overwrite to "
-                              "start over")
+            raise ConfigError(
+                f"{state} holds an interrupted run; pass --resume to continue it or --overwrite to start over"
+            )
         return state
     return None
 
@@ -58,11 +60,20 @@ def _comparable(cfg) -> dict[str, Any]:
     return {k: v for k, v in asdict(cfg).items() if k not in MAY_CHANGE}
 
 
-def save_state(path: Path, cfg, step: int, model, optimizer, gen: torch.Generator, order: list[int],
-               extra: dict[str, Any]) -> None:
+def save_state(
+    path: Path, cfg, step: int, model, optimizer, gen: torch.Generator, order: list[int], extra: dict[str, Any]
+) -> None:
     """The whole training state after ``step`` steps, atomically."""
-    state = {"format": STATE_FORMAT, "step": step, "config": _comparable(cfg), "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "order": list(order), **extra}
+    state = {
+        "format": STATE_FORMAT,
+        "step": step,
+        "config": _comparable(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": gen.get_state(),
+        "order": list(order),
+        **extra,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -73,8 +84,9 @@ def load_state(path: Path, cfg) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a torn or foreign file
-        raise CheckpointError(f"{path}: not a readable train state ({type(err).__name__}); delete it or pass "
-                              "--overwrite to start over") from None
+        raise CheckpointError(
+            f"{path}: not a readable train state ({type(err).__name__}); delete it or pass --overwrite to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a train-autoencoder state; delete it or pass --overwrite")
     now = _comparable(cfg)
@@ -82,8 +94,10 @@ def load_state(path: Path, cfg) -> dict[str, Any]:
     diffs = [k for k in now if _normal(saved.get(k)) != _normal(now[k])]
     if diffs:
         shown = ", ".join(diffs[:6]) + (f" and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-        raise ConfigError(f"{path} was written with other settings ({shown}); rerun with the same settings to "
-                          "resume, or pass --overwrite to start over")
+        raise ConfigError(
+            f"{path} was written with other settings ({shown}); rerun with the same settings to "
+            "resume, or pass --overwrite to start over"
+        )
     return state
 
 

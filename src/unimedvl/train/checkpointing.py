@@ -31,8 +31,9 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,6 +114,7 @@ def prune_checkpoints(root: str | Path, keep_last: int, keep_every: int = 0) -> 
 
 def rng_state() -> dict[str, Any]:
     """This process's torch (CPU, CUDA), NumPy and Python RNG states as JSON, so a resume draws the same numbers."""
+
     def pack(t: Tensor) -> str:
         return base64.b64encode(t.cpu().numpy().tobytes()).decode()
 
@@ -137,6 +139,7 @@ def _tuples(x):
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore the RNG states ``rng_state`` saved."""
+
     def unpack(s: str) -> Tensor:
         return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
 
@@ -219,8 +222,9 @@ def load_train_state(path: Path, model: nn.Module, optimizer, ema_state, with_op
         ) from None
     options = StateDictOptions(ignore_frozen_params=True, strict=False)
     if with_optimizer:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                       options=options)
+        set_state_dict(
+            model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=options
+        )
     else:
         set_model_state_dict(model, state["model"], options=options)
 
@@ -273,4 +277,5 @@ def disk_full_message(root: Path, step: int, auto_resume: bool) -> str:
     else:
         kept = f"step {int(read_manifest(intact)['step'])} is intact ({intact.name})"
     return f"disk full while saving step {step} in {root}; {kept}; free space and rerun" + (
-        "" if auto_resume else " with --auto_resume True")
+        "" if auto_resume else " with --auto_resume True"
+    )

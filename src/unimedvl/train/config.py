@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any
 
 from unimedvl.config import field_docs, from_dict, load_yaml, to_dict
 from unimedvl.data.config import DataConfig
@@ -69,9 +70,13 @@ class TrainConfig(DataConfig):
     lora_alpha_vit: float | None = None  # LoRA alpha in the vision encoder (None: lora_alpha)
     lora_targets_und: list[str] | None = None  # Linear names in the understanding expert (None: lora_target_modules)
     lora_targets_gen: list[str] | None = None  # Linear names in the generation expert (None: lora_target_modules)
-    lora_targets_vit: list[str] | None = None  # Linear names in the vision encoder, e.g. q_proj,out_proj,fc1 (None: lora_target_modules)
+    lora_targets_vit: list[str] | None = (
+        None  # Linear names in the vision encoder, e.g. q_proj,out_proj,fc1 (None: lora_target_modules)
+    )
     quantize_base: str = "none"  # QLoRA: hold the frozen decoder/ViT Linear weights as none | int8 | nf4 (needs LoRA)
-    max_memory: str | None = None  # memory per GPU (host RAM on a CPU), e.g. 24GB: pick the first training plan that fits
+    max_memory: str | None = (
+        None  # memory per GPU (host RAM on a CPU), e.g. 24GB: pick the first training plan that fits
+    )
 
     # -- losses -------------------------------------------------------------------------------
     ce_weight: float = 1.0  # weight of the text cross-entropy
@@ -136,24 +141,53 @@ class TrainConfig(DataConfig):
                 setattr(self, f"lora_targets_{part}", [s.strip() for s in targets.split(",") if s.strip()])
         self.sharding_strategy = self.sharding_strategy.upper()
         choices = {
-            "sharding_strategy": SHARDING_STRATEGIES, "lr_scheduler": LR_SCHEDULERS,
-            "pixel_loss_type": PIXEL_LOSS_TYPES, "dtype": DTYPES, "device": DEVICES,
-            "save_dtype": ("auto", "fp32", "bf16"), "ce_weighting": ("token", "sqrt_split"),
-            "bad_record_policy": ("fail", "skip"), "attn_backend": ("auto", "sdpa", "flex", "flash"),
+            "sharding_strategy": SHARDING_STRATEGIES,
+            "lr_scheduler": LR_SCHEDULERS,
+            "pixel_loss_type": PIXEL_LOSS_TYPES,
+            "dtype": DTYPES,
+            "device": DEVICES,
+            "save_dtype": ("auto", "fp32", "bf16"),
+            "ce_weighting": ("token", "sqrt_split"),
+            "bad_record_policy": ("fail", "skip"),
+            "attn_backend": ("auto", "sdpa", "flex", "flash"),
             "quantize_base": ("none", "int8", "nf4"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        positive = ("total_steps", "gradient_accumulation_steps", "log_every", "save_every", "expected_num_tokens",
-                    "max_num_tokens", "max_num_tokens_per_sample", "pixel_decode_chunk", "val_batches")
+        positive = (
+            "total_steps",
+            "gradient_accumulation_steps",
+            "log_every",
+            "save_every",
+            "expected_num_tokens",
+            "max_num_tokens",
+            "max_num_tokens_per_sample",
+            "pixel_decode_chunk",
+            "val_batches",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "num_workers", "keep_last", "keep_every", "val_every", "num_replicate", "num_shard",
-                        "lora_rank", "max_grad_norm", "weight_decay", "latent_cache_mb", "pixel_loss_weight",
-                        "ssim_loss_weight",
-                        "ce_weight", "mse_weight", "min_lr", "ssim_grad_scale")
+        non_negative = (
+            "warmup_steps",
+            "num_workers",
+            "keep_last",
+            "keep_every",
+            "val_every",
+            "num_replicate",
+            "num_shard",
+            "lora_rank",
+            "max_grad_norm",
+            "weight_decay",
+            "latent_cache_mb",
+            "pixel_loss_weight",
+            "ssim_loss_weight",
+            "ce_weight",
+            "mse_weight",
+            "min_lr",
+            "ssim_grad_scale",
+        )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -278,15 +312,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every TrainConfig field as ``--name`` and ``--name-with-dashes`` (defaults come from the dataclass)."""
     hints = typing.get_type_hints(TrainConfig)
     docs = field_docs(TrainConfig)
-    parser.add_argument("--config", help="run YAML with TrainConfig keys; command-line flags override it (default: none)")
+    parser.add_argument(
+        "--config", help="run YAML with TrainConfig keys; command-line flags override it (default: none)"
+    )
     for f in fields(TrainConfig):
         hint = hints[f.name]
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         if f.name == "model_path":
             flags.append("--model")  # the spelling every other command uses for a checkpoint directory
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{docs.get(f.name, '')} "
-                                      f"(default: {default})")
+        kwargs: dict[str, Any] = dict(
+            dest=f.name, default=argparse.SUPPRESS, help=f"{docs.get(f.name, '')} (default: {default})"
+        )
         if f.name == "lr_mult":
             kwargs.update(action="append", metavar="NAME=MULT")
         elif f.name == "lora_target_modules" or f.name.startswith("lora_targets_"):
@@ -333,8 +370,9 @@ def config_from_args(args: argparse.Namespace | dict) -> TrainConfig:
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The training configuration from a command line (``python -m unimedvl.train`` flags)."""
-    parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=__doc__.splitlines()[0],
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m unimedvl.train", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     add_arguments(parser)
     return config_from_args(parser.parse_args(argv))
 

@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from unimedvl.errors import UserError
 from unimedvl.train.config import add_arguments, config_from_args
@@ -49,8 +49,11 @@ def run_training(args: argparse.Namespace | dict) -> int:
     from unimedvl.train.trainer import Trainer
 
     rank = dist_env().rank
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     try:
         cfg = config_from_args(args)
         trainer = Trainer(cfg)
@@ -68,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in WAIT_POLICY.items():  # under torchrun too: passive OpenMP waiting (unimedvl/threads.py)
         os.environ.setdefault(key, value)
     # No abbreviations: with two spellings per flag (--model_path, --model-path) every prefix is ambiguous.
-    parser = argparse.ArgumentParser(prog="python -m unimedvl.train", description=USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m unimedvl.train",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

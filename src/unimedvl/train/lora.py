@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,8 +105,15 @@ def _make_lora(module: nn.Linear, rank: int, alpha: float, dropout: float) -> No
         module.reset_lora()
 
 
-def inject_lora(model: nn.Module, rank: int, alpha: float, targets: Sequence[str], dropout: float = 0.0,
-                parts: Sequence[str] = ("und", "gen"), strict: bool = True) -> list[str]:  # fmt: skip
+def inject_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float,
+    targets: Sequence[str],
+    dropout: float = 0.0,
+    parts: Sequence[str] = ("und", "gen"),
+    strict: bool = True,
+) -> list[str]:
     """Turn the targeted Linear layers of ``parts`` into LoRALinear; returns their names.
 
     ``targets`` are last name components (``q_proj`` covers both experts; ``q_proj_moe_gen`` only
@@ -137,8 +144,12 @@ def part_settings(cfg) -> dict[str, tuple[int, float, list[str], bool]]:
         rank = getattr(cfg, f"lora_rank_{part}")
         alpha = getattr(cfg, f"lora_alpha_{part}")
         targets = getattr(cfg, f"lora_targets_{part}")
-        out[part] = (cfg.lora_rank if rank is None else rank, cfg.lora_alpha if alpha is None else alpha,
-                     list(cfg.lora_target_modules if targets is None else targets), targets is not None)
+        out[part] = (
+            cfg.lora_rank if rank is None else rank,
+            cfg.lora_alpha if alpha is None else alpha,
+            list(cfg.lora_target_modules if targets is None else targets),
+            targets is not None,
+        )
     return out
 
 
@@ -156,8 +167,10 @@ def check_lora_config(cfg) -> None:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, types):
-                raise ConfigError(f"{key} must be {'an integer' if kind == 'rank' else 'a number' if kind == 'alpha' else 'a list of Linear names'} "
-                                  f"or None, got {value!r}")
+                raise ConfigError(
+                    f"{key} must be {'an integer' if kind == 'rank' else 'a number' if kind == 'alpha' else 'a list of Linear names'} "
+                    f"or None, got {value!r}"
+                )
             if kind == "alpha":
                 setattr(cfg, key, float(value))
             if kind == "rank" and value < 0:
@@ -181,8 +194,10 @@ def inject_lora_parts(model: nn.Module, cfg) -> dict[str, list[str]]:
             continue
         found[part] = inject_lora(model, rank, alpha, targets, cfg.lora_dropout, parts=(part,), strict=False)
         if explicit and not found[part]:
-            raise ConfigError(f"lora_targets_{part}={targets} matched no Linear layer of the {part} part; "
-                              f"its Linear names: {', '.join(_local_names(model, part)) or 'none'}")
+            raise ConfigError(
+                f"lora_targets_{part}={targets} matched no Linear layer of the {part} part; "
+                f"its Linear names: {', '.join(_local_names(model, part)) or 'none'}"
+            )
     if not any(found.values()):
         raise ConfigError(
             f"lora_target_modules={list(cfg.lora_target_modules)} matched no Linear layer of the model; use names "

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unimedvl.sampling.flow import estimate_clean
 from unimedvl.models.embeddings import unpatchify_latent
 from unimedvl.models.packed_batch import PackedBatch
+from unimedvl.sampling.flow import estimate_clean
 
 
 @dataclass
@@ -67,8 +67,9 @@ def scale_grad(x: Tensor, scale: float) -> Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
-def pixel_losses(vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_images: float,
-                 latent_patch_size: int, z_channels: int) -> dict[str, Tensor]:
+def pixel_losses(
+    vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_images: float, latent_patch_size: int, z_channels: int
+) -> dict[str, Tensor]:
     """Pixel and SSIM loss terms of one forward (already divided by ``num_images``).
 
     ``vae``: the autoencoder (``decode``); ``out``: UnifiedModel.forward's result (``velocity``,
@@ -78,8 +79,13 @@ def pixel_losses(vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_i
     flow = out.get("flow")
     velocity = out.get("velocity")
     anchor = velocity.sum() * 0.0 if velocity is not None else torch.zeros(())
-    result = {"pixel": anchor, "ssim": anchor.clone(), "pixel_images": torch.zeros(()),
-              "ssim_images": torch.zeros(()), "dropped": torch.zeros(())}
+    result = {
+        "pixel": anchor,
+        "ssim": anchor.clone(),
+        "pixel_images": torch.zeros(()),
+        "ssim_images": torch.zeros(()),
+        "dropped": torch.zeros(()),
+    }
     if flow is None or velocity is None or not cfg.enabled:
         return result
     x0_hat = estimate_clean(flow.x_t.float(), velocity.float(), flow.t.float()[:, None])
@@ -104,13 +110,19 @@ def pixel_losses(vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_i
         for job in chunk:
             by_shape.setdefault(batch.vae_grids[job[0]], []).append(job)
         for (h, w), group in by_shape.items():
-            latents = torch.stack([
-                unpatchify_latent(x0_hat[starts[i] : starts[i] + counts[i]], h, w, latent_patch_size, z_channels)
-                for i, _, _ in group
-            ])
+            latents = torch.stack(
+                [
+                    unpatchify_latent(x0_hat[starts[i] : starts[i] + counts[i]], h, w, latent_patch_size, z_channels)
+                    for i, _, _ in group
+                ]
+            )
             pred = (vae.decode(latents).float() + 1) / 2  # (B, 3, H, W), [0, 1] when in range
-            target = torch.stack([_ground_truth(vae, batch, flow, i, starts[i], counts[i], h, w,
-                                                latent_patch_size, z_channels) for i, _, _ in group]).to(pred)
+            target = torch.stack(
+                [
+                    _ground_truth(vae, batch, flow, i, starts[i], counts[i], h, w, latent_patch_size, z_channels)
+                    for i, _, _ in group
+                ]
+            ).to(pred)
             wp = torch.stack([g[1] for g in group])
             ws = torch.stack([g[2] for g in group])
             if cfg.pixel_weight > 0:
@@ -128,14 +140,29 @@ def pixel_losses(vae, batch: PackedBatch, out: dict, cfg: PixelLossConfig, num_i
                 ssim_total = ssim_total + torch.where(ok, per * ws, torch.zeros_like(per)).sum()
                 n_ssim += int(ok.sum())
     norm = max(float(num_images), 1.0)
-    result.update(pixel=pix_total / norm, ssim=ssim_total / norm, pixel_images=torch.tensor(float(n_pix)),
-                  ssim_images=torch.tensor(float(n_ssim)), dropped=torch.tensor(float(dropped)))
+    result.update(
+        pixel=pix_total / norm,
+        ssim=ssim_total / norm,
+        pixel_images=torch.tensor(float(n_pix)),
+        ssim_images=torch.tensor(float(n_ssim)),
+        dropped=torch.tensor(float(dropped)),
+    )
     return result
 
 
 @torch.no_grad()
-def _ground_truth(vae, batch: PackedBatch, flow, i: int, start: int, count: int, h: int, w: int,
-                  latent_patch_size: int, z_channels: int) -> Tensor:
+def _ground_truth(
+    vae,
+    batch: PackedBatch,
+    flow,
+    i: int,
+    start: int,
+    count: int,
+    h: int,
+    w: int,
+    latent_patch_size: int,
+    z_channels: int,
+) -> Tensor:
     """The clean image of VAE image ``i`` in [0, 1]: its pixels, or the decode of its clean latent."""
     source = batch.vae_inputs[i]
     if source.dim() == 3:
@@ -151,8 +178,11 @@ def count_noised_images(batch: PackedBatch) -> int:
 
 def count_mse_tokens(batch: PackedBatch) -> int:
     """Latent tokens that will carry the flow loss: noised images given as pixels (matches FlowState.loss_mask)."""
-    return sum(h * w for (h, w), noised, x in zip(batch.vae_grids, batch.vae_noised.tolist(), batch.vae_inputs)
-               if noised and x.dim() == 3)
+    return sum(
+        h * w
+        for (h, w), noised, x in zip(batch.vae_grids, batch.vae_noised.tolist(), batch.vae_inputs)
+        if noised and x.dim() == 3
+    )
 
 
 def ce_weight_sum(batch: PackedBatch) -> float:

@@ -14,8 +14,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -74,8 +75,16 @@ def step_flops(batches: list[PackedBatch], cfg: ModelConfig) -> float:
         if cfg.visual_und and b.vit_indexes.numel():
             n_vit = int(b.vit_indexes.numel())
             v = cfg.vit
-            fwd += 2 * n_vit * (_linear_params_vit(cfg) + v.patch_size**2 * 3 * v.hidden_size
-                                + v.hidden_size * c.hidden_size + c.hidden_size**2)
+            fwd += (
+                2
+                * n_vit
+                * (
+                    _linear_params_vit(cfg)
+                    + v.patch_size**2 * 3 * v.hidden_size
+                    + v.hidden_size * c.hidden_size
+                    + c.hidden_size**2
+                )
+            )
             fwd += 4 * sum(n * n for n in b.vit_token_lens) * v.hidden_size * v.num_hidden_layers
         if cfg.visual_gen and b.vae_indexes.numel():
             fwd += 2 * int(b.vae_indexes.numel()) * 2 * cfg.patch_latent_dim * c.hidden_size
@@ -91,8 +100,15 @@ class RunLogger:
     and purges them from TensorBoard: those steps are redone, and each step is logged once.
     """
 
-    def __init__(self, out_dir: str | Path, enabled: bool, total_steps: int, start_step: int,
-                 tensorboard: bool = True, progress_bar: bool = True):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        enabled: bool,
+        total_steps: int,
+        start_step: int,
+        tensorboard: bool = True,
+        progress_bar: bool = True,
+    ):
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self.writer = None
@@ -129,18 +145,22 @@ class RunLogger:
                 continue
             lines = path.read_bytes().splitlines(keepends=True)
             header = lines[:1] if name.endswith(".csv") else []
-            body = lines[len(header):]
+            body = lines[len(header) :]
             kept = [line for line in body if (step := step_of(line)) is not None and step <= start_step]
             if len(kept) == len(body) and all(line.endswith(b"\n") for line in body):
                 continue
             with disk_full_reported(f"rewriting {name}", self.out_dir, "free space and rerun"):
                 atomic_write_text(path, b"".join(header + kept).decode("utf-8", "replace"), fsync=False)
-            log.info("%s: dropped %d line(s) after step %d (those steps run again)", name, len(body) - len(kept),
-                     start_step)
+            log.info(
+                "%s: dropped %d line(s) after step %d (those steps run again)", name, len(body) - len(kept), start_step
+            )
 
     def _append(self, name: str, text: str) -> None:
-        with disk_full_reported(f"writing {name}", self.out_dir, "the last checkpoint is intact; free space and "
-                                "rerun with --auto_resume True"):  # fmt: skip
+        with disk_full_reported(
+            f"writing {name}",
+            self.out_dir,
+            "the last checkpoint is intact; free space and rerun with --auto_resume True",
+        ):
             with open(self.out_dir / name, "a") as f:
                 f.write(text)
 

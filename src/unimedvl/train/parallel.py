@@ -65,8 +65,9 @@ def all_reduce_sum(values: Tensor, info: DistInfo) -> Tensor:
 # Mesh.
 
 
-def mesh_shape(strategy: str, world_size: int, local_world_size: int = 1, num_replicate: int = 0,
-               num_shard: int = 0) -> tuple[int, int]:
+def mesh_shape(
+    strategy: str, world_size: int, local_world_size: int = 1, num_replicate: int = 0, num_shard: int = 0
+) -> tuple[int, int]:
     """(replicate, shard) sizes of the mesh for ``strategy``; raises ConfigError when they do not fit the world."""
     if strategy in ("FULL_SHARD", "SHARD_GRAD_OP"):
         if (num_replicate or num_shard) and (num_replicate or 1) * (num_shard or world_size) != world_size:
@@ -137,8 +138,13 @@ def apply_fsdp(model: nn.Module, mesh, strategy: str, param_dtype: torch.dtype, 
     reshard = strategy != "SHARD_GRAD_OP"
     ignored = set(ignored or ())
     for block in sharded_blocks(model):
-        fully_shard(block, mesh=mesh, reshard_after_forward=reshard, mp_policy=mp,
-                    ignored_params={p for p in block.parameters() if p in ignored} or None)
+        fully_shard(
+            block,
+            mesh=mesh,
+            reshard_after_forward=reshard,
+            mp_policy=mp,
+            ignored_params={p for p in block.parameters() if p in ignored} or None,
+        )
     if hasattr(model, "vae"):
         ignored |= set(model.vae.parameters())
     fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=mp, ignored_params=ignored or None)
@@ -211,16 +217,19 @@ def load_weights(model: nn.Module, path: str | Path, prefer: str = "ema", skip: 
             files.update({VAE_PREFIX + k: ae for k in f.keys()})
     targets = model.state_dict()
     disabled = _disabled_prefixes(model.config)
-    missing = sorted(k for k in targets if k not in files and k not in RECOMPUTED_KEYS
-                     and not any(s in k for s in skip))
+    missing = sorted(
+        k for k in targets if k not in files and k not in RECOMPUTED_KEYS and not any(s in k for s in skip)
+    )
     unexpected = sorted(k for k in files if k not in targets and not k.startswith(disabled))
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}"
-                         f"{' ...' if len(unexpected) > 5 else ''}")
+            parts.append(
+                f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}"
+                f"{' ...' if len(unexpected) > 5 else ''}"
+            )
         raise CheckpointError(f"{path}: weights do not match the model ({'; '.join(parts)})")
     by_file: dict[Path, list[str]] = {}
     for key in targets:
@@ -230,7 +239,7 @@ def load_weights(model: nn.Module, path: str | Path, prefer: str = "ema", skip: 
         with _open(file) as f:
             names = set(f.keys())
             for key in keys:
-                stored = key[len(VAE_PREFIX):] if key.startswith(VAE_PREFIX) and key not in names else key
+                stored = key[len(VAE_PREFIX) :] if key.startswith(VAE_PREFIX) and key not in names else key
                 value = f.get_tensor(stored)
                 target = targets[key]
                 if tuple(value.shape) != tuple(target.shape):

@@ -115,8 +115,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, lr_mult: dict
     for name, p in named:
         mult = lr_multiplier(name, lr_mult)
         wd = 0.0 if no_decay(name, p) else weight_decay
-        group = groups.setdefault((mult, wd), {"params": [], "names": [], "lr_mult": mult, "weight_decay": wd,
-                                               "lr": lr * mult})
+        group = groups.setdefault(
+            (mult, wd), {"params": [], "names": [], "lr_mult": mult, "weight_decay": wd, "lr": lr * mult}
+        )
         group["params"].append(p)
         group["names"].append(name)
     return list(groups.values())
@@ -124,11 +125,13 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, lr_mult: dict
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     """AdamW over the model's trainable parameters with their decay and lr-multiplier groups."""
-    groups = [{k: v for k, v in g.items() if k != "names"}
-              for g in param_groups(model, cfg.lr, cfg.weight_decay, cfg.lr_mult)]
+    groups = [
+        {k: v for k, v in g.items() if k != "names"} for g in param_groups(model, cfg.lr, cfg.weight_decay, cfg.lr_mult)
+    ]
     # foreach kernels work on plain tensors and FSDP2 DTensors alike.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int, kind: str) -> float:

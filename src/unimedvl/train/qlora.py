@@ -118,12 +118,14 @@ def check_quantize_base(method: str) -> None:
     try:
         _classes()
     except ImportError as err:
-        raise ConfigError(f"--quantize_base {method}: this torchao has no NF4Tensor/Int8Tensor ({err}); "
-                          f"pip install {TORCHAO_PIN}") from None
+        raise ConfigError(
+            f"--quantize_base {method}: this torchao has no NF4Tensor/Int8Tensor ({err}); pip install {TORCHAO_PIN}"
+        ) from None
 
 
 RESUME_KEYS = ("quantize_base", "lora_rank", "lora_target_modules") + tuple(
-    f"lora_{kind}_{part}" for kind in ("rank", "targets") for part in ("und", "gen", "vit"))
+    f"lora_{kind}_{part}" for kind in ("rank", "targets") for part in ("und", "gen", "vit")
+)
 
 
 def check_qlora_setup(cfg, resume_dir: Path | None, manifest: dict | None) -> None:
@@ -135,8 +137,10 @@ def check_qlora_setup(cfg, resume_dir: Path | None, manifest: dict | None) -> No
     saved = manifest.get("config") or {}
     now = {k: getattr(cfg, k) for k in RESUME_KEYS}
     then = {k: saved.get(k, "none" if k == "quantize_base" else None) for k in RESUME_KEYS}
-    then = {k: (now[k] if v is None and k.startswith("lora_") and k[-4:] in ("_und", "_gen", "_vit") else v)
-            for k, v in then.items()}  # checkpoints from before the per-part fields
+    then = {
+        k: (now[k] if v is None and k.startswith("lora_") and k[-4:] in ("_und", "_gen", "_vit") else v)
+        for k, v in then.items()
+    }  # checkpoints from before the per-part fields
     differ = [k for k in RESUME_KEYS if then[k] != now[k]]
     if differ:
         said = ", ".join(f"{k}={then[k]}" for k in differ)
@@ -164,8 +168,10 @@ def to_nf4(weight: Tensor) -> Tensor:
     from torchao.quantization import to_nf4 as _to_nf4
 
     if weight.numel() % NF4_BLOCK:
-        raise ConfigError(f"nf4 needs weight matrices whose size is a multiple of {NF4_BLOCK}, got {tuple(weight.shape)}; "
-                          "use --quantize_base int8")
+        raise ConfigError(
+            f"nf4 needs weight matrices whose size is a multiple of {NF4_BLOCK}, got {tuple(weight.shape)}; "
+            "use --quantize_base int8"
+        )
     return _to_nf4(weight.to(torch.bfloat16), NF4_BLOCK, nf4_scaler_block(weight.numel()))
 
 
@@ -178,7 +184,7 @@ class NF4Rows:
 
     def add(self, rows: Tensor) -> None:
         """Copy the next block of rows in as the weight streams from disk."""
-        self.rows[self.at:self.at + rows.shape[0]].copy_(rows)
+        self.rows[self.at : self.at + rows.shape[0]].copy_(rows)
         self.at += rows.shape[0]
 
     def finish(self) -> Tensor:
@@ -206,17 +212,25 @@ def _freeze_quantized(module: nn.Linear, weight: Tensor) -> nn.Linear:
     return module
 
 
-def load_quantized(model: nn.Module, weights_dir: str | Path, prefer: str, method: str, device: torch.device,
-                   frozen_dtype: torch.dtype) -> None:  # fmt: skip
+def load_quantized(
+    model: nn.Module, weights_dir: str | Path, prefer: str, method: str, device: torch.device, frozen_dtype: torch.dtype
+) -> None:
     """Stream a release checkpoint into ``model`` (built on meta, LoRA injected, freezing applied).
 
     The Linear layers of :func:`quantized_names` get ``method`` weights (frozen); trainable
     parameters become fp32, frozen floating ones ``frozen_dtype``; LoRA adapters and the
     recomputed position tables are created empty (the caller resets them).
     """
-    from unimedvl.checkpoint.release import RECOMPUTED_KEYS, VAE_PREFIX, WeightSource, find_weights, load_into, open_file
-    from unimedvl.train.parallel import _disabled_prefixes
+    from unimedvl.checkpoint.release import (
+        RECOMPUTED_KEYS,
+        VAE_PREFIX,
+        WeightSource,
+        find_weights,
+        load_into,
+        open_file,
+    )
     from unimedvl.checkpoint.weight_stream import Placement
+    from unimedvl.train.parallel import _disabled_prefixes
 
     check_quantize_base(method)
     weights_dir = Path(weights_dir)
@@ -251,8 +265,16 @@ def load_quantized(model: nn.Module, weights_dir: str | Path, prefer: str, metho
     source = find_weights(weights_dir, prefer)
     disabled = _disabled_prefixes(model.config)
     files = {k: f for k, f in source.files.items() if not k.startswith(disabled)}
-    load_into(model, WeightSource(files), str(weights_dir), torch.float32, Placement(device, None, finish, accumulate),
-              exclude=VAE_PREFIX, optional=RECOMPUTED_KEYS + adapters, skip=RECOMPUTED_KEYS + adapters)
+    load_into(
+        model,
+        WeightSource(files),
+        str(weights_dir),
+        torch.float32,
+        Placement(device, None, finish, accumulate),
+        exclude=VAE_PREFIX,
+        optional=RECOMPUTED_KEYS + adapters,
+        skip=RECOMPUTED_KEYS + adapters,
+    )
     if hasattr(model, "vae"):
         ae = weights_dir / "ae.safetensors"
         with open_file(ae) as f:
@@ -265,8 +287,9 @@ def _materialize_meta(model: nn.Module, device: torch.device) -> None:
     for module in model.modules():
         for name, p in list(module._parameters.items()):
             if p is not None and p.is_meta:
-                module._parameters[name] = nn.Parameter(torch.empty_like(p, device=device),
-                                                        requires_grad=p.requires_grad)
+                module._parameters[name] = nn.Parameter(
+                    torch.empty_like(p, device=device), requires_grad=p.requires_grad
+                )
         for name, b in list(module._buffers.items()):
             if b is not None and b.is_meta:
                 module._buffers[name] = torch.empty_like(b, device=device)

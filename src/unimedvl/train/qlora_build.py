@@ -14,8 +14,18 @@ from unimedvl.train.parallel import apply_activation_checkpointing, apply_fsdp, 
 from unimedvl.train.qlora import fsdp_ignored, load_quantized
 
 
-def build_quantized(model: nn.Module, weights_dir, prefer: str, method: str, device: torch.device,
-                    dtype: torch.dtype, seed: int, checkpointing: bool, mesh=None, strategy: str = "FULL_SHARD"):
+def build_quantized(
+    model: nn.Module,
+    weights_dir,
+    prefer: str,
+    method: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    checkpointing: bool,
+    mesh=None,
+    strategy: str = "FULL_SHARD",
+):
     """The trainer's QLoRA build of ``model`` (meta, freezing and LoRA applied): load quantised, fresh
     adapters, then activation checkpointing and FSDP2 (the quantised base sharded, int8 kept whole)."""
     load_quantized(model, weights_dir, prefer, method, device, dtype)

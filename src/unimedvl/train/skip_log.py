@@ -60,8 +60,10 @@ class SkipLog:
         bad, long = self.totals["skipped_bad_records"], self.totals["skipped_too_long"]
         if not bad + long:
             return None
-        return (f"{bad + long} record(s) skipped in this run ({bad} bad, {long} longer than "
-                "max_num_tokens_per_sample); each is named once above with its file:line")
+        return (
+            f"{bad + long} record(s) skipped in this run ({bad} bad, {long} longer than "
+            "max_num_tokens_per_sample); each is named once above with its file:line"
+        )
 
     def log_summary(self) -> None:
         """Warn at the end of a run how many records were skipped, if any."""

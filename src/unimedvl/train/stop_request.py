@@ -37,7 +37,7 @@ class StopRequest:
 
     # -- signal handling ---------------------------------------------------------------------
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         """Catch SIGTERM (main thread only) so a stop request ends the run after a checkpoint."""
         if threading.current_thread() is threading.main_thread() and not self._previous:
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
@@ -49,7 +49,7 @@ class StopRequest:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         return self.install()
 
     def __exit__(self, *exc) -> None:
@@ -63,8 +63,10 @@ class StopRequest:
             return
         self.requested = True
         self._previous.setdefault(signal.SIGINT, signal.signal(signal.SIGINT, self._handle))
-        sys.stderr.write(f"{signal.Signals(signum).name} received: {self.what} finishes its current step, saves a "
-                         "resumable checkpoint and exits (send SIGTERM again or press Ctrl-C to stop at once)\n")
+        sys.stderr.write(
+            f"{signal.Signals(signum).name} received: {self.what} finishes its current step, saves a "
+            "resumable checkpoint and exits (send SIGTERM again or press Ctrl-C to stop at once)\n"
+        )
         sys.stderr.flush()
 
     def report(self, step: int, total_steps: int, checkpoint_dir, auto_resume: bool) -> bool:
@@ -93,5 +95,7 @@ def stop_message(checkpoint_dir, step: int, total_steps: int, auto_resume: bool)
     """The line a run stopped by SIGTERM ends with."""
     from unimedvl.train.checkpointing import step_dir_name
 
-    return (f"stopped by SIGTERM after step {step} of {total_steps}: {step_dir_name(step)} in {checkpoint_dir} is "
-            f"saved; rerun the same command{'' if auto_resume else ' with --auto_resume True'} to continue")
+    return (
+        f"stopped by SIGTERM after step {step} of {total_steps}: {step_dir_name(step)} in {checkpoint_dir} is "
+        f"saved; rerun the same command{'' if auto_resume else ' with --auto_resume True'} to continue"
+    )

@@ -23,21 +23,21 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from unimedvl.checkpoint.adapters import base_fingerprint, gather_trainable, write_adapter
+from unimedvl.checkpoint.inference_config import InferenceConfig, with_pixel_cap
+from unimedvl.checkpoint.model_card import ModelCard
 from unimedvl.checkpoint.release import check_weight_shapes, find_weights, parse_dtype, read_model_config, save_model
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
-from unimedvl.checkpoint.inference_config import InferenceConfig, with_pixel_cap
-from unimedvl.checkpoint.model_card import ModelCard
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.run_lock import RunLock
@@ -61,8 +61,8 @@ from unimedvl.train.parallel import (
     reset_recomputed,
     start_distributed,
 )
-from unimedvl.train.qlora import check_qlora_setup, check_quantize_base
 from unimedvl.train.params import apply_freezing, build_optimizer, hold_frozen_in, lr_at, set_lr
+from unimedvl.train.qlora import check_qlora_setup, check_quantize_base
 from unimedvl.train.setup_checks import LoaderFactory, _check_file, _warn_about_settings, resolve_loader_factory
 from unimedvl.train.skip_log import SkipLog
 from unimedvl.train.stop_request import StopRequest
@@ -88,7 +88,7 @@ class Trainer:
 
     # -- build --------------------------------------------------------------------------------
 
-    def setup(self) -> "Trainer":
+    def setup(self) -> Trainer:
         """Everything that can fail before step 1, cheapest checks first."""
         cfg = self.cfg
         cfg.require_inputs()
@@ -102,8 +102,14 @@ class Trainer:
         if cfg.max_memory:  # choose the training plan (or refuse) before anything is loaded or written
             from unimedvl.checkpoint.train_memory import apply_max_memory
 
-            log.info(apply_max_memory(cfg, self.model_cfg, env.world_size, cuda=cfg.device == "cuda" or (
-                cfg.device == "auto" and torch.cuda.is_available())))
+            log.info(
+                apply_max_memory(
+                    cfg,
+                    self.model_cfg,
+                    env.world_size,
+                    cuda=cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()),
+                )
+            )
         check_quantize_base(cfg.quantize_base)  # the library can run: refused before the folder exists
         # Before anything reads or cleans the folder: a second run would remove this one's partial save.
         if env.rank == 0:
@@ -129,17 +135,30 @@ class Trainer:
             if saved_world == info.world_size:
                 rank_state = ckpt.read_rank_state(self.resume_dir, info.rank)
             if rank_state is None:
-                log.warning("%s was written by %d process(es), this run has %d: weights and optimizer are restored "
-                            "but the data streams restart from the beginning", self.resume_dir, saved_world,
-                            info.world_size)
-        self.loader = self.loader_factory(cfg.data_config(), self.model_cfg,
-                                          self.tokenizer, rank=info.rank, world_size=info.world_size,
-                                          state=rank_state["data"] if rank_state else None)
+                log.warning(
+                    "%s was written by %d process(es), this run has %d: weights and optimizer are restored "
+                    "but the data streams restart from the beginning",
+                    self.resume_dir,
+                    saved_world,
+                    info.world_size,
+                )
+        self.loader = self.loader_factory(
+            cfg.data_config(),
+            self.model_cfg,
+            self.tokenizer,
+            rank=info.rank,
+            world_size=info.world_size,
+            state=rank_state["data"] if rank_state else None,
+        )
         self.val_loader = None
         if cfg.val_dataset_config_file:
             self.val_loader = self.loader_factory(
-                cfg.data_config(cfg.val_dataset_config_file, conditional_dropout=False), self.model_cfg,
-                self.tokenizer, rank=info.rank, world_size=info.world_size, state=None,
+                cfg.data_config(cfg.val_dataset_config_file, conditional_dropout=False),
+                self.model_cfg,
+                self.tokenizer,
+                rank=info.rank,
+                world_size=info.world_size,
+                state=None,
             )
             self._val_start = self.val_loader.state_dict()
         self.inference_config = self._inference_config()
@@ -148,23 +167,31 @@ class Trainer:
                 f"visual_gen is True but the data mix {cfg.dataset_config_file} has no generation data (no image "
                 "carries a flow loss): add a generation dataset or pass --visual_gen False"
             )
-        if cfg.visual_und and not (
-            self.loader.has_understanding_data() or self.loader.has_generation_data()
-        ):
+        if cfg.visual_und and not (self.loader.has_understanding_data() or self.loader.has_generation_data()):
             log.warning("the data mix has no understanding data")
 
         self.model = self._build_model()
         self.latent_cache = LatentCache(cfg.latent_cache_mb << 20) if cfg.cache_latents and cfg.visual_gen else None
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
-        if self.ema is not None and cfg.ema ** cfg.total_steps > 0.1:
+        if self.ema is not None and cfg.ema**cfg.total_steps > 0.1:
             # Evaluation and inference read ema.safetensors by default: warn before it surprises.
-            log.warning("ema %g over total_steps %d keeps %.0f%% of the starting weights in ema.safetensors; "
-                        "use a smaller --ema (e.g. %g; 0 disables it) or evaluate with --weights model", cfg.ema,
-                        cfg.total_steps, 100 * cfg.ema ** cfg.total_steps, max(0.0, round(1 - 5 / cfg.total_steps, 4)))
+            log.warning(
+                "ema %g over total_steps %d keeps %.0f%% of the starting weights in ema.safetensors; "
+                "use a smaller --ema (e.g. %g; 0 disables it) or evaluate with --weights model",
+                cfg.ema,
+                cfg.total_steps,
+                100 * cfg.ema**cfg.total_steps,
+                max(0.0, round(1 - 5 / cfg.total_steps, 4)),
+            )
         self.pixel_cfg = PixelLossConfig(
-            cfg.pixel_loss_weight, cfg.pixel_loss_type, cfg.pixel_loss_max_t, cfg.ssim_loss_weight,
-            cfg.ssim_loss_max_t, cfg.ssim_grad_scale, cfg.pixel_decode_chunk,
+            cfg.pixel_loss_weight,
+            cfg.pixel_loss_type,
+            cfg.pixel_loss_max_t,
+            cfg.ssim_loss_weight,
+            cfg.ssim_loss_max_t,
+            cfg.ssim_grad_scale,
+            cfg.pixel_decode_chunk,
         )
         if self.resume_dir:
             self._resume(self.resume_dir, rank_state)
@@ -176,13 +203,20 @@ class Trainer:
             if info.is_main:
                 out.mkdir(parents=True, exist_ok=True)
                 save_yaml(config_dict(cfg), out / "train_config.yaml")
-            self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard,
-                                    cfg.progress_bar)  # fmt: skip
+            self.logger = RunLogger(out, info.is_main, cfg.total_steps, self.step, cfg.tensorboard, cfg.progress_bar)
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in self.model.parameters())
-        log.info("model %s: %.1fM parameters, %.1fM trainable; world %d (%s), device %s, dtype %s; start step %d",
-                 self.weights_dir, n_all / 1e6, n_train / 1e6, info.world_size, cfg.sharding_strategy,
-                 info.device, str(self.dtype).replace("torch.", ""), self.step)
+        log.info(
+            "model %s: %.1fM parameters, %.1fM trainable; world %d (%s), device %s, dtype %s; start step %d",
+            self.weights_dir,
+            n_all / 1e6,
+            n_train / 1e6,
+            info.world_size,
+            cfg.sharding_strategy,
+            info.device,
+            str(self.dtype).replace("torch.", ""),
+            self.step,
+        )
         return self
 
     def _model_source(self) -> tuple[ModelConfig, Path, str]:
@@ -199,8 +233,9 @@ class Trainer:
         if cfg.visual_gen and not mcfg.visual_gen:
             raise CheckpointError(f"--model_path {config_dir}: no VAE (ae.safetensors); pass --visual_gen False")
         if cfg.visual_und and not mcfg.visual_und:
-            raise CheckpointError(f"--model_path {config_dir}: no vision encoder (vit_config.json); pass "
-                                  "--visual_und False")
+            raise CheckpointError(
+                f"--model_path {config_dir}: no vision encoder (vit_config.json); pass --visual_und False"
+            )
         if cfg.visual_gen and not (weights_dir / "ae.safetensors").is_file():
             raise CheckpointError(f"{weights_dir}: ae.safetensors is missing (needed with visual_gen True)")
         mcfg.visual_gen, mcfg.visual_und = cfg.visual_gen, cfg.visual_und
@@ -211,33 +246,46 @@ class Trainer:
         """What the checkpoints will say about feeding and sampling: the data's transforms, else the
         starting checkpoint's (the release defaults for a directory without inference_config.json)."""
         base = InferenceConfig.load(self.cfg.model_path)
-        vae, vit = (with_pixel_cap(t, b) for t, b in zip(self.loader.image_transforms(),
-                                                         (base.vae_transform, base.vit_transform)))
+        vae, vit = (
+            with_pixel_cap(t, b)
+            for t, b in zip(self.loader.image_transforms(), (base.vae_transform, base.vit_transform))
+        )
         return replace(base, vae_transform=vae, vit_transform=vit)
 
     def _model_card(self) -> ModelCard:
         cfg = self.cfg
-        training = {"steps": f"{self.step} of {cfg.total_steps}", "data mix": cfg.dataset_config_file,
-                    "started from": cfg.resume_from if cfg.resume_model_only else cfg.model_path,
-                    "learning rate": f"{cfg.lr:g} ({cfg.lr_scheduler}, warmup {cfg.warmup_steps})",
-                    "losses": f"ce {cfg.ce_weight:g}, mse {cfg.mse_weight:g}, pixel {cfg.pixel_loss_weight:g}, "
-                              f"ssim {cfg.ssim_loss_weight:g}",
-                    "paths trained": ", ".join(p for p, on in (("understanding", cfg.visual_und),
-                                                               ("generation", cfg.visual_gen)) if on),
-                    "seed": cfg.seed}  # fmt: skip
+        training = {
+            "steps": f"{self.step} of {cfg.total_steps}",
+            "data mix": cfg.dataset_config_file,
+            "started from": cfg.resume_from if cfg.resume_model_only else cfg.model_path,
+            "learning rate": f"{cfg.lr:g} ({cfg.lr_scheduler}, warmup {cfg.warmup_steps})",
+            "losses": f"ce {cfg.ce_weight:g}, mse {cfg.mse_weight:g}, pixel {cfg.pixel_loss_weight:g}, "
+            f"ssim {cfg.ssim_loss_weight:g}",
+            "paths trained": ", ".join(
+                p for p, on in (("understanding", cfg.visual_und), ("generation", cfg.visual_gen)) if on
+            ),
+            "seed": cfg.seed,
+        }
         groups = getattr(getattr(self.loader, "mix", None), "groups", None)
         if groups:
             training["datasets"] = {g.key: f"{g.num_records} records, weight {g.weight:g}" for g in groups}
-        return ModelCard(summary=f"A UniMedVL checkpoint after {self.step} training steps.", training=training,
-                         notes=["Weights: `ema.safetensors` (EMA) and `model.safetensors` (raw)." if self.ema else
-                                "Weights: `ema.safetensors` (the trained weights; no EMA was kept)."])
+        return ModelCard(
+            summary=f"A UniMedVL checkpoint after {self.step} training steps.",
+            training=training,
+            notes=[
+                "Weights: `ema.safetensors` (EMA) and `model.safetensors` (raw)."
+                if self.ema
+                else "Weights: `ema.safetensors` (the trained weights; no EMA was kept)."
+            ],
+        )
 
     def _tokenizer(self) -> Tokenizer:
         for where in (Path(self.cfg.model_path), self.weights_dir):
             if (where / "tokenizer.json").is_file() or (where / "vocab.json").is_file():
                 return Tokenizer.from_dir(where)
-        raise CheckpointError(f"--model_path {self.cfg.model_path}: no tokenizer files (tokenizer.json or "
-                              "vocab.json + merges.txt)")
+        raise CheckpointError(
+            f"--model_path {self.cfg.model_path}: no tokenizer files (tokenizer.json or vocab.json + merges.txt)"
+        )
 
     def _resume_dir(self) -> Path | None:
         cfg = self.cfg
@@ -274,8 +322,18 @@ class Trainer:
         if cfg.quantize_base != "none":
             from unimedvl.train.qlora_build import build_quantized
 
-            build_quantized(model, self.weights_dir, self.prefer, cfg.quantize_base, info.device, self.dtype,
-                            cfg.seed, cfg.gradient_checkpointing, self.mesh, cfg.sharding_strategy)
+            build_quantized(
+                model,
+                self.weights_dir,
+                self.prefer,
+                cfg.quantize_base,
+                info.device,
+                self.dtype,
+                cfg.seed,
+                cfg.gradient_checkpointing,
+                self.mesh,
+                cfg.sharding_strategy,
+            )
         else:
             if cfg.gradient_checkpointing:
                 apply_activation_checkpointing(model)
@@ -295,8 +353,13 @@ class Trainer:
         cfg = self.cfg
         manifest = ckpt.read_manifest(path)
         has_ema = "ema" in manifest.get("contents", [])
-        ckpt.load_train_state(path, self.model, self.optimizer, self.ema.state if self.ema and has_ema else None,
-                              with_optimizer=cfg.resume_model_optimizer)
+        ckpt.load_train_state(
+            path,
+            self.model,
+            self.optimizer,
+            self.ema.state if self.ema and has_ema else None,
+            with_optimizer=cfg.resume_model_optimizer,
+        )
         if self.ema is not None and not has_ema:
             self.ema.copy_from_model()  # the checkpoint had no EMA: start it from the restored weights
         self.step = int(manifest["step"])
@@ -316,35 +379,52 @@ class Trainer:
         if not (self.sharded and self.model_cfg.visual_und) or batch.vit_indexes.numel():
             return None
         vit = self.model.vit_model
-        dim = self.model_cfg.vit.patch_size ** 2 * 3
+        dim = self.model_cfg.vit.patch_size**2 * 3
         dtype = self.model.dtype
         patch = torch.zeros(1, dim, device=self.info.device, dtype=dtype)
         out = vit(patch, torch.zeros(1, dtype=torch.long, device=self.info.device), [1])
         return out.float().sum() * 0.0
 
     def _normalizers(self, batches: list[PackedBatch]) -> tuple[float, float, float]:
-        local = torch.tensor([[ce_weight_sum(b), count_mse_tokens(b), count_noised_images(b)] for b in batches],
-                             dtype=torch.float64).sum(0)
+        local = torch.tensor(
+            [[ce_weight_sum(b), count_mse_tokens(b), count_noised_images(b)] for b in batches], dtype=torch.float64
+        ).sum(0)
         total = all_reduce_sum(local, self.info).cpu()
         return float(total[0]), float(total[1]), float(total[2])
 
-    def forward_backward_step(self, batch: PackedBatch, micro: int, norms: tuple[float, float, float],
-                              backward: bool = True) -> dict[str, float]:
+    def forward_backward_step(
+        self, batch: PackedBatch, micro: int, norms: tuple[float, float, float], backward: bool = True
+    ) -> dict[str, float]:
         """Forward one micro-batch with the step's global normalisers, backward its weighted loss; returns sums."""
         cfg = self.cfg
         ce_norm, mse_norm, img_norm = (max(n, 1.0) for n in norms)
         batch = batch.to(self.info.device)
         with autocast(self.info, self.dtype, self.sharded):
-            out = self.model(batch, generator=self._generator(micro), ce_normalizer=ce_norm, mse_normalizer=mse_norm,
-                             latent_cache=self.latent_cache)
+            out = self.model(
+                batch,
+                generator=self._generator(micro),
+                ce_normalizer=ce_norm,
+                mse_normalizer=mse_norm,
+                latent_cache=self.latent_cache,
+            )
             loss = cfg.ce_weight * out["ce"] + cfg.mse_weight * out["mse"]
             stats = {"ce": float(out["ce"].detach()), "mse": float(out["mse"].detach())}
             if self.pixel_cfg.enabled:
-                pix = pixel_losses(self.model.vae, batch, out, self.pixel_cfg, img_norm,
-                                   self.model_cfg.latent_patch_size, self.model_cfg.vae.z_channels)
+                pix = pixel_losses(
+                    self.model.vae,
+                    batch,
+                    out,
+                    self.pixel_cfg,
+                    img_norm,
+                    self.model_cfg.latent_patch_size,
+                    self.model_cfg.vae.z_channels,
+                )
                 loss = loss + cfg.pixel_loss_weight * pix["pixel"] + cfg.ssim_loss_weight * pix["ssim"]
-                stats.update(pixel=float(pix["pixel"].detach()), ssim=float(pix["ssim"].detach()),
-                             pixel_dropped=float(pix["dropped"]))
+                stats.update(
+                    pixel=float(pix["pixel"].detach()),
+                    ssim=float(pix["ssim"].detach()),
+                    pixel_dropped=float(pix["dropped"]),
+                )
             dummy = self._dummy_vit(batch)
             if dummy is not None:
                 loss = loss + dummy
@@ -389,8 +469,9 @@ class Trainer:
         if self.cfg.max_grad_norm > 0 and math.isfinite(total):
             for group in (sharded, plain):
                 if group:
-                    torch.nn.utils.clip_grads_with_norm_(group, self.cfg.max_grad_norm, torch.tensor(total),
-                                                         foreach=True)
+                    torch.nn.utils.clip_grads_with_norm_(
+                        group, self.cfg.max_grad_norm, torch.tensor(total), foreach=True
+                    )
         return total
 
     def train_step(self) -> dict[str, float]:
@@ -421,8 +502,15 @@ class Trainer:
         totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.info).cpu()
         metrics = dict(zip(keys, totals.tolist()))
         elapsed = time.perf_counter() - start
-        metrics.update(lr=lr, grad_norm=grad_norm, step_time=elapsed, skipped=float(skipped),
-                       ce_tokens=norms[0], mse_tokens=norms[1], tokens_per_s=metrics.pop("tokens") / elapsed)
+        metrics.update(
+            lr=lr,
+            grad_norm=grad_norm,
+            step_time=elapsed,
+            skipped=float(skipped),
+            ce_tokens=norms[0],
+            mse_tokens=norms[1],
+            tokens_per_s=metrics.pop("tokens") / elapsed,
+        )
         if self.peak:
             flops = float(all_reduce_sum(torch.tensor(step_flops(batches, self.model_cfg)), self.info))
             metrics["mfu"] = flops / elapsed / (self.peak * self.info.world_size)
@@ -444,13 +532,20 @@ class Trainer:
             with autocast(self.info, self.dtype, self.sharded):
                 out = self.model(batch, generator=g, latent_cache=self.latent_cache)
                 self._dummy_vit(batch)
-            sums += torch.tensor([float(out["ce_sum"]), ce_weight_sum(batch), float(out["mse_sum"]),
-                                  float(out["mse_tokens"])], dtype=torch.float64)
+            sums += torch.tensor(
+                [float(out["ce_sum"]), ce_weight_sum(batch), float(out["mse_sum"]), float(out["mse_tokens"])],
+                dtype=torch.float64,
+            )
         total = all_reduce_sum(sums, self.info).cpu()
         ce = float(total[0] / max(float(total[1]), 1.0))
         mse = float(total[2] / max(float(total[3]), 1.0))
-        return {"val_ce": ce, "val_mse": mse, "val_loss": cfg.ce_weight * ce + cfg.mse_weight * mse,
-                "val_ce_tokens": float(total[1]), "val_mse_tokens": float(total[3])}
+        return {
+            "val_ce": ce,
+            "val_mse": mse,
+            "val_loss": cfg.ce_weight * ce + cfg.mse_weight * mse,
+            "val_ce_tokens": float(total[1]),
+            "val_mse_tokens": float(total[3]),
+        }
 
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``: log, validate, checkpoint (always at the end). Returns the last metrics."""
@@ -536,8 +631,9 @@ class Trainer:
                 raise DiskFullError(ckpt.disk_full_message(root, self.step, cfg.auto_resume)) from None
             if failed.error is not None:
                 raise failed.error  # noqa: B904 (the save's own error, re-raised as it was)
-            raise CheckpointError(f"another process failed while saving step {self.step} in {root}; its log "
-                                  "says why") from None
+            raise CheckpointError(
+                f"another process failed while saving step {self.step} in {root}; its log says why"
+            ) from None
         return final
 
     def _write_checkpoint(self, tmp: Path, final: Path) -> None:
@@ -561,9 +657,18 @@ class Trainer:
             raw, ema = gather_trainable(self.model, self.ema.state if self.ema else None, info.is_main)
 
             def release_files() -> None:
-                write_adapter(tmp, raw, ema, lora_scales(self.model), self.weights_dir, self.prefer,
-                              self.adapter_base, cfg.quantize_base, self.step, (self.model_cfg, self.tokenizer,
-                                                                                self.inference_config))
+                write_adapter(
+                    tmp,
+                    raw,
+                    ema,
+                    lora_scales(self.model),
+                    self.weights_dir,
+                    self.prefer,
+                    self.adapter_base,
+                    cfg.quantize_base,
+                    self.step,
+                    (self.model_cfg, self.tokenizer, self.inference_config),
+                )
         else:
             raw, ema = self.export_weights()
 
@@ -571,19 +676,35 @@ class Trainer:
             with torch.device("meta"):
                 export = UnifiedModel(self.model_cfg)
             export.load_state_dict(raw, assign=True)
-            save_model(export, tmp, self.tokenizer, ema_state=ema, inference_config=self.inference_config,
-                       card=self._model_card())
+            save_model(
+                export,
+                tmp,
+                self.tokenizer,
+                ema_state=ema,
+                inference_config=self.inference_config,
+                card=self._model_card(),
+            )
 
         def publish() -> None:
             contents = ["model", "optim"] + (["ema"] if self.ema else [])
-            ckpt.finalize(tmp, final, {"step": self.step, "world_size": info.world_size, "contents": contents,
-                                       "scheduler": {"step": self.step}, "config": config_dict(cfg)})
+            ckpt.finalize(
+                tmp,
+                final,
+                {
+                    "step": self.step,
+                    "world_size": info.world_size,
+                    "contents": contents,
+                    "scheduler": {"step": self.step},
+                    "config": config_dict(cfg),
+                },
+            )
             for removed in ckpt.prune_checkpoints(root, cfg.keep_last, cfg.keep_every):
                 log.info("removed old checkpoint %s", removed)
             log.info("saved %s", final)
 
-        ckpt.on_all_ranks(release_files if self.adapter_base is not None else export_release, info, root,
-                          main_only=True)
+        ckpt.on_all_ranks(
+            release_files if self.adapter_base is not None else export_release, info, root, main_only=True
+        )
         ckpt.on_all_ranks(publish, info, root, main_only=True)
 
     def _remove_partial_saves(self) -> None:

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import importlib
 
-_WRITER_NAMES = ("build_markdown", "compare_checkpoints", "failure_lines", "read_train_log", "split_tables",
-                 "summary_text", "write_benchmark_tables", "write_report", "LOSS_CHART")
+_WRITER_NAMES = (
+    "build_markdown",
+    "compare_checkpoints",
+    "failure_lines",
+    "read_train_log",
+    "split_tables",
+    "summary_text",
+    "write_benchmark_tables",
+    "write_report",
+    "LOSS_CHART",
+)
 __all__ = sorted(_WRITER_NAMES)
 
 

@@ -25,15 +25,21 @@ from unimedvl.eval.report.tables import html_table, markdown_table
 from unimedvl.eval.statistics.stats_csv import StatsEntry
 
 FOOTNOTES = (
-    (f"Published rows: {CITATION}, README table. They were measured with the paper's own protocol and prompts; ours "
-     "are not the same measurement."),
-    ("Our cells: pooled accuracy in % [95% bootstrap CI] (n scored questions) - VQA-RAD, SLAKE, PathVQA: every test "
-     "question, closed ones by normalised match, open ones by normalised exact match; OmniMedVQA, GMAI-MMBench: "
-     "multiple-choice accuracy with VLMEvalKit's letter/text matching and no LLM judge."),
-    ("Unconfirmed: the paper does not state its VQA metric. Pooled closed+open accuracy (HealthGPT's 'all', whose "
-     "evaluation framework the paper credits) is the most likely reading, and how it counts an open answer correct "
-     "(exact match, recall, or a judge) is unknown. GMAI-MMBench is most likely the VAL split; the OmniMedVQA subset "
-     "(Open-access or all) is unknown."),
+    (
+        f"Published rows: {CITATION}, README table. They were measured with the paper's own protocol and prompts; ours "
+        "are not the same measurement."
+    ),
+    (
+        "Our cells: pooled accuracy in % [95% bootstrap CI] (n scored questions) - VQA-RAD, SLAKE, PathVQA: every test "
+        "question, closed ones by normalised match, open ones by normalised exact match; OmniMedVQA, GMAI-MMBench: "
+        "multiple-choice accuracy with VLMEvalKit's letter/text matching and no LLM judge."
+    ),
+    (
+        "Unconfirmed: the paper does not state its VQA metric. Pooled closed+open accuracy (HealthGPT's 'all', whose "
+        "evaluation framework the paper credits) is the most likely reading, and how it counts an open answer correct "
+        "(exact match, recall, or a judge) is unknown. GMAI-MMBench is most likely the VAL split; the OmniMedVQA subset "
+        "(Open-access or all) is unknown."
+    ),
 )
 
 
@@ -74,14 +80,20 @@ def paper_table(entries: Sequence[StatsEntry]) -> tuple[list[str], list[list[str
         if held is None or _rank(e, column) > _rank(held, column):
             cells[column] = e
     header = ["model", *COLUMNS]
-    rows = [[model, *(_cell(_accuracy(cells[c])) if c in cells else "" for c in COLUMNS)]
-            for model, cells in chosen.items()]  # fmt: skip
+    rows = [
+        [model, *(_cell(_accuracy(cells[c])) if c in cells else "" for c in COLUMNS)] for model, cells in chosen.items()
+    ]
     rows += [[name, *(f"{values[c]:g}" for c in COLUMNS)] for name, values in PUBLISHED.items()]
     return header, rows
 
 
-_DETAIL = (("accuracy", "accuracy (pooled)"), ("closed_accuracy", "closed accuracy"), ("open_recall", "open recall"),
-           ("open_exact_match", "open exact match"), ("multiple_choice_accuracy", "choice accuracy"))  # fmt: skip
+_DETAIL = (
+    ("accuracy", "accuracy (pooled)"),
+    ("closed_accuracy", "closed accuracy"),
+    ("open_recall", "open recall"),
+    ("open_exact_match", "open exact match"),
+    ("multiple_choice_accuracy", "choice accuracy"),
+)
 
 
 def detail_tables(entries: Sequence[StatsEntry]) -> dict[str, tuple[list[str], list[list[str]]]]:
@@ -91,8 +103,14 @@ def detail_tables(entries: Sequence[StatsEntry]) -> dict[str, tuple[list[str], l
         block = e.stats["benchmark"]
         rows = tables.setdefault(e.split, (["model", *(t for _, t in _DETAIL), "failed", "unscored"], []))[1]
         overall = block.get("overall") or {}
-        rows.append([e.model_id, *(_cell(overall.get(k)) for k, _ in _DETAIL), str(block.get("n_failed", 0)),
-                     str(block.get("n_unscored", 0))])  # fmt: skip
+        rows.append(
+            [
+                e.model_id,
+                *(_cell(overall.get(k)) for k, _ in _DETAIL),
+                str(block.get("n_failed", 0)),
+                str(block.get("n_unscored", 0)),
+            ]
+        )
     return tables
 
 
@@ -113,8 +131,9 @@ def benchmark_html(entries: Sequence[StatsEntry]) -> list[tuple[str, str]]:
         return []
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in FOOTNOTES)
     body = html_table(*paper_table(entries)) + f"<ol>{notes}</ol>"
-    body += "".join(f"<h3>{html.escape(label)}</h3>" + html_table(*table)
-                    for label, table in detail_tables(entries).items())  # fmt: skip
+    body += "".join(
+        f"<h3>{html.escape(label)}</h3>" + html_table(*table) for label, table in detail_tables(entries).items()
+    )
     return [("Standard benchmarks (the UniMedVL paper's columns)", body)]
 
 
@@ -124,18 +143,48 @@ def write_benchmark_csv(entries: Sequence[StatsEntry], path: str | Path) -> int:
     for e in benchmark_entries(entries):
         block = e.stats["benchmark"]
         groups = [("overall", "", block.get("overall") or {})]
-        groups += [(name, value, scores) for name, by_value in sorted((block.get("by_group") or {}).items())
-                   for value, scores in sorted(by_value.items())]  # fmt: skip
+        groups += [
+            (name, value, scores)
+            for name, by_value in sorted((block.get("by_group") or {}).items())
+            for value, scores in sorted(by_value.items())
+        ]
         for group, value, scores in groups:
             for metric, est in sorted(scores.items()):
                 if est:
-                    rows.append([e.model_id, e.split, block.get("name"), block.get("split"), block.get("paper_column"),
-                                 group, value, metric, est["value"], *est["ci95"], est["n"]])  # fmt: skip
+                    rows.append(
+                        [
+                            e.model_id,
+                            e.split,
+                            block.get("name"),
+                            block.get("split"),
+                            block.get("paper_column"),
+                            group,
+                            value,
+                            metric,
+                            est["value"],
+                            *est["ci95"],
+                            est["n"],
+                        ]
+                    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model_id", "label", "benchmark", "split", "paper_column", "group", "group_value", "metric",
-                         "value", "ci95_low", "ci95_high", "n"])  # fmt: skip
+        writer.writerow(
+            [
+                "model_id",
+                "label",
+                "benchmark",
+                "split",
+                "paper_column",
+                "group",
+                "group_value",
+                "metric",
+                "value",
+                "ci95_low",
+                "ci95_high",
+                "n",
+            ]
+        )
         writer.writerows(rows)
     return len(rows)

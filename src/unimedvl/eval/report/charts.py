@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from unimedvl.errors import UserError
-from unimedvl.metrics.info import clip_to_range, metric_info, scaled
 from unimedvl.eval.report.tables import (
     Group,
     by_split,
@@ -35,6 +34,7 @@ from unimedvl.eval.report.tables import (
     run_label,
 )
 from unimedvl.eval.statistics.stats_csv import StatsEntry
+from unimedvl.metrics.info import clip_to_range, metric_info, scaled
 
 MAX_WIDTH_IN = 13.0
 NOT_CHARTED = ("inference_time",)  # a cost, not a result: in the tables only
@@ -132,8 +132,15 @@ def bar_chart_png(metric: str, by_label: Mapping[str, Mapping[Group, Mapping[str
         for x, g in zip(xs, [g for g in groups if g in by_label[label]]):  # the baseline: a tick over its bar
             base = by_label[label][g].get("baseline")
             if base is not None:
-                ax.hlines(_shown(metric, base["value"]), x - width / 2, x + width / 2, colors="black",
-                          linestyles="--", linewidth=1.2, label=None if drawn else "baseline (same items)")  # fmt: skip
+                ax.hlines(
+                    _shown(metric, base["value"]),
+                    x - width / 2,
+                    x + width / 2,
+                    colors="black",
+                    linestyles="--",
+                    linewidth=1.2,
+                    label=None if drawn else "baseline (same items)",
+                )
                 drawn = True
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([group_label(g) for g in groups], rotation=30, ha="right", fontsize=8)
@@ -194,7 +201,9 @@ def training_curves(entries: Sequence[StatsEntry]) -> dict[str, bytes]:
     charts = {}
     for metric in sorted(data, key=metric_order):
         groups = data[metric]
-        values = {round(est["value"], 12) for by_split_ in groups.values() for pts in by_split_.values() for _, est in pts}
+        values = {
+            round(est["value"], 12) for by_split_ in groups.values() for pts in by_split_.values() for _, est in pts
+        }
         if len(values) > 1:
             charts[f"curve_{metric}"] = _curve_png(metric, groups)
     return charts
@@ -213,12 +222,26 @@ def _curve_png(metric: str, groups: Mapping[Group, Mapping[str, list[tuple[int, 
             steps = [s for s, _ in points]
             ys = [_shown(metric, est["value"]) for _, est in points]
             errs = list(zip(*[_error(metric, est) for _, est in points]))
-            ax.errorbar(steps, ys, yerr=errs if any(map(any, errs)) else None, marker="o", capsize=3, color=color,
-                        label=split, linewidth=1.3, markersize=4)  # fmt: skip
+            ax.errorbar(
+                steps,
+                ys,
+                yerr=errs if any(map(any, errs)) else None,
+                marker="o",
+                capsize=3,
+                color=color,
+                label=split,
+                linewidth=1.3,
+                markersize=4,
+            )
             base = next((est["baseline"] for _, est in reversed(points) if est.get("baseline")), None)
             if base is not None:
-                ax.axhline(_shown(metric, base["value"]), color=color, linestyle="--", linewidth=1,
-                           label=f"{split}: baseline ({base['name']})")  # fmt: skip
+                ax.axhline(
+                    _shown(metric, base["value"]),
+                    color=color,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{split}: baseline ({base['name']})",
+                )
         ax.set_title(group_label(group), fontsize=9)
         ax.set_xticks(sorted({s for pts in groups[group].values() for s, _ in pts}))
         ax.set_xlabel("training step", fontsize=8)
@@ -226,7 +249,7 @@ def _curve_png(metric: str, groups: Mapping[Group, Mapping[str, list[tuple[int, 
         ax.grid(alpha=0.3)
         _limits(ax, metric)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(order):]:
+    for ax in list(axes.flat)[len(order) :]:
         ax.set_visible(False)
     fig.suptitle(f"{_axis_label(metric)} over training (95% bootstrap intervals)", fontsize=10)
     return png_bytes(fig)

@@ -60,10 +60,12 @@ details{margin:8px 0}summary{cursor:pointer;font-weight:600;font-size:15px;margi
 """
 
 
-INTRO = ("Every value is a mean over the test items with its 95% percentile-bootstrap interval and n; each metric "
-         "sits next to its baseline on the same items (identity / bicubic for images, the training split's majority "
-         "answer per question type for VQA, or the test set's own, named as an upper bound, chance for multiple choice, a constant report for report generation). Differences are "
-         "paired over items.")
+INTRO = (
+    "Every value is a mean over the test items with its 95% percentile-bootstrap interval and n; each metric "
+    "sits next to its baseline on the same items (identity / bicubic for images, the training split's majority "
+    "answer per question type for VQA, or the test set's own, named as an upper bound, chance for multiple choice, a constant report for report generation). Differences are "
+    "paired over items."
+)
 
 
 def _section(title: str, body: str, level: int = 2) -> str:
@@ -75,17 +77,27 @@ def _details(title: str, body: str, opened: bool = False) -> str:
     return f"<details{' open' if opened else ''}><summary>{html.escape(title)}</summary>{body}</details>"
 
 
-def build_page(entries: Sequence[StatsEntry], charts: Mapping[str, bytes], comparisons: Mapping[str, Any],
-               samples_per_task: int = 3, thumb_size: int = 256, loss_png: bytes | None = None,
-               preface: Sequence[tuple[str, str]] = ()) -> str:  # fmt: skip
+def build_page(
+    entries: Sequence[StatsEntry],
+    charts: Mapping[str, bytes],
+    comparisons: Mapping[str, Any],
+    samples_per_task: int = 3,
+    thumb_size: int = 256,
+    loss_png: bytes | None = None,
+    preface: Sequence[tuple[str, str]] = (),
+) -> str:
     """The report page (module docstring). ``comparisons``: split -> compare_split result (or None);
     ``preface``: (title, trusted HTML) sections placed first."""
     splits = by_split(entries)
-    head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>UniMedVL evaluation</title>"
-            f"<style>{CSS}</style></head><body><h1>UniMedVL evaluation</h1>")
-    intro = (f"<p class='note'>Generated {datetime.now().isoformat(timespec='seconds')} from {len(entries)} "
-             f"statistics.json file(s), {len(splits)} split(s). {INTRO}</p>")
+    head = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>UniMedVL evaluation</title>"
+        f"<style>{CSS}</style></head><body><h1>UniMedVL evaluation</h1>"
+    )
+    intro = (
+        f"<p class='note'>Generated {datetime.now().isoformat(timespec='seconds')} from {len(entries)} "
+        f"statistics.json file(s), {len(splits)} split(s). {INTRO}</p>"
+    )
     parts = [head + intro]
     parts += [_section(title, body) for title, body in preface]
     if loss_png:
@@ -97,23 +109,37 @@ def build_page(entries: Sequence[StatsEntry], charts: Mapping[str, bytes], compa
         parts.append(_section("Results", html_table(*results_table(runs)), 3))
         comparison = comparisons.get(split)
         if comparison and comparison["rows"]:
-            parts.append(_details(f"Checkpoints compared with {comparison['reference']} (paired, same items)",
-                                  html_table(*comparison_table(comparison)), opened=True))  # fmt: skip
+            parts.append(
+                _details(
+                    f"Checkpoints compared with {comparison['reference']} (paired, same items)",
+                    html_table(*comparison_table(comparison)),
+                    opened=True,
+                )
+            )
         header, rows = baseline_table(runs)
         if rows:
-            parts.append(_details("Against the baseline (paired: model - baseline on the same items)",
-                                  html_table(header, rows)))  # fmt: skip
+            parts.append(
+                _details("Against the baseline (paired: model - baseline on the same items)", html_table(header, rows))
+            )
     curves = {k: v for k, v in charts.items() if k.startswith("curve_")}
     bars = {k: v for k, v in charts.items() if not k.startswith("curve_")}
     if curves:
-        parts.append(_section("Over training", "<div class='charts'>" + "".join(
-            img_tag(png, name) for name, png in curves.items()) + "</div>"))  # fmt: skip
+        parts.append(
+            _section(
+                "Over training",
+                "<div class='charts'>" + "".join(img_tag(png, name) for name, png in curves.items()) + "</div>",
+            )
+        )
     if bars:
-        parts.append(_section("Charts", "<div class='charts'>" + "".join(
-            img_tag(png, name) for name, png in bars.items()) + "</div>"))  # fmt: skip
+        parts.append(
+            _section(
+                "Charts", "<div class='charts'>" + "".join(img_tag(png, name) for name, png in bars.items()) + "</div>"
+            )
+        )
     parts.append(_section("Provenance", html_table(*provenance_table(entries), css_class="wrap")))
-    parts.append("<h2>Samples</h2><p class='note'>The first samples of each task in file order, with their own "
-                 "scores.</p>")  # fmt: skip
+    parts.append(
+        "<h2>Samples</h2><p class='note'>The first samples of each task in file order, with their own scores.</p>"
+    )
     for e in entries:
         run_dir = e.path.parent
         parts.append(f"<h3>{html.escape(e.label)}</h3><p class='path'>{html.escape(str(run_dir))}</p>")

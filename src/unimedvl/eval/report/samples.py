@@ -26,9 +26,9 @@ from typing import Any
 
 from PIL import Image
 
+from unimedvl.fileio import read_json_lines
 from unimedvl.imaging.transforms import thumbnail
 from unimedvl.metrics.info import format_number
-from unimedvl.fileio import read_json_lines
 
 TRIPLET = ("input", "GT", "pred")
 CAPTIONS = {"input": "input", "GT": "ground truth", "pred": "prediction"}
@@ -38,8 +38,10 @@ MAX_TEXT = 600  # characters of an instruction or answer shown on a card
 def img_tag(png: bytes, alt: str, css_class: str = "") -> str:
     """An <img> with the PNG embedded."""
     cls = f' class="{css_class}"' if css_class else ""
-    return (f'<img{cls} alt="{html.escape(alt)}" title="{html.escape(alt)}" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')  # fmt: skip
+    return (
+        f'<img{cls} alt="{html.escape(alt)}" title="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    )
 
 
 def thumbnail_png(image: Image.Image, max_side: int) -> bytes:
@@ -62,8 +64,8 @@ def _file_thumbnail(path: Path, max_side: int) -> bytes | None:
 
 def _source_thumbnail(path_spec: str, max_side: int) -> bytes | None:
     """A test-set image (PNG/JPEG/DICOM/NIfTI, ``#window=...`` fragments honoured), as a thumbnail."""
-    from unimedvl.imaging.medical_io import load_image
     from unimedvl.errors import UserError
+    from unimedvl.imaging.medical_io import load_image
 
     try:
         return thumbnail_png(load_image(path_spec), max_side)
@@ -119,8 +121,12 @@ def _figure(png: bytes | None, alt: str, caption: str) -> str:
 def _image_scores(line: Mapping[str, Any]) -> list[tuple[str, str]]:
     metrics = line.get("metrics") or {}
     out = []
-    for key, label in (("psnr", "PSNR"), ("ssim", "SSIM"), ("psnr_native", "PSNR (native)"),
-                       ("ssim_native", "SSIM (native)")):  # fmt: skip
+    for key, label in (
+        ("psnr", "PSNR"),
+        ("ssim", "SSIM"),
+        ("psnr_native", "PSNR (native)"),
+        ("ssim_native", "SSIM (native)"),
+    ):
         value = metrics.get(key, line.get(key))
         if value is None:
             continue
@@ -150,24 +156,40 @@ def sample_card(run_dir: Path, line: Mapping[str, Any], thumb: int) -> str:
     metrics = line.get("metrics") or {}
     if kind in ("edit", "t2i"):
         kinds = TRIPLET if kind == "edit" else ("GT", "pred")
-        figs = "".join(_figure(_file_thumbnail(_image_path(run_dir, line, k), thumb), f"{sid} {k}",
-                               CAPTIONS[k] if kind == "edit" or k != "GT" else "reference")
-                       for k in kinds)  # fmt: skip
-        facts = [*_image_scores(line), ("instruction" if kind == "edit" else "prompt", _text(line.get("instruction"))),
-                 ("understanding pass", _text(line.get("understanding_text")))]  # fmt: skip
+        figs = "".join(
+            _figure(
+                _file_thumbnail(_image_path(run_dir, line, k), thumb),
+                f"{sid} {k}",
+                CAPTIONS[k] if kind == "edit" or k != "GT" else "reference",
+            )
+            for k in kinds
+        )
+        facts = [
+            *_image_scores(line),
+            ("instruction" if kind == "edit" else "prompt", _text(line.get("instruction"))),
+            ("understanding pass", _text(line.get("understanding_text"))),
+        ]
         return _card(sid, f"<div class='figs'>{figs}</div>" + _facts(facts), stacked=True)
     image = ""
     if line.get("input_paths"):
         image = _figure(_source_thumbnail(str(line["input_paths"][0]), thumb), f"{sid} input", "image")
     if kind == "report":
-        facts = [("prompt", _text(line.get("instruction"))), ("reference report", _text(line.get("gold"))),
-                 ("generated report", _text(line.get("answer"))), ("ROUGE-L", _rouge(line))]  # fmt: skip
+        facts = [
+            ("prompt", _text(line.get("instruction"))),
+            ("reference report", _text(line.get("gold"))),
+            ("generated report", _text(line.get("answer"))),
+            ("ROUGE-L", _rouge(line)),
+        ]
     else:
         recall = metrics.get("recall")
-        facts = [("question", _text(line.get("instruction"))), ("gold answer", _text(line.get("gold"))),
-                 ("prediction", _text(line.get("answer"))), ("scored", _verdict(metrics.get("correct"))),
-                 ("token recall", html.escape(format_number("open_recall", recall)) if recall is not None else ""),
-                 ("question type", _text(line.get("question_type")))]  # fmt: skip
+        facts = [
+            ("question", _text(line.get("instruction"))),
+            ("gold answer", _text(line.get("gold"))),
+            ("prediction", _text(line.get("answer"))),
+            ("scored", _verdict(metrics.get("correct"))),
+            ("token recall", html.escape(format_number("open_recall", recall)) if recall is not None else ""),
+            ("question type", _text(line.get("question_type"))),
+        ]
         if not line.get("kind"):  # a line of an older or foreign results file: show what it holds
             facts = [(k, _text(v)) for k, v in line.items() if not isinstance(v, (dict, list)) and v is not None]
     return _card(sid, f"<div class='figs'>{image}</div>" + _facts(facts))
@@ -203,8 +225,9 @@ def samples_html(run_dir: Path, per_task: int, thumb: int = 256) -> str:
         parts.append("</div>")
     if failed:
         parts.append(f"<h4>Failed samples ({len(failed)})</h4>")
-        parts.append(html_table(["sample", "task", "error"],
-                                [[l["sample_id"], _task(l), l.get("error")] for l in failed[:200]]))  # fmt: skip
+        parts.append(
+            html_table(["sample", "task", "error"], [[l["sample_id"], _task(l), l.get("error")] for l in failed[:200]])
+        )
     return "\n".join(parts)
 
 

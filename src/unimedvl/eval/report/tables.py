@@ -22,6 +22,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from unimedvl.eval.statistics.stats_csv import StatsEntry
 from unimedvl.metrics.info import (
     ALIASES,
     METRICS,
@@ -31,7 +32,6 @@ from unimedvl.metrics.info import (
     metric_info,
     table_label,
 )
-from unimedvl.eval.statistics.stats_csv import StatsEntry
 
 Group = tuple[str, str]  # ("overall", "") | ("task", name) | ("question type", name)
 _LEGACY_SKIP = {"total_samples", "count", "num_infinite_psnr", "failed_samples"}
@@ -89,8 +89,10 @@ def data_note(runs: Sequence[StatsEntry]) -> str:
     digests = {((e.stats.get("provenance") or {}).get("data") or {}).get("sha256") for e in runs} - {None}
     if len(digests) <= 1:
         return ""
-    return (f"The runs of split {runs[0].split} were evaluated on {len(digests)} different data files (sha256): "
-            "their columns are not the same items; paired differences use the sample ids they share.")
+    return (
+        f"The runs of split {runs[0].split} were evaluated on {len(digests)} different data files (sha256): "
+        "their columns are not the same items; paired differences use the sample ids they share."
+    )
 
 
 def _rows(runs: Sequence[StatsEntry]) -> list[tuple[Group, str, list[dict[str, Any] | None]]]:
@@ -132,8 +134,14 @@ def results_table(runs: Sequence[StatsEntry]) -> tuple[list[str], list[list[str]
     for group, metric, ests in _rows(runs):
         base = next((e["baseline"] for e in ests if e and e.get("baseline")), None)
         base_text = f"{base['name']} {format_estimate(metric, base, unit=False)}" if base else ""
-        rows.append([group_label(group), table_label(metric), base_text,
-                     *(format_estimate(metric, e, unit=False) if e else "" for e in ests)])  # fmt: skip
+        rows.append(
+            [
+                group_label(group),
+                table_label(metric),
+                base_text,
+                *(format_estimate(metric, e, unit=False) if e else "" for e in ests),
+            ]
+        )
     return header, _blank_repeats(rows)
 
 
@@ -145,8 +153,9 @@ def baseline_table(runs: Sequence[StatsEntry]) -> tuple[list[str], list[list[str
         diffs = [e.get("minus_baseline") if e else None for e in ests]
         if any(diffs):
             name = next(e["baseline"]["name"] for e in ests if e and e.get("baseline"))
-            rows.append([group_label(group), table_label(metric, difference=True), name,
-                         *(_with_n(metric, d) for d in diffs)])  # fmt: skip
+            rows.append(
+                [group_label(group), table_label(metric, difference=True), name, *(_with_n(metric, d) for d in diffs)]
+            )
     return header, _blank_repeats(rows)
 
 
@@ -158,20 +167,37 @@ def comparison_table(comparison: Mapping[str, Any]) -> tuple[list[str], list[lis
     """The checkpoints-compared table of one split from :func:`unimedvl.eval.statistics.comparison.compare_split`."""
     others = comparison["others"]
     header = ["group", "metric", *(f"{o} - {comparison['reference']}" for o in others)]
-    rows = [[group_label(tuple(row["group"])), table_label(row["metric"], difference=True),
-             *(_with_n(row["metric"], row["differences"].get(o)) for o in others)]
-            for row in comparison["rows"] if row["metric"] not in OVERALL_ONLY or row["group"][0] == "overall"]  # fmt: skip
+    rows = [
+        [
+            group_label(tuple(row["group"])),
+            table_label(row["metric"], difference=True),
+            *(_with_n(row["metric"], row["differences"].get(o)) for o in others),
+        ]
+        for row in comparison["rows"]
+        if row["metric"] not in OVERALL_ONLY or row["group"][0] == "overall"
+    ]
     return header, _blank_repeats(rows)
 
 
 def provenance_table(runs: Sequence[StatsEntry]) -> tuple[list[str], list[list[str]]]:
     """One row per fact (checkpoint, step, weights hash, data, settings, versions, machine), one column per run."""
-    fields = [("checkpoint", ("checkpoint", "path")), ("training step", ("checkpoint", "training_step")),
-              ("weights", ("checkpoint", "weights")), ("weights sha256 (short)", ("checkpoint", "weights_sha256")),
-              ("data", ("data", "path")), ("data sha256", ("data", "sha256")), ("records / evaluated", None),
-              ("seed", ("settings", "seed")), ("guidance", None), ("image sizes", None),
-              ("unimedvl", ("software", "unimedvl")), ("source commit", ("software", "source_commit")),
-              ("torch", ("software", "torch")), ("machine", None), ("written", None)]  # fmt: skip
+    fields = [
+        ("checkpoint", ("checkpoint", "path")),
+        ("training step", ("checkpoint", "training_step")),
+        ("weights", ("checkpoint", "weights")),
+        ("weights sha256 (short)", ("checkpoint", "weights_sha256")),
+        ("data", ("data", "path")),
+        ("data sha256", ("data", "sha256")),
+        ("records / evaluated", None),
+        ("seed", ("settings", "seed")),
+        ("guidance", None),
+        ("image sizes", None),
+        ("unimedvl", ("software", "unimedvl")),
+        ("source commit", ("software", "source_commit")),
+        ("torch", ("software", "torch")),
+        ("machine", None),
+        ("written", None),
+    ]
     header = ["", *(run_label(e, with_split=True) for e in runs)]
     rows = []
     for label, path in fields:
@@ -193,12 +219,16 @@ def _provenance_cell(label: str, path, p: Mapping[str, Any], stats: Mapping[str,
     if label == "records / evaluated" and d:
         return f"{d.get('n_records')} / {d.get('n_results')}"
     if label == "guidance" and s:
-        return (f"cfg text {s.get('cfg_text_scale')}, img {s.get('cfg_img_scale')}, interval {s.get('cfg_interval')}, "
-                f"renorm {s.get('cfg_renorm_type')} {s.get('cfg_renorm_min')}, shift {s.get('timestep_shift')}, "
-                f"{s.get('num_timesteps')} steps")  # fmt: skip
+        return (
+            f"cfg text {s.get('cfg_text_scale')}, img {s.get('cfg_img_scale')}, interval {s.get('cfg_interval')}, "
+            f"renorm {s.get('cfg_renorm_type')} {s.get('cfg_renorm_min')}, shift {s.get('timestep_shift')}, "
+            f"{s.get('num_timesteps')} steps"
+        )
     if label == "image sizes" and s:
-        return (f"VAE {s.get('vae_min_size')}-{s.get('vae_max_size')} px, ViT {s.get('vit_min_size')}-"
-                f"{s.get('vit_max_size')} px, {s.get('dtype')}")  # fmt: skip
+        return (
+            f"VAE {s.get('vae_min_size')}-{s.get('vae_max_size')} px, ViT {s.get('vit_min_size')}-"
+            f"{s.get('vit_max_size')} px, {s.get('dtype')}"
+        )
     if label == "machine" and m:
         gpu = f", {m['gpu']}" if m.get("gpu") else ""
         return f"{m.get('cpu')} x{m.get('cpu_count')}{gpu}, {m.get('device')}, {m.get('world_size')} process(es)"
@@ -234,6 +264,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
+
     def cell(c: Any) -> str:
         return str(c).replace("|", "\\|").replace("\n", " ")
 
@@ -248,6 +279,19 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
-__all__ = ["baseline_table", "by_split", "comparison_table", "data_note", "entry_estimates", "group_label",
-           "headline", "html_table", "markdown_table", "metric_order", "provenance_table", "results_table", "run_label",
-           "text_table"]
+__all__ = [
+    "baseline_table",
+    "by_split",
+    "comparison_table",
+    "data_note",
+    "entry_estimates",
+    "group_label",
+    "headline",
+    "html_table",
+    "markdown_table",
+    "metric_order",
+    "provenance_table",
+    "results_table",
+    "run_label",
+    "text_table",
+]

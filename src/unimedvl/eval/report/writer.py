@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from unimedvl.errors import UserError
-from unimedvl.eval.statistics.comparison import compare_split
 from unimedvl.eval.report.charts import loss_curves_png, make_charts
 from unimedvl.eval.report.html import build_page
 from unimedvl.eval.report.tables import (
@@ -32,6 +31,7 @@ from unimedvl.eval.report.tables import (
     run_label,
     text_table,
 )
+from unimedvl.eval.statistics.comparison import compare_split
 from unimedvl.eval.statistics.stats_csv import StatsEntry, write_metrics_csv, write_summary_csv
 from unimedvl.fileio import atomic_write_text, read_json_lines
 
@@ -71,16 +71,21 @@ def split_tables(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any]) 
             tables.append((f"{split}: against the baseline (paired, model - baseline)", (header, rows)))
         comparison = comparisons.get(split)
         if comparison and comparison["rows"]:
-            tables.append((f"{split}: checkpoints compared with {comparison['reference']} (paired)",
-                           comparison_table(comparison)))  # fmt: skip
+            tables.append(
+                (f"{split}: checkpoints compared with {comparison['reference']} (paired)", comparison_table(comparison))
+            )
     tables.append(("provenance", provenance_table(entries)))
     return tables
 
 
 def build_markdown(entries: Sequence[StatsEntry], comparisons: Mapping[str, Any], extra: str = "") -> str:
     """report.md: the report's tables only, for a paper or a pull request (``extra``: more Markdown appended)."""
-    parts = ["# UniMedVL evaluation", "",
-             "Values: mean [95% bootstrap interval] n=items; differences are paired over the same items.", ""]
+    parts = [
+        "# UniMedVL evaluation",
+        "",
+        "Values: mean [95% bootstrap interval] n=items; differences are paired over the same items.",
+        "",
+    ]
     for title, table in split_tables(entries, comparisons):
         parts += [f"## {title}", "", markdown_table(*table), ""]
     return "\n".join(parts) + (("\n" + extra) if extra else "")
@@ -105,15 +110,24 @@ def failure_lines(entries: Sequence[StatsEntry]) -> list[str]:
         if count:
             total = count + int((entry.stats.get("overall") or {}).get("total_samples") or 0)
             tasks = ", ".join(f"{task} {n}" for task, n in (failures.get("by_task_type") or {}).items())
-            lines.append(f"failed samples: {entry.label}: {count} of {total} ({tasks}); not in the metrics above; "
-                         f"errors under \"failures\" in {entry.path}")  # fmt: skip
+            lines.append(
+                f"failed samples: {entry.label}: {count} of {total} ({tasks}); not in the metrics above; "
+                f'errors under "failures" in {entry.path}'
+            )
     return lines or ["failed samples: none"]
 
 
-def write_report(entries: Sequence[StatsEntry], csv_path: str | Path, plot_dir: str | Path | None = None,
-                 html_path: str | Path | None = None, markdown_path: str | Path | None = None,
-                 train_logs: Mapping[str, list[dict]] | None = None, samples_per_task: int = 3,
-                 preface: Sequence[tuple[str, str]] = (), out: Callable[[str], None] = print) -> dict[str, Path]:  # fmt: skip
+def write_report(
+    entries: Sequence[StatsEntry],
+    csv_path: str | Path,
+    plot_dir: str | Path | None = None,
+    html_path: str | Path | None = None,
+    markdown_path: str | Path | None = None,
+    train_logs: Mapping[str, list[dict]] | None = None,
+    samples_per_task: int = 3,
+    preface: Sequence[tuple[str, str]] = (),
+    out: Callable[[str], None] = print,
+) -> dict[str, Path]:
     """Everything `unimedvl stats` writes (module docstring); returns name -> path of what was written.
 
     ``preface``: (title, trusted HTML) sections placed first in the page (e.g. the demo's goals).
@@ -142,8 +156,12 @@ def write_report(entries: Sequence[StatsEntry], csv_path: str | Path, plot_dir: 
     if html_path:
         page = Path(html_path)
         page.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(page, build_page(entries, charts, comparisons, samples_per_task, loss_png=loss_png,
-                                           preface=[*preface, *bench_html]))  # fmt: skip
+        atomic_write_text(
+            page,
+            build_page(
+                entries, charts, comparisons, samples_per_task, loss_png=loss_png, preface=[*preface, *bench_html]
+            ),
+        )
         written["html"] = page
         markdown_path = markdown_path or page.with_suffix(".md")
     if markdown_path:
@@ -161,7 +179,9 @@ def _file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
 
-def write_benchmark_tables(entries, output: Path, out: Callable[[str], None] = print) -> tuple[str, list[tuple[str, str]]]:
+def write_benchmark_tables(
+    entries, output: Path, out: Callable[[str], None] = print
+) -> tuple[str, list[tuple[str, str]]]:
     """Print the paper-comparable benchmark tables and write them beside the CSV (``<stem>_benchmarks.md``
     and ``.csv``); (their Markdown, the HTML sections for the report) ('' and [] without benchmark runs)."""
     from unimedvl.eval.report.benchmark_table import benchmark_html, benchmark_report, write_benchmark_csv
@@ -177,5 +197,4 @@ def write_benchmark_tables(entries, output: Path, out: Callable[[str], None] = p
     return text, benchmark_html(entries)
 
 
-__all__ = ["build_markdown", "compare_checkpoints", "html_table", "read_train_log", "summary_text",
-           "write_report"]
+__all__ = ["build_markdown", "compare_checkpoints", "html_table", "read_train_log", "summary_text", "write_report"]

@@ -56,13 +56,16 @@ def auto_batch_size(model, settings, device) -> tuple[int, str]:
     device = torch.device(device)
     inferencer = model.inferencer
     workload = Workload(image_size=settings.vae_max_size, answer_tokens=settings.max_new_tokens)
-    per_sample = runtime_bytes(inferencer.model.config, inferencer.config, workload, dtype_bytes(settings.dtype),
-                               device.type == "cuda")  # fmt: skip
+    per_sample = runtime_bytes(
+        inferencer.model.config, inferencer.config, workload, dtype_bytes(settings.dtype), device.type == "cuda"
+    )
     free = free_bytes(device)
     size = choose_batch_size(free, per_sample, device.type)
     free_text = "unknown" if free is None else format_bytes(free)
-    line = (f"eval: batch size {size} (auto: {free_text} free on {device}, about {format_bytes(per_sample)} per "
-            f"sample, at most {CAPS.get(device.type, CAPS['cpu'])}; --batch-size N sets it)")  # fmt: skip
+    line = (
+        f"eval: batch size {size} (auto: {free_text} free on {device}, about {format_bytes(per_sample)} per "
+        f"sample, at most {CAPS.get(device.type, CAPS['cpu'])}; --batch-size N sets it)"
+    )
     return size, line
 
 

@@ -58,17 +58,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unimedvl.imaging.medical_io import LoadedImage, load_array
-from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
+from unimedvl import metrics as M
+from unimedvl.benchmarks.scoring import is_benchmark_record, line_fields, score_question
 from unimedvl.data.records import IMAGE_TOKEN, Record, confinement_problem, parse_line
 from unimedvl.errors import ConfigError, DataError, DiskFullError, UserError
-from unimedvl import metrics as M
 from unimedvl.eval.statistics.baselines import image_baseline_name, image_baseline_prediction
-from unimedvl.benchmarks.scoring import is_benchmark_record, line_fields, score_question
 from unimedvl.eval.statistics.item_scores import IMAGE_METRICS
 from unimedvl.eval.statistics.run_statistics import REPORT_TASK, build_statistics
 from unimedvl.fileio import atomic_path, disk_full_reported
 from unimedvl.guidance import RESTORATION, GuidanceConfig, check_strength
+from unimedvl.imaging.medical_io import LoadedImage, load_array
+from unimedvl.imaging.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS
 
 METRIC_MODES = ("reference", "native", "both")
 KINDS = ("edit", "t2i", "question", "report", "invalid")
@@ -115,10 +115,18 @@ class EvalSettings:
         from unimedvl.checkpoint.inference_config import InferenceConfig
 
         base = InferenceConfig.load(model_path)
-        vae = replace(base.vae_transform, min_image_size=self.vae_min_size, max_image_size=self.vae_max_size,
-                      max_pixels=self.vae_max_pixels)
-        vit = replace(base.vit_transform, min_image_size=self.vit_min_size, max_image_size=self.vit_max_size,
-                      max_pixels=self.vit_max_pixels)
+        vae = replace(
+            base.vae_transform,
+            min_image_size=self.vae_min_size,
+            max_image_size=self.vae_max_size,
+            max_pixels=self.vae_max_pixels,
+        )
+        vit = replace(
+            base.vit_transform,
+            min_image_size=self.vit_min_size,
+            max_image_size=self.vit_max_size,
+            max_pixels=self.vit_max_pixels,
+        )
         return replace(base, vae_transform=vae, vit_transform=vit)
 
     def to_json(self) -> dict:
@@ -161,8 +169,9 @@ def _kind(record: Record) -> str:
     return "report" if record.task_type == REPORT_TASK else "question"
 
 
-def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
-                 confine_data_dir: bool | None = False) -> list[Sample]:
+def load_samples(
+    path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, confine_data_dir: bool | None = False
+) -> list[Sample]:
     """Every non-blank line of the JSONL as a Sample; a bad line becomes an ``invalid`` one (no exception).
 
     Duplicate sample ids get ``#<line>`` appended (resume needs unique keys), with a warning. A
@@ -189,12 +198,20 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
             sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else None
             task = obj.get("main_task_type")
             degrade = obj.get("degrade_type")
-            sample = Sample(index, sid or f"{path.name}:{number}", "", task if isinstance(task, str) and task else
-                            "unknown", "invalid", degrade_type=degrade if isinstance(degrade, str) else None,
-                            error=str(err), source=source)  # fmt: skip
+            sample = Sample(
+                index,
+                sid or f"{path.name}:{number}",
+                "",
+                task if isinstance(task, str) and task else "unknown",
+                "invalid",
+                degrade_type=degrade if isinstance(degrade, str) else None,
+                error=str(err),
+                source=source,
+            )
         else:
-            sample = Sample(index, record.sample_id, "", record.task_type, _kind(record), record,
-                            record.degrade_type, source=source)  # fmt: skip
+            sample = Sample(
+                index, record.sample_id, "", record.task_type, _kind(record), record, record.degrade_type, source=source
+            )
             if isinstance(record.extra.get("unusable"), str):  # a benchmark question the reader could not use
                 sample.kind, sample.record, sample.error = "invalid", None, record.extra["unusable"]
             elif confine_data_dir is not None and (problem := confinement_problem(record, folder)) is not None:
@@ -204,14 +221,19 @@ def load_samples(path: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
                     sample.error = f"{problem}; move it inside, or evaluate without --confine-data-dir"
         if sample.sample_id in seen:
             new_id = f"{sample.sample_id}#{number}"
-            print(f"warning: {source}: sample_id {sample.sample_id!r} repeats an earlier line; "
-                  f"evaluated as {new_id!r}", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {source}: sample_id {sample.sample_id!r} repeats an earlier line; evaluated as {new_id!r}",
+                file=sys.stderr,
+            )
             sample.sample_id = new_id
         seen.add(sample.sample_id)
         samples.append(sample)
     if outside and not confine_data_dir:
-        print(f"warning: {len(outside)} record(s) of {path} name images outside the data folder {folder} (first: "
-              f"{outside[0]}); --confine-data-dir fails such samples", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {len(outside)} record(s) of {path} name images outside the data folder {folder} (first: "
+            f"{outside[0]}); --confine-data-dir fails such samples",
+            file=sys.stderr,
+        )
     stems: set[str] = set()
     for s in samples:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", s.sample_id).strip("._")[:120] or "sample"
@@ -259,14 +281,20 @@ def score_answer(record: Record, prediction: str) -> dict[str, Any]:
         return out
     options = _options(record)
     if options is not None:
-        letters = ({str(k).strip().upper(): str(v) for k, v in options.items()} if isinstance(options, dict)
-                   else {chr(ord("A") + i): str(v) for i, v in enumerate(options)})  # as metrics.extract_choice reads them
+        letters = (
+            {str(k).strip().upper(): str(v) for k, v in options.items()}
+            if isinstance(options, dict)
+            else {chr(ord("A") + i): str(v) for i, v in enumerate(options)}
+        )  # as metrics.extract_choice reads them
         letter = gold.strip().strip("()").upper()
         if letter not in letters:  # the gold given as option text: find its letter
             match = [k for k, v in letters.items() if M.normalize_answer(v) == M.normalize_answer(gold)]
             letter = match[0] if len(match) == 1 else letter
-        out.update(answer_kind="multiple_choice", correct=M.extract_choice(prediction, options) == letter,
-                   n_options=len(letters))  # the chance baseline is 1 / n_options
+        out.update(
+            answer_kind="multiple_choice",
+            correct=M.extract_choice(prediction, options) == letter,
+            n_options=len(letters),
+        )  # the chance baseline is 1 / n_options
         return out
     declared = record.extra.get("answer_type")
     declared = declared.lower() if isinstance(declared, str) and declared.lower() in ("closed", "open") else None
@@ -371,8 +399,14 @@ class BatchEvaluator:
 
     def _prepare(self, sample: Sample) -> _Work:
         work = _Work(sample, sample_seed(self.settings.seed, sample.sample_id))
-        work.line = {"sample_id": sample.sample_id, "index": sample.index, "task_type": sample.task_type,
-                     "degrade_type": sample.degrade_type, "kind": sample.kind, "seed": work.seed}  # fmt: skip
+        work.line = {
+            "sample_id": sample.sample_id,
+            "index": sample.index,
+            "task_type": sample.task_type,
+            "degrade_type": sample.degrade_type,
+            "kind": sample.kind,
+            "seed": work.seed,
+        }
         if sample.kind == "invalid":
             work.error = sample.error
             return work
@@ -403,19 +437,26 @@ class BatchEvaluator:
     def _understand_request(self, work: _Work):
         from unimedvl.inference.inferencer import Request
 
-        return Request([*work.inputs, work.instruction], "understand", max_new_tokens=self.settings.max_new_tokens,
-                       temperature=0.0, seed=work.seed)  # fmt: skip
+        return Request(
+            [*work.inputs, work.instruction],
+            "understand",
+            max_new_tokens=self.settings.max_new_tokens,
+            temperature=0.0,
+            seed=work.seed,
+        )
 
     def _image_request(self, work: _Work):
         from unimedvl.inference.inferencer import Request
 
         if work.sample.kind == "t2i":  # at the reference's size after the VAE rule, as an edit would be
             width, height = self.model.inferencer.vae_transform.target_size(*work.gt_display.size)
-            return Request([work.instruction], "generate", guidance=self.guidance, seed=work.seed, height=height,
-                           width=width)  # fmt: skip
+            return Request(
+                [work.instruction], "generate", guidance=self.guidance, seed=work.seed, height=height, width=width
+            )
         text = work.instruction + "\n\n" + work.line["understanding_text"]
-        return Request([*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed,
-                       strength=self.settings.strength)
+        return Request(
+            [*work.inputs, text], "edit", guidance=self.guidance, seed=work.seed, strength=self.settings.strength
+        )
 
     def _take_text(self, work: _Work, result) -> None:
         key = "understanding_text" if work.sample.kind == "edit" else "answer"
@@ -512,14 +553,19 @@ class BatchEvaluator:
         scores = image_scores(pred, work.gt, work.gt_display, self.settings.metric_mode)
         if work.inputs:  # the identity / bicubic baseline, scored by the same code on the same item
             work.line["baseline"] = image_baseline_name(work.sample.task_type, work.sample.degrade_type)
-            baseline = image_scores(image_baseline_prediction(work.inputs[-1], pred.size), work.gt, work.gt_display,
-                                    self.settings.metric_mode)  # fmt: skip
+            baseline = image_scores(
+                image_baseline_prediction(work.inputs[-1], pred.size),
+                work.gt,
+                work.gt_display,
+                self.settings.metric_mode,
+            )
             scores.update({f"baseline_{k}": v for k, v in baseline.items() if k in IMAGE_METRICS})
         return scores
 
     def _save(self, image: Image.Image, name: str) -> str:
-        with disk_full_reported("writing images", self.image_dir,
-                                "the results written so far are intact; free space and rerun to continue"):
+        with disk_full_reported(
+            "writing images", self.image_dir, "the results written so far are intact; free space and rerun to continue"
+        ):
             with atomic_path(self.image_dir / name, fsync=False) as tmp:  # no half image under the final name
                 image.save(tmp, format="PNG")
         return f"images/{name}"

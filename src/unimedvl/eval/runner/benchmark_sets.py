@@ -61,8 +61,9 @@ def prepare_benchmarks(options: EvalOptions, ranks: Ranks) -> tuple[list[tuple[s
     for source in sources:
         jsonl = cache / f"{source.label}.jsonl"
         if ranks.rank == 0:
-            conv = convert_benchmark(source, image_dir=cache / f"{source.label}_images", out_dir=cache,
-                                     keep_failed=True)  # fmt: skip
+            conv = convert_benchmark(
+                source, image_dir=cache / f"{source.label}_images", out_dir=cache, keep_failed=True
+            )
             checksums = file_checksums(conv.source_files)
             digest = combined_digest(checksums)
             for record in conv.records:  # the scoring rules and the files' digest travel with each question
@@ -74,8 +75,11 @@ def prepare_benchmarks(options: EvalOptions, ranks: Ranks) -> tuple[list[tuple[s
             atomic_write_text(sidecar_path(jsonl), json.dumps(train, indent=1) + "\n")  # the majority baseline's
             print(f"eval: {conv.summary()}", file=sys.stderr)
             if conv.problems:
-                print(f"eval: {source.label}: {len(conv.problems)} problem(s) (failed questions are counted in "
-                      "statistics.json):", file=sys.stderr)  # fmt: skip
+                print(
+                    f"eval: {source.label}: {len(conv.problems)} problem(s) (failed questions are counted in "
+                    "statistics.json):",
+                    file=sys.stderr,
+                )
                 print_problems(conv.problems, 50)
         test_sets.append((source.label, jsonl, cache))
     ranks.barrier()

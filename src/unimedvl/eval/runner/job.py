@@ -67,8 +67,9 @@ def evaluate(options: EvalOptions) -> tuple[int, int]:
                 settings = model_settings(options, ranks.cuda, path, plan)
                 run_dir = Path(options.out) / model_id / (label or options.split or data.stem)
                 with run_lock(run_dir, "eval", enabled=ranks.rank == 0):  # one run per folder (RELIABILITY.md)
-                    failed += evaluate_model(options, ranks, path, model_id, run_dir, data, data_dir, samples,
-                                             selected, settings, plan)  # fmt: skip
+                    failed += evaluate_model(
+                        options, ranks, path, model_id, run_dir, data, data_dir, samples, selected, settings, plan
+                    )
                 if label and ranks.rank == 0:
                     print_benchmark_result(run_dir / STATS, model_id, label)
     finally:
@@ -90,14 +91,24 @@ def model_settings(options: EvalOptions, cuda: bool, model_path: Path | None = N
     plan = plan or load_plan(options)
     guidance = inference.guidance_for("eval", options.guidance)
     return EvalSettings(
-        dtype=options.dtype or default_dtype("cuda" if cuda else "cpu"), weights=options.weights,
-        vae_min_size=vae.min_image_size, vae_max_size=vae.max_image_size, vit_min_size=vit.min_image_size,
-        vit_max_size=vit.max_image_size, vae_max_pixels=vae.max_pixels, vit_max_pixels=vit.max_pixels,
-        max_new_tokens=options.max_new_tokens, seed=options.seed, metric_mode=options.metric_mode,
-        components=plan.components, quantize=plan.quantize,
-        strength=guidance.strength if options.strength is None else options.strength, guidance=guidance,
-        max_image_pixels=options.max_image_pixels, confine_data_dir=options.confine_data_dir,
-    )  # fmt: skip
+        dtype=options.dtype or default_dtype("cuda" if cuda else "cpu"),
+        weights=options.weights,
+        vae_min_size=vae.min_image_size,
+        vae_max_size=vae.max_image_size,
+        vit_min_size=vit.min_image_size,
+        vit_max_size=vit.max_image_size,
+        vae_max_pixels=vae.max_pixels,
+        vit_max_pixels=vit.max_pixels,
+        max_new_tokens=options.max_new_tokens,
+        seed=options.seed,
+        metric_mode=options.metric_mode,
+        components=plan.components,
+        quantize=plan.quantize,
+        strength=guidance.strength if options.strength is None else options.strength,
+        guidance=guidance,
+        max_image_pixels=options.max_image_pixels,
+        confine_data_dir=options.confine_data_dir,
+    )
 
 
 def load_plan(options: EvalOptions, model_path: Path | None = None, device: str = "cpu"):
@@ -107,8 +118,9 @@ def load_plan(options: EvalOptions, model_path: Path | None = None, device: str 
 
     memory = options.memory()
     if memory["max_memory"] is None or model_path is None:
-        return LoadPlan(memory["components"], memory["quantize"] or "none", memory["offload"] or "none",
-                        memory["device_map"])  # fmt: skip
+        return LoadPlan(
+            memory["components"], memory["quantize"] or "none", memory["offload"] or "none", memory["device_map"]
+        )
     from unimedvl.checkpoint.inference_config import InferenceConfig
     from unimedvl.checkpoint.loading import resolve_load
 
@@ -122,8 +134,19 @@ def _sizes(options: EvalOptions) -> dict[str, int | None]:
     return {name: options.sizes.get(name) for name in SIZE_FIELDS}
 
 
-def evaluate_model(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, run_dir: Path, data: Path,
-                   data_dir: Path, samples, selected, settings, plan=None) -> int:  # fmt: skip
+def evaluate_model(
+    options: EvalOptions,
+    ranks: Ranks,
+    model_path: Path,
+    model_id: str,
+    run_dir: Path,
+    data: Path,
+    data_dir: Path,
+    samples,
+    selected,
+    settings,
+    plan=None,
+) -> int:
     """One model: check/resume the run folder, evaluate this rank's share, merge and write statistics.
 
     Returns how many samples of the run failed (on rank 0; 0 on the others)."""
@@ -146,8 +169,11 @@ def evaluate_model(options: EvalOptions, ranks: Ranks, model_path: Path, model_i
     pending = [s for s in selected if s.sample_id not in done]
     mine = ranks.share(pending)
     if ranks.rank == 0:
-        print(f"eval: {model_id}: {len(selected)} sample(s), {len(selected) - len(pending)} already done, "
-              f"{len(pending)} to run on {ranks.world} process(es)", file=sys.stderr)  # fmt: skip
+        print(
+            f"eval: {model_id}: {len(selected)} sample(s), {len(selected) - len(pending)} already done, "
+            f"{len(pending)} to run on {ranks.world} process(es)",
+            file=sys.stderr,
+        )
     model = _load_model(model_path, ranks, settings, plan) if mine else None
     ranks.barrier()  # every rank that has work has its model: only now does the folder belong to this run
     if ranks.rank == 0:
@@ -165,8 +191,7 @@ def evaluate_model(options: EvalOptions, ranks: Ranks, model_path: Path, model_i
     return failed
 
 
-def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, settings, advice: str,
-                      provenance) -> int:  # fmt: skip
+def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, settings, advice: str, provenance) -> int:
     """Merge the results, write statistics.json, print the summary; returns the number of failed samples.
 
     ``provenance(lines)`` gives statistics.json's provenance block for the merged result lines."""
@@ -178,22 +203,43 @@ def _write_statistics(run_dir: Path, order: dict, model_id: str, data: Path, set
         stats = build_statistics(lines, train_majority=train_majority_for(data))
         stats["provenance"] = provenance(lines)
         modes = ["reference", "native"] if settings.metric_mode == "both" else [settings.metric_mode]
-        stats["run"] = {"model_id": model_id, "data": str(data), "metric_modes": modes,
-                        "vae_min_size": settings.vae_min_size, "num_timesteps": settings.guidance.num_timesteps}  # fmt: skip
+        stats["run"] = {
+            "model_id": model_id,
+            "data": str(data),
+            "metric_modes": modes,
+            "vae_min_size": settings.vae_min_size,
+            "num_timesteps": settings.guidance.num_timesteps,
+        }
         atomic_write_text(run_dir / STATS, json.dumps(finite(stats), indent=2, allow_nan=False) + "\n")
     overall = stats["overall"]
-    print(f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
-          f"{overall['failed_samples']} failed): {_headline(stats)}", file=sys.stderr)  # fmt: skip
+    print(
+        f"eval: {model_id}: wrote {run_dir / STATS} ({overall['total_samples']} ok, "
+        f"{overall['failed_samples']} failed): {_headline(stats)}",
+        file=sys.stderr,
+    )
     return int(overall["failed_samples"])
 
 
-def _provenance(options: EvalOptions, ranks: Ranks, model_path: Path, model_id: str, identity: dict, settings,
-                samples, selected, lines) -> dict:  # fmt: skip
+def _provenance(
+    options: EvalOptions,
+    ranks: Ranks,
+    model_path: Path,
+    model_id: str,
+    identity: dict,
+    settings,
+    samples,
+    selected,
+    lines,
+) -> dict:
     """statistics.json's provenance block (unimedvl.eval.runner.provenance): checkpoint, data, settings, software, machine."""
     from unimedvl.eval.runner.provenance import run_provenance
 
-    counts = {"n_records": len(samples), "n_selected": len(selected), "n_results": len(lines),
-              "selection": {"limit": options.limit, "limit_per_task": options.limit_per_task}}  # fmt: skip
+    counts = {
+        "n_records": len(samples),
+        "n_selected": len(selected),
+        "n_results": len(lines),
+        "selection": {"limit": options.limit, "limit_per_task": options.limit_per_task},
+    }
     return run_provenance(model_path, model_id, identity, settings, counts, ranks.device, ranks.world)
 
 
@@ -208,11 +254,18 @@ def _load_model(model_path: Path, ranks: Ranks, settings, plan=None):
     """The model of ``model_path`` on this rank's device, in the run's dtype, weights and memory plan."""
     from unimedvl.inference.api import UniMedVL
 
-    return UniMedVL.from_pretrained(model_path, device=ranks.device, dtype=settings.dtype, prefer=settings.weights,
-                                    config=settings.inference_config(model_path),
-                                    max_image_pixels=settings.max_image_pixels, components=settings.components,
-                                    quantize=settings.quantize, offload=plan.offload if plan else None,
-                                    device_map=plan.device_map if plan else None)  # fmt: skip
+    return UniMedVL.from_pretrained(
+        model_path,
+        device=ranks.device,
+        dtype=settings.dtype,
+        prefer=settings.weights,
+        config=settings.inference_config(model_path),
+        max_image_pixels=settings.max_image_pixels,
+        components=settings.components,
+        quantize=settings.quantize,
+        offload=plan.offload if plan else None,
+        device_map=plan.device_map if plan else None,
+    )
 
 
 def _evaluate_share(options: EvalOptions, ranks: Ranks, model, model_id: str, run_dir: Path, settings, mine) -> None:
@@ -248,8 +301,11 @@ def _evaluate_share(options: EvalOptions, ranks: Ranks, model, model_id: str, ru
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
-    print(f"eval: {model_id}: rank {ranks.rank}: {len(mine)} sample(s) in {seconds:.2f} s "
-          f"({60.0 * len(mine) / max(seconds, 1e-9):.1f}/min)", file=sys.stderr)  # fmt: skip
+    print(
+        f"eval: {model_id}: rank {ranks.rank}: {len(mine)} sample(s) in {seconds:.2f} s "
+        f"({60.0 * len(mine) / max(seconds, 1e-9):.1f}/min)",
+        file=sys.stderr,
+    )
     del model, evaluator
     if ranks.cuda:
         torch.cuda.empty_cache()

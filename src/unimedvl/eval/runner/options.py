@@ -55,5 +55,10 @@ class EvalOptions:
 
     def memory(self) -> dict[str, Any]:
         """The memory-plan choices as keyword arguments of :func:`~unimedvl.checkpoint.memory_estimate.resolve_load`."""
-        return dict(components=self.components or "all", quantize=self.quantize, offload=self.offload,
-                    device_map=self.device_map, max_memory=self.max_memory)
+        return dict(
+            components=self.components or "all",
+            quantize=self.quantize,
+            offload=self.offload,
+            device_map=self.device_map,
+            max_memory=self.max_memory,
+        )

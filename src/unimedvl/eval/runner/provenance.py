@@ -79,17 +79,27 @@ def checkpoint_provenance(path: Path, prefer: str) -> dict[str, Any]:
         except (OSError, ValueError):
             manifest = {}
     step = manifest.get("step")
-    return {"path": str(path.resolve()), "training_step": step if isinstance(step, int) else None,
-            "saved_at": manifest.get("saved_at"), "weights": prefer, "weights_sha256": combined.hexdigest()[:12],
-            "weights_files": files}  # fmt: skip
+    return {
+        "path": str(path.resolve()),
+        "training_step": step if isinstance(step, int) else None,
+        "saved_at": manifest.get("saved_at"),
+        "weights": prefer,
+        "weights_sha256": combined.hexdigest()[:12],
+        "weights_files": files,
+    }
 
 
 def _source_commit() -> str | None:
     """The git commit of the unimedvl source tree when it runs from a checkout (``-dirty``: with local edits)."""
     here = Path(__file__).resolve().parent
     try:
-        proc = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                              text=True, timeout=5, check=False)  # fmt: skip
+        proc = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if proc.returncode != 0:
@@ -104,8 +114,13 @@ def software() -> dict[str, Any]:
 
     import unimedvl
 
-    return {"unimedvl": unimedvl.__version__, "source_commit": _source_commit(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}  # fmt: skip
+    return {
+        "unimedvl": unimedvl.__version__,
+        "source_commit": _source_commit(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _cpu_name() -> str:
@@ -123,12 +138,25 @@ def machine(device: str, world_size: int) -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
-    return {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "device": device,
-            "gpu": gpu, "world_size": world_size}  # fmt: skip
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "gpu": gpu,
+        "world_size": world_size,
+    }
 
 
-def run_provenance(model_path: Path, model_id: str, identity: Mapping[str, Any], settings, counts: Mapping[str, Any],
-                   device: str, world_size: int) -> dict[str, Any]:  # fmt: skip
+def run_provenance(
+    model_path: Path,
+    model_id: str,
+    identity: Mapping[str, Any],
+    settings,
+    counts: Mapping[str, Any],
+    device: str,
+    world_size: int,
+) -> dict[str, Any]:
     """The whole block (module docstring). ``identity``: the run's run_info identity (data path and sha256);
     ``counts``: n_records, n_selected, n_results and the selection flags."""
     data = identity["data"]
@@ -138,7 +166,7 @@ def run_provenance(model_path: Path, model_id: str, identity: Mapping[str, Any],
         "settings": settings.to_json(),
         "software": software(),
         "machine": machine(device, world_size),
-    }  # fmt: skip
+    }
 
 
 __all__ = ["checkpoint_provenance", "file_digest", "loaded_weight_files", "machine", "run_provenance", "software"]

@@ -51,8 +51,11 @@ def consolidate(run_dir: Path, order: dict[str, int], retry_failed: bool = False
                 continue
             kept.setdefault(str(line["sample_id"]), line)
     if dropped:
-        print(f"eval: {run_dir}: dropped {dropped} unreadable result line(s) (an interrupted write); those "
-              "samples are redone", file=sys.stderr)  # fmt: skip
+        print(
+            f"eval: {run_dir}: dropped {dropped} unreadable result line(s) (an interrupted write); those "
+            "samples are redone",
+            file=sys.stderr,
+        )
     merged = sorted(kept.values(), key=lambda l: (order.get(str(l["sample_id"]), len(order)), str(l["sample_id"])))
     if merged or (run_dir / RESULTS).is_file():
         atomic_write_text(run_dir / RESULTS, "".join(json.dumps(l, ensure_ascii=False) + "\n" for l in merged))
@@ -82,9 +85,11 @@ class ResultWriter:
         except OSError as err:
             self._cut(end)
             if is_disk_full(err, self.path.parent):
-                raise DiskFullError(f"disk full while writing results in {self.path.parent}; {self.written} result "
-                                    "line(s) of this process are saved and intact; free space and rerun the same "
-                                    "command to continue") from None  # fmt: skip
+                raise DiskFullError(
+                    f"disk full while writing results in {self.path.parent}; {self.written} result "
+                    "line(s) of this process are saved and intact; free space and rerun the same "
+                    "command to continue"
+                ) from None
             raise
         self.written += 1
 

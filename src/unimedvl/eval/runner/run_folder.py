@@ -63,9 +63,11 @@ def model_ids(paths: Sequence[Path]) -> list[str]:
 
 def run_identity(model_path: Path, data: Path, data_dir: Path, settings) -> dict[str, Any]:
     """What a resume must match: the model, the data and the settings."""
-    return {"model": {"path": str(model_path.resolve()), "fingerprint": checkpoint_fingerprint(model_path)},
-            "data": {"path": str(data.resolve()), "sha256": _sha256(data), "data_dir": str(data_dir.resolve())},
-            "settings": settings.to_json()}  # fmt: skip
+    return {
+        "model": {"path": str(model_path.resolve()), "fingerprint": checkpoint_fingerprint(model_path)},
+        "data": {"path": str(data.resolve()), "sha256": _sha256(data), "data_dir": str(data_dir.resolve())},
+        "settings": settings.to_json(),
+    }
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -119,7 +121,12 @@ def write_run_info(run_dir: Path, identity: dict, model_id: str, world_size: int
     """run_info.json, unless the folder has it (a resumed run keeps its creation record)."""
     if (run_dir / RUN_INFO).is_file():
         return
-    info = {**identity, "model_id": model_id, "world_size": world_size, "device": device,
-            "created": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+    info = {
+        **identity,
+        "model_id": model_id,
+        "world_size": world_size,
+        "device": device,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     with disk_full_reported("writing run_info.json", run_dir, "free space and rerun the same command"):
         atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=2) + "\n")

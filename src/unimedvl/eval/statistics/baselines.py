@@ -69,8 +69,9 @@ def _n_options(line: Mapping[str, Any]) -> int | None:
     return len(options) if isinstance(options, (dict, list)) and options else None
 
 
-def question_baselines(lines: Sequence[Mapping[str, Any]],
-                       train: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, dict[str, Any]]:
+def question_baselines(
+    lines: Sequence[Mapping[str, Any]], train: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, Any]]:
     """sample_id -> the baseline's scores of that question: ``{name, answer, correct[, recall]}``.
 
     ``correct`` is 0/1 for the majority answer and 1/options for chance; scored lines only (those
@@ -109,4 +110,11 @@ def constant_report(golds: Sequence[str]) -> str | None:
     return Counter(texts).most_common(1)[0][0] if texts else None
 
 
-__all__ = ["MAJORITY", "MAJORITY_UPPER_BOUND", "constant_report", "image_baseline_name", "image_baseline_prediction", "question_baselines"]
+__all__ = [
+    "MAJORITY",
+    "MAJORITY_UPPER_BOUND",
+    "constant_report",
+    "image_baseline_name",
+    "image_baseline_prediction",
+    "question_baselines",
+]

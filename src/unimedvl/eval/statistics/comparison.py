@@ -16,8 +16,8 @@ from typing import Any
 from unimedvl.eval.statistics.estimates import group_ids
 from unimedvl.eval.statistics.item_scores import model_scores
 from unimedvl.eval.statistics.stats_csv import StatsEntry
-from unimedvl.metrics.uncertainty import DEFAULT_RESAMPLES
 from unimedvl.fileio import read_json_lines
+from unimedvl.metrics.uncertainty import DEFAULT_RESAMPLES
 
 _GROUP_KINDS = {"by_task_type": "task", "by_question_type": "question type"}
 
@@ -26,8 +26,9 @@ def _lines(entry: StatsEntry) -> list[dict]:
     return read_json_lines(entry.path.parent / "results.jsonl", require="sample_id")[0]
 
 
-def compare_split(runs: Sequence[StatsEntry], labels: Sequence[str],
-                  n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any] | None:  # fmt: skip
+def compare_split(
+    runs: Sequence[StatsEntry], labels: Sequence[str], n_resamples: int = DEFAULT_RESAMPLES
+) -> dict[str, Any] | None:
     """``{reference, others, rows: [{group, metric, differences: {label: {value, ci95, n}}}]}`` for one split
     (None with fewer than two runs that have results.jsonl)."""
     loaded = [(label, _lines(e)) for e, label in zip(runs, labels)]

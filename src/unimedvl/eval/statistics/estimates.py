@@ -25,12 +25,18 @@ from typing import Any
 from unimedvl.eval.statistics.item_scores import Scores, baseline_scores, model_scores
 from unimedvl.metrics.uncertainty import BOOTSTRAP_SEED, CONFIDENCE, DEFAULT_RESAMPLES
 
-METHOD = (f"percentile bootstrap over items, {DEFAULT_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; corpus BLEU "
-          "resampled from per-report n-gram counts; differences resampled in pairs (same items)")  # fmt: skip
+METHOD = (
+    f"percentile bootstrap over items, {DEFAULT_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; corpus BLEU "
+    "resampled from per-report n-gram counts; differences resampled in pairs (same items)"
+)
 
 
-def group_estimates(model: Mapping[str, Scores], baselines: Mapping[str, Scores], ids: set[str] | None,
-                    n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, dict[str, Any]]:  # fmt: skip
+def group_estimates(
+    model: Mapping[str, Scores],
+    baselines: Mapping[str, Scores],
+    ids: set[str] | None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> dict[str, dict[str, Any]]:
     """metric -> EST over the items in ``ids`` (None: all), with the baseline where there is one."""
     out: dict[str, dict[str, Any]] = {}
     for metric, all_scores in model.items():
@@ -62,14 +68,20 @@ def group_ids(lines: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, set[str
     return {"by_task_type": dict(sorted(by_task.items())), "by_question_type": dict(sorted(by_question.items()))}
 
 
-def metric_estimates(lines: Sequence[Mapping[str, Any]], n_resamples: int = DEFAULT_RESAMPLES,
-                     train_majority: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+def metric_estimates(
+    lines: Sequence[Mapping[str, Any]],
+    n_resamples: int = DEFAULT_RESAMPLES,
+    train_majority: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
     """The ``estimates`` block (module docstring) of a run's result lines (``train_majority``: the
     training split's majority answers, else the test set's, labelled an upper bound)."""
     ok = [l for l in lines if not l.get("error")]
     model, baselines = model_scores(ok), baseline_scores(ok, train_majority)
-    out: dict[str, Any] = {"confidence": CONFIDENCE, "method": METHOD,
-                           "overall": group_estimates(model, baselines, None, n_resamples)}  # fmt: skip
+    out: dict[str, Any] = {
+        "confidence": CONFIDENCE,
+        "method": METHOD,
+        "overall": group_estimates(model, baselines, None, n_resamples),
+    }
     for block, groups in group_ids(ok).items():
         out[block] = {name: group_estimates(model, baselines, ids, n_resamples) for name, ids in groups.items()}
     return out

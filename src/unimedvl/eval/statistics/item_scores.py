@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from unimedvl.metrics import text as T
 from unimedvl.eval.statistics.baselines import constant_report, question_baselines
+from unimedvl.metrics import text as T
 from unimedvl.metrics.uncertainty import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -54,8 +54,13 @@ class Scores:
         """The scores of the items in ``ids`` (None: all)."""
         if ids is None:
             return self
-        return Scores(self.metric, {i: v for i, v in self.items.items() if i in ids}, self.statistic,
-                      self.infinite & ids, {i: v for i, v in self.sources.items() if i in ids})  # fmt: skip
+        return Scores(
+            self.metric,
+            {i: v for i, v in self.items.items() if i in ids},
+            self.statistic,
+            self.infinite & ids,
+            {i: v for i, v in self.sources.items() if i in ids},
+        )
 
     def source_name(self) -> str:
         """The baseline's name over these items (" / "-joined when they mix baselines)."""
@@ -132,8 +137,11 @@ def report_scores(ids: Sequence[str], hyps: Sequence[str], refs: Sequence[str]) 
         return {}
     rows = T.bleu_statistics(hyps, refs, BLEU_ORDER)
     out = {f"bleu_{n}": Scores(f"bleu_{n}", dict(zip(ids, rows)), partial(_bleu, n)) for n in range(1, BLEU_ORDER + 1)}
-    per_item = {"rouge_l": T.rouge_l_scores(hyps, refs), "meteor_exact": T.meteor_exact_scores(hyps, refs),
-                "cider_d": T.cider_d(hyps, refs)[1]}  # fmt: skip
+    per_item = {
+        "rouge_l": T.rouge_l_scores(hyps, refs),
+        "meteor_exact": T.meteor_exact_scores(hyps, refs),
+        "cider_d": T.cider_d(hyps, refs)[1],
+    }
     out.update({name: Scores(name, dict(zip(ids, values))) for name, values in per_item.items()})
     return out
 
@@ -147,21 +155,30 @@ def model_scores(lines: Sequence[Mapping[str, Any]]) -> dict[str, Scores]:
     ok = [l for l in lines if not l.get("error")]
     out: dict[str, Scores] = {}
     for metric in IMAGE_METRICS:
-        out[metric] = _collect(metric, [(str(l["sample_id"]), (l.get("metrics") or {}).get(metric)) for l in ok
-                                        if l.get("kind") == "edit"])  # fmt: skip
-    out["accuracy"] = _collect("accuracy", [(str(l["sample_id"]), l["metrics"]["correct"]) for l in ok
-                                            if "correct" in (l.get("metrics") or {})])  # fmt: skip
-    out["open_recall"] = _collect("open_recall", [(str(l["sample_id"]), l["metrics"]["recall"]) for l in ok
-                                                  if "recall" in (l.get("metrics") or {})])  # fmt: skip
+        out[metric] = _collect(
+            metric, [(str(l["sample_id"]), (l.get("metrics") or {}).get(metric)) for l in ok if l.get("kind") == "edit"]
+        )
+    out["accuracy"] = _collect(
+        "accuracy",
+        [(str(l["sample_id"]), l["metrics"]["correct"]) for l in ok if "correct" in (l.get("metrics") or {})],
+    )
+    out["open_recall"] = _collect(
+        "open_recall",
+        [(str(l["sample_id"]), l["metrics"]["recall"]) for l in ok if "recall" in (l.get("metrics") or {})],
+    )
     reports = _reports(ok)
-    out.update(report_scores([str(l["sample_id"]) for l in reports], [l["answer"] for l in reports],
-                             [l["gold"] for l in reports]))  # fmt: skip
+    out.update(
+        report_scores(
+            [str(l["sample_id"]) for l in reports], [l["answer"] for l in reports], [l["gold"] for l in reports]
+        )
+    )
     out["inference_time"] = _collect("inference_time", [(str(l["sample_id"]), l.get("inference_time")) for l in ok])
     return {k: v for k, v in out.items() if v.items or v.infinite}
 
 
-def baseline_scores(lines: Sequence[Mapping[str, Any]],
-                    train_majority: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Scores]:
+def baseline_scores(
+    lines: Sequence[Mapping[str, Any]], train_majority: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, Scores]:
     """metric -> the baseline's Scores on the same items (``sources``: each item's baseline name), for the
     metrics that have a baseline (:mod:`unimedvl.eval.statistics.baselines`; ``train_majority``: the training
     split's majority answers, :mod:`unimedvl.eval.statistics.train_majority`)."""
@@ -169,8 +186,9 @@ def baseline_scores(lines: Sequence[Mapping[str, Any]],
     out: dict[str, Scores] = {}
     edits = [l for l in ok if l.get("kind") == "edit" and l.get("baseline")]
     for metric in IMAGE_METRICS:
-        scores = _collect(metric, [(str(l["sample_id"]), (l.get("metrics") or {}).get(f"baseline_{metric}"))
-                                   for l in edits])  # fmt: skip
+        scores = _collect(
+            metric, [(str(l["sample_id"]), (l.get("metrics") or {}).get(f"baseline_{metric}")) for l in edits]
+        )
         if scores.items or scores.infinite:
             scores.sources = {str(l["sample_id"]): str(l["baseline"]) for l in edits}
             out[metric] = scores
@@ -178,8 +196,11 @@ def baseline_scores(lines: Sequence[Mapping[str, Any]],
     for metric, key in (("accuracy", "correct"), ("open_recall", "recall")):
         entries = {sid: b for sid, b in questions.items() if key in b}
         if entries:
-            out[metric] = Scores(metric, {sid: float(b[key]) for sid, b in entries.items()},
-                                 sources={sid: b["name"] for sid, b in entries.items()})  # fmt: skip
+            out[metric] = Scores(
+                metric,
+                {sid: float(b[key]) for sid, b in entries.items()},
+                sources={sid: b["name"] for sid, b in entries.items()},
+            )
     reports = _reports(ok)
     constant = constant_report([l["gold"] for l in reports])
     if constant is not None:

@@ -18,9 +18,17 @@ from typing import Any
 from unimedvl.eval.runner.batch import BatchEvaluator, EvalSettings, load_samples
 
 
-def compare_plan(checkpoint: str | Path, data: str | Path, plan: dict[str, Any], settings: EvalSettings, *,
-                 data_dir: str | Path | None = None, device: str = "cpu", max_edits: int | None = None,
-                 batch_size: int = 8) -> dict[str, Any]:  # fmt: skip
+def compare_plan(
+    checkpoint: str | Path,
+    data: str | Path,
+    plan: dict[str, Any],
+    settings: EvalSettings,
+    *,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    max_edits: int | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Answer agreement and edit PSNR of ``plan`` (from_pretrained keyword arguments) vs the plain model.
 
     Returns ``questions``, ``agreement`` (share of identical answers), ``edits``, ``psnr_reference``,
@@ -35,13 +43,18 @@ def compare_plan(checkpoint: str | Path, data: str | Path, plan: dict[str, Any],
     lines: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, kwargs in (("reference", {}), ("plan", plan)):
-            model = UniMedVL.from_pretrained(checkpoint, device=device, dtype=settings.dtype, prefer=settings.weights,
-                                             config=settings.inference_config(checkpoint), **kwargs)  # fmt: skip
-            evaluator = BatchEvaluator(model, dataclasses.replace(settings, **_recorded(kwargs)),
-                                       Path(scratch) / name)  # fmt: skip
+            model = UniMedVL.from_pretrained(
+                checkpoint,
+                device=device,
+                dtype=settings.dtype,
+                prefer=settings.weights,
+                config=settings.inference_config(checkpoint),
+                **kwargs,
+            )
+            evaluator = BatchEvaluator(model, dataclasses.replace(settings, **_recorded(kwargs)), Path(scratch) / name)
             out = {}
             for k in range(0, len(chosen), batch_size):
-                for line in evaluator.evaluate(chosen[k:k + batch_size]):
+                for line in evaluator.evaluate(chosen[k : k + batch_size]):
                     out[line["sample_id"]] = line
             lines[name] = out
             del model, evaluator
@@ -57,10 +70,16 @@ def compare_plan(checkpoint: str | Path, data: str | Path, plan: dict[str, Any],
         return sum(values) / len(values) if values else float("nan")
 
     psnr_ref, psnr_plan = mean_psnr(ref), mean_psnr(got)
-    return {"questions": len(answered), "agreement": len(same) / len(answered) if answered else float("nan"),
-            "edits": len(edited), "psnr_reference": psnr_ref, "psnr_plan": psnr_plan,
-            "psnr_difference": psnr_plan - psnr_ref, "failed": failed,
-            "disagreements": [(i, ref[i]["answer"], got[i]["answer"]) for i in answered if i not in same]}  # fmt: skip
+    return {
+        "questions": len(answered),
+        "agreement": len(same) / len(answered) if answered else float("nan"),
+        "edits": len(edited),
+        "psnr_reference": psnr_ref,
+        "psnr_plan": psnr_plan,
+        "psnr_difference": psnr_plan - psnr_ref,
+        "failed": failed,
+        "disagreements": [(i, ref[i]["answer"], got[i]["answer"]) for i in answered if i not in same],
+    }
 
 
 def _recorded(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from unimedvl import metrics as M
-from unimedvl.eval.statistics.baselines import MAJORITY_UPPER_BOUND, question_baselines
 from unimedvl.benchmarks.scoring import benchmark_statistics
+from unimedvl.eval.statistics.baselines import MAJORITY_UPPER_BOUND, question_baselines
 from unimedvl.eval.statistics.estimates import metric_estimates
 from unimedvl.eval.statistics.item_scores import IMAGE_METRICS
 from unimedvl.eval.statistics.stats_csv import compute_statistics
@@ -34,8 +34,11 @@ _FLAT_METRICS = (*IMAGE_METRICS, "correct", "recall")
 
 def _flat(line: Mapping[str, Any]) -> dict[str, Any]:
     """The per-sample dict compute_statistics reads (image metrics, understanding scores)."""
-    out = {"sample_id": line["sample_id"], "task_type": line.get("task_type"),
-           "inference_time": line.get("inference_time")}  # fmt: skip
+    out = {
+        "sample_id": line["sample_id"],
+        "task_type": line.get("task_type"),
+        "inference_time": line.get("inference_time"),
+    }
     metrics = line.get("metrics") or {}
     for key in _FLAT_METRICS:
         value = _from_json_number(metrics.get(key))
@@ -48,13 +51,21 @@ def _flat(line: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _vqa_block(lines: Sequence[Mapping[str, Any]], train: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    scored = [l for l in lines if l.get("kind") == "question" and "correct" in (l.get("metrics") or {})
-              and l["metrics"].get("answer_kind") in ("closed", "open")]  # fmt: skip
+    scored = [
+        l
+        for l in lines
+        if l.get("kind") == "question"
+        and "correct" in (l.get("metrics") or {})
+        and l["metrics"].get("answer_kind") in ("closed", "open")
+    ]
     if not scored:
         return None
     out: dict[str, Any] = {"count": len(scored), "accuracy": float(np.mean([l["metrics"]["correct"] for l in scored]))}
-    out.update(M.vqa_scores([l["answer"] for l in scored], [l["gold"] for l in scored],
-                            [l["metrics"]["answer_kind"] for l in scored]))  # fmt: skip
+    out.update(
+        M.vqa_scores(
+            [l["answer"] for l in scored], [l["gold"] for l in scored], [l["metrics"]["answer_kind"] for l in scored]
+        )
+    )
     groups: dict[str, list] = {}
     for line in scored:
         groups.setdefault(line.get("question_type") or "all", []).append(line)
@@ -70,18 +81,22 @@ def _vqa_block(lines: Sequence[Mapping[str, Any]], train: Mapping[str, Any] | No
             answer, hits = Counter(M.normalize_answer(l["gold"]) for l in group).most_common(1)[0]
         majority_hits += hits
         recalls = [l["metrics"]["recall"] for l in group if "recall" in l["metrics"]]
-        by_type[qtype] = {"count": len(group), "accuracy": float(np.mean([l["metrics"]["correct"] for l in group])),
-                          "open_recall": float(np.mean(recalls)) if recalls else None,
-                          "majority_answer": answer, "majority_baseline": hits / len(group)}  # fmt: skip
+        by_type[qtype] = {
+            "count": len(group),
+            "accuracy": float(np.mean([l["metrics"]["correct"] for l in group])),
+            "open_recall": float(np.mean(recalls)) if recalls else None,
+            "majority_answer": answer,
+            "majority_baseline": hits / len(group),
+        }
     out["majority_baseline"] = majority_hits / len(scored)  # always answering each type's commonest gold
-    out["majority_source"] = (f"training split: {train['source']}" if train
-                              else MAJORITY_UPPER_BOUND)  # fmt: skip
+    out["majority_source"] = f"training split: {train['source']}" if train else MAJORITY_UPPER_BOUND
     out["by_question_type"] = by_type
     return out
 
 
-def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None = None,
-                     train_majority: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_statistics(
+    lines: Sequence[Mapping[str, Any]], timestamp: str | None = None, train_majority: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """statistics.json content from result lines: the spec's keys plus understanding and failure blocks.
 
     ``total_samples`` / ``count`` cover the samples that produced a result; the failed ones
@@ -99,8 +114,11 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
     stats["overall"]["failed_samples"] = len(failed)
     for task, entry in stats["by_task_type"].items():
         entry["failed_samples"] = failed_by_task.get(task, 0)
-    stats["failures"] = {"count": len(failed), "by_task_type": dict(sorted(failed_by_task.items())),
-                         "samples": [{"sample_id": l["sample_id"], "error": l["error"]} for l in failed[:200]]}
+    stats["failures"] = {
+        "count": len(failed),
+        "by_task_type": dict(sorted(failed_by_task.items())),
+        "samples": [{"sample_id": l["sample_id"], "error": l["error"]} for l in failed[:200]],
+    }
     vqa = _vqa_block(ok, train_majority)
     if vqa:
         stats["vqa"] = vqa
@@ -115,5 +133,7 @@ def build_statistics(lines: Sequence[Mapping[str, Any]], timestamp: str | None =
         scores = M.report_metrics([l["answer"] for l in reports], [l["gold"] for l in reports])
         stats["report_generation"] = {"count": len(reports), **scores}
         stats["by_task_type"].get(REPORT_TASK, {}).update(scores)
-    stats["estimates"] = metric_estimates(lines, train_majority=(train_majority or {}).get("answers"))  # every mean with its interval, n and baseline
+    stats["estimates"] = metric_estimates(
+        lines, train_majority=(train_majority or {}).get("answers")
+    )  # every mean with its interval, n and baseline
     return stats

@@ -45,15 +45,24 @@ from unimedvl.metrics.image import mean_std_finite
 log = logging.getLogger(__name__)
 
 STATS_FILE = "statistics.json"
-OVERALL_COLUMNS = ("total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
-                   "avg_inference_time")
+OVERALL_COLUMNS = ("total_samples", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "avg_inference_time")
 TASK_FIELDS = ("type", "count", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std")
 # Extra columns per group (after the reference's): (metric, with its value column).
 EXTRA_METRICS = (("psnr", False), ("ssim", False), ("accuracy", True))
 _STEP_NAME = re.compile(r"(?:^|[/_-])step[_-]?0*(\d+)$")
 # Per-sample keys that are not metrics to average.
-_NON_METRIC_KEYS = {"sample_id", "task_type", "main_task_type", "metric_mode", "psnr", "ssim",
-                    "inference_time", "data_range", "height", "width"}
+_NON_METRIC_KEYS = {
+    "sample_id",
+    "task_type",
+    "main_task_type",
+    "metric_mode",
+    "psnr",
+    "ssim",
+    "inference_time",
+    "data_range",
+    "height",
+    "width",
+}
 
 
 def _task_of(result: Mapping[str, Any]) -> str:
@@ -76,8 +85,7 @@ def _group_stats(results: Sequence[Mapping[str, Any]], extra_keys: list[str]) ->
     return out
 
 
-def compute_statistics(results: Sequence[Mapping[str, Any]],
-                       timestamp: str | None = None) -> dict[str, Any]:
+def compute_statistics(results: Sequence[Mapping[str, Any]], timestamp: str | None = None) -> dict[str, Any]:
     """statistics.json content from per-sample result dicts.
 
     Each result: {"sample_id", "task_type" (or "main_task_type"), "psnr", "ssim",
@@ -86,22 +94,24 @@ def compute_statistics(results: Sequence[Mapping[str, Any]],
     or boolean keys (understanding metrics) are averaged as "<key>_mean" / "<key>_std". A
     "metric_mode" shared by all results is recorded; mixed modes are an error.
     """
-    extra = sorted({k for r in results for k, v in r.items()
-                    if k not in _NON_METRIC_KEYS and isinstance(v, (int, float))})
+    extra = sorted(
+        {k for r in results for k, v in r.items() if k not in _NON_METRIC_KEYS and isinstance(v, (int, float))}
+    )
     modes = {r["metric_mode"] for r in results if r.get("metric_mode")}
     if len(modes) > 1:
-        raise DataError(f"results mix metric modes {sorted(modes)}; compute one statistics.json "
-                        "per mode")
+        raise DataError(f"results mix metric modes {sorted(modes)}; compute one statistics.json per mode")
     overall: dict[str, Any] = {"total_samples": len(results)}
     overall.update(_group_stats(results, extra))
-    overall["num_infinite_psnr"] = sum(
-        1 for r in results if _is_number(r.get("psnr")) and math.isinf(r["psnr"]))
+    overall["num_infinite_psnr"] = sum(1 for r in results if _is_number(r.get("psnr")) and math.isinf(r["psnr"]))
     by_task: dict[str, dict[str, Any]] = {}
     for task in sorted({_task_of(r) for r in results}):
         group = [r for r in results if _task_of(r) == task]
         by_task[task] = {"count": len(group), **_group_stats(group, extra)}
-    stats: dict[str, Any] = {"overall": overall, "by_task_type": by_task,
-                             "timestamp": timestamp or datetime.now().isoformat(timespec="seconds")}
+    stats: dict[str, Any] = {
+        "overall": overall,
+        "by_task_type": by_task,
+        "timestamp": timestamp or datetime.now().isoformat(timespec="seconds"),
+    }
     if modes:
         stats["metric_mode"] = modes.pop()
     return stats
@@ -184,8 +194,7 @@ def check_statistics(obj: Any) -> str | None:
     return None
 
 
-def load_statistics(dirs: Sequence[str | os.PathLike]) -> tuple[list[StatsEntry],
-                                                                list[tuple[Path, str]]]:
+def load_statistics(dirs: Sequence[str | os.PathLike]) -> tuple[list[StatsEntry], list[tuple[Path, str]]]:
     """Read every statistics.json under dirs: (usable entries, [(path, why skipped)])."""
     entries, skipped = [], []
     for root, path in find_statistics(dirs):
@@ -222,8 +231,12 @@ def _extra_cells(group: Mapping[str, Any]) -> list[str]:
         est = group.get(metric) or {}
         ci = est.get("ci95") or [None, None]
         base = (est.get("baseline") or {}).get("value")
-        cells += ([_cell(est.get("value"))] if with_value else []) + [_cell(ci[0]), _cell(ci[1]), _cell(est.get("n")),
-                                                                       _cell(base)]  # fmt: skip
+        cells += ([_cell(est.get("value"))] if with_value else []) + [
+            _cell(ci[0]),
+            _cell(ci[1]),
+            _cell(est.get("n")),
+            _cell(base),
+        ]
     return cells
 
 
@@ -231,7 +244,8 @@ def _extra_header(prefix: str) -> list[str]:
     head = []
     for metric, with_value in EXTRA_METRICS:
         head += ([f"{prefix}{metric}"] if with_value else []) + [
-            f"{prefix}{metric}_{f}" for f in ("ci95_low", "ci95_high", "n", "baseline")]
+            f"{prefix}{metric}_{f}" for f in ("ci95_low", "ci95_high", "n", "baseline")
+        ]
     return head
 
 
@@ -267,10 +281,28 @@ def write_summary_csv(entries: Sequence[StatsEntry], path: str | os.PathLike) ->
     _write_csv(path, *summary_table(entries))
 
 
-METRICS_CSV_HEADER = ("model_id", "split", "training_step", "group_kind", "group", "metric", "value", "ci95_low",
-                      "ci95_high", "n", "n_infinite", "baseline", "baseline_value", "baseline_ci95_low",
-                      "baseline_ci95_high", "baseline_n", "minus_baseline", "minus_baseline_ci95_low",
-                      "minus_baseline_ci95_high", "minus_baseline_n")  # fmt: skip
+METRICS_CSV_HEADER = (
+    "model_id",
+    "split",
+    "training_step",
+    "group_kind",
+    "group",
+    "metric",
+    "value",
+    "ci95_low",
+    "ci95_high",
+    "n",
+    "n_infinite",
+    "baseline",
+    "baseline_value",
+    "baseline_ci95_low",
+    "baseline_ci95_high",
+    "baseline_n",
+    "minus_baseline",
+    "minus_baseline_ci95_low",
+    "minus_baseline_ci95_high",
+    "minus_baseline_n",
+)
 
 
 def metrics_rows(entries: Sequence[StatsEntry]) -> list[list[str]]:
@@ -287,11 +319,30 @@ def metrics_rows(entries: Sequence[StatsEntry]) -> list[list[str]]:
             for metric, m in metrics.items():
                 base, diff = m.get("baseline") or {}, m.get("minus_baseline") or {}
                 ci, bci, dci = (x.get("ci95") or [None, None] for x in (m, base, diff))
-                rows.append([e.model_id, e.split, _cell(e.training_step), kind, name, metric, _cell(m.get("value")),
-                             _cell(ci[0]), _cell(ci[1]), _cell(m.get("n")), _cell(m.get("n_infinite")),
-                             _cell(base.get("name")), _cell(base.get("value")), _cell(bci[0]), _cell(bci[1]),
-                             _cell(base.get("n")), _cell(diff.get("value")), _cell(dci[0]), _cell(dci[1]),
-                             _cell(diff.get("n"))])  # fmt: skip
+                rows.append(
+                    [
+                        e.model_id,
+                        e.split,
+                        _cell(e.training_step),
+                        kind,
+                        name,
+                        metric,
+                        _cell(m.get("value")),
+                        _cell(ci[0]),
+                        _cell(ci[1]),
+                        _cell(m.get("n")),
+                        _cell(m.get("n_infinite")),
+                        _cell(base.get("name")),
+                        _cell(base.get("value")),
+                        _cell(bci[0]),
+                        _cell(bci[1]),
+                        _cell(base.get("n")),
+                        _cell(diff.get("value")),
+                        _cell(dci[0]),
+                        _cell(dci[1]),
+                        _cell(diff.get("n")),
+                    ]
+                )
     return rows
 
 

@@ -98,5 +98,11 @@ def train_majority_for(data: Path) -> dict[str, Any] | None:
     return jsonl_train_majority(data)
 
 
-__all__ = ["benchmark_train_majority", "jsonl_train_majority", "majority_table", "sibling_train_file", "sidecar_path",
-           "train_majority_for"]
+__all__ = [
+    "benchmark_train_majority",
+    "jsonl_train_majority",
+    "majority_table",
+    "sibling_train_file",
+    "sidecar_path",
+    "train_majority_for",
+]
