@@ -29,6 +29,7 @@ Run: HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/train_memory.py --la
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -106,9 +107,11 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     trainer = Trainer(cfg).setup()
     load_s, after_load = time.perf_counter() - start, status_bytes("VmHWM")
+    resident = {"after_load": resident_parts()}
+    gc.collect()
+    resident["after_trim"] = resident_parts(trim=True)
     # The load's peak counts the checkpoint's mmapped pages; the steps' peak is measured on its own.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set (Linux >= 4.0)
+    reset_peak()
     packs: list[tuple[int, int, int]] = []
 
     def recording(batches):
@@ -117,12 +120,17 @@ def child(args: argparse.Namespace) -> None:
             yield batch
 
     trainer.data_iter = recording(trainer.data_iter)
-    seconds = []
+    seconds, step_peaks = [], []
     for _ in range(args.steps):
+        reset_peak()
         t0 = time.perf_counter()
         trainer.train_step()
         trainer.step += 1
         seconds.append(time.perf_counter() - t0)
+        step_peaks.append(status_bytes("VmHWM"))  # each step's own peak; the run's is their maximum
+    resident["after_steps"] = resident_parts()
+    gc.collect()
+    resident["after_steps_trim"] = resident_parts(trim=True)
     print(
         json.dumps(
             {
@@ -130,12 +138,32 @@ def child(args: argparse.Namespace) -> None:
                 "layers": args.layers,
                 "load_s": load_s,
                 "load_peak": after_load,
-                "peak": status_bytes("VmHWM"),
+                "peak": max(step_peaks),
+                "step_peaks": step_peaks,
+                "resident": resident,
                 "step_s": seconds,
                 "packs": packs,
             }
         )
     )
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident set (Linux >= 4.0)
+
+
+def resident_parts(trim: bool = False) -> dict:
+    """The resident set now, split into heap-and-anonymous pages and file-backed (mmapped) pages.
+
+    ``trim``: first hand the heap's freed pages back to the OS (glibc ``malloc_trim``), to see how
+    much of the resident set is memory the process already freed.
+    """
+    if trim:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return {field: status_bytes(field) for field in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def planner_total(plan: str, layers: int, packs: list | None, tokens: int) -> int:

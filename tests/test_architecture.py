@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenizer",
             "run_lock",
             "threads",
+            "host_memory",
             "progress",
             "guidance",
             "defaults",

@@ -198,3 +198,29 @@ def test_token_count_before_loading_equals_the_packed_length(plan, images, token
     vae = [s.image.shape for s in splits if isinstance(s, VaeImageSplit)]
     assert all(h % 14 == 0 and w % 14 == 0 for _, h, w in vit) and all(h % 16 == 0 and w % 16 == 0 for _, h, w in vae)
     assert all(isinstance(s, TextSplit) for s in splits if not isinstance(s, (VitImageSplit, VaeImageSplit)))
+
+
+def test_training_texts_are_closed_as_the_reference_packs_and_inference_reads_them(images, tokenizer):
+    """Every text of a training sample is <|im_start|> ids <|im_end|>: the <|im_end|> an input with the
+    next RoPE id and no loss (the reference's packer); inference contexts hold the same tokens, so a
+    fine-tuned model never meets at inference an input its training lacked."""
+    r = rec(images, "<image>\nWhat is this?", "A lesion.", inputs=["b.png"])
+    builder = SampleBuilder(tokenizer, CFG, VAE_T, VIT_T)
+    splits, _ = builder.materialize(builder.measure(VLM_SFT.plan(r, Drops(), BOTH)))
+    batch = build_packed_batch([splits], tokenizer.special, CFG)
+    sp = tokenizer.special
+    question, answer = (tokenizer.encode(t) for t in ("What is this?", "A lesion."))
+    assert batch.text_ids.tolist() == [
+        sp.vision_start,
+        sp.vision_end,
+        sp.bos,
+        *question,
+        sp.eos,
+        sp.bos,
+        *answer,
+        sp.eos,
+    ]
+    assert batch.ce_labels.tolist() == [*answer, sp.eos]  # the closing <|im_end|> itself carries no loss
+    n_vit = batch.vit_token_lens[0]
+    text_start = n_vit + 2  # the image split: markers and patches at RoPE id 0
+    assert batch.position_ids[text_start:].tolist() == list(range(1, 1 + len(question) + 2 + len(answer) + 2))

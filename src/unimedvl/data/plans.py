@@ -333,10 +333,10 @@ class SampleBuilder:
         images = sum(self._image_tokens(i) for i in items if isinstance(i, ImageItem))
         texts = [i.text for i in items if isinstance(i, TextItem)]
         per_token = self.tokenizer.max_token_bytes
-        raw = images + sum(text_tokens(-(-len(t.encode("utf-8")) // per_token)) for t in texts)
+        raw = images + sum(text_tokens(-(-len(t.encode("utf-8")) // per_token), close=True) for t in texts)
         if raw <= limit:  # the bound cannot prove it too long: the exact count decides
             return None
-        bound = images + sum(text_tokens(self.tokenizer.min_tokens(t)) for t in texts)
+        bound = images + sum(text_tokens(self.tokenizer.min_tokens(t), close=True) for t in texts)
         return bound if bound > limit else None
 
     def measure(self, items: Sequence[PlanItem], limit: int | None = None) -> Measured:
@@ -354,7 +354,7 @@ class SampleBuilder:
             if isinstance(item, TextItem):
                 encoded = self.tokenizer.encode(item.text)
                 ids.append(encoded)
-                total += text_tokens(len(encoded))
+                total += text_tokens(len(encoded), close=True)
             else:
                 ids.append(None)
                 total += self._image_tokens(item)
@@ -369,7 +369,10 @@ class SampleBuilder:
         splits: list[SplitSpec] = []
         for item, ids in zip(measured.items, measured.ids):
             if isinstance(item, TextItem):
-                splits.append(TextSplit(list(ids), loss=item.loss))
+                # Closed: <|im_end|> follows every text as an input token (no loss), as the reference's
+                # packer writes it and as every inference context holds it; without it a fine-tuned
+                # model sees at inference a token its training never fed it.
+                splits.append(TextSplit(list(ids), loss=item.loss, close=True))
                 continue
             key = (item.ref.path, item.path)
             if key not in tensors:

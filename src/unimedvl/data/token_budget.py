@@ -36,8 +36,8 @@ class TokenLimit:
         pieces = [p for turn in record.turns for p in turn.parts() if isinstance(p, str)]
         bounds = [self.tokenizer.min_tokens(p) if self.tokenizer.tokens_exceed(p, self.limit) else None for p in pieces]
         if any(b is not None for b in bounds):
-            return sum(text_tokens(b or 0) for b in bounds), False
-        return sum(text_tokens(len(self.tokenizer.encode(p))) for p in pieces), True
+            return sum(text_tokens(b or 0, close=True) for b in bounds), False
+        return sum(text_tokens(len(self.tokenizer.encode(p)), close=True) for p in pieces), True
 
 
 def sample_token_check(

@@ -4,7 +4,9 @@ A batch is one 1-D sequence holding several samples. A sample is a list of split
 
 - ``TextSplit``: ``<|im_start|>`` + ids (causal). With ``loss=True`` the labels are
   ids + ``<|im_end|>`` (next-token targets at every position of the split). With
-  ``close=True`` the ``<|im_end|>`` token is also part of the input (inference contexts).
+  ``close=True`` the ``<|im_end|>`` token is also part of the input, with the next RoPE id and no
+  loss: training samples (the reference's packer appends it to every text) and inference
+  contexts are closed; only the text that generation continues is left open.
 - ``VitImageSplit``: ``<|vision_start|>`` + ViT patches + ``<|vision_end|>`` (full attention,
   understanding expert).
 - ``VaeImageSplit``: ``<|vision_start|>`` + latent tokens + ``<|vision_end|>``; clean
@@ -41,7 +43,7 @@ class TextSplit:
 
     ids: list[int]
     loss: bool = False  # cross-entropy on this text (gpt turns)
-    close: bool = False  # also feed <|im_end|> as an input token (inference contexts)
+    close: bool = False  # also feed <|im_end|> as an input token (training samples, inference contexts)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from unimedvl.checkpoint.release import check_weight_shapes, find_weights, parse
 from unimedvl.config import ModelConfig, save_yaml
 from unimedvl.errors import CheckpointError, ConfigError, DiskFullError
 from unimedvl.fileio import disk_full_reported
+from unimedvl.host_memory import keep_large_blocks_mapped
 from unimedvl.models.latent_cache import LatentCache
 from unimedvl.models.packed_batch import PackedBatch
 from unimedvl.run_lock import RunLock
@@ -91,6 +92,7 @@ class Trainer:
     def setup(self) -> Trainer:
         """Everything that can fail before step 1, cheapest checks first."""
         cfg = self.cfg
+        keep_large_blocks_mapped()  # freed activations leave the resident set (host_memory.py)
         cfg.require_inputs()
         for flag in ("dataset_config_file", "val_dataset_config_file", "dataset_info_file"):
             _check_file(getattr(cfg, flag), flag)
