@@ -2,16 +2,17 @@
 
 glibc serves an allocation above its mmap threshold with its own mapping, returned to the OS on
 free. The threshold starts at 128 KiB but rises to the size of every mapped block freed, up to
-32 MiB, so after the first few frees a training step's activations (tens of MiB each at the
-release's widths) come from the heap instead, where a freed block stays resident and
-fragmentation keeps the next step from reusing it whole. Measured with ``bench/train_memory.py``
-(QLoRA int8, release widths, 2 layers, 2048-token packs on a CPU): 10.89 GB peak resident with the
-rising threshold, 10.18 GB with a fixed 4 MiB one, and 2.7 GB against 1.8 GB still resident after
-the steps. A fixed threshold makes the resident set follow what the tensors hold, which is what
-the training memory planner counts.
+32 MiB, and the trim threshold (how much free memory the top of a heap may keep) rises to twice
+that, so a training step's activations (tens of MiB each at the release's widths) come from the
+heaps instead, where freed blocks stay resident and fragmentation keeps the next one from reusing
+them whole. Measured with ``bench/train_memory.py`` (QLoRA int8, release widths, 2 layers, packs
+of ~2000 tokens, fp32 on a CPU): the steps' peak resident set is 10.9 GB with glibc's rising
+thresholds, 11.5 GB with only the mmap threshold fixed (2.5 GB of freed memory still resident after
+the step) and 9.9 GB with both fixed (1.2 GB; the planner says 9.6 GB). Fixed thresholds make the
+resident set follow what the tensors hold, which is what the training memory planner counts.
 
-:func:`keep_large_blocks_mapped` fixes it (``mallopt(M_MMAP_THRESHOLD)``, which also stops the
-rising) for the training process. A value the user gave (``MALLOC_MMAP_THRESHOLD_``) is kept; on a
+:func:`keep_large_blocks_mapped` fixes both (``mallopt``, which also stops the rising) for the
+training process. A value the user gave (``MALLOC_MMAP_THRESHOLD_``) is kept; on a
 C library other than glibc nothing changes.
 """
 
@@ -21,8 +22,10 @@ import ctypes
 import ctypes.util
 import os
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+M_TRIM_THRESHOLD = -1  # mallopt parameter numbers in glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 LARGE_BLOCK_BYTES = 4 * 1024 * 1024  # blocks from 4 MiB up get their own mapping (activations, not small tensors)
+TRIM_BYTES = 128 * 1024  # glibc's initial trim threshold: free heap tops above it go back to the OS
 ENV = "MALLOC_MMAP_THRESHOLD_"
 
 
@@ -43,4 +46,6 @@ def keep_large_blocks_mapped(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     # glibc only (it has gnu_get_libc_version): musl's mallopt accepts the call and ignores it.
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    # The rising rule also raised the trim threshold (to twice the mmap threshold) for every block freed
+    # before this call; put it back to where it starts, as the environment variable would have kept it.
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
