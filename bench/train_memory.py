@@ -335,7 +335,8 @@ def main() -> None:
                 results[f"{plan}/{layers}"] = run_plan(plan, layers, args)
                 store.parent.mkdir(parents=True, exist_ok=True)
                 store.write_text(json.dumps(results, indent=1))
-    print(f"machine: {machine()}; packs of {args.tokens} tokens, {args.steps} steps, fp32 on CPU")
+    runs = "" if args.report else f"; packs of {args.tokens} tokens, {args.steps} steps"
+    print(f"machine: {machine()}{runs}; fp32 on CPU (each row: its own packs and steps)")
     print("\n".join(report(results)))
 
 
