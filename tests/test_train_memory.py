@@ -1,5 +1,6 @@
 """The training memory planner (unimedvl.checkpoint.train_memory), info --memory --train and train --max_memory."""
 
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import train_support as ts  # noqa: E402
 from unimedvl.checkpoint.train_memory import (  # noqa: E402
+    DEQUANT_PEAK_BYTES,
     TrainPlan,
     TrainSetup,
     all_plans,
@@ -216,3 +218,33 @@ def test_a_bf16_lora_run_trains_adapters_over_a_bf16_base_and_exports(tmp_path):
     merged = merge_adapter(tmp_path / "run" / "step_0000002", tmp_path / "merged")  # a LoRA step holds adapters only
     model = load_model(merged, dtype=torch.float32)
     assert not any(".lora_" in name for name, _ in model.named_parameters())
+
+
+DEQUANT_PEAK = """
+import sys, torch
+from unimedvl.train.qlora import dequantize, quantize_weight
+method, dtype = sys.argv[-2], {"4": torch.float32, "2": torch.bfloat16}[sys.argv[-1]]
+def kib(field):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(field + ':'))
+q = quantize_weight(torch.randn(4096, 2048, dtype=torch.bfloat16), method)
+base = kib('VmRSS')
+open('/proc/self/clear_refs', 'w').write('5')  # VmHWM := VmRSS
+out = dequantize(q, dtype)
+print((kib('VmHWM') - base) * 1024 / out.numel())
+"""
+
+
+@pytest.mark.parametrize("key", sorted(DEQUANT_PEAK_BYTES))
+def test_the_planners_dequantisation_peak_is_what_torchao_allocates(key):
+    """The per-weight peak of dequantising one matrix (output and temporaries), re-measured on 8M weights."""
+    pytest.importorskip("torchao")
+    method, b = key
+    out = subprocess.run(
+        [sys.executable, "-c", DEQUANT_PEAK, method, str(b)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"},
+    )
+    assert out.returncode == 0, out.stderr[-500:]
+    measured = float(out.stdout.strip().splitlines()[-1])
+    assert abs(measured - DEQUANT_PEAK_BYTES[key]) <= 1.0, (key, measured)

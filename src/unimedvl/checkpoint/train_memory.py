@@ -31,8 +31,8 @@ What is counted (``N`` GPUs with FSDP2 FULL_SHARD; one process without FSDP when
   activation checkpointing only each layer's input stays, plus one layer recomputed in backward.
   The worst case of what the tokens are is taken: all text with a loss (the fp32 logits,
   log-softmax and two gradients, 12 bytes per token and vocabulary entry) or all ViT tokens (the
-  vision encoder's own activations), whichever needs more. QLoRA adds two dequantised copies of
-  the largest quantised matrix. An estimate to decide what fits with a margin, not to the megabyte:
+  vision encoder's own activations), whichever needs more. QLoRA adds the peak of dequantising the
+  largest quantised matrix, temporaries included (:data:`DEQUANT_PEAK_BYTES`). An estimate to decide what fits with a margin, not to the megabyte:
   ``bench/train_memory.py`` checks it against measured peaks.
 - overhead: the CUDA context and allocator slack (or the CPU process), as the inference plans.
 
@@ -58,6 +58,10 @@ VIT_LAYERS = "vit_model.vision_model.encoder.layers."
 QUANTIZED_PREFIXES = (LAYERS, VIT_LAYERS)  # the Linear weights a QLoRA base holds quantised
 GEN_SUFFIX = "_moe_gen"
 CE_BYTES_PER_LOGIT = 12  # fp32 log-softmax output kept for backward, its gradient and the incoming one
+# Peak bytes per weight while torchao 0.18 dequantises one matrix to the compute dtype (output and
+# temporaries), measured on an 18944 x 3584 matrix (tests/test_train_memory.py re-measures a smaller one):
+# int8 computes in fp32 then casts; nf4 unpacks its 4-bit codes and block scales first.
+DEQUANT_PEAK_BYTES = {("int8", 4): 8, ("int8", 2): 10, ("nf4", 4): 14, ("nf4", 2): 14}
 
 
 @dataclass(frozen=True)
@@ -390,7 +394,10 @@ def _activation_bytes(
         image = layers + vit_saved + layer_peak
     dequantized = 0
     if plan.quantize != "none":
-        dequantized = 2 * b * max((q.numel for q in tensors if q.quantized), default=0)
+        per_weight = DEQUANT_PEAK_BYTES.get(
+            (plan.quantize, b), max(v for (m, _), v in DEQUANT_PEAK_BYTES.items() if m == plan.quantize)
+        )
+        dequantized = per_weight * max((q.numel for q in tensors if q.quantized), default=0)
     return max(text, image) + dequantized
 
 
