@@ -192,8 +192,9 @@ def test_validate_counts_a_mix_sample_as_the_packer_does(tmp_path):
     report = validate_mix(mix, info, cfg, tokens=tokens)
     assert [p.line for p in report.problems] == [1, 2]
     assert all("the sample is at least" in p.message and "(text and images)" in p.message for p in report.problems)
-    # A short sample: its 28 x 28 image (2 x 2 patches + 2 markers) and its two texts, as the packer counts it.
-    image, texts = 2 * 2 + 2, sum(1 + len(tokens.tokenizer.encode(t)) for t in ("What is shown?", "a CT"))
+    # A short sample: its 28 x 28 image (2 x 2 patches + 2 markers) and its two texts (<|im_start|> ids
+    # <|im_end|>), as the packer counts it.
+    image, texts = 2 * 2 + 2, sum(2 + len(tokens.tokenizer.encode(t)) for t in ("What is shown?", "a CT"))
     exact = validate_mix(mix, info, cfg, tokens=TokenLimit(tokens.tokenizer, image + texts, "limit"))
     over = validate_mix(mix, info, cfg, tokens=TokenLimit(tokens.tokenizer, image + texts - 1, "limit"))
     assert len(exact.problems) == 2 and len(over.problems) == 6
