@@ -8,8 +8,10 @@ heaps instead, where freed blocks stay resident and fragmentation keeps the next
 them whole. Measured with ``bench/train_memory.py`` (QLoRA int8, release widths, 2 layers, packs
 of ~2000 tokens, fp32 on a CPU): the steps' peak resident set is 10.9 GB with glibc's rising
 thresholds, 11.5 GB with only the mmap threshold fixed (2.5 GB of freed memory still resident after
-the step) and 9.9 GB with both fixed (1.2 GB; the planner says 9.6 GB). Fixed thresholds make the
-resident set follow what the tensors hold, which is what the training memory planner counts.
+the step) and 9.9 GB with both fixed (1.2 GB; the planner says 9.6 GB); single runs of one setting
+differ by up to 1.5 GB with where blocks land (BENCHMARKS.md, "Training memory plans"). Fixed
+thresholds keep activation-sized blocks out of the heaps, so the resident set follows more closely
+what the tensors hold, which is what the training memory planner counts.
 
 :func:`keep_large_blocks_mapped` fixes both (``mallopt``, which also stops the rising) for the
 training process. A value the user gave (``MALLOC_MMAP_THRESHOLD_``) is kept; on a

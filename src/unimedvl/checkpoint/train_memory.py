@@ -32,8 +32,9 @@ What is counted (``N`` GPUs with FSDP2 FULL_SHARD; one process without FSDP when
   The worst case of what the tokens are is taken: all text with a loss (the fp32 logits,
   log-softmax and two gradients, 12 bytes per token and vocabulary entry) or all ViT tokens (the
   vision encoder's own activations), whichever needs more. QLoRA adds the peak of dequantising the
-  largest quantised matrix, temporaries included (:data:`DEQUANT_PEAK_BYTES`). An estimate to decide what fits with a margin, not to the megabyte:
-  ``bench/train_memory.py`` checks it against measured peaks.
+  largest quantised matrix, temporaries included (:data:`DEQUANT_PEAK_BYTES`). An estimate to decide
+  what fits with a margin, not to the megabyte: ``bench/train_memory.py`` checks it against
+  measured peaks.
 - overhead: the CUDA context and allocator slack (or the CPU process), as the inference plans.
 
 This module never imports the trainer; the TrainConfig it reads is duck-typed.
