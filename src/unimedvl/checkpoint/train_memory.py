@@ -395,10 +395,8 @@ def _activation_bytes(
         image = layers + vit_saved + layer_peak
     dequantized = 0
     if plan.quantize != "none":
-        per_weight = DEQUANT_PEAK_BYTES.get(
-            (plan.quantize, b), max(v for (m, _), v in DEQUANT_PEAK_BYTES.items() if m == plan.quantize)
-        )
-        dequantized = per_weight * max((q.numel for q in tensors if q.quantized), default=0)
+        largest = max((q.numel for q in tensors if q.quantized), default=0)
+        dequantized = DEQUANT_PEAK_BYTES[plan.quantize, b] * largest  # b: 4 (fp32) or 2 (bf16, fp16)
     return max(text, image) + dequantized
 
 
